@@ -1,0 +1,195 @@
+"""The ``pgqueue`` command: migrate the schema, run workers, inspect and send jobs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .config import DSN_ENV
+from .errors import InvalidPayloadError, PgQueueError
+from .models import JobState
+from .queue import AsyncPgQueue, PgQueue
+
+__all__ = ["build_parser", "main"]
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="pgqueue", description=__doc__)
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def database_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--dsn", help=f"database URL (default: ${DSN_ENV}, else embedded)")
+        sub.add_argument("--schema", default="pgqueue", help="schema name (default: pgqueue)")
+
+    migrate = commands.add_parser("migrate", help="create or upgrade pgqueue's schema")
+    database_options(migrate)
+    migrate.add_argument("--status", action="store_true",
+                         help="report the schema version and pending migrations only")
+    migrate.set_defaults(run=_migrate)
+
+    worker = commands.add_parser("worker", help="run the handlers of an application")
+    worker.add_argument("app", help="the queue object, as module:attribute (myapp.jobs:pq)")
+    worker.add_argument("--queues", help="comma-separated queues to work (default: all)")
+    worker.add_argument("--concurrency", type=int, default=10,
+                        help="jobs run at once by this process (default: 10)")
+    worker.add_argument("--poll-interval", type=float, default=2.0,
+                        help="seconds between polls when no notification comes (default: 2)")
+    worker.add_argument("--shutdown-timeout", type=float, default=30.0,
+                        help="seconds to let active jobs finish on SIGTERM (default: 30)")
+    worker.set_defaults(run=_worker)
+
+    jobs = commands.add_parser("jobs", help="list an application's jobs and their options")
+    jobs.add_argument("app", help="the queue object, as module:attribute")
+    jobs.set_defaults(run=_jobs)
+
+    send = commands.add_parser("send", help="send a job of an application by name")
+    send.add_argument("app", help="the queue object, as module:attribute")
+    send.add_argument("name", help="the job (queue) name")
+    send.add_argument("--data", default="null", help="the job's data as JSON (default: null)")
+    send.add_argument("--wait", action="store_true",
+                      help="wait until a worker finishes it, then print its output")
+    send.add_argument("--timeout", type=float, default=60.0,
+                      help="seconds to wait with --wait (default: 60)")
+    send.set_defaults(run=_send)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run: Command = args.run
+    try:
+        return run(args)
+    except PgQueueError as exc:
+        print(f"pgqueue: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    # No maintenance: it would run against a schema that may not be installed yet.
+    pq = PgQueue(args.dsn, schema=args.schema, migrate=False, maintenance=False)
+    if args.status:
+        with pq:
+            status = pq.migration_status()
+        current = "not installed" if status.current is None else str(status.current)
+        print(f"schema {args.schema}: version {current}, latest {status.latest}")
+        for migration in status.pending:
+            print(f"pending: {migration.version:04d}_{migration.name}")
+        return 0
+    try:
+        applied = pq.migrate()
+    finally:
+        pq.stop()  # stops an embedded server it started
+    if applied:
+        print(f"schema {args.schema}: applied {', '.join(str(v) for v in applied)}")
+    else:
+        print(f"schema {args.schema}: up to date")
+    return 0
+
+
+def load_app(spec: str) -> AsyncPgQueue | PgQueue:
+    """Import ``module:attribute`` (from the current directory too) and return the queue."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise PgQueueError(f"app must be module:attribute, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PgQueueError(f"cannot import {module_name!r}: {exc}") from exc
+    app: Any = module
+    for part in attribute.split("."):
+        app = getattr(app, part, None)
+    if not isinstance(app, AsyncPgQueue | PgQueue):
+        raise PgQueueError(f"{spec} is not an AsyncPgQueue or PgQueue (got {type(app).__name__})")
+    return app
+
+
+def _worker(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    options: dict[str, Any] = {
+        "queues": args.queues.split(",") if args.queues else None,
+        "concurrency": args.concurrency,
+        "poll_interval": args.poll_interval,
+        "shutdown_timeout": args.shutdown_timeout,
+        "install_signal_handlers": True,
+    }
+    if isinstance(app, PgQueue):
+        with app:
+            app.work(**options)
+        return 0
+
+    async def run() -> None:
+        async with app:
+            await app.work(**options)
+
+    asyncio.run(run())
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    for definition in app.registry.definitions():
+        options = ", ".join(f"{k}={v!r}" for k, v in sorted(definition.options.items()))
+        extra = f" (concurrency {definition.concurrency})" if definition.concurrency else ""
+        print(f"{definition.name}{extra}: {definition.description or '-'}")
+        if options:
+            print(f"    {options}")
+    return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    try:
+        data = json.loads(args.data)
+    except json.JSONDecodeError as exc:
+        raise InvalidPayloadError(f"--data is not JSON: {exc}") from None
+    sync = PgQueue(app.dsn, schema=app.schema, maintenance=False)
+    sync.registry = app.registry
+    with sync:
+        if args.name in app.registry:
+            definition = app.registry[args.name]
+            job_id = sync.send(args.name, definition.parse_data(data), **definition.send_options)
+        else:
+            job_id = sync.send(args.name, data)
+        if job_id is None:
+            print(f"{args.name}: not sent (a singleton or policy blocked it)")
+            return 1
+        print(f"sent {args.name} job {job_id}", file=sys.stderr)
+        if not args.wait:
+            print(job_id)
+            return 0
+        deadline = time.monotonic() + args.timeout
+        while True:
+            job = sync.get_job_by_id(job_id)
+            if job is not None and job.state.finished:
+                print(json.dumps(job.output, indent=2, default=str))
+                return 0 if job.state is JobState.completed else 1
+            if time.monotonic() > deadline:
+                print(f"job {job_id} is still {job.state.value if job else 'gone'}",
+                      file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

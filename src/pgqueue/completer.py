@@ -1,0 +1,115 @@
+"""Writes outcomes in batches: whatever piled up while the previous write ran goes next."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .core import Core
+from .db import Plan
+from .executor import Outcome
+
+__all__ = ["Completer"]
+
+log = logging.getLogger("pgqueue.worker")
+
+Runner = Callable[[Plan[Any]], Awaitable[Any]]
+
+
+class Completer:
+    """Buffers outcomes and records them, completions and failures each in one statement.
+
+    A write that fails (connection lost) is retried with backoff; the database ignores an
+    outcome for a job that is no longer active, so a retried write never records twice.
+    """
+
+    def __init__(self, run: Runner, core: Core, worker_id: str, max_batch: int = 1000) -> None:
+        self._run = run
+        self._core = core
+        self._worker_id = worker_id
+        self._max_batch = max_batch
+        self._pending: list[Outcome] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.written = 0
+
+    def add(self, outcome: Outcome) -> None:
+        """Queue an outcome for the next write."""
+        self._pending.append(outcome)
+        self._idle.clear()
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Start the writer task."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="pgqueue-completer")
+
+    async def flush(self) -> None:
+        """Wait until every queued outcome is written."""
+        if self._task is None:
+            await self.start()
+        waiter = asyncio.ensure_future(self._idle.wait())
+        assert self._task is not None
+        done, _ = await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            waiter.cancel()
+            self._task.result()
+
+    async def stop(self) -> None:
+        """Flush, then stop the writer. Idempotent."""
+        if self._task is None:
+            return
+        if not self._task.done():
+            await self.flush()
+        task, self._task = self._task, None
+        self._stopping = True  # in case the cancellation comes back as a psycopg error
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _loop(self) -> None:
+        backoff = 0.05
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                try:
+                    await self._write(batch)
+                except Exception as exc:
+                    if self._stopping:
+                        return
+                    log.warning("recording %d outcomes failed (%s); retrying in %.2fs",
+                                len(batch), exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                backoff = 0.05
+                del self._pending[: len(batch)]
+                self.written += len(batch)
+            self._idle.set()
+
+    async def _write(self, batch: list[Outcome]) -> None:
+        done = [o for o in batch if o.kind == "completed"]
+        failed = [o for o in batch if o.kind != "completed"]
+        if done:
+            await self._run(self._core.complete(
+                [o.job_id for o in done],
+                [o.output for o in done],
+                self._worker_id,
+                [o.progress for o in done],
+            ))
+        if failed:
+            await self._run(self._core.fail(
+                [o.job_id for o in failed],
+                [o.output for o in failed],
+                self._worker_id,
+                terminal=[o.terminal for o in failed],
+                final_states=["expired" if o.kind == "expired" else "failed" for o in failed],
+            ))

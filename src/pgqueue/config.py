@@ -1,0 +1,88 @@
+"""Name rules, defaults and how the database is chosen."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from psycopg.conninfo import conninfo_to_dict
+
+from .errors import InvalidDsnError, InvalidNameError
+
+__all__ = [
+    "DSN_ENV",
+    "MAX_NAME_LENGTH",
+    "check_dsn",
+    "check_name",
+    "check_schema",
+    "describe_dsn",
+    "resolve_dsn",
+]
+
+DSN_ENV = "PGQUEUE_DATABASE_URL"
+MAX_NAME_LENGTH = 100
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/:]*\Z")
+# Lower case so the schema never needs quoting by hand; short so "<schema>_jobs" fits a
+# 63-byte NOTIFY channel name.
+_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,49}\Z")
+
+
+def check_name(name: object, what: str = "queue") -> str:
+    """Return ``name`` if it is a valid queue or event name, else raise InvalidNameError."""
+    if not isinstance(name, str):
+        raise InvalidNameError(f"{what} name must be a string, got {type(name).__name__}")
+    if not name or len(name) > MAX_NAME_LENGTH or not _NAME.match(name):
+        raise InvalidNameError(
+            f"invalid {what} name {name!r}: use 1-{MAX_NAME_LENGTH} characters from "
+            "letters, digits and _ . - / :, not starting with . - / or :"
+        )
+    return name
+
+
+def check_schema(schema: object) -> str:
+    """Return ``schema`` if it is a valid schema name, else raise InvalidNameError."""
+    if not isinstance(schema, str) or not _SCHEMA.match(schema) or schema.startswith("pg_"):
+        raise InvalidNameError(
+            f"invalid schema name {schema!r}: use 1-50 characters from lower-case letters, "
+            "digits and _, starting with a letter or _ (and not with pg_)"
+        )
+    return schema
+
+
+def check_dsn(dsn: str) -> str:
+    """Return ``dsn`` if libpq can parse it, else raise InvalidDsnError (password never shown)."""
+    if not isinstance(dsn, str):
+        raise InvalidDsnError(f"the DSN must be a string, got {type(dsn).__name__}")
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception as exc:
+        raise InvalidDsnError(
+            f"invalid database connection string: {_strip_secret(str(exc).strip())}"
+        ) from None
+    port = str(params.get("port") or "")
+    if port and not all(p.strip().isdigit() for p in port.split(",")):
+        raise InvalidDsnError(f"invalid database connection string: bad port {port!r}")
+    return dsn
+
+
+def resolve_dsn(dsn: str | None) -> str | None:
+    """The DSN to use: the argument, else $PGQUEUE_DATABASE_URL, else None (embedded)."""
+    if dsn is None:
+        dsn = os.environ.get(DSN_ENV) or None
+    return None if dsn is None else check_dsn(dsn)
+
+
+def describe_dsn(dsn: str) -> str:
+    """Where a DSN points (host, port, database), without user or password."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:
+        return "<unparsable dsn>"
+    host = params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or "localhost"
+    port = params.get("port") or os.environ.get("PGPORT") or "5432"
+    db = params.get("dbname") or os.environ.get("PGDATABASE") or "(default database)"
+    return f"host={host} port={port} dbname={db}"
+
+
+def _strip_secret(message: str) -> str:
+    return re.sub(r"(password\s*=\s*|:)[^@\s]*@", r"\1***@", message)

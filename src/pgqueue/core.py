@@ -1,0 +1,524 @@
+"""The operations of the API, each written once as a plan that both flavours run.
+
+Input is validated here, before any statement is yielded, so bad input never writes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel
+
+from .config import check_name
+from .cron import check_cron, check_timezone, latest_slot
+from .db import Plan, Row, Stmt
+from .errors import InvalidInputError, InvalidOptionError, InvalidPayloadError, QueueNotFoundError
+from .models import (
+    Job,
+    JobOptions,
+    JobState,
+    QueueInfo,
+    QueueOptions,
+    QueueStats,
+    ScheduleInfo,
+    parse_options,
+)
+from .registry import JobDefinition
+from .sql import Statements
+
+__all__ = ["ONE_ACTIVE_PER_KEY", "Core", "encode_json", "error_output", "job_ids"]
+
+_JOB_OPTION_NAMES = frozenset(JobOptions.model_fields)
+# Policies that allow one active job per singleton key: fetchers take turns on such queues.
+ONE_ACTIVE_PER_KEY = frozenset({"singleton", "stately"})
+# Parameters of the single-job insert: the job options but singleton_next_slot.
+_SINGLE_PARAMS = ("name", "data", *sorted(_JOB_OPTION_NAMES - {"singleton_next_slot"}))
+
+
+def encode_json(value: Any, what: str = "data") -> str:
+    """``value`` as JSON text; pydantic models are dumped first. Raises InvalidPayloadError."""
+    if value is None:
+        return "null"
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"), default=_default)
+    except (TypeError, ValueError) as exc:
+        raise InvalidPayloadError(f"{what} is not JSON-serialisable: {exc}") from None
+    if "\\u0000" in text and _NUL.search(text):
+        raise InvalidPayloadError(f"{what} contains a NUL character, which PostgreSQL refuses")
+    if "\\ud" in text:  # a surrogate escape: fine in pairs (astral characters), not alone
+        try:
+            json.dumps(value, ensure_ascii=False, default=_default).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidPayloadError(
+                f"{what} contains a lone surrogate character, which is not valid Unicode"
+            ) from None
+    return text
+
+
+# An escaped NUL, not an escaped backslash followed by the letters u0000.
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def error_output(error: object) -> Any:
+    """What a failure stores as the job's output: an exception's type, message and traceback."""
+    if isinstance(error, BaseException):
+        return {
+            "type": type(error).__name__,
+            "message": str(error),
+            "traceback": "".join(traceback.format_exception(error)),
+        }
+    if error is None or isinstance(error, str):
+        return {"message": error}
+    return error
+
+
+def job_ids(ids: int | Iterable[int]) -> list[int]:
+    """A list of job ids from one id or many; refuses anything that is not an int."""
+    if isinstance(ids, int) or not isinstance(ids, Iterable) or isinstance(ids, str | bytes):
+        items: list[Any] = [ids]
+    else:
+        items = list(ids)
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise InvalidInputError(f"job ids must be integers, got {item!r}")
+    return items
+
+
+class Core:
+    """Builds the plan of every operation for one schema."""
+
+    def __init__(self, statements: Statements) -> None:
+        self.sql = statements
+
+    # -- producing ---------------------------------------------------------------------------
+
+    def job_record(
+        self, name: str, data: Any, options: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        """One job's validated options (only those given) and its data as JSON text."""
+        check_name(name)
+        record: dict[str, Any] = {}
+        if options:
+            unknown = set(options) - _JOB_OPTION_NAMES
+            if unknown:
+                raise InvalidOptionError(
+                    "unknown option " + ", ".join(repr(u) for u in sorted(unknown))
+                )
+            parsed: JobOptions = parse_options(JobOptions, dict(options))
+            record = parsed.model_dump(mode="json", exclude_none=True)
+        return record, encode_json(data)
+
+    def insert(self, specs: list[str]) -> Plan[list[int | None]]:
+        """Plan: insert jobs given as JSON records (see :meth:`insert_many`); ids in order,
+        None where a singleton or policy blocked one."""
+        if not specs:
+            return []
+        rows = yield Stmt(self.sql.job_insert_many, {"jobs": "[" + ",".join(specs) + "]"})
+        if rows and rows[0]["missing"]:
+            raise QueueNotFoundError(list(rows[0]["missing"]))
+        return [row["id"] for row in rows]
+
+    def send(self, name: str, data: Any, options: Mapping[str, Any]) -> Plan[int | None]:
+        """Plan: insert one job (with the lean statement unless it needs the batch one)."""
+        record, payload = self.job_record(name, data, options)
+        if "dead_letter" in record or record.get("singleton_next_slot"):
+            ids = yield from self.insert([_spec(0, name, record, payload)])
+            return ids[0]
+        params = dict.fromkeys(_SINGLE_PARAMS)
+        params.update(record, name=name, data=payload)
+        rows = yield Stmt(self.sql.job_insert, params)
+        if rows:
+            job_id: int = rows[0]["id"]
+            return job_id
+        (found,) = yield Stmt(self.sql.queue_exists, {"name": name})
+        if not found["exists"]:
+            raise QueueNotFoundError(name)
+        return None
+
+    def insert_many(self, jobs: Iterable[Mapping[str, Any]]) -> Plan[list[int | None]]:
+        """Plan: insert many jobs given as mappings with ``name``, ``data`` and options."""
+        specs = []
+        for i, job in enumerate(jobs):
+            if not isinstance(job, Mapping):
+                raise InvalidInputError(f"job #{i} must be a mapping, got {type(job).__name__}")
+            rest = dict(job)
+            if "name" not in rest:
+                raise InvalidInputError(f"job #{i} has no 'name'")
+            name = rest.pop("name")
+            record, payload = self.job_record(name, rest.pop("data", None), rest)
+            specs.append(_spec(i, name, record, payload))
+        return (yield from self.insert(specs))
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    def fetch(
+        self,
+        name: str,
+        batch_size: int,
+        worker_id: str | None,
+        factory: Callable[[Row], Job] = Job.from_row,
+        policy: str | None = None,
+    ) -> Plan[list[Job]]:
+        """Plan: claim up to ``batch_size`` runnable jobs of queue ``name``.
+
+        ``policy`` is the queue's policy when the caller knows it (else it is read). For
+        ``singleton`` and ``stately`` queues this plan must run in a transaction.
+        """
+        check_name(name)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if policy is None:
+            found = yield Stmt(self.sql.queue_policy, {"name": name})
+            if not found:
+                raise QueueNotFoundError(name)
+            policy = found[0]["policy"]
+        params = {"name": name, "limit": batch_size, "worker_id": worker_id}
+        if policy in ONE_ACTIVE_PER_KEY:
+            yield Stmt(self.sql.queue_fetch_lock, {"name": name})
+            rows = yield Stmt(self.sql.job_fetch_one_per_key, params)
+        else:
+            rows = yield Stmt(self.sql.job_fetch, params)
+        rows.sort(key=lambda r: (-r["priority"], r["id"]))
+        return [factory(r) for r in rows]
+
+    def queue_policies(self, names: list[str]) -> Plan[dict[str, tuple[str, bool]]]:
+        """Plan: (policy, paused) of each named queue that exists."""
+        rows = yield Stmt(self.sql.queue_policies, {"names": names})
+        return {r["name"]: (r["policy"], r["paused"]) for r in rows}
+
+    def complete(
+        self,
+        ids: list[int],
+        outputs: list[str | None],
+        worker_id: str | None = None,
+        progress: list[str | None] | None = None,
+    ) -> Plan[list[int]]:
+        """Plan: complete active jobs, each with its JSON output (and last progress);
+        returns the ids completed."""
+        if not ids:
+            return []
+        rows = yield Stmt(
+            self.sql.job_complete_many,
+            {
+                "ids": ids,
+                "outputs": outputs,
+                "worker_id": worker_id,
+                "progress": progress or [None] * len(ids),
+            },
+        )
+        return [r["id"] for r in rows]
+
+    def fail(
+        self,
+        ids: list[int],
+        outputs: list[str | None],
+        worker_id: str | None = None,
+        *,
+        terminal: list[bool] | None = None,
+        final_states: list[str] | None = None,
+    ) -> Plan[list[int]]:
+        """Plan: fail active jobs (to retry, or to their final state); returns the ids failed.
+
+        ``terminal[i]`` skips the retries; ``final_states[i]`` is ``failed`` (default) or
+        ``expired``.
+        """
+        if not ids:
+            return []
+        rows = yield Stmt(
+            self.sql.job_fail_many,
+            {
+                "ids": ids,
+                "outputs": outputs,
+                "worker_id": worker_id,
+                "terminal": terminal or [False] * len(ids),
+                "final_states": final_states or ["failed"] * len(ids),
+            },
+        )
+        return [r["id"] for r in rows if r["state"] != "dead_letter"]
+
+    def touch(self, ids: list[int], progress: list[str | None], worker_id: str) -> Plan[None]:
+        """Plan: heartbeat a worker's active jobs and store their latest progress."""
+        if ids:
+            yield Stmt(
+                self.sql.job_touch_many,
+                {"ids": ids, "progress": progress, "worker_id": worker_id},
+            )
+
+    def release(self, ids: list[int], worker_id: str) -> Plan[list[int]]:
+        """Plan: hand a stopping worker's unfinished jobs back to retry, to run at once."""
+        if not ids:
+            return []
+        rows = yield Stmt(self.sql.job_release_many, {"ids": ids, "worker_id": worker_id})
+        return [r["id"] for r in rows]
+
+    def cancelled_among(self, ids: list[int]) -> Plan[list[int]]:
+        """Plan: which of these jobs have been cancelled."""
+        if not ids:
+            return []
+        rows = yield Stmt(self.sql.job_cancelled_among, {"ids": ids})
+        return [r["id"] for r in rows]
+
+    # -- job management ----------------------------------------------------------------------
+
+    def _by_ids(self, query: str, ids: int | Iterable[int]) -> Plan[list[int]]:
+        id_list = job_ids(ids)
+        if not id_list:
+            return []
+        rows = yield Stmt(query, {"ids": id_list})
+        return [r["id"] for r in rows]
+
+    def cancel(self, ids: int | Iterable[int]) -> Plan[list[int]]:
+        """Plan: cancel waiting or active jobs; returns the ids cancelled."""
+        return self._by_ids(self.sql.job_cancel_many, ids)
+
+    def resume(self, ids: int | Iterable[int]) -> Plan[list[int]]:
+        """Plan: send cancelled jobs back to created."""
+        return self._by_ids(self.sql.job_resume_many, ids)
+
+    def retry(self, ids: int | Iterable[int]) -> Plan[list[int]]:
+        """Plan: send failed jobs back to retry."""
+        return self._by_ids(self.sql.job_retry_many, ids)
+
+    def delete_job(self, ids: int | Iterable[int]) -> Plan[list[int]]:
+        """Plan: delete jobs from the job table and the archive."""
+        return self._by_ids(self.sql.job_delete_many, ids)
+
+    def get_job_by_id(self, id: int) -> Plan[Job | None]:
+        """Plan: one job by id, from the job table or the archive."""
+        (id_value,) = job_ids(id)
+        rows = yield Stmt(self.sql.job_get, {"id": id_value})
+        return Job.from_row(rows[0]) if rows else None
+
+    # -- queues ------------------------------------------------------------------------------
+
+    def _queue_options(self, options: Mapping[str, Any]) -> str:
+        parsed: QueueOptions = parse_options(QueueOptions, dict(options))
+        return json.dumps(parsed.model_dump(mode="json", include=set(options)))
+
+    def create_queue(self, name: str, options: Mapping[str, Any]) -> Plan[bool]:
+        """Plan: create a queue unless it exists; True if created."""
+        check_name(name)
+        rows = yield Stmt(
+            self.sql.queue_create, {"name": name, "options": self._queue_options(options)}
+        )
+        return bool(rows)
+
+    def update_queue(self, name: str, options: Mapping[str, Any]) -> Plan[None]:
+        """Plan: change the given options of a queue (None clears one)."""
+        check_name(name)
+        rows = yield Stmt(
+            self.sql.queue_update, {"name": name, "options": self._queue_options(options)}
+        )
+        if not rows:
+            raise QueueNotFoundError(name)
+
+    def declare_queues(self, definitions: Iterable[JobDefinition]) -> Plan[None]:
+        """Plan: create the queues of registered handlers and set the options declared in
+        code. Every queue exists before any option names one as its dead_letter."""
+        definitions = list(definitions)
+        for definition in definitions:
+            yield from self.create_queue(definition.name, {})
+        for definition in definitions:
+            options = dict(definition.queue_options)
+            if definition.description is not None:
+                options["description"] = definition.description
+            if options:
+                yield from self.update_queue(definition.name, options)
+
+    def delete_queue(self, name: str) -> Plan[bool]:
+        """Plan: delete a queue and its jobs; True if it existed."""
+        check_name(name)
+        rows = yield Stmt(self.sql.queue_delete, {"name": name})
+        return bool(rows)
+
+    def get_queue(self, name: str) -> Plan[QueueInfo | None]:
+        """Plan: one queue, or None."""
+        check_name(name)
+        rows = yield Stmt(self.sql.queue_get, {"name": name})
+        return _queue_info(rows[0]) if rows else None
+
+    def get_queues(self) -> Plan[list[QueueInfo]]:
+        """Plan: every queue, by name."""
+        rows = yield Stmt(self.sql.queue_list)
+        return [_queue_info(r) for r in rows]
+
+
+    # -- pub/sub -----------------------------------------------------------------------------
+
+    def subscribe(self, event: str, queue: str) -> Plan[bool]:
+        """Plan: send every job published as ``event`` to ``queue`` too; False if it was."""
+        check_name(event, "event")
+        check_name(queue)
+        rows = yield Stmt(self.sql.subscription_add, {"event": event, "queue": queue})
+        return bool(rows)
+
+    def unsubscribe(self, event: str, queue: str) -> Plan[bool]:
+        """Plan: stop sending ``event`` to ``queue``; False if it was not subscribed."""
+        check_name(event, "event")
+        check_name(queue)
+        rows = yield Stmt(self.sql.subscription_remove, {"event": event, "queue": queue})
+        return bool(rows)
+
+    def subscriptions(self, event: str | None) -> Plan[list[tuple[str, str]]]:
+        """Plan: (event, queue) pairs, of one event or all."""
+        if event is not None:
+            check_name(event, "event")
+        rows = yield Stmt(self.sql.subscription_list, {"event": event})
+        return [(r["event"], r["queue"]) for r in rows]
+
+    def publish(self, event: str, data: Any, options: Mapping[str, Any]) -> Plan[list[int]]:
+        """Plan: one job per subscribed queue, in one statement; returns their ids."""
+        check_name(event, "event")
+        record, payload = self.job_record("publish", data, options)
+        if "singleton_next_slot" in record:
+            raise InvalidOptionError("option 'singleton_next_slot' is not supported by publish")
+        params = dict.fromkeys(_SINGLE_PARAMS)
+        params.update(record, data=payload, event=event)
+        rows = yield Stmt(self.sql.job_publish, params)
+        return [r["id"] for r in rows]
+
+    # -- queue management --------------------------------------------------------------------
+
+    def set_paused(self, name: str, paused: bool) -> Plan[None]:
+        """Plan: pause a queue (workers stop claiming from it; sends still work) or resume it."""
+        check_name(name)
+        rows = yield Stmt(self.sql.queue_set_paused, {"name": name, "paused": paused})
+        if not rows:
+            raise QueueNotFoundError(name)
+
+    def purge_queue(self, name: str) -> Plan[int]:
+        """Plan: delete a queue's waiting jobs; returns how many."""
+        check_name(name)
+        rows = yield Stmt(self.sql.queue_purge, {"name": name})
+        return len(rows)
+
+    def redrive(self, name: str, limit: int) -> Plan[list[int]]:
+        """Plan: send the waiting jobs of dead-letter queue ``name`` back to the queues they
+        failed in, as new jobs; returns the new ids."""
+        check_name(name)
+        params = dict.fromkeys(_SINGLE_PARAMS)
+        params.update(name=name, limit=limit)
+        rows = yield Stmt(self.sql.queue_redrive, params)
+        return [r["id"] for r in rows]
+
+    def queue_stats(self, name: str | None) -> Plan[list[QueueStats]]:
+        """Plan: job counts per state of one queue or of all."""
+        if name is not None:
+            check_name(name)
+        rows = yield Stmt(self.sql.queue_stats, {"name": name})
+        stats: dict[str, tuple[dict[JobState, int], list[Any]]] = {}
+        for row in rows:
+            counts, oldest = stats.setdefault(row["name"], (dict.fromkeys(JobState, 0), []))
+            if row["state"] is not None:
+                counts[JobState(row["state"])] = row["count"]
+            if row["oldest_waiting"] is not None:
+                oldest.append(row["oldest_waiting"])
+        now = datetime.now(timezone.utc)
+        return [
+            QueueStats(n, counts, (now - min(o)).total_seconds() if o else None)
+            for n, (counts, o) in stats.items()
+        ]
+
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    def schedule_params(
+        self,
+        name: str,
+        cron: str,
+        data: Any,
+        tz: str,
+        options: Mapping[str, Any],
+        from_code: bool,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """A schedule row, validated (cron, time zone, options, data)."""
+        check_cron(cron)
+        check_timezone(tz)
+        record, payload = self.job_record(name, data, options)
+        for refused in ("start_after", "singleton_next_slot"):
+            if refused in record:
+                raise InvalidOptionError(f"option {refused!r} is not supported by schedules")
+        return {
+            "name": name,
+            "cron": cron,
+            "tz": tz,
+            "data": payload,
+            "options": json.dumps(record),
+            "from_code": from_code,
+            "last_slot": latest_slot(cron, tz, now),
+        }
+
+    def schedule(self, params: dict[str, Any]) -> Plan[None]:
+        """Plan: create or replace a schedule (its queue must exist)."""
+        (found,) = yield Stmt(self.sql.queue_exists, {"name": params["name"]})
+        if not found["exists"]:
+            raise QueueNotFoundError(params["name"])
+        yield Stmt(self.sql.schedule_upsert, params)
+
+    def sync_code_schedules(self, rows: list[dict[str, Any]]) -> Plan[None]:
+        """Plan: upsert the schedules declared in code; delete code schedules no longer
+        declared (only when this application declares any, so a process that imports no
+        schedules never removes them)."""
+        if not rows:
+            return
+        for params in rows:
+            yield Stmt(self.sql.schedule_upsert, params)
+        yield Stmt(self.sql.schedule_prune_code, {"names": [p["name"] for p in rows]})
+
+    def unschedule(self, name: str) -> Plan[bool]:
+        """Plan: delete a schedule; False if there was none."""
+        check_name(name)
+        rows = yield Stmt(self.sql.schedule_delete, {"name": name})
+        return bool(rows)
+
+    def get_schedules(self) -> Plan[list[ScheduleInfo]]:
+        """Plan: every schedule, by name."""
+        rows = yield Stmt(self.sql.schedule_list)
+        return [ScheduleInfo(**r) for r in rows]
+
+    def due_schedules(self, now: datetime) -> Plan[list[tuple[ScheduleInfo, datetime]]]:
+        """Plan: the schedules whose latest slot at ``now`` has not been sent, with that slot.
+
+        Only the latest slot counts: slots missed while every instance was down are sent
+        once, not replayed.
+        """
+        due = []
+        for info in (yield from self.get_schedules()):
+            slot = latest_slot(info.cron, info.tz, now)
+            if info.last_slot is None or slot > info.last_slot:
+                due.append((info, slot))
+        return due
+
+    def fire_schedule(self, info: ScheduleInfo, slot: datetime) -> Plan[int | None]:
+        """Plan (in one transaction): claim the slot and send its job; None if another
+        instance claimed it first."""
+        claimed = yield Stmt(
+            self.sql.schedule_claim_slot,
+            {"name": info.name, "cron": info.cron, "tz": info.tz, "slot": slot},
+        )
+        if not claimed:
+            return None
+        return (yield from self.send(info.name, claimed[0]["data"], claimed[0]["options"]))
+
+
+def _spec(ord: int, name: str, record: dict[str, Any], payload: str) -> str:
+    head = json.dumps({"ord": ord, "name": name, **record}, separators=(",", ":"))
+    return f'{head[:-1]},"data":{payload}}}'
+
+
+def _queue_info(row: Row) -> QueueInfo:
+    return QueueInfo(**row)

@@ -1,0 +1,117 @@
+"""Runs statement plans on sync or async connections; the one place psycopg errors become
+pgqueue errors.
+
+Every operation is written once, as a *plan*: a generator that yields :class:`Stmt` objects,
+receives each statement's rows, and returns the operation's result. :func:`run_sync` and
+:func:`run_async` drive a plan on a ``psycopg.Connection`` or ``psycopg.AsyncConnection``;
+that is how the sync and async APIs share one core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+
+from .config import describe_dsn
+from .errors import (
+    ConnectError,
+    DatabaseError,
+    InvalidOptionError,
+    InvalidPayloadError,
+    PgQueueError,
+    QueueNotFoundError,
+)
+
+__all__ = ["Plan", "Row", "Stmt", "connect_error", "run_async", "run_sync", "translate"]
+
+Row = dict[str, Any]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Stmt:
+    """One statement of a plan: the query and its parameters."""
+
+    query: str
+    params: Mapping[str, Any] | None = None
+
+
+Plan = Generator[Stmt, list[Row], T]
+
+
+def run_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
+    """Drive ``plan`` on a sync connection (inside whatever transaction it has)."""
+    try:
+        stmt = next(plan)
+        while True:
+            try:
+                with conn.cursor(row_factory=dict_row) as cur:
+                    cur.execute(stmt.query, stmt.params)
+                    rows = cur.fetchall() if cur.description is not None else []
+            except psycopg.Error as exc:
+                stmt = plan.throw(exc)
+            else:
+                stmt = plan.send(rows)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+
+
+async def run_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
+    """Drive ``plan`` on an async connection (inside whatever transaction it has)."""
+    try:
+        stmt = next(plan)
+        while True:
+            try:
+                async with conn.cursor(row_factory=dict_row) as cur:
+                    await cur.execute(stmt.query, stmt.params)
+                    rows = await cur.fetchall() if cur.description is not None else []
+            except psycopg.Error as exc:
+                stmt = plan.throw(exc)
+            else:
+                stmt = plan.send(rows)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+
+
+def translate(exc: psycopg.Error) -> PgQueueError:
+    """The pgqueue error for a psycopg error (the caller keeps it as ``__cause__``)."""
+    diag = exc.diag
+    if isinstance(exc, pg_errors.ForeignKeyViolation) and diag.constraint_name == (
+        "queue_dead_letter_fkey"
+    ):
+        return QueueNotFoundError(_detail_value(diag.message_detail) or "dead_letter")
+    if isinstance(exc, pg_errors.ForeignKeyViolation) and diag.constraint_name == (
+        "subscription_queue_fkey"
+    ):
+        return QueueNotFoundError(_detail_value(diag.message_detail) or "queue")
+    if isinstance(exc, pg_errors.InvalidTextRepresentation | pg_errors.UntranslatableCharacter):
+        return InvalidPayloadError(f"the database refused the data: {diag.message_primary}")
+    if isinstance(exc, pg_errors.NumericValueOutOfRange | pg_errors.DatetimeFieldOverflow):
+        return InvalidOptionError(f"value out of range: {diag.message_primary}")
+    if isinstance(exc, psycopg.OperationalError):
+        return ConnectError(f"database connection failed: {exc}")
+    return DatabaseError(f"{type(exc).__name__}: {diag.message_primary or exc}")
+
+
+def connect_error(dsn: str, exc: BaseException) -> ConnectError:
+    """A ConnectError that names where we tried to connect, never the password."""
+    reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return ConnectError(f"cannot connect to PostgreSQL at {describe_dsn(dsn)}: {reason}")
+
+
+def _detail_value(detail: str | None) -> str | None:
+    # 'Key (dead_letter)=(nope) is not present in table "queue".'
+    if detail and ")=(" in detail:
+        return detail.split(")=(", 1)[1].split(")", 1)[0]
+    return None

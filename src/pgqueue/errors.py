@@ -1,0 +1,105 @@
+"""Every error pgqueue raises, in one tree.
+
+::
+
+    PgQueueError
+    ├── InvalidInputError (also ValueError)    bad input, refused before anything is written
+    │   ├── InvalidNameError                    queue, event or schema name
+    │   ├── InvalidOptionError                  unknown or invalid job/queue option
+    │   ├── InvalidPayloadError                 data that is not JSON or fails its model
+    │   ├── InvalidScheduleError                cron expression or time zone
+    │   └── InvalidDsnError                     a DSN that cannot be parsed
+    ├── NotFoundError (also LookupError)
+    │   ├── QueueNotFoundError
+    │   └── JobNotFoundError
+    ├── DatabaseError                           a database failure, the psycopg error as __cause__
+    │   ├── ConnectError                        the server cannot be reached (names the host)
+    │   └── MigrationError                      the schema cannot be brought up to date
+    ├── EmbeddedServerError                     the embedded PostgreSQL cannot start
+    └── WorkerError                             a worker cannot run (no handlers, already running)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConnectError",
+    "DatabaseError",
+    "EmbeddedServerError",
+    "InvalidDsnError",
+    "InvalidInputError",
+    "InvalidNameError",
+    "InvalidOptionError",
+    "InvalidPayloadError",
+    "InvalidScheduleError",
+    "JobNotFoundError",
+    "MigrationError",
+    "NotFoundError",
+    "PgQueueError",
+    "QueueNotFoundError",
+    "WorkerError",
+]
+
+
+class PgQueueError(Exception):
+    """Base class of every pgqueue error."""
+
+
+class InvalidInputError(PgQueueError, ValueError):
+    """Input refused before anything was written."""
+
+
+class InvalidNameError(InvalidInputError):
+    """A queue, event or schema name breaks the naming rules."""
+
+
+class InvalidOptionError(InvalidInputError):
+    """A job or queue option is unknown or has an invalid value."""
+
+
+class InvalidPayloadError(InvalidInputError):
+    """Job data is not JSON-serialisable or fails its pydantic model."""
+
+
+class InvalidScheduleError(InvalidInputError):
+    """A cron expression or time zone is invalid."""
+
+
+class InvalidDsnError(InvalidInputError):
+    """A connection string cannot be parsed."""
+
+
+class NotFoundError(PgQueueError, LookupError):
+    """A named object does not exist."""
+
+
+class QueueNotFoundError(NotFoundError):
+    """The queue does not exist; create it with ``create_queue`` or ``@pq.job``."""
+
+    def __init__(self, names: list[str] | str) -> None:
+        self.names = [names] if isinstance(names, str) else sorted(names)
+        joined = ", ".join(repr(n) for n in self.names)
+        super().__init__(f"queue {joined} does not exist (create it with create_queue)")
+
+
+class JobNotFoundError(NotFoundError):
+    """No job has that id."""
+
+
+class DatabaseError(PgQueueError):
+    """A database operation failed; the psycopg error is the ``__cause__``."""
+
+
+class ConnectError(DatabaseError):
+    """The database server cannot be reached."""
+
+
+class MigrationError(DatabaseError):
+    """The schema cannot be migrated."""
+
+
+class EmbeddedServerError(PgQueueError):
+    """The embedded PostgreSQL server cannot be started."""
+
+
+class WorkerError(PgQueueError):
+    """A worker cannot run as asked."""

@@ -1,0 +1,183 @@
+"""Maintenance: expire, archive and delete, in bounded batches, by one instance at a time.
+
+Also the periodic runners (a task for the async flavour, a thread for the sync one) that
+drive maintenance and cron in every started instance.
+
+Every started queue object runs it every ``interval`` seconds; a transaction-level advisory
+lock lets one instance at a time run a pass, and every step is idempotent (rows are locked
+with SKIP LOCKED and re-checked), so many instances never expire or archive a job twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .core import Core, encode_json
+from .db import Plan, Stmt
+
+__all__ = [
+    "Clock",
+    "MaintenanceResult",
+    "MaintenanceSettings",
+    "Periodic",
+    "Ticker",
+    "maintain_plan",
+    "utc_now",
+]
+
+log = logging.getLogger("pgqueue.maintenance")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The real clock."""
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class MaintenanceSettings:
+    """How often maintenance runs and how long finished jobs stay in the job table."""
+
+    interval: float = 2.0
+    archive_completed_after: float = 3600.0
+    archive_failed_after: float = 7 * 24 * 3600.0
+    monitor_interval: float = 60.0  # seconds between queue-stats reports to monitors
+    batch_size: int = 1000
+    max_batches: int = 100  # per step and pass, so one pass never runs for long
+    clock: Clock = field(default=utc_now)
+
+
+@dataclass
+class MaintenanceResult:
+    """What one pass did (all zero when another instance held the lock)."""
+
+    ran: bool = False
+    expired_active: int = 0
+    expired_waiting: int = 0
+    archived: int = 0
+    deleted: int = 0
+
+
+_EXPIRED = encode_json({"type": "expired", "message": "ran past expire_in or lost its heartbeat"})
+
+
+def maintain_plan(
+    core: Core, settings: MaintenanceSettings, now: datetime
+) -> Plan[MaintenanceResult]:
+    """Plan (in one transaction): one pass of every step, if no other instance is in one."""
+    result = MaintenanceResult()
+    (lock,) = yield Stmt(core.sql.maintenance_lock)
+    if not lock["locked"]:
+        return result
+    result.ran = True
+    limit = settings.batch_size
+    for _ in range(settings.max_batches):
+        rows = yield Stmt(core.sql.job_stale_select, {"now": now, "limit": limit})
+        ids = [r["id"] for r in rows]
+        if ids:
+            failed = yield from core.fail(
+                ids, [_EXPIRED] * len(ids), None, final_states=["expired"] * len(ids)
+            )
+            result.expired_active += len(failed)
+        if len(ids) < limit:
+            break
+    params: dict[str, Any] = {
+        "now": now,
+        "limit": limit,
+        "completed_before": now - timedelta(seconds=settings.archive_completed_after),
+        "failed_before": now - timedelta(seconds=settings.archive_failed_after),
+    }
+    for name, attr in (
+        ("job_expire_waiting", "expired_waiting"),
+        ("job_archive", "archived"),
+        ("archive_delete", "deleted"),
+    ):
+        for _ in range(settings.max_batches):
+            rows = yield Stmt(getattr(core.sql, name), params)
+            setattr(result, attr, getattr(result, attr) + len(rows))
+            if len(rows) < limit:
+                break
+    return result
+
+
+class Periodic:
+    """Awaits ``tick()`` every ``interval`` seconds on a task until stopped (maintenance and
+    cron of the async flavour); errors are logged and kept in ``last_error``."""
+
+    def __init__(self, name: str, interval: float, tick: Callable[[], Awaitable[object]]) -> None:
+        self._name = name
+        self._interval = interval
+        self._tick = tick
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.last_error: BaseException | None = None
+
+    async def start(self) -> None:
+        """Start the periodic task. Idempotent."""
+        if self._task is None:
+            self._stopping.clear()
+            self._task = asyncio.create_task(self._loop(), name=self._name)
+
+    async def stop(self) -> None:
+        """Stop the periodic task. Idempotent, safe before start."""
+        task, self._task = self._task, None
+        if task is not None:
+            # The event ends the loop even when a library turns the cancellation of a query
+            # into an ordinary error, which the loop would otherwise log and carry on after.
+            self._stopping.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._tick()
+                self.last_error = None
+            except Exception as exc:  # a lost connection: log it and try at the next tick
+                if self._stopping.is_set():
+                    return
+                self.last_error = exc
+                log.warning("%s failed: %s", self._name, exc)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
+
+
+class Ticker:
+    """Calls ``tick()`` every ``interval`` seconds on a daemon thread (maintenance and cron
+    of the sync flavour); errors are logged and kept in ``last_error``."""
+
+    def __init__(self, name: str, interval: float, tick: Callable[[], object]) -> None:
+        self._interval = interval
+        self._tick = tick
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.last_error: BaseException | None = None
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it. Idempotent."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+                self.last_error = None
+            except Exception as exc:
+                self.last_error = exc
+                log.warning("%s failed: %s", self._thread.name, exc)
+            self._stop.wait(self._interval)

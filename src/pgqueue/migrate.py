@@ -1,0 +1,139 @@
+"""Numbered, forward-only SQL migrations, applied under an advisory lock.
+
+Migrations are the files ``NNNN_name.sql`` shipped in the package (``pgqueue/migrations``, or
+``migrations/`` beside ``src/`` in a source checkout). Each is applied in its own transaction
+and recorded in ``version``; a session-level advisory lock per schema makes concurrent
+starters queue up, and each re-reads the version once it holds the lock, so every migration
+runs exactly once however many processes start together.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import psycopg
+
+from .db import Plan, Stmt
+from .errors import MigrationError
+from .sql import Statements
+
+__all__ = ["Migration", "MigrationStatus", "latest_version", "load_migrations", "migrate_plan",
+           "status_plan"]
+
+_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One migration file."""
+
+    version: int
+    name: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationStatus:
+    """Where a schema stands: the version applied (None if not installed) and what is pending."""
+
+    current: int | None
+    latest: int
+    pending: tuple[Migration, ...]
+
+    @property
+    def up_to_date(self) -> bool:
+        """True when nothing is pending."""
+        return not self.pending
+
+
+def _migrations_dir() -> Path:
+    packaged = resources.files("pgqueue") / "migrations"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    source = Path(__file__).resolve().parents[2] / "migrations"
+    if source.is_dir():
+        return source
+    raise MigrationError("pgqueue's migrations are missing from this installation")
+
+
+@cache
+def load_migrations() -> tuple[Migration, ...]:
+    """Every migration, in order."""
+    found = []
+    for path in sorted(_migrations_dir().iterdir()):
+        match = _FILE.match(path.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], path.read_text("utf-8")))
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise MigrationError(f"migrations must be numbered 1..n without gaps, found {versions}")
+    return tuple(found)
+
+
+def latest_version() -> int:
+    """The version the code expects."""
+    return load_migrations()[-1].version
+
+
+def _status(current: int | None) -> MigrationStatus:
+    migrations = load_migrations()
+    latest = migrations[-1].version
+    if current is not None and current > latest:
+        raise MigrationError(
+            f"the database schema is at version {current}, newer than this pgqueue "
+            f"(which knows up to {latest}); upgrade pgqueue"
+        )
+    pending = tuple(m for m in migrations if current is None or m.version > current)
+    return MigrationStatus(current, latest, pending)
+
+
+def status_plan(stmts: Statements) -> Plan[MigrationStatus]:
+    """Plan: read the schema's version."""
+    (row,) = yield Stmt(stmts.version_table_exists)
+    current = None
+    if row["exists"]:
+        (row,) = yield Stmt(stmts.version_current)
+        current = row["version"]
+    return _status(current)
+
+
+def migrate_plan(stmts: Statements, target: int | None = None) -> Plan[list[int]]:
+    """Plan: apply pending migrations (up to ``target``); returns the versions applied.
+
+    Runs on an autocommit connection: it opens and commits its own transactions.
+    """
+    status = yield from status_plan(stmts)
+    if status.up_to_date:
+        return []
+    yield Stmt(stmts.lock_migrations)
+    applied: list[int] = []
+    try:
+        yield Stmt(stmts.begin)
+        yield Stmt(stmts.schema_create)
+        yield Stmt(stmts.version_create)
+        yield Stmt(stmts.commit)
+        status = yield from status_plan(stmts)  # another process may have migrated meanwhile
+        for migration in status.pending:
+            if target is not None and migration.version > target:
+                break
+            yield Stmt(stmts.begin)
+            try:
+                yield Stmt(stmts.migration(migration.text))
+            except psycopg.Error as exc:
+                raise MigrationError(
+                    f"migration {migration.version:04d}_{migration.name} failed: {exc}"
+                ) from exc
+            yield Stmt(stmts.version_insert, {"version": migration.version,
+                                              "name": migration.name})
+            yield Stmt(stmts.commit)
+            applied.append(migration.version)
+    except BaseException:
+        yield Stmt(stmts.rollback)
+        raise
+    finally:
+        yield Stmt(stmts.unlock_migrations)
+    return applied

@@ -1,0 +1,264 @@
+"""Job states, job and queue options, and the records the API returns."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .config import check_name
+from .errors import InvalidNameError, InvalidOptionError
+
+__all__ = [
+    "Job",
+    "JobOptions",
+    "JobState",
+    "Policy",
+    "QueueInfo",
+    "QueueOptions",
+    "QueueStats",
+    "ScheduleInfo",
+    "parse_options",
+]
+
+_INT4 = 2**31 - 1
+
+
+class JobState(str, enum.Enum):
+    """The life of a job. Declared in the database in this order, so ``state < 'active'``
+    means "waiting to run".
+
+    ::
+
+        created ──► active ──► completed
+           ▲  │        │ ├──► failed ──(retry())──► retry
+           │  │        │ ├──► retry  ──(due)──────► active
+           │  │        │ └──► expired ─(retries left)─► retry
+           │  ▼        ▼
+           └─ cancelled ◄── (cancel() from created, retry or active; resume() goes back to created)
+
+    completed, failed, cancelled and expired are final: maintenance moves them to the
+    archive after their retention and deletes them from there after ``delete_after``.
+    """
+
+    created = "created"  # waiting for start_after, then for a worker
+    retry = "retry"  # failed with retries left; waiting for its retry delay
+    active = "active"  # claimed by exactly one worker
+    completed = "completed"  # handler returned; output holds the result
+    expired = "expired"  # ran past expire_in, heartbeat went stale, or waited past retention
+    cancelled = "cancelled"  # cancelled by a user; resume() sends it back to created
+    failed = "failed"  # failed with no retries left; retry() sends it back to retry
+
+    @property
+    def finished(self) -> bool:
+        """True for the states a job does not leave by itself."""
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({JobState.completed, JobState.expired, JobState.cancelled, JobState.failed})
+
+Policy = Literal["standard", "short", "singleton", "stately"]
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    retry_limit: int | None = Field(None, ge=0, le=_INT4)
+    retry_delay: float | None = Field(None, ge=0)
+    retry_backoff: bool | None = None
+    retry_delay_max: float | None = Field(None, gt=0)
+    expire_in: float | None = Field(None, gt=0)
+    heartbeat_seconds: float | None = Field(None, gt=0)
+    retention: float | None = Field(None, gt=0)
+    delete_after: float | None = Field(None, ge=0)
+    dead_letter: str | None = None
+
+    @field_validator("dead_letter")
+    @classmethod
+    def _dead_letter_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value, "dead_letter queue")
+
+    # pydantic's lax mode would read True as 1; JobOptions adds these two fields.
+    @field_validator("retry_limit", "priority", "singleton_seconds", mode="before",
+                     check_fields=False)
+    @classmethod
+    def _integer(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("expected an integer, got a bool")
+        return value
+
+    @field_validator(
+        "retry_delay",
+        "retry_delay_max",
+        "expire_in",
+        "heartbeat_seconds",
+        "retention",
+        "delete_after",
+        mode="before",
+    )
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        if isinstance(value, timedelta):
+            return value.total_seconds()
+        if isinstance(value, bool):
+            raise ValueError("expected seconds (a number or timedelta), got a bool")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be a finite number of seconds")
+        return value
+
+
+class JobOptions(_Options):
+    """Options of one job; anything left out falls back to its queue, then to the defaults."""
+
+    priority: int | None = Field(None, ge=-_INT4, le=_INT4)
+    start_after: datetime | None = None
+    singleton_key: str | None = Field(None, min_length=1, max_length=255)
+    singleton_seconds: int | None = Field(None, ge=1, le=_INT4)
+    singleton_next_slot: bool | None = None
+
+    @field_validator("start_after", mode="before")
+    @classmethod
+    def _start_after(cls, value: object) -> object:
+        if value is None or isinstance(value, datetime):
+            if isinstance(value, datetime) and value.tzinfo is None:
+                raise ValueError("a datetime must be timezone-aware")
+            return value
+        if isinstance(value, timedelta):
+            value = value.total_seconds()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("expected a datetime, a timedelta or a number of seconds")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError("seconds must be finite and not negative")
+        return datetime.now(timezone.utc) + timedelta(seconds=value)
+
+
+class QueueOptions(_Options):
+    """Settings of a queue: its policy and the defaults for the jobs sent to it."""
+
+    policy: Policy | None = None
+    description: str | None = Field(None, max_length=10_000)
+
+
+def parse_options(model: type[_Options], options: dict[str, Any]) -> Any:
+    """Validate ``options`` into ``model``, raising InvalidOptionError naming each bad option."""
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "options"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown option {name!r}")
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
+                got = repr(err.get("input"))
+                got = got if len(got) <= 80 else got[:77] + "..."
+                problems.append(f"option {name!r}: {msg} (got {got})")
+        raise InvalidOptionError("; ".join(problems)) from None
+    except InvalidNameError as exc:
+        raise InvalidOptionError(str(exc)) from None
+
+
+@dataclass(slots=True)
+class Job:
+    """A job as stored: the record ``fetch`` and ``get_job_by_id`` return."""
+
+    id: int
+    name: str
+    data: Any
+    state: JobState
+    priority: int = 0
+    retry_count: int = 0
+    retry_limit: int = 0
+    retry_delay: float = 0.0
+    retry_backoff: bool = False
+    retry_delay_max: float | None = None
+    expire_in: float = 900.0
+    heartbeat_seconds: float | None = None
+    start_after: datetime | None = None
+    started_at: datetime | None = None
+    created_at: datetime | None = None
+    completed_at: datetime | None = None
+    keep_until: datetime | None = None
+    singleton_key: str | None = None
+    singleton_on: datetime | None = None
+    dead_letter: str | None = None
+    delete_after: float = 0.0
+    output: Any = None
+    last_progress: Any = None  # the latest value a running handler passed to job.progress()
+    archived: bool = False
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Job:
+        """Build a Job from a database row (dict)."""
+        known = dict(row)
+        known["state"] = _STATES[known["state"]]
+        if "progress" in known:
+            known["last_progress"] = known.pop("progress")
+        if not _JOB_FIELDS.issuperset(known):  # a row with more columns than a job has
+            known = {k: v for k, v in known.items() if k in _JOB_FIELDS}
+        return cls(**known)
+
+
+_JOB_FIELDS = frozenset(Job.__dataclass_fields__) - {"extra"}
+_STATES = {state.value: state for state in JobState}
+
+
+@dataclass(slots=True, frozen=True)
+class QueueInfo:
+    """A queue and its settings."""
+
+    name: str
+    policy: str
+    retry_limit: int | None
+    retry_delay: float | None
+    retry_backoff: bool | None
+    retry_delay_max: float | None
+    expire_in: float | None
+    heartbeat_seconds: float | None
+    retention: float | None
+    delete_after: float | None
+    dead_letter: str | None
+    description: str | None
+    paused: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(slots=True, frozen=True)
+class QueueStats:
+    """How many jobs a queue holds in each state, and how long the oldest has waited."""
+
+    name: str
+    counts: dict[JobState, int]
+    oldest_waiting_seconds: float | None
+
+    @property
+    def waiting(self) -> int:
+        """Jobs waiting to run (created or retry, due or not)."""
+        return self.counts[JobState.created] + self.counts[JobState.retry]
+
+    @property
+    def active(self) -> int:
+        """Jobs running now."""
+        return self.counts[JobState.active]
+
+
+@dataclass(slots=True, frozen=True)
+class ScheduleInfo:
+    """A cron schedule: it sends ``data`` to queue ``name`` at every slot of ``cron``."""
+
+    name: str
+    cron: str
+    tz: str
+    data: Any
+    options: dict[str, Any]
+    from_code: bool
+    last_slot: datetime | None
+    created_at: datetime
+    updated_at: datetime

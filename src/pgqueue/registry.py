@@ -1,0 +1,220 @@
+"""Handlers registered with ``@pq.job``: what they are called, what they accept, their options."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .config import check_name
+from .errors import InvalidInputError, InvalidOptionError, InvalidPayloadError
+from .models import Job, JobOptions, QueueOptions, parse_options
+
+__all__ = ["JobDefinition", "JobFunction", "Registry"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+_QUEUE_KEYS = frozenset(QueueOptions.model_fields)
+_JOB_ONLY_KEYS = frozenset(JobOptions.model_fields) - _QUEUE_KEYS
+
+
+@dataclass(frozen=True)
+class JobDefinition:
+    """A registered handler and everything known about it."""
+
+    name: str
+    func: Callable[..., Any]
+    description: str | None
+    concurrency: int | None
+    queue_options: Mapping[str, Any]
+    send_options: Mapping[str, Any]
+    is_async: bool
+    data_model: type[BaseModel] | None
+    data_param: bool
+    job_param: str | None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Every default declared for this job (queue and send options)."""
+        return {**self.queue_options, **self.send_options}
+
+    def parse_data(self, data: Any) -> Any:
+        """The data the handler receives: validated into its pydantic model when it has one."""
+        if self.data_model is None:
+            return data
+        try:
+            return self.data_model.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidPayloadError(
+                f"data for job {self.name!r} does not match {self.data_model.__name__}: {exc}"
+            ) from None
+
+    def call_args(self, job: Job) -> tuple[list[Any], dict[str, Any]]:
+        """Positional and keyword arguments for one run of the handler."""
+        args = [self.parse_data(job.data)] if self.data_param else []
+        kwargs = {self.job_param: job} if self.job_param else {}
+        return args, kwargs
+
+
+class JobFunction(Generic[P, R]):
+    """What ``@pq.job`` returns: the function itself, plus ``send``/``send_after``/``insert``."""
+
+    def __init__(self, queue: Any, definition: JobDefinition) -> None:
+        self._queue = queue
+        self.definition = definition
+        self.name = definition.name
+        functools.update_wrapper(self, definition.func)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = self.definition.func(*args, **kwargs)
+        return result
+
+    def _data(self, data: Any) -> Any:
+        if self.definition.data_model is not None:
+            return self.definition.parse_data(data)
+        return data
+
+    def send(self, data: Any = None, *, conn: Any = None, **options: Any) -> Any:
+        """Send a job to this handler's queue (validating data against its model first).
+
+        Returns the id (or, on ``AsyncPgQueue``, an awaitable of it).
+        """
+        merged = {**self.definition.send_options, **options}
+        return self._queue.send(self.name, self._data(data), conn=conn, **merged)
+
+    def send_after(
+        self, data: Any, start_after: Any, *, conn: Any = None, **options: Any
+    ) -> Any:
+        """Send a job that starts after a datetime, timedelta or number of seconds."""
+        merged = {**self.definition.send_options, **options}
+        return self._queue.send_after(self.name, self._data(data), start_after, conn=conn,
+                                      **merged)
+
+    def insert(self, items: Iterable[Any], *, conn: Any = None, **options: Any) -> Any:
+        """Send many jobs in one statement, one per item of data."""
+        merged = {**self.definition.send_options, **options}
+        jobs = [{"name": self.name, "data": self._data(d), **merged} for d in items]
+        return self._queue.insert(jobs, conn=conn)
+
+
+class Registry:
+    """The handlers of one queue object."""
+
+    def __init__(self) -> None:
+        self._definitions: dict[str, JobDefinition] = {}
+        self._undeclared: list[JobDefinition] = []
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._definitions
+
+    def __getitem__(self, name: str) -> JobDefinition:
+        return self._definitions[name]
+
+    def __len__(self) -> int:
+        return len(self._definitions)
+
+    def definitions(self) -> list[JobDefinition]:
+        """Every registered job, by name: the catalogue an admin screen shows."""
+        return [self._definitions[n] for n in sorted(self._definitions)]
+
+    def register(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        *,
+        description: str | None = None,
+        concurrency: int | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> JobDefinition:
+        """Register ``func`` as the handler of queue ``name``."""
+        check_name(name)
+        if name in self._definitions and self._definitions[name].func is not func:
+            raise InvalidInputError(f"a handler is already registered for job {name!r}")
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
+            raise InvalidOptionError(
+                f"option 'concurrency': must be a positive integer, got {concurrency!r}"
+            )
+        options = dict(options or {})
+        queue_options = {k: v for k, v in options.items() if k in _QUEUE_KEYS}
+        send_options = {k: v for k, v in options.items() if k not in _QUEUE_KEYS}
+        parse_options(QueueOptions, queue_options)
+        unknown = set(send_options) - _JOB_ONLY_KEYS
+        if unknown:
+            raise InvalidOptionError(
+                "unknown option " + ", ".join(repr(u) for u in sorted(unknown))
+            )
+        parse_options(JobOptions, send_options)
+        if "start_after" in send_options:
+            raise InvalidOptionError("option 'start_after' cannot be a handler default")
+        data_model, data_param, job_param = _inspect_handler(func)
+        definition = JobDefinition(
+            name=name,
+            func=func,
+            description=description if description is not None else _first_line(func),
+            concurrency=concurrency,
+            queue_options=queue_options,
+            send_options=send_options,
+            is_async=inspect.iscoroutinefunction(func),
+            data_model=data_model,
+            data_param=data_param,
+            job_param=job_param,
+        )
+        self._definitions[name] = definition
+        self._undeclared.append(definition)
+        return definition
+
+    def take_undeclared(self) -> list[JobDefinition]:
+        """The definitions whose queues have not been declared in the database yet."""
+        undeclared, self._undeclared = self._undeclared, []
+        return undeclared
+
+    def put_back(self, definitions: list[JobDefinition]) -> None:
+        """Mark definitions undeclared again (their declaration failed)."""
+        self._undeclared[:0] = definitions
+
+
+def _first_line(func: Callable[..., Any]) -> str | None:
+    doc = inspect.getdoc(func)
+    return doc.strip().splitlines()[0] if doc else None
+
+
+def _inspect_handler(func: Callable[..., Any]) -> tuple[type[BaseModel] | None, bool, str | None]:
+    """Which parameter takes the data (and its pydantic model) and which takes the Job."""
+    if not callable(func):
+        raise InvalidInputError(f"a job handler must be callable, got {func!r}")
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:
+        hints = {}
+    data_model: type[BaseModel] | None = None
+    data_param = False
+    job_param: str | None = None
+    for param in inspect.signature(func).parameters.values():
+        hint = hints.get(param.name)
+        is_job = (isinstance(hint, type) and issubclass(hint, Job)) or (
+            hint is None and param.name == "job"
+        )
+        if is_job and job_param is None:
+            job_param = param.name
+            continue
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if not data_param and param.kind is not param.KEYWORD_ONLY:
+            data_param = True
+            if isinstance(hint, type) and issubclass(hint, BaseModel):
+                data_model = hint
+            continue
+        if param.default is param.empty:
+            raise InvalidInputError(
+                f"handler {getattr(func, '__qualname__', func)!r}: parameter {param.name!r} "
+                "has no default; a handler takes the data and optionally the Job"
+            )
+    return data_model, data_param, job_param

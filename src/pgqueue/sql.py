@@ -1,0 +1,613 @@
+"""Every SQL statement pgqueue runs, named by entity and verb.
+
+Templates name the schema as ``{schema}`` (and a few other identifiers or literals in braces);
+:class:`Statements` formats them once per schema with :mod:`psycopg.sql`, so nothing else in
+the package builds SQL. Values are always ``%(name)s`` parameters.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+__all__ = ["JOB_COLUMNS", "Statements"]
+
+JOB_COLUMNS = """id, name, data, state, priority, retry_count, retry_limit, retry_delay,
+    retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
+    created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
+    delete_after, output, progress"""
+
+# Claim the jobs of CTE "next": they become active, held by %(worker_id)s.
+_CLAIM = f"""UPDATE {{schema}}.job j
+        SET state = 'active', started_at = now(), heartbeat_at = now(),
+            worker_id = %(worker_id)s
+        FROM next
+        WHERE j.id = next.id
+        RETURNING {", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))}"""
+
+# Every column of job, for moving rows to the archive (which has them all, plus archived_at).
+_ALL_JOB_COLUMNS = """id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,
+    retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
+    created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
+    policy, dead_letter, worker_id, data, output, progress"""
+
+# Columns of job that an insert sets (besides id), in the order of _RESOLVED_NO_ID.
+_INSERT_COLUMNS_NO_ID = """name, data, priority, retry_limit, retry_delay, retry_backoff,
+    retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
+    start_after, keep_until, singleton_key, singleton_on"""
+
+# A job's input: its name, data and the options the sender gave (NULL when left out).
+_INPUT_COLUMNS = """name text, data jsonb, priority integer, retry_limit integer,
+    retry_delay float8, retry_backoff boolean, retry_delay_max float8, expire_in float8,
+    heartbeat_seconds float8, retention float8, delete_after float8, dead_letter text,
+    start_after timestamptz, singleton_key text, singleton_seconds integer"""
+
+
+
+def _input(**given: str) -> str:
+    """The input columns as a select list: statement parameters, unless ``given``."""
+    columns = [c.split() for c in _INPUT_COLUMNS.replace("\n", " ").split(",")]
+    return ", ".join(
+        f"{given.get(name, f'%({name})s::{kind}')} AS {name}" for name, kind in columns
+    )
+
+
+# One job's input as statement parameters.
+_SINGLE_INPUT = _input()
+
+# Each option resolved: the sender's value, else the queue's (q), else the default.
+_RESOLVED_NO_ID = """i.name, i.data, COALESCE(i.priority, 0) AS priority,
+    COALESCE(i.retry_limit, q.retry_limit, 2) AS retry_limit,
+    COALESCE(i.retry_delay, q.retry_delay, 0) AS retry_delay,
+    COALESCE(i.retry_backoff, q.retry_backoff, false) AS retry_backoff,
+    COALESCE(i.retry_delay_max, q.retry_delay_max) AS retry_delay_max,
+    COALESCE(i.expire_in, q.expire_in, 900) AS expire_in,
+    COALESCE(i.heartbeat_seconds, q.heartbeat_seconds) AS heartbeat_seconds,
+    COALESCE(i.delete_after, q.delete_after, 604800) AS delete_after,
+    COALESCE(i.dead_letter, q.dead_letter) AS dead_letter,
+    q.policy AS policy,
+    COALESCE(i.start_after, now()) AS start_after,
+    COALESCE(i.start_after, now())
+        + make_interval(secs => COALESCE(i.retention, q.retention, 1209600)) AS keep_until,
+    i.singleton_key,
+    to_timestamp(floor(extract(epoch FROM now()) / i.singleton_seconds)
+        * i.singleton_seconds) AS singleton_on"""
+
+# The retry delay of a job that has just failed for the (retry_count + 1)th time:
+# retry_delay, doubled per earlier retry with equal jitter when retry_backoff, capped by
+# retry_delay_max.
+_RETRY_DELAY = """make_interval(secs => LEAST(
+    COALESCE(j.retry_delay_max, 'Infinity'::float8),
+    CASE WHEN j.retry_backoff
+        THEN j.retry_delay * power(2, LEAST(j.retry_count, 52)) * (0.5 + random() / 2)
+        ELSE j.retry_delay END))"""
+
+
+def _clashes(state: str, policies: str) -> str:
+    """True when job ``j`` entering ``state`` would break a unique index held by another
+    job: its singleton key (standard queues), its time slot, or the limit of its queue's
+    policy among ``policies`` (see migrations/0001)."""
+    return f"""EXISTS (
+            SELECT FROM {{schema}}.job o
+            WHERE o.name = j.name AND o.id <> j.id
+                AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '')
+                AND ((j.policy = 'standard' AND j.singleton_key IS NOT NULL
+                      AND j.singleton_on IS NULL AND o.policy = 'standard'
+                      AND o.singleton_key IS NOT NULL AND o.singleton_on IS NULL
+                      AND o.state <= 'active')
+                  OR (j.singleton_on IS NOT NULL AND o.singleton_on = j.singleton_on
+                      AND o.state <> 'cancelled')
+                  OR (j.policy IN ({policies}) AND o.policy = j.policy
+                      AND o.state = '{state}')))"""
+
+_TEMPLATES: dict[str, str] = {
+    # -- migrations ------------------------------------------------------------------------
+    "lock_migrations": "SELECT pg_advisory_lock(hashtext({lock_key}))",
+    "unlock_migrations": "SELECT pg_advisory_unlock(hashtext({lock_key}))",
+    "begin": "BEGIN",
+    "commit": "COMMIT",
+    "rollback": "ROLLBACK",
+    "schema_create": "CREATE SCHEMA IF NOT EXISTS {schema}",
+    "version_create": """
+        CREATE TABLE IF NOT EXISTS {schema}.version (
+            version integer PRIMARY KEY,
+            name text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )""",
+    "version_table_exists": "SELECT to_regclass({version_table}) IS NOT NULL AS exists",
+    "version_current": "SELECT max(version) AS version FROM {schema}.version",
+    "version_list": "SELECT version, name, applied_at FROM {schema}.version ORDER BY version",
+    "version_insert": "INSERT INTO {schema}.version (version, name) VALUES (%(version)s, %(name)s)",
+    # -- jobs: producing -------------------------------------------------------------------
+    # One job, the common case: options resolved against its queue, inserted unless a
+    # singleton or policy index blocks it, workers woken if it can run now. No row back
+    # means blocked, or no such queue (the caller then looks with queue_exists).
+    "job_insert": f"""
+        WITH inserted AS (
+            INSERT INTO {{schema}}.job ({_INSERT_COLUMNS_NO_ID})
+            SELECT {_RESOLVED_NO_ID}
+            FROM (SELECT {_SINGLE_INPUT}) AS i
+            JOIN {{schema}}.queue q ON q.name = i.name
+            ON CONFLICT DO NOTHING
+            RETURNING id, name, start_after
+        )
+        SELECT id, CASE WHEN start_after <= now()
+            THEN pg_notify({{jobs_channel}}, name) END AS notified
+        FROM inserted""",
+    "queue_exists": "SELECT EXISTS (SELECT FROM {schema}.queue WHERE name = %(name)s) AS exists",
+    # Publish: one job per queue subscribed to %(event)s, in one statement.
+    "job_publish": f"""
+        WITH inserted AS (
+            INSERT INTO {{schema}}.job ({_INSERT_COLUMNS_NO_ID})
+            SELECT {_RESOLVED_NO_ID}
+            FROM (SELECT {_input(name="s.queue")} FROM {{schema}}.subscription s
+                  WHERE s.event = %(event)s) AS i
+            JOIN {{schema}}.queue q ON q.name = i.name
+            ON CONFLICT DO NOTHING
+            RETURNING id, name, start_after
+        )
+        SELECT id, name, (SELECT count(pg_notify({{jobs_channel}}, w.name))
+                          FROM (SELECT DISTINCT name FROM inserted
+                                WHERE start_after <= now()) AS w) AS notified
+        FROM inserted ORDER BY name""",
+    "subscription_add": """
+        INSERT INTO {schema}.subscription (event, queue) VALUES (%(event)s, %(queue)s)
+        ON CONFLICT DO NOTHING RETURNING event""",
+    "subscription_remove": """
+        DELETE FROM {schema}.subscription WHERE event = %(event)s AND queue = %(queue)s
+        RETURNING event""",
+    "subscription_list": """
+        SELECT event, queue, created_at FROM {schema}.subscription
+        WHERE %(event)s::text IS NULL OR event = %(event)s ORDER BY event, queue""",
+    # Many jobs (or one with dead_letter or singleton_next_slot): refuse the whole batch if a
+    # queue is missing, insert (singleton conflicts are skipped, and a blocked
+    # singleton_next_slot job tries the next slot), then wake workers for the queues that
+    # got runnable jobs. Returns one row per input job, in input order.
+    "job_insert_many": f"""
+        WITH input AS MATERIALIZED (
+            SELECT nextval({{job_seq}}) AS id, i.*
+            FROM jsonb_to_recordset(%(jobs)s::jsonb) AS i({_INPUT_COLUMNS},
+                ord integer, singleton_next_slot boolean)
+        ),
+        missing AS (
+            SELECT name FROM input i
+            WHERE NOT EXISTS (SELECT FROM {{schema}}.queue q WHERE q.name = i.name)
+            UNION
+            SELECT dead_letter FROM input i
+            WHERE dead_letter IS NOT NULL
+                AND NOT EXISTS (SELECT FROM {{schema}}.queue q WHERE q.name = i.dead_letter)
+        ),
+        resolved AS (
+            SELECT i.id, i.ord, i.singleton_seconds, i.singleton_next_slot, {_RESOLVED_NO_ID}
+            FROM input i JOIN {{schema}}.queue q ON q.name = i.name
+            WHERE NOT EXISTS (SELECT FROM missing)
+        ),
+        first AS (
+            INSERT INTO {{schema}}.job (id, {_INSERT_COLUMNS_NO_ID})
+            SELECT id, {_INSERT_COLUMNS_NO_ID} FROM resolved ORDER BY ord
+            ON CONFLICT DO NOTHING
+            RETURNING id, name, start_after
+        ),
+        next_slot AS (
+            INSERT INTO {{schema}}.job (id, {_INSERT_COLUMNS_NO_ID})
+            SELECT id, name, data, priority, retry_limit, retry_delay, retry_backoff,
+                retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter,
+                policy, GREATEST(start_after, slot), keep_until + (slot - singleton_on),
+                singleton_key, slot
+            FROM (SELECT r.*, r.singleton_on + make_interval(secs => r.singleton_seconds)
+                      AS slot
+                  FROM resolved r
+                  WHERE r.singleton_next_slot AND r.singleton_on IS NOT NULL
+                      AND NOT EXISTS (SELECT FROM first f WHERE f.id = r.id)) AS s
+            ORDER BY ord
+            ON CONFLICT DO NOTHING
+            RETURNING id, name, start_after
+        ),
+        inserted AS (SELECT * FROM first UNION ALL SELECT * FROM next_slot)
+        SELECT i.ord, n.id,
+            (SELECT array_agg(name ORDER BY name) FROM missing) AS missing,
+            (SELECT count(pg_notify({{jobs_channel}}, w.name))
+             FROM (SELECT DISTINCT name FROM inserted WHERE start_after <= now()) AS w)
+                AS notified
+        FROM input i LEFT JOIN inserted n ON n.id = i.id
+        ORDER BY i.ord""",
+    # -- jobs: consuming -------------------------------------------------------------------
+    "job_fetch": f"""
+        WITH next AS (
+            SELECT id FROM {{schema}}.job
+            WHERE name = %(name)s AND state < 'active' AND start_after <= now()
+                AND NOT EXISTS (SELECT FROM {{schema}}.queue
+                                WHERE name = %(name)s AND paused)
+            ORDER BY priority DESC, id
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        )
+        {_CLAIM}""",
+    # Queues with the singleton or stately policy run at most one job per singleton key at
+    # a time: fetchers of such a queue take turns (the caller holds queue_fetch_lock in the
+    # same transaction), and each claims at most one job per key that has none active. On
+    # a stately queue a key's job waiting to retry comes first (its newer jobs wait until
+    # it is due and claimed), so the active job of a key can always go back to retry.
+    "queue_fetch_lock": "SELECT pg_advisory_xact_lock(hashtext({fetch_lock_prefix} || %(name)s))",
+    "job_fetch_one_per_key": f"""
+        WITH candidates AS (
+            SELECT DISTINCT ON (COALESCE(singleton_key, '')) id, priority, start_after
+            FROM {{schema}}.job w
+            WHERE name = %(name)s AND state < 'active'
+                AND (start_after <= now() OR (state = 'retry' AND policy = 'stately'))
+                AND NOT EXISTS (SELECT FROM {{schema}}.queue
+                                WHERE name = %(name)s AND paused)
+                AND NOT EXISTS (
+                    SELECT FROM {{schema}}.job a
+                    WHERE a.name = %(name)s AND a.state = 'active'
+                        AND COALESCE(a.singleton_key, '') = COALESCE(w.singleton_key, ''))
+            ORDER BY COALESCE(singleton_key, ''), (state = 'retry' AND policy = 'stately') DESC,
+                priority DESC, id
+        ),
+        next AS (
+            SELECT j.id FROM {{schema}}.job j JOIN candidates c ON c.id = j.id
+            WHERE c.start_after <= now()
+            ORDER BY c.priority DESC, c.id
+            LIMIT %(limit)s
+            FOR UPDATE OF j SKIP LOCKED
+        )
+        {_CLAIM}""",
+    "queue_policy": "SELECT policy, paused FROM {schema}.queue WHERE name = %(name)s",
+    "job_complete_many": """
+        UPDATE {schema}.job j
+        SET state = 'completed', completed_at = now(), output = o.output::jsonb,
+            progress = COALESCE(o.progress::jsonb, j.progress)
+        FROM unnest(%(ids)s::bigint[], %(outputs)s::text[], %(progress)s::text[])
+            AS o(id, output, progress)
+        WHERE j.id = o.id AND j.state = 'active'
+            AND (%(worker_id)s::text IS NULL OR j.worker_id = %(worker_id)s)
+        RETURNING j.id""",
+    # A failure moves the job to retry (after its delay) while retries remain and the
+    # failure is not terminal, else to its final state (failed, or expired when it ran out
+    # of time), where a dead_letter queue gets a copy of it. A stately job whose key
+    # already has a job waiting to retry goes to its final state (the policy allows one).
+    "job_fail_many": f"""
+        WITH input AS (
+            SELECT f.*, EXISTS (
+                    SELECT FROM {{schema}}.job j
+                    WHERE j.id = f.id AND j.policy = 'stately'
+                        AND {_clashes("retry", "'stately'")}) AS retry_taken
+            FROM unnest(%(ids)s::bigint[], %(outputs)s::text[],
+                        %(terminal)s::boolean[], %(final_states)s::text[])
+                AS f(id, output, terminal, final_state)
+        ),
+        failed AS (
+            UPDATE {{schema}}.job j
+            SET state = CASE WHEN j.retry_count < j.retry_limit AND NOT f.terminal
+                    AND NOT f.retry_taken
+                    THEN 'retry' ELSE f.final_state END::{{schema}}.job_state,
+                retry_count = CASE WHEN j.retry_count < j.retry_limit AND NOT f.terminal
+                    AND NOT f.retry_taken
+                    THEN j.retry_count + 1 ELSE j.retry_count END,
+                start_after = CASE WHEN j.retry_count < j.retry_limit AND NOT f.terminal
+                    AND NOT f.retry_taken
+                    THEN now() + {_RETRY_DELAY} ELSE j.start_after END,
+                completed_at = CASE WHEN j.retry_count < j.retry_limit AND NOT f.terminal
+                    AND NOT f.retry_taken
+                    THEN NULL ELSE now() END,
+                output = f.output::jsonb
+            FROM input f
+            WHERE j.id = f.id AND j.state = 'active'
+                AND (%(worker_id)s::text IS NULL OR j.worker_id = %(worker_id)s)
+            RETURNING j.*
+        ),
+        dead AS (
+            INSERT INTO {{schema}}.job (name, data, priority, keep_until, policy, output)
+            SELECT f.dead_letter, f.data, f.priority, now() + interval '14 days',
+                COALESCE(q.policy, 'standard'),
+                jsonb_build_object('source_queue', f.name, 'source_id', f.id,
+                                   'error', f.output)
+            FROM failed f JOIN {{schema}}.queue q ON q.name = f.dead_letter
+            WHERE f.state > 'active' AND f.state <> 'cancelled'
+            ON CONFLICT DO NOTHING
+            RETURNING id
+        )
+        SELECT id, state::text,
+            (SELECT count(pg_notify({{jobs_channel}}, d.name))
+             FROM (SELECT DISTINCT name FROM failed
+                   WHERE state = 'retry' AND start_after <= now()) AS d) AS notified
+        FROM failed
+        UNION ALL SELECT id, 'dead_letter', 0 FROM dead""",
+    # Heartbeats and progress of a worker's active jobs, in one statement.
+    "job_touch_many": """
+        UPDATE {schema}.job j
+        SET heartbeat_at = now(), progress = COALESCE(t.progress::jsonb, j.progress)
+        FROM unnest(%(ids)s::bigint[], %(progress)s::text[]) AS t(id, progress)
+        WHERE j.id = t.id AND j.state = 'active' AND j.worker_id = %(worker_id)s
+        RETURNING j.id""",
+    # A stopping worker hands back the jobs it did not finish, to run again at once
+    # elsewhere; this is not a failure, so retry_count stays.
+    "job_release_many": """
+        WITH released AS (
+            UPDATE {schema}.job
+            SET state = 'retry', start_after = now(), started_at = NULL, worker_id = NULL
+            WHERE id = ANY(%(ids)s::bigint[]) AND state = 'active'
+                AND worker_id = %(worker_id)s
+            RETURNING id, name
+        )
+        SELECT id, (SELECT count(pg_notify({jobs_channel}, n.name))
+                    FROM (SELECT DISTINCT name FROM released) AS n) AS notified
+        FROM released""",
+    # Cancellation requests for the jobs a worker holds that another session cancelled
+    # while its notification was missed.
+    "job_cancelled_among": """
+        SELECT id FROM {schema}.job
+        WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'""",
+    "listen_jobs": "LISTEN {jobs_channel_ident}",
+    "listen_cancel": "LISTEN {cancel_channel_ident}",
+    # -- jobs: management ------------------------------------------------------------------
+    "job_get": f"""
+        SELECT {JOB_COLUMNS}, false AS archived FROM {{schema}}.job WHERE id = %(id)s
+        UNION ALL
+        SELECT {JOB_COLUMNS}, true AS archived FROM {{schema}}.archive WHERE id = %(id)s
+        LIMIT 1""",
+    "job_cancel_many": """
+        WITH cancelled AS (
+            UPDATE {schema}.job
+            SET state = 'cancelled', completed_at = now()
+            FROM (SELECT id, state AS old_state FROM {schema}.job
+                  WHERE id = ANY(%(ids)s::bigint[]) AND state <= 'active' FOR UPDATE) AS old
+            WHERE job.id = old.id
+            RETURNING job.id, old.old_state
+        )
+        SELECT id, (SELECT count(pg_notify({cancel_channel}, a.id::text))
+                    FROM cancelled a WHERE a.old_state = 'active') AS notified
+        FROM cancelled""",
+    # Resume and manual retry leave alone the jobs that another job's singleton key, slot
+    # or policy limit blocks (they are not in the ids returned).
+    "job_resume_many": f"""
+        UPDATE {{schema}}.job j
+        SET state = 'created', completed_at = NULL, started_at = NULL,
+            keep_until = now() + (keep_until - start_after), start_after = now()
+        WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'
+            AND NOT {_clashes("created", "'short', 'stately'")}
+        RETURNING id""",
+    "job_retry_many": f"""
+        UPDATE {{schema}}.job j
+        SET state = 'retry', completed_at = NULL, start_after = now(),
+            retry_limit = GREATEST(retry_limit, retry_count + 1),
+            keep_until = GREATEST(keep_until, now() + interval '1 day')
+        WHERE id = ANY(%(ids)s::bigint[]) AND state = 'failed'
+            AND NOT {_clashes("retry", "'stately'")}
+        RETURNING id""",
+    "job_delete_many": """
+        WITH j AS (DELETE FROM {schema}.job WHERE id = ANY(%(ids)s::bigint[]) RETURNING id),
+             a AS (DELETE FROM {schema}.archive WHERE id = ANY(%(ids)s::bigint[]) RETURNING id)
+        SELECT id FROM j UNION SELECT id FROM a""",
+    # -- queues ----------------------------------------------------------------------------
+    "queue_create": """
+        INSERT INTO {schema}.queue (name, policy, retry_limit, retry_delay, retry_backoff,
+            retry_delay_max, expire_in, heartbeat_seconds, retention, delete_after,
+            dead_letter, description)
+        SELECT %(name)s, COALESCE(o.policy, 'standard'), o.retry_limit, o.retry_delay,
+            o.retry_backoff, o.retry_delay_max, o.expire_in, o.heartbeat_seconds, o.retention,
+            o.delete_after, o.dead_letter, o.description
+        FROM jsonb_to_record(%(options)s::jsonb) AS o(policy text, retry_limit integer,
+            retry_delay float8, retry_backoff boolean, retry_delay_max float8,
+            expire_in float8, heartbeat_seconds float8, retention float8,
+            delete_after float8, dead_letter text, description text)
+        ON CONFLICT (name) DO NOTHING
+        RETURNING name""",
+    # Only the options present in %(options)s change; a JSON null clears one.
+    "queue_update": """
+        UPDATE {schema}.queue q SET
+            policy = CASE WHEN %(options)s::jsonb ? 'policy'
+                THEN COALESCE(o.policy, 'standard') ELSE q.policy END,
+            retry_limit = CASE WHEN %(options)s::jsonb ? 'retry_limit'
+                THEN o.retry_limit ELSE q.retry_limit END,
+            retry_delay = CASE WHEN %(options)s::jsonb ? 'retry_delay'
+                THEN o.retry_delay ELSE q.retry_delay END,
+            retry_backoff = CASE WHEN %(options)s::jsonb ? 'retry_backoff'
+                THEN o.retry_backoff ELSE q.retry_backoff END,
+            retry_delay_max = CASE WHEN %(options)s::jsonb ? 'retry_delay_max'
+                THEN o.retry_delay_max ELSE q.retry_delay_max END,
+            expire_in = CASE WHEN %(options)s::jsonb ? 'expire_in'
+                THEN o.expire_in ELSE q.expire_in END,
+            heartbeat_seconds = CASE WHEN %(options)s::jsonb ? 'heartbeat_seconds'
+                THEN o.heartbeat_seconds ELSE q.heartbeat_seconds END,
+            retention = CASE WHEN %(options)s::jsonb ? 'retention'
+                THEN o.retention ELSE q.retention END,
+            delete_after = CASE WHEN %(options)s::jsonb ? 'delete_after'
+                THEN o.delete_after ELSE q.delete_after END,
+            dead_letter = CASE WHEN %(options)s::jsonb ? 'dead_letter'
+                THEN o.dead_letter ELSE q.dead_letter END,
+            description = CASE WHEN %(options)s::jsonb ? 'description'
+                THEN o.description ELSE q.description END,
+            updated_at = now()
+        FROM jsonb_to_record(%(options)s::jsonb) AS o(policy text, retry_limit integer,
+            retry_delay float8, retry_backoff boolean, retry_delay_max float8,
+            expire_in float8, heartbeat_seconds float8, retention float8,
+            delete_after float8, dead_letter text, description text)
+        WHERE q.name = %(name)s
+        RETURNING q.name""",
+    "queue_delete": """
+        WITH jobs AS (DELETE FROM {schema}.job WHERE name = %(name)s)
+        DELETE FROM {schema}.queue WHERE name = %(name)s RETURNING name""",
+    "queue_get": "SELECT * FROM {schema}.queue WHERE name = %(name)s",
+    "queue_list": "SELECT * FROM {schema}.queue ORDER BY name",
+    "queue_set_paused": """
+        WITH changed AS (
+            UPDATE {schema}.queue SET paused = %(paused)s, updated_at = now()
+            WHERE name = %(name)s RETURNING name
+        )
+        SELECT name, CASE WHEN NOT %(paused)s THEN pg_notify({jobs_channel}, name) END
+        FROM changed""",
+    "queue_policies": """
+        SELECT name, policy, paused FROM {schema}.queue WHERE name = ANY(%(names)s::text[])""",
+    "queue_purge": """
+        DELETE FROM {schema}.job WHERE name = %(name)s AND state < 'active' RETURNING id""",
+    # Jobs of a dead-letter queue go back to the queues they failed in, as new jobs. A job
+    # whose origin is gone, or whose origin's singleton or policy refuses it, stays put.
+    "queue_redrive": f"""
+        WITH picked AS MATERIALIZED (
+            SELECT id AS old_id, nextval({{job_seq}}) AS id, data, priority,
+                output->>'source_queue' AS origin
+            FROM (SELECT * FROM {{schema}}.job
+                  WHERE name = %(name)s AND state < 'active' AND output ? 'source_queue'
+                  ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS d
+        ),
+        inserted AS (
+            INSERT INTO {{schema}}.job (id, {_INSERT_COLUMNS_NO_ID})
+            SELECT i.id, {_RESOLVED_NO_ID}
+            FROM (SELECT m.id,
+                      {_input(name="m.origin", data="m.data", priority="m.priority")}
+                  FROM picked m) AS i
+            JOIN {{schema}}.queue q ON q.name = i.name
+            ON CONFLICT DO NOTHING
+            RETURNING id, name
+        ),
+        moved AS (
+            DELETE FROM {{schema}}.job
+            WHERE id IN (SELECT m.old_id FROM picked m JOIN inserted n ON n.id = m.id)
+        )
+        SELECT id, (SELECT count(pg_notify({{jobs_channel}}, d.name))
+                    FROM (SELECT DISTINCT name FROM inserted) AS d) AS notified
+        FROM inserted""",
+    "queue_stats": """
+        SELECT q.name, j.state::text AS state, count(j.id) AS count,
+            min(j.created_at) FILTER (WHERE j.state < 'active' AND j.start_after <= now())
+                AS oldest_waiting
+        FROM {schema}.queue q LEFT JOIN {schema}.job j ON j.name = q.name
+        WHERE %(name)s::text IS NULL OR q.name = %(name)s
+        GROUP BY q.name, j.state ORDER BY q.name""",
+    # -- schedules -------------------------------------------------------------------------
+    # A changed cron or time zone restarts the schedule from %(last_slot)s (the latest slot
+    # at declaration), so it neither fires at once nor replays old slots.
+    "schedule_upsert": """
+        INSERT INTO {schema}.schedule (name, cron, tz, data, options, from_code, last_slot)
+        VALUES (%(name)s, %(cron)s, %(tz)s, %(data)s::jsonb, %(options)s::jsonb,
+                %(from_code)s, %(last_slot)s)
+        ON CONFLICT (name) DO UPDATE SET
+            cron = EXCLUDED.cron, tz = EXCLUDED.tz, data = EXCLUDED.data,
+            options = EXCLUDED.options, from_code = EXCLUDED.from_code, updated_at = now(),
+            last_slot = CASE WHEN schedule.cron = EXCLUDED.cron AND schedule.tz = EXCLUDED.tz
+                THEN schedule.last_slot ELSE EXCLUDED.last_slot END
+        RETURNING name""",
+    "schedule_delete": "DELETE FROM {schema}.schedule WHERE name = %(name)s RETURNING name",
+    # Schedules declared in code by an earlier version of the application and no longer.
+    "schedule_prune_code": """
+        DELETE FROM {schema}.schedule
+        WHERE from_code AND NOT (name = ANY(%(names)s::text[])) RETURNING name""",
+    "schedule_list": """
+        SELECT name, cron, tz, data, options, from_code, last_slot, created_at, updated_at
+        FROM {schema}.schedule ORDER BY name""",
+    # Compare-and-set: only the instance that moves last_slot forward sends the slot's job.
+    "schedule_claim_slot": """
+        UPDATE {schema}.schedule SET last_slot = %(slot)s
+        WHERE name = %(name)s AND cron = %(cron)s AND tz = %(tz)s
+            AND (last_slot IS NULL OR last_slot < %(slot)s)
+        RETURNING name, data, options""",
+    # -- maintenance -----------------------------------------------------------------------
+    # Each pass runs under a transaction-level advisory lock, so two instances never run the
+    # same pass at once; every step takes a bounded batch, locked with SKIP LOCKED, and is
+    # idempotent. %(now)s is the maintenance clock.
+    "maintenance_lock": "SELECT pg_try_advisory_xact_lock(hashtext({maintenance_key})) AS locked",
+    # Active jobs past expire_in, or whose heartbeat went stale (their worker died): the
+    # caller fails them with job_fail_many, to retry or expired.
+    "job_stale_select": """
+        SELECT id FROM {schema}.job
+        WHERE state = 'active' AND (
+            started_at + make_interval(secs => expire_in) < %(now)s
+            OR heartbeat_at + make_interval(secs => heartbeat_seconds) < %(now)s)
+        ORDER BY started_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED""",
+    # Jobs that waited longer than their retention without starting.
+    "job_expire_waiting": """
+        WITH late AS (
+            SELECT id FROM {schema}.job
+            WHERE state < 'active' AND keep_until < %(now)s
+            ORDER BY keep_until
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE {schema}.job j
+        SET state = 'expired', completed_at = %(now)s,
+            output = jsonb_build_object('type', 'expired',
+                                        'message', 'waited past its retention without starting')
+        FROM late WHERE j.id = late.id
+        RETURNING j.id""",
+    # Finished jobs move to the archive: completed ones after %(completed_before)s, failed,
+    # cancelled and expired ones after %(failed_before)s; each is a range of
+    # job_finished_state_idx, so rows not yet due are never read.
+    "job_archive": f"""
+        WITH completed AS MATERIALIZED (
+            SELECT id FROM {{schema}}.job
+            WHERE state = 'completed' AND completed_at < %(completed_before)s
+            LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+        ),
+        ended AS MATERIALIZED (
+            SELECT id FROM {{schema}}.job
+            WHERE state IN ('expired', 'cancelled', 'failed')
+                AND completed_at < %(failed_before)s
+            LIMIT GREATEST(%(limit)s - (SELECT count(*) FROM completed), 0)
+            FOR UPDATE SKIP LOCKED
+        ),
+        moved AS (
+            DELETE FROM {{schema}}.job
+            WHERE id IN (SELECT id FROM completed UNION ALL SELECT id FROM ended)
+            RETURNING *
+        )
+        INSERT INTO {{schema}}.archive ({_ALL_JOB_COLUMNS}, archived_at, delete_at)
+        SELECT {_ALL_JOB_COLUMNS}, %(now)s, %(now)s + make_interval(secs => delete_after)
+        FROM moved
+        RETURNING id""",
+    "archive_delete": """
+        DELETE FROM {schema}.archive
+        WHERE id IN (
+            SELECT id FROM {schema}.archive
+            WHERE delete_at < %(now)s
+            ORDER BY delete_at
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED)
+        RETURNING id""",
+}
+
+
+class Statements:
+    """The statements of one schema, as query strings ready to execute (and to prepare)."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        ident = sql.Identifier(schema)
+        params = {
+            "schema": ident,
+            "job_seq": sql.Literal(sql.Composed([ident, sql.SQL(".job_id_seq")]).as_string()),
+            "version_table": sql.Literal(
+                sql.Composed([ident, sql.SQL(".version")]).as_string()
+            ),
+            "lock_key": sql.Literal(f"pgqueue.migrate.{schema}"),
+            "maintenance_key": sql.Literal(f"pgqueue.maintain.{schema}"),
+            "fetch_lock_prefix": sql.Literal(f"pgqueue.fetch.{schema}."),
+            "jobs_channel": sql.Literal(self.jobs_channel),
+            "cancel_channel": sql.Literal(self.cancel_channel),
+            "jobs_channel_ident": sql.Identifier(self.jobs_channel),
+            "cancel_channel_ident": sql.Identifier(self.cancel_channel),
+        }
+        self._compiled = {
+            name: sql.SQL(text).format(**params).as_string()
+            for name, text in _TEMPLATES.items()
+        }
+        for name, query in self._compiled.items():
+            setattr(self, name, query)
+
+    @property
+    def jobs_channel(self) -> str:
+        """The NOTIFY channel that announces runnable jobs (payload: queue name)."""
+        return f"{self.schema}_jobs"
+
+    @property
+    def cancel_channel(self) -> str:
+        """The NOTIFY channel that announces cancelled active jobs (payload: job id)."""
+        return f"{self.schema}_cancel"
+
+    def migration(self, text: str) -> str:
+        """A migration file's text with the schema filled in."""
+        return sql.SQL(text).format(schema=sql.Identifier(self.schema)).as_string()
+
+    def __getattr__(self, name: str) -> str:
+        raise AttributeError(f"no statement named {name!r}")

@@ -1,0 +1,372 @@
+"""The worker: claims jobs for its registered handlers, runs them, records their outcomes.
+
+One fetch loop serves every queue of the process. A queue is *dirty* when it may have
+runnable jobs: a notification for it arrived, the poll interval passed, or its last claim
+filled every free slot. The loop claims, in one statement per dirty queue, as many jobs as
+there are free slots, and sleeps until something makes a queue dirty again or frees a slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .completer import Completer
+from .core import ONE_ACTIVE_PER_KEY, Core
+from .db import Plan, Row
+from .errors import PgQueueError, WorkerError
+from .executor import ActiveJob, Executor
+from .models import Job
+from .notifier import Notifier
+from .registry import JobDefinition
+
+if TYPE_CHECKING:
+    from .queue import AsyncPgQueue
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("pgqueue.worker")
+
+
+@dataclass
+class _QueueState:
+    definition: JobDefinition
+    limit: int
+    active: int = 0
+    dirty: bool = True
+    policy: str = "standard"
+    paused: bool = False
+
+
+class Worker:
+    """Runs the handlers registered on an :class:`AsyncPgQueue` until stopped."""
+
+    def __init__(
+        self,
+        queue: AsyncPgQueue,
+        *,
+        queues: list[str] | None = None,
+        concurrency: int = 10,
+        poll_interval: float = 2.0,
+        shutdown_timeout: float = 30.0,
+        until_empty: bool = False,
+    ) -> None:
+        if concurrency < 1:
+            raise WorkerError(f"concurrency must be at least 1, got {concurrency}")
+        if poll_interval <= 0:
+            raise WorkerError(f"poll_interval must be positive, got {poll_interval}")
+        definitions = queue.registry.definitions()
+        if queues is not None:
+            unknown = sorted(set(queues) - {d.name for d in definitions})
+            if unknown:
+                raise WorkerError(f"no handler registered for {', '.join(unknown)}")
+            definitions = [d for d in definitions if d.name in queues]
+        if not definitions:
+            raise WorkerError("no job handlers registered: decorate functions with @pq.job")
+        self._queue = queue
+        self._core: Core = queue._core
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._concurrency = concurrency
+        self._poll_interval = poll_interval
+        self._shutdown_timeout = shutdown_timeout
+        self._until_empty = until_empty
+        self._states = {
+            d.name: _QueueState(d, min(d.concurrency or concurrency, concurrency))
+            for d in definitions
+        }
+        self._active: dict[int, ActiveJob] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._touch_wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.listening = asyncio.Event()  # set while notifications arrive
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor = Executor(threads=concurrency)
+        self._completer = Completer(self._run, self._core, self.id)
+        self.processed = 0
+
+    async def _run(self, plan: Plan[Any]) -> Any:
+        # Every statement of the worker is a plan of one statement: no transaction needed.
+        return await self._queue._run(plan, None, atomic=False)
+
+    # -- control -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the worker to stop gracefully (safe from any thread or signal handler)."""
+        loop = self._loop
+        if loop is None:
+            return
+        if loop.is_running() and _in_other_thread(loop):
+            loop.call_soon_threadsafe(self._stopping.set)
+            loop.call_soon_threadsafe(self._wake.set)
+        else:
+            self._stopping.set()
+            self._wake.set()
+
+    async def run(self, install_signal_handlers: bool = False) -> None:
+        """Work until :meth:`stop` (or, with ``until_empty``, until nothing is runnable)."""
+        self._loop = asyncio.get_running_loop()
+        if self._queue.dsn is None:
+            raise WorkerError("the queue object is not started")
+        notifier = Notifier(
+            self._queue.dsn,
+            [self._core.sql.listen_jobs, self._core.sql.listen_cancel],
+            self._on_notify,
+            self._mark_all_dirty,
+        )
+        self.listening = notifier.connected
+        signals = self._install_signals() if install_signal_handlers else []
+        await self._completer.start()
+        await notifier.start()
+        toucher = asyncio.create_task(self._touch_loop(), name="pgqueue-heartbeat")
+        log.info("worker %s started: queues %s, concurrency %d", self.id,
+                 ", ".join(self._states), self._concurrency)
+        try:
+            await self._fetch_loop(notifier)
+        finally:
+            try:
+                await self._shutdown()
+            finally:
+                toucher.cancel()
+                await asyncio.gather(toucher, return_exceptions=True)
+                await notifier.stop()
+                await self._completer.stop()
+                self._executor.shutdown()
+                for sig in signals:
+                    self._loop.remove_signal_handler(sig)
+                log.info("worker %s stopped after %d jobs", self.id, self.processed)
+
+    def _install_signals(self) -> list[int]:
+        assert self._loop is not None
+        installed: list[int] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._loop.add_signal_handler(sig, self._on_signal)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+                pass
+        return installed
+
+    def _on_signal(self) -> None:
+        if self._stopping.is_set():
+            log.warning("second signal: stopping now")
+            self._shutdown_timeout = 0
+            for job in self._active.values():
+                job.interrupt()
+        else:
+            log.info("stopping: finishing active jobs (signal again to stop at once)")
+        self.stop()
+
+    # -- notifications -----------------------------------------------------------------------
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if channel == self._core.sql.jobs_channel:
+            state = self._states.get(payload)
+            if state is not None:
+                state.dirty = True
+                self._wake.set()
+        elif channel == self._core.sql.cancel_channel:
+            try:
+                job = self._active.get(int(payload))
+            except ValueError:
+                return
+            if job is not None:
+                self._cancel_job(job)
+
+    def _cancel_job(self, job: ActiveJob) -> None:
+        log.info("job %s (%s) cancelled while running", job.id, job.name)
+        job.interrupt()
+
+    def _mark_all_dirty(self) -> None:
+        for state in self._states.values():
+            state.dirty = True
+        self._wake.set()
+
+    # -- fetching ----------------------------------------------------------------------------
+
+    async def _refresh_queues(self) -> None:
+        """Read the policy and paused flag of the worker's queues."""
+        found = await self._run(self._core.queue_policies(list(self._states)))
+        for name, state in self._states.items():
+            state.policy, state.paused = found.get(name, ("standard", False))
+
+    async def _fetch_loop(self, notifier: Notifier) -> None:
+        backoff = 0.1
+        refresh = True
+        while not self._stopping.is_set():
+            try:
+                if refresh:
+                    await self._refresh_queues()
+                    refresh = False
+                await self._claim_round()
+                backoff = 0.1
+            except PgQueueError as exc:
+                log.warning("claiming jobs failed (%s); retrying in %.1fs", exc, backoff)
+                await self._sleep_or_stop(backoff)
+                backoff = min(backoff * 2, 5.0)
+                self._mark_all_dirty()
+                refresh = True
+                continue
+            if self._until_empty and self._drained():
+                # Outcomes not yet written may still send jobs back to retry: write them,
+                # then look once more before calling the queues empty.
+                await self._completer.flush()
+                self._mark_all_dirty()
+                await self._claim_round()
+                if self._drained():
+                    return
+            if notifier.task is not None and notifier.task.done():
+                notifier.task.result()  # a dead notifier is a bug: surface it
+                raise WorkerError("the notification listener stopped")
+            if any(s.dirty and self._free(s) > 0 for s in self._states.values()):
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            except asyncio.TimeoutError:
+                self._mark_all_dirty()
+                refresh = True  # a queue may have been paused, resumed or given a policy
+            self._wake.clear()
+
+    def _drained(self) -> bool:
+        return not self._active and not any(s.dirty for s in self._states.values())
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    def _free(self, state: _QueueState) -> int:
+        return min(state.limit - state.active, self._concurrency - len(self._active))
+
+    async def _claim_round(self) -> None:
+        for state in self._states.values():
+            if self._stopping.is_set():
+                return
+            free = self._free(state)
+            if not state.dirty or free <= 0 or state.paused:
+                continue
+            plan = self._core.fetch(
+                state.definition.name, free, self.id, self._make_job, state.policy
+            )
+            # One statement, except for policies whose fetchers take turns under a lock.
+            jobs: list[Job] = await self._queue._run(
+                plan, None, atomic=state.policy in ONE_ACTIVE_PER_KEY
+            )
+            if len(jobs) < free:
+                state.dirty = False
+            for job in jobs:
+                assert isinstance(job, ActiveJob)
+                self._start(job, state)
+
+    def _make_job(self, row: Row) -> ActiveJob:
+        job = ActiveJob.from_row(row)
+        assert isinstance(job, ActiveJob)
+        job._notify_progress = self._progress_reported
+        return job
+
+    def _progress_reported(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            if _in_other_thread(loop):
+                loop.call_soon_threadsafe(self._touch_wake.set)
+            else:
+                self._touch_wake.set()
+
+    # -- running -----------------------------------------------------------------------------
+
+    def _start(self, job: ActiveJob, state: _QueueState) -> None:
+        state.active += 1
+        self._active[job.id] = job
+        task = asyncio.create_task(self._execute(job, state))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, job: ActiveJob, state: _QueueState) -> None:
+        try:
+            outcome = await self._executor.run(job, state.definition)
+            if outcome is not None:
+                self._completer.add(outcome)
+            self.processed += 1
+        except asyncio.CancelledError:
+            pass  # cancelled before its handler started: released on shutdown
+        except Exception:  # a bug in pgqueue, not in the handler: the job will expire
+            log.exception("running job %s failed unexpectedly", job.id)
+        finally:
+            self._active.pop(job.id, None)
+            state.active -= 1
+            self._wake.set()
+
+    async def _touch_loop(self) -> None:
+        """Heartbeat the active jobs that have one, and store reported progress."""
+        while True:
+            intervals = [j.heartbeat_seconds for j in self._active.values() if j.heartbeat_seconds]
+            interval = min(max(min(intervals) / 3, 0.1), 10.0) if intervals else 1.0
+            try:
+                await asyncio.wait_for(self._touch_wake.wait(), interval)
+                await asyncio.sleep(0.05)  # let a burst of progress reports coalesce
+            except asyncio.TimeoutError:
+                pass
+            self._touch_wake.clear()
+            ids: list[int] = []
+            progress: list[str | None] = []
+            for job in list(self._active.values()):
+                reported = job.take_progress()
+                if reported is not None or job.heartbeat_seconds:
+                    ids.append(job.id)
+                    progress.append(reported)
+            if not ids:
+                continue
+            try:
+                await self._run(self._core.touch(ids, progress, self.id))
+                cancelled = await self._run(self._core.cancelled_among(list(self._active)))
+            except PgQueueError as exc:
+                log.warning("heartbeat failed (%s)", exc)
+                continue
+            for job_id in cancelled:
+                held = self._active.get(job_id)
+                if held is not None and not held.cancelled:
+                    self._cancel_job(held)
+
+    async def _shutdown(self) -> None:
+        """Let active jobs finish up to the timeout, then hand the rest back."""
+        if self._tasks:
+            log.info("waiting up to %gs for %d active jobs", self._shutdown_timeout,
+                     len(self._tasks))
+            await asyncio.wait(set(self._tasks), timeout=max(self._shutdown_timeout, 0.001))
+        unfinished = list(self._active.values())
+        for job in unfinished:
+            job.interrupt()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=1.0)
+        await self._completer.flush()
+        if unfinished:
+            ids = [j.id for j in unfinished]
+            released = await _retrying(lambda: self._run(self._core.release(ids, self.id)))
+            log.info("released %d unfinished jobs for another worker", len(released))
+
+
+async def _retrying(call: Callable[[], Awaitable[list[int]]], attempts: int = 5) -> list[int]:
+    delay = 0.1
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except PgQueueError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(delay)
+            delay *= 2
+    return []
+
+
+def _in_other_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is not loop
+    except RuntimeError:
+        return True

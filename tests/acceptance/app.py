@@ -1,0 +1,42 @@
+"""A worker application for the acceptance tests, run as ``pgqueue worker tests.acceptance.app:pq``.
+
+Each run of a handler appends ``<job id> <pid> <retry count>`` to a file of its own process in
+``$PGQUEUE_TEST_OUT``, so the tests can count executions per job across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from pgqueue import AsyncPgQueue, Job
+
+pq = AsyncPgQueue(os.environ["PGQUEUE_TEST_DSN"], schema=os.environ["PGQUEUE_TEST_SCHEMA"])
+_out = Path(os.environ["PGQUEUE_TEST_OUT"]) / f"{os.getpid()}.log"
+_log = _out.open("a", buffering=1)
+
+
+def record(job: Job) -> None:
+    _log.write(f"{job.id} {os.getpid()} {job.retry_count}\n")
+
+
+@pq.job("count")
+async def count(data: Any, job: Job) -> None:
+    record(job)
+
+
+@pq.job("count_slowly")
+async def count_slowly(data: Any, job: Job) -> None:
+    record(job)
+    await asyncio.sleep(0.002)
+
+
+@pq.job("hold", heartbeat_seconds=2, retry_delay=0)
+async def hold(data: Any, job: Job) -> str:
+    """Runs for ten minutes the first time, returns at once when retried."""
+    record(job)
+    if job.retry_count == 0:
+        await asyncio.sleep(600)
+    return "finished"

@@ -1,0 +1,64 @@
+"""Fixtures: a real PostgreSQL for every test, isolated by a schema per test.
+
+The server is ``$PGQUEUE_TEST_DATABASE_URL`` when set (CI sets it to the system PostgreSQL),
+else the embedded PostgreSQL, started once for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+import pgqueue
+from pgqueue.embedded import start_embedded
+
+TEST_DSN_ENV = "PGQUEUE_TEST_DATABASE_URL"
+
+
+@pytest.fixture(scope="session")
+def dsn() -> Iterator[str]:
+    """DSN of the test database."""
+    configured = os.environ.get(TEST_DSN_ENV)
+    if configured:
+        yield configured
+        return
+    server = start_embedded(database="pgqueue_test")
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def schema(dsn: str) -> Iterator[str]:
+    """A fresh schema name for this test; the schema is dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def pq(dsn: str, schema: str) -> Iterator[pgqueue.PgQueue]:
+    """A started sync queue object on a fresh schema."""
+    with pgqueue.PgQueue(dsn, schema=schema) as queue:
+        yield queue
+
+
+@pytest.fixture
+async def apq(dsn: str, schema: str) -> AsyncIterator[pgqueue.AsyncPgQueue]:
+    """A started async queue object on a fresh schema."""
+    async with pgqueue.AsyncPgQueue(dsn, schema=schema) as queue:
+        yield queue
+
+
+@pytest.fixture
+def conn(dsn: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A plain autocommit connection for assertions."""
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        yield connection

@@ -1,0 +1,161 @@
+"""Cron and maintenance across several instances, with a clock the test moves."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+import pgqueue
+from pgqueue import AsyncPgQueue, PgQueue
+from pgqueue.maintenance import MaintenanceSettings
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def jobs_of(conn: psycopg.Connection[Any], schema: str, name: str) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        sql.SQL(
+            "SELECT id, data FROM {0}.job WHERE name = %s "
+            "UNION ALL SELECT id, data FROM {0}.archive WHERE name = %s ORDER BY 1"
+        ).format(sql.Identifier(schema)),
+        (name, name),
+    ).fetchall()
+
+
+async def test_three_instances_for_a_simulated_hour(
+    dsn: str, schema: str, conn: psycopg.Connection[Any]
+) -> None:
+    # Start from the database's own time: completion times come from it.
+    clock = Clock(datetime.now(timezone.utc).replace(second=30, microsecond=0))
+    settings = MaintenanceSettings(clock=clock, archive_completed_after=60)
+    instances = [
+        AsyncPgQueue(dsn, schema=schema, maintenance=settings) for _ in range(3)
+    ]
+    for pq in instances:
+        @pq.cron("* * * * *", name="every-minute", data={"kind": "minute"})
+        async def every_minute(data: Any) -> None: ...
+
+        @pq.cron("*/15 * * * *", name="quarterly", tz="Europe/Berlin")
+        async def quarterly(data: Any) -> None: ...
+
+    async with instances[0], instances[1], instances[2]:
+        for pq in instances:  # the test drives every tick itself
+            assert pq._maintenance is not None
+            await pq._maintenance.stop()
+        completed: Counter[int] = Counter()
+        archived_total = 0
+        for _ in range(60 * 6):  # an hour in 10-second steps
+            clock.now += timedelta(seconds=10)
+            results = await asyncio.gather(
+                *(pq.run_schedules() for pq in instances),
+                *(pq.maintain() for pq in instances),
+            )
+            archived_total += sum(r.archived for r in results[3:])  # type: ignore[union-attr]
+            # Complete whatever was sent, so maintenance has finished jobs to archive.
+            for job in await instances[0].fetch("every-minute", 10):
+                assert await instances[0].complete(job.id) == [job.id]
+                completed[job.id] += 1
+    minute_jobs = jobs_of(conn, schema, "every-minute")
+    quarter_jobs = jobs_of(conn, schema, "quarterly")
+    assert len(minute_jobs) == 60  # one job per slot of the hour
+    assert {tuple(j[1].items()) for j in minute_jobs} == {(("kind", "minute"),)}
+    assert len(quarter_jobs) == 4
+    assert max(completed.values()) == 1
+    archive_rows = conn.execute(
+        sql.SQL("SELECT count(*), count(DISTINCT id) FROM {}.archive").format(
+            sql.Identifier(schema)
+        )
+    ).fetchone()
+    assert archive_rows is not None and archive_rows[0] == archive_rows[1] == archived_total
+    assert archived_total >= 55  # all but the last minute's completions
+
+
+def test_missed_slots_are_sent_once_on_restart(dsn: str, schema: str) -> None:
+    clock = Clock(datetime(2026, 6, 1, 12, 0, 30, tzinfo=timezone.utc))
+    settings = MaintenanceSettings(clock=clock)
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        pq.maintenance_settings = settings
+        pq.create_queue("report")
+        pq.schedule("report", "*/5 * * * *", {"r": 1})
+        assert pq.run_schedules() == []  # 12:00 was before the schedule existed
+        clock.now += timedelta(hours=3)  # everything was down for three hours
+        assert len(pq.run_schedules()) == 1  # one job, not 36
+        assert pq.run_schedules() == []
+        clock.now += timedelta(minutes=5)
+        assert len(pq.run_schedules()) == 1
+
+
+def test_schedule_management_and_validation(pq: PgQueue) -> None:
+    pq.create_queue("nightly")
+    pq.schedule("nightly", "0 3 * * *", {"x": 1}, tz="Europe/Berlin", priority=5)
+    (info,) = pq.get_schedules()
+    assert (info.name, info.cron, info.tz, info.data, info.options) == (
+        "nightly", "0 3 * * *", "Europe/Berlin", {"x": 1}, {"priority": 5}
+    )
+    assert info.from_code is False
+    with pytest.raises(pgqueue.InvalidScheduleError, match="cron"):
+        pq.schedule("nightly", "0 25 * * *")
+    with pytest.raises(pgqueue.InvalidScheduleError, match="Atlantis"):
+        pq.schedule("nightly", "0 3 * * *", tz="Atlantis/Capital")
+    with pytest.raises(pgqueue.InvalidOptionError, match="bogus"):
+        pq.schedule("nightly", "0 3 * * *", bogus=1)
+    with pytest.raises(pgqueue.QueueNotFoundError):
+        pq.schedule("no-queue", "0 3 * * *")
+    (still,) = pq.get_schedules()
+    assert still.cron == "0 3 * * *"  # nothing was written by the refused calls
+    assert pq.unschedule("nightly") is True
+    assert pq.unschedule("nightly") is False
+    assert pq.get_schedules() == []
+
+
+def test_code_schedules_are_synced_and_pruned(dsn: str, schema: str) -> None:
+    first = PgQueue(dsn, schema=schema, maintenance=False)
+
+    @first.cron("*/5 * * * *", name="old-job")
+    def old_job(data: Any) -> None: ...
+
+    @first.cron("0 * * * *", name="kept", data={"v": 1})
+    def kept(data: Any) -> None: ...
+
+    with first:
+        pq_names = [s.name for s in first.get_schedules()]
+        assert pq_names == ["kept", "old-job"]
+        first.create_queue("runtime")
+        first.schedule("runtime", "0 0 * * *")
+    # A new version of the application declares "kept" differently and drops "old-job".
+    second = PgQueue(dsn, schema=schema, maintenance=False)
+
+    @second.cron("30 * * * *", name="kept", data={"v": 2})
+    def kept_again(data: Any) -> None: ...
+
+    with second:
+        schedules = {s.name: s for s in second.get_schedules()}
+    assert set(schedules) == {"kept", "runtime"}  # runtime schedules are left alone
+    assert schedules["kept"].cron == "30 * * * *" and schedules["kept"].data == {"v": 2}
+    # A process that declares no schedules removes none.
+    with PgQueue(dsn, schema=schema, maintenance=False) as third:
+        assert len(third.get_schedules()) == 2
+
+
+def test_cron_declaration_errors_are_immediate() -> None:
+    pq = PgQueue("postgresql://localhost/unused")
+    with pytest.raises(pgqueue.InvalidScheduleError):
+        pq.cron("not a cron")
+    with pytest.raises(pgqueue.InvalidScheduleError):
+        pq.cron("* * * * *", tz="Nowhere/Land")
+    with pytest.raises(pgqueue.InvalidOptionError):
+        pq.cron("* * * * *", name="x", retry_limit=-3)(lambda data: None)

@@ -1,0 +1,91 @@
+"""The hot path's plan: fetching from one queue is an index scan with no sort, at a million
+jobs in every state, and claims in priority-then-creation order."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgqueue import PgQueue
+from pgqueue.sql import Statements
+
+JOBS = 1_000_000
+QUEUES = 9
+
+
+def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [node]
+    for child in node.get("Plans", []):
+        found += _nodes(child)
+    return found
+
+
+def _plan(
+    conn: psycopg.Connection[Any], explain: str, params: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    row = conn.execute(explain, params).fetchone()
+    assert row is not None
+    plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    return _nodes(plan[0]["Plan"])
+
+
+@pytest.mark.slow
+def test_fetch_is_an_index_scan_without_sort_over_a_million_jobs(
+    pq: PgQueue, conn: psycopg.Connection[Any]
+) -> None:
+    ident = sql.Identifier(pq.schema)
+    for i in range(QUEUES):
+        pq.create_queue(f"q{i}")
+    # Mixed states over several queues, loaded in one statement; most rows are finished, as in
+    # a busy production table whose archiving is behind.
+    conn.execute(
+        sql.SQL(
+            """
+            INSERT INTO {0}.job (name, priority, state, keep_until, completed_at, start_after)
+            SELECT 'q' || (i %% %(queues)s), i %% 7,
+                (ARRAY['created', 'completed', 'failed', 'completed', 'retry', 'cancelled',
+                       'completed', 'active'])[i %% 8 + 1]::{0}.job_state,
+                now() + interval '1 day', now(),
+                now() - CASE WHEN i %% 5 = 0 THEN interval '-1 hour' ELSE interval '1 hour' END
+            FROM generate_series(1, %(jobs)s) AS i
+            """
+        ).format(ident),
+        {"queues": QUEUES, "jobs": JOBS},
+    )
+    conn.execute(sql.SQL("ANALYZE {}.job").format(ident))
+    query = Statements(pq.schema).job_fetch
+    params = {"name": "q3", "limit": 10, "worker_id": "w"}
+    # The plan for these values, and the generic plan that psycopg's prepared statement
+    # may switch to after a few executions.
+    custom = _plan(conn, "EXPLAIN (FORMAT JSON) " + query, params)
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", query)))
+    numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m[1]) + 1}", query)
+    conn.execute("PREPARE pgqueue_fetch AS " + numbered.replace("%%", "%"))
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    generic = _plan(conn, sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE pgqueue_fetch ({})").format(
+        sql.SQL(", ").join(sql.Literal(params[n]) for n in names)).as_string(conn), None)
+    assert any(n.get("Index Cond", "").count("$1") for n in generic)  # it is generic
+    for kind, nodes in (("custom", custom), ("generic", generic)):
+        types = [n["Node Type"] for n in nodes]
+        assert "Sort" not in types and "Incremental Sort" not in types, (kind, types)
+        assert not [n for n in nodes if n["Node Type"] == "Seq Scan"
+                    and n.get("Relation Name") == "job"], (kind, types)
+        assert any(n.get("Index Name") == "job_fetch_idx" for n in nodes), (kind, types)
+    conn.execute("RESET plan_cache_mode")
+    conn.execute("DEALLOCATE pgqueue_fetch")
+
+    # It claims in priority-then-creation order: exactly the first due, waiting jobs.
+    expected = [row[0] for row in conn.execute(
+        sql.SQL(
+            "SELECT id FROM {}.job WHERE name = 'q3' AND state < 'active' "
+            "AND start_after <= now() ORDER BY priority DESC, id LIMIT 50"
+        ).format(ident)
+    ).fetchall()]
+    fetched = pq.fetch("q3", 20) + pq.fetch("q3", 30)
+    assert [j.id for j in fetched] == expected
+    assert all(j.priority == 6 and j.name == "q3" for j in fetched)

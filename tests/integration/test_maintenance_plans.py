@@ -1,0 +1,72 @@
+"""A maintenance pass with nothing due reads (almost) nothing, however many rows wait."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgqueue import PgQueue
+from pgqueue.sql import Statements
+
+
+def buffers_read(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> int:
+    """Shared buffers a statement touches (in a rolled-back transaction)."""
+    with conn.transaction(force_rollback=True):
+        row = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query, params).fetchone()
+    assert row is not None
+    plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    top = plan[0]["Plan"]
+    return int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0))
+
+
+def test_idle_archive_and_delete_steps_read_only_due_rows(
+    pq: PgQueue, conn: psycopg.Connection[Any]
+) -> None:
+    schema = sql.Identifier(pq.schema)
+    pq.create_queue("q")
+    # 50,000 failed jobs inside their week in the job table, 50,000 archived jobs not due.
+    conn.execute(
+        sql.SQL(
+            """INSERT INTO {}.job (name, state, keep_until, completed_at)
+               SELECT 'q', 'failed', now(), now() - interval '1 day' * random()
+               FROM generate_series(1, 50000)"""
+        ).format(schema)
+    )
+    conn.execute(
+        sql.SQL(
+            """WITH moved AS (
+                   DELETE FROM {0}.job WHERE id IN (
+                       SELECT id FROM {0}.job ORDER BY id LIMIT 50000) RETURNING *)
+               INSERT INTO {0}.archive
+               SELECT *, now(), now() + interval '30 days' FROM moved"""
+        ).format(schema)
+    )
+    conn.execute(
+        sql.SQL(
+            """INSERT INTO {}.job (name, state, keep_until, completed_at)
+               SELECT 'q', 'failed', now(), now() - interval '1 day' * random()
+               FROM generate_series(1, 50000)"""
+        ).format(schema)
+    )
+    conn.execute(sql.SQL("ANALYZE {}.job").format(schema))
+    conn.execute(sql.SQL("ANALYZE {}.archive").format(schema))
+    now = datetime.now(timezone.utc)
+    statements = Statements(pq.schema)
+    params = {
+        "now": now,
+        "limit": 1000,
+        "completed_before": now - timedelta(hours=1),
+        "failed_before": now - timedelta(days=7),
+    }
+    assert buffers_read(conn, statements.job_archive, params) < 50
+    assert buffers_read(conn, statements.archive_delete, params) < 50
+    assert buffers_read(conn, statements.job_expire_waiting, params) < 50
+    result = pq.maintain()
+    assert (result.archived, result.deleted) == (0, 0)
+    # Once due, the same steps find them.
+    params["failed_before"] = now
+    assert buffers_read(conn, statements.job_archive, params) > 50

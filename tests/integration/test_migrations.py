@@ -1,0 +1,231 @@
+"""Migrations: a fresh install equals an upgrade from every earlier version; concurrent
+starters migrate once; a failed migration leaves nothing behind; status reporting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+import pgqueue
+from pgqueue import migrate
+from pgqueue.db import run_sync
+from pgqueue.migrate import Migration, latest_version, load_migrations, migrate_plan, status_plan
+from pgqueue.sql import Statements
+
+# Everything a migration can shape, with the schema's name replaced by S.
+CATALOG = """
+SELECT 'column' AS kind, c.relname || '.' || a.attname AS name,
+       a.attnum || ' ' || format_type(a.atttypid, a.atttypmod)
+       || ' null=' || (NOT a.attnotnull)::text
+       || ' identity=' || a.attidentity::text || ' generated=' || a.attgenerated::text
+       || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '') AS def
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE n.nspname = %(schema)s AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind = 'r'
+UNION ALL
+SELECT 'index', c.relname, pg_get_indexdef(i.indexrelid)
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %(schema)s
+UNION ALL
+SELECT 'constraint', co.conrelid::regclass::text || '.' || conname,
+       pg_get_constraintdef(co.oid)
+FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace
+WHERE n.nspname = %(schema)s
+UNION ALL
+SELECT 'enum', t.typname, string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)
+FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid
+JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = %(schema)s
+GROUP BY t.typname
+UNION ALL
+SELECT 'relation', c.relname,
+       c.relkind::text || ' ' || coalesce(array_to_string(c.reloptions, ','), '')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %(schema)s
+UNION ALL
+SELECT 'function', p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
+       pg_get_functiondef(p.oid)
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %(schema)s
+UNION ALL
+SELECT 'trigger', t.tgname, pg_get_triggerdef(t.oid)
+FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND NOT t.tgisinternal
+ORDER BY 1, 2, 3
+"""
+
+
+def catalog(conn: psycopg.Connection[Any], schema: str) -> list[tuple[str, ...]]:
+    rows = conn.execute(CATALOG, {"schema": schema}).fetchall()
+    assert rows, f"schema {schema} is empty"
+    return [tuple(str(v).replace(f'"{schema}"', "S").replace(schema, "S") for v in row)
+            for row in rows]
+
+
+def versions(conn: psycopg.Connection[Any], schema: str) -> list[int]:
+    query = sql.SQL("SELECT version FROM {}.version ORDER BY version").format(
+        sql.Identifier(schema)
+    )
+    return [row[0] for row in conn.execute(query).fetchall()]
+
+
+@pytest.fixture
+def new_schema(dsn: str) -> Iterator[Callable[[], str]]:
+    """Hands out fresh schema names and drops them all afterwards."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(f"m_{uuid.uuid4().hex[:12]}")
+        return made[-1]
+
+    yield make
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for name in made:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(name)))
+
+
+# Later migrations of the kinds real ones will be: they prove the upgrade test keeps
+# comparing what it should once the real migrations directory grows.
+def _extra(*texts: tuple[str, str]) -> tuple[Migration, ...]:
+    real = load_migrations()
+    return real + tuple(
+        Migration(real[-1].version + i, name, text) for i, (name, text) in enumerate(texts, 1)
+    )
+
+
+EXTRA = (
+    ("add_tenant", """
+        ALTER TABLE {schema}.job ADD COLUMN tenant text NOT NULL DEFAULT 'main';
+        CREATE INDEX job_tenant_idx ON {schema}.job (tenant, id) WHERE state < 'active';
+        UPDATE {schema}.job SET tenant = 'old';
+    """),
+    ("add_state_and_function", """
+        ALTER TYPE {schema}.job_state ADD VALUE 'paused' AFTER 'retry';
+        CREATE FUNCTION {schema}.waiting(q text) RETURNS bigint LANGUAGE sql STABLE
+            AS $$ SELECT count(*) FROM {schema}.job WHERE name = q AND state < 'active' $$;
+        ALTER TABLE {schema}.archive ALTER COLUMN data SET STATISTICS 500;
+    """),
+)
+
+
+@pytest.fixture(params=["shipped", "shipped+2"])
+def migrations(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The migrations in play: the shipped ones, or those plus two more. Returns the count."""
+    if request.param == "shipped+2":
+        extended = _extra(*EXTRA)
+        monkeypatch.setattr(migrate, "load_migrations", lambda: extended)
+    return len(migrate.load_migrations())
+
+
+def test_fresh_install_equals_an_upgrade_from_every_version(
+    dsn: str, migrations: int, new_schema: Callable[[], str]
+) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        fresh = new_schema()
+        assert run_sync(conn, migrate_plan(Statements(fresh))) == list(range(1, migrations + 1))
+        expected = catalog(conn, fresh)
+        # One version at a time, all the way.
+        stepwise = new_schema()
+        for version in range(1, migrations + 1):
+            applied = run_sync(conn, migrate_plan(Statements(stepwise), target=version))
+            assert applied == [version]
+        assert run_sync(conn, migrate_plan(Statements(stepwise))) == []
+        assert catalog(conn, stepwise) == expected
+        # From every earlier version to the latest in one go, with jobs in the table.
+        for start in range(1, migrations):
+            upgraded = new_schema()
+            stmts = Statements(upgraded)
+            run_sync(conn, migrate_plan(stmts, target=start))
+            conn.execute(sql.SQL(
+                "INSERT INTO {}.job (name, keep_until) VALUES ('q', now())"
+            ).format(sql.Identifier(upgraded)))
+            assert run_sync(conn, migrate_plan(stmts)) == list(range(start + 1, migrations + 1))
+            assert catalog(conn, upgraded) == expected, f"upgrade from version {start}"
+            assert versions(conn, upgraded) == list(range(1, migrations + 1))
+
+
+def test_status_reports_current_latest_and_pending(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, new_schema: Callable[[], str]
+) -> None:
+    extended = _extra(*EXTRA)
+    monkeypatch.setattr(migrate, "load_migrations", lambda: extended)
+    stmts = Statements(new_schema())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        status = run_sync(conn, status_plan(stmts))
+        assert (status.current, status.latest, status.up_to_date) == (None, len(extended), False)
+        assert [m.version for m in status.pending] == [m.version for m in extended]
+        run_sync(conn, migrate_plan(stmts, target=1))
+        status = run_sync(conn, status_plan(stmts))
+        assert status.current == 1
+        assert [m.name for m in status.pending] == [m.name for m in extended[1:]]
+        run_sync(conn, migrate_plan(stmts))
+        assert run_sync(conn, status_plan(stmts)).up_to_date
+        # A database migrated by a newer pgqueue is refused, not silently used.
+        shipped = extended[: -len(EXTRA)]
+        monkeypatch.setattr(migrate, "load_migrations", lambda: shipped)
+        with pytest.raises(pgqueue.MigrationError, match="newer"):
+            run_sync(conn, status_plan(stmts))
+        with pytest.raises(pgqueue.MigrationError, match="newer"):
+            run_sync(conn, migrate_plan(stmts))
+
+
+def test_a_failed_migration_leaves_nothing_and_releases_the_lock(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, new_schema: Callable[[], str]
+) -> None:
+    broken = _extra(("half_done", """
+        CREATE TABLE {schema}.half (x int);
+        ALTER TABLE {schema}.job ADD COLUMN doomed int;
+        SELECT 1 / 0;
+    """))
+    monkeypatch.setattr(migrate, "load_migrations", lambda: broken)
+    schema = new_schema()
+    stmts = Statements(schema)
+    shipped = len(broken) - 1
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with pytest.raises(pgqueue.MigrationError, match=f"{shipped + 1:04d}_half_done"):
+            run_sync(conn, migrate_plan(stmts))
+        assert versions(conn, schema) == list(range(1, shipped + 1))  # earlier ones kept
+        assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.half",)).fetchone() == (None,)
+        held = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = "
+            "pg_backend_pid()"
+        ).fetchone()
+        assert held == (0,)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    # Another session can take the lock and finds the same pending migration.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        status = run_sync(conn, status_plan(stmts))
+        assert [m.name for m in status.pending] == ["half_done"]
+
+
+def test_ten_processes_migrate_exactly_once(dsn: str, schema: str) -> None:
+    script = textwrap.dedent(
+        """
+        import sys, pgqueue
+        pq = pgqueue.PgQueue(sys.argv[1], schema=sys.argv[2], migrate=False)
+        print(repr(pq.migrate()))
+        """
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, dsn, schema], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(10)
+    ]
+    outputs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err, err
+        outputs.append(out.strip())
+    everything = repr(list(range(1, latest_version() + 1)))
+    assert sorted(outputs, key=len) == ["[]"] * 9 + [everything]
+    with psycopg.connect(dsn) as conn:
+        assert versions(conn, schema) == list(range(1, latest_version() + 1))

@@ -1,0 +1,144 @@
+"""Policy indexes across every transition: retries, expiry, resume, manual retry and
+redrive never break a queue's policy, never raise, and never lose a job."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgqueue import JobState, PgQueue
+from pgqueue.maintenance import MaintenanceSettings
+
+
+def state_of(pq: PgQueue, job_id: int | None) -> JobState:
+    job = pq.get_job_by_id(job_id or 0)
+    assert job is not None
+    return job.state
+
+
+def test_stately_runs_a_keys_retry_before_its_newer_jobs(pq: PgQueue) -> None:
+    pq.create_queue("st", policy="stately", retry_delay=3600)
+    first = pq.send("st", "a", singleton_key="k")
+    assert [j.id for j in pq.fetch("st")] == [first]
+    pq.fail(first or 0, "boom")  # waits an hour to retry
+    newer = pq.send("st", "b", singleton_key="k", priority=5)
+    other = pq.send("st", "c", singleton_key="other")
+    # The key's retry is not due, so nothing of key k runs yet: were the newer job claimed,
+    # it could not go back to retry when it failed (the key's retry place is taken).
+    assert [j.id for j in pq.fetch("st", 10)] == [other]
+    assert state_of(pq, newer) is JobState.created
+    pq.fail(other or 0, "boom")  # key 'other' had no retry waiting: retries normally
+    assert state_of(pq, other) is JobState.retry
+
+
+def test_stately_expiry_never_wedges_maintenance(dsn: str, schema: str) -> None:
+    now = [datetime.now(timezone.utc)]
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        pq.maintenance_settings = MaintenanceSettings(clock=lambda: now[0])
+        pq.create_queue("st", policy="stately", retry_delay=3600)
+        first = pq.send("st", "a", singleton_key="k")
+        pq.fetch("st")
+        pq.fail(first or 0, "boom")
+        pq.retry(first or 0)  # no-op: it is waiting to retry, not failed
+        blocked = pq.send("st", "b", singleton_key="k", heartbeat_seconds=1)
+        # An operator forces the retry due now and another instance claims it; the created
+        # job must wait until it finishes.
+        assert pq.fetch("st") == []
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("UPDATE {}.job SET start_after = now() WHERE id = %s").format(
+                    sql.Identifier(schema)
+                ),
+                (first,),
+            )
+        (claimed,) = pq.fetch("st")
+        assert claimed.id == first
+        assert pq.fetch("st") == []  # one active per key
+        now[0] += timedelta(hours=2)  # its worker died: maintenance expires it
+        result = pq.maintain()
+        assert result.ran and result.expired_active == 1
+        assert state_of(pq, first) is JobState.retry
+        assert pq.maintain().ran
+        assert state_of(pq, blocked) is JobState.created
+
+
+def test_manual_retry_and_resume_skip_jobs_their_policy_blocks(pq: PgQueue) -> None:
+    pq.create_queue("sh", policy="short")
+    cancelled = pq.send("sh", "x")
+    pq.cancel(cancelled or 0)
+    waiting = pq.send("sh", "y")
+    assert pq.resume(cancelled or 0) == []  # the one queued slot is taken
+    assert state_of(pq, cancelled) is JobState.cancelled
+    (job,) = pq.fetch("sh")
+    assert job.id == waiting
+    assert pq.resume(cancelled or 0) == [cancelled]
+
+    pq.create_queue("std")
+    failed = pq.send("std", singleton_key="only", retry_limit=0)
+    pq.fetch("std")
+    pq.fail(failed or 0, "boom")
+    again = pq.send("std", singleton_key="only")
+    assert again is not None
+    assert pq.retry(failed or 0) == []  # its singleton key is taken by a newer job
+    pq.delete_job(again or 0)
+    assert pq.retry(failed or 0) == [failed]
+
+    pq.create_queue("st", policy="stately", retry_delay=3600)
+    jobs = []
+    for data in ("a", "b"):
+        jobs.append(pq.send("st", data, singleton_key="k", retry_limit=0))
+        pq.fetch("st")
+        pq.fail(jobs[-1] or 0, "boom")
+    assert pq.retry(jobs[0] or 0) == [jobs[0]]
+    assert pq.retry(jobs[1] or 0) == []  # the key's retry slot is taken
+
+
+def test_redrive_leaves_blocked_jobs_in_the_dead_letter_queue(
+    pq: PgQueue, conn: psycopg.Connection[Any]
+) -> None:
+    pq.create_queue("dlq")
+    pq.create_queue("orig", policy="short", dead_letter="dlq", retry_limit=0)
+    dead = []
+    for i in range(2):
+        job_id = pq.send("orig", i)
+        pq.fetch("orig")
+        pq.fail(job_id or 0, "boom")
+        dead.append(job_id)
+    blocker = pq.send("orig", "queued")
+    assert pq.redrive("dlq") == []  # 'orig' already has its one queued job
+    (stats,) = pq.get_queue_stats("dlq")
+    assert stats.waiting == 2  # nothing lost
+    pq.delete_job(blocker or 0)
+    redriven = pq.redrive("dlq")
+    assert len(redriven) == 1  # one fits; the other stays for the next redrive
+    assert pq.get_queue_stats("dlq")[0].waiting == 1
+    pq.delete_queue("orig")
+    assert pq.redrive("dlq") == []  # origin gone: the job stays where it is
+    assert pq.get_queue_stats("dlq")[0].waiting == 1
+
+
+def test_a_stately_failure_with_the_retry_place_taken_fails_for_good(dsn: str, schema: str) -> None:
+    now = [datetime.now(timezone.utc)]
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        pq.maintenance_settings = MaintenanceSettings(clock=lambda: now[0])
+        pq.create_queue("st", policy="stately")
+        running = pq.send("st", "a", singleton_key="k", heartbeat_seconds=1)
+        pq.fetch("st")
+        waiting = pq.send("st", "b", singleton_key="k")
+        # A state the claim rule prevents, but an operator's or an older version's writes
+        # can leave: the key has a job waiting to retry while another one runs.
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("UPDATE {}.job SET state = 'retry' WHERE id = %s").format(
+                    sql.Identifier(schema)
+                ),
+                (waiting,),
+            )
+        now[0] += timedelta(minutes=1)
+        result = pq.maintain()  # expiring it must not raise, or every pass would
+        assert result.expired_active == 1
+        assert state_of(pq, running) is JobState.expired
+        assert state_of(pq, waiting) is JobState.retry

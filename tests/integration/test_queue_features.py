@@ -1,0 +1,239 @@
+"""Policies, throttling, pub/sub, queue management and maintenance on a real database."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+import pgqueue
+from pgqueue import AsyncPgQueue, JobState, PgQueue
+from pgqueue.maintenance import MaintenanceSettings
+
+
+def run_concurrently(count: int, action: Any) -> list[Any]:
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = action(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def states(conn: psycopg.Connection[Any], schema: str, name: str) -> dict[str, int]:
+    rows = conn.execute(
+        sql.SQL("SELECT state::text, count(*) FROM {}.job WHERE name = %s GROUP BY 1").format(
+            sql.Identifier(schema)
+        ),
+        (name,),
+    ).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+@pytest.fixture
+def big_pq(dsn: str, schema: str) -> Any:
+    with PgQueue(dsn, schema=schema, pool_min_size=2, pool_max_size=50) as pq:
+        yield pq
+
+
+@pytest.mark.parametrize("key", [None, "k"])
+def test_short_policy_keeps_one_queued_job(
+    big_pq: PgQueue, conn: psycopg.Connection[Any], key: str | None
+) -> None:
+    big_pq.create_queue("short", policy="short")
+    ids = run_concurrently(50, lambda i: big_pq.send("short", i, singleton_key=key))
+    assert len([i for i in ids if i is not None]) == 1
+    assert states(conn, big_pq.schema, "short") == {"created": 1}
+    (job,) = big_pq.fetch("short")
+    # Once it runs, one more may queue.
+    assert big_pq.send("short", singleton_key=key) is not None
+    assert big_pq.send("short", singleton_key=key) is None
+    assert job.state is JobState.active
+
+
+@pytest.mark.parametrize("policy", ["singleton", "stately"])
+def test_one_active_job_per_key_under_concurrent_fetchers(
+    big_pq: PgQueue, conn: psycopg.Connection[Any], policy: str
+) -> None:
+    big_pq.create_queue("p", policy=policy)
+    keys = ["a", "b"]
+    sent = run_concurrently(50, lambda i: big_pq.send("p", i, singleton_key=keys[i % 2]))
+    if policy == "stately":  # at most one queued per key
+        assert len([s for s in sent if s is not None]) == 2
+    else:
+        assert all(s is not None for s in sent)
+    for _ in range(3):
+        fetched = run_concurrently(4, lambda i: big_pq.fetch("p", 10))
+        claimed = [j for batch in fetched for j in batch]
+        counts = states(conn, big_pq.schema, "p")
+        assert counts.get("active", 0) <= 2
+        assert len({j.singleton_key for j in claimed}) == len(claimed)
+        for job in claimed:
+            big_pq.complete(job.id)
+    assert big_pq.fetch("p", 10) == [] or policy == "singleton"
+
+
+def test_throttle_and_debounce_windows(pq: PgQueue) -> None:
+    pq.create_queue("t")
+    first = pq.send_throttled("t", 1, seconds=3600)
+    assert first is not None
+    assert pq.send_throttled("t", 2, seconds=3600) is None  # dropped
+    assert pq.send_throttled("t", 3, seconds=3600, key="other") is not None
+    debounced = pq.send_debounced("t", 4, seconds=3600)  # window taken: next one
+    assert debounced is not None
+    job = pq.get_job_by_id(debounced)
+    slot = datetime.now(timezone.utc).timestamp() // 3600 * 3600 + 3600
+    assert job is not None and job.start_after is not None
+    assert job.start_after.timestamp() == slot
+    assert pq.send_debounced("t", 5, seconds=3600) is None  # both windows taken
+
+
+async def test_publish_fans_out_inside_the_callers_transaction(
+    apq: AsyncPgQueue, dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    for queue in ("thumbnail", "virus-scan", "audit"):
+        await apq.create_queue(queue)
+        assert await apq.subscribe("file.uploaded", queue) is True
+    assert await apq.subscribe("file.uploaded", "audit") is False
+    async with await psycopg.AsyncConnection.connect(dsn) as mine:
+        assert len(await apq.publish("file.uploaded", {"f": 1}, conn=mine)) == 3
+        await mine.rollback()
+    assert states(conn, apq.schema, "thumbnail") == {}
+    ids = await apq.publish("file.uploaded", {"f": 2}, priority=3)
+    assert len(ids) == 3
+    jobs = [await apq.get_job_by_id(i) for i in ids]
+    assert sorted(j.name for j in jobs if j) == ["audit", "thumbnail", "virus-scan"]
+    assert all(j is not None and j.data == {"f": 2} and j.priority == 3 for j in jobs)
+    assert await apq.unsubscribe("file.uploaded", "audit") is True
+    assert len(await apq.publish("file.uploaded")) == 2
+    assert await apq.publish("nobody.listens") == []
+    assert ("file.uploaded", "thumbnail") in await apq.get_subscriptions()
+    with pytest.raises(pgqueue.QueueNotFoundError):
+        await apq.subscribe("e", "no-such-queue")
+    with pytest.raises(pgqueue.InvalidNameError):
+        await apq.publish("bad event!")
+
+
+def test_pause_purge_and_stats(pq: PgQueue) -> None:
+    pq.create_queue("q")
+    pq.insert([{"name": "q", "data": i} for i in range(5)])
+    pq.pause_queue("q")
+    assert pq.fetch("q", 10) == []
+    assert pq.send("q") is not None  # sends still work
+    pq.resume_queue("q")
+    (one,) = pq.fetch("q")
+    pq.complete(one.id)
+    (stats,) = pq.get_queue_stats("q")
+    assert stats.counts[JobState.completed] == 1
+    assert stats.waiting == 5 and stats.active == 0
+    assert stats.oldest_waiting_seconds is not None and stats.oldest_waiting_seconds >= 0
+    assert pq.purge_queue("q") == 5
+    (after,) = pq.get_queue_stats("q")
+    assert after.waiting == 0 and after.oldest_waiting_seconds is None
+    with pytest.raises(pgqueue.QueueNotFoundError):
+        pq.pause_queue("missing")
+
+
+def test_dead_letter_redrive(pq: PgQueue) -> None:
+    pq.create_queue("dlq")
+    pq.create_queue("work", dead_letter="dlq", retry_limit=0)
+    job_id = pq.send("work", {"n": 1})
+    pq.fetch("work")
+    pq.fail(job_id or 0, "broken")
+    (dead,) = pq.fetch("dlq", 1) or [None]
+    assert dead is not None
+    pq.fail(dead.id, "keep")  # a DLQ job that was looked at and failed stays put
+    pq.send("dlq")  # no source: not redriven
+    pq.create_queue("dlq2")
+    pq.create_queue("work2", dead_letter="dlq2", retry_limit=0)
+    other = pq.send("work2", {"n": 2})
+    pq.fetch("work2")
+    pq.fail(other or 0, "broken")
+    (new_id,) = pq.redrive("dlq2")
+    job = pq.get_job_by_id(new_id)
+    assert job is not None and job.name == "work2" and job.data == {"n": 2}
+    assert job.state is JobState.created
+
+
+def test_maintenance_expires_archives_and_deletes(
+    dsn: str, schema: str, conn: psycopg.Connection[Any]
+) -> None:
+    now = [datetime.now(timezone.utc)]
+    settings = MaintenanceSettings(
+        archive_completed_after=60, archive_failed_after=600, clock=lambda: now[0]
+    )
+    with PgQueue(dsn, schema=schema, maintenance=settings) as pq:
+        pq.create_queue("q")
+        done, failed, stale, waiting = (pq.send("q", i) for i in range(4))
+        beating = pq.send("q", heartbeat_seconds=5, retry_limit=0)
+        jobs = {j.id: j for j in pq.fetch("q", 10)}
+        assert set(jobs) == {done, failed, stale, waiting, beating}
+        pq.complete(done or 0)
+        pq.fail(failed or 0, "x")  # retry_limit 2: goes to retry
+        pq.resume(pq.cancel(waiting or 0))  # back to created
+        late = pq.send("q", retention=30)
+        # 10 minutes later: 'stale' ran past nothing yet (expire_in 900), the heartbeat
+        # of 'beating' is long stale, 'late' waited past its retention.
+        now[0] += timedelta(minutes=10)
+        result = pq.maintain()
+        assert result.ran and result.expired_active == 1 and result.expired_waiting >= 1
+        assert result.archived == 1  # the completed job, older than 60 s
+        beat = pq.get_job_by_id(beating or 0)
+        assert beat is not None and beat.state is JobState.expired
+        archived = pq.get_job_by_id(done or 0)
+        assert archived is not None and archived.archived
+        late_job = pq.get_job_by_id(late or 0)
+        assert late_job is not None and late_job.state is JobState.expired
+        # Past expire_in (900 s) for the active 'stale' job: it returns to retry.
+        now[0] += timedelta(minutes=10)
+        second = pq.maintain()
+        stale_job = pq.get_job_by_id(stale or 0)
+        assert stale_job is not None and stale_job.state is JobState.retry
+        assert second.expired_active == 1
+        # A week later everything finished is archived, and a week after that deleted.
+        now[0] += timedelta(days=8)
+        pq.maintain()
+        now[0] += timedelta(days=8)
+        third = pq.maintain()
+        assert third.deleted >= 1
+        assert pq.get_job_by_id(done or 0) is None
+        assert pq.maintain().archived == 0  # nothing done twice
+
+
+def test_maintenance_runs_once_at_a_time(dsn: str, schema: str) -> None:
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        with psycopg.connect(dsn) as holder:
+            holder.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"pgqueue.maintain.{schema}",)
+            )
+            assert pq.maintain().ran is False  # another instance holds the pass
+        assert pq.maintain().ran is True
+
+
+def test_monitor_receives_queue_stats(dsn: str, schema: str) -> None:
+    import queue as stdlib_queue
+
+    reports: stdlib_queue.Queue[list[pgqueue.QueueStats]] = stdlib_queue.Queue()
+    settings = MaintenanceSettings(interval=0.05, monitor_interval=0)
+    with PgQueue(dsn, schema=schema, maintenance=settings) as pq:
+        pq.add_monitor(reports.put)
+        pq.create_queue("watched")
+        pq.send("watched")
+        deadline = 50
+        while deadline:
+            stats = {s.name: s for s in reports.get(timeout=10)}
+            if "watched" in stats and stats["watched"].waiting == 1:
+                break
+            deadline -= 1
+        assert deadline, "no report showed the waiting job"

@@ -1,0 +1,134 @@
+"""The public surface: the curated ``pgqueue`` namespace and sync/async parity."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import pgqueue
+from pgqueue import AsyncPgQueue, PgQueue
+
+PUBLIC = {
+    "AsyncPgQueue",
+    "ConnectError",
+    "DatabaseError",
+    "EmbeddedServerError",
+    "InvalidDsnError",
+    "InvalidInputError",
+    "InvalidNameError",
+    "InvalidOptionError",
+    "InvalidPayloadError",
+    "InvalidScheduleError",
+    "Job",
+    "JobNotFoundError",
+    "JobOptions",
+    "JobState",
+    "MaintenanceResult",
+    "MaintenanceSettings",
+    "MigrationError",
+    "MigrationStatus",
+    "NotFoundError",
+    "PgQueue",
+    "PgQueueError",
+    "QueueInfo",
+    "QueueNotFoundError",
+    "QueueOptions",
+    "QueueStats",
+    "ScheduleInfo",
+    "WorkerError",
+    "__version__",
+}
+
+def test_all_is_exactly_the_curated_public_set() -> None:
+    """A new public name is a decision: add it here and to ``__all__`` together."""
+    assert sorted(pgqueue.__all__) == sorted(set(pgqueue.__all__))  # no duplicates
+    assert set(pgqueue.__all__) == PUBLIC
+
+
+def test_everything_in_all_imports() -> None:
+    namespace: dict[str, Any] = {}
+    exec("from pgqueue import *", namespace)
+    assert set(pgqueue.__all__) <= namespace.keys()
+    for name in pgqueue.__all__:
+        value = namespace[name]
+        module = getattr(value, "__module__", "pgqueue")
+        assert module.startswith("pgqueue"), (name, module)
+        assert importlib.import_module(module) is not None
+
+
+def test_errors_form_one_tree() -> None:
+    for name in pgqueue.__all__:
+        value = getattr(pgqueue, name)
+        if isinstance(value, type) and issubclass(value, Exception):
+            assert issubclass(value, pgqueue.PgQueueError), name
+    assert issubclass(pgqueue.InvalidInputError, ValueError)
+    assert issubclass(pgqueue.NotFoundError, LookupError)
+
+
+def _public(cls: type) -> dict[str, Callable[..., Any]]:
+    return {
+        name: member
+        for name, member in inspect.getmembers(cls, inspect.isfunction)
+        if not name.startswith("_")
+    }
+
+
+def _same_flavour(annotation: Any) -> str:
+    """An annotation with the sync/async connection and queue types made equal."""
+    text = str(annotation)
+    for async_name, sync_name in (("AsyncConnection", "Connection"),
+                                  ("AsyncPgQueue", "PgQueue"),
+                                  ("AsyncIterator", "Iterator")):
+        text = text.replace(async_name, sync_name)
+    return text
+
+
+def _parameters(func: Callable[..., Any]) -> list[tuple[str, Any, Any, str]]:
+    return [
+        (p.name, p.kind, p.default, _same_flavour(p.annotation))
+        for p in inspect.signature(func).parameters.values()
+    ]
+
+
+def test_sync_and_async_have_the_same_public_methods() -> None:
+    assert _public(PgQueue).keys() == _public(AsyncPgQueue).keys()
+
+
+@pytest.mark.parametrize("name", [*sorted(_public(PgQueue)), "__init__"])
+def test_sync_and_async_signatures_match(name: str) -> None:
+    sync, asynchronous = getattr(PgQueue, name), getattr(AsyncPgQueue, name)
+    assert _parameters(sync) == _parameters(asynchronous)
+    assert _same_flavour(inspect.signature(sync).return_annotation) == _same_flavour(
+        inspect.signature(asynchronous).return_annotation
+    )
+    assert not inspect.iscoroutinefunction(sync)
+    if name != "__init__":
+        # Methods that do I/O are coroutines on AsyncPgQueue; the I/O-free ones
+        # (decorators, monitor registration) are one shared function on both.
+        shared = asynchronous is sync
+        assert inspect.iscoroutinefunction(asynchronous) != shared
+
+
+def test_context_managers() -> None:
+    assert hasattr(PgQueue, "__enter__") and hasattr(PgQueue, "__exit__")
+    assert inspect.iscoroutinefunction(AsyncPgQueue.__aenter__)
+    assert inspect.iscoroutinefunction(AsyncPgQueue.__aexit__)
+
+
+def test_contract_names_exist() -> None:
+    """The names DESIGN.md promises to users."""
+    contract = {
+        "start", "stop", "send", "send_after", "send_throttled", "send_debounced", "insert",
+        "publish", "work", "fetch", "complete", "fail", "cancel", "resume", "retry",
+        "delete_job", "get_job_by_id", "create_queue", "update_queue", "delete_queue",
+        "get_queue", "get_queues", "get_queue_stats", "schedule", "unschedule",
+        "get_schedules", "subscribe", "unsubscribe", "job", "cron",
+    }
+    assert contract <= _public(PgQueue).keys()
+    producing = {"send", "send_after", "send_throttled", "send_debounced", "insert", "publish"}
+    for name in producing:
+        assert "conn" in inspect.signature(getattr(PgQueue, name)).parameters, name

@@ -1,0 +1,95 @@
+"""Handler registration: which parameter gets the data, which the Job, and option checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import pgqueue
+from pgqueue.models import Job, JobState
+from pgqueue.registry import Registry
+
+
+class Payload(BaseModel):
+    n: int
+
+
+def job(data: Any = None) -> Job:
+    return Job(id=7, name="q", data=data, state=JobState.active)
+
+
+def test_data_model_and_job_parameters_are_found() -> None:
+    def handler(data: Payload, job: Job) -> None: ...
+
+    definition = Registry().register("q", handler)
+    assert definition.data_model is Payload and definition.job_param == "job"
+    args, kwargs = definition.call_args(job({"n": "3"}))
+    assert args == [Payload(n=3)] and kwargs["job"].id == 7
+
+
+def test_handler_may_take_only_the_job_or_nothing() -> None:
+    def only_job(current: Job) -> None: ...
+
+    def nothing() -> None: ...
+
+    registry = Registry()
+    assert registry.register("a", only_job).call_args(job(1)) == ([], {"current": job(1)})
+    assert registry.register("b", nothing).call_args(job(1)) == ([], {})
+
+
+def test_invalid_data_at_run_time_is_a_payload_error() -> None:
+    def handler(data: Payload) -> None: ...
+
+    definition = Registry().register("q", handler)
+    with pytest.raises(pgqueue.InvalidPayloadError, match="Payload"):
+        definition.call_args(job({"n": "x"}))
+
+
+def test_options_split_into_queue_and_send_defaults() -> None:
+    definition = Registry().register(
+        "q", lambda data: None, options={"retry_limit": 3, "priority": 5}
+    )
+    assert definition.queue_options == {"retry_limit": 3}
+    assert definition.send_options == {"priority": 5}
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"retry_limit": -1}, "retry_limit"),
+        ({"nope": 1}, "nope"),
+        ({"start_after": 5}, "start_after"),
+        ({"expire_in": 0}, "expire_in"),
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(pgqueue.InvalidOptionError, match=match):
+        Registry().register("q", lambda data: None, options=options)
+
+
+def test_extra_required_parameters_and_duplicates_are_refused() -> None:
+    def two_required(a: int, b: int) -> None: ...
+
+    registry = Registry()
+    with pytest.raises(pgqueue.InvalidInputError, match="'b'"):
+        registry.register("q", two_required)
+    registry.register("q", lambda data: None)
+    with pytest.raises(pgqueue.InvalidInputError, match="already registered"):
+        registry.register("q", lambda data: 1)
+
+
+def test_catalogue_is_sorted_and_described_by_docstring() -> None:
+    def zeta() -> None:
+        """Last one.
+
+        More text."""
+
+    registry = Registry()
+    registry.register("zeta", zeta)
+    registry.register("alpha", lambda: None, description="First")
+    assert [(d.name, d.description) for d in registry.definitions()] == [
+        ("alpha", "First"),
+        ("zeta", "Last one."),
+    ]
