@@ -1,0 +1,12 @@
+"""One adapter per library under test, pgqueue first."""
+
+from __future__ import annotations
+
+from .base import Adapter, Producer, WorkerSettings
+from .pgqueue_adapter import PgqueueAdapter
+from .pgqueuer_adapter import PgqueuerAdapter
+from .procrastinate_adapter import ProcrastinateAdapter
+
+__all__ = ["ADAPTERS", "Adapter", "Producer", "WorkerSettings"]
+
+ADAPTERS: tuple[Adapter, ...] = (PgqueueAdapter(), PgqueuerAdapter(), ProcrastinateAdapter())

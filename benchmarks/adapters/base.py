@@ -1,0 +1,82 @@
+"""What the workloads need from a library: install, produce, seed, and a worker command."""
+
+from __future__ import annotations
+
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+Payload = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """One configuration of a library's worker: a label for tables, the options it sets."""
+
+    label: str
+    options: Mapping[str, int] = field(default_factory=dict)
+
+
+class Producer(Protocol):
+    """Sends jobs to the benchmark queue with a library's own API."""
+
+    async def send(self, data: Payload) -> None:
+        """One job, one call, one transaction."""
+
+    async def send_batch(self, items: list[Payload]) -> None:
+        """Many jobs with the library's batch API (one call)."""
+
+
+class Adapter(ABC):
+    """One library under test."""
+
+    name: ClassVar[str]
+    distribution: ClassVar[str]
+    default: ClassVar[WorkerSettings]
+    sweep: ClassVar[tuple[WorkerSettings, ...]]  # the default is measured separately
+
+    def version(self) -> str:
+        """The installed version of the library."""
+        return metadata.version(self.distribution)
+
+    @abstractmethod
+    async def install(self, dsn: str) -> None:
+        """Create the library's schema (and the queues if it has any) in a fresh database."""
+
+    @abstractmethod
+    def producer(self, dsn: str) -> AbstractAsyncContextManager[Producer]:
+        """A connected producer, as an application would hold one."""
+
+    @abstractmethod
+    async def preload(self, dsn: str, count: int) -> None:
+        """Make ``count`` jobs of the benchmark queue runnable at one instant (one commit)."""
+
+    @abstractmethod
+    async def seed_backlog(self, dsn: str, count: int, finished: bool) -> None:
+        """Put ``count`` other jobs in the library's tables: waiting in another queue, or
+        finished and not yet cleaned up, in the shape the library leaves them."""
+
+    @abstractmethod
+    def remaining_query(self) -> str:
+        """SQL counting the benchmark queue's jobs that are not finished yet."""
+
+    @abstractmethod
+    def worker_command(self, settings: WorkerSettings) -> list[str]:
+        """The command line of one worker process, as the library deploys one."""
+
+    def settings_named(self, label: str) -> WorkerSettings:
+        """The default or sweep setting with this label."""
+        for candidate in (self.default, *self.sweep):
+            if candidate.label == label:
+                return candidate
+        raise KeyError(label)
+
+
+def script(name: str) -> str:
+    """A console script installed next to the running interpreter."""
+    return str(Path(sys.executable).parent / name)

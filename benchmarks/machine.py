@@ -1,0 +1,59 @@
+"""What the run ran on: machine, load, versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil  # type: ignore[import-untyped]
+
+PACKAGES = ("pgqueue", "pgqueuer", "procrastinate", "psycopg", "psycopg-pool", "asyncpg",
+            "uvloop")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def describe(server_version: str) -> dict[str, Any]:
+    """The machine and software of this run."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return {
+        "machine": {
+            "cpu": _cpu_model(),
+            "cores": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "os": platform.platform(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
+        "versions": {"python": platform.python_version(), "postgresql": server_version,
+                     **versions},
+    }
+
+
+def header_lines(meta: dict[str, Any]) -> list[str]:
+    """The report's opening lines."""
+    m, v = meta["machine"], meta["versions"]
+    return [
+        f"Run {meta['started']} in {meta['duration_s'] / 60:.1f} min: `{meta['command']}`",
+        "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}; "
+        f"load average {m['load_average_at_start']} at start, "
+        f"{meta['load_average_at_end']} at end",
+        f"- PostgreSQL {v['postgresql']} on the same machine; Python {v['python']}",
+        "- Libraries: " + ", ".join(f"{k} {v[k]}" for k in PACKAGES),
+    ]

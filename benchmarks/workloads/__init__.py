@@ -1,0 +1,1 @@
+"""One module per workload, W1 to W6, each with ``run(ctx) -> list[Measurement]``."""
