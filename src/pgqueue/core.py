@@ -29,7 +29,7 @@ from .models import (
     parse_options,
 )
 from .registry import JobDefinition
-from .sql import Statements
+from .sql import JOB_COLUMNS, Statements
 
 __all__ = ["ONE_ACTIVE_PER_KEY", "Core", "encode_json", "error_output", "job_ids"]
 
@@ -169,7 +169,7 @@ class Core:
         name: str,
         batch_size: int,
         worker_id: str | None,
-        factory: Callable[[Row], Job] = Job.from_row,
+        factory: Callable[[tuple[Any, ...]], Job] = Job.from_values,
         policy: str | None = None,
     ) -> Plan[list[Job]]:
         """Plan: claim up to ``batch_size`` runnable jobs of queue ``name``.
@@ -188,10 +188,10 @@ class Core:
         params = {"name": name, "limit": batch_size, "worker_id": worker_id}
         if policy in ONE_ACTIVE_PER_KEY:
             yield Stmt(self.sql.queue_fetch_lock, {"name": name})
-            rows = yield Stmt(self.sql.job_fetch_one_per_key, params)
+            rows = yield Stmt(self.sql.job_fetch_one_per_key, params, tuples=True)
         else:
-            rows = yield Stmt(self.sql.job_fetch, params)
-        rows.sort(key=lambda r: (-r["priority"], r["id"]))
+            rows = yield Stmt(self.sql.job_fetch, params, tuples=True)
+        rows.sort(key=_claim_order)
         return [factory(r) for r in rows]
 
     def queue_policies(self, names: list[str]) -> Plan[dict[str, tuple[str, bool]]]:
@@ -210,15 +210,13 @@ class Core:
         returns the ids completed."""
         if not ids:
             return []
-        rows = yield Stmt(
-            self.sql.job_complete_many,
-            {
-                "ids": ids,
-                "outputs": outputs,
-                "worker_id": worker_id,
-                "progress": progress or [None] * len(ids),
-            },
-        )
+        # The outputs and progress are JSON texts already: join them, never re-encode.
+        items = [f"[{int(i)},{o or 'null'}" for i, o in zip(ids, outputs, strict=True)]
+        if progress is not None:
+            items = [f"{item},{p}" if p is not None else item
+                     for item, p in zip(items, progress, strict=True)]
+        batch = "[" + "],".join(items) + "]]"
+        rows = yield Stmt(self.sql.job_complete_many, {"batch": batch, "worker_id": worker_id})
         return [r["id"] for r in rows]
 
     def fail(
@@ -513,6 +511,15 @@ class Core:
         if not claimed:
             return None
         return (yield from self.send(info.name, claimed[0]["data"], claimed[0]["options"]))
+
+
+_JOB_COLUMN_NAMES = [c.strip() for c in JOB_COLUMNS.split(",")]
+_PRIORITY, _ID = _JOB_COLUMN_NAMES.index("priority"), _JOB_COLUMN_NAMES.index("id")
+
+
+def _claim_order(row: tuple[Any, ...]) -> tuple[int, int]:
+    # Priority first, then age: UPDATE ... RETURNING does not keep the CTE's order.
+    return -row[_PRIORITY], row[_ID]
 
 
 def _spec(ord: int, name: str, record: dict[str, Any], payload: str) -> str:

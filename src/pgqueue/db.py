@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from .config import describe_dsn
 from .errors import (
@@ -35,13 +35,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Stmt:
-    """One statement of a plan: the query and its parameters."""
+    """One statement of a plan: the query and its parameters; rows come back as dicts,
+    or as tuples when ``tuples`` (the hot path, where building dicts costs)."""
 
     query: str
     params: Mapping[str, Any] | None = None
+    tuples: bool = False
 
 
-Plan = Generator[Stmt, list[Row], T]
+Plan = Generator[Stmt, list[Any], T]
 
 
 def run_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
@@ -50,7 +52,7 @@ def run_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
         stmt = next(plan)
         while True:
             try:
-                with conn.cursor(row_factory=dict_row) as cur:
+                with conn.cursor(row_factory=tuple_row if stmt.tuples else dict_row) as cur:
                     cur.execute(stmt.query, stmt.params)
                     rows = cur.fetchall() if cur.description is not None else []
             except psycopg.Error as exc:
@@ -70,7 +72,7 @@ async def run_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
         stmt = next(plan)
         while True:
             try:
-                async with conn.cursor(row_factory=dict_row) as cur:
+                async with conn.cursor(row_factory=tuple_row if stmt.tuples else dict_row) as cur:
                     await cur.execute(stmt.query, stmt.params)
                     rows = await cur.fetchall() if cur.description is not None else []
             except psycopg.Error as exc:

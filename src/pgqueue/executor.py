@@ -14,7 +14,7 @@ from .errors import InvalidPayloadError
 from .models import Job
 from .registry import JobDefinition
 
-__all__ = ["ActiveJob", "Executor", "Outcome"]
+__all__ = ["ActiveJob", "Deadline", "Executor", "Outcome"]
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -28,6 +28,7 @@ class ActiveJob(Job):
     _progress: str | None = field(default=None, repr=False)
     _notify_progress: Any = field(default=None, repr=False)
     _task: asyncio.Task[Any] | None = field(default=None, repr=False)
+    _deadline: Deadline | None = field(default=None, repr=False)
 
     @property
     def cancelled(self) -> bool:
@@ -50,6 +51,50 @@ class ActiveJob(Job):
         self._cancelled = True
         if self._task is not None:
             self._task.cancel()
+
+
+class Deadline:
+    """One timer for the jobs claimed together with the same ``expire_in``: when it fires,
+    those still running expire. Cancelled (and its jobs let go) once all of them ended, so
+    the hot path pays for one timer per claim instead of one per job."""
+
+    __slots__ = ("_jobs", "_left", "_timer")
+
+    def __init__(self, jobs: list[ActiveJob], loop: asyncio.AbstractEventLoop) -> None:
+        self._jobs = jobs
+        self._left = len(jobs)
+        self._timer = loop.call_later(jobs[0].expire_in, self._fire)
+        for job in jobs:
+            job._deadline = self
+
+    @classmethod
+    def arm(cls, jobs: list[ActiveJob], loop: asyncio.AbstractEventLoop) -> None:
+        """Give every job a deadline: one per distinct ``expire_in`` among them."""
+        groups: dict[float, list[ActiveJob]] = {}
+        for job in jobs:
+            groups.setdefault(job.expire_in, []).append(job)
+        for group in groups.values():
+            cls(group, loop)
+
+    @staticmethod
+    def release(job: ActiveJob) -> None:
+        """The job ended (whatever its outcome): it no longer expires."""
+        deadline, job._deadline = job._deadline, None
+        if deadline is not None:
+            deadline._ended()
+
+    def _ended(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self._timer.cancel()
+            self._jobs = []
+
+    def _fire(self) -> None:
+        jobs, self._jobs = self._jobs, []
+        for job in jobs:
+            if job._deadline is self:  # still running
+                job._expired = True
+                job.interrupt()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +121,8 @@ class Executor:
     async def run(self, job: ActiveJob, definition: JobDefinition) -> Outcome | None:
         """Run the handler in the current task; None when the job was cancelled.
 
+        The job's :class:`Deadline` (armed by the caller) expires it.
+
         The current task is the job's handle: ``cancel(id)``, expiry and shutdown cancel it.
         A sync handler keeps its thread after that (Python cannot stop a thread); its result
         is discarded and it sees ``job.cancelled``.
@@ -84,15 +131,15 @@ class Executor:
             args, kwargs = definition.call_args(job)
         except InvalidPayloadError as exc:
             return Outcome(job.id, "failed", _encode(error_output(exc)), terminal=True)
-        loop = asyncio.get_running_loop()
         job._task = asyncio.current_task()
-        timer = loop.call_later(job.expire_in, _expire, job)
         try:
+            if job._expired:  # its time ran out before it started
+                raise asyncio.CancelledError
             if definition.is_async:
                 result = await definition.func(*args, **kwargs)
             else:
                 call = functools.partial(definition.func, *args, **kwargs)
-                result = await loop.run_in_executor(self._pool, call)
+                result = await asyncio.get_running_loop().run_in_executor(self._pool, call)
         except asyncio.CancelledError:
             if job._expired:
                 message = f"job ran past its expire_in of {job.expire_in:g}s"
@@ -105,7 +152,6 @@ class Executor:
             log.info("job %s (%s) failed: %r", job.id, job.name, exc)
             return Outcome(job.id, "failed", _encode(error_output(exc)))
         finally:
-            timer.cancel()
             job._task = None
         if job._cancelled:
             return None
@@ -114,11 +160,6 @@ class Executor:
         except InvalidPayloadError as exc:
             return Outcome(job.id, "failed", _encode(error_output(exc)), terminal=True)
         return Outcome(job.id, "completed", output, progress=job.take_progress())
-
-
-def _expire(job: ActiveJob) -> None:
-    job._expired = True
-    job.interrupt()
 
 
 def _encode(value: Any) -> str:

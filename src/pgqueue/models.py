@@ -204,6 +204,12 @@ class Job:
             known = {k: v for k, v in known.items() if k in _JOB_FIELDS}
         return cls(**known)
 
+    @classmethod
+    def from_values(cls, values: tuple[Any, ...]) -> Job:
+        """Build a Job from the columns of ``sql.JOB_COLUMNS``, in that order (the order of
+        the fields up to ``last_progress``)."""
+        return cls(values[0], values[1], values[2], _STATES[values[3]], *values[4:])
+
 
 _JOB_FIELDS = frozenset(Job.__dataclass_fields__) - {"extra"}
 _STATES = {state.value: state for state in JobState}

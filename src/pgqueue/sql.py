@@ -252,13 +252,14 @@ _TEMPLATES: dict[str, str] = {
         )
         {_CLAIM}""",
     "queue_policy": "SELECT policy, paused FROM {schema}.queue WHERE name = %(name)s",
+    # %(batch)s is a JSON array of [id, output] or [id, output, progress]: one parameter
+    # however large the batch (arrays of text cost the client far more to send).
     "job_complete_many": """
         UPDATE {schema}.job j
-        SET state = 'completed', completed_at = now(), output = o.output::jsonb,
-            progress = COALESCE(o.progress::jsonb, j.progress)
-        FROM unnest(%(ids)s::bigint[], %(outputs)s::text[], %(progress)s::text[])
-            AS o(id, output, progress)
-        WHERE j.id = o.id AND j.state = 'active'
+        SET state = 'completed', completed_at = now(), output = o.v -> 1,
+            progress = CASE WHEN jsonb_array_length(o.v) > 2 THEN o.v -> 2 ELSE j.progress END
+        FROM jsonb_array_elements(%(batch)s::jsonb) AS o(v)
+        WHERE j.id = (o.v ->> 0)::bigint AND j.state = 'active'
             AND (%(worker_id)s::text IS NULL OR j.worker_id = %(worker_id)s)
         RETURNING j.id""",
     # A failure moves the job to retry (after its delay) while retries remain and the

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from .completer import Completer
 from .core import ONE_ACTIVE_PER_KEY, Core
-from .db import Plan, Row
+from .db import Plan
 from .errors import PgQueueError, WorkerError
-from .executor import ActiveJob, Executor
+from .executor import ActiveJob, Deadline, Executor
 from .models import Job
 from .notifier import Notifier
 from .registry import JobDefinition
@@ -261,12 +261,16 @@ class Worker:
             )
             if len(jobs) < free:
                 state.dirty = False
-            for job in jobs:
-                assert isinstance(job, ActiveJob)
+            if not jobs:
+                continue
+            claimed = [job for job in jobs if isinstance(job, ActiveJob)]
+            assert self._loop is not None and len(claimed) == len(jobs)
+            Deadline.arm(claimed, self._loop)
+            for job in claimed:
                 self._start(job, state)
 
-    def _make_job(self, row: Row) -> ActiveJob:
-        job = ActiveJob.from_row(row)
+    def _make_job(self, row: tuple[Any, ...]) -> ActiveJob:
+        job = ActiveJob.from_values(row)
         assert isinstance(job, ActiveJob)
         job._notify_progress = self._progress_reported
         return job
@@ -299,6 +303,7 @@ class Worker:
         except Exception:  # a bug in pgqueue, not in the handler: the job will expire
             log.exception("running job %s failed unexpectedly", job.id)
         finally:
+            Deadline.release(job)
             self._active.pop(job.id, None)
             state.active -= 1
             self._wake.set()

@@ -89,3 +89,14 @@ def test_fetch_is_an_index_scan_without_sort_over_a_million_jobs(
     fetched = pq.fetch("q3", 20) + pq.fetch("q3", 30)
     assert [j.id for j in fetched] == expected
     assert all(j.priority == 6 and j.name == "q3" for j in fetched)
+
+    # Completing a batch finds each job by its primary key, whatever the batch size.
+    for size in (1, 1000):
+        batch = json.dumps([[j.id, {"ok": True}] for j in fetched] * (size // len(fetched) + 1))
+        nodes = _plan(conn, "EXPLAIN (FORMAT JSON) " + Statements(pq.schema).job_complete_many,
+                      {"batch": batch, "worker_id": None})
+        assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], size
+        assert any(n.get("Index Name") == "job_pkey" for n in nodes), size
+    assert sorted(pq.complete([j.id for j in fetched], {"ok": True})) == sorted(expected)
+    assert all(j is not None and j.state.value == "completed" and j.output == {"ok": True}
+               for j in (pq.get_job_by_id(f.id) for f in fetched))

@@ -241,6 +241,29 @@ async def test_expire_in_cancels_async_and_abandons_sync(apq: AsyncPgQueue) -> N
     assert retried.retry_count == 1 and retried.output != "discarded"
 
 
+async def test_jobs_claimed_together_expire_each_by_its_own_limit(apq: AsyncPgQueue) -> None:
+    # One claim takes all four jobs; expiry is armed per claim and expire_in, yet only the
+    # jobs that outlive their own limit expire.
+    @apq.job("mixed", retry_limit=0)
+    async def mixed(data: dict[str, float]) -> str:
+        await asyncio.sleep(data["sleep"])
+        return "done"
+
+    await apq.start()
+    ids = await apq.insert([
+        {"name": "mixed", "data": {"sleep": 0}, "expire_in": 0.4},
+        {"name": "mixed", "data": {"sleep": 5}, "expire_in": 0.4},
+        {"name": "mixed", "data": {"sleep": 0.8}, "expire_in": 5},
+        {"name": "mixed", "data": {"sleep": 5}, "expire_in": 1.2},
+    ])
+    started = time.monotonic()
+    await apq.work(until_empty=True, concurrency=10)
+    assert time.monotonic() - started < 4  # no job ran its full five seconds
+    states = [await state_of(apq, i) for i in ids]
+    assert states == [JobState.completed, JobState.expired, JobState.completed,
+                      JobState.expired]
+
+
 async def test_cancel_reaches_running_handlers(apq: AsyncPgQueue) -> None:
     entered = asyncio.Event()
     sync_entered = threading.Event()

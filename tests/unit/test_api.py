@@ -132,3 +132,19 @@ def test_contract_names_exist() -> None:
     producing = {"send", "send_after", "send_throttled", "send_debounced", "insert", "publish"}
     for name in producing:
         assert "conn" in inspect.signature(getattr(PgQueue, name)).parameters, name
+
+
+def test_claimed_columns_line_up_with_the_job_fields() -> None:
+    # Claimed rows become Jobs positionally (the hot path builds no dicts), so the claim's
+    # columns must be the Job's leading fields, in order.
+    from dataclasses import fields
+
+    from pgqueue.sql import JOB_COLUMNS
+
+    columns = [c.strip() for c in JOB_COLUMNS.split(",")]
+    names = [f.name for f in fields(pgqueue.Job)][: len(columns)]
+    assert names == [*columns[:-1], "last_progress"] and columns[-1] == "progress"
+    values = tuple(range(len(columns)))
+    job = pgqueue.Job.from_values((1, "q", {"a": 1}, "active", *values[4:]))
+    assert (job.id, job.state, job.priority, job.last_progress) == (
+        1, pgqueue.JobState.active, 4, len(columns) - 1)
