@@ -523,6 +523,8 @@ def _claim_order(row: tuple[Any, ...]) -> tuple[int, int]:
 
 
 def _spec(ord: int, name: str, record: dict[str, Any], payload: str) -> str:
+    if not record:  # a checked name needs no JSON escaping
+        return f'{{"ord":{ord},"name":"{name}","data":{payload}}}'
     head = json.dumps({"ord": ord, "name": name, **record}, separators=(",", ":"))
     return f'{head[:-1]},"data":{payload}}}'
 
