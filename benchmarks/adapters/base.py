@@ -63,7 +63,10 @@ class Adapter(ABC):
 
     @abstractmethod
     def remaining_query(self) -> str:
-        """SQL counting the benchmark queue's jobs that are not finished yet."""
+        """SQL counting the benchmark queue's jobs that are not finished yet.
+
+        It runs every few milliseconds during a drain, so it must use the library's
+        indexes: a scan of W5's million-row backlog would compete with the drain itself."""
 
     @abstractmethod
     def worker_command(self, settings: WorkerSettings) -> list[str]:

@@ -70,9 +70,11 @@ class PgqueueAdapter(Adapter):
             await conn.execute(_SEED, params)
 
     def remaining_query(self) -> str:
+        # Waiting jobs through the fetch index, active ones through the active index.
         return (
-            f"SELECT count(*) FROM pgqueue.job WHERE name = '{QUEUE}' "
-            "AND state IN ('created', 'retry', 'active')"
+            f"SELECT (SELECT count(*) FROM pgqueue.job WHERE name = '{QUEUE}' "
+            "AND state < 'active') + (SELECT count(*) FROM pgqueue.job "
+            f"WHERE state = 'active' AND name = '{QUEUE}')"
         )
 
     def worker_command(self, settings: WorkerSettings) -> list[str]:

@@ -88,7 +88,13 @@ class PgqueuerAdapter(Adapter):
             await connection.close()
 
     def remaining_query(self) -> str:
-        return f"SELECT count(*) FROM pgqueuer WHERE entrypoint = '{QUEUE}'"
+        # Queued jobs through the (entrypoint, priority, id) index, picked ones through the
+        # heartbeat index; finished jobs leave the table.
+        return (
+            f"SELECT (SELECT count(*) FROM pgqueuer WHERE entrypoint = '{QUEUE}' "
+            "AND status = 'queued') + (SELECT count(*) FROM pgqueuer "
+            f"WHERE status = 'picked' AND entrypoint = '{QUEUE}')"
+        )
 
     def worker_command(self, settings: WorkerSettings) -> list[str]:
         # What `pgq run benchmarks.apps.pgqueuer_app:create` runs (see pgqueuer_worker).

@@ -81,7 +81,7 @@ class _Common:
         self._core = Core(self.sql)
         self.registry = Registry()
         self._monitors: list[Callable[[list[QueueStats]], object]] = []
-        self._monitored_at = 0.0
+        self._monitored_at = time.monotonic()  # the first report comes one interval in
         self._code_schedules: dict[str, tuple[str, str, Any, dict[str, Any]]] = {}
         self._schedules_synced = True
         self._worker: Worker | None = None
@@ -190,6 +190,9 @@ class _Common:
         self._monitors.append(callback)
 
     def _monitor_due(self) -> bool:
+        # Counting every job is a scan of the table: only for someone who will look.
+        if not self._monitors and not log.isEnabledFor(logging.INFO):
+            return False
         now = time.monotonic()
         if now - self._monitored_at < self.maintenance_settings.monitor_interval:
             return False

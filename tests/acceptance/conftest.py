@@ -9,13 +9,35 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def example_db(dsn: str) -> Iterator[str]:
+    """A DSN to a new, empty database: examples use the default schema (and tables of their
+    own), as a user's application would."""
+    name = f"ex_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield make_conninfo(dsn, dbname=name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def env_for(database: str) -> dict[str, str]:
+    """This process's environment with only PGQUEUE_DATABASE_URL (= ``database``) of ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
+    env["PGQUEUE_DATABASE_URL"] = database
+    return env
 
 
 class Workers:

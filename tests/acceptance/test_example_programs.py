@@ -8,7 +8,6 @@ import asyncio
 import dataclasses
 import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,31 +22,12 @@ from zoneinfo import ZoneInfo
 import httpx
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
-from tests.acceptance.conftest import poll_until
+from tests.acceptance.conftest import env_for, poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def example_db(dsn: str) -> Iterator[str]:
-    """A new, empty database: the examples use the default schema and tables of their own."""
-    name = f"ex_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield make_conninfo(dsn, dbname=name)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def env_for(database: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
-    env["PGQUEUE_DATABASE_URL"] = database
-    return env
 
 
 def run(database: str, *args: str, timeout: float = 120) -> str:

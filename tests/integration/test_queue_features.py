@@ -221,6 +221,36 @@ def test_maintenance_runs_once_at_a_time(dsn: str, schema: str) -> None:
         assert pq.maintain().ran is True
 
 
+def test_stats_are_counted_only_for_someone_who_looks(
+    dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import queue as stdlib_queue
+
+    caplog.set_level("WARNING", logger="pgqueue")
+    ticks: stdlib_queue.Queue[str] = stdlib_queue.Queue()
+    settings = MaintenanceSettings(interval=0.02, monitor_interval=0)
+    pq = PgQueue(dsn, schema=schema, maintenance=settings)
+    counted = pq.get_queue_stats
+    maintain = pq.maintain
+
+    def counting_stats(name: str | None = None) -> list[pgqueue.QueueStats]:
+        ticks.put("stats")
+        return counted(name)
+
+    def noting_maintain() -> pgqueue.MaintenanceResult:
+        ticks.put("maintain")
+        return maintain()
+
+    pq.get_queue_stats = counting_stats  # type: ignore[method-assign]
+    pq.maintain = noting_maintain  # type: ignore[method-assign]
+    with pq:
+        seen = [ticks.get(timeout=10) for _ in range(5)]
+        assert seen == ["maintain"] * 5  # no monitor, INFO off: nothing counted
+        pq.add_monitor(lambda stats: None)
+        while ticks.get(timeout=10) != "stats":
+            pass
+
+
 def test_monitor_receives_queue_stats(dsn: str, schema: str) -> None:
     import queue as stdlib_queue
 
