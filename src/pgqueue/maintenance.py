@@ -3,9 +3,11 @@
 Also the periodic runners (a task for the async flavour, a thread for the sync one) that
 drive maintenance and cron in every started instance.
 
-Every started queue object runs it every ``interval`` seconds; a transaction-level advisory
-lock lets one instance at a time run a pass, and every step is idempotent (rows are locked
-with SKIP LOCKED and re-checked), so many instances never expire or archive a job twice.
+Every started queue object tries it every ``interval`` seconds, and one pass runs per
+interval across all of them: a transaction-level advisory lock lets one instance at a time
+in, which runs the pass only if no pass started within the interval (a timestamp on the
+version table, moved forward in the pass's transaction). Every step is idempotent (rows are
+locked with SKIP LOCKED and re-checked), so instances never expire or archive a job twice.
 """
 
 from __future__ import annotations
@@ -70,13 +72,18 @@ _EXPIRED = encode_json({"type": "expired", "message": "ran past expire_in or los
 
 
 def maintain_plan(
-    core: Core, settings: MaintenanceSettings, now: datetime
+    core: Core, settings: MaintenanceSettings, now: datetime, *, periodic: bool = False
 ) -> Plan[MaintenanceResult]:
-    """Plan (in one transaction): one pass of every step, if no other instance is in one."""
+    """Plan (in one transaction): one pass of every step, if no other instance is in one;
+    when ``periodic``, only if no instance ran one in the last ``settings.interval``."""
     result = MaintenanceResult()
     (lock,) = yield Stmt(core.sql.maintenance_lock)
     if not lock["locked"]:
         return result
+    if periodic:
+        due = yield Stmt(core.sql.maintenance_due, {"interval": settings.interval})
+        if not due:
+            return result
     result.ran = True
     limit = settings.batch_size
     for _ in range(settings.max_batches):

@@ -736,11 +736,16 @@ class AsyncPgQueue(_Common):
                 sent.append(job_id)
         return sent
 
+    async def _maintain_periodic(self) -> MaintenanceResult:
+        settings = self.maintenance_settings
+        plan = maintain_plan(self._core, settings, settings.clock(), periodic=True)
+        return await self._run(plan, None)
+
     async def _background_tick(self) -> None:
         # Each step runs even if another failed (cron must not stop because maintenance
         # fails); the first error is raised afterwards, for the runner to log and keep.
         errors: list[Exception] = []
-        for step in (self.maintain, self.run_schedules):
+        for step in (self._maintain_periodic, self.run_schedules):
             try:
                 await step()
             except Exception as exc:
@@ -1191,10 +1196,15 @@ class PgQueue(_Common):
                 sent.append(job_id)
         return sent
 
+    def _maintain_periodic(self) -> MaintenanceResult:
+        settings = self.maintenance_settings
+        plan = maintain_plan(self._core, settings, settings.clock(), periodic=True)
+        return self._run(plan, None)
+
     def _background_tick(self) -> None:
         # Each step runs even if another failed (see AsyncPgQueue._background_tick).
         errors: list[Exception] = []
-        for step in (self.maintain, self.run_schedules):
+        for step in (self._maintain_periodic, self.run_schedules):
             try:
                 step()
             except Exception as exc:

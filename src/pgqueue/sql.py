@@ -507,6 +507,14 @@ _TEMPLATES: dict[str, str] = {
     # same pass at once; every step takes a bounded batch, locked with SKIP LOCKED, and is
     # idempotent. %(now)s is the maintenance clock.
     "maintenance_lock": "SELECT pg_try_advisory_xact_lock(hashtext({maintenance_key})) AS locked",
+    # The periodic pass, once per %(interval)s seconds cluster-wide (database time, so the
+    # instances' clocks need not agree): it runs if it moves maintained_on forward.
+    "maintenance_due": """
+        UPDATE {schema}.version SET maintained_on = now()
+        WHERE version = (SELECT max(version) FROM {schema}.version)
+            AND (maintained_on IS NULL OR maintained_on > now()
+                 OR maintained_on <= now() - make_interval(secs => %(interval)s))
+        RETURNING version""",
     # Active jobs past expire_in, or whose heartbeat went stale (their worker died): the
     # caller fails them with job_fail_many, to retry or expired.
     "job_stale_select": """

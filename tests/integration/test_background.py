@@ -19,7 +19,7 @@ def test_cron_keeps_firing_while_maintenance_fails(
         def broken() -> MaintenanceResult:
             raise RuntimeError("maintenance is broken")
 
-        monkeypatch.setattr(pq, "maintain", broken)
+        monkeypatch.setattr(pq, "_maintain_periodic", broken)
         pq.create_queue("tick")
         pq.schedule("tick", "* * * * * *")  # every second
         runner = pq._maintenance

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -221,6 +224,44 @@ def test_maintenance_runs_once_at_a_time(dsn: str, schema: str) -> None:
         assert pq.maintain().ran is True
 
 
+async def test_periodic_maintenance_runs_once_per_interval_across_instances(
+    dsn: str, schema: str
+) -> None:
+    interval = 0.25
+    settings = MaintenanceSettings(interval=interval, monitor_interval=3600)
+    tries: list[float] = []
+    ran: list[float] = []
+    enough = asyncio.Event()
+    instances = [AsyncPgQueue(dsn, schema=schema, maintenance=settings) for _ in range(3)]
+    for pq in instances:
+        periodic = pq._maintain_periodic
+
+        async def noting(periodic: Any = periodic) -> pgqueue.MaintenanceResult:
+            result: pgqueue.MaintenanceResult = await periodic()
+            tries.append(time.monotonic())
+            if len(tries) >= 30:
+                enough.set()
+            if result.ran:
+                ran.append(time.monotonic())
+            return result
+
+        pq._maintain_periodic = noting  # type: ignore[method-assign]
+    for pq in instances:
+        await pq.start()
+    try:
+        await asyncio.wait_for(enough.wait(), 20)
+    finally:
+        for pq in instances:
+            await pq.stop()
+    assert len(tries) >= 30  # three instances tried about four times a second each
+    gaps = [b - a for a, b in itertools.pairwise(ran)]
+    assert len(ran) >= 3 and min(gaps) >= interval * 0.8, gaps
+    assert len(ran) <= (tries[-1] - tries[0]) / interval + 2  # one pass per interval
+    # maintain() on demand does not wait for the interval.
+    async with AsyncPgQueue(dsn, schema=schema, maintenance=False) as pq:
+        assert (await pq.maintain()).ran and (await pq.maintain()).ran
+
+
 def test_stats_are_counted_only_for_someone_who_looks(
     dsn: str, schema: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -231,7 +272,7 @@ def test_stats_are_counted_only_for_someone_who_looks(
     settings = MaintenanceSettings(interval=0.02, monitor_interval=0)
     pq = PgQueue(dsn, schema=schema, maintenance=settings)
     counted = pq.get_queue_stats
-    maintain = pq.maintain
+    maintain = pq._maintain_periodic
 
     def counting_stats(name: str | None = None) -> list[pgqueue.QueueStats]:
         ticks.put("stats")
@@ -242,7 +283,7 @@ def test_stats_are_counted_only_for_someone_who_looks(
         return maintain()
 
     pq.get_queue_stats = counting_stats  # type: ignore[method-assign]
-    pq.maintain = noting_maintain  # type: ignore[method-assign]
+    pq._maintain_periodic = noting_maintain  # type: ignore[method-assign]
     with pq:
         seen = [ticks.get(timeout=10) for _ in range(5)]
         assert seen == ["maintain"] * 5  # no monitor, INFO off: nothing counted
