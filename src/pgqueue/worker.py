@@ -83,6 +83,7 @@ class Worker:
             for d in definitions
         }
         self._active: dict[int, ActiveJob] = {}
+        self._interrupted: list[int] = []  # jobs whose run was cut short while stopping
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._touch_wake = asyncio.Event()
@@ -297,6 +298,8 @@ class Worker:
             outcome = await self._executor.run(job, state.definition)
             if outcome is not None:
                 self._completer.add(outcome)
+            elif self._stopping.is_set():  # cut short by the stop: hand it back
+                self._interrupted.append(job.id)
             self.processed += 1
         except asyncio.CancelledError:
             pass  # cancelled before its handler started: released on shutdown
@@ -351,8 +354,11 @@ class Worker:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=1.0)
         await self._completer.flush()
-        if unfinished:
-            ids = [j.id for j in unfinished]
+        # Jobs still held, and those a second signal cut short while the wait above ran
+        # (their tasks ended, so they are no longer held). A job cancelled with cancel(id)
+        # is no longer active, and releasing leaves it alone.
+        ids = list(dict.fromkeys([*(j.id for j in unfinished), *self._interrupted]))
+        if ids:
             released = await _retrying(lambda: self._run(self._core.release(ids, self.id)))
             log.info("released %d unfinished jobs for another worker", len(released))
 

@@ -67,3 +67,26 @@ def test_sigkilled_worker_jobs_run_again_elsewhere(
                "the job to complete on the second worker")
     runs = sorted(workers.runs(), key=lambda run: run[2])  # by retry count
     assert runs == [(job_id, first.pid, 0), (job_id, second.pid, 1)]
+
+
+def test_sigterm_waits_for_active_jobs_and_a_second_signal_stops_at_once(
+    dsn: str, schema: str, workers: Workers
+) -> None:
+    with pgqueue.PgQueue(dsn, schema=schema) as pq:
+        pq.create_queue("hold_first_run", retry_delay=0)
+        job_id = pq.send("hold_first_run")
+    first = workers.start("--queues", "hold_first_run", "--shutdown-timeout", "600")
+    poll_until(lambda: len(workers.runs()) == 1, 60, "the job to start")
+    first.send_signal(signal.SIGTERM)
+    poll_until(lambda: "finishing active jobs" in workers.stderr(), 30,
+               "the worker to acknowledge SIGTERM")
+    # A graceful stop waits for the running job (up to the shutdown timeout)...
+    assert first.poll() is None and count_state(dsn, schema, "active") == 1
+    first.send_signal(signal.SIGINT)
+    # ...and a second signal stops at once, handing the job back (not as a failure).
+    assert first.wait(30) == 0, workers.stderr()
+    assert count_state(dsn, schema, "retry") == 1
+    second = workers.start("--queues", "hold_first_run")
+    poll_until(lambda: count_state(dsn, schema, "completed") == 1, 60,
+               "the job to complete on the second worker")
+    assert sorted(workers.runs()) == sorted([(job_id, first.pid, 0), (job_id, second.pid, 0)])
