@@ -1,9 +1,11 @@
-"""The ``pgqueue`` command: migrate the schema, run workers, inspect and send jobs."""
+"""The ``pgqueue`` command: migrate the schema, run workers, send jobs, and look after
+queues and jobs (stats, one job, retry, cancel, resume, pause)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import json
 import logging
@@ -64,6 +66,33 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--timeout", type=float, default=60.0,
                       help="seconds to wait with --wait (default: 60)")
     send.set_defaults(run=_send)
+
+    queues = commands.add_parser("queues", help="every queue: its jobs per state, paused or not")
+    database_options(queues)
+    queues.set_defaults(run=_queues)
+
+    show = commands.add_parser("job", help="one job (looking in the archive too), as JSON")
+    database_options(show)
+    show.add_argument("id", type=int)
+    show.set_defaults(run=_show_job)
+
+    for name, verb, what in (
+        ("retry", "retry", "send failed jobs back to retry"),
+        ("cancel", "cancel", "cancel waiting or active jobs"),
+        ("resume", "resume", "send cancelled jobs back to created"),
+    ):
+        sub = commands.add_parser(name, help=what)
+        database_options(sub)
+        sub.add_argument("ids", type=int, nargs="+", metavar="ID")
+        sub.set_defaults(run=_job_action, verb=verb)
+
+    for name, paused in (("pause", True), ("unpause", False)):
+        sub = commands.add_parser(
+            name, help="stop workers claiming a queue's jobs" if paused
+            else "let workers claim a paused queue's jobs again")
+        database_options(sub)
+        sub.add_argument("queue")
+        sub.set_defaults(run=_pause, paused=paused)
     return parser
 
 
@@ -189,6 +218,63 @@ def _send(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 return 1
             time.sleep(0.2)
+
+
+def _operator_queue(args: argparse.Namespace) -> PgQueue:
+    # An operator's session: no maintenance or cron of its own, and never a migration.
+    return PgQueue(args.dsn, schema=args.schema, migrate=False, maintenance=False)
+
+
+def _queues(args: argparse.Namespace) -> int:
+    with _operator_queue(args) as pq:
+        paused = {q.name: q.paused for q in pq.get_queues()}
+        stats = pq.get_queue_stats()
+    rows = [("queue", "waiting", "active", "completed", "failed", "oldest waiting", "paused")]
+    for queue in stats:
+        oldest = queue.oldest_waiting_seconds
+        rows.append((
+            queue.name, str(queue.waiting), str(queue.active),
+            str(queue.counts[JobState.completed]), str(queue.counts[JobState.failed]),
+            "-" if oldest is None else f"{oldest:.0f} s",
+            "yes" if paused.get(queue.name) else "no",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+    return 0
+
+
+def _show_job(args: argparse.Namespace) -> int:
+    with _operator_queue(args) as pq:
+        job = pq.get_job_by_id(args.id)
+    if job is None:
+        print(f"pgqueue: no job {args.id}", file=sys.stderr)
+        return 1
+    fields = dataclasses.asdict(job)
+    fields.pop("extra", None)
+    print(json.dumps(fields, indent=2, default=str))
+    return 0
+
+
+def _job_action(args: argparse.Namespace) -> int:
+    with _operator_queue(args) as pq:
+        done: list[int] = getattr(pq, args.verb)(args.ids)
+    skipped = sorted(set(args.ids) - set(done))
+    print(f"{args.verb}: {len(done)} of {len(args.ids)} jobs"
+          + (f" (not in a state that allows it: {', '.join(map(str, skipped))})"
+             if skipped else ""))
+    return 0 if not skipped else 1
+
+
+def _pause(args: argparse.Namespace) -> int:
+    with _operator_queue(args) as pq:
+        if args.paused:
+            pq.pause_queue(args.queue)
+        else:
+            pq.resume_queue(args.queue)
+    print(f"queue {args.queue}: {'paused' if args.paused else 'claimed from again'}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -100,5 +101,52 @@ def test_usage_errors(capsys: Capture) -> None:
 
 def test_subcommands_are_listed() -> None:
     help_text = build_parser().format_help()
-    assert "migrate" in help_text and "worker" in help_text
+    for command in ("migrate", "worker", "jobs", "send", "queues", "job", "retry", "cancel",
+                    "resume", "pause", "unpause"):
+        assert command in help_text, command
 
+
+
+def test_operator_commands(dsn: str, schema: str, capsys: Capture) -> None:
+    from pgqueue import JobState, PgQueue
+
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        pq.create_queue("emails")
+        pq.create_queue("reports")
+        first, second, third = pq.insert(
+            [{"name": "emails", "data": {"n": n}, "retry_limit": 0} for n in range(3)])
+        (claimed,) = pq.fetch("emails", 1)
+        pq.fail(claimed.id, "smtp down")
+    base = ["--dsn", dsn, "--schema", schema]
+
+    assert main(["queues", *base]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert lines[0][:5] == ["queue", "waiting", "active", "completed", "failed"]
+    assert lines[1][:5] == ["emails", "2", "0", "0", "1"] and lines[1][-1] == "no"
+    assert lines[2] == ["reports", "0", "0", "0", "0", "-", "no"]
+
+    assert main(["job", str(first), *base]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["id"], shown["state"], shown["data"]) == (first, "failed", {"n": 0})
+    assert shown["output"]["message"] == "smtp down"
+    assert main(["job", "999999", *base]) == 1
+    assert "no job 999999" in capsys.readouterr().err
+
+    # Only the failed job can be retried: the command says which were not, and fails.
+    assert main(["retry", str(first), str(second), *base]) == 1
+    assert capsys.readouterr().out == (
+        f"retry: 1 of 2 jobs (not in a state that allows it: {second})\n")
+    assert main(["cancel", str(third), *base]) == 0
+    assert main(["resume", str(third), *base]) == 0
+    assert main(["pause", "emails", *base]) == 0
+    assert main(["pause", "nope", *base]) == 1
+    capsys.readouterr()
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        states = [j.state for j in map(pq.get_job_by_id, (first, second, third)) if j]
+        assert states == [JobState.retry, JobState.created, JobState.created]
+        assert pq.get_queue("emails").paused  # type: ignore[union-attr]
+        assert pq.fetch("emails", 10) == []
+    assert main(["unpause", "emails", *base]) == 0
+    assert capsys.readouterr().out == "queue emails: claimed from again\n"
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        assert len(pq.fetch("emails", 10)) == 3
