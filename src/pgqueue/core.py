@@ -36,6 +36,8 @@ __all__ = ["ONE_ACTIVE_PER_KEY", "Core", "encode_json", "error_output", "job_ids
 _JOB_OPTION_NAMES = frozenset(JobOptions.model_fields)
 # Policies that allow one active job per singleton key: fetchers take turns on such queues.
 ONE_ACTIVE_PER_KEY = frozenset({"singleton", "stately"})
+# The fewest waiting jobs a singleton or stately fetch looks at per statement.
+_MIN_KEY_WINDOW = 100
 # Parameters of the single-job insert: the job options but singleton_next_slot.
 _SINGLE_PARAMS = ("name", "data", *sorted(_JOB_OPTION_NAMES - {"singleton_next_slot"}))
 
@@ -185,10 +187,19 @@ class Core:
             if not found:
                 raise QueueNotFoundError(name)
             policy = found[0]["policy"]
-        params = {"name": name, "limit": batch_size, "worker_id": worker_id}
+        params: dict[str, Any] = {"name": name, "limit": batch_size, "worker_id": worker_id}
         if policy in ONE_ACTIVE_PER_KEY:
             yield Stmt(self.sql.queue_fetch_lock, {"name": name})
-            rows = yield Stmt(self.sql.job_fetch_one_per_key, params, tuples=True)
+            rows: list[tuple[Any, ...]] = []
+            window = max(4 * batch_size, _MIN_KEY_WINDOW)
+            while True:  # widen the window while it was full and yielded too few jobs
+                found = yield Stmt(self.sql.job_fetch_one_per_key,
+                                   {**params, "limit": batch_size - len(rows), "window": window},
+                                   tuples=True)
+                rows += [r[:-1] for r in found if r[0] is not None]
+                if len(rows) >= batch_size or found[0][-1] < window:
+                    break
+                window *= 4
         else:
             rows = yield Stmt(self.sql.job_fetch, params, tuples=True)
         rows.sort(key=_claim_order)

@@ -227,30 +227,49 @@ _TEMPLATES: dict[str, str] = {
     # same transaction), and each claims at most one job per key that has none active. On
     # a stately queue a key's job waiting to retry comes first (its newer jobs wait until
     # it is due and claimed), so the active job of a key can always go back to retry.
+    # The candidates are the first %(window)s waiting jobs in fetch order (an index range,
+    # however long the queue); the caller widens the window when it was full and yielded
+    # fewer than %(limit)s jobs. Keys are checked against jobs outside the window too.
+    # Returns the claimed jobs, each with the window's size, or one row of NULLs and the
+    # window's size when nothing was claimed.
     "queue_fetch_lock": "SELECT pg_advisory_xact_lock(hashtext({fetch_lock_prefix} || %(name)s))",
     "job_fetch_one_per_key": f"""
-        WITH candidates AS (
-            SELECT DISTINCT ON (COALESCE(singleton_key, '')) id, priority, start_after
-            FROM {{schema}}.job w
+        WITH win AS MATERIALIZED (
+            SELECT id FROM {{schema}}.job
             WHERE name = %(name)s AND state < 'active'
                 AND (start_after <= now() OR (state = 'retry' AND policy = 'stately'))
+            ORDER BY priority DESC, id
+            LIMIT %(window)s
+        ),
+        ranked AS (
+            SELECT w.id, w.priority, w.start_after, w.state, w.policy,
+                COALESCE(w.singleton_key, '') AS key,
+                row_number() OVER (
+                    PARTITION BY COALESCE(w.singleton_key, '')
+                    ORDER BY (w.state = 'retry' AND w.policy = 'stately') DESC,
+                        w.priority DESC, w.id) AS nth
+            FROM {{schema}}.job w JOIN win ON win.id = w.id
+        ),
+        next AS (
+            SELECT j.id FROM {{schema}}.job j JOIN ranked r ON r.id = j.id
+            WHERE r.nth = 1 AND r.start_after <= now()
                 AND NOT EXISTS (SELECT FROM {{schema}}.queue
                                 WHERE name = %(name)s AND paused)
                 AND NOT EXISTS (
                     SELECT FROM {{schema}}.job a
                     WHERE a.name = %(name)s AND a.state = 'active'
-                        AND COALESCE(a.singleton_key, '') = COALESCE(w.singleton_key, ''))
-            ORDER BY COALESCE(singleton_key, ''), (state = 'retry' AND policy = 'stately') DESC,
-                priority DESC, id
-        ),
-        next AS (
-            SELECT j.id FROM {{schema}}.job j JOIN candidates c ON c.id = j.id
-            WHERE c.start_after <= now()
-            ORDER BY c.priority DESC, c.id
+                        AND COALESCE(a.singleton_key, '') = r.key)
+                AND (r.policy <> 'stately' OR r.state = 'retry' OR NOT EXISTS (
+                    SELECT FROM {{schema}}.job t
+                    WHERE t.name = %(name)s AND t.state = 'retry' AND t.policy = 'stately'
+                        AND COALESCE(t.singleton_key, '') = r.key))
+            ORDER BY r.priority DESC, r.id
             LIMIT %(limit)s
             FOR UPDATE OF j SKIP LOCKED
-        )
-        {_CLAIM}""",
+        ),
+        claimed AS ({_CLAIM})
+        SELECT claimed.*, scanned.count AS scanned
+        FROM (SELECT count(*) FROM win) AS scanned LEFT JOIN claimed ON true""",
     "queue_policy": "SELECT policy, paused FROM {schema}.queue WHERE name = %(name)s",
     # %(batch)s is a JSON array of [id, output] or [id, output, progress]: one parameter
     # however large the batch (arrays of text cost the client far more to send).

@@ -100,3 +100,32 @@ def test_fetch_is_an_index_scan_without_sort_over_a_million_jobs(
     assert sorted(pq.complete([j.id for j in fetched], {"ok": True})) == sorted(expected)
     assert all(j is not None and j.state.value == "completed" and j.output == {"ok": True}
                for j in (pq.get_job_by_id(f.id) for f in fetched))
+
+
+@pytest.mark.slow
+def test_one_per_key_fetch_reads_a_window_not_the_queue(
+    pq: PgQueue, conn: psycopg.Connection[Any]
+) -> None:
+    # 200,000 waiting jobs on a singleton queue over 1,000 keys: a claim reads the first
+    # rows in fetch order (an index range), never the whole queue.
+    ident = sql.Identifier(pq.schema)
+    pq.create_queue("sg", policy="singleton")
+    conn.execute(sql.SQL(
+        """INSERT INTO {0}.job (name, data, keep_until, policy, singleton_key, priority)
+           SELECT 'sg', '{{}}'::jsonb, now() + interval '1 day', 'singleton', 'k' || (i % 1000),
+               i % 3
+           FROM generate_series(1, 200000) AS i""").format(ident))
+    conn.execute(sql.SQL("ANALYZE {}.job").format(ident))
+    query = Statements(pq.schema).job_fetch_one_per_key
+    params = {"name": "sg", "limit": 10, "window": 100, "worker_id": "w"}
+    with conn.transaction(force_rollback=True):
+        nodes = _plan(conn, "EXPLAIN (ANALYZE, FORMAT JSON) " + query, params)
+    assert not [n for n in nodes if n["Node Type"] == "Seq Scan"
+                and n.get("Relation Name") == "job"]
+    assert any(n.get("Index Name") == "job_fetch_idx" for n in nodes)
+    read = max(n["Actual Rows"] * n["Actual Loops"] for n in nodes
+               if n.get("Relation Name") == "job")
+    assert read <= 1000, read
+    claimed = pq.fetch("sg", 10)
+    assert len({j.singleton_key for j in claimed}) == 10
+    assert all(j.priority == 2 for j in claimed)

@@ -142,3 +142,36 @@ def test_a_stately_failure_with_the_retry_place_taken_fails_for_good(dsn: str, s
         assert result.expired_active == 1
         assert state_of(pq, running) is JobState.expired
         assert state_of(pq, waiting) is JobState.retry
+
+
+def test_one_per_key_claims_look_past_a_window_of_blocked_keys(pq: PgQueue) -> None:
+    # A singleton fetch reads a bounded window of the queue in fetch order; 500 waiting jobs
+    # of one key fill it, and the jobs of other keys behind them must still be claimed.
+    pq.create_queue("sg", policy="singleton")
+    crowd = pq.insert([{"name": "sg", "data": n, "singleton_key": "busy", "priority": 5}
+                       for n in range(500)])
+    others = pq.insert([{"name": "sg", "data": n, "singleton_key": f"k{n}"} for n in range(5)])
+    claimed = pq.fetch("sg", 6)
+    assert [j.id for j in claimed] == [crowd[0], *others]
+    assert pq.fetch("sg", 6) == []  # every key now has its job running
+    pq.complete([j.id for j in claimed])
+    assert [j.id for j in pq.fetch("sg", 6)] == [crowd[1]]
+
+
+def test_a_stately_retry_outside_the_window_still_comes_first(pq: PgQueue) -> None:
+    # Key "late" has a due retry of low priority, far behind 150 other keys' jobs, and a
+    # newer job of high priority inside the first window: the newer job must wait.
+    pq.create_queue("st", policy="stately", retry_delay=0)
+    retried = pq.send("st", "late-1", singleton_key="late")
+    (running,) = pq.fetch("st", 1)
+    pq.fail(running.id, "boom")  # back to retry, due now, priority 0
+    newer = pq.send("st", "late-2", singleton_key="late", priority=9)
+    crowd = pq.insert([{"name": "st", "data": n, "singleton_key": f"k{n}", "priority": 5}
+                       for n in range(150)])
+    order: list[int | None] = []
+    while batch := pq.fetch("st", 10):
+        order += [j.id for j in batch]
+        pq.complete([j.id for j in batch])
+    assert sorted(o for o in order if o is not None) == sorted([retried, newer, *crowd])
+    assert order.index(retried) < order.index(newer)
+    assert order[:150] == crowd  # priority first: the window never reorders other keys
