@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import pq
 from psycopg.rows import dict_row, tuple_row
 
 from .config import describe_dsn
@@ -54,7 +55,7 @@ def run_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
             try:
                 with conn.cursor(row_factory=tuple_row if stmt.tuples else dict_row) as cur:
                     cur.execute(stmt.query, stmt.params)
-                    rows = cur.fetchall() if cur.description is not None else []
+                    rows = cur.fetchall() if _has_rows(cur) else []
             except psycopg.Error as exc:
                 stmt = plan.throw(exc)
             else:
@@ -74,7 +75,7 @@ async def run_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
             try:
                 async with conn.cursor(row_factory=tuple_row if stmt.tuples else dict_row) as cur:
                     await cur.execute(stmt.query, stmt.params)
-                    rows = await cur.fetchall() if cur.description is not None else []
+                    rows = await cur.fetchall() if _has_rows(cur) else []
             except psycopg.Error as exc:
                 stmt = plan.throw(exc)
             else:
@@ -84,6 +85,15 @@ async def run_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
         return result
     except psycopg.Error as exc:
         raise translate(exc) from exc
+
+
+def _has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    # What ``cur.description is not None`` says, without building the column descriptions.
+    result = cur.pgresult
+    return result is not None and result.status == _TUPLES_OK
+
+
+_TUPLES_OK = pq.ExecStatus.TUPLES_OK
 
 
 def translate(exc: psycopg.Error) -> PgQueueError:
