@@ -13,7 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -149,8 +149,8 @@ async def test_fastapi_service(
             assert again.status_code == 409
             assert (await client.post("/reports", json={"year": "soon"})).status_code == 422
             assert (await client.get("/jobs/999999")).status_code == 404
-            deadline = datetime.now(UTC) + timedelta(seconds=60)
-            while status["state"] != "completed" and datetime.now(UTC) < deadline:
+            deadline = datetime.now(timezone.utc) + timedelta(seconds=60)
+            while status["state"] != "completed" and datetime.now(timezone.utc) < deadline:
                 await asyncio.sleep(0.1)  # polling the API, as a client would
                 status = (await client.get(f"/jobs/{job_id}")).json()
     assert status == {"state": "completed", "progress": {"month": 12, "of": 12},
@@ -182,7 +182,7 @@ def test_cron_schedules_over_a_simulated_day(
 ) -> None:
     cron = load_example("cron_schedules", example_db, monkeypatch)
     # The day that ends now, at half past each minute: the clock moves, nobody waits.
-    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(seconds=30)
+    end = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(seconds=30)
     clock = [end - timedelta(days=1)]
     cron.pq.maintenance_settings = dataclasses.replace(
         cron.pq.maintenance_settings, clock=lambda: clock[0]
