@@ -301,8 +301,8 @@ class Worker:
             elif self._stopping.is_set():  # cut short by the stop: hand it back
                 self._interrupted.append(job.id)
             self.processed += 1
-        except asyncio.CancelledError:
-            pass  # cancelled before its handler started: released on shutdown
+        except asyncio.CancelledError:  # cancelled before its handler started
+            self._interrupted.append(job.id)  # released on shutdown
         except Exception:  # a bug in pgqueue, not in the handler: the job will expire
             log.exception("running job %s failed unexpectedly", job.id)
         finally:
