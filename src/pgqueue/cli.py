@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -12,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .config import DSN_ENV
@@ -220,9 +221,18 @@ def _send(args: argparse.Namespace) -> int:
             time.sleep(0.2)
 
 
-def _operator_queue(args: argparse.Namespace) -> PgQueue:
+@contextlib.contextmanager
+def _operator_queue(args: argparse.Namespace) -> Iterator[PgQueue]:
     # An operator's session: no maintenance or cron of its own, and never a migration.
-    return PgQueue(args.dsn, schema=args.schema, migrate=False, maintenance=False)
+    with PgQueue(args.dsn, schema=args.schema, migrate=False, maintenance=False) as pq:
+        status = pq.migration_status()
+        if status.current is None:
+            raise PgQueueError(f"schema {args.schema} is not installed here: "
+                               "run `pgqueue migrate` first")
+        if status.pending:
+            raise PgQueueError(f"schema {args.schema} is at version {status.current}, this "
+                               f"pgqueue needs {status.latest}: run `pgqueue migrate` first")
+        yield pq
 
 
 def _queues(args: argparse.Namespace) -> int:

@@ -110,6 +110,9 @@ def test_subcommands_are_listed() -> None:
 def test_operator_commands(dsn: str, schema: str, capsys: Capture) -> None:
     from pgqueue import JobState, PgQueue
 
+    assert main(["queues", "--dsn", dsn, "--schema", schema]) == 1
+    assert capsys.readouterr().err == (
+        f"pgqueue: error: schema {schema} is not installed here: run `pgqueue migrate` first\n")
     with PgQueue(dsn, schema=schema, maintenance=False) as pq:
         pq.create_queue("emails")
         pq.create_queue("reports")
