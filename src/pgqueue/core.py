@@ -102,8 +102,12 @@ def job_ids(ids: int | Iterable[int]) -> list[int]:
 class Core:
     """Builds the plan of every operation for one schema."""
 
-    def __init__(self, statements: Statements) -> None:
+    def __init__(
+        self, statements: Statements, slot_clock: Callable[[], datetime | None] = lambda: None
+    ) -> None:
         self.sql = statements
+        # The time singleton slots are cut at; None for the database's own clock.
+        self.slot_clock = slot_clock
 
     # -- producing ---------------------------------------------------------------------------
 
@@ -128,7 +132,8 @@ class Core:
         None where a singleton or policy blocked one."""
         if not specs:
             return []
-        rows = yield Stmt(self.sql.job_insert_many, {"jobs": "[" + ",".join(specs) + "]"})
+        rows = yield Stmt(self.sql.job_insert_many,
+                          {"jobs": "[" + ",".join(specs) + "]", "slot_clock": self.slot_clock()})
         if rows and rows[0]["missing"]:
             raise QueueNotFoundError(list(rows[0]["missing"]))
         return [row["id"] for row in rows]
@@ -140,7 +145,7 @@ class Core:
             ids = yield from self.insert([_spec(0, name, record, payload)])
             return ids[0]
         params = dict.fromkeys(_SINGLE_PARAMS)
-        params.update(record, name=name, data=payload)
+        params.update(record, name=name, data=payload, slot_clock=self.slot_clock())
         rows = yield Stmt(self.sql.job_insert, params)
         if rows:
             job_id: int = rows[0]["id"]
@@ -395,7 +400,7 @@ class Core:
         if "singleton_next_slot" in record:
             raise InvalidOptionError("option 'singleton_next_slot' is not supported by publish")
         params = dict.fromkeys(_SINGLE_PARAMS)
-        params.update(record, data=payload, event=event)
+        params.update(record, data=payload, event=event, slot_clock=self.slot_clock())
         rows = yield Stmt(self.sql.job_publish, params)
         return [r["id"] for r in rows]
 
@@ -419,7 +424,7 @@ class Core:
         failed in, as new jobs; returns the new ids."""
         check_name(name)
         params = dict.fromkeys(_SINGLE_PARAMS)
-        params.update(name=name, limit=limit)
+        params.update(name=name, limit=limit, slot_clock=self.slot_clock())
         rows = yield Stmt(self.sql.queue_redrive, params)
         return [r["id"] for r in rows]
 

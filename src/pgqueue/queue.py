@@ -31,6 +31,7 @@ from .maintenance import (
     Periodic,
     Ticker,
     maintain_plan,
+    utc_now,
 )
 from .migrate import MigrationStatus, migrate_plan, status_plan
 from .models import Job, JobState, QueueInfo, QueueStats, ScheduleInfo
@@ -78,7 +79,7 @@ class _Common:
         self.maintenance_settings: MaintenanceSettings = maintenance or MaintenanceSettings()
         self._run_maintenance = maintenance is not False
         self.sql = Statements(self.schema)
-        self._core = Core(self.sql)
+        self._core = Core(self.sql, self._slot_clock)
         self.registry = Registry()
         self._monitors: list[Callable[[list[QueueStats]], object]] = []
         self._monitored_at = time.monotonic()  # the first report comes one interval in
@@ -188,6 +189,12 @@ class _Common:
         """Hand every queue's stats to ``callback`` each ``monitor_interval`` seconds, from
         the instance's periodic runner (the stats are logged at INFO as well)."""
         self._monitors.append(callback)
+
+    def _slot_clock(self) -> datetime | None:
+        # Time slots come from the database's clock, which every instance shares, unless
+        # MaintenanceSettings.clock injects another (then throttling follows moved time).
+        clock = self.maintenance_settings.clock
+        return None if clock is utc_now else clock()
 
     def _monitor_due(self) -> bool:
         # Counting every job is a scan of the table: only for someone who will look.

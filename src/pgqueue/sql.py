@@ -54,7 +54,9 @@ def _input(**given: str) -> str:
 # One job's input as statement parameters.
 _SINGLE_INPUT = _input()
 
-# Each option resolved: the sender's value, else the queue's (q), else the default.
+# Each option resolved: the sender's value, else the queue's (q), else the default. Time
+# slots (singleton_seconds) are cut from the database's clock, or from %(slot_clock)s when
+# the application injects one (tests that move time).
 _RESOLVED_NO_ID = """i.name, i.data, COALESCE(i.priority, 0) AS priority,
     COALESCE(i.retry_limit, q.retry_limit, 2) AS retry_limit,
     COALESCE(i.retry_delay, q.retry_delay, 0) AS retry_delay,
@@ -69,8 +71,8 @@ _RESOLVED_NO_ID = """i.name, i.data, COALESCE(i.priority, 0) AS priority,
     COALESCE(i.start_after, now())
         + make_interval(secs => COALESCE(i.retention, q.retention, 1209600)) AS keep_until,
     i.singleton_key,
-    to_timestamp(floor(extract(epoch FROM now()) / i.singleton_seconds)
-        * i.singleton_seconds) AS singleton_on"""
+    to_timestamp(floor(extract(epoch FROM COALESCE(%(slot_clock)s::timestamptz, now()))
+        / i.singleton_seconds) * i.singleton_seconds) AS singleton_on"""
 
 # The retry delay of a job that has just failed for the (retry_count + 1)th time:
 # retry_delay, doubled per earlier retry with equal jitter when retry_backoff, capped by

@@ -87,19 +87,34 @@ def test_one_active_job_per_key_under_concurrent_fetchers(
     assert big_pq.fetch("p", 10) == [] or policy == "singleton"
 
 
-def test_throttle_and_debounce_windows(pq: PgQueue) -> None:
+def test_throttle_and_debounce_windows_follow_a_moved_clock(pq: PgQueue) -> None:
+    # A day ahead, 10 s into a minute: slots are cut from the injected clock.
+    ahead = datetime.now(timezone.utc) + timedelta(days=1)
+    now = [ahead.replace(second=10, microsecond=0)]
+    pq.maintenance_settings = MaintenanceSettings(clock=lambda: now[0])
+    window = now[0].replace(second=0)
     pq.create_queue("t")
-    first = pq.send_throttled("t", 1, seconds=3600)
+
+    first = pq.send_throttled("t", 1, seconds=60)
     assert first is not None
-    assert pq.send_throttled("t", 2, seconds=3600) is None  # dropped
-    assert pq.send_throttled("t", 3, seconds=3600, key="other") is not None
-    debounced = pq.send_debounced("t", 4, seconds=3600)  # window taken: next one
-    assert debounced is not None
-    job = pq.get_job_by_id(debounced)
-    slot = datetime.now(timezone.utc).timestamp() // 3600 * 3600 + 3600
-    assert job is not None and job.start_after is not None
-    assert job.start_after.timestamp() == slot
-    assert pq.send_debounced("t", 5, seconds=3600) is None  # both windows taken
+    assert pq.send_throttled("t", 2, seconds=60) is None  # same window: dropped
+    assert pq.send_throttled("t", 3, seconds=60, key="other") is not None  # its own key
+    now[0] = window + timedelta(seconds=59.999)
+    assert pq.send_throttled("t", 4, seconds=60) is None  # still the same window
+    now[0] = window + timedelta(seconds=60)
+    assert pq.send_throttled("t", 5, seconds=60) is not None  # the next one
+    assert pq.send_throttled("t", 6, seconds=60) is None
+
+    pq.create_queue("d")
+    now[0] = window + timedelta(minutes=5, seconds=10)
+    base = window + timedelta(minutes=5)
+    assert pq.send_debounced("d", 1, seconds=60) is not None  # this window
+    later = pq.send_debounced("d", 2, seconds=60)  # window taken: the next one
+    assert pq.send_debounced("d", 3, seconds=60) is None  # both windows taken
+    now[0] = base + timedelta(seconds=60)  # the second window is now the current one
+    latest = pq.send_debounced("d", 4, seconds=60)  # taken: goes to the third
+    starts = [j.start_after for j in map(pq.get_job_by_id, (later or 0, latest or 0)) if j]
+    assert starts == [base + timedelta(seconds=60), base + timedelta(seconds=120)]
 
 
 async def test_publish_fans_out_inside_the_callers_transaction(
