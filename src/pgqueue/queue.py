@@ -190,6 +190,10 @@ class _Common:
         the instance's periodic runner (the stats are logged at INFO as well)."""
         self._monitors.append(callback)
 
+    def _maintenance_plan(self, *, periodic: bool = False) -> Plan[MaintenanceResult]:
+        settings = self.maintenance_settings
+        return maintain_plan(self._core, settings, settings.clock(), periodic=periodic)
+
     def _slot_clock(self) -> datetime | None:
         # Time slots come from the database's clock, which every instance shares, unless
         # MaintenanceSettings.clock injects another (then throttling follows moved time).
@@ -463,8 +467,7 @@ class AsyncPgQueue(_Common):
     async def maintain(self) -> MaintenanceResult:
         """Run one maintenance pass now: expire, archive, delete (skipped, returning
         ``ran=False``, while another instance runs one)."""
-        settings = self.maintenance_settings
-        return await self._run(maintain_plan(self._core, settings, settings.clock()), None)
+        return await self._run(self._maintenance_plan(), None)
 
     # -- producing ---------------------------------------------------------------------------
 
@@ -744,9 +747,7 @@ class AsyncPgQueue(_Common):
         return sent
 
     async def _maintain_periodic(self) -> MaintenanceResult:
-        settings = self.maintenance_settings
-        plan = maintain_plan(self._core, settings, settings.clock(), periodic=True)
-        return await self._run(plan, None)
+        return await self._run(self._maintenance_plan(periodic=True), None)
 
     async def _background_tick(self) -> None:
         # Each step runs even if another failed (cron must not stop because maintenance
@@ -943,8 +944,7 @@ class PgQueue(_Common):
     def maintain(self) -> MaintenanceResult:
         """Run one maintenance pass now: expire, archive, delete (skipped, returning
         ``ran=False``, while another instance runs one)."""
-        settings = self.maintenance_settings
-        return self._run(maintain_plan(self._core, settings, settings.clock()), None)
+        return self._run(self._maintenance_plan(), None)
 
     # -- producing ---------------------------------------------------------------------------
 
@@ -1204,9 +1204,7 @@ class PgQueue(_Common):
         return sent
 
     def _maintain_periodic(self) -> MaintenanceResult:
-        settings = self.maintenance_settings
-        plan = maintain_plan(self._core, settings, settings.clock(), periodic=True)
-        return self._run(plan, None)
+        return self._run(self._maintenance_plan(periodic=True), None)
 
     def _background_tick(self) -> None:
         # Each step runs even if another failed (see AsyncPgQueue._background_tick).
