@@ -237,20 +237,20 @@ _TEMPLATES: dict[str, str] = {
     "queue_fetch_lock": "SELECT pg_advisory_xact_lock(hashtext({fetch_lock_prefix} || %(name)s))",
     "job_fetch_one_per_key": f"""
         WITH win AS MATERIALIZED (
-            SELECT id FROM {{schema}}.job
+            SELECT id, priority, start_after, state, policy,
+                COALESCE(singleton_key, '') AS key
+            FROM {{schema}}.job
             WHERE name = %(name)s AND state < 'active'
                 AND (start_after <= now() OR (state = 'retry' AND policy = 'stately'))
             ORDER BY priority DESC, id
             LIMIT %(window)s
         ),
         ranked AS (
-            SELECT w.id, w.priority, w.start_after, w.state, w.policy,
-                COALESCE(w.singleton_key, '') AS key,
-                row_number() OVER (
-                    PARTITION BY COALESCE(w.singleton_key, '')
+            SELECT w.*, row_number() OVER (
+                    PARTITION BY w.key
                     ORDER BY (w.state = 'retry' AND w.policy = 'stately') DESC,
                         w.priority DESC, w.id) AS nth
-            FROM {{schema}}.job w JOIN win ON win.id = w.id
+            FROM win w
         ),
         next AS (
             SELECT j.id FROM {{schema}}.job j JOIN ranked r ON r.id = j.id
