@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(run=_show_job)
 
     for name, verb, what in (
-        ("retry", "retry", "send failed jobs back to retry"),
-        ("cancel", "cancel", "cancel waiting or active jobs"),
+        ("retry", "retry", "run failed or expired jobs again"),
+        ("cancel", "cancel", "cancel created, retry or active jobs"),
         ("resume", "resume", "send cancelled jobs back to created"),
     ):
         sub = commands.add_parser(name, help=what)
@@ -195,12 +195,8 @@ def _send(args: argparse.Namespace) -> int:
         raise InvalidPayloadError(f"--data is not JSON: {exc}") from None
     sync = PgQueue(app.dsn, schema=app.schema, maintenance=False)
     sync.registry = app.registry
-    with sync:
-        if args.name in app.registry:
-            definition = app.registry[args.name]
-            job_id = sync.send(args.name, definition.parse_data(data), **definition.send_options)
-        else:
-            job_id = sync.send(args.name, data)
+    with sync:  # a job of the app's is validated by its model and gets its defaults
+        job_id = sync.send(args.name, data)
         if job_id is None:
             print(f"{args.name}: not sent (a singleton or policy blocked it)")
             return 1

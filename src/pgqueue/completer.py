@@ -22,14 +22,15 @@ Runner = Callable[[Plan[Any]], Awaitable[Any]]
 class Completer:
     """Buffers outcomes and records them, completions and failures each in one statement.
 
-    A write that fails (connection lost) is retried with backoff; the database ignores an
-    outcome for a job that is no longer active, so a retried write never records twice.
+    A write that fails (connection lost) is retried with backoff. Each outcome names its run
+    (job id and attempt), and the database records it only while that run holds the job, so
+    a retried write never records twice and a stale run's outcome changes nothing (it is
+    logged).
     """
 
-    def __init__(self, run: Runner, core: Core, worker_id: str, max_batch: int = 1000) -> None:
+    def __init__(self, run: Runner, core: Core, max_batch: int = 1000) -> None:
         self._run = run
         self._core = core
-        self._worker_id = worker_id
         self._max_batch = max_batch
         self._pending: list[Outcome] = []
         self._wake = asyncio.Event()
@@ -99,17 +100,32 @@ class Completer:
         done = [o for o in batch if o.kind == "completed"]
         failed = [o for o in batch if o.kind != "completed"]
         if done:
-            await self._run(self._core.complete(
+            recorded = await self._run(self._core.complete(
                 [o.job_id for o in done],
+                [o.attempt for o in done],
                 [o.output for o in done],
-                self._worker_id,
                 [o.progress for o in done],
             ))
+            _report_stale(done, recorded)
         if failed:
-            await self._run(self._core.fail(
+            recorded = await self._run(self._core.fail(
                 [o.job_id for o in failed],
+                [o.attempt for o in failed],
                 [o.output for o in failed],
-                self._worker_id,
                 terminal=[o.terminal for o in failed],
                 final_states=["expired" if o.kind == "expired" else "failed" for o in failed],
             ))
+            _report_stale(failed, recorded)
+
+
+def _report_stale(outcomes: list[Outcome], recorded: list[int]) -> None:
+    if len(recorded) == len(outcomes):
+        return
+    kept = set(recorded)
+    for o in outcomes:
+        if o.job_id not in kept:
+            log.warning(
+                "job %s: the %s outcome of attempt %d was not recorded: that run no longer "
+                "holds the job (it expired, was cancelled or was claimed again)",
+                o.job_id, o.kind, o.attempt,
+            )

@@ -6,10 +6,11 @@ Input is validated here, before any statement is yielded, so bad input never wri
 from __future__ import annotations
 
 import json
+import math
 import re
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -28,18 +29,22 @@ from .models import (
     ScheduleInfo,
     parse_options,
 )
-from .registry import JobDefinition
+from .registry import JobDefinition, Registry
 from .sql import JOB_COLUMNS, Statements
 
-__all__ = ["ONE_ACTIVE_PER_KEY", "Core", "encode_json", "error_output", "job_ids"]
+__all__ = ["ONE_ACTIVE_PER_KEY", "Core", "encode_json", "error_output", "job_ids", "job_runs"]
 
 _JOB_OPTION_NAMES = frozenset(JobOptions.model_fields)
 # Policies that allow one active job per singleton key: fetchers take turns on such queues.
 ONE_ACTIVE_PER_KEY = frozenset({"singleton", "stately"})
+# How far a test may move the clock (the clock function refuses more, too).
+_MAX_CLOCK_OFFSET = 100 * 365 * 86400
 # The fewest waiting jobs a singleton or stately fetch looks at per statement.
 _MIN_KEY_WINDOW = 100
-# Parameters of the single-job insert: the job options but singleton_next_slot.
-_SINGLE_PARAMS = ("name", "data", *sorted(_JOB_OPTION_NAMES - {"singleton_next_slot"}))
+# Parameters of the single-job insert: the job options but singleton_next_slot, and the
+# delay that a start_after given in seconds becomes.
+_SINGLE_PARAMS = ("name", "data", "start_in",
+                  *sorted(_JOB_OPTION_NAMES - {"singleton_next_slot"}))
 
 
 def encode_json(value: Any, what: str = "data") -> str:
@@ -99,23 +104,53 @@ def job_ids(ids: int | Iterable[int]) -> list[int]:
     return items
 
 
-class Core:
-    """Builds the plan of every operation for one schema."""
+def job_runs(
+    jobs: Job | int | Iterable[Job | int],
+) -> tuple[list[int], list[int | None]]:
+    """The runs named by fetched jobs (id and attempt) or by bare ids (attempt None: the run
+    that holds the job now, whichever it is)."""
+    if isinstance(jobs, Job | int) or not isinstance(jobs, Iterable) or isinstance(
+        jobs, str | bytes
+    ):
+        items: list[Any] = [jobs]
+    else:
+        items = list(jobs)
+    ids: list[int] = []
+    attempts: list[int | None] = []
+    for item in items:
+        if isinstance(item, Job):
+            ids.append(item.id)
+            attempts.append(item.attempt)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            ids.append(item)
+            attempts.append(None)
+        else:
+            raise InvalidInputError(f"expected fetched Jobs or job ids, got {item!r}")
+    return ids, attempts
 
-    def __init__(
-        self, statements: Statements, slot_clock: Callable[[], datetime | None] = lambda: None
-    ) -> None:
+
+class Core:
+    """Builds the plan of every operation for one schema. Jobs sent by the name of a
+    handler in ``registry`` get its send defaults and have their data validated by its
+    model, whichever way they are sent."""
+
+    def __init__(self, statements: Statements, registry: Registry | None = None) -> None:
         self.sql = statements
-        # The time singleton slots are cut at; None for the database's own clock.
-        self.slot_clock = slot_clock
+        self.registry = registry if registry is not None else Registry()
 
     # -- producing ---------------------------------------------------------------------------
 
     def job_record(
-        self, name: str, data: Any, options: Mapping[str, Any]
+        self, name: str, data: Any, options: Mapping[str, Any], *, registered: bool = True
     ) -> tuple[dict[str, Any], str]:
-        """One job's validated options (only those given) and its data as JSON text."""
+        """One job's validated options (only those given, over its handler's defaults when
+        ``registered``) and its data as JSON text (validated by its handler's model)."""
         check_name(name)
+        if registered and name in self.registry:
+            definition = self.registry[name]
+            if definition.send_options:
+                options = {**definition.send_options, **options}
+            data = definition.parse_data(data)
         record: dict[str, Any] = {}
         if options:
             unknown = set(options) - _JOB_OPTION_NAMES
@@ -125,6 +160,8 @@ class Core:
                 )
             parsed: JobOptions = parse_options(JobOptions, dict(options))
             record = parsed.model_dump(mode="json", exclude_none=True)
+            if isinstance(parsed.start_after, float):  # a delay: the database adds it
+                record["start_in"] = record.pop("start_after")
         return record, encode_json(data)
 
     def insert(self, specs: list[str]) -> Plan[list[int | None]]:
@@ -132,8 +169,7 @@ class Core:
         None where a singleton or policy blocked one."""
         if not specs:
             return []
-        rows = yield Stmt(self.sql.job_insert_many,
-                          {"jobs": "[" + ",".join(specs) + "]", "slot_clock": self.slot_clock()})
+        rows = yield Stmt(self.sql.job_insert_many, {"jobs": "[" + ",".join(specs) + "]"})
         if rows and rows[0]["missing"]:
             raise QueueNotFoundError(list(rows[0]["missing"]))
         return [row["id"] for row in rows]
@@ -145,15 +181,12 @@ class Core:
             ids = yield from self.insert([_spec(0, name, record, payload)])
             return ids[0]
         params = dict.fromkeys(_SINGLE_PARAMS)
-        params.update(record, name=name, data=payload, slot_clock=self.slot_clock())
+        params.update(record, name=name, data=payload)
         rows = yield Stmt(self.sql.job_insert, params)
-        if rows:
-            job_id: int = rows[0]["id"]
-            return job_id
-        (found,) = yield Stmt(self.sql.queue_exists, {"name": name})
-        if not found["exists"]:
+        if not rows:
             raise QueueNotFoundError(name)
-        return None
+        job_id: int | None = rows[0]["id"]
+        return job_id
 
     def insert_many(self, jobs: Iterable[Mapping[str, Any]]) -> Plan[list[int | None]]:
         """Plan: insert many jobs given as mappings with ``name``, ``data`` and options."""
@@ -215,36 +248,42 @@ class Core:
         rows = yield Stmt(self.sql.queue_policies, {"names": names})
         return {r["name"]: (r["policy"], r["paused"]) for r in rows}
 
+    # Every write of a run's outcome names the run: the job's id and the attempt that
+    # claimed it (None: whichever run holds the job now). Each returns the ids it changed;
+    # a run that no longer holds its job changes nothing and is left out.
+
     def complete(
         self,
         ids: list[int],
+        attempts: list[int | None],
         outputs: list[str | None],
-        worker_id: str | None = None,
         progress: list[str | None] | None = None,
     ) -> Plan[list[int]]:
-        """Plan: complete active jobs, each with its JSON output (and last progress);
-        returns the ids completed."""
+        """Plan: complete runs, each with its JSON output (and last progress)."""
         if not ids:
             return []
         # The outputs and progress are JSON texts already: join them, never re-encode.
-        items = [f"[{int(i)},{o or 'null'}" for i, o in zip(ids, outputs, strict=True)]
+        items = [
+            f"[{int(i)},{'null' if a is None else int(a)},{o or 'null'}"
+            for i, a, o in zip(ids, attempts, outputs, strict=True)
+        ]
         if progress is not None:
             items = [f"{item},{p}" if p is not None else item
                      for item, p in zip(items, progress, strict=True)]
         batch = "[" + "],".join(items) + "]]"
-        rows = yield Stmt(self.sql.job_complete_many, {"batch": batch, "worker_id": worker_id})
+        rows = yield Stmt(self.sql.job_complete_many, {"batch": batch})
         return [r["id"] for r in rows]
 
     def fail(
         self,
         ids: list[int],
+        attempts: list[int | None],
         outputs: list[str | None],
-        worker_id: str | None = None,
         *,
         terminal: list[bool] | None = None,
         final_states: list[str] | None = None,
     ) -> Plan[list[int]]:
-        """Plan: fail active jobs (to retry, or to their final state); returns the ids failed.
+        """Plan: fail runs (each job to retry, or to its final state).
 
         ``terminal[i]`` skips the retries; ``final_states[i]`` is ``failed`` (default) or
         ``expired``.
@@ -255,27 +294,30 @@ class Core:
             self.sql.job_fail_many,
             {
                 "ids": ids,
+                "attempts": attempts,
                 "outputs": outputs,
-                "worker_id": worker_id,
                 "terminal": terminal or [False] * len(ids),
                 "final_states": final_states or ["failed"] * len(ids),
             },
         )
         return [r["id"] for r in rows if r["state"] != "dead_letter"]
 
-    def touch(self, ids: list[int], progress: list[str | None], worker_id: str) -> Plan[None]:
-        """Plan: heartbeat a worker's active jobs and store their latest progress."""
-        if ids:
-            yield Stmt(
-                self.sql.job_touch_many,
-                {"ids": ids, "progress": progress, "worker_id": worker_id},
-            )
-
-    def release(self, ids: list[int], worker_id: str) -> Plan[list[int]]:
-        """Plan: hand a stopping worker's unfinished jobs back to retry, to run at once."""
+    def touch(
+        self, ids: list[int], attempts: list[int | None], progress: list[str | None]
+    ) -> Plan[list[int]]:
+        """Plan: heartbeat runs and store their latest progress (None keeps the last)."""
         if not ids:
             return []
-        rows = yield Stmt(self.sql.job_release_many, {"ids": ids, "worker_id": worker_id})
+        rows = yield Stmt(
+            self.sql.job_touch_many, {"ids": ids, "attempts": attempts, "progress": progress}
+        )
+        return [r["id"] for r in rows]
+
+    def release(self, ids: list[int], attempts: list[int]) -> Plan[list[int]]:
+        """Plan: hand a stopping worker's unfinished runs back to retry, to run at once."""
+        if not ids:
+            return []
+        rows = yield Stmt(self.sql.job_release_many, {"ids": ids, "attempts": attempts})
         return [r["id"] for r in rows]
 
     def cancelled_among(self, ids: list[int]) -> Plan[list[int]]:
@@ -303,7 +345,7 @@ class Core:
         return self._by_ids(self.sql.job_resume_many, ids)
 
     def retry(self, ids: int | Iterable[int]) -> Plan[list[int]]:
-        """Plan: send failed jobs back to retry."""
+        """Plan: send failed or expired jobs back to retry."""
         return self._by_ids(self.sql.job_retry_many, ids)
 
     def delete_job(self, ids: int | Iterable[int]) -> Plan[list[int]]:
@@ -396,11 +438,11 @@ class Core:
     def publish(self, event: str, data: Any, options: Mapping[str, Any]) -> Plan[list[int]]:
         """Plan: one job per subscribed queue, in one statement; returns their ids."""
         check_name(event, "event")
-        record, payload = self.job_record("publish", data, options)
+        record, payload = self.job_record("publish", data, options, registered=False)
         if "singleton_next_slot" in record:
             raise InvalidOptionError("option 'singleton_next_slot' is not supported by publish")
         params = dict.fromkeys(_SINGLE_PARAMS)
-        params.update(record, data=payload, event=event, slot_clock=self.slot_clock())
+        params.update(record, data=payload, event=event)
         rows = yield Stmt(self.sql.job_publish, params)
         return [r["id"] for r in rows]
 
@@ -424,7 +466,7 @@ class Core:
         failed in, as new jobs; returns the new ids."""
         check_name(name)
         params = dict.fromkeys(_SINGLE_PARAMS)
-        params.update(name=name, limit=limit, slot_clock=self.slot_clock())
+        params.update(name=name, limit=limit)
         rows = yield Stmt(self.sql.queue_redrive, params)
         return [r["id"] for r in rows]
 
@@ -433,17 +475,16 @@ class Core:
         if name is not None:
             check_name(name)
         rows = yield Stmt(self.sql.queue_stats, {"name": name})
-        stats: dict[str, tuple[dict[JobState, int], list[Any]]] = {}
+        stats: dict[str, tuple[dict[JobState, int], list[float]]] = {}
         for row in rows:
-            counts, oldest = stats.setdefault(row["name"], (dict.fromkeys(JobState, 0), []))
+            counts, ages = stats.setdefault(row["name"], (dict.fromkeys(JobState, 0), []))
             if row["state"] is not None:
                 counts[JobState(row["state"])] = row["count"]
             if row["oldest_waiting"] is not None:
-                oldest.append(row["oldest_waiting"])
-        now = datetime.now(timezone.utc)
+                ages.append(row["oldest_waiting"])
         return [
-            QueueStats(n, counts, (now - min(o)).total_seconds() if o else None)
-            for n, (counts, o) in stats.items()
+            QueueStats(n, counts, max(ages) if ages else None)
+            for n, (counts, ages) in stats.items()
         ]
 
 
@@ -457,9 +498,9 @@ class Core:
         tz: str,
         options: Mapping[str, Any],
         from_code: bool,
-        now: datetime,
     ) -> dict[str, Any]:
-        """A schedule row, validated (cron, time zone, options, data)."""
+        """A schedule row, validated (cron, time zone, options, data); its ``last_slot`` is
+        set by the plan that writes it, from the database's clock."""
         check_cron(cron)
         check_timezone(tz)
         record, payload = self.job_record(name, data, options)
@@ -473,15 +514,45 @@ class Core:
             "data": payload,
             "options": json.dumps(record),
             "from_code": from_code,
-            "last_slot": latest_slot(cron, tz, now),
         }
+
+    def now(self) -> Plan[datetime]:
+        """Plan: the time by the schema's clock (the database's, unless a test moved it)."""
+        (row,) = yield Stmt(self.sql.clock_now)
+        now: datetime = row["now"]
+        return now
+
+    def set_clock(self, at: datetime | None) -> Plan[None]:
+        """Plan: set the schema's clock to ``at`` (None: the database's own time again)."""
+        if at is None:
+            yield Stmt(self.sql.clock_set_offset, {"seconds": 0.0})
+            return
+        if not isinstance(at, datetime) or at.tzinfo is None:
+            raise InvalidInputError(f"the clock needs a timezone-aware datetime, got {at!r}")
+        yield Stmt(self.sql.clock_set_at, {"at": at})
+
+    def move_clock(self, by: float | timedelta) -> Plan[None]:
+        """Plan: move the schema's clock by ``by`` (seconds or a timedelta; negative goes
+        back)."""
+        seconds = by.total_seconds() if isinstance(by, timedelta) else by
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not (
+            math.isfinite(seconds) and abs(seconds) <= _MAX_CLOCK_OFFSET
+        ):
+            raise InvalidInputError(
+                f"the clock moves by seconds or a timedelta within 100 years, got {by!r}"
+            )
+        yield Stmt(self.sql.clock_move, {"seconds": float(seconds)})
+
+    def _with_last_slot(self, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+        return {**params, "last_slot": latest_slot(params["cron"], params["tz"], now)}
 
     def schedule(self, params: dict[str, Any]) -> Plan[None]:
         """Plan: create or replace a schedule (its queue must exist)."""
         (found,) = yield Stmt(self.sql.queue_exists, {"name": params["name"]})
         if not found["exists"]:
             raise QueueNotFoundError(params["name"])
-        yield Stmt(self.sql.schedule_upsert, params)
+        now = yield from self.now()
+        yield Stmt(self.sql.schedule_upsert, self._with_last_slot(params, now))
 
     def sync_code_schedules(self, rows: list[dict[str, Any]]) -> Plan[None]:
         """Plan: upsert the schedules declared in code; delete code schedules no longer
@@ -489,8 +560,9 @@ class Core:
         schedules never removes them)."""
         if not rows:
             return
+        now = yield from self.now()
         for params in rows:
-            yield Stmt(self.sql.schedule_upsert, params)
+            yield Stmt(self.sql.schedule_upsert, self._with_last_slot(params, now))
         yield Stmt(self.sql.schedule_prune_code, {"names": [p["name"] for p in rows]})
 
     def unschedule(self, name: str) -> Plan[bool]:
@@ -504,12 +576,14 @@ class Core:
         rows = yield Stmt(self.sql.schedule_list)
         return [ScheduleInfo(**r) for r in rows]
 
-    def due_schedules(self, now: datetime) -> Plan[list[tuple[ScheduleInfo, datetime]]]:
-        """Plan: the schedules whose latest slot at ``now`` has not been sent, with that slot.
+    def due_schedules(self) -> Plan[list[tuple[ScheduleInfo, datetime]]]:
+        """Plan: the schedules whose latest slot by the database's clock has not been sent,
+        with that slot.
 
         Only the latest slot counts: slots missed while every instance was down are sent
         once, not replayed.
         """
+        now = yield from self.now()
         due = []
         for info in (yield from self.get_schedules()):
             slot = latest_slot(info.cron, info.tz, now)

@@ -22,6 +22,7 @@ from .config import describe_dsn
 from .errors import (
     ConnectError,
     DatabaseError,
+    InvalidInputError,
     InvalidOptionError,
     InvalidPayloadError,
     PgQueueError,
@@ -111,6 +112,8 @@ def translate(exc: psycopg.Error) -> PgQueueError:
         return InvalidPayloadError(f"the database refused the data: {diag.message_primary}")
     if isinstance(exc, pg_errors.NumericValueOutOfRange | pg_errors.DatetimeFieldOverflow):
         return InvalidOptionError(f"value out of range: {diag.message_primary}")
+    if isinstance(exc, pg_errors.InvalidParameterValue):
+        return InvalidInputError(diag.message_primary or str(exc))
     if isinstance(exc, psycopg.OperationalError):
         return ConnectError(f"database connection failed: {exc}")
     return DatabaseError(f"{type(exc).__name__}: {diag.message_primary or exc}")

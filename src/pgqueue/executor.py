@@ -99,9 +99,11 @@ class Deadline:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How a run ended: ``completed`` with output, or ``failed``/``expired`` with an error."""
+    """How a run ended: ``completed`` with output, or ``failed``/``expired`` with an error.
+    The run is the job's id and the attempt that claimed it."""
 
     job_id: int
+    attempt: int
     kind: str  # completed | failed | expired
     output: str | None
     terminal: bool = False
@@ -130,7 +132,8 @@ class Executor:
         try:
             args, kwargs = definition.call_args(job)
         except InvalidPayloadError as exc:
-            return Outcome(job.id, "failed", _encode(error_output(exc)), terminal=True)
+            return Outcome(job.id, job.attempt, "failed", _encode(error_output(exc)),
+                           terminal=True)
         job._task = asyncio.current_task()
         try:
             if job._expired:  # its time ran out before it started
@@ -143,14 +146,14 @@ class Executor:
         except asyncio.CancelledError:
             if job._expired:
                 message = f"job ran past its expire_in of {job.expire_in:g}s"
-                return Outcome(job.id, "expired",
+                return Outcome(job.id, job.attempt, "expired",
                                _encode({"type": "expired", "message": message}))
             if job._cancelled:  # cancel(id) or shutdown: nothing to record here
                 return None
             raise
         except Exception as exc:
             log.info("job %s (%s) failed: %r", job.id, job.name, exc)
-            return Outcome(job.id, "failed", _encode(error_output(exc)))
+            return Outcome(job.id, job.attempt, "failed", _encode(error_output(exc)))
         finally:
             job._task = None
         if job._cancelled:
@@ -158,8 +161,9 @@ class Executor:
         try:
             output = encode_json(result, "output")
         except InvalidPayloadError as exc:
-            return Outcome(job.id, "failed", _encode(error_output(exc)), terminal=True)
-        return Outcome(job.id, "completed", output, progress=job.take_progress())
+            return Outcome(job.id, job.attempt, "failed", _encode(error_output(exc)),
+                           terminal=True)
+        return Outcome(job.id, job.attempt, "completed", output, progress=job.take_progress())
 
 
 def _encode(value: Any) -> str:

@@ -8,6 +8,8 @@ interval across all of them: a transaction-level advisory lock lets one instance
 in, which runs the pass only if no pass started within the interval (a timestamp on the
 version table, moved forward in the pass's transaction). Every step is idempotent (rows are
 locked with SKIP LOCKED and re-checked), so instances never expire or archive a job twice.
+Every comparison of times is made in SQL by the database's clock, so an instance whose host
+clock is off never expires, archives or deletes anything early.
 """
 
 from __future__ import annotations
@@ -17,31 +19,21 @@ import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
 from typing import Any
 
 from .core import Core, encode_json
 from .db import Plan, Stmt
 
 __all__ = [
-    "Clock",
     "MaintenanceResult",
     "MaintenanceSettings",
     "Periodic",
     "Ticker",
     "maintain_plan",
-    "utc_now",
 ]
 
 log = logging.getLogger("pgqueue.maintenance")
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    """The real clock."""
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -54,7 +46,6 @@ class MaintenanceSettings:
     monitor_interval: float = 60.0  # seconds between queue-stats reports to monitors
     batch_size: int = 1000
     max_batches: int = 100  # per step and pass, so one pass never runs for long
-    clock: Clock = field(default=utc_now)
 
 
 @dataclass
@@ -72,7 +63,7 @@ _EXPIRED = encode_json({"type": "expired", "message": "ran past expire_in or los
 
 
 def maintain_plan(
-    core: Core, settings: MaintenanceSettings, now: datetime, *, periodic: bool = False
+    core: Core, settings: MaintenanceSettings, *, periodic: bool = False
 ) -> Plan[MaintenanceResult]:
     """Plan (in one transaction): one pass of every step, if no other instance is in one;
     when ``periodic``, only if no instance ran one in the last ``settings.interval``."""
@@ -87,20 +78,20 @@ def maintain_plan(
     result.ran = True
     limit = settings.batch_size
     for _ in range(settings.max_batches):
-        rows = yield Stmt(core.sql.job_stale_select, {"now": now, "limit": limit})
+        rows = yield Stmt(core.sql.job_stale_select, {"limit": limit})
         ids = [r["id"] for r in rows]
         if ids:
             failed = yield from core.fail(
-                ids, [_EXPIRED] * len(ids), None, final_states=["expired"] * len(ids)
+                ids, [r["attempt"] for r in rows], [_EXPIRED] * len(ids),
+                final_states=["expired"] * len(ids),
             )
             result.expired_active += len(failed)
         if len(ids) < limit:
             break
     params: dict[str, Any] = {
-        "now": now,
         "limit": limit,
-        "completed_before": now - timedelta(seconds=settings.archive_completed_after),
-        "failed_before": now - timedelta(seconds=settings.archive_failed_after),
+        "completed_after": settings.archive_completed_after,
+        "failed_after": settings.archive_failed_after,
     }
     for name, attr in (
         ("job_expire_waiting", "expired_waiting"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -29,24 +29,17 @@ _INT4 = 2**31 - 1
 
 
 class JobState(str, enum.Enum):
-    """The life of a job. Declared in the database in this order, so ``state < 'active'``
-    means "waiting to run".
+    """The states of a job. Declared in the database in this order, so ``state < 'active'``
+    means "waiting to run" and ``state > 'active'`` means finished.
 
-    ::
-
-        created ──► active ──► completed
-           ▲  │        │ ├──► failed ──(retry())──► retry
-           │  │        │ ├──► retry  ──(due)──────► active
-           │  │        │ └──► expired ─(retries left)─► retry
-           │  ▼        ▼
-           └─ cancelled ◄── (cancel() from created, retry or active; resume() goes back to created)
-
-    completed, failed, cancelled and expired are final: maintenance moves them to the
-    archive after their retention and deletes them from there after ``delete_after``.
+    Which event moves a job from which state to which is written once, in
+    :data:`pgqueue.lifecycle.TRANSITIONS` (docs/architecture.md draws it). completed,
+    failed, cancelled and expired are final: maintenance moves them to the archive after
+    their retention and deletes them from there after ``delete_after``.
     """
 
     created = "created"  # waiting for start_after, then for a worker
-    retry = "retry"  # failed with retries left; waiting for its retry delay
+    retry = "retry"  # failed with retries left, or handed back; waiting for its start
     active = "active"  # claimed by exactly one worker
     completed = "completed"  # handler returned; output holds the result
     expired = "expired"  # ran past expire_in, heartbeat went stale, or waited past retention
@@ -112,10 +105,14 @@ class _Options(BaseModel):
 
 
 class JobOptions(_Options):
-    """Options of one job; anything left out falls back to its queue, then to the defaults."""
+    """Options of one job; anything left out falls back to its queue, then to the defaults.
+
+    ``start_after`` is kept as given: a date, or a delay in seconds that the database adds
+    to its own clock (so a host whose clock is off still starts the job on time).
+    """
 
     priority: int | None = Field(None, ge=-_INT4, le=_INT4)
-    start_after: datetime | None = None
+    start_after: datetime | float | None = None
     singleton_key: str | None = Field(None, min_length=1, max_length=255)
     singleton_seconds: int | None = Field(None, ge=1, le=_INT4)
     singleton_next_slot: bool | None = None
@@ -133,7 +130,7 @@ class JobOptions(_Options):
             raise ValueError("expected a datetime, a timedelta or a number of seconds")
         if not math.isfinite(value) or value < 0:
             raise ValueError("seconds must be finite and not negative")
-        return datetime.now(timezone.utc) + timedelta(seconds=value)
+        return float(value)
 
 
 class QueueOptions(_Options):
@@ -173,6 +170,7 @@ class Job:
     state: JobState
     priority: int = 0
     retry_count: int = 0
+    attempt: int = 0  # how many times it was claimed: the current run's fencing token
     retry_limit: int = 0
     retry_delay: float = 0.0
     retry_backoff: bool = False

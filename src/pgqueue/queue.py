@@ -20,7 +20,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from .config import check_schema, describe_dsn, resolve_dsn
-from .core import Core, encode_json, error_output, job_ids
+from .core import Core, encode_json, error_output, job_runs
 from .cron import check_cron, check_timezone
 from .db import Plan, connect_error, run_async, run_sync
 from .embedded import EmbeddedServer, start_embedded
@@ -31,7 +31,6 @@ from .maintenance import (
     Periodic,
     Ticker,
     maintain_plan,
-    utc_now,
 )
 from .migrate import MigrationStatus, migrate_plan, status_plan
 from .models import Job, JobState, QueueInfo, QueueStats, ScheduleInfo
@@ -79,8 +78,7 @@ class _Common:
         self.maintenance_settings: MaintenanceSettings = maintenance or MaintenanceSettings()
         self._run_maintenance = maintenance is not False
         self.sql = Statements(self.schema)
-        self._core = Core(self.sql, self._slot_clock)
-        self.registry = Registry()
+        self._core = Core(self.sql, Registry())
         self._monitors: list[Callable[[list[QueueStats]], object]] = []
         self._monitored_at = time.monotonic()  # the first report comes one interval in
         self._code_schedules: dict[str, tuple[str, str, Any, dict[str, Any]]] = {}
@@ -88,6 +86,15 @@ class _Common:
         self._worker: Worker | None = None
         self._work_done = threading.Event()
         self._work_done.set()
+
+    @property
+    def registry(self) -> Registry:
+        """The handlers registered with ``@pq.job`` and ``@pq.cron``."""
+        return self._core.registry
+
+    @registry.setter
+    def registry(self, registry: Registry) -> None:
+        self._core.registry = registry
 
     @property
     def dsn(self) -> str | None:
@@ -170,15 +177,7 @@ class _Common:
             job = self.job(queue, description=description, **options)(func)
             send_options = dict(job.definition.send_options)
             # Validate data and options now, not at start().
-            self._core.schedule_params(
-                queue,
-                expression,
-                data,
-                tz,
-                send_options,
-                True,
-                self.maintenance_settings.clock(),
-            )
+            self._core.schedule_params(queue, expression, data, tz, send_options, True)
             self._code_schedules[queue] = (expression, tz, data, send_options)
             self._schedules_synced = False
             return job
@@ -191,14 +190,7 @@ class _Common:
         self._monitors.append(callback)
 
     def _maintenance_plan(self, *, periodic: bool = False) -> Plan[MaintenanceResult]:
-        settings = self.maintenance_settings
-        return maintain_plan(self._core, settings, settings.clock(), periodic=periodic)
-
-    def _slot_clock(self) -> datetime | None:
-        # Time slots come from the database's clock, which every instance shares, unless
-        # MaintenanceSettings.clock injects another (then throttling follows moved time).
-        clock = self.maintenance_settings.clock
-        return None if clock is utc_now else clock()
+        return maintain_plan(self._core, self.maintenance_settings, periodic=periodic)
 
     def _monitor_due(self) -> bool:
         # Counting every job is a scan of the table: only for someone who will look.
@@ -228,14 +220,16 @@ class _Common:
             except Exception:
                 log.exception("queue monitor %r failed", callback)
 
+    def _declared(self) -> bool:
+        """True when every handler's queue and every code schedule is in the database."""
+        return self._schedules_synced and not self.registry.has_undeclared
+
     def _code_schedule_plan(self) -> Plan[None] | None:
-        """The plan writing the code schedules, if they changed since the last one ran."""
+        """The plan writing the code schedules, if they changed since they were written."""
         if self._schedules_synced:
             return None
-        self._schedules_synced = True
-        now = self.maintenance_settings.clock()
         rows = [
-            self._core.schedule_params(name, cron, data, tz, options, True, now)
+            self._core.schedule_params(name, cron, data, tz, options, True)
             for name, (cron, tz, data, options) in self._code_schedules.items()
         ]
         return self._core.sync_code_schedules(rows)
@@ -243,9 +237,7 @@ class _Common:
     def _schedule_params(
         self, name: str, cron: str, data: Any, tz: str, options: dict[str, Any]
     ) -> dict[str, Any]:
-        return self._core.schedule_params(
-            name, cron, data, tz, options, False, self.maintenance_settings.clock()
-        )
+        return self._core.schedule_params(name, cron, data, tz, options, False)
 
     def _worker_for(
         self,
@@ -277,6 +269,11 @@ class _Common:
     @staticmethod
     def _outputs(ids: list[int], output: Any) -> list[str | None]:
         text = encode_json(output, "output")
+        return [text] * len(ids)
+
+    @staticmethod
+    def _progress(ids: list[int], progress: Any) -> list[str | None]:
+        text = None if progress is None else encode_json(progress, "progress")
         return [text] * len(ids)
 
     @staticmethod
@@ -314,6 +311,7 @@ class AsyncPgQueue(_Common):
         )
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._maintenance: Periodic | None = None
+        self._declare_lock = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -353,22 +351,23 @@ class AsyncPgQueue(_Common):
         return self
 
     async def _declare_queues(self) -> None:
-        """Create or update the queues of handlers registered since the last call."""
-        pending = self.registry.take_undeclared()
-        if pending and self._pool is not None:
-            try:
+        """Create or update the queues of handlers registered since the last call, and write
+        the schedules declared in code. A caller arriving meanwhile waits for it, so no job
+        is sent to a queue whose declaration is under way."""
+        if self._declared():
+            return
+        async with self._declare_lock:
+            if self._pool is None:
+                return
+            pending = self.registry.undeclared()
+            if pending:
                 async with self._pool.connection() as conn, conn.transaction():
                     await run_async(conn, self._core.declare_queues(pending))
-            except BaseException:
-                self.registry.put_back(pending)
-                raise
-        if self._pool is not None and (schedules := self._code_schedule_plan()) is not None:
-            try:
+                self.registry.declared(pending)
+            if (schedules := self._code_schedule_plan()) is not None:
                 async with self._pool.connection() as conn, conn.transaction():
                     await run_async(conn, schedules)
-            except BaseException:
-                self._schedules_synced = False
-                raise
+                self._schedules_synced = True
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop working (if :meth:`work` runs), close the pool, stop an embedded server this
@@ -518,30 +517,49 @@ class AsyncPgQueue(_Common):
 
     async def complete(
         self,
-        ids: int | Iterable[int],
+        jobs: Job | int | Iterable[Job | int],
         output: Any = None,
         *,
         conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> list[int]:
-        """Mark active jobs completed with ``output``; returns the ids completed."""
-        id_list = job_ids(ids)
+        """Complete the runs of jobs from :meth:`fetch` with ``output``; returns the ids
+        completed. A run that no longer holds its job (it expired and was claimed again,
+        or was cancelled) changes nothing and is left out. A bare id completes whichever
+        run holds the job now: pass the fetched ``Job`` to be safe."""
+        ids, attempts = job_runs(jobs)
         return await self._run(
-            self._core.complete(id_list, self._outputs(id_list, output)), conn, atomic=False
+            self._core.complete(ids, attempts, self._outputs(ids, output)), conn, atomic=False
         )
 
     async def fail(
         self,
-        ids: int | Iterable[int],
+        jobs: Job | int | Iterable[Job | int],
         error: Any = None,
         *,
         conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> list[int]:
-        """Fail active jobs: each goes to retry while retries remain, else to failed."""
-        id_list = job_ids(ids)
+        """Fail the runs of fetched jobs: each job goes to retry while retries remain, else
+        to failed; returns the ids failed (a run that lost its job is left out, as in
+        :meth:`complete`)."""
+        ids, attempts = job_runs(jobs)
         return await self._run(
-            self._core.fail(id_list, self._outputs(id_list, error_output(error))),
+            self._core.fail(ids, attempts, self._outputs(ids, error_output(error))),
             conn,
             atomic=False,
+        )
+
+    async def touch(
+        self,
+        jobs: Job | int | Iterable[Job | int],
+        progress: Any = None,
+        *,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[int]:
+        """Heartbeat the runs of fetched jobs (and store ``progress`` unless None); returns
+        the ids of the runs that still hold their jobs."""
+        ids, attempts = job_runs(jobs)
+        return await self._run(
+            self._core.touch(ids, attempts, self._progress(ids, progress)), conn, atomic=False
         )
 
     # -- jobs --------------------------------------------------------------------------------
@@ -561,7 +579,8 @@ class AsyncPgQueue(_Common):
     async def retry(
         self, ids: int | Iterable[int], *, conn: psycopg.AsyncConnection[Any] | None = None
     ) -> list[int]:
-        """Send failed jobs back to ``retry`` to run again; returns the ids retried."""
+        """Send failed or expired jobs back to ``retry``, to run again at once (with one more
+        retry allowed if they had used theirs); returns the ids retried."""
         return await self._run(self._core.retry(ids), conn)
 
     async def delete_job(
@@ -738,13 +757,29 @@ class AsyncPgQueue(_Common):
     async def run_schedules(self) -> list[int]:
         """Send the jobs of every schedule slot that is due now (started instances do this
         every maintenance interval); returns the ids this call sent."""
-        now = self.maintenance_settings.clock()
         sent = []
-        for info, slot in await self._run(self._core.due_schedules(now), None):
+        for info, slot in await self._run(self._core.due_schedules(), None):
             job_id = await self._run(self._core.fire_schedule(info, slot), None)
             if job_id is not None:
                 sent.append(job_id)
         return sent
+
+    # -- time --------------------------------------------------------------------------------
+
+    async def now(self, *, conn: psycopg.AsyncConnection[Any] | None = None) -> datetime:
+        """The time by the schema's clock: the database's, unless a test moved it. Every
+        decision about time (start, expiry, heartbeats, retention, cron, throttling) uses it."""
+        return await self._run(self._core.now(), conn)
+
+    async def set_clock(self, at: datetime | None) -> None:
+        """Set the schema's clock to ``at`` (None: the database's own time again), for every
+        instance on the schema. For tests: time then runs on from ``at``."""
+        await self._run(self._core.set_clock(at), None)
+
+    async def move_clock(self, by: float | timedelta) -> None:
+        """Move the schema's clock by ``by`` seconds or a timedelta, for every instance on
+        the schema: for tests, to make delays, retries, expiry and cron happen at once."""
+        await self._run(self._core.move_clock(by), None)
 
     async def _maintain_periodic(self) -> MaintenanceResult:
         return await self._run(self._maintenance_plan(periodic=True), None)
@@ -792,6 +827,7 @@ class PgQueue(_Common):
         )
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._maintenance: Ticker | None = None
+        self._declare_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -829,22 +865,23 @@ class PgQueue(_Common):
         return self
 
     def _declare_queues(self) -> None:
-        """Create or update the queues of handlers registered since the last call."""
-        pending = self.registry.take_undeclared()
-        if pending and self._pool is not None:
-            try:
+        """Create or update the queues of handlers registered since the last call, and write
+        the schedules declared in code. A caller arriving meanwhile waits for it, so no job
+        is sent to a queue whose declaration is under way."""
+        if self._declared():
+            return
+        with self._declare_lock:
+            if self._pool is None:
+                return
+            pending = self.registry.undeclared()
+            if pending:
                 with self._pool.connection() as conn, conn.transaction():
                     run_sync(conn, self._core.declare_queues(pending))
-            except BaseException:
-                self.registry.put_back(pending)
-                raise
-        if self._pool is not None and (schedules := self._code_schedule_plan()) is not None:
-            try:
+                self.registry.declared(pending)
+            if (schedules := self._code_schedule_plan()) is not None:
                 with self._pool.connection() as conn, conn.transaction():
                     run_sync(conn, schedules)
-            except BaseException:
-                self._schedules_synced = False
-                raise
+                self._schedules_synced = True
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop working (if :meth:`work` runs), close the pool, stop an embedded server this
@@ -910,7 +947,16 @@ class PgQueue(_Common):
         the jobs run at once (sync handlers run on that many threads)."""
         if self._pool is None or self._dsn is None:
             raise PgQueueError("PgQueue is not started: call start() first")
-        runner = AsyncPgQueue(self._dsn, schema=self.schema, migrate=False, maintenance=False)
+        # The worker runs on an event loop of its own, with a pool like this object's.
+        runner = AsyncPgQueue(
+            self._dsn,
+            schema=self.schema,
+            migrate=False,
+            pool_min_size=self._pool_min_size,
+            pool_max_size=self._pool_max_size,
+            connect_timeout=self._connect_timeout,
+            maintenance=False,
+        )
         runner.registry = self.registry
         worker = self._worker_for(
             runner, queues, concurrency, poll_interval, shutdown_timeout, until_empty
@@ -995,30 +1041,49 @@ class PgQueue(_Common):
 
     def complete(
         self,
-        ids: int | Iterable[int],
+        jobs: Job | int | Iterable[Job | int],
         output: Any = None,
         *,
         conn: psycopg.Connection[Any] | None = None,
     ) -> list[int]:
-        """Mark active jobs completed with ``output``; returns the ids completed."""
-        id_list = job_ids(ids)
+        """Complete the runs of jobs from :meth:`fetch` with ``output``; returns the ids
+        completed. A run that no longer holds its job (it expired and was claimed again,
+        or was cancelled) changes nothing and is left out. A bare id completes whichever
+        run holds the job now: pass the fetched ``Job`` to be safe."""
+        ids, attempts = job_runs(jobs)
         return self._run(
-            self._core.complete(id_list, self._outputs(id_list, output)), conn, atomic=False
+            self._core.complete(ids, attempts, self._outputs(ids, output)), conn, atomic=False
         )
 
     def fail(
         self,
-        ids: int | Iterable[int],
+        jobs: Job | int | Iterable[Job | int],
         error: Any = None,
         *,
         conn: psycopg.Connection[Any] | None = None,
     ) -> list[int]:
-        """Fail active jobs: each goes to retry while retries remain, else to failed."""
-        id_list = job_ids(ids)
+        """Fail the runs of fetched jobs: each job goes to retry while retries remain, else
+        to failed; returns the ids failed (a run that lost its job is left out, as in
+        :meth:`complete`)."""
+        ids, attempts = job_runs(jobs)
         return self._run(
-            self._core.fail(id_list, self._outputs(id_list, error_output(error))),
+            self._core.fail(ids, attempts, self._outputs(ids, error_output(error))),
             conn,
             atomic=False,
+        )
+
+    def touch(
+        self,
+        jobs: Job | int | Iterable[Job | int],
+        progress: Any = None,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[int]:
+        """Heartbeat the runs of fetched jobs (and store ``progress`` unless None); returns
+        the ids of the runs that still hold their jobs."""
+        ids, attempts = job_runs(jobs)
+        return self._run(
+            self._core.touch(ids, attempts, self._progress(ids, progress)), conn, atomic=False
         )
 
     # -- jobs --------------------------------------------------------------------------------
@@ -1038,7 +1103,8 @@ class PgQueue(_Common):
     def retry(
         self, ids: int | Iterable[int], *, conn: psycopg.Connection[Any] | None = None
     ) -> list[int]:
-        """Send failed jobs back to ``retry`` to run again; returns the ids retried."""
+        """Send failed or expired jobs back to ``retry``, to run again at once (with one more
+        retry allowed if they had used theirs); returns the ids retried."""
         return self._run(self._core.retry(ids), conn)
 
     def delete_job(
@@ -1195,13 +1261,29 @@ class PgQueue(_Common):
     def run_schedules(self) -> list[int]:
         """Send the jobs of every schedule slot that is due now (started instances do this
         every maintenance interval); returns the ids this call sent."""
-        now = self.maintenance_settings.clock()
         sent = []
-        for info, slot in self._run(self._core.due_schedules(now), None):
+        for info, slot in self._run(self._core.due_schedules(), None):
             job_id = self._run(self._core.fire_schedule(info, slot), None)
             if job_id is not None:
                 sent.append(job_id)
         return sent
+
+    # -- time --------------------------------------------------------------------------------
+
+    def now(self, *, conn: psycopg.Connection[Any] | None = None) -> datetime:
+        """The time by the schema's clock: the database's, unless a test moved it. Every
+        decision about time (start, expiry, heartbeats, retention, cron, throttling) uses it."""
+        return self._run(self._core.now(), conn)
+
+    def set_clock(self, at: datetime | None) -> None:
+        """Set the schema's clock to ``at`` (None: the database's own time again), for every
+        instance on the schema. For tests: time then runs on from ``at``."""
+        self._run(self._core.set_clock(at), None)
+
+    def move_clock(self, by: float | timedelta) -> None:
+        """Move the schema's clock by ``by`` seconds or a timedelta, for every instance on
+        the schema: for tests, to make delays, retries, expiry and cron happen at once."""
+        self._run(self._core.move_clock(by), None)
 
     def _maintain_periodic(self) -> MaintenanceResult:
         return self._run(self._maintenance_plan(periodic=True), None)

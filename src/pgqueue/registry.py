@@ -75,32 +75,26 @@ class JobFunction(Generic[P, R]):
         result: R = self.definition.func(*args, **kwargs)
         return result
 
-    def _data(self, data: Any) -> Any:
-        if self.definition.data_model is not None:
-            return self.definition.parse_data(data)
-        return data
+    # Sending by the handler's name does the same: its defaults apply, its model validates.
 
     def send(self, data: Any = None, *, conn: Any = None, **options: Any) -> Any:
         """Send a job to this handler's queue (validating data against its model first).
 
         Returns the id (or, on ``AsyncPgQueue``, an awaitable of it).
         """
-        merged = {**self.definition.send_options, **options}
-        return self._queue.send(self.name, self._data(data), conn=conn, **merged)
+        return self._queue.send(self.name, data, conn=conn, **options)
 
     def send_after(
         self, data: Any, start_after: Any, *, conn: Any = None, **options: Any
     ) -> Any:
         """Send a job that starts after a datetime, timedelta or number of seconds."""
-        merged = {**self.definition.send_options, **options}
-        return self._queue.send_after(self.name, self._data(data), start_after, conn=conn,
-                                      **merged)
+        return self._queue.send_after(self.name, data, start_after, conn=conn, **options)
 
     def insert(self, items: Iterable[Any], *, conn: Any = None, **options: Any) -> Any:
         """Send many jobs in one statement, one per item of data."""
-        merged = {**self.definition.send_options, **options}
-        jobs = [{"name": self.name, "data": self._data(d), **merged} for d in items]
-        return self._queue.insert(jobs, conn=conn)
+        return self._queue.insert(
+            [{"name": self.name, "data": d, **options} for d in items], conn=conn
+        )
 
 
 class Registry:
@@ -171,14 +165,19 @@ class Registry:
         self._undeclared.append(definition)
         return definition
 
-    def take_undeclared(self) -> list[JobDefinition]:
-        """The definitions whose queues have not been declared in the database yet."""
-        undeclared, self._undeclared = self._undeclared, []
-        return undeclared
+    @property
+    def has_undeclared(self) -> bool:
+        """True while some definition's queue has not been declared."""
+        return bool(self._undeclared)
 
-    def put_back(self, definitions: list[JobDefinition]) -> None:
-        """Mark definitions undeclared again (their declaration failed)."""
-        self._undeclared[:0] = definitions
+    def undeclared(self) -> list[JobDefinition]:
+        """The definitions whose queues have not been declared in the database yet."""
+        return list(self._undeclared)
+
+    def declared(self, definitions: list[JobDefinition]) -> None:
+        """Mark definitions declared (their declaration committed)."""
+        done = {id(d) for d in definitions}
+        self._undeclared = [d for d in self._undeclared if id(d) not in done]
 
 
 def _first_line(func: Callable[..., Any]) -> str | None:

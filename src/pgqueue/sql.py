@@ -3,6 +3,10 @@
 Templates name the schema as ``{schema}`` (and a few other identifiers or literals in braces);
 :class:`Statements` formats them once per schema with :mod:`psycopg.sql`, so nothing else in
 the package builds SQL. Values are always ``%(name)s`` parameters.
+
+Time is read in one way only, ``{now}``: the schema's clock function (migrations/0004), which
+is the database's ``now()`` unless a test moved it. No statement takes a time from the client
+except a ``start_after`` the user gave as a date.
 """
 
 from __future__ import annotations
@@ -11,15 +15,16 @@ from psycopg import sql
 
 __all__ = ["JOB_COLUMNS", "Statements"]
 
-JOB_COLUMNS = """id, name, data, state, priority, retry_count, retry_limit, retry_delay,
+JOB_COLUMNS = """id, name, data, state, priority, retry_count, attempt, retry_limit, retry_delay,
     retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
     created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
     delete_after, output, progress"""
 
-# Claim the jobs of CTE "next": they become active, held by %(worker_id)s.
+# Claim the jobs of CTE "next": they become active, held by %(worker_id)s, in a new attempt
+# (the run's fencing token: every later write of this run names it).
 _CLAIM = f"""UPDATE {{schema}}.job j
-        SET state = 'active', started_at = now(), heartbeat_at = now(),
-            worker_id = %(worker_id)s
+        SET state = 'active', started_at = {{now}}, heartbeat_at = {{now}},
+            worker_id = %(worker_id)s, attempt = j.attempt + 1
         FROM next
         WHERE j.id = next.id
         RETURNING {", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))}"""
@@ -28,7 +33,7 @@ _CLAIM = f"""UPDATE {{schema}}.job j
 _ALL_JOB_COLUMNS = """id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,
     retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
     created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
-    policy, dead_letter, worker_id, data, output, progress"""
+    policy, dead_letter, worker_id, data, output, progress, attempt"""
 
 # Columns of job that an insert sets (besides id), in the order of _RESOLVED_NO_ID.
 _INSERT_COLUMNS_NO_ID = """name, data, priority, retry_limit, retry_delay, retry_backoff,
@@ -39,7 +44,7 @@ _INSERT_COLUMNS_NO_ID = """name, data, priority, retry_limit, retry_delay, retry
 _INPUT_COLUMNS = """name text, data jsonb, priority integer, retry_limit integer,
     retry_delay float8, retry_backoff boolean, retry_delay_max float8, expire_in float8,
     heartbeat_seconds float8, retention float8, delete_after float8, dead_letter text,
-    start_after timestamptz, singleton_key text, singleton_seconds integer"""
+    start_after timestamptz, start_in float8, singleton_key text, singleton_seconds integer"""
 
 
 
@@ -54,9 +59,9 @@ def _input(**given: str) -> str:
 # One job's input as statement parameters.
 _SINGLE_INPUT = _input()
 
-# Each option resolved: the sender's value, else the queue's (q), else the default. Time
-# slots (singleton_seconds) are cut from the database's clock, or from %(slot_clock)s when
-# the application injects one (tests that move time).
+# Each option resolved: the sender's value, else the queue's (q), else the default. A start
+# is a date (start_after) or a delay from now (start_in); time slots (singleton_seconds) are
+# cut from the clock.
 _RESOLVED_NO_ID = """i.name, i.data, COALESCE(i.priority, 0) AS priority,
     COALESCE(i.retry_limit, q.retry_limit, 2) AS retry_limit,
     COALESCE(i.retry_delay, q.retry_delay, 0) AS retry_delay,
@@ -67,12 +72,13 @@ _RESOLVED_NO_ID = """i.name, i.data, COALESCE(i.priority, 0) AS priority,
     COALESCE(i.delete_after, q.delete_after, 604800) AS delete_after,
     COALESCE(i.dead_letter, q.dead_letter) AS dead_letter,
     q.policy AS policy,
-    COALESCE(i.start_after, now()) AS start_after,
-    COALESCE(i.start_after, now())
+    COALESCE(i.start_after, {now} + make_interval(secs => COALESCE(i.start_in, 0)))
+        AS start_after,
+    COALESCE(i.start_after, {now} + make_interval(secs => COALESCE(i.start_in, 0)))
         + make_interval(secs => COALESCE(i.retention, q.retention, 1209600)) AS keep_until,
     i.singleton_key,
-    to_timestamp(floor(extract(epoch FROM COALESCE(%(slot_clock)s::timestamptz, now()))
-        / i.singleton_seconds) * i.singleton_seconds) AS singleton_on"""
+    to_timestamp(floor(extract(epoch FROM {now}) / i.singleton_seconds)
+        * i.singleton_seconds) AS singleton_on"""
 
 # The retry delay of a job that has just failed for the (retry_count + 1)th time:
 # retry_delay, doubled per earlier retry with equal jitter when retry_backoff, capped by
@@ -121,8 +127,10 @@ _TEMPLATES: dict[str, str] = {
     "version_insert": "INSERT INTO {schema}.version (version, name) VALUES (%(version)s, %(name)s)",
     # -- jobs: producing -------------------------------------------------------------------
     # One job, the common case: options resolved against its queue, inserted unless a
-    # singleton or policy index blocks it, workers woken if it can run now. No row back
-    # means blocked, or no such queue (the caller then looks with queue_exists).
+    # singleton or policy index blocks it, workers woken if it can run now. The new id; or
+    # a NULL id when a singleton or policy blocked it; or no row when there is no such queue
+    # (both read in the statement's one snapshot, so a queue created meanwhile cannot make
+    # a blocked send of one that was missing).
     "job_insert": f"""
         WITH inserted AS (
             INSERT INTO {{schema}}.job ({_INSERT_COLUMNS_NO_ID})
@@ -132,9 +140,12 @@ _TEMPLATES: dict[str, str] = {
             ON CONFLICT DO NOTHING
             RETURNING id, name, start_after
         )
-        SELECT id, CASE WHEN start_after <= now()
+        SELECT id, CASE WHEN start_after <= {{now}}
             THEN pg_notify({{jobs_channel}}, name) END AS notified
-        FROM inserted""",
+        FROM inserted
+        UNION ALL
+        SELECT NULL, NULL FROM {{schema}}.queue
+        WHERE name = %(name)s AND NOT EXISTS (SELECT FROM inserted)""",
     "queue_exists": "SELECT EXISTS (SELECT FROM {schema}.queue WHERE name = %(name)s) AS exists",
     # Publish: one job per queue subscribed to %(event)s, in one statement.
     "job_publish": f"""
@@ -149,7 +160,7 @@ _TEMPLATES: dict[str, str] = {
         )
         SELECT id, name, (SELECT count(pg_notify({{jobs_channel}}, w.name))
                           FROM (SELECT DISTINCT name FROM inserted
-                                WHERE start_after <= now()) AS w) AS notified
+                                WHERE start_after <= {{now}}) AS w) AS notified
         FROM inserted ORDER BY name""",
     "subscription_add": """
         INSERT INTO {schema}.subscription (event, queue) VALUES (%(event)s, %(queue)s)
@@ -208,7 +219,7 @@ _TEMPLATES: dict[str, str] = {
         SELECT i.ord, n.id,
             (SELECT array_agg(name ORDER BY name) FROM missing) AS missing,
             (SELECT count(pg_notify({{jobs_channel}}, w.name))
-             FROM (SELECT DISTINCT name FROM inserted WHERE start_after <= now()) AS w)
+             FROM (SELECT DISTINCT name FROM inserted WHERE start_after <= {{now}}) AS w)
                 AS notified
         FROM input i LEFT JOIN inserted n ON n.id = i.id
         ORDER BY i.ord""",
@@ -216,7 +227,7 @@ _TEMPLATES: dict[str, str] = {
     "job_fetch": f"""
         WITH next AS (
             SELECT id FROM {{schema}}.job
-            WHERE name = %(name)s AND state < 'active' AND start_after <= now()
+            WHERE name = %(name)s AND state < 'active' AND start_after <= {{now}}
                 AND NOT EXISTS (SELECT FROM {{schema}}.queue
                                 WHERE name = %(name)s AND paused)
             ORDER BY priority DESC, id
@@ -241,7 +252,7 @@ _TEMPLATES: dict[str, str] = {
                 COALESCE(singleton_key, '') AS key
             FROM {{schema}}.job
             WHERE name = %(name)s AND state < 'active'
-                AND (start_after <= now() OR (state = 'retry' AND policy = 'stately'))
+                AND (start_after <= {{now}} OR (state = 'retry' AND policy = 'stately'))
             ORDER BY priority DESC, id
             LIMIT %(window)s
         ),
@@ -254,7 +265,7 @@ _TEMPLATES: dict[str, str] = {
         ),
         next AS (
             SELECT j.id FROM {{schema}}.job j JOIN ranked r ON r.id = j.id
-            WHERE r.nth = 1 AND r.start_after <= now()
+            WHERE r.nth = 1 AND r.start_after <= {{now}}
                 AND NOT EXISTS (SELECT FROM {{schema}}.queue
                                 WHERE name = %(name)s AND paused)
                 AND NOT EXISTS (
@@ -273,29 +284,35 @@ _TEMPLATES: dict[str, str] = {
         SELECT claimed.*, scanned.count AS scanned
         FROM (SELECT count(*) FROM win) AS scanned LEFT JOIN claimed ON true""",
     "queue_policy": "SELECT policy, paused FROM {schema}.queue WHERE name = %(name)s",
-    # %(batch)s is a JSON array of [id, output] or [id, output, progress]: one parameter
-    # however large the batch (arrays of text cost the client far more to send).
+    # Outcomes, heartbeats and releases name the run they belong to: the job's id and the
+    # attempt that claimed it. A run that no longer holds the job (its attempt is not the
+    # job's, or the job is no longer active) changes nothing, and its id is not returned.
+    # A NULL attempt (a manual consumer that gave only ids) means whichever run holds it.
+    #
+    # %(batch)s is a JSON array of [id, attempt, output] or [id, attempt, output, progress]:
+    # one parameter however large the batch (arrays of text cost the client far more).
     "job_complete_many": """
         UPDATE {schema}.job j
-        SET state = 'completed', completed_at = now(), output = o.v -> 1,
-            progress = CASE WHEN jsonb_array_length(o.v) > 2 THEN o.v -> 2 ELSE j.progress END
+        SET state = 'completed', completed_at = {now}, output = o.v -> 2,
+            progress = CASE WHEN jsonb_array_length(o.v) > 3 THEN o.v -> 3 ELSE j.progress END
         FROM jsonb_array_elements(%(batch)s::jsonb) AS o(v)
         WHERE j.id = (o.v ->> 0)::bigint AND j.state = 'active'
-            AND (%(worker_id)s::text IS NULL OR j.worker_id = %(worker_id)s)
+            AND ((o.v ->> 1) IS NULL OR j.attempt = (o.v ->> 1)::integer)
         RETURNING j.id""",
     # A failure moves the job to retry (after its delay) while retries remain and the
     # failure is not terminal, else to its final state (failed, or expired when it ran out
     # of time), where a dead_letter queue gets a copy of it. A stately job whose key
     # already has a job waiting to retry goes to its final state (the policy allows one).
+    # A retry's retention starts again from its new start.
     "job_fail_many": f"""
         WITH input AS (
             SELECT f.*, EXISTS (
                     SELECT FROM {{schema}}.job j
                     WHERE j.id = f.id AND j.policy = 'stately'
                         AND {_clashes("retry", "'stately'")}) AS retry_taken
-            FROM unnest(%(ids)s::bigint[], %(outputs)s::text[],
+            FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(outputs)s::text[],
                         %(terminal)s::boolean[], %(final_states)s::text[])
-                AS f(id, output, terminal, final_state)
+                AS f(id, attempt, output, terminal, final_state)
         ),
         failed AS (
             UPDATE {{schema}}.job j
@@ -307,19 +324,23 @@ _TEMPLATES: dict[str, str] = {
                     THEN j.retry_count + 1 ELSE j.retry_count END,
                 start_after = CASE WHEN j.retry_count < j.retry_limit AND NOT f.terminal
                     AND NOT f.retry_taken
-                    THEN now() + {_RETRY_DELAY} ELSE j.start_after END,
+                    THEN {{now}} + {_RETRY_DELAY} ELSE j.start_after END,
+                keep_until = CASE WHEN j.retry_count < j.retry_limit AND NOT f.terminal
+                    AND NOT f.retry_taken
+                    THEN {{now}} + {_RETRY_DELAY} + (j.keep_until - j.start_after)
+                    ELSE j.keep_until END,
                 completed_at = CASE WHEN j.retry_count < j.retry_limit AND NOT f.terminal
                     AND NOT f.retry_taken
-                    THEN NULL ELSE now() END,
+                    THEN NULL ELSE {{now}} END,
                 output = f.output::jsonb
             FROM input f
             WHERE j.id = f.id AND j.state = 'active'
-                AND (%(worker_id)s::text IS NULL OR j.worker_id = %(worker_id)s)
+                AND (f.attempt IS NULL OR j.attempt = f.attempt)
             RETURNING j.*
         ),
         dead AS (
             INSERT INTO {{schema}}.job (name, data, priority, keep_until, policy, output)
-            SELECT f.dead_letter, f.data, f.priority, now() + interval '14 days',
+            SELECT f.dead_letter, f.data, f.priority, {{now}} + interval '14 days',
                 COALESCE(q.policy, 'standard'),
                 jsonb_build_object('source_queue', f.name, 'source_id', f.id,
                                    'error', f.output)
@@ -331,25 +352,27 @@ _TEMPLATES: dict[str, str] = {
         SELECT id, state::text,
             (SELECT count(pg_notify({{jobs_channel}}, d.name))
              FROM (SELECT DISTINCT name FROM failed
-                   WHERE state = 'retry' AND start_after <= now()) AS d) AS notified
+                   WHERE state = 'retry' AND start_after <= {{now}}) AS d) AS notified
         FROM failed
         UNION ALL SELECT id, 'dead_letter', 0 FROM dead""",
-    # Heartbeats and progress of a worker's active jobs, in one statement.
+    # Heartbeats and progress of running jobs, in one statement.
     "job_touch_many": """
         UPDATE {schema}.job j
-        SET heartbeat_at = now(), progress = COALESCE(t.progress::jsonb, j.progress)
-        FROM unnest(%(ids)s::bigint[], %(progress)s::text[]) AS t(id, progress)
-        WHERE j.id = t.id AND j.state = 'active' AND j.worker_id = %(worker_id)s
+        SET heartbeat_at = {now}, progress = COALESCE(t.progress::jsonb, j.progress)
+        FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(progress)s::text[])
+            AS t(id, attempt, progress)
+        WHERE j.id = t.id AND j.state = 'active' AND (t.attempt IS NULL OR j.attempt = t.attempt)
         RETURNING j.id""",
     # A stopping worker hands back the jobs it did not finish, to run again at once
     # elsewhere; this is not a failure, so retry_count stays.
     "job_release_many": """
         WITH released AS (
-            UPDATE {schema}.job
-            SET state = 'retry', start_after = now(), started_at = NULL, worker_id = NULL
-            WHERE id = ANY(%(ids)s::bigint[]) AND state = 'active'
-                AND worker_id = %(worker_id)s
-            RETURNING id, name
+            UPDATE {schema}.job j
+            SET state = 'retry', start_after = {now}, started_at = NULL, worker_id = NULL,
+                keep_until = {now} + (j.keep_until - j.start_after)
+            FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS r(id, attempt)
+            WHERE j.id = r.id AND j.state = 'active' AND j.attempt = r.attempt
+            RETURNING j.id, j.name
         )
         SELECT id, (SELECT count(pg_notify({jobs_channel}, n.name))
                     FROM (SELECT DISTINCT name FROM released) AS n) AS notified
@@ -370,7 +393,7 @@ _TEMPLATES: dict[str, str] = {
     "job_cancel_many": """
         WITH cancelled AS (
             UPDATE {schema}.job
-            SET state = 'cancelled', completed_at = now()
+            SET state = 'cancelled', completed_at = {now}
             FROM (SELECT id, state AS old_state FROM {schema}.job
                   WHERE id = ANY(%(ids)s::bigint[]) AND state <= 'active' FOR UPDATE) AS old
             WHERE job.id = old.id
@@ -384,16 +407,17 @@ _TEMPLATES: dict[str, str] = {
     "job_resume_many": f"""
         UPDATE {{schema}}.job j
         SET state = 'created', completed_at = NULL, started_at = NULL,
-            keep_until = now() + (keep_until - start_after), start_after = now()
+            keep_until = {{now}} + (keep_until - start_after), start_after = {{now}}
         WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'
             AND NOT {_clashes("created", "'short', 'stately'")}
         RETURNING id""",
+    # A failed or expired job runs again, with one more retry allowed if it had used them.
     "job_retry_many": f"""
         UPDATE {{schema}}.job j
-        SET state = 'retry', completed_at = NULL, start_after = now(),
+        SET state = 'retry', completed_at = NULL, start_after = {{now}},
             retry_limit = GREATEST(retry_limit, retry_count + 1),
-            keep_until = GREATEST(keep_until, now() + interval '1 day')
-        WHERE id = ANY(%(ids)s::bigint[]) AND state = 'failed'
+            keep_until = {{now}} + (keep_until - start_after)
+        WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('failed', 'expired')
             AND NOT {_clashes("retry", "'stately'")}
         RETURNING id""",
     "job_delete_many": """
@@ -439,7 +463,7 @@ _TEMPLATES: dict[str, str] = {
                 THEN o.dead_letter ELSE q.dead_letter END,
             description = CASE WHEN %(options)s::jsonb ? 'description'
                 THEN o.description ELSE q.description END,
-            updated_at = now()
+            updated_at = {now}
         FROM jsonb_to_record(%(options)s::jsonb) AS o(policy text, retry_limit integer,
             retry_delay float8, retry_backoff boolean, retry_delay_max float8,
             expire_in float8, heartbeat_seconds float8, retention float8,
@@ -453,7 +477,7 @@ _TEMPLATES: dict[str, str] = {
     "queue_list": "SELECT * FROM {schema}.queue ORDER BY name",
     "queue_set_paused": """
         WITH changed AS (
-            UPDATE {schema}.queue SET paused = %(paused)s, updated_at = now()
+            UPDATE {schema}.queue SET paused = %(paused)s, updated_at = {now}
             WHERE name = %(name)s RETURNING name
         )
         SELECT name, CASE WHEN NOT %(paused)s THEN pg_notify({jobs_channel}, name) END
@@ -491,7 +515,8 @@ _TEMPLATES: dict[str, str] = {
         FROM inserted""",
     "queue_stats": """
         SELECT q.name, j.state::text AS state, count(j.id) AS count,
-            min(j.created_at) FILTER (WHERE j.state < 'active' AND j.start_after <= now())
+            extract(epoch FROM {now} - min(j.created_at)
+                FILTER (WHERE j.state < 'active' AND j.start_after <= {now}))::float8
                 AS oldest_waiting
         FROM {schema}.queue q LEFT JOIN {schema}.job j ON j.name = q.name
         WHERE %(name)s::text IS NULL OR q.name = %(name)s
@@ -505,7 +530,7 @@ _TEMPLATES: dict[str, str] = {
                 %(from_code)s, %(last_slot)s)
         ON CONFLICT (name) DO UPDATE SET
             cron = EXCLUDED.cron, tz = EXCLUDED.tz, data = EXCLUDED.data,
-            options = EXCLUDED.options, from_code = EXCLUDED.from_code, updated_at = now(),
+            options = EXCLUDED.options, from_code = EXCLUDED.from_code, updated_at = {now},
             last_slot = CASE WHEN schedule.cron = EXCLUDED.cron AND schedule.tz = EXCLUDED.tz
                 THEN schedule.last_slot ELSE EXCLUDED.last_slot END
         RETURNING name""",
@@ -518,31 +543,43 @@ _TEMPLATES: dict[str, str] = {
         SELECT name, cron, tz, data, options, from_code, last_slot, created_at, updated_at
         FROM {schema}.schedule ORDER BY name""",
     # Compare-and-set: only the instance that moves last_slot forward sends the slot's job.
+    # A slot is claimed only once it has come by the clock, whatever the caller's clock.
     "schedule_claim_slot": """
         UPDATE {schema}.schedule SET last_slot = %(slot)s
         WHERE name = %(name)s AND cron = %(cron)s AND tz = %(tz)s
-            AND (last_slot IS NULL OR last_slot < %(slot)s)
+            AND (last_slot IS NULL OR last_slot < %(slot)s) AND %(slot)s <= {now}
         RETURNING name, data, options""",
+    # -- the clock -------------------------------------------------------------------------
+    "clock_now": "SELECT {now} AS now",
+    # Moving the clock replaces the schema's clock function (a constant offset keeps it
+    # inlinable): for tests, and it moves time for every instance on the schema.
+    "clock_set_offset": "SELECT {schema}.set_clock_offset(%(seconds)s::float8)",
+    "clock_set_at": """
+        SELECT {schema}.set_clock_offset(
+            extract(epoch FROM %(at)s::timestamptz - now())::float8)""",
+    "clock_move": """
+        SELECT {schema}.set_clock_offset(
+            extract(epoch FROM {now} - now())::float8 + %(seconds)s::float8)""",
     # -- maintenance -----------------------------------------------------------------------
     # Each pass runs under a transaction-level advisory lock, so two instances never run the
     # same pass at once; every step takes a bounded batch, locked with SKIP LOCKED, and is
-    # idempotent. %(now)s is the maintenance clock.
+    # idempotent.
     "maintenance_lock": "SELECT pg_try_advisory_xact_lock(hashtext({maintenance_key})) AS locked",
     # The periodic pass, once per %(interval)s seconds cluster-wide (database time, so the
     # instances' clocks need not agree): it runs if it moves maintained_on forward.
     "maintenance_due": """
-        UPDATE {schema}.version SET maintained_on = now()
+        UPDATE {schema}.version SET maintained_on = {now}
         WHERE version = (SELECT max(version) FROM {schema}.version)
-            AND (maintained_on IS NULL OR maintained_on > now()
-                 OR maintained_on <= now() - make_interval(secs => %(interval)s))
+            AND (maintained_on IS NULL OR maintained_on > {now}
+                 OR maintained_on <= {now} - make_interval(secs => %(interval)s))
         RETURNING version""",
     # Active jobs past expire_in, or whose heartbeat went stale (their worker died): the
     # caller fails them with job_fail_many, to retry or expired.
     "job_stale_select": """
-        SELECT id FROM {schema}.job
+        SELECT id, attempt FROM {schema}.job
         WHERE state = 'active' AND (
-            started_at + make_interval(secs => expire_in) < %(now)s
-            OR heartbeat_at + make_interval(secs => heartbeat_seconds) < %(now)s)
+            started_at + make_interval(secs => expire_in) < {now}
+            OR heartbeat_at + make_interval(secs => heartbeat_seconds) < {now})
         ORDER BY started_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED""",
@@ -550,30 +587,31 @@ _TEMPLATES: dict[str, str] = {
     "job_expire_waiting": """
         WITH late AS (
             SELECT id FROM {schema}.job
-            WHERE state < 'active' AND keep_until < %(now)s
+            WHERE state < 'active' AND keep_until < {now}
             ORDER BY keep_until
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
         )
         UPDATE {schema}.job j
-        SET state = 'expired', completed_at = %(now)s,
+        SET state = 'expired', completed_at = {now},
             output = jsonb_build_object('type', 'expired',
                                         'message', 'waited past its retention without starting')
         FROM late WHERE j.id = late.id
         RETURNING j.id""",
-    # Finished jobs move to the archive: completed ones after %(completed_before)s, failed,
-    # cancelled and expired ones after %(failed_before)s; each is a range of
-    # job_finished_state_idx, so rows not yet due are never read.
+    # Finished jobs move to the archive: completed ones %(completed_after)s seconds after
+    # they finished, failed, cancelled and expired ones after %(failed_after)s; each is a
+    # range of job_finished_state_idx, so rows not yet due are never read.
     "job_archive": f"""
         WITH completed AS MATERIALIZED (
             SELECT id FROM {{schema}}.job
-            WHERE state = 'completed' AND completed_at < %(completed_before)s
+            WHERE state = 'completed'
+                AND completed_at < {{now}} - make_interval(secs => %(completed_after)s)
             LIMIT %(limit)s FOR UPDATE SKIP LOCKED
         ),
         ended AS MATERIALIZED (
             SELECT id FROM {{schema}}.job
             WHERE state IN ('expired', 'cancelled', 'failed')
-                AND completed_at < %(failed_before)s
+                AND completed_at < {{now}} - make_interval(secs => %(failed_after)s)
             LIMIT GREATEST(%(limit)s - (SELECT count(*) FROM completed), 0)
             FOR UPDATE SKIP LOCKED
         ),
@@ -583,14 +621,14 @@ _TEMPLATES: dict[str, str] = {
             RETURNING *
         )
         INSERT INTO {{schema}}.archive ({_ALL_JOB_COLUMNS}, archived_at, delete_at)
-        SELECT {_ALL_JOB_COLUMNS}, %(now)s, %(now)s + make_interval(secs => delete_after)
+        SELECT {_ALL_JOB_COLUMNS}, {{now}}, {{now}} + make_interval(secs => delete_after)
         FROM moved
         RETURNING id""",
     "archive_delete": """
         DELETE FROM {schema}.archive
         WHERE id IN (
             SELECT id FROM {schema}.archive
-            WHERE delete_at < %(now)s
+            WHERE delete_at < {now}
             ORDER BY delete_at
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED)
@@ -617,6 +655,7 @@ class Statements:
             "cancel_channel": sql.Literal(self.cancel_channel),
             "jobs_channel_ident": sql.Identifier(self.jobs_channel),
             "cancel_channel_ident": sql.Identifier(self.cancel_channel),
+            "now": sql.Composed([ident, sql.SQL(".clock()")]),
         }
         self._compiled = {
             name: sql.SQL(text).format(**params).as_string()

@@ -82,8 +82,8 @@ class Worker:
             d.name: _QueueState(d, min(d.concurrency or concurrency, concurrency))
             for d in definitions
         }
-        self._active: dict[int, ActiveJob] = {}
-        self._interrupted: list[int] = []  # jobs whose run was cut short while stopping
+        self._active: dict[int, ActiveJob] = {}  # the run of each job this worker holds
+        self._interrupted: list[ActiveJob] = []  # runs cut short while stopping
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._touch_wake = asyncio.Event()
@@ -91,7 +91,7 @@ class Worker:
         self.listening = asyncio.Event()  # set while notifications arrive
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor = Executor(threads=concurrency)
-        self._completer = Completer(self._run, self._core, self.id)
+        self._completer = Completer(self._run, self._core)
         self.processed = 0
 
     async def _run(self, plan: Plan[Any]) -> Any:
@@ -288,6 +288,11 @@ class Worker:
 
     def _start(self, job: ActiveJob, state: _QueueState) -> None:
         state.active += 1
+        earlier = self._active.get(job.id)
+        if earlier is not None:  # the job was taken from that run and came back to us
+            log.warning("job %s (%s): attempt %d lost the job to attempt %d; stopping it",
+                        job.id, job.name, earlier.attempt, job.attempt)
+            earlier.interrupt()
         self._active[job.id] = job
         task = asyncio.create_task(self._execute(job, state))
         self._tasks.add(task)
@@ -299,15 +304,16 @@ class Worker:
             if outcome is not None:
                 self._completer.add(outcome)
             elif self._stopping.is_set():  # cut short by the stop: hand it back
-                self._interrupted.append(job.id)
+                self._interrupted.append(job)
             self.processed += 1
         except asyncio.CancelledError:  # cancelled before its handler started
-            self._interrupted.append(job.id)  # released on shutdown
+            self._interrupted.append(job)  # released on shutdown
         except Exception:  # a bug in pgqueue, not in the handler: the job will expire
             log.exception("running job %s failed unexpectedly", job.id)
         finally:
             Deadline.release(job)
-            self._active.pop(job.id, None)
+            if self._active.get(job.id) is job:
+                del self._active[job.id]
             state.active -= 1
             self._wake.set()
 
@@ -322,25 +328,33 @@ class Worker:
             except asyncio.TimeoutError:
                 pass
             self._touch_wake.clear()
-            ids: list[int] = []
+            runs: list[ActiveJob] = []
             progress: list[str | None] = []
             for job in list(self._active.values()):
                 reported = job.take_progress()
                 if reported is not None or job.heartbeat_seconds:
-                    ids.append(job.id)
+                    runs.append(job)
                     progress.append(reported)
-            if not ids:
+            if not runs:
                 continue
             try:
-                await self._run(self._core.touch(ids, progress, self.id))
+                held = await self._run(self._core.touch(
+                    [j.id for j in runs], [j.attempt for j in runs], progress
+                ))
                 cancelled = await self._run(self._core.cancelled_among(list(self._active)))
             except PgQueueError as exc:
                 log.warning("heartbeat failed (%s)", exc)
                 continue
             for job_id in cancelled:
-                held = self._active.get(job_id)
-                if held is not None and not held.cancelled:
-                    self._cancel_job(held)
+                running = self._active.get(job_id)
+                if running is not None and not running.cancelled:
+                    self._cancel_job(running)
+            kept = set(held)
+            for job in runs:  # runs the database no longer counts as holding their job
+                if job.id not in kept and self._active.get(job.id) is job and not job.cancelled:
+                    log.warning("job %s (%s): attempt %d no longer holds the job (it expired "
+                                "or was taken back); stopping it", job.id, job.name, job.attempt)
+                    job.interrupt()
 
     async def _shutdown(self) -> None:
         """Let active jobs finish up to the timeout, then hand the rest back."""
@@ -357,9 +371,10 @@ class Worker:
         # Jobs still held, and those a second signal cut short while the wait above ran
         # (their tasks ended, so they are no longer held). A job cancelled with cancel(id)
         # is no longer active, and releasing leaves it alone.
-        ids = list(dict.fromkeys([*(j.id for j in unfinished), *self._interrupted]))
-        if ids:
-            released = await _retrying(lambda: self._run(self._core.release(ids, self.id)))
+        runs = list({id(j): j for j in [*unfinished, *self._interrupted]}.values())
+        if runs:
+            ids, attempts = [j.id for j in runs], [j.attempt for j in runs]
+            released = await _retrying(lambda: self._run(self._core.release(ids, attempts)))
             log.info("released %d unfinished jobs for another worker", len(released))
 
 

@@ -5,7 +5,6 @@ processes started, stopped and killed for real."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import importlib.util
 import json
 import signal
@@ -24,6 +23,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from pgqueue import PgQueue
 from tests.acceptance.conftest import env_for, poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,16 +181,15 @@ def test_cron_schedules_over_a_simulated_day(
     example_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cron = load_example("cron_schedules", example_db, monkeypatch)
-    # The day that ends now, at half past each minute: the clock moves, nobody waits.
+    # The day that ends now, at half past each minute: the database's clock moves, nobody
+    # waits.
     end = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(seconds=30)
-    clock = [end - timedelta(days=1)]
-    cron.pq.maintenance_settings = dataclasses.replace(
-        cron.pq.maintenance_settings, clock=lambda: clock[0]
-    )
+    with PgQueue(example_db, maintenance=False) as setup:  # before the schedules are written
+        setup.set_clock(end - timedelta(days=1))
     with cron.pq:
         cron.add_cleanup_schedule()
-        while clock[0] < end:
-            clock[0] += timedelta(minutes=1)
+        for _ in range(24 * 60):
+            cron.pq.move_clock(60)
             cron.pq.run_schedules()  # what every started instance does each interval
         cron.pq.work(until_empty=True)
         schedules = {s.name: s for s in cron.pq.get_schedules()}

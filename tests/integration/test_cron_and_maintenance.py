@@ -1,4 +1,5 @@
-"""Cron and maintenance across several instances, with a clock the test moves."""
+"""Cron and maintenance across several instances, with the database's clock moved by the
+test."""
 
 from __future__ import annotations
 
@@ -16,16 +17,6 @@ from pgqueue import AsyncPgQueue, PgQueue
 from pgqueue.maintenance import MaintenanceSettings
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def jobs_of(conn: psycopg.Connection[Any], schema: str, name: str) -> list[tuple[Any, ...]]:
     return conn.execute(
         sql.SQL(
@@ -39,9 +30,10 @@ def jobs_of(conn: psycopg.Connection[Any], schema: str, name: str) -> list[tuple
 async def test_three_instances_for_a_simulated_hour(
     dsn: str, schema: str, conn: psycopg.Connection[Any]
 ) -> None:
-    # Start from the database's own time: completion times come from it.
-    clock = Clock(datetime.now(timezone.utc).replace(second=30, microsecond=0))
-    settings = MaintenanceSettings(clock=clock, archive_completed_after=60)
+    # Half past a minute; the test moves the schema's clock, which every instance reads.
+    with PgQueue(dsn, schema=schema, maintenance=False) as setup:
+        setup.set_clock(setup.now().replace(second=30, microsecond=0))
+    settings = MaintenanceSettings(archive_completed_after=60)
     instances = [
         AsyncPgQueue(dsn, schema=schema, maintenance=settings) for _ in range(3)
     ]
@@ -59,7 +51,7 @@ async def test_three_instances_for_a_simulated_hour(
         completed: Counter[int] = Counter()
         archived_total = 0
         for _ in range(60 * 6):  # an hour in 10-second steps
-            clock.now += timedelta(seconds=10)
+            await instances[0].move_clock(10)
             results = await asyncio.gather(
                 *(pq.run_schedules() for pq in instances),
                 *(pq.maintain() for pq in instances),
@@ -85,17 +77,15 @@ async def test_three_instances_for_a_simulated_hour(
 
 
 def test_missed_slots_are_sent_once_on_restart(dsn: str, schema: str) -> None:
-    clock = Clock(datetime(2026, 6, 1, 12, 0, 30, tzinfo=timezone.utc))
-    settings = MaintenanceSettings(clock=clock)
     with PgQueue(dsn, schema=schema, maintenance=False) as pq:
-        pq.maintenance_settings = settings
+        pq.set_clock(datetime(2026, 6, 1, 12, 0, 30, tzinfo=timezone.utc))
         pq.create_queue("report")
         pq.schedule("report", "*/5 * * * *", {"r": 1})
         assert pq.run_schedules() == []  # 12:00 was before the schedule existed
-        clock.now += timedelta(hours=3)  # everything was down for three hours
+        pq.move_clock(timedelta(hours=3))  # everything was down for three hours
         assert len(pq.run_schedules()) == 1  # one job, not 36
         assert pq.run_schedules() == []
-        clock.now += timedelta(minutes=5)
+        pq.move_clock(timedelta(minutes=5))
         assert len(pq.run_schedules()) == 1
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -73,8 +73,7 @@ class Traffic:
 def test_maintenance_over_a_million_finished_jobs(
     dsn: str, schema: str, conn: psycopg.Connection[Any]
 ) -> None:
-    now = [datetime.now(timezone.utc)]
-    settings = MaintenanceSettings(clock=lambda: now[0])
+    settings = MaintenanceSettings()
     per_pass = settings.batch_size * settings.max_batches
     with PgQueue(dsn, schema=schema, maintenance=False) as pq:
         pq.maintenance_settings = settings
@@ -124,7 +123,7 @@ def test_maintenance_over_a_million_finished_jobs(
             pq.get_queue_stats("bulk")[0].counts, 0
         )
         # An hour later (delete_after 3600 s) the archive empties, in bounded passes too.
-        now[0] += timedelta(hours=1, minutes=1)
+        pq.move_clock(timedelta(hours=1, minutes=1))
         drain("deleted")
         remaining = conn.execute(
             sql.SQL("SELECT count(*) FROM {}.archive WHERE name = 'bulk'").format(

@@ -3,14 +3,13 @@ redrive never break a queue's policy, never raise, and never lose a job."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from pgqueue import JobState, PgQueue
-from pgqueue.maintenance import MaintenanceSettings
 
 
 def state_of(pq: PgQueue, job_id: int | None) -> JobState:
@@ -35,9 +34,7 @@ def test_stately_runs_a_keys_retry_before_its_newer_jobs(pq: PgQueue) -> None:
 
 
 def test_stately_expiry_never_wedges_maintenance(dsn: str, schema: str) -> None:
-    now = [datetime.now(timezone.utc)]
     with PgQueue(dsn, schema=schema, maintenance=False) as pq:
-        pq.maintenance_settings = MaintenanceSettings(clock=lambda: now[0])
         pq.create_queue("st", policy="stately", retry_delay=3600)
         first = pq.send("st", "a", singleton_key="k")
         pq.fetch("st")
@@ -57,7 +54,7 @@ def test_stately_expiry_never_wedges_maintenance(dsn: str, schema: str) -> None:
         (claimed,) = pq.fetch("st")
         assert claimed.id == first
         assert pq.fetch("st") == []  # one active per key
-        now[0] += timedelta(hours=2)  # its worker died: maintenance expires it
+        pq.move_clock(timedelta(hours=2))  # its worker died: maintenance expires it
         result = pq.maintain()
         assert result.ran and result.expired_active == 1
         assert state_of(pq, first) is JobState.retry
@@ -121,9 +118,7 @@ def test_redrive_leaves_blocked_jobs_in_the_dead_letter_queue(
 
 
 def test_a_stately_failure_with_the_retry_place_taken_fails_for_good(dsn: str, schema: str) -> None:
-    now = [datetime.now(timezone.utc)]
     with PgQueue(dsn, schema=schema, maintenance=False) as pq:
-        pq.maintenance_settings = MaintenanceSettings(clock=lambda: now[0])
         pq.create_queue("st", policy="stately")
         running = pq.send("st", "a", singleton_key="k", heartbeat_seconds=1)
         pq.fetch("st")
@@ -137,7 +132,7 @@ def test_a_stately_failure_with_the_retry_place_taken_fails_for_good(dsn: str, s
                 ),
                 (waiting,),
             )
-        now[0] += timedelta(minutes=1)
+        pq.move_clock(60)
         result = pq.maintain()  # expiring it must not raise, or every pass would
         assert result.expired_active == 1
         assert state_of(pq, running) is JobState.expired

@@ -89,6 +89,22 @@ def test_fail_without_retries_left_fails_and_manual_retry_revives(pq: PgQueue) -
     assert pq.complete(job_id or 0, {"ok": 2}) == []  # completion is recorded once
 
 
+def test_expired_jobs_can_be_retried_and_cancelled_ones_resumed(pq: PgQueue) -> None:
+    pq.create_queue("q", expire_in=30, retry_limit=0)
+    expired = pq.send("q")
+    pq.fetch("q")
+    pq.move_clock(31)
+    assert pq.maintain().expired_active == 1
+    assert pq.resume(expired or 0) == []  # resume is for cancelled jobs
+    assert pq.retry(expired or 0) == [expired]
+    (again,) = pq.fetch("q")
+    assert (again.id, again.state, again.retry_limit) == (expired, JobState.active, 1)
+    cancelled = pq.send("q")
+    pq.cancel(cancelled or 0)
+    assert pq.retry(cancelled or 0) == []  # retry is for failed and expired jobs
+    assert pq.resume(cancelled or 0) == [cancelled]
+
+
 def test_deferred_start_in_every_form(pq: PgQueue) -> None:
     pq.create_queue("q")
     now = datetime.now(timezone.utc)
@@ -412,6 +428,64 @@ async def test_queue_crud(apq: AsyncPgQueue) -> None:
         await apq.create_queue("p", policy="weird")
     with pytest.raises(pgqueue.QueueNotFoundError, match="'missing'"):
         await apq.create_queue("p", dead_letter="missing")
+
+
+async def test_sends_racing_a_late_registration_get_ids(dsn: str, schema: str) -> None:
+    # A handler registered after start() has its queue declared by the first call that
+    # needs it; sends arriving meanwhile wait for that declaration, never return None.
+    async with AsyncPgQueue(dsn, schema=schema, pool_max_size=20) as pq:
+        for round_ in range(10):
+            name = f"late-{round_}"
+            pq.job(name)(_noop)
+            ids = await asyncio.gather(*(pq.send(name, i) for i in range(20)))
+            assert all(isinstance(i, int) for i in ids), ids
+
+
+def test_sync_sends_racing_a_late_registration_get_ids(dsn: str, schema: str) -> None:
+    with PgQueue(dsn, schema=schema, pool_max_size=20) as pq:
+        for round_ in range(10):
+            name = f"late-{round_}"
+            pq.job(name)(_noop)
+            ids = run_in_threads(20, lambda i, name=name: pq.send(name, i))  # type: ignore[misc]
+            assert all(isinstance(i, int) for i in ids), ids
+
+
+def _noop(data: Any) -> None:
+    pass
+
+
+def run_in_threads(count: int, action: Any) -> list[Any]:
+    """``action(i)`` for i in range(count), each on its own thread, started together."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = action(i)
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_sends_by_name_get_the_handlers_defaults(pq: PgQueue) -> None:
+    @pq.job("prio", priority=7, singleton_key="only")
+    def prio(data: Any) -> None:
+        pass
+
+    first = pq.send("prio", 1)
+    job = pq.get_job_by_id(first or 0)
+    assert job is not None and (job.priority, job.singleton_key) == (7, "only")
+    assert pq.send("prio", 2) is None  # the handler's singleton key blocks it
+    assert pq.send("prio", 3, singleton_key="other") is not None  # the caller's option wins
+    assert [job_id is not None for job_id in pq.insert([{"name": "prio", "data": 4}])] == [
+        False]
 
 
 async def test_many_concurrent_async_senders(apq: AsyncPgQueue) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -88,30 +88,28 @@ def test_one_active_job_per_key_under_concurrent_fetchers(
 
 
 def test_throttle_and_debounce_windows_follow_a_moved_clock(pq: PgQueue) -> None:
-    # A day ahead, 10 s into a minute: slots are cut from the injected clock.
-    ahead = datetime.now(timezone.utc) + timedelta(days=1)
-    now = [ahead.replace(second=10, microsecond=0)]
-    pq.maintenance_settings = MaintenanceSettings(clock=lambda: now[0])
-    window = now[0].replace(second=0)
+    # A day ahead, 10 s into a minute: slots are cut from the schema's clock.
+    window = (pq.now() + timedelta(days=1)).replace(second=0, microsecond=0)
+    pq.set_clock(window + timedelta(seconds=10))
     pq.create_queue("t")
 
     first = pq.send_throttled("t", 1, seconds=60)
     assert first is not None
     assert pq.send_throttled("t", 2, seconds=60) is None  # same window: dropped
     assert pq.send_throttled("t", 3, seconds=60, key="other") is not None  # its own key
-    now[0] = window + timedelta(seconds=59.999)
+    pq.set_clock(window + timedelta(seconds=59.5))
     assert pq.send_throttled("t", 4, seconds=60) is None  # still the same window
-    now[0] = window + timedelta(seconds=60)
+    pq.set_clock(window + timedelta(seconds=60))
     assert pq.send_throttled("t", 5, seconds=60) is not None  # the next one
     assert pq.send_throttled("t", 6, seconds=60) is None
 
     pq.create_queue("d")
-    now[0] = window + timedelta(minutes=5, seconds=10)
+    pq.set_clock(window + timedelta(minutes=5, seconds=10))
     base = window + timedelta(minutes=5)
     assert pq.send_debounced("d", 1, seconds=60) is not None  # this window
     later = pq.send_debounced("d", 2, seconds=60)  # window taken: the next one
     assert pq.send_debounced("d", 3, seconds=60) is None  # both windows taken
-    now[0] = base + timedelta(seconds=60)  # the second window is now the current one
+    pq.set_clock(base + timedelta(seconds=60))  # the second window is now the current one
     latest = pq.send_debounced("d", 4, seconds=60)  # taken: goes to the third
     starts = [j.start_after for j in map(pq.get_job_by_id, (later or 0, latest or 0)) if j]
     assert starts == [base + timedelta(seconds=60), base + timedelta(seconds=120)]
@@ -187,10 +185,7 @@ def test_dead_letter_redrive(pq: PgQueue) -> None:
 def test_maintenance_expires_archives_and_deletes(
     dsn: str, schema: str, conn: psycopg.Connection[Any]
 ) -> None:
-    now = [datetime.now(timezone.utc)]
-    settings = MaintenanceSettings(
-        archive_completed_after=60, archive_failed_after=600, clock=lambda: now[0]
-    )
+    settings = MaintenanceSettings(archive_completed_after=60, archive_failed_after=600)
     with PgQueue(dsn, schema=schema, maintenance=settings) as pq:
         pq.create_queue("q")
         done, failed, stale, waiting = (pq.send("q", i) for i in range(4))
@@ -203,7 +198,7 @@ def test_maintenance_expires_archives_and_deletes(
         late = pq.send("q", retention=30)
         # 10 minutes later: 'stale' ran past nothing yet (expire_in 900), the heartbeat
         # of 'beating' is long stale, 'late' waited past its retention.
-        now[0] += timedelta(minutes=10)
+        pq.move_clock(timedelta(minutes=10))
         result = pq.maintain()
         assert result.ran and result.expired_active == 1 and result.expired_waiting >= 1
         assert result.archived == 1  # the completed job, older than 60 s
@@ -214,17 +209,18 @@ def test_maintenance_expires_archives_and_deletes(
         late_job = pq.get_job_by_id(late or 0)
         assert late_job is not None and late_job.state is JobState.expired
         # Past expire_in (900 s) for the active 'stale' job: it returns to retry.
-        now[0] += timedelta(minutes=10)
+        pq.move_clock(timedelta(minutes=10))
         second = pq.maintain()
         stale_job = pq.get_job_by_id(stale or 0)
         assert stale_job is not None and stale_job.state is JobState.retry
         assert second.expired_active == 1
-        # A week later everything finished is archived, and a week after that deleted.
-        now[0] += timedelta(days=8)
-        pq.maintain()
-        now[0] += timedelta(days=8)
-        third = pq.maintain()
-        assert third.deleted >= 1
+        # The two expired ten minutes ago are past archive_failed_after (600 s).
+        assert second.archived == 2
+        # Archived jobs are deleted after delete_after (a week by default).
+        pq.move_clock(timedelta(days=6))
+        assert pq.maintain().deleted == 0
+        pq.move_clock(timedelta(days=2))
+        assert pq.maintain().deleted == 3
         assert pq.get_job_by_id(done or 0) is None
         assert pq.maintain().archived == 0  # nothing done twice
 

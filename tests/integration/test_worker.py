@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 from pydantic import BaseModel
 
 import pgqueue
@@ -132,8 +134,12 @@ async def test_pydantic_payloads(dsn: str, schema: str) -> None:
         with pytest.raises(pgqueue.InvalidPayloadError, match="Signup"):
             await signup.send({"email": "a@b.c"})
         ok = await signup.send(Signup(email="a@b.c", first_name="Ada"))
-        # Bypass the decorator's validation: the worker must refuse it without retrying.
-        bad = await pq.send("signup", {"email": 3})
+        # Sending by name validates too; a producer without the handler (another service)
+        # cannot, and then the worker refuses the data without retrying.
+        with pytest.raises(pgqueue.InvalidPayloadError, match="Signup"):
+            await pq.send("signup", {"email": 3})
+        async with AsyncPgQueue(dsn, schema=schema) as producer:
+            bad = await producer.send("signup", {"email": 3})
         await pq.work(until_empty=True)
         refused = await pq.get_job_by_id(bad or 0)
         assert await state_of(pq, ok) is JobState.completed
@@ -477,3 +483,23 @@ def test_bad_handler_declarations_are_refused(pq: PgQueue) -> None:
         pq.job("q", concurrency=0)(lambda: None)
     with pytest.raises(pgqueue.WorkerError, match="no job handlers"):
         pq.work()
+
+
+def test_the_sync_worker_keeps_the_pool_settings(dsn: str, schema: str) -> None:
+    # PgQueue.work() runs an async worker on a pool of its own: sized like the user's.
+    app = f"pgq-{uuid.uuid4().hex[:8]}"
+    pq = PgQueue(make_conninfo(dsn, application_name=app), schema=schema,
+                 pool_min_size=6, pool_max_size=6, maintenance=False)
+    seen: list[int] = []
+
+    @pq.job("count")
+    def count(data: Any) -> None:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity "
+                               "WHERE application_name = %s", [app]).fetchone()
+            seen.append(row[0] if row else 0)
+
+    with pq:
+        pq.send("count")
+        pq.work(until_empty=True)
+    assert seen == [6 + 6 + 1]  # its own pool, the worker's, the listener
