@@ -184,8 +184,13 @@ class Core:
         params.update(record, name=name, data=payload)
         rows = yield Stmt(self.sql.job_insert, params)
         if not rows:
-            raise QueueNotFoundError(name)
-        job_id: int | None = rows[0]["id"]
+            # No such queue, or blocked. A queue created since the insert began is seen
+            # now: then insert again, so that "blocked" is decided with the queue there.
+            (found,) = yield Stmt(self.sql.queue_exists, {"name": name})
+            if not found["exists"]:
+                raise QueueNotFoundError(name)
+            rows = yield Stmt(self.sql.job_insert, params)
+        job_id: int | None = rows[0]["id"] if rows else None
         return job_id
 
     def insert_many(self, jobs: Iterable[Mapping[str, Any]]) -> Plan[list[int | None]]:

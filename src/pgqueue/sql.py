@@ -20,14 +20,20 @@ JOB_COLUMNS = """id, name, data, state, priority, retry_count, attempt, retry_li
     created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
     delete_after, output, progress"""
 
-# Claim the jobs of CTE "next": they become active, held by %(worker_id)s, in a new attempt
-# (the run's fencing token: every later write of this run names it).
+# A claim: the jobs become active, held by %(worker_id)s, in a new attempt (the run's
+# fencing token: every later write of this run names it). A run's first heartbeat is its
+# start (heartbeat_at stays NULL until it beats). PostgreSQL plans a claim at every run
+# (its LIMIT varies), so claims are written to be cheap to plan.
+_CLAIM_SET = """SET state = 'active', started_at = {now}, heartbeat_at = NULL,
+            worker_id = %(worker_id)s, attempt = j.attempt + 1"""
+_CLAIM_RETURNING = "RETURNING " + ", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))
+
+# Claim the jobs of CTE "next".
 _CLAIM = f"""UPDATE {{schema}}.job j
-        SET state = 'active', started_at = {{now}}, heartbeat_at = {{now}},
-            worker_id = %(worker_id)s, attempt = j.attempt + 1
+        {_CLAIM_SET}
         FROM next
         WHERE j.id = next.id
-        RETURNING {", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))}"""
+        {_CLAIM_RETURNING}"""
 
 # Every column of job, for moving rows to the archive (which has them all, plus archived_at).
 _ALL_JOB_COLUMNS = """id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,
@@ -127,10 +133,8 @@ _TEMPLATES: dict[str, str] = {
     "version_insert": "INSERT INTO {schema}.version (version, name) VALUES (%(version)s, %(name)s)",
     # -- jobs: producing -------------------------------------------------------------------
     # One job, the common case: options resolved against its queue, inserted unless a
-    # singleton or policy index blocks it, workers woken if it can run now. The new id; or
-    # a NULL id when a singleton or policy blocked it; or no row when there is no such queue
-    # (both read in the statement's one snapshot, so a queue created meanwhile cannot make
-    # a blocked send of one that was missing).
+    # singleton or policy index blocks it, workers woken if it can run now. No row back
+    # means blocked, or no such queue (the caller then looks with queue_exists).
     "job_insert": f"""
         WITH inserted AS (
             INSERT INTO {{schema}}.job ({_INSERT_COLUMNS_NO_ID})
@@ -142,10 +146,7 @@ _TEMPLATES: dict[str, str] = {
         )
         SELECT id, CASE WHEN start_after <= {{now}}
             THEN pg_notify({{jobs_channel}}, name) END AS notified
-        FROM inserted
-        UNION ALL
-        SELECT NULL, NULL FROM {{schema}}.queue
-        WHERE name = %(name)s AND NOT EXISTS (SELECT FROM inserted)""",
+        FROM inserted""",
     "queue_exists": "SELECT EXISTS (SELECT FROM {schema}.queue WHERE name = %(name)s) AS exists",
     # Publish: one job per queue subscribed to %(event)s, in one statement.
     "job_publish": f"""
@@ -224,17 +225,20 @@ _TEMPLATES: dict[str, str] = {
         FROM input i LEFT JOIN inserted n ON n.id = i.id
         ORDER BY i.ord""",
     # -- jobs: consuming -------------------------------------------------------------------
+    # The ids to claim come as an array from a sub-select (rather than a CTE joined to the
+    # table): a plan without a join, about 10% cheaper to make.
     "job_fetch": f"""
-        WITH next AS (
+        UPDATE {{schema}}.job j
+        {_CLAIM_SET}
+        WHERE j.id = ANY(ARRAY(
             SELECT id FROM {{schema}}.job
             WHERE name = %(name)s AND state < 'active' AND start_after <= {{now}}
                 AND NOT EXISTS (SELECT FROM {{schema}}.queue
                                 WHERE name = %(name)s AND paused)
             ORDER BY priority DESC, id
             LIMIT %(limit)s
-            FOR UPDATE SKIP LOCKED
-        )
-        {_CLAIM}""",
+            FOR UPDATE SKIP LOCKED))
+        {_CLAIM_RETURNING}""",
     # Queues with the singleton or stately policy run at most one job per singleton key at
     # a time: fetchers of such a queue take turns (the caller holds queue_fetch_lock in the
     # same transaction), and each claims at most one job per key that has none active. On
@@ -297,7 +301,7 @@ _TEMPLATES: dict[str, str] = {
             progress = CASE WHEN jsonb_array_length(o.v) > 3 THEN o.v -> 3 ELSE j.progress END
         FROM jsonb_array_elements(%(batch)s::jsonb) AS o(v)
         WHERE j.id = (o.v ->> 0)::bigint AND j.state = 'active'
-            AND ((o.v ->> 1) IS NULL OR j.attempt = (o.v ->> 1)::integer)
+            AND j.attempt = COALESCE((o.v ->> 1)::integer, j.attempt)
         RETURNING j.id""",
     # A failure moves the job to retry (after its delay) while retries remain and the
     # failure is not terminal, else to its final state (failed, or expired when it ran out
@@ -579,7 +583,8 @@ _TEMPLATES: dict[str, str] = {
         SELECT id, attempt FROM {schema}.job
         WHERE state = 'active' AND (
             started_at + make_interval(secs => expire_in) < {now}
-            OR heartbeat_at + make_interval(secs => heartbeat_seconds) < {now})
+            OR COALESCE(heartbeat_at, started_at)
+                + make_interval(secs => heartbeat_seconds) < {now})
         ORDER BY started_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED""",

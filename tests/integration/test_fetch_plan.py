@@ -69,7 +69,7 @@ def test_fetch_is_an_index_scan_without_sort_over_a_million_jobs(
     conn.execute("SET plan_cache_mode = force_generic_plan")
     generic = _plan(conn, sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE pgqueue_fetch ({})").format(
         sql.SQL(", ").join(sql.Literal(params[n]) for n in names)).as_string(conn), None)
-    assert any(n.get("Index Cond", "").count("$1") for n in generic)  # it is generic
+    assert any(re.search(r"\$\d", n.get("Index Cond", "")) for n in generic)  # it is generic
     for kind, nodes in (("custom", custom), ("generic", generic)):
         types = [n["Node Type"] for n in nodes]
         assert "Sort" not in types and "Incremental Sort" not in types, (kind, types)
@@ -92,9 +92,10 @@ def test_fetch_is_an_index_scan_without_sort_over_a_million_jobs(
 
     # Completing a batch finds each job by its primary key, whatever the batch size.
     for size in (1, 1000):
-        batch = json.dumps([[j.id, {"ok": True}] for j in fetched] * (size // len(fetched) + 1))
+        batch = json.dumps([[j.id, j.attempt, {"ok": True}] for j in fetched]
+                           * (size // len(fetched) + 1))
         nodes = _plan(conn, "EXPLAIN (FORMAT JSON) " + Statements(pq.schema).job_complete_many,
-                      {"batch": batch, "worker_id": None})
+                      {"batch": batch})
         assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], size
         assert any(n.get("Index Name") == "job_pkey" for n in nodes), size
     assert sorted(pq.complete([j.id for j in fetched], {"ok": True})) == sorted(expected)

@@ -350,7 +350,8 @@ async def test_heartbeat_touches_active_jobs(
 
     await apq.start()
     job_id = await beats.send()
-    query = f'SELECT heartbeat_at FROM "{apq.schema}".job WHERE id = %s AND state = %s'
+    query = (f'SELECT COALESCE(heartbeat_at, started_at) FROM "{apq.schema}".job '
+             'WHERE id = %s AND state = %s')
     async with working(apq):
         await wait_until(lambda: _is(apq, job_id, JobState.active))
         first = conn.execute(query, (job_id, "active")).fetchone()
