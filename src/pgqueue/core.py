@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from pydantic import BaseModel
 
 from .config import check_name
@@ -378,13 +379,28 @@ class Core:
         return bool(rows)
 
     def update_queue(self, name: str, options: Mapping[str, Any]) -> Plan[None]:
-        """Plan: change the given options of a queue (None clears one)."""
+        """Plan (in one transaction): change the given options of a queue (None clears one).
+
+        A new policy applies to the queue's unfinished jobs too, so that every job of the
+        queue is claimed by the same rules; if those jobs break it (two waiting jobs of one
+        key, say, for ``short``), the change is refused and nothing is written.
+        """
         check_name(name)
         rows = yield Stmt(
             self.sql.queue_update, {"name": name, "options": self._queue_options(options)}
         )
         if not rows:
             raise QueueNotFoundError(name)
+        if "policy" in options:
+            policy = rows[0]["policy"]
+            try:
+                yield Stmt(self.sql.job_set_policy, {"name": name, "policy": policy})
+            except psycopg.errors.UniqueViolation:
+                raise InvalidOptionError(
+                    f"option 'policy': queue {name!r} cannot become {policy!r}: its unfinished "
+                    "jobs break that policy's limits (too many waiting or running jobs of one "
+                    "singleton key); let them finish or cancel them first"
+                ) from None
 
     def declare_queues(self, definitions: Iterable[JobDefinition]) -> Plan[None]:
         """Plan: create the queues of registered handlers and set the options declared in

@@ -473,7 +473,12 @@ _TEMPLATES: dict[str, str] = {
             expire_in float8, heartbeat_seconds float8, retention float8,
             delete_after float8, dead_letter text, description text)
         WHERE q.name = %(name)s
-        RETURNING q.name""",
+        RETURNING q.name, q.policy""",
+    # A queue's new policy, given to its unfinished jobs (a unique index refuses it when
+    # they break the policy's limits).
+    "job_set_policy": """
+        UPDATE {schema}.job SET policy = %(policy)s
+        WHERE name = %(name)s AND state <= 'active' AND policy <> %(policy)s""",
     "queue_delete": """
         WITH jobs AS (DELETE FROM {schema}.job WHERE name = %(name)s)
         DELETE FROM {schema}.queue WHERE name = %(name)s RETURNING name""",

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .completer import Completer
 from .core import ONE_ACTIVE_PER_KEY, Core
 from .db import Plan
-from .errors import PgQueueError, WorkerError
+from .errors import ConnectError, PgQueueError, WorkerError
 from .executor import ActiveJob, Deadline, Executor
 from .models import Job
 from .notifier import Notifier
@@ -44,6 +44,8 @@ class _QueueState:
     dirty: bool = True
     policy: str = "standard"
     paused: bool = False
+    failures: int = 0  # claims in a row that failed for this queue alone
+    retry_at: float = 0.0  # loop time before which a failing queue is not claimed from
 
 
 class Worker:
@@ -89,6 +91,7 @@ class Worker:
         self._touch_wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.listening = asyncio.Event()  # set while notifications arrive
+        self._refresh = True  # read the queues' policies and paused flags before claiming
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor = Executor(threads=concurrency)
         self._completer = Completer(self._run, self._core)
@@ -173,6 +176,8 @@ class Worker:
             state = self._states.get(payload)
             if state is not None:
                 state.dirty = True
+                if state.paused:  # resumed, perhaps: look before the next claim
+                    self._refresh = True
                 self._wake.set()
         elif channel == self._core.sql.cancel_channel:
             try:
@@ -201,20 +206,19 @@ class Worker:
 
     async def _fetch_loop(self, notifier: Notifier) -> None:
         backoff = 0.1
-        refresh = True
         while not self._stopping.is_set():
             try:
-                if refresh:
+                if self._refresh:
+                    self._refresh = False
                     await self._refresh_queues()
-                    refresh = False
                 await self._claim_round()
                 backoff = 0.1
-            except PgQueueError as exc:
+            except PgQueueError as exc:  # the database is out of reach: every queue waits
                 log.warning("claiming jobs failed (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep_or_stop(backoff)
                 backoff = min(backoff * 2, 5.0)
                 self._mark_all_dirty()
-                refresh = True
+                self._refresh = True
                 continue
             if self._until_empty and self._drained():
                 # Outcomes not yet written may still send jobs back to retry: write them,
@@ -227,17 +231,34 @@ class Worker:
             if notifier.task is not None and notifier.task.done():
                 notifier.task.result()  # a dead notifier is a bug: surface it
                 raise WorkerError("the notification listener stopped")
-            if any(s.dirty and self._free(s) > 0 for s in self._states.values()):
+            now = self._time()
+            if any(self._claimable(s, now) for s in self._states.values()):
                 continue
+            # Sleep until something wakes a queue, the poll interval, or the moment a queue
+            # whose claims failed may be tried again.
+            later = [s.retry_at - now for s in self._states.values()
+                     if s.dirty and not s.paused and s.retry_at > now]
+            timeout = min([self._poll_interval, *later])
             try:
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
-                self._mark_all_dirty()
-                refresh = True  # a queue may have been paused, resumed or given a policy
+                if timeout == self._poll_interval:
+                    self._mark_all_dirty()
+                    self._refresh = True  # a queue may have been paused, resumed or changed
             self._wake.clear()
 
+    def _time(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _claimable(self, state: _QueueState, now: float) -> bool:
+        return (state.dirty and not state.paused and state.retry_at <= now
+                and self._free(state) > 0)
+
     def _drained(self) -> bool:
-        return not self._active and not any(s.dirty for s in self._states.values())
+        """Nothing runs and no queue may have runnable jobs (a paused one has none)."""
+        return not self._active and not any(
+            s.dirty and not s.paused for s in self._states.values())
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -247,19 +268,32 @@ class Worker:
         return min(state.limit - state.active, self._concurrency - len(self._active))
 
     async def _claim_round(self) -> None:
+        now = self._time()
         for state in self._states.values():
             if self._stopping.is_set():
                 return
-            free = self._free(state)
-            if not state.dirty or free <= 0 or state.paused:
+            if not self._claimable(state, now):
                 continue
+            free = self._free(state)
             plan = self._core.fetch(
                 state.definition.name, free, self.id, self._make_job, state.policy
             )
-            # One statement, except for policies whose fetchers take turns under a lock.
-            jobs: list[Job] = await self._queue._run(
-                plan, None, atomic=state.policy in ONE_ACTIVE_PER_KEY
-            )
+            try:
+                # One statement, except for policies whose fetchers take turns under a lock.
+                jobs: list[Job] = await self._queue._run(
+                    plan, None, atomic=state.policy in ONE_ACTIVE_PER_KEY
+                )
+            except ConnectError:
+                raise
+            except PgQueueError as exc:  # this queue's trouble: the others go on
+                state.failures += 1
+                delay = min(0.1 * 2 ** min(state.failures, 10), 30.0)
+                state.retry_at = now + delay
+                self._refresh = True
+                log.warning("claiming from queue %s failed (%s); trying it again in %.1fs",
+                            state.definition.name, exc, delay)
+                continue
+            state.failures = 0
             if len(jobs) < free:
                 state.dirty = False
             if not jobs:

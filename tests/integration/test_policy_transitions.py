@@ -3,13 +3,18 @@ redrive never break a queue's policy, never raise, and never lose a job."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
-from pgqueue import JobState, PgQueue
+import pgqueue
+from pgqueue import AsyncPgQueue, JobState, PgQueue
+from tests.integration.test_worker import state_of as async_state_of
+from tests.integration.test_worker import wait_until, working
 
 
 def state_of(pq: PgQueue, job_id: int | None) -> JobState:
@@ -170,3 +175,46 @@ def test_a_stately_retry_outside_the_window_still_comes_first(pq: PgQueue) -> No
     assert sorted(o for o in order if o is not None) == sorted([retried, newer, *crowd])
     assert order.index(retried) < order.index(newer)
     assert order[:150] == crowd  # priority first: the window never reorders other keys
+
+
+def test_a_policy_change_applies_to_waiting_jobs_or_is_refused(pq: PgQueue) -> None:
+    # singleton -> standard: the queue's jobs may now run together.
+    pq.create_queue("q", policy="singleton")
+    ids = pq.insert([{"name": "q", "data": i} for i in range(3)])
+    assert [j.id for j in pq.fetch("q", 3)] == ids[:1]  # one active at a time
+    pq.update_queue("q", policy="standard")
+    assert sorted(j.id for j in pq.fetch("q", 3)) == ids[1:]  # claims do not fail
+    assert pq.get_queue("q").policy == "standard"  # type: ignore[union-attr]
+
+    # Changes the unfinished jobs break are refused, and nothing changes.
+    pq.create_queue("s")
+    waiting = pq.insert([{"name": "s"}, {"name": "s"}])  # two queued: 'short' allows one
+    pq.create_queue("k", policy="singleton")
+    keyed = pq.insert([{"name": "k", "singleton_key": "x"}] * 2)  # one key, twice
+    for name, policy in (("s", "short"), ("k", "standard"), ("k", "short")):
+        with pytest.raises(pgqueue.InvalidOptionError, match=f"cannot become '{policy}'"):
+            pq.update_queue(name, policy=policy, retry_limit=7)
+        queue = pq.get_queue(name)
+        assert queue is not None and queue.retry_limit is None
+    assert sorted(j.id for j in pq.fetch("s", 5)) == waiting
+    assert [j.id for j in pq.fetch("k", 5)] == keyed[:1]
+
+
+async def test_policy_changes_mid_drain_never_wedge_a_worker(dsn: str, schema: str) -> None:
+    pq = AsyncPgQueue(dsn, schema=schema)
+
+    @pq.job("serial", policy="singleton")
+    async def serial(data: Any) -> None:
+        await asyncio.sleep(0.001)
+
+    async with pq:
+        ids = await serial.insert(range(300))
+        async with working(pq, concurrency=20):
+            with pytest.raises(pgqueue.InvalidOptionError):
+                await pq.update_queue("serial", policy="short")  # refused: a backlog
+            await pq.update_queue("serial", policy="standard")
+
+            async def all_done() -> bool:
+                return all([await async_state_of(pq, i) is JobState.completed for i in ids])
+
+            await wait_until(all_done, timeout=60)
