@@ -320,7 +320,9 @@ class Core:
         return [r["id"] for r in rows]
 
     def release(self, ids: list[int], attempts: list[int]) -> Plan[list[int]]:
-        """Plan: hand a stopping worker's unfinished runs back to retry, to run at once."""
+        """Plan: hand a stopping worker's unfinished runs back to retry, to run at once (a
+        stately job whose key's retry place is taken fails instead, saying why); returns
+        the ids no longer held."""
         if not ids:
             return []
         rows = yield Stmt(self.sql.job_release_many, {"ids": ids, "attempts": attempts})

@@ -36,13 +36,15 @@ class Event(str, enum.Enum):
 class Transition:
     """``event`` moves a job in ``source`` to ``target`` when ``when`` holds. None as a
     source is "not yet a job"; as a target, "no longer in the job table". ``retries`` is
-    True or False where the target depends on whether the job has retries left."""
+    True or False where the target depends on whether the job has retries left;
+    ``blocked`` marks the way out taken when a policy blocks the usual target."""
 
     source: JobState | None
     event: Event
     target: JobState | None
     when: str = ""
     retries: bool | None = None
+    blocked: bool = False
 
 
 _S = JobState
@@ -61,11 +63,17 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(_S.active, Event.fail, _S.retry, f"{_HOLDS}, retries left; retry_count + 1, "
                "starts after the retry delay", retries=True),
     Transition(_S.active, Event.fail, _S.failed, f"{_HOLDS}, no retries left", retries=False),
+    Transition(_S.active, Event.fail, _S.failed, f"{_HOLDS}; stately, and another job of its "
+               "key waits to retry", retries=True, blocked=True),
     Transition(_S.active, Event.expire, _S.retry, "retries left; retry_count + 1",
                retries=True),
     Transition(_S.active, Event.expire, _S.expired, "no retries left", retries=False),
+    Transition(_S.active, Event.expire, _S.expired, "stately, and another job of its key "
+               "waits to retry", retries=True, blocked=True),
     Transition(_S.active, Event.release, _S.retry, f"{_HOLDS}; retry_count unchanged, "
                "starts at once"),
+    Transition(_S.active, Event.release, _S.failed, f"{_HOLDS}; stately, and another job "
+               "of its key waits to retry", blocked=True),
     *(Transition(s, Event.outwait, _S.expired, "keep_until has passed") for s in _WAITING),
     *(Transition(s, Event.cancel, _S.cancelled) for s in (*_WAITING, _S.active)),
     Transition(_S.cancelled, Event.resume, _S.created, "no singleton key or policy blocks "
@@ -80,14 +88,18 @@ TRANSITIONS: tuple[Transition, ...] = (
 
 
 def targets(
-    source: JobState | None, event: Event, retries_left: bool | None = None
+    source: JobState | None,
+    event: Event,
+    retries_left: bool | None = None,
+    blocked: bool | None = None,
 ) -> set[JobState | None]:
     """The states ``event`` can move a job in ``source`` to (empty: it changes nothing);
-    with ``retries_left`` given, only those its retries allow."""
+    with ``retries_left`` or ``blocked`` (by a policy) given, only the ones they allow."""
     return {
         t.target for t in TRANSITIONS
         if t.source is source and t.event is event
         and (retries_left is None or t.retries is None or t.retries is retries_left)
+        and (blocked is None or t.blocked is blocked)
     }
 
 

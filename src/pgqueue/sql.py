@@ -368,18 +368,37 @@ _TEMPLATES: dict[str, str] = {
         WHERE j.id = t.id AND j.state = 'active' AND (t.attempt IS NULL OR j.attempt = t.attempt)
         RETURNING j.id""",
     # A stopping worker hands back the jobs it did not finish, to run again at once
-    # elsewhere; this is not a failure, so retry_count stays.
-    "job_release_many": """
-        WITH released AS (
-            UPDATE {schema}.job j
-            SET state = 'retry', start_after = {now}, started_at = NULL, worker_id = NULL,
-                keep_until = {now} + (j.keep_until - j.start_after)
+    # elsewhere; this is not a failure, so retry_count stays. A stately job whose key
+    # already has a job waiting to retry cannot go back (the policy allows one): it fails,
+    # saying why, rather than stay active for nobody.
+    "job_release_many": f"""
+        WITH input AS (
+            SELECT r.*, EXISTS (
+                    SELECT FROM {{schema}}.job j
+                    WHERE j.id = r.id AND j.policy = 'stately'
+                        AND {_clashes("retry", "'stately'")}) AS blocked
             FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS r(id, attempt)
+        ),
+        released AS (
+            UPDATE {{schema}}.job j
+            SET state = CASE WHEN r.blocked THEN 'failed' ELSE 'retry' END::{{schema}}.job_state,
+                start_after = CASE WHEN r.blocked THEN j.start_after ELSE {{now}} END,
+                keep_until = CASE WHEN r.blocked THEN j.keep_until
+                    ELSE {{now}} + (j.keep_until - j.start_after) END,
+                started_at = CASE WHEN r.blocked THEN j.started_at END,
+                completed_at = CASE WHEN r.blocked THEN {{now}} END,
+                output = CASE WHEN r.blocked THEN jsonb_build_object('type', 'released',
+                    'message', 'its worker stopped before it finished, and it could not '
+                    || 'go back to retry: another job of its singleton key waits to retry '
+                    || '(stately policy); retry() it to run it again') ELSE j.output END,
+                worker_id = NULL
+            FROM input r
             WHERE j.id = r.id AND j.state = 'active' AND j.attempt = r.attempt
-            RETURNING j.id, j.name
+            RETURNING j.id, j.name, j.state
         )
-        SELECT id, (SELECT count(pg_notify({jobs_channel}, n.name))
-                    FROM (SELECT DISTINCT name FROM released) AS n) AS notified
+        SELECT id, state::text, (SELECT count(pg_notify({{jobs_channel}}, n.name))
+                    FROM (SELECT DISTINCT name FROM released WHERE state = 'retry') AS n)
+                AS notified
         FROM released""",
     # Cancellation requests for the jobs a worker holds that another session cancelled
     # while its notification was missed.

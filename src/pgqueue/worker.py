@@ -287,7 +287,7 @@ class Worker:
                 raise
             except PgQueueError as exc:  # this queue's trouble: the others go on
                 state.failures += 1
-                delay = min(0.1 * 2 ** min(state.failures, 10), 30.0)
+                delay = min(0.1 * 2 ** min(state.failures, 7), 10.0)
                 state.retry_at = now + delay
                 self._refresh = True
                 log.warning("claiming from queue %s failed (%s); trying it again in %.1fs",

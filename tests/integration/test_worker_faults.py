@@ -90,3 +90,31 @@ async def test_one_queue_whose_claims_fail_does_not_stop_the_others(
         conn.execute(sql.SQL("DROP TRIGGER refuse ON {}.job").format(schema))
         await wait_until(lambda: _done(apq, bad), timeout=40)
     assert any("claiming from queue broken failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_stately_job_that_cannot_go_back_to_retry_fails_on_shutdown(
+    apq: AsyncPgQueue,
+) -> None:
+    entered = asyncio.Event()
+
+    @apq.job("st", policy="stately", retry_limit=0)
+    async def st(data: str) -> None:
+        if data == "fail":
+            raise RuntimeError("first one fails")
+        entered.set()
+        await asyncio.sleep(60)
+
+    await apq.start()
+    first = await st.send("fail", singleton_key="k")
+    await apq.work(until_empty=True)
+    assert await state_of(apq, first) is JobState.failed
+    running = await st.send("block", singleton_key="k")
+    async with working(apq, shutdown_timeout=0.1):
+        await asyncio.wait_for(entered.wait(), 15)
+        assert await apq.retry(first or 0) == [first]  # the key's retry place is now taken
+    # The worker stopped cleanly, and handed back what it could: the running job could
+    # not go back to retry, so it failed, saying why; nothing stays active.
+    job = await apq.get_job_by_id(running or 0)
+    assert job is not None and job.state is JobState.failed
+    assert job.output["type"] == "released" and "retry()" in job.output["message"]
+    assert await state_of(apq, first) is JobState.retry
