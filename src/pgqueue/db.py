@@ -104,8 +104,8 @@ def translate(exc: psycopg.Error) -> PgQueueError:
         "queue_dead_letter_fkey"
     ):
         return QueueNotFoundError(_detail_value(diag.message_detail) or "dead_letter")
-    if isinstance(exc, pg_errors.ForeignKeyViolation) and diag.constraint_name == (
-        "subscription_queue_fkey"
+    if isinstance(exc, pg_errors.ForeignKeyViolation) and diag.constraint_name in (
+        "subscription_queue_fkey", "schedule_queue_fkey"
     ):
         return QueueNotFoundError(_detail_value(diag.message_detail) or "queue")
     if isinstance(exc, pg_errors.InvalidTextRepresentation | pg_errors.UntranslatableCharacter):

@@ -756,10 +756,15 @@ class AsyncPgQueue(_Common):
 
     async def run_schedules(self) -> list[int]:
         """Send the jobs of every schedule slot that is due now (started instances do this
-        every maintenance interval); returns the ids this call sent."""
+        every maintenance interval); returns the ids this call sent. A schedule that cannot
+        send its job is logged and tried again next time; the others are sent."""
         sent = []
         for info, slot in await self._run(self._core.due_schedules(), None):
-            job_id = await self._run(self._core.fire_schedule(info, slot), None)
+            try:
+                job_id = await self._run(self._core.fire_schedule(info, slot), None)
+            except PgQueueError as exc:
+                log.error("schedule %s could not send its job for %s: %s", info.name, slot, exc)
+                continue
             if job_id is not None:
                 sent.append(job_id)
         return sent
@@ -1260,10 +1265,15 @@ class PgQueue(_Common):
 
     def run_schedules(self) -> list[int]:
         """Send the jobs of every schedule slot that is due now (started instances do this
-        every maintenance interval); returns the ids this call sent."""
+        every maintenance interval); returns the ids this call sent. A schedule that cannot
+        send its job is logged and tried again next time; the others are sent."""
         sent = []
         for info, slot in self._run(self._core.due_schedules(), None):
-            job_id = self._run(self._core.fire_schedule(info, slot), None)
+            try:
+                job_id = self._run(self._core.fire_schedule(info, slot), None)
+            except PgQueueError as exc:
+                log.error("schedule %s could not send its job for %s: %s", info.name, slot, exc)
+                continue
             if job_id is not None:
                 sent.append(job_id)
         return sent

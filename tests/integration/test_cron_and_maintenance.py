@@ -149,3 +149,26 @@ def test_cron_declaration_errors_are_immediate() -> None:
         pq.cron("* * * * *", tz="Nowhere/Land")
     with pytest.raises(pgqueue.InvalidOptionError):
         pq.cron("* * * * *", name="x", retry_limit=-3)(lambda data: None)
+
+
+def test_a_deleted_queue_takes_its_schedules_and_a_failing_one_stops_no_other(
+    dsn: str, schema: str, conn: psycopg.Connection[Any]
+) -> None:
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        pq.set_clock(datetime(2026, 6, 1, 12, 0, 30, tzinfo=timezone.utc))
+        for name in ("gone", "broken", "fine"):
+            pq.create_queue(name)
+            pq.schedule(name, "* * * * *")
+        assert pq.delete_queue("gone")
+        assert [s.name for s in pq.get_schedules()] == ["broken", "fine"]
+        # A schedule whose stored options no longer pass (written by hand, or by another
+        # version) cannot send; the others still do.
+        conn.execute(sql.SQL(
+            "UPDATE {}.schedule SET options = '{{\"priority\": \"high\"}}' WHERE name = 'broken'"
+        ).format(sql.Identifier(schema)))
+        pq.move_clock(60)
+        (sent,) = pq.run_schedules()
+        job = pq.get_job_by_id(sent)
+        assert job is not None and job.name == "fine"
+        with pytest.raises(pgqueue.QueueNotFoundError):
+            pq.schedule("gone", "* * * * *")
