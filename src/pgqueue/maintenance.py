@@ -19,8 +19,10 @@ import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import psycopg
 
 from .core import Core, encode_json
 from .db import Plan, Stmt
@@ -57,6 +59,7 @@ class MaintenanceResult:
     expired_waiting: int = 0
     archived: int = 0
     deleted: int = 0
+    errors: list[str] = field(default_factory=list)  # steps that failed and were rolled back
 
 
 _EXPIRED = encode_json({"type": "expired", "message": "ran past expire_in or lost its heartbeat"})
@@ -76,34 +79,52 @@ def maintain_plan(
         if not due:
             return result
     result.ran = True
-    limit = settings.batch_size
-    for _ in range(settings.max_batches):
-        rows = yield Stmt(core.sql.job_stale_select, {"limit": limit})
-        ids = [r["id"] for r in rows]
-        if ids:
-            failed = yield from core.fail(
-                ids, [r["attempt"] for r in rows], [_EXPIRED] * len(ids),
-                final_states=["expired"] * len(ids),
-            )
-            result.expired_active += len(failed)
-        if len(ids) < limit:
-            break
     params: dict[str, Any] = {
-        "limit": limit,
+        "limit": settings.batch_size,
         "completed_after": settings.archive_completed_after,
         "failed_after": settings.archive_failed_after,
     }
-    for name, attr in (
-        ("job_expire_waiting", "expired_waiting"),
-        ("job_archive", "archived"),
-        ("archive_delete", "deleted"),
-    ):
-        for _ in range(settings.max_batches):
-            rows = yield Stmt(getattr(core.sql, name), params)
-            setattr(result, attr, getattr(result, attr) + len(rows))
-            if len(rows) < limit:
-                break
+    steps: tuple[tuple[str, Callable[[], Plan[int]]], ...] = (
+        ("expired_active", lambda: _expire_active(core, params)),
+        ("expired_waiting", lambda: _batches(core.sql.job_expire_waiting, params)),
+        ("archived", lambda: _batches(core.sql.job_archive, params)),
+        ("deleted", lambda: _batches(core.sql.archive_delete, params)),
+    )
+    for attr, step in steps:
+        # Each step in a savepoint: one that fails (a row it cannot move, say) is rolled
+        # back and reported, and the others still run.
+        yield Stmt(core.sql.maintenance_step_begin)
+        try:
+            for _ in range(settings.max_batches):
+                done = yield from step()
+                setattr(result, attr, getattr(result, attr) + done)
+                if done < settings.batch_size:
+                    break
+        except psycopg.Error as exc:
+            yield Stmt(core.sql.maintenance_step_undo)
+            setattr(result, attr, 0)
+            result.errors.append(f"{attr}: {type(exc).__name__}: {exc}")
+            log.error("maintenance step %s failed and was rolled back: %s", attr, exc)
+        else:
+            yield Stmt(core.sql.maintenance_step_end)
     return result
+
+
+def _expire_active(core: Core, params: dict[str, Any]) -> Plan[int]:
+    """One batch: active jobs past their deadline fail as expired (to retry or expired)."""
+    rows = yield Stmt(core.sql.job_stale_select, params)
+    if not rows:
+        return 0
+    ids = [r["id"] for r in rows]
+    yield from core.fail(ids, [r["attempt"] for r in rows], [_EXPIRED] * len(ids),
+                         final_states=["expired"] * len(ids))
+    return len(rows)
+
+
+def _batches(query: str, params: dict[str, Any]) -> Plan[int]:
+    """One batch of a step that is one statement."""
+    rows = yield Stmt(query, params)
+    return len(rows)
 
 
 class Periodic:

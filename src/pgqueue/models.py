@@ -14,6 +14,7 @@ from .config import check_name
 from .errors import InvalidNameError, InvalidOptionError
 
 __all__ = [
+    "MAX_SECONDS",
     "Job",
     "JobOptions",
     "JobState",
@@ -26,6 +27,8 @@ __all__ = [
 ]
 
 _INT4 = 2**31 - 1
+# The longest duration any option takes, in seconds: ten years.
+MAX_SECONDS = 10 * 365 * 86400
 
 
 class JobState(str, enum.Enum):
@@ -58,31 +61,25 @@ Policy = Literal["standard", "short", "singleton", "stately"]
 
 
 class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # Strict: "3" is not an integer, 1 and "yes" are not booleans (a float takes an int).
+    # Every duration is at most MAX_SECONDS, so no time the database computes from them
+    # can leave its range.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     retry_limit: int | None = Field(None, ge=0, le=_INT4)
-    retry_delay: float | None = Field(None, ge=0)
+    retry_delay: float | None = Field(None, ge=0, le=MAX_SECONDS)
     retry_backoff: bool | None = None
-    retry_delay_max: float | None = Field(None, gt=0)
-    expire_in: float | None = Field(None, gt=0)
-    heartbeat_seconds: float | None = Field(None, gt=0)
-    retention: float | None = Field(None, gt=0)
-    delete_after: float | None = Field(None, ge=0)
+    retry_delay_max: float | None = Field(None, gt=0, le=MAX_SECONDS)
+    expire_in: float | None = Field(None, gt=0, le=MAX_SECONDS)
+    heartbeat_seconds: float | None = Field(None, gt=0, le=MAX_SECONDS)
+    retention: float | None = Field(None, gt=0, le=MAX_SECONDS)
+    delete_after: float | None = Field(None, ge=0, le=MAX_SECONDS)
     dead_letter: str | None = None
 
     @field_validator("dead_letter")
     @classmethod
     def _dead_letter_name(cls, value: str | None) -> str | None:
         return None if value is None else check_name(value, "dead_letter queue")
-
-    # pydantic's lax mode would read True as 1; JobOptions adds these two fields.
-    @field_validator("retry_limit", "priority", "singleton_seconds", mode="before",
-                     check_fields=False)
-    @classmethod
-    def _integer(cls, value: object) -> object:
-        if isinstance(value, bool):
-            raise ValueError("expected an integer, got a bool")
-        return value
 
     @field_validator(
         "retry_delay",
@@ -128,8 +125,8 @@ class JobOptions(_Options):
             value = value.total_seconds()
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError("expected a datetime, a timedelta or a number of seconds")
-        if not math.isfinite(value) or value < 0:
-            raise ValueError("seconds must be finite and not negative")
+        if not math.isfinite(value) or not 0 <= value <= MAX_SECONDS:
+            raise ValueError(f"seconds must be between 0 and {MAX_SECONDS} (ten years)")
         return float(value)
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from .models import MAX_SECONDS
+
 __all__ = ["JOB_COLUMNS", "Statements"]
 
 JOB_COLUMNS = """id, name, data, state, priority, retry_count, attempt, retry_limit, retry_delay,
@@ -81,16 +83,18 @@ _RESOLVED_NO_ID = """i.name, i.data, COALESCE(i.priority, 0) AS priority,
     COALESCE(i.start_after, {now} + make_interval(secs => COALESCE(i.start_in, 0)))
         AS start_after,
     COALESCE(i.start_after, {now} + make_interval(secs => COALESCE(i.start_in, 0)))
-        + make_interval(secs => COALESCE(i.retention, q.retention, 1209600)) AS keep_until,
+        + make_interval(secs => LEAST(COALESCE(i.retention, q.retention, 1209600),
+                                      {max_seconds})) AS keep_until,
     i.singleton_key,
     to_timestamp(floor(extract(epoch FROM {now}) / i.singleton_seconds)
         * i.singleton_seconds) AS singleton_on"""
 
 # The retry delay of a job that has just failed for the (retry_count + 1)th time:
 # retry_delay, doubled per earlier retry with equal jitter when retry_backoff, capped by
-# retry_delay_max.
+# retry_delay_max, and by {max_seconds} (ten years: options are never longer, and the
+# times computed from them stay in range even for rows written by hand).
 _RETRY_DELAY = """make_interval(secs => LEAST(
-    COALESCE(j.retry_delay_max, 'Infinity'::float8),
+    COALESCE(j.retry_delay_max, 'Infinity'::float8), {max_seconds},
     CASE WHEN j.retry_backoff
         THEN j.retry_delay * power(2, LEAST(j.retry_count, 52)) * (0.5 + random() / 2)
         ELSE j.retry_delay END))"""
@@ -310,32 +314,25 @@ _TEMPLATES: dict[str, str] = {
     # A retry's retention starts again from its new start.
     "job_fail_many": f"""
         WITH input AS (
-            SELECT f.*, EXISTS (
-                    SELECT FROM {{schema}}.job j
-                    WHERE j.id = f.id AND j.policy = 'stately'
-                        AND {_clashes("retry", "'stately'")}) AS retry_taken
+            SELECT f.*, {_RETRY_DELAY} AS delay,
+                j.retry_count < j.retry_limit AND NOT f.terminal
+                    AND NOT (j.policy = 'stately' AND {_clashes("retry", "'stately'")})
+                    AS again
             FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(outputs)s::text[],
                         %(terminal)s::boolean[], %(final_states)s::text[])
                 AS f(id, attempt, output, terminal, final_state)
+            JOIN {{schema}}.job j ON j.id = f.id
         ),
         failed AS (
             UPDATE {{schema}}.job j
-            SET state = CASE WHEN j.retry_count < j.retry_limit AND NOT f.terminal
-                    AND NOT f.retry_taken
-                    THEN 'retry' ELSE f.final_state END::{{schema}}.job_state,
-                retry_count = CASE WHEN j.retry_count < j.retry_limit AND NOT f.terminal
-                    AND NOT f.retry_taken
-                    THEN j.retry_count + 1 ELSE j.retry_count END,
-                start_after = CASE WHEN j.retry_count < j.retry_limit AND NOT f.terminal
-                    AND NOT f.retry_taken
-                    THEN {{now}} + {_RETRY_DELAY} ELSE j.start_after END,
-                keep_until = CASE WHEN j.retry_count < j.retry_limit AND NOT f.terminal
-                    AND NOT f.retry_taken
-                    THEN {{now}} + {_RETRY_DELAY} + (j.keep_until - j.start_after)
+            SET state = CASE WHEN f.again THEN 'retry'
+                    ELSE f.final_state END::{{schema}}.job_state,
+                retry_count = j.retry_count + f.again::integer,
+                start_after = CASE WHEN f.again THEN {{now}} + f.delay ELSE j.start_after END,
+                keep_until = CASE WHEN f.again
+                    THEN {{now}} + f.delay + (j.keep_until - j.start_after)
                     ELSE j.keep_until END,
-                completed_at = CASE WHEN j.retry_count < j.retry_limit AND NOT f.terminal
-                    AND NOT f.retry_taken
-                    THEN NULL ELSE {{now}} END,
+                completed_at = CASE WHEN f.again THEN NULL ELSE {{now}} END,
                 output = f.output::jsonb
             FROM input f
             WHERE j.id = f.id AND j.state = 'active'
@@ -593,6 +590,9 @@ _TEMPLATES: dict[str, str] = {
     # same pass at once; every step takes a bounded batch, locked with SKIP LOCKED, and is
     # idempotent.
     "maintenance_lock": "SELECT pg_try_advisory_xact_lock(hashtext({maintenance_key})) AS locked",
+    "maintenance_step_begin": "SAVEPOINT pgqueue_maintenance_step",
+    "maintenance_step_end": "RELEASE SAVEPOINT pgqueue_maintenance_step",
+    "maintenance_step_undo": "ROLLBACK TO SAVEPOINT pgqueue_maintenance_step",
     # The periodic pass, once per %(interval)s seconds cluster-wide (database time, so the
     # instances' clocks need not agree): it runs if it moves maintained_on forward.
     "maintenance_due": """
@@ -606,9 +606,9 @@ _TEMPLATES: dict[str, str] = {
     "job_stale_select": """
         SELECT id, attempt FROM {schema}.job
         WHERE state = 'active' AND (
-            started_at + make_interval(secs => expire_in) < {now}
+            started_at + make_interval(secs => LEAST(expire_in, {max_seconds})) < {now}
             OR COALESCE(heartbeat_at, started_at)
-                + make_interval(secs => heartbeat_seconds) < {now})
+                + make_interval(secs => LEAST(heartbeat_seconds, {max_seconds})) < {now})
         ORDER BY started_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED""",
@@ -650,7 +650,8 @@ _TEMPLATES: dict[str, str] = {
             RETURNING *
         )
         INSERT INTO {{schema}}.archive ({_ALL_JOB_COLUMNS}, archived_at, delete_at)
-        SELECT {_ALL_JOB_COLUMNS}, {{now}}, {{now}} + make_interval(secs => delete_after)
+        SELECT {_ALL_JOB_COLUMNS}, {{now}},
+            {{now}} + make_interval(secs => LEAST(delete_after, {{max_seconds}}))
         FROM moved
         RETURNING id""",
     "archive_delete": """
@@ -685,6 +686,7 @@ class Statements:
             "jobs_channel_ident": sql.Identifier(self.jobs_channel),
             "cancel_channel_ident": sql.Identifier(self.cancel_channel),
             "now": sql.Composed([ident, sql.SQL(".clock()")]),
+            "max_seconds": sql.Literal(MAX_SECONDS),
         }
         self._compiled = {
             name: sql.SQL(text).format(**params).as_string()

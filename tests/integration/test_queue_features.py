@@ -320,3 +320,54 @@ def test_monitor_receives_queue_stats(dsn: str, schema: str) -> None:
                 break
             deadline -= 1
         assert deadline, "no report showed the waiting job"
+
+
+def test_absurd_values_in_rows_never_break_maintenance(
+    pq: PgQueue, conn: psycopg.Connection[Any]
+) -> None:
+    # Rows written by hand or by an older version, with values no option allows now.
+    schema = sql.Identifier(pq.schema)
+    pq.create_queue("q", expire_in=60, retry_limit=1)
+    ids = pq.insert([{"name": "q", "data": i} for i in range(5)])
+    conn.execute(sql.SQL(
+        "UPDATE {}.job SET expire_in = 1e308, heartbeat_seconds = 1e16, retry_delay = 1e16, "
+        "retry_backoff = true, retry_count = 0, delete_after = 1e16 WHERE id <> %s"
+    ).format(schema), (ids[-1],))
+    pq.fetch("q", 5)
+    pq.move_clock(3600)
+    result = pq.maintain()  # the sane job expires; the absurd ones neither fail nor expire
+    assert result.errors == [] and result.expired_active == 1
+    # Absurd retry delays and retention still give times in range.
+    conn.execute(sql.SQL("UPDATE {}.job SET expire_in = 1 WHERE id = %s").format(schema),
+                 (ids[0],))
+    pq.move_clock(2)
+    assert pq.maintain().expired_active == 1
+    job = pq.get_job_by_id(ids[0])
+    assert job is not None and job.state is JobState.retry
+
+
+def test_a_failing_maintenance_step_stops_no_other(
+    pq: PgQueue, conn: psycopg.Connection[Any]
+) -> None:
+    schema = sql.Identifier(pq.schema)
+    pq.maintenance_settings = MaintenanceSettings(archive_completed_after=0)
+    pq.create_queue("q", expire_in=30)
+    done, running = pq.send("q", "done"), pq.send("q", "running")
+    (first,) = pq.fetch("q")
+    pq.complete(first)
+    pq.fetch("q")
+    # A row already in the archive under the same id: archiving it cannot succeed.
+    conn.execute(sql.SQL(
+        "INSERT INTO {0}.archive (id, name, state, keep_until, priority, retry_count, "
+        "retry_limit, retry_delay, retry_backoff, expire_in, delete_after, start_after, "
+        "created_at, policy, archived_at, delete_at) SELECT id, name, state, keep_until, "
+        "priority, retry_count, retry_limit, retry_delay, retry_backoff, expire_in, "
+        "delete_after, start_after, created_at, policy, now(), now() + interval '1 day' "
+        "FROM {0}.job WHERE id = %s").format(schema), (done,))
+    pq.move_clock(31)
+    result = pq.maintain()
+    assert result.ran and result.archived == 0
+    assert [e.split(":")[0] for e in result.errors] == ["archived"]
+    assert result.expired_active == 1  # the step before it ran
+    job = pq.get_job_by_id(running or 0)
+    assert job is not None and job.state is JobState.retry
