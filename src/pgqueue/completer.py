@@ -8,8 +8,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .core import Core
+from .core import Core, encode_json, storable
 from .db import Plan
+from .errors import PgQueueError
 from .executor import Outcome
 
 __all__ = ["Completer"]
@@ -28,10 +29,13 @@ class Completer:
     logged).
     """
 
-    def __init__(self, run: Runner, core: Core, max_batch: int = 1000) -> None:
+    def __init__(
+        self, run: Runner, core: Core, max_batch: int = 1000, max_bytes: int = 16 << 20
+    ) -> None:
         self._run = run
         self._core = core
         self._max_batch = max_batch
+        self._max_bytes = max_bytes
         self._pending: list[Outcome] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -80,21 +84,56 @@ class Completer:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                batch = self._pending[: self._max_batch]
+                batch = self._next_batch()
                 try:
                     await self._write(batch)
-                except Exception as exc:
+                except PgQueueError as exc:
                     if self._stopping:
                         return
-                    log.warning("recording %d outcomes failed (%s); retrying in %.2fs",
-                                len(batch), exc, backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
+                    if not exc.transient:  # the database refuses something in the batch
+                        await self._write_apart(batch, exc)
+                    else:
+                        log.warning("recording %d outcomes failed (%s); retrying in %.2fs",
+                                    len(batch), exc, backoff)
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, 5.0)
+                        continue
                 backoff = 0.05
                 del self._pending[: len(batch)]
                 self.written += len(batch)
             self._idle.set()
+
+    def _next_batch(self) -> list[Outcome]:
+        """The oldest outcomes, at most ``max_batch`` of them and about ``max_bytes`` of
+        JSON (at least one), so no statement grows past what the database takes."""
+        size = 0
+        for count, outcome in enumerate(self._pending[: self._max_batch]):
+            size += len(outcome.output or "") + len(outcome.progress or "")
+            if size > self._max_bytes and count:
+                return self._pending[:count]
+        return self._pending[: self._max_batch]
+
+    async def _write_apart(self, batch: list[Outcome], error: PgQueueError) -> None:
+        """Write a batch the database refused in halves, down to the outcome it refuses,
+        which is recorded as a failure that says why (the job then retries or fails)."""
+        if len(batch) > 1:
+            middle = len(batch) // 2
+            for half in (batch[:middle], batch[middle:]):
+                try:
+                    await self._write(half)
+                except PgQueueError as exc:
+                    if exc.transient:
+                        raise
+                    await self._write_apart(half, exc)
+            return
+        (outcome,) = batch
+        log.error("job %s: the database refused its %s outcome (%s); recording a failure "
+                  "instead", outcome.job_id, outcome.kind, error)
+        message = storable(f"the database refused the {outcome.kind} outcome: {error}")
+        await self._write([Outcome(
+            outcome.job_id, outcome.attempt, "failed",
+            encode_json({"type": "unrecordable", "message": message}),
+        )])
 
     async def _write(self, batch: list[Outcome]) -> None:
         done = [o for o in batch if o.kind == "completed"]

@@ -85,4 +85,6 @@ def describe_dsn(dsn: str) -> str:
 
 
 def _strip_secret(message: str) -> str:
+    # libpq quotes the piece it could not parse, which may be the password: drop them all.
+    message = re.sub(r'"[^"]*"', '"***"', message)
     return re.sub(r"(password\s*=\s*|:)[^@\s]*@", r"\1***@", message)

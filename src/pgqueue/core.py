@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from .config import check_name
 from .cron import check_cron, check_timezone, latest_slot
@@ -33,11 +34,23 @@ from .models import (
 from .registry import JobDefinition, Registry
 from .sql import JOB_COLUMNS, Statements
 
-__all__ = ["ONE_ACTIVE_PER_KEY", "Core", "encode_json", "error_output", "job_ids", "job_runs"]
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "ONE_ACTIVE_PER_KEY",
+    "Core",
+    "encode_json",
+    "error_output",
+    "job_ids",
+    "job_runs",
+    "storable",
+]
 
 _JOB_OPTION_NAMES = frozenset(JobOptions.model_fields)
 # Policies that allow one active job per singleton key: fetchers take turns on such queues.
 ONE_ACTIVE_PER_KEY = frozenset({"singleton", "stately"})
+# The most JSON one job's data or output may take (PostgreSQL's jsonb holds up to 256 MiB).
+MAX_PAYLOAD_BYTES = 200 * 1024 * 1024
+_INT4 = 2**31 - 1
 # How far a test may move the clock (the clock function refuses more, too).
 _MAX_CLOCK_OFFSET = 100 * 365 * 86400
 # The fewest waiting jobs a singleton or stately fetch looks at per statement.
@@ -49,7 +62,8 @@ _SINGLE_PARAMS = ("name", "data", "start_in",
 
 
 def encode_json(value: Any, what: str = "data") -> str:
-    """``value`` as JSON text; pydantic models are dumped first. Raises InvalidPayloadError."""
+    """``value`` as JSON text: pydantic models are dumped, and what pydantic can encode
+    (dates, UUIDs, decimals, ...) is encoded as it would. Raises InvalidPayloadError."""
     if value is None:
         return "null"
     if isinstance(value, BaseModel):
@@ -58,6 +72,13 @@ def encode_json(value: Any, what: str = "data") -> str:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"), default=_default)
     except (TypeError, ValueError) as exc:
         raise InvalidPayloadError(f"{what} is not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise InvalidPayloadError(f"{what} is nested too deeply to encode") from None
+    if len(text) > MAX_PAYLOAD_BYTES:  # characters, a lower bound of the bytes
+        raise InvalidPayloadError(
+            f"{what} is {len(text):,} characters of JSON; at most {MAX_PAYLOAD_BYTES:,} fit "
+            "in one job (keep large payloads elsewhere and send a reference)"
+        )
     if "\\u0000" in text and _NUL.search(text):
         raise InvalidPayloadError(f"{what} contains a NUL character, which PostgreSQL refuses")
     if "\\ud" in text:  # a surrogate escape: fine in pairs (astral characters), not alone
@@ -77,20 +98,36 @@ _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 def _default(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    try:
+        return to_jsonable_python(value)
+    except PydanticSerializationError:
+        raise TypeError(
+            f"Object of type {type(value).__name__} is not JSON serializable"
+        ) from None
 
 
 def error_output(error: object) -> Any:
-    """What a failure stores as the job's output: an exception's type, message and traceback."""
+    """What a failure stores as the job's output: an exception's type, message and
+    traceback (with what PostgreSQL cannot store, NUL and lone surrogates, replaced)."""
     if isinstance(error, BaseException):
         return {
             "type": type(error).__name__,
-            "message": str(error),
-            "traceback": "".join(traceback.format_exception(error)),
+            "message": storable(str(error)),
+            "traceback": storable("".join(traceback.format_exception(error))),
         }
-    if error is None or isinstance(error, str):
-        return {"message": error}
+    if error is None:
+        return {"message": None}
+    if isinstance(error, str):
+        return {"message": storable(error)}
     return error
+
+
+def storable(text: str) -> str:
+    """``text`` with what PostgreSQL cannot store in text (NUL, lone surrogates) replaced."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def job_ids(ids: int | Iterable[int]) -> list[int]:
@@ -488,6 +525,8 @@ class Core:
         """Plan: send the waiting jobs of dead-letter queue ``name`` back to the queues they
         failed in, as new jobs; returns the new ids."""
         check_name(name)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _INT4:
+            raise InvalidInputError(f"limit must be a positive integer, got {limit!r}")
         params = dict.fromkeys(_SINGLE_PARAMS)
         params.update(name=name, limit=limit)
         rows = yield Stmt(self.sql.queue_redrive, params)

@@ -114,9 +114,17 @@ def translate(exc: psycopg.Error) -> PgQueueError:
         return InvalidOptionError(f"value out of range: {diag.message_primary}")
     if isinstance(exc, pg_errors.InvalidParameterValue):
         return InvalidInputError(diag.message_primary or str(exc))
-    if isinstance(exc, psycopg.OperationalError):
+    state = exc.sqlstate or ""
+    if state.startswith("54"):  # program limit exceeded: a value too large to store
+        return InvalidPayloadError(f"the database refused it as too large: {exc}")
+    if isinstance(exc, psycopg.OperationalError) and (
+        not state or state.startswith(("08", "57P"))
+    ):
         return ConnectError(f"database connection failed: {exc}")
-    return DatabaseError(f"{type(exc).__name__}: {diag.message_primary or exc}")
+    error = DatabaseError(f"{type(exc).__name__}: {diag.message_primary or exc}")
+    # Out of resources, a lock that timed out, a deadlock or a serialization failure.
+    error.transient = state.startswith(("53", "55P03", "40"))
+    return error
 
 
 def connect_error(dsn: str, exc: BaseException) -> ConnectError:

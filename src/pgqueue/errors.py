@@ -41,7 +41,11 @@ __all__ = [
 
 
 class PgQueueError(Exception):
-    """Base class of every pgqueue error."""
+    """Base class of every pgqueue error. ``transient`` is True when the same call may
+    succeed later unchanged (the connection dropped, the server restarts or is short of
+    resources, a deadlock); False when the request itself was refused."""
+
+    transient: bool = False
 
 
 class InvalidInputError(PgQueueError, ValueError):
@@ -91,6 +95,8 @@ class DatabaseError(PgQueueError):
 
 class ConnectError(DatabaseError):
     """The database server cannot be reached."""
+
+    transient = True
 
 
 class MigrationError(DatabaseError):

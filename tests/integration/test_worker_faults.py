@@ -118,3 +118,44 @@ async def test_a_stately_job_that_cannot_go_back_to_retry_fails_on_shutdown(
     assert job is not None and job.state is JobState.failed
     assert job.output["type"] == "released" and "retry()" in job.output["message"]
     assert await state_of(apq, first) is JobState.retry
+
+
+async def test_an_outcome_the_database_refuses_is_isolated_and_recorded_as_a_failure(
+    apq: AsyncPgQueue, conn: psycopg.Connection[Any]
+) -> None:
+    @apq.job("echo", retry_limit=0)
+    async def echo(data: str) -> str:
+        return data
+
+    await apq.start()
+    schema = sql.Identifier(apq.schema)
+    # The database refuses one completion, whatever the reason.
+    conn.execute(sql.SQL(
+        "CREATE FUNCTION {0}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'refused output'; END $$; "
+        "CREATE TRIGGER refuse BEFORE UPDATE ON {0}.job FOR EACH ROW "
+        "WHEN (NEW.state = 'completed' AND NEW.output = '\"poison\"') "
+        "EXECUTE FUNCTION {0}.refuse()"
+    ).format(schema))
+    ids = await echo.insert(["poison" if i == 17 else f"ok {i}" for i in range(60)])
+    await asyncio.wait_for(apq.work(until_empty=True, concurrency=60), 30)
+    jobs = [await apq.get_job_by_id(i) for i in ids]
+    assert all(j is not None for j in jobs)
+    poisoned = jobs.pop(17)
+    assert poisoned is not None and poisoned.state is JobState.failed
+    assert poisoned.output["type"] == "unrecordable"
+    assert "refused output" in poisoned.output["message"]
+    assert [j.output for j in jobs if j] == [f"ok {i}" for i in range(60) if i != 17]
+
+
+async def test_errors_postgres_cannot_store_are_stored_cleaned(apq: AsyncPgQueue) -> None:
+    @apq.job("bad_message", retry_limit=0)
+    async def bad_message(data: Any) -> None:
+        raise ValueError("nul \x00 and a lone surrogate \ud800 in the message")
+
+    await apq.start()
+    job_id = await bad_message.send()
+    await asyncio.wait_for(apq.work(until_empty=True), 30)
+    job = await apq.get_job_by_id(job_id or 0)
+    assert job is not None and job.state is JobState.failed
+    assert job.output["message"] == "nul \ufffd and a lone surrogate \ufffd in the message"
