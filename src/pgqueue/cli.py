@@ -4,7 +4,6 @@ queues and jobs (stats, one job, retry, cancel, resume, pause)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import importlib
@@ -20,6 +19,7 @@ from .config import DSN_ENV
 from .errors import InvalidPayloadError, PgQueueError
 from .models import JobState
 from .queue import AsyncPgQueue, PgQueue
+from .worker import run_loop
 
 __all__ = ["build_parser", "main"]
 
@@ -172,7 +172,7 @@ def _worker(args: argparse.Namespace) -> int:
         async with app:
             await app.work(**options)
 
-    asyncio.run(run())
+    run_loop(run())
     return 0
 
 

@@ -66,12 +66,18 @@ class Completer:
             waiter.cancel()
             self._task.result()
 
-    async def stop(self) -> None:
-        """Flush, then stop the writer. Idempotent."""
+    @property
+    def pending(self) -> int:
+        """Outcomes not written yet."""
+        return len(self._pending)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Flush (for at most ``timeout`` seconds), then stop the writer. Idempotent."""
         if self._task is None:
             return
         if not self._task.done():
-            await self.flush()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.flush(), timeout)
         task, self._task = self._task, None
         self._stopping = True  # in case the cancellation comes back as a psycopg error
         task.cancel()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +17,7 @@ from .errors import InvalidPayloadError
 from .models import Job
 from .registry import JobDefinition
 
-__all__ = ["ActiveJob", "Deadline", "Executor", "Outcome"]
+__all__ = ["ActiveJob", "Deadline", "Executor", "Outcome", "Threads"]
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -29,6 +32,7 @@ class ActiveJob(Job):
     _notify_progress: Any = field(default=None, repr=False)
     _task: asyncio.Task[Any] | None = field(default=None, repr=False)
     _deadline: Deadline | None = field(default=None, repr=False)
+    _on_interrupt: Any = field(default=None, repr=False)  # the worker watches what follows
 
     @property
     def cancelled(self) -> bool:
@@ -51,6 +55,8 @@ class ActiveJob(Job):
         self._cancelled = True
         if self._task is not None:
             self._task.cancel()
+            if self._on_interrupt is not None:
+                self._on_interrupt(self)
 
 
 class Deadline:
@@ -110,15 +116,92 @@ class Outcome:
     progress: str | None = None
 
 
-class Executor:
-    """Calls handlers: async ones as tasks, sync ones on a thread pool, each under expire_in."""
+class Threads:
+    """The threads sync handlers run on: at most ``size`` at work at once. A thread whose
+    job was given up on (it expired, was cancelled, or the worker stops) while its handler
+    still runs is *stuck*: Python cannot stop it, so it no longer counts against ``size``
+    and another thread takes its place; it rejoins the others if its handler ever returns.
+    Daemon threads, so a stuck one never keeps the process from exiting."""
 
-    def __init__(self, threads: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pgqueue-job")
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue())
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+        self._stuck: set[Future[Any]] = set()
+
+    @property
+    def stuck(self) -> int:
+        """How many threads run a handler that was given up on."""
+        return len(self._stuck)
+
+    def submit(self, call: Callable[[], Any]) -> Future[Any]:
+        """Run ``call`` on a thread; its future holds the result."""
+        future: Future[Any] = Future()
+        with self._lock:
+            self._work.put((future, call))
+            if self._idle == 0 and self._threads - len(self._stuck) < self._size:
+                self._start_thread()
+        return future
+
+    def give_up(self, future: Future[Any]) -> None:
+        """Stop counting the thread that runs ``future`` (its caller no longer waits)."""
+        with self._lock:
+            if future.done() or future in self._stuck:
+                return
+            self._stuck.add(future)
+            if self._idle == 0 and self._threads - len(self._stuck) < self._size:
+                self._start_thread()  # its place, for the jobs that come next
 
     def shutdown(self) -> None:
-        """Stop the thread pool without waiting for abandoned sync handlers."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Let idle threads end; stuck ones end with the process."""
+        with self._lock:
+            for _ in range(self._threads):
+                self._work.put(None)
+
+    def _start_thread(self) -> None:
+        self._threads += 1
+        self._idle += 1  # counted idle until it takes work, so submits do not overshoot
+        threading.Thread(target=self._serve, name="pgqueue-job", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            item = self._work.get()
+            with self._lock:
+                self._idle -= 1
+            if item is None:
+                with self._lock:
+                    self._threads -= 1
+                return
+            future, call = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call())
+                except BaseException as exc:  # SystemExit and KeyboardInterrupt included
+                    future.set_exception(exc)
+            with self._lock:
+                if future in self._stuck:
+                    self._stuck.discard(future)
+                    log.warning("a sync handler given up on has returned; its thread is "
+                                "free again (%d still stuck)", len(self._stuck))
+                if self._threads - len(self._stuck) > self._size:  # its place was taken
+                    self._threads -= 1
+                    return
+                self._idle += 1
+
+
+class Executor:
+    """Calls handlers: async ones in the job's task, sync ones on :class:`Threads`, each
+    under expire_in."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = Threads(threads)
+
+    def shutdown(self) -> None:
+        """Stop the threads without waiting for stuck sync handlers."""
+        self.threads.shutdown()
 
     async def run(self, job: ActiveJob, definition: JobDefinition) -> Outcome | None:
         """Run the handler in the current task; None when the job was cancelled.
@@ -141,8 +224,17 @@ class Executor:
             if definition.is_async:
                 result = await definition.func(*args, **kwargs)
             else:
-                call = functools.partial(definition.func, *args, **kwargs)
-                result = await asyncio.get_running_loop().run_in_executor(self._pool, call)
+                future = self.threads.submit(functools.partial(definition.func, *args, **kwargs))
+                try:
+                    result = await asyncio.wrap_future(future)
+                except asyncio.CancelledError:
+                    if not future.done():
+                        self.threads.give_up(future)
+                        log.warning("job %s (%s): its sync handler still runs after the job "
+                                    "was %s; its thread is given up on (%d stuck)", job.id,
+                                    job.name, "expired" if job._expired else "stopped",
+                                    self.threads.stuck)
+                    raise
         except asyncio.CancelledError:
             if job._expired:
                 message = f"job ran past its expire_in of {job.expire_in:g}s"
@@ -151,7 +243,7 @@ class Executor:
             if job._cancelled:  # cancel(id) or shutdown: nothing to record here
                 return None
             raise
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # none may stop the worker
             log.info("job %s (%s) failed: %r", job.id, job.name, exc)
             return Outcome(job.id, job.attempt, "failed", _encode(error_output(exc)))
         finally:

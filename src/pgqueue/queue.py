@@ -36,7 +36,7 @@ from .migrate import MigrationStatus, migrate_plan, status_plan
 from .models import Job, JobState, QueueInfo, QueueStats, ScheduleInfo
 from .registry import JobFunction, Registry
 from .sql import Statements
-from .worker import Worker
+from .worker import Worker, run_loop
 
 __all__ = ["AsyncPgQueue", "PgQueue"]
 
@@ -972,7 +972,7 @@ class PgQueue(_Common):
                 await worker.run(install_signal_handlers)
 
         try:
-            asyncio.run(main())
+            run_loop(main())
         finally:
             self._worker = None
             self._work_done.set()

@@ -15,15 +15,15 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .completer import Completer
-from .core import ONE_ACTIVE_PER_KEY, Core
+from .core import ONE_ACTIVE_PER_KEY, Core, encode_json
 from .db import Plan
 from .errors import ConnectError, PgQueueError, WorkerError
-from .executor import ActiveJob, Deadline, Executor
+from .executor import ActiveJob, Deadline, Executor, Outcome
 from .models import Job
 from .notifier import Notifier
 from .registry import JobDefinition
@@ -31,9 +31,15 @@ from .registry import JobDefinition
 if TYPE_CHECKING:
     from .queue import AsyncPgQueue
 
-__all__ = ["Worker"]
+__all__ = ["CANCEL_GRACE", "Worker", "run_loop"]
 
 log = logging.getLogger("pgqueue.worker")
+T = TypeVar("T")
+
+# Seconds an async handler gets to honour its cancellation before the worker lets it go.
+CANCEL_GRACE = 5.0
+# Seconds a stopping worker gives each of its last writes (outcomes, then the hand-back).
+_SHUTDOWN_WRITES = 5.0
 
 
 @dataclass
@@ -85,6 +91,7 @@ class Worker:
             for d in definitions
         }
         self._active: dict[int, ActiveJob] = {}  # the run of each job this worker holds
+        self._slots: dict[int, _QueueState] = {}  # id() of each run taking a slot: its queue
         self._interrupted: list[ActiveJob] = []  # runs cut short while stopping
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -328,6 +335,9 @@ class Worker:
                         job.id, job.name, earlier.attempt, job.attempt)
             earlier.interrupt()
         self._active[job.id] = job
+        self._slots[id(job)] = state
+        if state.definition.is_async:  # a sync handler's thread is given up on at once
+            job._on_interrupt = self._watch
         task = asyncio.create_task(self._execute(job, state))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -335,7 +345,10 @@ class Worker:
     async def _execute(self, job: ActiveJob, state: _QueueState) -> None:
         try:
             outcome = await self._executor.run(job, state.definition)
-            if outcome is not None:
+            if id(job) not in self._slots:  # let go of earlier: see _let_go
+                log.warning("job %s (%s): the handler that ignored cancellation returned; "
+                            "its outcome is dropped", job.id, job.name)
+            elif outcome is not None:
                 self._completer.add(outcome)
             elif self._stopping.is_set():  # cut short by the stop: hand it back
                 self._interrupted.append(job)
@@ -345,11 +358,39 @@ class Worker:
         except Exception:  # a bug in pgqueue, not in the handler: the job will expire
             log.exception("running job %s failed unexpectedly", job.id)
         finally:
-            Deadline.release(job)
-            if self._active.get(job.id) is job:
-                del self._active[job.id]
-            state.active -= 1
-            self._wake.set()
+            self._end(job)
+
+    def _end(self, job: ActiveJob) -> None:
+        """The run no longer takes a slot (once, whichever way it ended)."""
+        state = self._slots.pop(id(job), None)
+        if state is None:
+            return
+        Deadline.release(job)
+        if self._active.get(job.id) is job:
+            del self._active[job.id]
+        state.active -= 1
+        self._wake.set()
+
+    def _watch(self, job: ActiveJob) -> None:
+        """An async run was asked to stop: if its handler ignores that, let it go."""
+        assert self._loop is not None
+        self._loop.call_later(CANCEL_GRACE, self._let_go, job)
+
+    def _let_go(self, job: ActiveJob) -> None:
+        task = job._task
+        if id(job) not in self._slots or task is None or task.done():
+            return
+        log.error("job %s (%s): its handler ignored cancellation for %gs; the worker lets "
+                  "it go (it runs on, its slot is free, whatever it returns is dropped)",
+                  job.id, job.name, CANCEL_GRACE)
+        if job._expired:
+            self._completer.add(Outcome(job.id, job.attempt, "expired", encode_json({
+                "type": "expired", "message": f"job ran past its expire_in of "
+                f"{job.expire_in:g}s and its handler ignored cancellation"})))
+        elif self._stopping.is_set():
+            self._interrupted.append(job)
+        self._tasks.discard(task)  # a stop does not wait for it either
+        self._end(job)
 
     async def _touch_loop(self) -> None:
         """Heartbeat the active jobs that have one, and store reported progress."""
@@ -401,15 +442,49 @@ class Worker:
             job.interrupt()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=1.0)
-        await self._completer.flush()
+        # What cannot be written within a few seconds (the database is out of reach) is
+        # given up: those jobs run again once they expire.
+        try:
+            await asyncio.wait_for(self._completer.flush(), _SHUTDOWN_WRITES)
+        except asyncio.TimeoutError:
+            log.error("stopping without recording %d outcomes: the database did not take "
+                      "them in %gs", self._completer.pending, _SHUTDOWN_WRITES)
         # Jobs still held, and those a second signal cut short while the wait above ran
         # (their tasks ended, so they are no longer held). A job cancelled with cancel(id)
         # is no longer active, and releasing leaves it alone.
         runs = list({id(j): j for j in [*unfinished, *self._interrupted]}.values())
         if runs:
             ids, attempts = [j.id for j in runs], [j.attempt for j in runs]
-            released = await _retrying(lambda: self._run(self._core.release(ids, attempts)))
-            log.info("released %d unfinished jobs for another worker", len(released))
+            try:
+                released = await asyncio.wait_for(
+                    _retrying(lambda: self._run(self._core.release(ids, attempts))),
+                    _SHUTDOWN_WRITES)
+            except (asyncio.TimeoutError, PgQueueError) as exc:
+                log.error("stopping without handing back %d jobs (%s): they run again "
+                          "once they expire", len(runs), exc or "timed out")
+            else:
+                log.info("released %d unfinished jobs for another worker", len(released))
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on a new event loop, as :func:`asyncio.run` does, but never wait for a
+    task that ignores cancellation (a handler a worker let go of): what is left when
+    ``main`` returns is cancelled, given a second, and then left behind."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
 
 
 async def _retrying(call: Callable[[], Awaitable[list[int]]], attempts: int = 5) -> list[int]:

@@ -373,7 +373,7 @@ def test_payloads_postgres_would_refuse_are_refused_first(
     pq.create_queue("q")
     assert pq.get_job_by_id(pq.send("q", "\\u0000") or 0) is not None  # escaped: fine
     for bad, culprit in (("\ud800", "surrogate"), ({"k": "a\x00"}, "NUL"),
-                         ({"x": {1, 2}}, "set")):
+                         ({"x": object()}, "object")):
         with pytest.raises(pgqueue.InvalidPayloadError, match=culprit):
             pq.send("q", bad)
     assert count_jobs(conn, pq.schema) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from psycopg import sql
 
 from pgqueue import AsyncPgQueue, JobState
+from pgqueue import worker as worker_module
 from tests.integration.test_worker import state_of, wait_until, working
 
 
@@ -159,3 +161,94 @@ async def test_errors_postgres_cannot_store_are_stored_cleaned(apq: AsyncPgQueue
     job = await apq.get_job_by_id(job_id or 0)
     assert job is not None and job.state is JobState.failed
     assert job.output["message"] == "nul \ufffd and a lone surrogate \ufffd in the message"
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+@pytest.mark.parametrize("raised", [SystemExit, KeyboardInterrupt])
+async def test_a_handler_raising_system_exit_fails_its_job_and_nothing_else(
+    apq: AsyncPgQueue, kind: str, raised: type[BaseException]
+) -> None:
+    if kind == "async":
+        @apq.job("exits", retry_limit=0)
+        async def exits(data: Any) -> None:
+            raise raised(3)
+    else:
+        @apq.job("exits", retry_limit=0)
+        def exits(data: Any) -> None:
+            raise raised(3)
+
+    @apq.job("fine")
+    async def fine(data: Any) -> str:
+        return "ok"
+
+    await apq.start()
+    bad = await apq.send("exits")
+    good = await fine.insert(range(5))
+    await asyncio.wait_for(apq.work(until_empty=True), 30)
+    job = await apq.get_job_by_id(bad or 0)
+    assert job is not None and job.state is JobState.failed
+    assert job.output["type"] == raised.__name__
+    assert await _done(apq, good)
+
+
+async def test_sync_handlers_stuck_forever_free_their_threads(apq: AsyncPgQueue) -> None:
+    forever = threading.Event()  # set at the end, only to let the threads go
+    ran: list[int] = []
+
+    @apq.job("stuck", expire_in=0.5, retry_limit=0)
+    def stuck(data: Any) -> None:
+        forever.wait(60)
+
+    @apq.job("quick", retry_limit=0)
+    def quick(data: int) -> None:
+        ran.append(data)
+
+    await apq.start()
+    blocked = await stuck.insert(range(2))
+    try:
+        async with working(apq, concurrency=2):
+            await wait_until(lambda: _all_in(apq, blocked, JobState.expired))
+            # Both threads are stuck for good; the jobs after them still run, on new ones.
+            quick_ids = await quick.insert(range(5))
+            await wait_until(lambda: _done(apq, quick_ids))
+    finally:
+        forever.set()
+    assert sorted(ran) == list(range(5))
+
+
+async def test_an_async_handler_that_ignores_cancellation_is_let_go(
+    apq: AsyncPgQueue, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(worker_module, "CANCEL_GRACE", 0.3)
+
+    released = asyncio.Event()  # set at the end, only to let the handler go
+
+    @apq.job("stubborn", expire_in=0.3, retry_limit=0)
+    async def stubborn(data: Any) -> None:
+        while not released.is_set():
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                pass  # a handler that will not stop
+
+    @apq.job("next")
+    async def next_(data: Any) -> str:
+        return "ran"
+
+    await apq.start()
+    held = await stubborn.send()
+    try:
+        async with working(apq, concurrency=1):  # one slot: the next job needs it back
+            await wait_until(lambda: _all_in(apq, [held], JobState.active))
+            after = await next_.send()
+            await wait_until(lambda: _done(apq, [after]))
+    finally:
+        released.set()
+    job = await apq.get_job_by_id(held or 0)
+    assert job is not None and job.state is JobState.expired
+    assert "ignored cancellation" in job.output["message"]
+    assert any("lets it go" in r.getMessage() for r in caplog.records)
+
+
+async def _all_in(pq: AsyncPgQueue, ids: list[int | None], state: JobState) -> bool:
+    return all([await state_of(pq, i) is state for i in ids])
