@@ -219,7 +219,7 @@ def test_payload_encoding() -> None:
     at = datetime(2030, 5, 1, tzinfo=timezone.utc)
     assert encode_json(Model(when=at, tags=["a"])) == '{"when":"2030-05-01T00:00:00Z","tags":["a"]}'
     assert encode_json({"nested": Model(when=at, tags=[])}).startswith('{"nested":{"when"')
-    for bad in ({"x": float("nan")}, {"c": 1j}, "nul\x00"):
+    for bad in ({"x": float("nan")}, {"c": object()}, "nul\x00"):
         with pytest.raises(pgqueue.InvalidPayloadError):
             encode_json(bad)
 
