@@ -24,7 +24,7 @@ class Completer:
     """Buffers outcomes and records them, completions and failures each in one statement.
 
     A write that fails (connection lost) is retried with backoff. Each outcome names its run
-    (job id and attempt), and the database records it only while that run holds the job, so
+    (job id and run_id), and the database records it only while that run holds the job, so
     a retried write never records twice and a stale run's outcome changes nothing (it is
     logged).
     """
@@ -137,7 +137,7 @@ class Completer:
                   "instead", outcome.job_id, outcome.kind, error)
         message = storable(f"the database refused the {outcome.kind} outcome: {error}")
         await self._write([Outcome(
-            outcome.job_id, outcome.attempt, "failed",
+            outcome.job_id, outcome.attempt, outcome.run_id, "failed",
             encode_json({"type": "unrecordable", "message": message}),
         )])
 
@@ -147,7 +147,7 @@ class Completer:
         if done:
             recorded = await self._run(self._core.complete(
                 [o.job_id for o in done],
-                [o.attempt for o in done],
+                [o.run_id for o in done],
                 [o.output for o in done],
                 [o.progress for o in done],
             ))
@@ -155,7 +155,7 @@ class Completer:
         if failed:
             recorded = await self._run(self._core.fail(
                 [o.job_id for o in failed],
-                [o.attempt for o in failed],
+                [o.run_id for o in failed],
                 [o.output for o in failed],
                 terminal=[o.terminal for o in failed],
                 final_states=["expired" if o.kind == "expired" else "failed" for o in failed],

@@ -6,7 +6,6 @@ Input is validated here, before any statement is yielded, so bad input never wri
 from __future__ import annotations
 
 import json
-import math
 import re
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -51,6 +50,7 @@ ONE_ACTIVE_PER_KEY = frozenset({"singleton", "stately"})
 # The most JSON one job's data or output may take (PostgreSQL's jsonb holds up to 256 MiB).
 MAX_PAYLOAD_BYTES = 200 * 1024 * 1024
 _INT4 = 2**31 - 1
+_INT8 = 2**63 - 1
 # How far a test may move the clock (the clock function refuses more, too).
 _MAX_CLOCK_OFFSET = 100 * 365 * 86400
 # The fewest waiting jobs a singleton or stately fetch looks at per statement.
@@ -66,8 +66,8 @@ def encode_json(value: Any, what: str = "data") -> str:
     (dates, UUIDs, decimals, ...) is encoded as it would. Raises InvalidPayloadError."""
     if value is None:
         return "null"
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
+    if isinstance(value, BaseModel):  # by alias: what the model validates again
+        value = value.model_dump(mode="json", by_alias=True)
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"), default=_default)
     except (TypeError, ValueError) as exc:
@@ -97,7 +97,7 @@ _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 def _default(value: Any) -> Any:
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return value.model_dump(mode="json", by_alias=True)
     try:
         return to_jsonable_python(value)
     except PydanticSerializationError:
@@ -145,8 +145,10 @@ def job_ids(ids: int | Iterable[int]) -> list[int]:
 def job_runs(
     jobs: Job | int | Iterable[Job | int],
 ) -> tuple[list[int], list[int | None]]:
-    """The runs named by fetched jobs (id and attempt) or by bare ids (attempt None: the run
-    that holds the job now, whichever it is)."""
+    """The runs named by fetched jobs (id and run_id) or by bare ids (run None: the run that
+    holds the job now, whichever it is)."""
+    if isinstance(jobs, Mapping):
+        raise InvalidInputError("expected fetched Jobs or job ids, got a mapping")
     if isinstance(jobs, Job | int) or not isinstance(jobs, Iterable) or isinstance(
         jobs, str | bytes
     ):
@@ -154,17 +156,17 @@ def job_runs(
     else:
         items = list(jobs)
     ids: list[int] = []
-    attempts: list[int | None] = []
+    runs: list[int | None] = []
     for item in items:
         if isinstance(item, Job):
             ids.append(item.id)
-            attempts.append(item.attempt)
-        elif isinstance(item, int) and not isinstance(item, bool):
+            runs.append(item.run_id)
+        elif isinstance(item, int) and not isinstance(item, bool) and 0 < item <= _INT8:
             ids.append(item)
-            attempts.append(None)
+            runs.append(None)
         else:
             raise InvalidInputError(f"expected fetched Jobs or job ids, got {item!r}")
-    return ids, attempts
+    return ids, runs
 
 
 class Core:
@@ -291,14 +293,14 @@ class Core:
         rows = yield Stmt(self.sql.queue_policies, {"names": names})
         return {r["name"]: (r["policy"], r["paused"]) for r in rows}
 
-    # Every write of a run's outcome names the run: the job's id and the attempt that
+    # Every write of a run's outcome names the run: the job's id and the run_id that
     # claimed it (None: whichever run holds the job now). Each returns the ids it changed;
     # a run that no longer holds its job changes nothing and is left out.
 
     def complete(
         self,
         ids: list[int],
-        attempts: list[int | None],
+        runs: list[int | None],
         outputs: list[str | None],
         progress: list[str | None] | None = None,
     ) -> Plan[list[int]]:
@@ -308,7 +310,7 @@ class Core:
         # The outputs and progress are JSON texts already: join them, never re-encode.
         items = [
             f"[{int(i)},{'null' if a is None else int(a)},{o or 'null'}"
-            for i, a, o in zip(ids, attempts, outputs, strict=True)
+            for i, a, o in zip(ids, runs, outputs, strict=True)
         ]
         if progress is not None:
             items = [f"{item},{p}" if p is not None else item
@@ -320,7 +322,7 @@ class Core:
     def fail(
         self,
         ids: list[int],
-        attempts: list[int | None],
+        runs: list[int | None],
         outputs: list[str | None],
         *,
         terminal: list[bool] | None = None,
@@ -337,7 +339,7 @@ class Core:
             self.sql.job_fail_many,
             {
                 "ids": ids,
-                "attempts": attempts,
+                "runs": runs,
                 "outputs": outputs,
                 "terminal": terminal or [False] * len(ids),
                 "final_states": final_states or ["failed"] * len(ids),
@@ -346,31 +348,31 @@ class Core:
         return [r["id"] for r in rows if r["state"] != "dead_letter"]
 
     def touch(
-        self, ids: list[int], attempts: list[int | None], progress: list[str | None]
+        self, ids: list[int], runs: list[int | None], progress: list[str | None]
     ) -> Plan[list[int]]:
         """Plan: heartbeat runs and store their latest progress (None keeps the last)."""
         if not ids:
             return []
         rows = yield Stmt(
-            self.sql.job_touch_many, {"ids": ids, "attempts": attempts, "progress": progress}
+            self.sql.job_touch_many, {"ids": ids, "runs": runs, "progress": progress}
         )
         return [r["id"] for r in rows]
 
-    def release(self, ids: list[int], attempts: list[int]) -> Plan[list[int]]:
+    def release(self, ids: list[int], runs: list[int | None]) -> Plan[list[int]]:
         """Plan: hand a stopping worker's unfinished runs back to retry, to run at once (a
         stately job whose key's retry place is taken fails instead, saying why); returns
         the ids no longer held."""
         if not ids:
             return []
-        rows = yield Stmt(self.sql.job_release_many, {"ids": ids, "attempts": attempts})
+        rows = yield Stmt(self.sql.job_release_many, {"ids": ids, "runs": runs})
         return [r["id"] for r in rows]
 
-    def cancelled_among(self, ids: list[int]) -> Plan[list[int]]:
-        """Plan: which of these jobs have been cancelled."""
+    def cancelled_among(self, ids: list[int]) -> Plan[list[tuple[int, int | None]]]:
+        """Plan: which of these jobs have been cancelled, and the run that was cancelled."""
         if not ids:
             return []
         rows = yield Stmt(self.sql.job_cancelled_among, {"ids": ids})
-        return [r["id"] for r in rows]
+        return [(r["id"], r["run_id"]) for r in rows]
 
     # -- job management ----------------------------------------------------------------------
 
@@ -598,7 +600,7 @@ class Core:
         back)."""
         seconds = by.total_seconds() if isinstance(by, timedelta) else by
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not (
-            math.isfinite(seconds) and abs(seconds) <= _MAX_CLOCK_OFFSET
+            -_MAX_CLOCK_OFFSET <= seconds <= _MAX_CLOCK_OFFSET  # NaN fails this too
         ):
             raise InvalidInputError(
                 f"the clock moves by seconds or a timedelta within 100 years, got {by!r}"

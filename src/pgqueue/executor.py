@@ -106,10 +106,11 @@ class Deadline:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How a run ended: ``completed`` with output, or ``failed``/``expired`` with an error.
-    The run is the job's id and the attempt that claimed it."""
+    The run is the job's id and run_id (its attempt is for the logs)."""
 
     job_id: int
     attempt: int
+    run_id: int | None
     kind: str  # completed | failed | expired
     output: str | None
     terminal: bool = False
@@ -215,7 +216,7 @@ class Executor:
         try:
             args, kwargs = definition.call_args(job)
         except InvalidPayloadError as exc:
-            return Outcome(job.id, job.attempt, "failed", _encode(error_output(exc)),
+            return Outcome(job.id, job.attempt, job.run_id, "failed", _encode(error_output(exc)),
                            terminal=True)
         job._task = asyncio.current_task()
         try:
@@ -238,14 +239,14 @@ class Executor:
         except asyncio.CancelledError:
             if job._expired:
                 message = f"job ran past its expire_in of {job.expire_in:g}s"
-                return Outcome(job.id, job.attempt, "expired",
+                return Outcome(job.id, job.attempt, job.run_id, "expired",
                                _encode({"type": "expired", "message": message}))
             if job._cancelled:  # cancel(id) or shutdown: nothing to record here
                 return None
             raise
         except (Exception, SystemExit, KeyboardInterrupt) as exc:  # none may stop the worker
             log.info("job %s (%s) failed: %r", job.id, job.name, exc)
-            return Outcome(job.id, job.attempt, "failed", _encode(error_output(exc)))
+            return Outcome(job.id, job.attempt, job.run_id, "failed", _encode(error_output(exc)))
         finally:
             job._task = None
         if job._cancelled:
@@ -253,9 +254,10 @@ class Executor:
         try:
             output = encode_json(result, "output")
         except InvalidPayloadError as exc:
-            return Outcome(job.id, job.attempt, "failed", _encode(error_output(exc)),
+            return Outcome(job.id, job.attempt, job.run_id, "failed", _encode(error_output(exc)),
                            terminal=True)
-        return Outcome(job.id, job.attempt, "completed", output, progress=job.take_progress())
+        return Outcome(job.id, job.attempt, job.run_id, "completed", output,
+                       progress=job.take_progress())
 
 
 def _encode(value: Any) -> str:

@@ -64,7 +64,8 @@ TRANSITIONS: tuple[Transition, ...] = (
                "starts after the retry delay", retries=True),
     Transition(_S.active, Event.fail, _S.failed, f"{_HOLDS}, no retries left", retries=False),
     Transition(_S.active, Event.fail, _S.failed, f"{_HOLDS}; stately, and another job of its "
-               "key waits to retry", retries=True, blocked=True),
+               "key waits to retry; or its data fails the handler's model, or its output "
+               "cannot be stored (retrying would not help)", retries=True, blocked=True),
     Transition(_S.active, Event.expire, _S.retry, "retries left; retry_count + 1",
                retries=True),
     Transition(_S.active, Event.expire, _S.expired, "no retries left", retries=False),

@@ -116,7 +116,7 @@ def _expire_active(core: Core, params: dict[str, Any]) -> Plan[int]:
     if not rows:
         return 0
     ids = [r["id"] for r in rows]
-    yield from core.fail(ids, [r["attempt"] for r in rows], [_EXPIRED] * len(ids),
+    yield from core.fail(ids, [r["run_id"] for r in rows], [_EXPIRED] * len(ids),
                          final_states=["expired"] * len(ids))
     return len(rows)
 

@@ -125,7 +125,7 @@ class JobOptions(_Options):
             value = value.total_seconds()
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError("expected a datetime, a timedelta or a number of seconds")
-        if not math.isfinite(value) or not 0 <= value <= MAX_SECONDS:
+        if not 0 <= value <= MAX_SECONDS:  # NaN fails this too; ints of any size compare
             raise ValueError(f"seconds must be between 0 and {MAX_SECONDS} (ten years)")
         return float(value)
 
@@ -167,7 +167,8 @@ class Job:
     state: JobState
     priority: int = 0
     retry_count: int = 0
-    attempt: int = 0  # how many times it was claimed: the current run's fencing token
+    attempt: int = 0  # how many times it was claimed
+    run_id: int | None = None  # the current (or last) run's token: what outcomes name
     retry_limit: int = 0
     retry_delay: float = 0.0
     retry_backoff: bool = False

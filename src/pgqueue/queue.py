@@ -526,9 +526,9 @@ class AsyncPgQueue(_Common):
         completed. A run that no longer holds its job (it expired and was claimed again,
         or was cancelled) changes nothing and is left out. A bare id completes whichever
         run holds the job now: pass the fetched ``Job`` to be safe."""
-        ids, attempts = job_runs(jobs)
+        ids, runs = job_runs(jobs)
         return await self._run(
-            self._core.complete(ids, attempts, self._outputs(ids, output)), conn, atomic=False
+            self._core.complete(ids, runs, self._outputs(ids, output)), conn, atomic=False
         )
 
     async def fail(
@@ -541,9 +541,9 @@ class AsyncPgQueue(_Common):
         """Fail the runs of fetched jobs: each job goes to retry while retries remain, else
         to failed; returns the ids failed (a run that lost its job is left out, as in
         :meth:`complete`)."""
-        ids, attempts = job_runs(jobs)
+        ids, runs = job_runs(jobs)
         return await self._run(
-            self._core.fail(ids, attempts, self._outputs(ids, error_output(error))),
+            self._core.fail(ids, runs, self._outputs(ids, error_output(error))),
             conn,
             atomic=False,
         )
@@ -557,9 +557,9 @@ class AsyncPgQueue(_Common):
     ) -> list[int]:
         """Heartbeat the runs of fetched jobs (and store ``progress`` unless None); returns
         the ids of the runs that still hold their jobs."""
-        ids, attempts = job_runs(jobs)
+        ids, runs = job_runs(jobs)
         return await self._run(
-            self._core.touch(ids, attempts, self._progress(ids, progress)), conn, atomic=False
+            self._core.touch(ids, runs, self._progress(ids, progress)), conn, atomic=False
         )
 
     # -- jobs --------------------------------------------------------------------------------
@@ -1055,9 +1055,9 @@ class PgQueue(_Common):
         completed. A run that no longer holds its job (it expired and was claimed again,
         or was cancelled) changes nothing and is left out. A bare id completes whichever
         run holds the job now: pass the fetched ``Job`` to be safe."""
-        ids, attempts = job_runs(jobs)
+        ids, runs = job_runs(jobs)
         return self._run(
-            self._core.complete(ids, attempts, self._outputs(ids, output)), conn, atomic=False
+            self._core.complete(ids, runs, self._outputs(ids, output)), conn, atomic=False
         )
 
     def fail(
@@ -1070,9 +1070,9 @@ class PgQueue(_Common):
         """Fail the runs of fetched jobs: each job goes to retry while retries remain, else
         to failed; returns the ids failed (a run that lost its job is left out, as in
         :meth:`complete`)."""
-        ids, attempts = job_runs(jobs)
+        ids, runs = job_runs(jobs)
         return self._run(
-            self._core.fail(ids, attempts, self._outputs(ids, error_output(error))),
+            self._core.fail(ids, runs, self._outputs(ids, error_output(error))),
             conn,
             atomic=False,
         )
@@ -1086,9 +1086,9 @@ class PgQueue(_Common):
     ) -> list[int]:
         """Heartbeat the runs of fetched jobs (and store ``progress`` unless None); returns
         the ids of the runs that still hold their jobs."""
-        ids, attempts = job_runs(jobs)
+        ids, runs = job_runs(jobs)
         return self._run(
-            self._core.touch(ids, attempts, self._progress(ids, progress)), conn, atomic=False
+            self._core.touch(ids, runs, self._progress(ids, progress)), conn, atomic=False
         )
 
     # -- jobs --------------------------------------------------------------------------------

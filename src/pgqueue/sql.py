@@ -5,8 +5,8 @@ Templates name the schema as ``{schema}`` (and a few other identifiers or litera
 the package builds SQL. Values are always ``%(name)s`` parameters.
 
 Time is read in one way only, ``{now}``: the schema's clock function (migrations/0004), which
-is the database's ``now()`` unless a test moved it. No statement takes a time from the client
-except a ``start_after`` the user gave as a date.
+is the database's ``statement_timestamp()`` unless a test moved it. No statement takes a time
+from the client except a ``start_after`` the user gave as a date.
 """
 
 from __future__ import annotations
@@ -17,17 +17,20 @@ from .models import MAX_SECONDS
 
 __all__ = ["JOB_COLUMNS", "Statements"]
 
-JOB_COLUMNS = """id, name, data, state, priority, retry_count, attempt, retry_limit, retry_delay,
+JOB_COLUMNS = """id, name, data, state, priority, retry_count, attempt, run_id, retry_limit,
+    retry_delay,
     retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
     created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
     delete_after, output, progress"""
 
-# A claim: the jobs become active, held by %(worker_id)s, in a new attempt (the run's
-# fencing token: every later write of this run names it). A run's first heartbeat is its
-# start (heartbeat_at stays NULL until it beats). PostgreSQL plans a claim at every run
-# (its LIMIT varies), so claims are written to be cheap to plan.
+# A claim: the jobs become active, held by %(worker_id)s, in a new attempt, as a new run
+# with a random token (run_id: every later write of this run names it, and a token never
+# comes back, unlike a count when a claim rolls back). A run's first heartbeat is its start
+# (heartbeat_at stays NULL until it beats). PostgreSQL plans a claim at every run (its
+# LIMIT varies), so claims are written to be cheap to plan.
 _CLAIM_SET = """SET state = 'active', started_at = {now}, heartbeat_at = NULL,
-            worker_id = %(worker_id)s, attempt = j.attempt + 1"""
+            worker_id = %(worker_id)s, attempt = j.attempt + 1,
+            run_id = floor(random() * 9.2e18)::bigint"""
 _CLAIM_RETURNING = "RETURNING " + ", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))
 
 # Claim the jobs of CTE "next".
@@ -41,7 +44,7 @@ _CLAIM = f"""UPDATE {{schema}}.job j
 _ALL_JOB_COLUMNS = """id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,
     retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
     created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
-    policy, dead_letter, worker_id, data, output, progress, attempt"""
+    policy, dead_letter, worker_id, data, output, progress, attempt, run_id"""
 
 # Columns of job that an insert sets (besides id), in the order of _RESOLVED_NO_ID.
 _INSERT_COLUMNS_NO_ID = """name, data, priority, retry_limit, retry_delay, retry_backoff,
@@ -292,20 +295,20 @@ _TEMPLATES: dict[str, str] = {
         SELECT claimed.*, scanned.count AS scanned
         FROM (SELECT count(*) FROM win) AS scanned LEFT JOIN claimed ON true""",
     "queue_policy": "SELECT policy, paused FROM {schema}.queue WHERE name = %(name)s",
-    # Outcomes, heartbeats and releases name the run they belong to: the job's id and the
-    # attempt that claimed it. A run that no longer holds the job (its attempt is not the
-    # job's, or the job is no longer active) changes nothing, and its id is not returned.
-    # A NULL attempt (a manual consumer that gave only ids) means whichever run holds it.
+    # Outcomes, heartbeats and releases name the run they belong to: the job's id and its
+    # run_id. A run that no longer holds the job (its run_id is not the job's, or the job is
+    # no longer active) changes nothing, and its id is not returned. A NULL run (a manual
+    # consumer that gave only ids) means whichever run holds the job.
     #
-    # %(batch)s is a JSON array of [id, attempt, output] or [id, attempt, output, progress]:
-    # one parameter however large the batch (arrays of text cost the client far more).
+    # %(batch)s is a JSON array of [id, run, output] or [id, run, output, progress]: one
+    # parameter however large the batch (arrays of text cost the client far more).
     "job_complete_many": """
         UPDATE {schema}.job j
         SET state = 'completed', completed_at = {now}, output = o.v -> 2,
             progress = CASE WHEN jsonb_array_length(o.v) > 3 THEN o.v -> 3 ELSE j.progress END
         FROM jsonb_array_elements(%(batch)s::jsonb) AS o(v)
         WHERE j.id = (o.v ->> 0)::bigint AND j.state = 'active'
-            AND j.attempt = COALESCE((o.v ->> 1)::integer, j.attempt)
+            AND j.run_id = COALESCE((o.v ->> 1)::bigint, j.run_id)
         RETURNING j.id""",
     # A failure moves the job to retry (after its delay) while retries remain and the
     # failure is not terminal, else to its final state (failed, or expired when it ran out
@@ -318,9 +321,9 @@ _TEMPLATES: dict[str, str] = {
                 j.retry_count < j.retry_limit AND NOT f.terminal
                     AND NOT (j.policy = 'stately' AND {_clashes("retry", "'stately'")})
                     AS again
-            FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(outputs)s::text[],
+            FROM unnest(%(ids)s::bigint[], %(runs)s::bigint[], %(outputs)s::text[],
                         %(terminal)s::boolean[], %(final_states)s::text[])
-                AS f(id, attempt, output, terminal, final_state)
+                AS f(id, run, output, terminal, final_state)
             JOIN {{schema}}.job j ON j.id = f.id
         ),
         failed AS (
@@ -336,7 +339,7 @@ _TEMPLATES: dict[str, str] = {
                 output = f.output::jsonb
             FROM input f
             WHERE j.id = f.id AND j.state = 'active'
-                AND (f.attempt IS NULL OR j.attempt = f.attempt)
+                AND (f.run IS NULL OR j.run_id = f.run)
             RETURNING j.*
         ),
         dead AS (
@@ -360,9 +363,9 @@ _TEMPLATES: dict[str, str] = {
     "job_touch_many": """
         UPDATE {schema}.job j
         SET heartbeat_at = {now}, progress = COALESCE(t.progress::jsonb, j.progress)
-        FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(progress)s::text[])
-            AS t(id, attempt, progress)
-        WHERE j.id = t.id AND j.state = 'active' AND (t.attempt IS NULL OR j.attempt = t.attempt)
+        FROM unnest(%(ids)s::bigint[], %(runs)s::bigint[], %(progress)s::text[])
+            AS t(id, run, progress)
+        WHERE j.id = t.id AND j.state = 'active' AND (t.run IS NULL OR j.run_id = t.run)
         RETURNING j.id""",
     # A stopping worker hands back the jobs it did not finish, to run again at once
     # elsewhere; this is not a failure, so retry_count stays. A stately job whose key
@@ -374,7 +377,7 @@ _TEMPLATES: dict[str, str] = {
                     SELECT FROM {{schema}}.job j
                     WHERE j.id = r.id AND j.policy = 'stately'
                         AND {_clashes("retry", "'stately'")}) AS blocked
-            FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS r(id, attempt)
+            FROM unnest(%(ids)s::bigint[], %(runs)s::bigint[]) AS r(id, run)
         ),
         released AS (
             UPDATE {{schema}}.job j
@@ -390,7 +393,7 @@ _TEMPLATES: dict[str, str] = {
                     || '(stately policy); retry() it to run it again') ELSE j.output END,
                 worker_id = NULL
             FROM input r
-            WHERE j.id = r.id AND j.state = 'active' AND j.attempt = r.attempt
+            WHERE j.id = r.id AND j.state = 'active' AND j.run_id = r.run
             RETURNING j.id, j.name, j.state
         )
         SELECT id, state::text, (SELECT count(pg_notify({{jobs_channel}}, n.name))
@@ -398,9 +401,9 @@ _TEMPLATES: dict[str, str] = {
                 AS notified
         FROM released""",
     # Cancellation requests for the jobs a worker holds that another session cancelled
-    # while its notification was missed.
+    # while its notification was missed: the cancelled runs.
     "job_cancelled_among": """
-        SELECT id FROM {schema}.job
+        SELECT id, run_id FROM {schema}.job
         WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'""",
     "listen_jobs": "LISTEN {jobs_channel_ident}",
     "listen_cancel": "LISTEN {cancel_channel_ident}",
@@ -417,9 +420,9 @@ _TEMPLATES: dict[str, str] = {
             FROM (SELECT id, state AS old_state FROM {schema}.job
                   WHERE id = ANY(%(ids)s::bigint[]) AND state <= 'active' FOR UPDATE) AS old
             WHERE job.id = old.id
-            RETURNING job.id, old.old_state
+            RETURNING job.id, job.run_id, old.old_state
         )
-        SELECT id, (SELECT count(pg_notify({cancel_channel}, a.id::text))
+        SELECT id, (SELECT count(pg_notify({cancel_channel}, a.id || ':' || a.run_id))
                     FROM cancelled a WHERE a.old_state = 'active') AS notified
         FROM cancelled""",
     # Resume and manual retry leave alone the jobs that another job's singleton key, slot
@@ -581,10 +584,10 @@ _TEMPLATES: dict[str, str] = {
     "clock_set_offset": "SELECT {schema}.set_clock_offset(%(seconds)s::float8)",
     "clock_set_at": """
         SELECT {schema}.set_clock_offset(
-            extract(epoch FROM %(at)s::timestamptz - now())::float8)""",
+            extract(epoch FROM %(at)s::timestamptz - statement_timestamp())::float8)""",
     "clock_move": """
         SELECT {schema}.set_clock_offset(
-            extract(epoch FROM {now} - now())::float8 + %(seconds)s::float8)""",
+            extract(epoch FROM {now} - statement_timestamp())::float8 + %(seconds)s::float8)""",
     # -- maintenance -----------------------------------------------------------------------
     # Each pass runs under a transaction-level advisory lock, so two instances never run the
     # same pass at once; every step takes a bounded batch, locked with SKIP LOCKED, and is
@@ -604,7 +607,7 @@ _TEMPLATES: dict[str, str] = {
     # Active jobs past expire_in, or whose heartbeat went stale (their worker died): the
     # caller fails them with job_fail_many, to retry or expired.
     "job_stale_select": """
-        SELECT id, attempt FROM {schema}.job
+        SELECT id, run_id FROM {schema}.job
         WHERE state = 'active' AND (
             started_at + make_interval(secs => LEAST(expire_in, {max_seconds})) < {now}
             OR COALESCE(heartbeat_at, started_at)

@@ -186,12 +186,13 @@ class Worker:
                 if state.paused:  # resumed, perhaps: look before the next claim
                     self._refresh = True
                 self._wake.set()
-        elif channel == self._core.sql.cancel_channel:
+        elif channel == self._core.sql.cancel_channel:  # "<job id>:<run id>"
+            job_id, _, run_id = payload.partition(":")
             try:
-                job = self._active.get(int(payload))
+                job = self._active.get(int(job_id))
             except ValueError:
                 return
-            if job is not None:
+            if job is not None and str(job.run_id) == run_id:  # not a newer run of it
                 self._cancel_job(job)
 
     def _cancel_job(self, job: ActiveJob) -> None:
@@ -384,7 +385,7 @@ class Worker:
                   "it go (it runs on, its slot is free, whatever it returns is dropped)",
                   job.id, job.name, CANCEL_GRACE)
         if job._expired:
-            self._completer.add(Outcome(job.id, job.attempt, "expired", encode_json({
+            self._completer.add(Outcome(job.id, job.attempt, job.run_id, "expired", encode_json({
                 "type": "expired", "message": f"job ran past its expire_in of "
                 f"{job.expire_in:g}s and its handler ignored cancellation"})))
         elif self._stopping.is_set():
@@ -414,15 +415,15 @@ class Worker:
                 continue
             try:
                 held = await self._run(self._core.touch(
-                    [j.id for j in runs], [j.attempt for j in runs], progress
+                    [j.id for j in runs], [j.run_id for j in runs], progress
                 ))
                 cancelled = await self._run(self._core.cancelled_among(list(self._active)))
             except PgQueueError as exc:
                 log.warning("heartbeat failed (%s)", exc)
                 continue
-            for job_id in cancelled:
+            for job_id, run_id in cancelled:
                 running = self._active.get(job_id)
-                if running is not None and not running.cancelled:
+                if running is not None and running.run_id == run_id and not running.cancelled:
                     self._cancel_job(running)
             kept = set(held)
             for job in runs:  # runs the database no longer counts as holding their job
@@ -454,10 +455,10 @@ class Worker:
         # is no longer active, and releasing leaves it alone.
         runs = list({id(j): j for j in [*unfinished, *self._interrupted]}.values())
         if runs:
-            ids, attempts = [j.id for j in runs], [j.attempt for j in runs]
+            ids, run_ids = [j.id for j in runs], [j.run_id for j in runs]
             try:
                 released = await asyncio.wait_for(
-                    _retrying(lambda: self._run(self._core.release(ids, attempts))),
+                    _retrying(lambda: self._run(self._core.release(ids, run_ids))),
                     _SHUTDOWN_WRITES)
             except (asyncio.TimeoutError, PgQueueError) as exc:
                 log.error("stopping without handing back %d jobs (%s): they run again "

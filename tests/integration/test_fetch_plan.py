@@ -92,7 +92,7 @@ def test_fetch_is_an_index_scan_without_sort_over_a_million_jobs(
 
     # Completing a batch finds each job by its primary key, whatever the batch size.
     for size in (1, 1000):
-        batch = json.dumps([[j.id, j.attempt, {"ok": True}] for j in fetched]
+        batch = json.dumps([[j.id, j.run_id, {"ok": True}] for j in fetched]
                            * (size // len(fetched) + 1))
         nodes = _plan(conn, "EXPLAIN (FORMAT JSON) " + Statements(pq.schema).job_complete_many,
                       {"batch": batch})

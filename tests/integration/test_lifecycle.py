@@ -18,7 +18,7 @@ Apply = Callable[[PgQueue, Job], bool]
 
 def _release(pq: PgQueue, job: Job) -> bool:
     # A worker's shutdown hand-back: no public method runs it alone.
-    released: list[int] = pq._run(pq._core.release([job.id], [job.attempt]), None)
+    released: list[int] = pq._run(pq._core.release([job.id], [job.run_id]), None)
     return released == [job.id]
 
 
@@ -64,13 +64,13 @@ def into(pq: PgQueue, state: JobState, options: dict[str, Any]) -> Job:
     if state is not JobState.created and state is not JobState.cancelled:
         (run,) = pq.fetch("q")
     if state is JobState.retry:
-        pq._run(pq._core.release([run.id], [run.attempt]), None)
+        pq._run(pq._core.release([run.id], [run.run_id]), None)
     elif state is JobState.completed:
         pq.complete(run)
     elif state is JobState.failed:
-        pq._run(pq._core.fail([run.id], [run.attempt], ['"x"'], terminal=[True]), None)
+        pq._run(pq._core.fail([run.id], [run.run_id], ['"x"'], terminal=[True]), None)
     elif state is JobState.expired:
-        pq._run(pq._core.fail([run.id], [run.attempt], ['"x"'], terminal=[True],
+        pq._run(pq._core.fail([run.id], [run.run_id], ['"x"'], terminal=[True],
                               final_states=["expired"]), None)
     elif state is JobState.cancelled:
         pq.cancel(job_id)
@@ -106,11 +106,11 @@ def test_each_event_from_each_state_follows_the_table(
 
 def test_a_run_that_lost_its_job_changes_nothing_from_any_state(pq: PgQueue) -> None:
     # The transitions that name a run (complete, fail, release, heartbeat) refuse an
-    # earlier attempt's, whatever the job's state.
+    # earlier run's, whatever the job's state.
     pq.create_queue("q", retry_limit=5)
     pq.send("q")
     (stale,) = pq.fetch("q")
-    pq._run(pq._core.release([stale.id], [stale.attempt]), None)
+    pq._run(pq._core.release([stale.id], [stale.run_id]), None)
     (current,) = pq.fetch("q")
     assert current.attempt == stale.attempt + 1
     assert pq.complete(stale) == pq.fail(stale) == pq.touch(stale) == []

@@ -60,6 +60,7 @@ class ModelJob:
     retention: int
     state: JobState = JobState.created
     attempt: int = 0
+    run_id: int | None = None
     retry_count: int = 0
     output: Any = None
     start_after: int = 0
@@ -142,6 +143,7 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
             assert [j.id for j in got] == [j.id for j in due]
             for job, model in zip(got, due, strict=True):
                 model.state, model.attempt = JobState.active, model.attempt + 1
+                model.run_id = job.run_id
                 model.started_at = model.heartbeat_at = w.now
                 assert (job.attempt, job.retry_count) == (model.attempt, model.retry_count)
             w.runs += got
@@ -174,7 +176,7 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
                 if model:
                     model.heartbeat_at = self.w.now
             else:  # a worker's hand-back on shutdown (no public method runs it alone)
-                assert pq._run(pq._core.release([run.id], [run.attempt]), None) == expected
+                assert pq._run(pq._core.release([run.id], [run.run_id]), None) == expected
                 if model:
                     model.state, model.started_at = JobState.retry, None
                     self._due_again(model, self.w.now)
@@ -183,7 +185,7 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
             model = self.w.jobs.get(run.id)
             if model is None or model.archived or model.state is not JobState.active:
                 return None
-            return model if model.attempt == run.attempt else None
+            return model if model.run_id == run.run_id else None
 
         def _failed(self, model: ModelJob, output: Any, final: JobState = JobState.failed
                     ) -> None:
@@ -280,15 +282,16 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
         @invariant()
         def the_database_is_the_model(self) -> None:
             rows = conn.execute(sql.SQL(
-                "SELECT id, state::text, attempt, retry_count, retry_limit, output, false "
-                "FROM {0}.job UNION ALL SELECT id, state::text, attempt, retry_count, "
+                "SELECT id, state::text, attempt, run_id, retry_count, retry_limit, output, "
+                "false FROM {0}.job UNION ALL SELECT id, state::text, attempt, run_id, "
+                "retry_count, "
                 "retry_limit, output, true FROM {0}.archive ORDER BY 1").format(
                     schema)).fetchall()
             ids = [r[0] for r in rows]
             assert len(ids) == len(set(ids)), "a job is in both tables"
             found = {r[0]: r[1:] for r in rows}
             expected = {
-                j.id: (j.state.value, j.attempt, j.retry_count, j.retry_limit, j.output,
+                j.id: (j.state.value, j.attempt, j.run_id, j.retry_count, j.retry_limit, j.output,
                        j.archived)
                 for j in self.w.jobs.values()
             }
@@ -296,10 +299,10 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
 
         @invariant()
         def every_active_job_has_the_run_that_holds_it(self) -> None:
-            held = {(r.id, r.attempt) for r in self.w.runs}
+            held = {(r.id, r.run_id) for r in self.w.runs}
             for j in self.w.jobs.values():
                 if j.state is JobState.active and not j.archived:
-                    assert (j.id, j.attempt) in held
+                    assert (j.id, j.run_id) in held
 
         @invariant()
         def counts_per_state_match(self) -> None:
@@ -346,7 +349,7 @@ def test_the_model_catches_an_unfenced_completion(
     # Reintroduce the stale-run defect: completions that ignore which run they come from.
     fenced = model_pq.sql.job_complete_many
     unfenced = fenced.replace(
-        "AND j.attempt = COALESCE((o.v ->> 1)::integer, j.attempt)", "")
+        "AND j.run_id = COALESCE((o.v ->> 1)::bigint, j.run_id)", "")
     assert unfenced != fenced
     model_pq.sql.job_complete_many = unfenced  # type: ignore[misc]
     with pytest.raises(AssertionError):  # found in about a hundred sequences

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
+from pydantic import BaseModel, Field
 
 import pgqueue
 from pgqueue import AsyncPgQueue, JobState, PgQueue
@@ -492,3 +493,35 @@ async def test_many_concurrent_async_senders(apq: AsyncPgQueue) -> None:
     await apq.create_queue("q")
     ids = await asyncio.gather(*(apq.send("q", i) for i in range(200)))
     assert len(set(ids)) == 200
+
+
+class Aliased(BaseModel):
+    user_id: int = Field(alias="userId")
+
+
+def test_data_of_a_model_with_aliases_round_trips_to_its_handler(dsn: str, schema: str) -> None:
+    pq = PgQueue(dsn, schema=schema)
+    seen: list[int] = []
+
+    @pq.job("aliased", retry_limit=0)
+    def aliased(data: Aliased) -> None:
+        seen.append(data.user_id)
+
+    with pq:
+        pq.send("aliased", {"userId": 5})
+        aliased.send(Aliased(userId=6))
+        pq.create_queue("plain")
+        pq.schedule("aliased", "* * * * *", {"userId": 7})
+        pq.move_clock(60)
+        assert len(pq.run_schedules()) == 1
+        pq.work(until_empty=True)
+    assert sorted(seen) == [5, 6, 7]
+
+
+def test_huge_numbers_are_refused_with_a_typed_error(pq: PgQueue) -> None:
+    pq.create_queue("q")
+    for call in (lambda: pq.move_clock(10**400), lambda: pq.send_after("q", None, 10**400),
+                 lambda: pq.send("q", start_after=10**400),
+                 lambda: pq.insert([{"name": "q", "start_after": 10**400}])):
+        with pytest.raises(pgqueue.InvalidInputError):
+            call()

@@ -199,3 +199,96 @@ async def test_a_workers_late_outcome_is_refused_and_reported(
             await wait_until(reported)
         job = await pq.get_job_by_id(job_id)
     assert job is not None and job.state is JobState.retry and job.output is None
+
+
+def test_a_job_from_another_schema_or_a_rolled_back_claim_is_a_stranger(
+    dsn: str, schema: str, conn: psycopg.Connection[Any]
+) -> None:
+    other_schema = schema + "_b"
+    try:
+        with PgQueue(dsn, schema=schema) as a, PgQueue(dsn, schema=other_schema) as b:
+            for pq in (a, b):
+                pq.create_queue("q")
+                pq.send("q")
+            (from_a,) = a.fetch("q")
+            (from_b,) = b.fetch("q")
+            assert (from_a.id, from_a.attempt) == (from_b.id, from_b.attempt)  # the same
+            assert b.complete(from_a, "a stranger") == []
+            assert b.complete(from_b, "mine") == [from_b.id]
+
+            # A claim rolled back with the caller's transaction leaves its Job behind; the
+            # next claim counts the same attempt, but is another run.
+            a.send("q")
+            with psycopg.connect(dsn) as tx:
+                (ghost,) = a.fetch("q", conn=tx)
+                tx.rollback()
+            (real,) = a.fetch("q")
+            assert (real.id, real.attempt) == (ghost.id, ghost.attempt)
+            assert a.complete(ghost, "ghost") == []
+            assert a.complete(real, "real") == [real.id]
+    finally:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+            sql.Identifier(other_schema)))
+
+
+async def test_a_late_cancel_of_an_earlier_run_leaves_the_current_one_alone(
+    dsn: str, schema: str, conn: psycopg.Connection[Any]
+) -> None:
+    pq = AsyncPgQueue(dsn, schema=schema)
+    entered: dict[int, asyncio.Event] = {}
+    release = asyncio.Event()
+
+    @pq.job("long")
+    async def long(data: int, job: Job) -> str:
+        entered.setdefault(data, asyncio.Event()).set()
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            return "unreachable"
+        return f"finished {data}"
+
+    async with pq:
+        first, second = await long.insert([1, 2])
+        async with working(pq):
+            for n in (1, 2):
+                await asyncio.wait_for(entered.setdefault(n, asyncio.Event()).wait(), 15)
+            channel = f"{schema}_cancel"
+            # The notification of an earlier run's cancellation, arriving late...
+            conn.execute("SELECT pg_notify(%s, %s)", (channel, f"{first}:12345"))
+            # ...then a real cancellation of the other job, which the worker sees after it.
+            assert await pq.cancel(second or 0) == [second]
+
+            async def second_stopped() -> bool:
+                return (await pq.get_job_by_id(second or 0)).state is JobState.cancelled  # type: ignore[union-attr]
+
+            await wait_until(second_stopped)
+            still = await pq.get_job_by_id(first or 0)
+            assert still is not None and still.state is JobState.active
+            release.set()
+
+            async def first_done() -> bool:
+                job = await pq.get_job_by_id(first or 0)
+                return job is not None and job.state is JobState.completed
+
+            await wait_until(first_done)
+        done = await pq.get_job_by_id(first or 0)
+    assert done is not None and done.output == "finished 1"
+
+
+def test_a_claim_in_a_long_transaction_is_stamped_when_it_happens(
+    pq: PgQueue, dsn: str
+) -> None:
+    pq.create_queue("q", expire_in=2)
+    pq.send("q")
+    with psycopg.connect(dsn) as tx:
+        tx.execute("SELECT pg_sleep(2.5)")  # the transaction began 2.5 s before the claim
+        (job,) = pq.fetch("q", conn=tx)
+        tx.commit()
+    assert pq.maintain().expired_active == 0  # it has not run for 2 s yet
+    assert pq.complete(job) == [job.id]
+
+
+def test_ids_must_be_ids(pq: PgQueue) -> None:
+    for bad in ({1: "x"}, 2**63, 0, -1, [1, None]):
+        with pytest.raises(pgqueue.InvalidInputError):
+            pq.complete(bad)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import Any
@@ -226,10 +227,8 @@ async def test_an_async_handler_that_ignores_cancellation_is_let_go(
     @apq.job("stubborn", expire_in=0.3, retry_limit=0)
     async def stubborn(data: Any) -> None:
         while not released.is_set():
-            try:
+            with contextlib.suppress(asyncio.CancelledError):  # a handler that will not stop
                 await asyncio.sleep(0.05)
-            except asyncio.CancelledError:
-                pass  # a handler that will not stop
 
     @apq.job("next")
     async def next_(data: Any) -> str:
