@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -113,8 +114,11 @@ class Completer:
         """The oldest outcomes, at most ``max_batch`` of them and about ``max_bytes`` of
         JSON (at least one), so no statement grows past what the database takes."""
         size = 0
-        for count, outcome in enumerate(self._pending[: self._max_batch]):
-            size += len(outcome.output or "") + len(outcome.progress or "")
+        for count, outcome in enumerate(itertools.islice(self._pending, self._max_batch)):
+            if outcome.output is not None:
+                size += len(outcome.output)
+            if outcome.progress is not None:
+                size += len(outcome.progress)
             if size > self._max_bytes and count:
                 return self._pending[:count]
         return self._pending[: self._max_batch]

@@ -307,10 +307,11 @@ class Core:
         """Plan: complete runs, each with its JSON output (and last progress)."""
         if not ids:
             return []
-        # The outputs and progress are JSON texts already: join them, never re-encode.
+        # The outputs and progress are JSON texts already: join them, never re-encode. (Ids
+        # and runs are ints: checked by job_runs, or read from the database.)
         items = [
-            f"[{int(i)},{'null' if a is None else int(a)},{o or 'null'}"
-            for i, a, o in zip(ids, runs, outputs, strict=True)
+            f"[{i},{'null' if r is None else r},{o or 'null'}"
+            for i, r, o in zip(ids, runs, outputs, strict=True)
         ]
         if progress is not None:
             items = [f"{item},{p}" if p is not None else item

@@ -10,16 +10,26 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .core import encode_json, error_output
 from .errors import InvalidPayloadError
 from .models import Job
 from .registry import JobDefinition
 
-__all__ = ["ActiveJob", "Deadline", "Executor", "Outcome", "Threads"]
+__all__ = ["ActiveJob", "Deadline", "Executor", "Outcome", "RunOwner", "Threads"]
 
 log = logging.getLogger("pgqueue.worker")
+
+
+class RunOwner(Protocol):
+    """What runs a job: told of its progress reports and of its interruption."""
+
+    def progress_reported(self) -> None:
+        """A run reported progress (from any thread)."""
+
+    def interrupted(self, job: ActiveJob) -> None:
+        """A run was asked to stop."""
 
 
 @dataclass(slots=True)
@@ -29,10 +39,10 @@ class ActiveJob(Job):
     _cancelled: bool = field(default=False, repr=False)
     _expired: bool = field(default=False, repr=False)
     _progress: str | None = field(default=None, repr=False)
-    _notify_progress: Any = field(default=None, repr=False)
     _task: asyncio.Task[Any] | None = field(default=None, repr=False)
     _deadline: Deadline | None = field(default=None, repr=False)
-    _on_interrupt: Any = field(default=None, repr=False)  # the worker watches what follows
+    _owner: RunOwner | None = field(default=None, repr=False)  # the worker running it
+    _slot: Any = field(default=None, repr=False)  # the owner's, while the run takes a slot
 
     @property
     def cancelled(self) -> bool:
@@ -42,8 +52,8 @@ class ActiveJob(Job):
     def progress(self, value: Any) -> None:
         """Record the job's progress (any JSON value); stored on the row within a moment."""
         self._progress = encode_json(value, "progress")
-        if self._notify_progress is not None:
-            self._notify_progress()
+        if self._owner is not None:
+            self._owner.progress_reported()
 
     def take_progress(self) -> str | None:
         """The progress reported since the last call (None if none)."""
@@ -55,8 +65,8 @@ class ActiveJob(Job):
         self._cancelled = True
         if self._task is not None:
             self._task.cancel()
-            if self._on_interrupt is not None:
-                self._on_interrupt(self)
+            if self._owner is not None:
+                self._owner.interrupted(self)
 
 
 class Deadline:
@@ -256,8 +266,8 @@ class Executor:
         except InvalidPayloadError as exc:
             return Outcome(job.id, job.attempt, job.run_id, "failed", _encode(error_output(exc)),
                            terminal=True)
-        return Outcome(job.id, job.attempt, job.run_id, "completed", output,
-                       progress=job.take_progress())
+        return Outcome(job.id, job.attempt, job.run_id, "completed", output, False,
+                       job.take_progress())
 
 
 def _encode(value: Any) -> str:

@@ -91,7 +91,6 @@ class Worker:
             for d in definitions
         }
         self._active: dict[int, ActiveJob] = {}  # the run of each job this worker holds
-        self._slots: dict[int, _QueueState] = {}  # id() of each run taking a slot: its queue
         self._interrupted: list[ActiveJob] = []  # runs cut short while stopping
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -315,10 +314,11 @@ class Worker:
     def _make_job(self, row: tuple[Any, ...]) -> ActiveJob:
         job = ActiveJob.from_values(row)
         assert isinstance(job, ActiveJob)
-        job._notify_progress = self._progress_reported
+        job._owner = self
         return job
 
-    def _progress_reported(self) -> None:
+    def progress_reported(self) -> None:
+        """A run reported progress: store it soon (safe from a handler's thread)."""
         loop = self._loop
         if loop is not None:
             if _in_other_thread(loop):
@@ -336,9 +336,7 @@ class Worker:
                         job.id, job.name, earlier.attempt, job.attempt)
             earlier.interrupt()
         self._active[job.id] = job
-        self._slots[id(job)] = state
-        if state.definition.is_async:  # a sync handler's thread is given up on at once
-            job._on_interrupt = self._watch
+        job._slot = state
         task = asyncio.create_task(self._execute(job, state))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -346,7 +344,7 @@ class Worker:
     async def _execute(self, job: ActiveJob, state: _QueueState) -> None:
         try:
             outcome = await self._executor.run(job, state.definition)
-            if id(job) not in self._slots:  # let go of earlier: see _let_go
+            if job._slot is None:  # let go of earlier: see _let_go
                 log.warning("job %s (%s): the handler that ignored cancellation returned; "
                             "its outcome is dropped", job.id, job.name)
             elif outcome is not None:
@@ -363,23 +361,28 @@ class Worker:
 
     def _end(self, job: ActiveJob) -> None:
         """The run no longer takes a slot (once, whichever way it ended)."""
-        state = self._slots.pop(id(job), None)
+        state: _QueueState | None = job._slot
         if state is None:
             return
+        job._slot = None
         Deadline.release(job)
-        if self._active.get(job.id) is job:
-            del self._active[job.id]
+        held = self._active.pop(job.id, None)
+        if held is not None and held is not job:  # a newer run of the same job
+            self._active[job.id] = held
         state.active -= 1
         self._wake.set()
 
-    def _watch(self, job: ActiveJob) -> None:
-        """An async run was asked to stop: if its handler ignores that, let it go."""
-        assert self._loop is not None
-        self._loop.call_later(CANCEL_GRACE, self._let_go, job)
+    def interrupted(self, job: ActiveJob) -> None:
+        """A run was asked to stop: if an async handler ignores that, let it go (a sync
+        handler's thread is given up on at once)."""
+        state: _QueueState | None = job._slot
+        if state is not None and state.definition.is_async:
+            assert self._loop is not None
+            self._loop.call_later(CANCEL_GRACE, self._let_go, job)
 
     def _let_go(self, job: ActiveJob) -> None:
         task = job._task
-        if id(job) not in self._slots or task is None or task.done():
+        if job._slot is None or task is None or task.done():
             return
         log.error("job %s (%s): its handler ignored cancellation for %gs; the worker lets "
                   "it go (it runs on, its slot is free, whatever it returns is dropped)",
