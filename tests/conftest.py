@@ -45,15 +45,17 @@ def schema(dsn: str) -> Iterator[str]:
 
 @pytest.fixture
 def pq(dsn: str, schema: str) -> Iterator[pgqueue.PgQueue]:
-    """A started sync queue object on a fresh schema."""
-    with pgqueue.PgQueue(dsn, schema=schema) as queue:
+    """A started sync queue object on a fresh schema. No maintenance runs in the background:
+    a test runs a pass when it wants one (``pq.maintain()``), so passes never race."""
+    with pgqueue.PgQueue(dsn, schema=schema, maintenance=False) as queue:
         yield queue
 
 
 @pytest.fixture
 async def apq(dsn: str, schema: str) -> AsyncIterator[pgqueue.AsyncPgQueue]:
-    """A started async queue object on a fresh schema."""
-    async with pgqueue.AsyncPgQueue(dsn, schema=schema) as queue:
+    """A started async queue object on a fresh schema (no background maintenance, as
+    ``pq``)."""
+    async with pgqueue.AsyncPgQueue(dsn, schema=schema, maintenance=False) as queue:
         yield queue
 
 
