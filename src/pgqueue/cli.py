@@ -19,7 +19,7 @@ from .config import DSN_ENV
 from .errors import InvalidPayloadError, PgQueueError
 from .models import JobState
 from .queue import AsyncPgQueue, PgQueue
-from .worker import run_loop
+from .worker import DEFAULT_HEARTBEAT, run_loop
 
 __all__ = ["build_parser", "main"]
 
@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds between polls when no notification comes (default: 2)")
     worker.add_argument("--shutdown-timeout", type=float, default=30.0,
                         help="seconds to let active jobs finish on SIGTERM (default: 30)")
+    worker.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT,
+                        help="seconds of silence after which a run counts as dead and its "
+                        f"job runs again elsewhere (default: {DEFAULT_HEARTBEAT:g})")
     worker.set_defaults(run=_worker)
 
     jobs = commands.add_parser("jobs", help="list an application's jobs and their options")
@@ -161,6 +164,7 @@ def _worker(args: argparse.Namespace) -> int:
         "concurrency": args.concurrency,
         "poll_interval": args.poll_interval,
         "shutdown_timeout": args.shutdown_timeout,
+        "heartbeat_seconds": args.heartbeat,
         "install_signal_handlers": True,
     }
     if isinstance(app, PgQueue):

@@ -256,11 +256,13 @@ class Core:
         worker_id: str | None,
         factory: Callable[[tuple[Any, ...]], Job] = Job.from_values,
         policy: str | None = None,
+        heartbeat: float | None = None,
     ) -> Plan[list[Job]]:
         """Plan: claim up to ``batch_size`` runnable jobs of queue ``name``.
 
         ``policy`` is the queue's policy when the caller knows it (else it is read). For
-        ``singleton`` and ``stately`` queues this plan must run in a transaction.
+        ``singleton`` and ``stately`` queues this plan must run in a transaction. The runs
+        promise to beat every ``heartbeat`` seconds unless the job sets its own.
         """
         check_name(name)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -270,7 +272,8 @@ class Core:
             if not found:
                 raise QueueNotFoundError(name)
             policy = found[0]["policy"]
-        params: dict[str, Any] = {"name": name, "limit": batch_size, "worker_id": worker_id}
+        params: dict[str, Any] = {"name": name, "limit": batch_size, "worker_id": worker_id,
+                                  "heartbeat": heartbeat}
         if policy in ONE_ACTIVE_PER_KEY:
             yield Stmt(self.sql.queue_fetch_lock, {"name": name})
             rows: list[tuple[Any, ...]] = []
@@ -367,6 +370,11 @@ class Core:
             return []
         rows = yield Stmt(self.sql.job_release_many, {"ids": ids, "runs": runs})
         return [r["id"] for r in rows]
+
+    def held_by(self, worker_id: str) -> Plan[list[tuple[int, int | None]]]:
+        """Plan: the runs (job id, run id) the database counts as held by ``worker_id``."""
+        rows = yield Stmt(self.sql.job_held_by, {"worker_id": worker_id})
+        return [(r["id"], r["run_id"]) for r in rows]
 
     def cancelled_among(self, ids: list[int]) -> Plan[list[tuple[int, int | None]]]:
         """Plan: which of these jobs have been cancelled, and the run that was cancelled."""

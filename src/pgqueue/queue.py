@@ -36,7 +36,7 @@ from .migrate import MigrationStatus, migrate_plan, status_plan
 from .models import Job, JobState, QueueInfo, QueueStats, ScheduleInfo
 from .registry import JobFunction, Registry
 from .sql import Statements
-from .worker import Worker, run_loop
+from .worker import DEFAULT_HEARTBEAT, Worker, run_loop
 
 __all__ = ["AsyncPgQueue", "PgQueue"]
 
@@ -239,25 +239,10 @@ class _Common:
     ) -> dict[str, Any]:
         return self._core.schedule_params(name, cron, data, tz, options, False)
 
-    def _worker_for(
-        self,
-        queue: AsyncPgQueue,
-        queues: list[str] | None,
-        concurrency: int,
-        poll_interval: float,
-        shutdown_timeout: float,
-        until_empty: bool,
-    ) -> Worker:
+    def _worker_for(self, queue: AsyncPgQueue, **options: Any) -> Worker:
         if not self._work_done.is_set():
             raise WorkerError("this queue object is already working")
-        worker = Worker(
-            queue,
-            queues=queues,
-            concurrency=concurrency,
-            poll_interval=poll_interval,
-            shutdown_timeout=shutdown_timeout,
-            until_empty=until_empty,
-        )
+        worker = Worker(queue, **options)
         self._worker = worker
         self._work_done.clear()
         return worker
@@ -429,14 +414,18 @@ class AsyncPgQueue(_Common):
         shutdown_timeout: float = 30.0,
         until_empty: bool = False,
         install_signal_handlers: bool = False,
+        heartbeat_seconds: float = DEFAULT_HEARTBEAT,
     ) -> None:
         """Run the registered handlers until :meth:`stop` (or, with ``until_empty``, until no
         job is runnable). ``queues`` limits the handlers run; ``concurrency`` caps the jobs
-        run at once."""
+        run at once; runs beat every ``heartbeat_seconds`` / 3 and count as dead after
+        ``heartbeat_seconds`` of silence (unless their job sets ``heartbeat_seconds``)."""
         if self._pool is None:
             raise PgQueueError("AsyncPgQueue is not started: call start() first")
         worker = self._worker_for(
-            self, queues, concurrency, poll_interval, shutdown_timeout, until_empty
+            self, queues=queues, concurrency=concurrency, poll_interval=poll_interval,
+            shutdown_timeout=shutdown_timeout, until_empty=until_empty,
+            heartbeat_seconds=heartbeat_seconds,
         )
         try:
             await worker.run(install_signal_handlers)
@@ -946,10 +935,13 @@ class PgQueue(_Common):
         shutdown_timeout: float = 30.0,
         until_empty: bool = False,
         install_signal_handlers: bool = False,
+        heartbeat_seconds: float = DEFAULT_HEARTBEAT,
     ) -> None:
         """Run the registered handlers until :meth:`stop` (or, with ``until_empty``, until no
         job is runnable); blocks. ``queues`` limits the handlers run; ``concurrency`` caps
-        the jobs run at once (sync handlers run on that many threads)."""
+        the jobs run at once (sync handlers run on that many threads); runs beat every
+        ``heartbeat_seconds`` / 3 and count as dead after ``heartbeat_seconds`` of silence
+        (unless their job sets ``heartbeat_seconds``)."""
         if self._pool is None or self._dsn is None:
             raise PgQueueError("PgQueue is not started: call start() first")
         # The worker runs on an event loop of its own, with a pool like this object's.
@@ -964,7 +956,9 @@ class PgQueue(_Common):
         )
         runner.registry = self.registry
         worker = self._worker_for(
-            runner, queues, concurrency, poll_interval, shutdown_timeout, until_empty
+            runner, queues=queues, concurrency=concurrency, poll_interval=poll_interval,
+            shutdown_timeout=shutdown_timeout, until_empty=until_empty,
+            heartbeat_seconds=heartbeat_seconds,
         )
 
         async def main() -> None:

@@ -30,7 +30,8 @@ JOB_COLUMNS = """id, name, data, state, priority, retry_count, attempt, run_id, 
 # LIMIT varies), so claims are written to be cheap to plan.
 _CLAIM_SET = """SET state = 'active', started_at = {now}, heartbeat_at = NULL,
             worker_id = %(worker_id)s, attempt = j.attempt + 1,
-            run_id = floor(random() * 9.2e18)::bigint"""
+            run_id = floor(random() * 9.2e18)::bigint,
+            run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)"""
 _CLAIM_RETURNING = "RETURNING " + ", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))
 
 # Claim the jobs of CTE "next".
@@ -44,7 +45,7 @@ _CLAIM = f"""UPDATE {{schema}}.job j
 _ALL_JOB_COLUMNS = """id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,
     retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
     created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
-    policy, dead_letter, worker_id, data, output, progress, attempt, run_id"""
+    policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat"""
 
 # Columns of job that an insert sets (besides id), in the order of _RESOLVED_NO_ID.
 _INSERT_COLUMNS_NO_ID = """name, data, priority, retry_limit, retry_delay, retry_backoff,
@@ -400,6 +401,10 @@ _TEMPLATES: dict[str, str] = {
                     FROM (SELECT DISTINCT name FROM released WHERE state = 'retry') AS n)
                 AS notified
         FROM released""",
+    # The runs the database counts as a worker's: it compares them with the runs it has.
+    "job_held_by": """
+        SELECT id, run_id FROM {schema}.job
+        WHERE state = 'active' AND worker_id = %(worker_id)s""",
     # Cancellation requests for the jobs a worker holds that another session cancelled
     # while its notification was missed: the cancelled runs.
     "job_cancelled_among": """
@@ -611,7 +616,7 @@ _TEMPLATES: dict[str, str] = {
         WHERE state = 'active' AND (
             started_at + make_interval(secs => LEAST(expire_in, {max_seconds})) < {now}
             OR COALESCE(heartbeat_at, started_at)
-                + make_interval(secs => LEAST(heartbeat_seconds, {max_seconds})) < {now})
+                + make_interval(secs => LEAST(run_heartbeat, {max_seconds})) < {now})
         ORDER BY started_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED""",

@@ -24,20 +24,26 @@ from .core import ONE_ACTIVE_PER_KEY, Core, encode_json
 from .db import Plan
 from .errors import ConnectError, PgQueueError, WorkerError
 from .executor import ActiveJob, Deadline, Executor, Outcome
-from .models import Job
+from .models import MAX_SECONDS, Job
 from .notifier import Notifier
 from .registry import JobDefinition
 
 if TYPE_CHECKING:
     from .queue import AsyncPgQueue
 
-__all__ = ["CANCEL_GRACE", "Worker", "run_loop"]
+__all__ = ["CANCEL_GRACE", "DEFAULT_HEARTBEAT", "Worker", "run_loop"]
 
 log = logging.getLogger("pgqueue.worker")
 T = TypeVar("T")
 
+# The heartbeat a worker's runs promise unless their job sets one: a run silent for this
+# long is dead, and maintenance sends its job back (a worker beats at a third of it).
+DEFAULT_HEARTBEAT = 30.0
 # Seconds an async handler gets to honour its cancellation before the worker lets it go.
 CANCEL_GRACE = 5.0
+# Seconds between two checks that the runs the database counts as this worker's are the
+# runs it has (a claim whose reply was lost leaves jobs it never received).
+RECONCILE_EVERY = 60.0
 # Seconds a stopping worker gives each of its last writes (outcomes, then the hand-back).
 _SHUTDOWN_WRITES = 5.0
 
@@ -66,11 +72,15 @@ class Worker:
         poll_interval: float = 2.0,
         shutdown_timeout: float = 30.0,
         until_empty: bool = False,
+        heartbeat_seconds: float = DEFAULT_HEARTBEAT,
     ) -> None:
         if concurrency < 1:
             raise WorkerError(f"concurrency must be at least 1, got {concurrency}")
         if poll_interval <= 0:
             raise WorkerError(f"poll_interval must be positive, got {poll_interval}")
+        if not 0.1 <= heartbeat_seconds <= MAX_SECONDS:
+            raise WorkerError(f"heartbeat_seconds must be at least 0.1, got {heartbeat_seconds}")
+        self._heartbeat = float(heartbeat_seconds)
         definitions = queue.registry.definitions()
         if queues is not None:
             unknown = sorted(set(queues) - {d.name for d in definitions})
@@ -98,6 +108,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self.listening = asyncio.Event()  # set while notifications arrive
         self._refresh = True  # read the queues' policies and paused flags before claiming
+        self._reconcile_at = 0.0  # loop time of the next reconciliation
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor = Executor(threads=concurrency)
         self._completer = Completer(self._run, self._core)
@@ -218,6 +229,8 @@ class Worker:
                 if self._refresh:
                     self._refresh = False
                     await self._refresh_queues()
+                if self._time() >= self._reconcile_at:
+                    await self._reconcile()
                 await self._claim_round()
                 backoff = 0.1
             except PgQueueError as exc:  # the database is out of reach: every queue waits
@@ -226,6 +239,7 @@ class Worker:
                 backoff = min(backoff * 2, 5.0)
                 self._mark_all_dirty()
                 self._refresh = True
+                self._reconcile_at = 0.0  # a claim may have committed without its reply
                 continue
             if self._until_empty and self._drained():
                 # Outcomes not yet written may still send jobs back to retry: write them,
@@ -241,11 +255,11 @@ class Worker:
             now = self._time()
             if any(self._claimable(s, now) for s in self._states.values()):
                 continue
-            # Sleep until something wakes a queue, the poll interval, or the moment a queue
-            # whose claims failed may be tried again.
+            # Sleep until something wakes a queue, the poll interval, the moment a queue
+            # whose claims failed may be tried again, or the next reconciliation.
             later = [s.retry_at - now for s in self._states.values()
                      if s.dirty and not s.paused and s.retry_at > now]
-            timeout = min([self._poll_interval, *later])
+            timeout = min([self._poll_interval, self._reconcile_at - now, *later])
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
@@ -253,6 +267,24 @@ class Worker:
                     self._mark_all_dirty()
                     self._refresh = True  # a queue may have been paused, resumed or changed
             self._wake.clear()
+
+    async def _reconcile(self) -> None:
+        """Hand back the runs the database counts as this worker's that it does not have:
+        a claim that committed while its reply was lost. Outcomes are written first, so a
+        run that just ended is not taken for one (skipped if they cannot be written now)."""
+        try:
+            await asyncio.wait_for(self._completer.flush(), 5.0)
+        except asyncio.TimeoutError:
+            return
+        self._reconcile_at = self._time() + RECONCILE_EVERY
+        held = await self._run(self._core.held_by(self.id))
+        ours = {(job.id, job.run_id) for job in self._active.values()}
+        strays = [(job_id, run_id) for job_id, run_id in held if (job_id, run_id) not in ours]
+        if strays:
+            released = await self._run(self._core.release(
+                [job_id for job_id, _ in strays], [run_id for _, run_id in strays]))
+            log.warning("handed back %d jobs claimed by this worker whose claim it never "
+                        "received: %s", len(released), ", ".join(map(str, released)))
 
     def _time(self) -> float:
         assert self._loop is not None
@@ -283,7 +315,8 @@ class Worker:
                 continue
             free = self._free(state)
             plan = self._core.fetch(
-                state.definition.name, free, self.id, self._make_job, state.policy
+                state.definition.name, free, self.id, self._make_job, state.policy,
+                self._heartbeat,
             )
             try:
                 # One statement, except for policies whose fetchers take turns under a lock.
@@ -397,21 +430,28 @@ class Worker:
         self._end(job)
 
     async def _touch_loop(self) -> None:
-        """Heartbeat the active jobs that have one, and store reported progress."""
+        """Beat for every run at a third of its heartbeat (the job's, else the worker's),
+        store reported progress as it comes, and stop runs the database no longer counts
+        as holding their job."""
+        last_beat = self._time()
         while True:
-            intervals = [j.heartbeat_seconds for j in self._active.values() if j.heartbeat_seconds]
-            interval = min(max(min(intervals) / 3, 0.1), 10.0) if intervals else 1.0
+            beats = [j.heartbeat_seconds or self._heartbeat for j in self._active.values()]
+            interval = max(min(beats, default=self._heartbeat) / 3, 0.1)
             try:
-                await asyncio.wait_for(self._touch_wake.wait(), interval)
+                await asyncio.wait_for(self._touch_wake.wait(),
+                                       max(last_beat + interval - self._time(), 0))
                 await asyncio.sleep(0.05)  # let a burst of progress reports coalesce
             except asyncio.TimeoutError:
                 pass
             self._touch_wake.clear()
+            beat = self._time() >= last_beat + interval
+            if beat:
+                last_beat = self._time()
             runs: list[ActiveJob] = []
             progress: list[str | None] = []
             for job in list(self._active.values()):
                 reported = job.take_progress()
-                if reported is not None or job.heartbeat_seconds:
+                if reported is not None or beat:
                     runs.append(job)
                     progress.append(reported)
             if not runs:

@@ -251,3 +251,39 @@ async def test_an_async_handler_that_ignores_cancellation_is_let_go(
 
 async def _all_in(pq: AsyncPgQueue, ids: list[int | None], state: JobState) -> bool:
     return all([await state_of(pq, i) is state for i in ids])
+
+
+async def test_jobs_claimed_for_a_worker_that_never_got_them_go_back(
+    apq: AsyncPgQueue, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A claim that committed while its reply was lost: the database counts the jobs as the
+    # worker's, the worker never saw them. It finds and hands them back.
+    monkeypatch.setattr(worker_module, "RECONCILE_EVERY", 0.2)
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    @apq.job("q")
+    async def q(data: str) -> str:
+        if data == "hold":
+            entered.set()
+            await release.wait()
+        return data
+
+    await apq.start()
+    held = await q.send("hold")
+    async with working(apq, poll_interval=30):
+        await asyncio.wait_for(entered.wait(), 15)
+        row = conn.execute(sql.SQL("SELECT worker_id FROM {}.job WHERE id = %s").format(
+            sql.Identifier(apq.schema)), (held,)).fetchone()
+        assert row is not None
+        # Jobs sent while it is busy, and "claimed" for it behind its back.
+        await apq.pause_queue("q")
+        lost = await q.insert(["lost 1", "lost 2"])
+        conn.execute(sql.SQL(
+            "UPDATE {}.job SET state = 'active', worker_id = %s, attempt = 1, run_id = 7, "
+            "started_at = now() WHERE id = ANY(%s)").format(sql.Identifier(apq.schema)),
+            (row[0], lost))
+        await apq.resume_queue("q")
+        await wait_until(lambda: _done(apq, lost))
+        release.set()
+        await wait_until(lambda: _done(apq, [held]))
