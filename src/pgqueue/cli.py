@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("ids", type=int, nargs="+", metavar="ID")
         sub.set_defaults(run=_job_action, verb=verb)
 
+    grant = commands.add_parser(
+        "grant", help="let a role run workers and producers on the schema (run as its owner)")
+    database_options(grant)
+    grant.add_argument("role")
+    grant.set_defaults(run=_grant)
+
     for name, paused in (("pause", True), ("unpause", False)):
         sub = commands.add_parser(
             name, help="stop workers claiming a queue's jobs" if paused
@@ -275,6 +281,13 @@ def _job_action(args: argparse.Namespace) -> int:
           + (f" (not in a state that allows it: {', '.join(map(str, skipped))})"
              if skipped else ""))
     return 0 if not skipped else 1
+
+
+def _grant(args: argparse.Namespace) -> int:
+    with _operator_queue(args) as pq:
+        pq.grant(args.role)
+    print(f"role {args.role} may now run pgqueue on schema {args.schema}")
+    return 0
 
 
 def _pause(args: argparse.Namespace) -> int:

@@ -589,6 +589,12 @@ class Core:
             "from_code": from_code,
         }
 
+    def grant(self, role: str) -> Plan[None]:
+        """Plan: let ``role`` run pgqueue on this schema (see Statements.grant)."""
+        if not isinstance(role, str) or not role or len(role) > 63:
+            raise InvalidInputError(f"a role name must be 1-63 characters, got {role!r}")
+        yield Stmt(self.sql.grant(role))
+
     def now(self) -> Plan[datetime]:
         """Plan: the time by the schema's clock (the database's, unless a test moved it)."""
         (row,) = yield Stmt(self.sql.clock_now)

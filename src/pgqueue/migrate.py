@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 import psycopg
+from psycopg.errors import InsufficientPrivilege
 
 from .db import Plan, Stmt
 from .errors import MigrationError
@@ -113,7 +114,9 @@ def migrate_plan(stmts: Statements, target: int | None = None) -> Plan[list[int]
     applied: list[int] = []
     try:
         yield Stmt(stmts.begin)
-        yield Stmt(stmts.schema_create)
+        (schema,) = yield Stmt(stmts.schema_exists)
+        if not schema["exists"]:
+            yield Stmt(stmts.schema_create)
         yield Stmt(stmts.version_create)
         yield Stmt(stmts.commit)
         status = yield from status_plan(stmts)  # another process may have migrated meanwhile
@@ -126,14 +129,23 @@ def migrate_plan(stmts: Statements, target: int | None = None) -> Plan[list[int]
             except psycopg.Error as exc:
                 raise MigrationError(
                     f"migration {migration.version:04d}_{migration.name} failed: {exc}"
+                    + (_OWNER_HINT if isinstance(exc, InsufficientPrivilege) else "")
                 ) from exc
             yield Stmt(stmts.version_insert, {"version": migration.version,
                                               "name": migration.name})
             yield Stmt(stmts.commit)
             applied.append(migration.version)
+    except InsufficientPrivilege as exc:
+        yield Stmt(stmts.rollback)
+        raise MigrationError(f"cannot create schema {stmts.schema}'s tables: "
+                             f"{exc.diag.message_primary}{_OWNER_HINT}") from exc
     except BaseException:
         yield Stmt(stmts.rollback)
         raise
     finally:
         yield Stmt(stmts.unlock_migrations)
     return applied
+
+
+_OWNER_HINT = (" (run `pgqueue migrate` as the schema's owner, or as a role that may create "
+               "schemas in the database if it does not exist yet)")

@@ -758,6 +758,12 @@ class AsyncPgQueue(_Common):
                 sent.append(job_id)
         return sent
 
+    async def grant(self, role: str, *, conn: psycopg.AsyncConnection[Any] | None = None) -> None:
+        """Grant ``role`` what running pgqueue on this schema takes (sending, working,
+        maintenance, cron), for today's tables and those later migrations add; run it as
+        the schema's owner. Migrating and moving the clock stay the owner's."""
+        await self._run(self._core.grant(role), conn)
+
     # -- time --------------------------------------------------------------------------------
 
     async def now(self, *, conn: psycopg.AsyncConnection[Any] | None = None) -> datetime:
@@ -1271,6 +1277,12 @@ class PgQueue(_Common):
             if job_id is not None:
                 sent.append(job_id)
         return sent
+
+    def grant(self, role: str, *, conn: psycopg.Connection[Any] | None = None) -> None:
+        """Grant ``role`` what running pgqueue on this schema takes (sending, working,
+        maintenance, cron), for today's tables and those later migrations add; run it as
+        the schema's owner. Migrating and moving the clock stay the owner's."""
+        self._run(self._core.grant(role), conn)
 
     # -- time --------------------------------------------------------------------------------
 

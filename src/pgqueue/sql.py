@@ -128,6 +128,9 @@ _TEMPLATES: dict[str, str] = {
     "begin": "BEGIN",
     "commit": "COMMIT",
     "rollback": "ROLLBACK",
+    # Created only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database
+    # even when the schema exists, which the schema's owner may well not have.
+    "schema_exists": "SELECT to_regnamespace({schema_name}) IS NOT NULL AS exists",
     "schema_create": "CREATE SCHEMA IF NOT EXISTS {schema}",
     "version_create": """
         CREATE TABLE IF NOT EXISTS {schema}.version (
@@ -674,6 +677,18 @@ _TEMPLATES: dict[str, str] = {
 }
 
 
+# What a worker's role needs, for the tables and sequences there are and for those a later
+# migration (run by the owner) creates.
+_GRANT = """
+    GRANT USAGE ON SCHEMA {schema} TO {role};
+    GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
+    GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role};
+    GRANT EXECUTE ON FUNCTION {schema}.clock() TO {role};
+    ALTER DEFAULT PRIVILEGES IN SCHEMA {schema}
+        GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role};
+    ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role}"""
+
+
 class Statements:
     """The statements of one schema, as query strings ready to execute (and to prepare)."""
 
@@ -686,6 +701,7 @@ class Statements:
             "version_table": sql.Literal(
                 sql.Composed([ident, sql.SQL(".version")]).as_string()
             ),
+            "schema_name": sql.Literal(ident.as_string()),
             "lock_key": sql.Literal(f"pgqueue.migrate.{schema}"),
             "maintenance_key": sql.Literal(f"pgqueue.maintain.{schema}"),
             "fetch_lock_prefix": sql.Literal(f"pgqueue.fetch.{schema}."),
@@ -712,6 +728,12 @@ class Statements:
     def cancel_channel(self) -> str:
         """The NOTIFY channel that announces cancelled active jobs (payload: job id)."""
         return f"{self.schema}_cancel"
+
+    def grant(self, role: str) -> str:
+        """The statements that let ``role`` run pgqueue on this schema: produce, work,
+        maintain and run cron; not migrate, nor move the clock (see docs/operations.md)."""
+        return sql.SQL(_GRANT).format(
+            schema=sql.Identifier(self.schema), role=sql.Identifier(role)).as_string()
 
     def migration(self, text: str) -> str:
         """A migration file's text with the schema filled in."""

@@ -6,11 +6,17 @@ import json
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
-from pgqueue import migrate
+import pgqueue
+from pgqueue import PgQueue, migrate
 from pgqueue.cli import build_parser, main
 from pgqueue.migrate import Migration, latest_version, load_migrations
 
@@ -153,3 +159,56 @@ def test_operator_commands(dsn: str, schema: str, capsys: Capture) -> None:
     assert capsys.readouterr().out == "queue emails: claimed from again\n"
     with PgQueue(dsn, schema=schema, maintenance=False) as pq:
         assert len(pq.fetch("emails", 10)) == 3
+
+
+def test_a_schema_owner_migrates_and_a_granted_role_runs_everything(
+    dsn: str, schema: str, conn: psycopg.Connection[Any], capsys: Capture
+) -> None:
+    # Least privilege: the schema's owner may not create anything in the database; the
+    # workers' role has only what `pgqueue grant` gives it.
+    suffix = uuid.uuid4().hex[:8]
+    owner, worker = f"pgq_owner_{suffix}", f"pgq_worker_{suffix}"
+    ident = sql.Identifier
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident(owner)))
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident(worker)))
+    try:
+        conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
+            ident(schema), ident(owner)))
+        as_owner, as_worker = make_conninfo(dsn, user=owner), make_conninfo(dsn, user=worker)
+        assert main(["migrate", "--dsn", as_owner, "--schema", schema]) == 0, (
+            capsys.readouterr().err)
+        assert main(["grant", worker, "--dsn", as_owner, "--schema", schema]) == 0
+        capsys.readouterr()
+
+        pq = PgQueue(as_worker, schema=schema)
+        done: list[int] = []
+
+        @pq.cron("* * * * *", name="tick")
+        def tick(data: Any) -> None:
+            done.append(0)
+
+        @pq.job("add")
+        def add(data: int) -> int:
+            done.append(data)
+            return data + 1
+
+        with pq:  # it declares its queues and schedules, sends, works and maintains
+            ids = add.insert(range(5))
+            pq.work(until_empty=True)
+            assert [pq.get_job_by_id(i).output for i in ids] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
+            assert pq.maintain().errors == []
+            assert pq.run_schedules() == []
+            with pytest.raises(pgqueue.PgQueueError):
+                pq.move_clock(60)  # the owner's alone
+        assert sorted(done) == [0, 1, 2, 3, 4]
+        # The worker's role cannot migrate; it says so, and who can.
+        with psycopg.connect(as_owner, autocommit=True) as owner_conn:
+            owner_conn.execute(sql.SQL("DELETE FROM {}.version WHERE version = 5").format(
+                ident(schema)))
+        with pytest.raises(pgqueue.MigrationError, match="schema's owner"):
+            PgQueue(as_worker, schema=schema).start()
+    finally:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(ident(schema)))
+        for role in (worker, owner):
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(ident(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(ident(role)))
