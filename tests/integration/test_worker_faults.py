@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import threading
 import time
+from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -287,3 +290,18 @@ async def test_jobs_claimed_for_a_worker_that_never_got_them_go_back(
         await wait_until(lambda: _done(apq, lost))
         release.set()
         await wait_until(lambda: _done(apq, [held]))
+
+
+async def test_outputs_pydantic_can_encode_are_stored(apq: AsyncPgQueue) -> None:
+    @apq.job("typed")
+    async def typed(data: Any) -> dict[str, Any]:
+        return {"at": datetime(2030, 1, 2, tzinfo=timezone.utc), "id": UUID(int=5),
+                "amount": Decimal("1.50")}
+
+    await apq.start()
+    job_id = await typed.send()
+    await asyncio.wait_for(apq.work(until_empty=True), 30)
+    job = await apq.get_job_by_id(job_id or 0)
+    assert job is not None and job.state is JobState.completed
+    assert job.output == {"at": "2030-01-02T00:00:00Z",
+                          "id": "00000000-0000-0000-0000-000000000005", "amount": "1.50"}
