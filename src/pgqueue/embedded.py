@@ -173,12 +173,24 @@ def _watch(directory: Path) -> None:
     with contextlib.suppress(OSError, ValueError):
         if psutil.pid_exists(int(pidfile.read_text())):
             return
+    # A short-lived intermediate starts the watchdog and exits, so the watchdog is nobody's
+    # child here: nothing to reap, and it outlives this process as it must.
+    subprocess.run(
+        [sys.executable, "-m", "pgqueue.embedded", "detach", str(directory)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        close_fds=True, check=False, timeout=60,
+    )
+
+
+def _detach(directory: Path) -> None:
+    """Start the watchdog in a session of its own and record its pid (run by the
+    intermediate process of ``_watch``)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pgqueue.embedded", "watch", str(directory)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,
     )
-    pidfile.write_text(str(proc.pid))
+    (directory / WATCHDOG_PIDFILE).write_text(str(proc.pid))
 
 
 WATCHDOG_PIDFILE = "pgqueue-watchdog.pid"
@@ -209,6 +221,8 @@ def watch(directory: Path, interval: float = 2.0) -> None:
             return
 
 
-if __name__ == "__main__":  # python -m pgqueue.embedded watch DIRECTORY
+if __name__ == "__main__":  # python -m pgqueue.embedded watch|detach DIRECTORY
     if len(sys.argv) == 3 and sys.argv[1] == "watch":
         watch(Path(sys.argv[2]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "detach":
+        _detach(Path(sys.argv[2]))

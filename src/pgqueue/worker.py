@@ -109,6 +109,7 @@ class Worker:
         self.listening = asyncio.Event()  # set while notifications arrive
         self._refresh = True  # read the queues' policies and paused flags before claiming
         self._reconcile_at = 0.0  # loop time of the next reconciliation
+        self._beat_every = self._heartbeat / 3  # what the heartbeat loop waits between beats
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor = Executor(threads=concurrency)
         self._completer = Completer(self._run, self._core)
@@ -370,6 +371,8 @@ class Worker:
             earlier.interrupt()
         self._active[job.id] = job
         job._slot = state
+        if job.heartbeat_seconds and job.heartbeat_seconds / 3 < self._beat_every:
+            self._touch_wake.set()  # beat sooner than the heartbeat loop now plans to
         task = asyncio.create_task(self._execute(job, state))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -436,7 +439,7 @@ class Worker:
         last_beat = self._time()
         while True:
             beats = [j.heartbeat_seconds or self._heartbeat for j in self._active.values()]
-            interval = max(min(beats, default=self._heartbeat) / 3, 0.1)
+            interval = self._beat_every = max(min(beats, default=self._heartbeat) / 3, 0.1)
             try:
                 await asyncio.wait_for(self._touch_wake.wait(),
                                        max(last_beat + interval - self._time(), 0))

@@ -195,7 +195,9 @@ class LostReplies:
 
     def __init__(self, dsn: str, cut: Callable[[], bool]) -> None:
         params = conninfo_to_dict(dsn)
-        self._target = (params.get("host") or "127.0.0.1", int(params.get("port") or 5432))
+        host, port = params.get("host") or "127.0.0.1", int(params.get("port") or 5432)
+        # A host that is a directory names the server's Unix socket (the embedded server).
+        self._target = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
         self._cut = cut
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.dsn = make_conninfo(dsn, host="127.0.0.1", port=self._listener.getsockname()[1])
@@ -213,7 +215,11 @@ class LostReplies:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(self._target)
+            if isinstance(self._target, str):
+                server = socket.socket(socket.AF_UNIX)
+                server.connect(self._target)
+            else:
+                server = socket.create_connection(self._target)
             threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
 
     def _pipe(self, client: socket.socket, server: socket.socket) -> None:

@@ -59,7 +59,7 @@ def test_fetch_is_an_index_scan_without_sort_over_a_million_jobs(
     )
     conn.execute(sql.SQL("ANALYZE {}.job").format(ident))
     query = Statements(pq.schema).job_fetch
-    params = {"name": "q3", "limit": 10, "worker_id": "w"}
+    params = {"name": "q3", "limit": 10, "worker_id": "w", "heartbeat": 30.0}
     # The plan for these values, and the generic plan that psycopg's prepared statement
     # may switch to after a few executions.
     custom = _plan(conn, "EXPLAIN (FORMAT JSON) " + query, params)
@@ -118,7 +118,8 @@ def test_one_per_key_fetch_reads_a_window_not_the_queue(
            FROM generate_series(1, 200000) AS i""").format(ident))
     conn.execute(sql.SQL("ANALYZE {}.job").format(ident))
     query = Statements(pq.schema).job_fetch_one_per_key
-    params = {"name": "sg", "limit": 10, "window": 100, "worker_id": "w"}
+    params = {"name": "sg", "limit": 10, "window": 100, "worker_id": "w",
+              "heartbeat": 30.0}
     with conn.transaction(force_rollback=True):
         nodes = _plan(conn, "EXPLAIN (ANALYZE, FORMAT JSON) " + query, params)
     assert not [n for n in nodes if n["Node Type"] == "Seq Scan"
