@@ -24,17 +24,20 @@ Runner = Callable[[Plan[Any]], Awaitable[Any]]
 class Completer:
     """Buffers outcomes and records them, completions and failures each in one statement.
 
-    A write that fails (connection lost) is retried with backoff. Each outcome names its run
-    (job id and run_id), and the database records it only while that run holds the job, so
-    a retried write never records twice and a stale run's outcome changes nothing (it is
-    logged).
+    A write that fails (connection lost) is retried with backoff; a batch the database
+    refuses is written in halves down to the outcome it refuses (see ``_write_apart``).
+    Each outcome names its run (job id and run_id), and the database records it only while
+    that run holds the job, so a retried write never records twice and a stale run's
+    outcome changes nothing (it is logged).
     """
 
     def __init__(
-        self, run: Runner, core: Core, max_batch: int = 1000, max_bytes: int = 16 << 20
+        self, run: Runner, core: Core, max_batch: int = 1000, max_bytes: int = 16 << 20,
+        written: Callable[[], None] = lambda: None,
     ) -> None:
         self._run = run
         self._core = core
+        self._written = written  # told after each write
         self._max_batch = max_batch
         self._max_bytes = max_bytes
         self._pending: list[Outcome] = []
@@ -93,21 +96,27 @@ class Completer:
             while self._pending:
                 batch = self._next_batch()
                 try:
-                    await self._write(batch)
-                except PgQueueError as exc:
+                    try:
+                        await self._write(batch)
+                    except PgQueueError as exc:
+                        if exc.transient:
+                            raise
+                        await self._write_apart(batch, exc)  # it refuses one of them
+                except PgQueueError as exc:  # out of reach: the batch is written again
                     if self._stopping:
                         return
-                    if not exc.transient:  # the database refuses something in the batch
-                        await self._write_apart(batch, exc)
-                    else:
-                        log.warning("recording %d outcomes failed (%s); retrying in %.2fs",
-                                    len(batch), exc, backoff)
-                        await asyncio.sleep(backoff)
-                        backoff = min(backoff * 2, 5.0)
-                        continue
+                    log.warning("recording %d outcomes failed (%s); retrying in %.2fs",
+                                len(batch), exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                except Exception:  # a bug: drop the batch rather than every later outcome
+                    log.exception("recording %d outcomes failed; they are dropped, and their "
+                                  "jobs go back once their heartbeats lapse", len(batch))
                 backoff = 0.05
                 del self._pending[: len(batch)]
                 self.written += len(batch)
+                self._written()
             self._idle.set()
 
     def _next_batch(self) -> list[Outcome]:
@@ -140,10 +149,17 @@ class Completer:
         log.error("job %s: the database refused its %s outcome (%s); recording a failure "
                   "instead", outcome.job_id, outcome.kind, error)
         message = storable(f"the database refused the {outcome.kind} outcome: {error}")
-        await self._write([Outcome(
-            outcome.job_id, outcome.attempt, outcome.run_id, "failed",
-            encode_json({"type": "unrecordable", "message": message}),
-        )])
+        try:
+            await self._write([Outcome(
+                outcome.job_id, outcome.attempt, outcome.run_id, "failed",
+                encode_json({"type": "unrecordable", "message": message}),
+            )])
+        except PgQueueError as exc:
+            if exc.transient:
+                raise
+            log.error("job %s: the database refused recording its failure too (%s); nothing "
+                      "is recorded, and the job goes back once its heartbeat lapses",
+                      outcome.job_id, exc)
 
     async def _write(self, batch: list[Outcome]) -> None:
         done = [o for o in batch if o.kind == "completed"]

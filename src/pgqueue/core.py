@@ -6,9 +6,10 @@ Input is validated here, before any statement is yielded, so bad input never wri
 from __future__ import annotations
 
 import json
+import logging
 import re
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,13 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 from .config import check_name
 from .cron import check_cron, check_timezone, latest_slot
 from .db import Plan, Row, Stmt
-from .errors import InvalidInputError, InvalidOptionError, InvalidPayloadError, QueueNotFoundError
+from .errors import (
+    InvalidInputError,
+    InvalidOptionError,
+    InvalidPayloadError,
+    InvalidScheduleError,
+    QueueNotFoundError,
+)
 from .models import (
     Job,
     JobOptions,
@@ -37,6 +44,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "ONE_ACTIVE_PER_KEY",
     "Core",
+    "QueueBusy",
     "encode_json",
     "error_output",
     "job_ids",
@@ -44,13 +52,20 @@ __all__ = [
     "storable",
 ]
 
+_cron_log = logging.getLogger("pgqueue.cron")
 _JOB_OPTION_NAMES = frozenset(JobOptions.model_fields)
 # Policies that allow one active job per singleton key: fetchers take turns on such queues.
 ONE_ACTIVE_PER_KEY = frozenset({"singleton", "stately"})
+
 # The most JSON one job's data or output may take (PostgreSQL's jsonb holds up to 256 MiB).
 MAX_PAYLOAD_BYTES = 200 * 1024 * 1024
 _INT4 = 2**31 - 1
 _INT8 = 2**63 - 1
+
+
+class QueueBusy(Exception):
+    """Another fetcher has the turn of a singleton or stately queue: nothing was claimed."""
+
 # How far a test may move the clock (the clock function refuses more, too).
 _MAX_CLOCK_OFFSET = 100 * 365 * 86400
 # The fewest waiting jobs a singleton or stately fetch looks at per statement.
@@ -98,6 +113,8 @@ _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 def _default(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", by_alias=True)
+    if isinstance(value, Iterator | AsyncIterator):  # it may never end: not a value
+        raise TypeError(f"a {type(value).__name__} is an iterator, not a value (make it a list)")
     try:
         return to_jsonable_python(value)
     except PydanticSerializationError:
@@ -110,16 +127,37 @@ def error_output(error: object) -> Any:
     """What a failure stores as the job's output: an exception's type, message and
     traceback (with what PostgreSQL cannot store, NUL and lone surrogates, replaced)."""
     if isinstance(error, BaseException):
+        try:
+            message = str(error)
+        except Exception as exc:  # its __str__ is broken: say so rather than lose the failure
+            message = f"<str() of this {type(error).__name__} raised {type(exc).__name__}>"
+        try:
+            trace = "".join(traceback.format_exception(error))
+        except Exception as exc:
+            trace = f"<its traceback could not be formatted: {type(exc).__name__}>"
         return {
             "type": type(error).__name__,
-            "message": storable(str(error)),
-            "traceback": storable("".join(traceback.format_exception(error))),
+            "message": storable(clip(message)),
+            "traceback": storable(clip(trace)),
         }
     if error is None:
         return {"message": None}
     if isinstance(error, str):
-        return {"message": storable(error)}
+        return {"message": storable(clip(error))}
     return error
+
+
+# The most characters of an error's message, and of its traceback, a job stores.
+MAX_ERROR_CHARS = 64 * 1024
+
+
+def clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text``, or its start and end around a note of what was cut when it is longer
+    than ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half:,} characters cut ...]\n{text[-half:]}"
 
 
 def storable(text: str) -> str:
@@ -257,12 +295,15 @@ class Core:
         factory: Callable[[tuple[Any, ...]], Job] = Job.from_values,
         policy: str | None = None,
         heartbeat: float | None = None,
+        wait: bool = True,
     ) -> Plan[list[Job]]:
         """Plan: claim up to ``batch_size`` runnable jobs of queue ``name``.
 
         ``policy`` is the queue's policy when the caller knows it (else it is read). For
-        ``singleton`` and ``stately`` queues this plan must run in a transaction. The runs
-        promise to beat every ``heartbeat`` seconds unless the job sets its own.
+        ``singleton`` and ``stately`` queues this plan must run in a transaction, and
+        fetchers take turns: without ``wait`` it raises QueueBusy instead of waiting
+        for another's turn to end. The runs promise to beat every ``heartbeat`` seconds
+        unless the job sets its own.
         """
         check_name(name)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -275,7 +316,12 @@ class Core:
         params: dict[str, Any] = {"name": name, "limit": batch_size, "worker_id": worker_id,
                                   "heartbeat": heartbeat}
         if policy in ONE_ACTIVE_PER_KEY:
-            yield Stmt(self.sql.queue_fetch_lock, {"name": name})
+            if wait:
+                yield Stmt(self.sql.queue_fetch_lock, {"name": name})
+            else:
+                (turn,) = yield Stmt(self.sql.queue_fetch_try_lock, {"name": name})
+                if not turn["locked"]:
+                    raise QueueBusy(name)
             rows: list[tuple[Any, ...]] = []
             window = max(4 * batch_size, _MIN_KEY_WINDOW)
             while True:  # widen the window while it was full and yielded too few jobs
@@ -660,12 +706,17 @@ class Core:
         with that slot.
 
         Only the latest slot counts: slots missed while every instance was down are sent
-        once, not replayed.
+        once, not replayed. A schedule whose slot cannot be computed here (a time zone
+        this host does not know) is logged and left out; the others are due as ever.
         """
         now = yield from self.now()
         due = []
         for info in (yield from self.get_schedules()):
-            slot = latest_slot(info.cron, info.tz, now)
+            try:
+                slot = latest_slot(info.cron, info.tz, now)
+            except InvalidScheduleError as exc:
+                _cron_log.error("schedule %s is skipped: %s", info.name, exc)
+                continue
             if info.last_slot is None or slot > info.last_slot:
                 due.append((info, slot))
         return due

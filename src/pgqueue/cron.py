@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -16,6 +17,10 @@ def check_cron(expression: object) -> str:
     """Return ``expression`` if croniter accepts it (5 fields, or 6 with seconds)."""
     if not isinstance(expression, str) or not croniter.is_valid(expression):
         raise InvalidScheduleError(f"invalid cron expression {expression!r}")
+    if len(expression.split()) > 6:  # a year field: the schedule would end
+        raise InvalidScheduleError(
+            f"cron expression {expression!r} has a year field; use 5 fields, or 6 with seconds"
+        )
     try:  # valid fields can still name no date at all, such as February 30th
         croniter(expression, datetime(2000, 1, 1)).get_next(datetime)
     except CroniterError:
@@ -66,7 +71,7 @@ def latest_slot(expression: str, tz: str, now: datetime) -> datetime:
     best: datetime | None = None
     best_wall = wall
     while True:
-        candidate: datetime = walker.get_prev(datetime)
+        candidate: datetime = _step(walker.get_prev, expression)
         if best is not None and candidate < best_wall - _shift(best_wall, zone):
             return best
         instant = _instant(candidate, zone)
@@ -82,9 +87,16 @@ def next_slot(expression: str, tz: str, after: datetime) -> datetime:
     best: datetime | None = None
     best_wall = wall
     while True:
-        candidate: datetime = walker.get_next(datetime)
+        candidate: datetime = _step(walker.get_next, expression)
         if best is not None and candidate > best_wall + _shift(best_wall, zone):
             return best
         instant = _instant(candidate, zone)
         if instant > after and (best is None or instant < best):
             best, best_wall = instant, candidate
+
+
+def _step(move: Callable[[type[datetime]], datetime], expression: str) -> datetime:
+    try:
+        return move(datetime)
+    except CroniterError as exc:  # an expression stored before it was checked as today
+        raise InvalidScheduleError(f"cron expression {expression!r} has no slot: {exc}") from None

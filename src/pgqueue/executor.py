@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import os
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -136,6 +139,7 @@ class Threads:
 
     def __init__(self, size: int) -> None:
         self._size = size
+        self._pid = os.getpid()
         self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
             queue.SimpleQueue())
         self._lock = threading.Lock()
@@ -189,9 +193,13 @@ class Threads:
             future, call = item
             if future.set_running_or_notify_cancel():
                 try:
-                    future.set_result(call())
+                    result = call()
                 except BaseException as exc:  # SystemExit and KeyboardInterrupt included
+                    _exit_if_forked(self._pid, exc)
                     future.set_exception(exc)
+                else:
+                    _exit_if_forked(self._pid, None)
+                    future.set_result(result)
             with self._lock:
                 if future in self._stuck:
                     self._stuck.discard(future)
@@ -209,6 +217,7 @@ class Executor:
 
     def __init__(self, threads: int) -> None:
         self.threads = Threads(threads)
+        self._pid = os.getpid()
 
     def shutdown(self) -> None:
         """Stop the threads without waiting for stuck sync handlers."""
@@ -255,10 +264,12 @@ class Executor:
                 return None
             raise
         except (Exception, SystemExit, KeyboardInterrupt) as exc:  # none may stop the worker
+            _exit_if_forked(self._pid, exc)
             log.info("job %s (%s) failed: %r", job.id, job.name, exc)
             return Outcome(job.id, job.attempt, job.run_id, "failed", _encode(error_output(exc)))
         finally:
             job._task = None
+        _exit_if_forked(self._pid, None)
         if job._cancelled:
             return None
         try:
@@ -268,6 +279,20 @@ class Executor:
                            terminal=True)
         return Outcome(job.id, job.attempt, job.run_id, "completed", output, False,
                        job.take_progress())
+
+
+def _exit_if_forked(pid: int, error: BaseException | None) -> None:
+    """In a child a handler forked (its pid is not the worker's), end that child when the
+    handler returns or raises there, instead of letting it carry on as a second worker."""
+    if os.getpid() == pid:
+        return
+    code: object = 0 if error is None else 1
+    if isinstance(error, SystemExit):
+        code = 0 if error.code is None else error.code
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code if isinstance(code, int) else 1)
 
 
 def _encode(value: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -114,6 +115,11 @@ class JobOptions(_Options):
     singleton_seconds: int | None = Field(None, ge=1, le=_INT4)
     singleton_next_slot: bool | None = None
 
+    @field_validator("singleton_key")
+    @classmethod
+    def _singleton_key(cls, value: str | None) -> str | None:
+        return _storable_text(value)
+
     @field_validator("start_after", mode="before")
     @classmethod
     def _start_after(cls, value: object) -> object:
@@ -135,6 +141,21 @@ class QueueOptions(_Options):
 
     policy: Policy | None = None
     description: str | None = Field(None, max_length=10_000)
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, value: str | None) -> str | None:
+        return _storable_text(value)
+
+
+def _storable_text(value: str | None) -> str | None:
+    if value is not None and _UNSTORABLE.search(value):
+        raise ValueError("contains a NUL or lone surrogate character, which PostgreSQL "
+                         "cannot store")
+    return value
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def parse_options(model: type[_Options], options: dict[str, Any]) -> Any:

@@ -278,6 +278,8 @@ _TEMPLATES: dict[str, str] = {
     # Returns the claimed jobs, each with the window's size, or one row of NULLs and the
     # window's size when nothing was claimed.
     "queue_fetch_lock": "SELECT pg_advisory_xact_lock(hashtext({fetch_lock_prefix} || %(name)s))",
+    "queue_fetch_try_lock": """
+        SELECT pg_try_advisory_xact_lock(hashtext({fetch_lock_prefix} || %(name)s)) AS locked""",
     "job_fetch_one_per_key": f"""
         WITH win AS MATERIALIZED (
             SELECT id, priority, start_after, state, policy,

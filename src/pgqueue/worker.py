@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .completer import Completer
-from .core import ONE_ACTIVE_PER_KEY, Core, encode_json
+from .core import ONE_ACTIVE_PER_KEY, Core, QueueBusy, encode_json, error_output
 from .db import Plan
 from .errors import ConnectError, PgQueueError, WorkerError
 from .executor import ActiveJob, Deadline, Executor, Outcome
@@ -35,6 +35,7 @@ __all__ = ["CANCEL_GRACE", "DEFAULT_HEARTBEAT", "Worker", "run_loop"]
 
 log = logging.getLogger("pgqueue.worker")
 T = TypeVar("T")
+R = TypeVar("R")
 
 # The heartbeat a worker's runs promise unless their job sets one: a run silent for this
 # long is dead, and maintenance sends its job back (a worker beats at a third of it).
@@ -44,8 +45,11 @@ CANCEL_GRACE = 5.0
 # Seconds between two checks that the runs the database counts as this worker's are the
 # runs it has (a claim whose reply was lost leaves jobs it never received).
 RECONCILE_EVERY = 60.0
-# Seconds a stopping worker gives each of its last writes (outcomes, then the hand-back).
+# Seconds a stopping worker gives each of its last writes (outcomes, then the hand-back),
+# and the claim under way when the stop came.
 _SHUTDOWN_WRITES = 5.0
+# Seconds before a worker tries again a queue whose turn another fetcher held.
+_BUSY_RETRY = 0.25
 
 
 @dataclass
@@ -112,7 +116,7 @@ class Worker:
         self._beat_every = self._heartbeat / 3  # what the heartbeat loop waits between beats
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor = Executor(threads=concurrency)
-        self._completer = Completer(self._run, self._core)
+        self._completer = Completer(self._run, self._core, written=self._outcomes_written)
         self.processed = 0
 
     async def _run(self, plan: Plan[Any]) -> Any:
@@ -152,7 +156,7 @@ class Worker:
         log.info("worker %s started: queues %s, concurrency %d", self.id,
                  ", ".join(self._states), self._concurrency)
         try:
-            await self._fetch_loop(notifier)
+            await self._fetch_until_stopped(notifier)
         finally:
             try:
                 await self._shutdown()
@@ -165,6 +169,28 @@ class Worker:
                 for sig in signals:
                     self._loop.remove_signal_handler(sig)
                 log.info("worker %s stopped after %d jobs", self.id, self.processed)
+
+    async def _fetch_until_stopped(self, notifier: Notifier) -> None:
+        """Run the fetch loop; once a stop is asked, give the statement under way a few
+        seconds to return (the loop then ends by itself) before cutting it short."""
+        fetching = asyncio.create_task(self._fetch_loop(notifier), name="pgqueue-fetch")
+        stopped = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait({fetching, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not fetching.done():
+                done, _ = await asyncio.wait({fetching}, timeout=_SHUTDOWN_WRITES)
+                if not done:
+                    log.warning("a statement of the fetch loop did not return within %gs of "
+                                "the stop: cutting it short", _SHUTDOWN_WRITES)
+                    fetching.cancel()
+                    await asyncio.wait({fetching})
+                    if fetching.cancelled():
+                        return
+            fetching.result()
+        finally:
+            stopped.cancel()
+            if not fetching.done():  # this task itself was cancelled
+                fetching.cancel()
 
     def _install_signals(self) -> list[int]:
         assert self._loop is not None
@@ -209,6 +235,14 @@ class Worker:
     def _cancel_job(self, job: ActiveJob) -> None:
         log.info("job %s (%s) cancelled while running", job.id, job.name)
         job.interrupt()
+
+    def _outcomes_written(self) -> None:
+        """Ended runs free their singleton keys: queues that run one job per key may have
+        claimable jobs now (no notification says so)."""
+        for state in self._states.values():
+            if state.policy in ONE_ACTIVE_PER_KEY and not state.dirty:
+                state.dirty = True
+                self._wake.set()
 
     def _mark_all_dirty(self) -> None:
         for state in self._states.values():
@@ -317,13 +351,16 @@ class Worker:
             free = self._free(state)
             plan = self._core.fetch(
                 state.definition.name, free, self.id, self._make_job, state.policy,
-                self._heartbeat,
+                self._heartbeat, wait=False,
             )
             try:
                 # One statement, except for policies whose fetchers take turns under a lock.
                 jobs: list[Job] = await self._queue._run(
                     plan, None, atomic=state.policy in ONE_ACTIVE_PER_KEY
                 )
+            except QueueBusy:  # another fetcher's turn (it may be a long transaction)
+                state.retry_at = now + _BUSY_RETRY
+                continue
             except ConnectError:
                 raise
             except PgQueueError as exc:  # this queue's trouble: the others go on
@@ -390,8 +427,11 @@ class Worker:
             self.processed += 1
         except asyncio.CancelledError:  # cancelled before its handler started
             self._interrupted.append(job)  # released on shutdown
-        except Exception:  # a bug in pgqueue, not in the handler: the job will expire
+        except Exception as exc:  # a bug in pgqueue, not in the handler
             log.exception("running job %s failed unexpectedly", job.id)
+            if job._slot is not None:
+                self._completer.add(Outcome(job.id, job.attempt, job.run_id, "failed",
+                                            encode_json(error_output(exc), "error")))
         finally:
             self._end(job)
 
@@ -496,12 +536,17 @@ class Worker:
         except asyncio.TimeoutError:
             log.error("stopping without recording %d outcomes: the database did not take "
                       "them in %gs", self._completer.pending, _SHUTDOWN_WRITES)
-        # Jobs still held, and those a second signal cut short while the wait above ran
-        # (their tasks ended, so they are no longer held). A job cancelled with cancel(id)
-        # is no longer active, and releasing leaves it alone.
-        runs = list({id(j): j for j in [*unfinished, *self._interrupted]}.values())
+        # Every run the database still counts as this worker's: those unfinished, those a
+        # second signal cut short while the wait above ran, and any whose claim's reply
+        # was lost. A job cancelled with cancel(id) is no longer active: release skips it.
+        known = {(j.id, j.run_id) for j in [*unfinished, *self._interrupted]}
+        try:
+            runs = set(await asyncio.wait_for(
+                _retrying(lambda: self._run(self._core.held_by(self.id))), _SHUTDOWN_WRITES))
+        except (asyncio.TimeoutError, PgQueueError):
+            runs = known
         if runs:
-            ids, run_ids = [j.id for j in runs], [j.run_id for j in runs]
+            ids, run_ids = [i for i, _ in runs], [r for _, r in runs]
             try:
                 released = await asyncio.wait_for(
                     _retrying(lambda: self._run(self._core.release(ids, run_ids))),
@@ -534,7 +579,7 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
             loop.close()
 
 
-async def _retrying(call: Callable[[], Awaitable[list[int]]], attempts: int = 5) -> list[int]:
+async def _retrying(call: Callable[[], Awaitable[list[R]]], attempts: int = 5) -> list[R]:
     delay = 0.1
     for attempt in range(attempts):
         try:

@@ -172,3 +172,22 @@ def test_a_deleted_queue_takes_its_schedules_and_a_failing_one_stops_no_other(
         assert job is not None and job.name == "fine"
         with pytest.raises(pgqueue.QueueNotFoundError):
             pq.schedule("gone", "* * * * *")
+
+
+def test_a_schedule_whose_slot_cannot_be_computed_stops_no_other(
+    dsn: str, schema: str, conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        pq.set_clock(datetime(2026, 6, 1, 12, 0, 30, tzinfo=timezone.utc))
+        for name in ("elsewhere", "fine"):
+            pq.create_queue(name)
+            pq.schedule(name, "* * * * *")
+        # Written by a host whose time zone database knows a zone this one does not.
+        conn.execute(sql.SQL(
+            "UPDATE {}.schedule SET tz = 'America/Nowhere' WHERE name = 'elsewhere'"
+        ).format(sql.Identifier(schema)))
+        pq.move_clock(60)
+        (sent,) = pq.run_schedules()
+        job = pq.get_job_by_id(sent)
+        assert job is not None and job.name == "fine"
+        assert "schedule elsewhere is skipped" in caplog.text

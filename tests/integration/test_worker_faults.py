@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
+import signal
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -305,3 +309,164 @@ async def test_outputs_pydantic_can_encode_are_stored(apq: AsyncPgQueue) -> None
     assert job is not None and job.state is JobState.completed
     assert job.output == {"at": "2030-01-02T00:00:00Z",
                           "id": "00000000-0000-0000-0000-000000000005", "amount": "1.50"}
+
+
+async def test_a_queue_whose_turn_another_fetcher_holds_stops_nothing(
+    apq: AsyncPgQueue, dsn: str
+) -> None:
+    @apq.job("one_at_a_time", policy="singleton")
+    async def one_at_a_time(data: Any) -> None:
+        pass
+
+    @apq.job("other")
+    async def other(data: Any) -> None:
+        pass
+
+    await apq.start()
+    await one_at_a_time.send(singleton_key="k")
+    # A manual consumer claims inside its own transaction: it holds the queue's turn until
+    # it commits.
+    consumer = await psycopg.AsyncConnection.connect(dsn)
+    async with consumer, consumer.transaction():
+        assert len(await apq.fetch("one_at_a_time", conn=consumer)) == 1
+        task = asyncio.create_task(apq.work(poll_interval=0.2))
+        ids = await other.insert(range(5))
+        await wait_until(lambda: _done(apq, ids))
+        assert apq._worker is not None
+        apq._worker.stop()
+        await asyncio.wait_for(task, 10)  # the stop is not held up by the turn either
+
+
+async def test_a_failure_the_database_refuses_too_is_dropped_and_nothing_else(
+    apq: AsyncPgQueue, conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    @apq.job("work", retry_limit=0)
+    async def work(data: str) -> str:
+        return data
+
+    await apq.start()
+    # The database refuses every way out of 'active' for this one job.
+    conn.execute(sql.SQL(
+        "CREATE FUNCTION {0}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'this job may not finish'; END $$; "
+        "CREATE TRIGGER refuse BEFORE UPDATE ON {0}.job FOR EACH ROW "
+        "WHEN (OLD.state = 'active' AND NEW.state <> 'active' AND NEW.data = '\"poison\"') "
+        "EXECUTE FUNCTION {0}.refuse()"
+    ).format(sql.Identifier(apq.schema)))
+    poison = await work.send("poison")
+    await asyncio.wait_for(apq.work(until_empty=True), 30)
+    healthy = await work.insert([f"ok {i}" for i in range(5)])
+    await asyncio.wait_for(apq.work(until_empty=True), 30)
+    assert await _done(apq, healthy)
+    assert await state_of(apq, poison) is JobState.active  # it goes back when its beat lapses
+    assert "refused recording its failure too" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_a_handler_returning_an_iterator_fails_and_nothing_else(
+    apq: AsyncPgQueue, kind: str
+) -> None:
+    def endless() -> Any:
+        yield from itertools.count()
+
+    if kind == "async":
+        @apq.job("lazy", retry_limit=0)
+        async def lazy(data: Any) -> Any:
+            return {"items": itertools.count()}
+    else:
+        @apq.job("lazy", retry_limit=0)
+        def lazy(data: Any) -> Any:
+            return endless()
+
+    @apq.job("fine")
+    async def fine(data: Any) -> None:
+        pass
+
+    await apq.start()
+    bad = await apq.send("lazy")
+    good = await fine.insert(range(5))
+    await asyncio.wait_for(apq.work(until_empty=True), 30)
+    job = await apq.get_job_by_id(bad or 0)
+    assert job is not None and job.state is JobState.failed
+    assert "is an iterator, not a value" in job.output["message"]
+    assert await _done(apq, good)
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this error")
+
+
+async def test_errors_that_cannot_be_printed_or_are_huge_are_recorded(
+    apq: AsyncPgQueue,
+) -> None:
+    @apq.job("unprintable", retry_limit=0)
+    async def unprintable(data: Any) -> None:
+        raise _Unprintable
+
+    @apq.job("huge", retry_limit=0)
+    def huge(data: Any) -> None:
+        raise ValueError("x" * 5_000_000)
+
+    await apq.start()
+    first, second = await apq.send("unprintable"), await apq.send("huge")
+    await asyncio.wait_for(apq.work(until_empty=True), 30)
+    a, b = await apq.get_job_by_id(first or 0), await apq.get_job_by_id(second or 0)
+    assert a is not None and a.state is JobState.failed
+    assert a.output["type"] == "_Unprintable" and "raised RuntimeError" in a.output["message"]
+    assert b is not None and b.state is JobState.failed
+    assert "characters cut" in b.output["message"]
+    assert len(b.output["message"]) < 70_000 and len(b.output["traceback"]) < 70_000
+
+
+async def test_a_singleton_queue_drains_a_key_without_waiting_for_polls(
+    apq: AsyncPgQueue,
+) -> None:
+    @apq.job("serial", policy="singleton")
+    async def serial(data: int) -> int:
+        return data
+
+    await apq.start()
+    ids = await serial.insert(range(5), singleton_key="same")
+    # Only notifications and this worker's own completions may wake it: with a poll
+    # interval of a minute, each job of the key would otherwise wait for the next poll.
+    async with working(apq, poll_interval=60):
+        await wait_until(lambda: _done(apq, ids))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() with threads running
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_a_child_a_handler_forks_ends_where_the_handler_ends(
+    apq: AsyncPgQueue, kind: str
+) -> None:
+    def reap(pid: int) -> int | None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            time.sleep(0.02)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return None
+
+    if kind == "async":
+        @apq.job("forks", retry_limit=0)
+        async def forks(data: Any) -> int | None:
+            pid = os.fork()
+            if pid == 0:
+                sys.exit(7)  # in the child, as if in a script of its own
+            return await asyncio.to_thread(reap, pid)
+    else:
+        @apq.job("forks", retry_limit=0)
+        def forks(data: Any) -> int | None:
+            pid = os.fork()
+            if pid == 0:
+                sys.exit(7)
+            return reap(pid)
+
+    await apq.start()
+    job_id = await apq.send("forks")
+    await asyncio.wait_for(apq.work(until_empty=True), 30)
+    job = await apq.get_job_by_id(job_id or 0)
+    assert job is not None and job.state is JobState.completed and job.output == 7

@@ -140,11 +140,11 @@ BAD_VALUES: dict[str, list[Any]] = {
     "priority": [2**31, -(2**31), 1.5, True, "high", float("inf"), "1"],
     "start_after": [-1, "tomorrow", True, float("nan"), float("inf"), datetime(2030, 1, 1),
                     timedelta(seconds=-1), [1], 1e12, "60"],
-    "singleton_key": ["", "x" * 256, 5, True],
+    "singleton_key": ["", "x" * 256, 5, True, "a\x00b", "\ud800"],
     "singleton_seconds": [0, -1, 1.5, True, 2**31, "x", "60"],
     "singleton_next_slot": ["maybe", 2, [], 0.5, 1, "yes"],
     "policy": ["lifo", 3, "", True],
-    "description": [5, "x" * 10_001],
+    "description": [5, "x" * 10_001, "nul \x00"],
 }
 
 

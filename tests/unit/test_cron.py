@@ -38,7 +38,8 @@ def test_slots_in_a_day_are_distinct_and_ordered() -> None:
     assert seen == sorted(set(seen))  # DST day: no hour fires twice or goes backwards
 
 
-@pytest.mark.parametrize("expression", ["", "* * *", "61 * * * *", "every minute", None, 5])
+@pytest.mark.parametrize("expression", ["", "* * *", "61 * * * *", "every minute", None, 5,
+                                        "* * * * * * 2026", "0 0 1 1 * 0 2026"])
 def test_bad_expressions(expression: object) -> None:
     with pytest.raises(pgqueue.InvalidScheduleError):
         check_cron(expression)
@@ -48,3 +49,9 @@ def test_bad_expressions(expression: object) -> None:
 def test_bad_time_zones(tz: object) -> None:
     with pytest.raises(pgqueue.InvalidScheduleError):
         check_timezone(tz)
+
+
+def test_an_expression_with_no_slot_is_a_schedule_error() -> None:
+    # Stored before expressions were checked as today: no slot at or before 2026.
+    with pytest.raises(pgqueue.InvalidScheduleError):
+        latest_slot("* * * * * * 2030", "UTC", utc(2026, 1, 1))
