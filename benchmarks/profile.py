@@ -52,7 +52,7 @@ def _frames(stack: str) -> list[tuple[str, str]]:
 
 def _own(path: str) -> str | None:
     """``module.py`` when ``path`` is pgqueue's own source (py-spy shortens paths to
-    ``pgqueue/queue.py``), else None."""
+    ``pgqueue/core.py``), else None."""
     parts = path.split("/")
     if "pgqueue" not in parts[:-1]:
         return None

@@ -1,5 +1,7 @@
 """pgqueue: a reliable job queue that lives in PostgreSQL."""
 
+from ._async.queue import AsyncPgQueue
+from ._sync.queue import PgQueue
 from .errors import (
     ConnectError,
     DatabaseError,
@@ -20,7 +22,6 @@ from .errors import (
 from .maintenance import MaintenanceResult, MaintenanceSettings
 from .migrate import MigrationStatus
 from .models import Job, JobOptions, JobState, QueueInfo, QueueOptions, QueueStats, ScheduleInfo
-from .queue import AsyncPgQueue, PgQueue
 
 __version__ = "0.1.0"
 

@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from ._async.queue import AsyncPgQueue
+from ._sync.queue import PgQueue
 from .config import DSN_ENV
 from .errors import InvalidPayloadError, PgQueueError
 from .models import JobState
-from .queue import AsyncPgQueue, PgQueue
 from .worker import DEFAULT_HEARTBEAT, run_loop
 
 __all__ = ["build_parser", "main"]

@@ -1,10 +1,10 @@
-"""Runs statement plans on sync or async connections; the one place psycopg errors become
-pgqueue errors.
+"""Plans, and the one place psycopg errors become pgqueue errors.
 
 Every operation is written once, as a *plan*: a generator that yields :class:`Stmt` objects,
-receives each statement's rows, and returns the operation's result. :func:`run_sync` and
-:func:`run_async` drive a plan on a ``psycopg.Connection`` or ``psycopg.AsyncConnection``;
-that is how the sync and async APIs share one core.
+receives each statement's rows, and returns the operation's result. ``run_async`` (in
+``_async/runner.py``) and its generated twin ``run_sync`` drive a plan on a
+``psycopg.AsyncConnection`` or a ``psycopg.Connection``: that is how the async and blocking
+APIs share one core.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
-from psycopg.rows import dict_row, tuple_row
 
 from .config import describe_dsn
 from .errors import (
@@ -29,7 +28,7 @@ from .errors import (
     QueueNotFoundError,
 )
 
-__all__ = ["Plan", "Row", "Stmt", "connect_error", "run_async", "run_sync", "translate"]
+__all__ = ["Plan", "Row", "Stmt", "connect_error", "has_rows", "translate"]
 
 Row = dict[str, Any]
 T = TypeVar("T")
@@ -48,48 +47,9 @@ class Stmt:
 Plan = Generator[Stmt, list[Any], T]
 
 
-def run_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
-    """Drive ``plan`` on a sync connection (inside whatever transaction it has)."""
-    try:
-        stmt = next(plan)
-        while True:
-            try:
-                with conn.cursor(row_factory=tuple_row if stmt.tuples else dict_row) as cur:
-                    cur.execute(stmt.query, stmt.params)
-                    rows = cur.fetchall() if _has_rows(cur) else []
-            except psycopg.Error as exc:
-                stmt = plan.throw(exc)
-            else:
-                stmt = plan.send(rows)
-    except StopIteration as stop:
-        result: T = stop.value
-        return result
-    except psycopg.Error as exc:
-        raise translate(exc) from exc
-
-
-async def run_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
-    """Drive ``plan`` on an async connection (inside whatever transaction it has)."""
-    try:
-        stmt = next(plan)
-        while True:
-            try:
-                async with conn.cursor(row_factory=tuple_row if stmt.tuples else dict_row) as cur:
-                    await cur.execute(stmt.query, stmt.params)
-                    rows = await cur.fetchall() if _has_rows(cur) else []
-            except psycopg.Error as exc:
-                stmt = plan.throw(exc)
-            else:
-                stmt = plan.send(rows)
-    except StopIteration as stop:
-        result: T = stop.value
-        return result
-    except psycopg.Error as exc:
-        raise translate(exc) from exc
-
-
-def _has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
-    # What ``cur.description is not None`` says, without building the column descriptions.
+def has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    """Whether the cursor's statement returned rows (what ``cur.description is not None``
+    says, without building the column descriptions)."""
     result = cur.pgresult
     return result is not None and result.status == _TUPLES_OK
 

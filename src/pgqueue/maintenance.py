@@ -14,11 +14,8 @@ clock is off never expires, archives or deletes anything early.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +27,6 @@ from .db import Plan, Stmt
 __all__ = [
     "MaintenanceResult",
     "MaintenanceSettings",
-    "Periodic",
-    "Ticker",
     "maintain_plan",
 ]
 
@@ -125,78 +120,3 @@ def _batches(query: str, params: dict[str, Any]) -> Plan[int]:
     """One batch of a step that is one statement."""
     rows = yield Stmt(query, params)
     return len(rows)
-
-
-class Periodic:
-    """Awaits ``tick()`` every ``interval`` seconds on a task until stopped (maintenance and
-    cron of the async flavour); errors are logged and kept in ``last_error``."""
-
-    def __init__(self, name: str, interval: float, tick: Callable[[], Awaitable[object]]) -> None:
-        self._name = name
-        self._interval = interval
-        self._tick = tick
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self.last_error: BaseException | None = None
-
-    async def start(self) -> None:
-        """Start the periodic task. Idempotent."""
-        if self._task is None:
-            self._stopping.clear()
-            self._task = asyncio.create_task(self._loop(), name=self._name)
-
-    async def stop(self) -> None:
-        """Stop the periodic task. Idempotent, safe before start."""
-        task, self._task = self._task, None
-        if task is not None:
-            # The event ends the loop even when a library turns the cancellation of a query
-            # into an ordinary error, which the loop would otherwise log and carry on after.
-            self._stopping.set()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self._tick()
-                self.last_error = None
-            except Exception as exc:  # a lost connection: log it and try at the next tick
-                if self._stopping.is_set():
-                    return
-                self.last_error = exc
-                log.warning("%s failed: %s", self._name, exc)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._interval)
-
-
-class Ticker:
-    """Calls ``tick()`` every ``interval`` seconds on a daemon thread (maintenance and cron
-    of the sync flavour); errors are logged and kept in ``last_error``."""
-
-    def __init__(self, name: str, interval: float, tick: Callable[[], object]) -> None:
-        self._interval = interval
-        self._tick = tick
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self.last_error: BaseException | None = None
-
-    def start(self) -> None:
-        """Start the thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread and wait for it. Idempotent."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._tick()
-                self.last_error = None
-            except Exception as exc:
-                self.last_error = exc
-                log.warning("%s failed: %s", self._thread.name, exc)
-            self._stop.wait(self._interval)

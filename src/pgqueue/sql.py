@@ -1,8 +1,11 @@
 """Every SQL statement pgqueue runs, named by entity and verb.
 
-Templates name the schema as ``{schema}`` (and a few other identifiers or literals in braces);
-:class:`Statements` formats them once per schema with :mod:`psycopg.sql`, so nothing else in
-the package builds SQL. Values are always ``%(name)s`` parameters.
+Each statement is an attribute of :class:`Statements`, its template naming the schema as
+``{schema}`` (and a few other identifiers or literals in braces); ``Statements(schema)``
+formats them once per schema with :mod:`psycopg.sql`, so nothing else in the package builds
+SQL. Values are always ``%(name)s`` parameters. Some templates share fragments (the columns of
+a claim, the options an insert resolves): tests/snapshots/statements.sql shows every statement
+whole, rendered (regenerate it with ``python -m tests.snapshots statements``).
 
 Time is read in one way only, ``{now}``: the schema's clock function (migrations/0004), which
 is the database's ``statement_timestamp()`` unless a test moved it. No statement takes a time
@@ -10,6 +13,8 @@ from the client except a ``start_after`` the user gave as a date.
 """
 
 from __future__ import annotations
+
+from typing import overload
 
 from psycopg import sql
 
@@ -138,32 +143,73 @@ def _clashes(state: str, policies: str) -> str:
                   OR (j.policy IN ({policies}) AND o.policy = j.policy
                       AND o.state = '{state}')))"""
 
-_TEMPLATES: dict[str, str] = {
+
+# What a worker's role needs, for the tables and sequences there are and for those a later
+# migration (run by the owner) creates.
+_GRANT = """
+    GRANT USAGE ON SCHEMA {schema} TO {role};
+    GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
+    GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role};
+    GRANT EXECUTE ON FUNCTION {schema}.clock() TO {role};
+    ALTER DEFAULT PRIVILEGES IN SCHEMA {schema}
+        GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role};
+    ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role}"""
+
+
+class _Template:
+    """A statement of :class:`Statements`: on the class, its template; on an instance, the
+    statement rendered for the instance's schema."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.name = ""
+
+    def __set_name__(self, owner: type[Statements], name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, statements: None, owner: type[Statements]) -> _Template: ...
+
+    @overload
+    def __get__(self, statements: Statements, owner: type[Statements]) -> str: ...
+
+    def __get__(
+        self, statements: Statements | None, owner: type[Statements]
+    ) -> _Template | str:
+        return self if statements is None else statements._rendered[self.name]
+
+
+class Statements:
+    """The statements of one schema, as query strings ready to execute (and to prepare).
+
+    Statements are declared as class attributes, so a misspelled name fails type checking.
+    """
+
     # -- migrations ------------------------------------------------------------------------
-    "lock_migrations": "SELECT pg_advisory_lock(hashtext({lock_key}))",
-    "unlock_migrations": "SELECT pg_advisory_unlock(hashtext({lock_key}))",
-    "begin": "BEGIN",
-    "commit": "COMMIT",
-    "rollback": "ROLLBACK",
+    lock_migrations = _Template("SELECT pg_advisory_lock(hashtext({lock_key}))")
+    unlock_migrations = _Template("SELECT pg_advisory_unlock(hashtext({lock_key}))")
+    begin = _Template("BEGIN")
+    commit = _Template("COMMIT")
+    rollback = _Template("ROLLBACK")
     # Created only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database
     # even when the schema exists, which the schema's owner may well not have.
-    "schema_exists": "SELECT to_regnamespace({schema_name}) IS NOT NULL AS exists",
-    "schema_create": "CREATE SCHEMA IF NOT EXISTS {schema}",
-    "version_create": """
+    schema_exists = _Template("SELECT to_regnamespace({schema_name}) IS NOT NULL AS exists")
+    schema_create = _Template("CREATE SCHEMA IF NOT EXISTS {schema}")
+    version_create = _Template("""
         CREATE TABLE IF NOT EXISTS {schema}.version (
             version integer PRIMARY KEY,
             name text NOT NULL,
             applied_at timestamptz NOT NULL DEFAULT now()
-        )""",
-    "version_table_exists": "SELECT to_regclass({version_table}) IS NOT NULL AS exists",
-    "version_current": "SELECT max(version) AS version FROM {schema}.version",
-    "version_list": "SELECT version, name, applied_at FROM {schema}.version ORDER BY version",
-    "version_insert": "INSERT INTO {schema}.version (version, name) VALUES (%(version)s, %(name)s)",
+        )""")
+    version_table_exists = _Template("SELECT to_regclass({version_table}) IS NOT NULL AS exists")
+    version_current = _Template("SELECT max(version) AS version FROM {schema}.version")
+    version_insert = _Template(
+        "INSERT INTO {schema}.version (version, name) VALUES (%(version)s, %(name)s)")
     # -- jobs: producing -------------------------------------------------------------------
     # One job, the common case: options resolved against its queue, inserted unless a
     # singleton or policy index blocks it, workers woken if it can run now. No row back
     # means blocked, or no such queue (the caller then looks with queue_exists).
-    "job_insert": f"""
+    job_insert = _Template(f"""
         WITH inserted AS (
             INSERT INTO {{schema}}.job ({_INSERT_COLUMNS_NO_ID})
             SELECT {_RESOLVED_NO_ID}
@@ -174,10 +220,11 @@ _TEMPLATES: dict[str, str] = {
         )
         SELECT id, CASE WHEN start_after <= {{now}}
             THEN pg_notify({{jobs_channel}}, name) END AS notified
-        FROM inserted""",
-    "queue_exists": "SELECT EXISTS (SELECT FROM {schema}.queue WHERE name = %(name)s) AS exists",
+        FROM inserted""")
+    queue_exists = _Template(
+        "SELECT EXISTS (SELECT FROM {schema}.queue WHERE name = %(name)s) AS exists")
     # Publish: one job per queue subscribed to %(event)s, in one statement.
-    "job_publish": f"""
+    job_publish = _Template(f"""
         WITH inserted AS (
             INSERT INTO {{schema}}.job ({_INSERT_COLUMNS_NO_ID})
             SELECT {_RESOLVED_NO_ID}
@@ -190,21 +237,21 @@ _TEMPLATES: dict[str, str] = {
         SELECT id, name, (SELECT count(pg_notify({{jobs_channel}}, w.name))
                           FROM (SELECT DISTINCT name FROM inserted
                                 WHERE start_after <= {{now}}) AS w) AS notified
-        FROM inserted ORDER BY name""",
-    "subscription_add": """
+        FROM inserted ORDER BY name""")
+    subscription_add = _Template("""
         INSERT INTO {schema}.subscription (event, queue) VALUES (%(event)s, %(queue)s)
-        ON CONFLICT DO NOTHING RETURNING event""",
-    "subscription_remove": """
+        ON CONFLICT DO NOTHING RETURNING event""")
+    subscription_remove = _Template("""
         DELETE FROM {schema}.subscription WHERE event = %(event)s AND queue = %(queue)s
-        RETURNING event""",
-    "subscription_list": """
+        RETURNING event""")
+    subscription_list = _Template("""
         SELECT event, queue, created_at FROM {schema}.subscription
-        WHERE %(event)s::text IS NULL OR event = %(event)s ORDER BY event, queue""",
+        WHERE %(event)s::text IS NULL OR event = %(event)s ORDER BY event, queue""")
     # Many jobs (or one with dead_letter or singleton_next_slot): refuse the whole batch if a
     # queue is missing, insert (singleton conflicts are skipped, and a blocked
     # singleton_next_slot job tries the next slot), then wake workers for the queues that
     # got runnable jobs. Returns one row per input job, in input order.
-    "job_insert_many": f"""
+    job_insert_many = _Template(f"""
         WITH input AS MATERIALIZED (
             SELECT nextval({{job_seq}}) AS id, i.*
             FROM jsonb_to_recordset(%(jobs)s::jsonb) AS i({_INPUT_COLUMNS},
@@ -251,11 +298,11 @@ _TEMPLATES: dict[str, str] = {
              FROM (SELECT DISTINCT name FROM inserted WHERE start_after <= {{now}}) AS w)
                 AS notified
         FROM input i LEFT JOIN inserted n ON n.id = i.id
-        ORDER BY i.ord""",
+        ORDER BY i.ord""")
     # -- jobs: consuming -------------------------------------------------------------------
     # The ids to claim come as an array from a sub-select (rather than a CTE joined to the
     # table): a plan without a join, about 10% cheaper to make.
-    "job_fetch": f"""
+    job_fetch = _Template(f"""
         UPDATE {{schema}}.job j
         {_CLAIM_SET}
         WHERE j.id = ANY(ARRAY(
@@ -266,7 +313,7 @@ _TEMPLATES: dict[str, str] = {
             ORDER BY priority DESC, id
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED))
-        {_CLAIM_RETURNING}""",
+        {_CLAIM_RETURNING}""")
     # Queues with the singleton or stately policy run at most one job per singleton key at
     # a time: fetchers of such a queue take turns (the caller holds queue_fetch_lock in the
     # same transaction), and each claims at most one job per key that has none active. On
@@ -277,10 +324,11 @@ _TEMPLATES: dict[str, str] = {
     # fewer than %(limit)s jobs. Keys are checked against jobs outside the window too.
     # Returns the claimed jobs, each with the window's size, or one row of NULLs and the
     # window's size when nothing was claimed.
-    "queue_fetch_lock": "SELECT pg_advisory_xact_lock(hashtext({fetch_lock_prefix} || %(name)s))",
-    "queue_fetch_try_lock": """
-        SELECT pg_try_advisory_xact_lock(hashtext({fetch_lock_prefix} || %(name)s)) AS locked""",
-    "job_fetch_one_per_key": f"""
+    queue_fetch_lock = _Template(
+        "SELECT pg_advisory_xact_lock(hashtext({fetch_lock_prefix} || %(name)s))")
+    queue_fetch_try_lock = _Template("""
+        SELECT pg_try_advisory_xact_lock(hashtext({fetch_lock_prefix} || %(name)s)) AS locked""")
+    job_fetch_one_per_key = _Template(f"""
         WITH win AS MATERIALIZED (
             SELECT id, priority, start_after, state, policy,
                 COALESCE(singleton_key, '') AS key
@@ -316,8 +364,8 @@ _TEMPLATES: dict[str, str] = {
         ),
         claimed AS ({_CLAIM})
         SELECT claimed.*, scanned.count AS scanned
-        FROM (SELECT count(*) FROM win) AS scanned LEFT JOIN claimed ON true""",
-    "queue_policy": "SELECT policy, paused FROM {schema}.queue WHERE name = %(name)s",
+        FROM (SELECT count(*) FROM win) AS scanned LEFT JOIN claimed ON true""")
+    queue_policy = _Template("SELECT policy, paused FROM {schema}.queue WHERE name = %(name)s")
     # Outcomes, heartbeats and releases name the run they belong to: the job's id and its
     # run_id. A run that no longer holds the job (its run_id is not the job's, or the job is
     # no longer active) changes nothing, and its id is not returned. A NULL run (a manual
@@ -325,20 +373,20 @@ _TEMPLATES: dict[str, str] = {
     #
     # %(batch)s is a JSON array of [id, run, output] or [id, run, output, progress]: one
     # parameter however large the batch (arrays of text cost the client far more).
-    "job_complete_many": """
+    job_complete_many = _Template("""
         UPDATE {schema}.job j
         SET state = 'completed', completed_at = {now}, output = o.v -> 2,
             progress = CASE WHEN jsonb_array_length(o.v) > 3 THEN o.v -> 3 ELSE j.progress END
         FROM jsonb_array_elements(%(batch)s::jsonb) AS o(v)
         WHERE j.id = (o.v ->> 0)::bigint AND j.state = 'active'
             AND j.run_id = COALESCE((o.v ->> 1)::bigint, j.run_id)
-        RETURNING j.id""",
+        RETURNING j.id""")
     # A failure moves the job to retry (after its delay) while retries remain and the
     # failure is not terminal, else to its final state (failed, or expired when it ran out
     # of time), where a dead_letter queue gets a copy of it. A stately job whose key
     # already has a job waiting to retry goes to its final state (the policy allows one).
     # A retry's retention starts again from its new start.
-    "job_fail_many": f"""
+    job_fail_many = _Template(f"""
         WITH input AS (
             SELECT f.*, {_RETRY_DELAY} AS delay,
                 j.retry_count < j.retry_limit AND NOT f.terminal
@@ -381,20 +429,20 @@ _TEMPLATES: dict[str, str] = {
              FROM (SELECT DISTINCT name FROM failed
                    WHERE state = 'retry' AND start_after <= {{now}}) AS d) AS notified
         FROM failed
-        UNION ALL SELECT id, 'dead_letter', 0 FROM dead""",
+        UNION ALL SELECT id, 'dead_letter', 0 FROM dead""")
     # Heartbeats and progress of running jobs, in one statement.
-    "job_touch_many": """
+    job_touch_many = _Template("""
         UPDATE {schema}.job j
         SET heartbeat_at = {now}, progress = COALESCE(t.progress::jsonb, j.progress)
         FROM unnest(%(ids)s::bigint[], %(runs)s::bigint[], %(progress)s::text[])
             AS t(id, run, progress)
         WHERE j.id = t.id AND j.state = 'active' AND (t.run IS NULL OR j.run_id = t.run)
-        RETURNING j.id""",
+        RETURNING j.id""")
     # A stopping worker hands back the jobs it did not finish, to run again at once
     # elsewhere; this is not a failure, so retry_count stays. A stately job whose key
     # already has a job waiting to retry cannot go back (the policy allows one): it fails,
     # saying why, rather than stay active for nobody.
-    "job_release_many": f"""
+    job_release_many = _Template(f"""
         WITH input AS (
             SELECT r.*, EXISTS (
                     SELECT FROM {{schema}}.job j
@@ -422,25 +470,25 @@ _TEMPLATES: dict[str, str] = {
         SELECT id, state::text, (SELECT count(pg_notify({{jobs_channel}}, n.name))
                     FROM (SELECT DISTINCT name FROM released WHERE state = 'retry') AS n)
                 AS notified
-        FROM released""",
+        FROM released""")
     # The runs the database counts as a worker's: it compares them with the runs it has.
-    "job_held_by": """
+    job_held_by = _Template("""
         SELECT id, run_id FROM {schema}.job
-        WHERE state = 'active' AND worker_id = %(worker_id)s""",
+        WHERE state = 'active' AND worker_id = %(worker_id)s""")
     # Cancellation requests for the jobs a worker holds that another session cancelled
     # while its notification was missed: the cancelled runs.
-    "job_cancelled_among": """
+    job_cancelled_among = _Template("""
         SELECT id, run_id FROM {schema}.job
-        WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'""",
-    "listen_jobs": "LISTEN {jobs_channel_ident}",
-    "listen_cancel": "LISTEN {cancel_channel_ident}",
+        WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'""")
+    listen_jobs = _Template("LISTEN {jobs_channel_ident}")
+    listen_cancel = _Template("LISTEN {cancel_channel_ident}")
     # -- jobs: management ------------------------------------------------------------------
-    "job_get": f"""
+    job_get = _Template(f"""
         SELECT {JOB_COLUMNS}, false AS archived FROM {{schema}}.job WHERE id = %(id)s
         UNION ALL
         SELECT {JOB_COLUMNS}, true AS archived FROM {{schema}}.archive WHERE id = %(id)s
-        LIMIT 1""",
-    "job_cancel_many": """
+        LIMIT 1""")
+    job_cancel_many = _Template("""
         WITH cancelled AS (
             UPDATE {schema}.job
             SET state = 'cancelled', completed_at = {now}
@@ -451,31 +499,31 @@ _TEMPLATES: dict[str, str] = {
         )
         SELECT id, (SELECT count(pg_notify({cancel_channel}, a.id || ':' || a.run_id))
                     FROM cancelled a WHERE a.old_state = 'active') AS notified
-        FROM cancelled""",
+        FROM cancelled""")
     # Resume and manual retry leave alone the jobs that another job's singleton key, slot
     # or policy limit blocks (they are not in the ids returned).
-    "job_resume_many": f"""
+    job_resume_many = _Template(f"""
         UPDATE {{schema}}.job j
         SET state = 'created', completed_at = NULL, started_at = NULL,
             keep_until = {{now}} + (keep_until - start_after), start_after = {{now}}
         WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'
             AND NOT {_clashes("created", "'short', 'stately'")}
-        RETURNING id""",
+        RETURNING id""")
     # A failed or expired job runs again, with one more retry allowed if it had used them.
-    "job_retry_many": f"""
+    job_retry_many = _Template(f"""
         UPDATE {{schema}}.job j
         SET state = 'retry', completed_at = NULL, start_after = {{now}},
             retry_limit = GREATEST(retry_limit, retry_count + 1),
             keep_until = {{now}} + (keep_until - start_after)
         WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('failed', 'expired')
             AND NOT {_clashes("retry", "'stately'")}
-        RETURNING id""",
-    "job_delete_many": """
+        RETURNING id""")
+    job_delete_many = _Template("""
         WITH j AS (DELETE FROM {schema}.job WHERE id = ANY(%(ids)s::bigint[]) RETURNING id),
              a AS (DELETE FROM {schema}.archive WHERE id = ANY(%(ids)s::bigint[]) RETURNING id)
-        SELECT id FROM j UNION SELECT id FROM a""",
+        SELECT id FROM j UNION SELECT id FROM a""")
     # -- queues ----------------------------------------------------------------------------
-    "queue_create": """
+    queue_create = _Template("""
         INSERT INTO {schema}.queue (name, policy, retry_limit, retry_delay, retry_backoff,
             retry_delay_max, expire_in, heartbeat_seconds, retention, delete_after,
             dead_letter, description)
@@ -487,9 +535,9 @@ _TEMPLATES: dict[str, str] = {
             expire_in float8, heartbeat_seconds float8, retention float8,
             delete_after float8, dead_letter text, description text)
         ON CONFLICT (name) DO NOTHING
-        RETURNING name""",
+        RETURNING name""")
     # Only the options present in %(options)s change; a JSON null clears one.
-    "queue_update": """
+    queue_update = _Template("""
         UPDATE {schema}.queue q SET
             policy = CASE WHEN %(options)s::jsonb ? 'policy'
                 THEN COALESCE(o.policy, 'standard') ELSE q.policy END,
@@ -519,31 +567,31 @@ _TEMPLATES: dict[str, str] = {
             expire_in float8, heartbeat_seconds float8, retention float8,
             delete_after float8, dead_letter text, description text)
         WHERE q.name = %(name)s
-        RETURNING q.name, q.policy""",
+        RETURNING q.name, q.policy""")
     # A queue's new policy, given to its unfinished jobs (a unique index refuses it when
     # they break the policy's limits).
-    "job_set_policy": """
+    job_set_policy = _Template("""
         UPDATE {schema}.job SET policy = %(policy)s
-        WHERE name = %(name)s AND state <= 'active' AND policy <> %(policy)s""",
-    "queue_delete": """
+        WHERE name = %(name)s AND state <= 'active' AND policy <> %(policy)s""")
+    queue_delete = _Template("""
         WITH jobs AS (DELETE FROM {schema}.job WHERE name = %(name)s)
-        DELETE FROM {schema}.queue WHERE name = %(name)s RETURNING name""",
-    "queue_get": "SELECT * FROM {schema}.queue WHERE name = %(name)s",
-    "queue_list": "SELECT * FROM {schema}.queue ORDER BY name",
-    "queue_set_paused": """
+        DELETE FROM {schema}.queue WHERE name = %(name)s RETURNING name""")
+    queue_get = _Template("SELECT * FROM {schema}.queue WHERE name = %(name)s")
+    queue_list = _Template("SELECT * FROM {schema}.queue ORDER BY name")
+    queue_set_paused = _Template("""
         WITH changed AS (
             UPDATE {schema}.queue SET paused = %(paused)s, updated_at = {now}
             WHERE name = %(name)s RETURNING name
         )
         SELECT name, CASE WHEN NOT %(paused)s THEN pg_notify({jobs_channel}, name) END
-        FROM changed""",
-    "queue_policies": """
-        SELECT name, policy, paused FROM {schema}.queue WHERE name = ANY(%(names)s::text[])""",
-    "queue_purge": """
-        DELETE FROM {schema}.job WHERE name = %(name)s AND state < 'active' RETURNING id""",
+        FROM changed""")
+    queue_policies = _Template("""
+        SELECT name, policy, paused FROM {schema}.queue WHERE name = ANY(%(names)s::text[])""")
+    queue_purge = _Template("""
+        DELETE FROM {schema}.job WHERE name = %(name)s AND state < 'active' RETURNING id""")
     # Jobs of a dead-letter queue go back to the queues they failed in, as new jobs. A job
     # whose origin is gone, or whose origin's singleton or policy refuses it, stays put.
-    "queue_redrive": f"""
+    queue_redrive = _Template(f"""
         WITH picked AS MATERIALIZED (
             SELECT id AS old_id, nextval({{job_seq}}) AS id, data, priority,
                 output->>'source_queue' AS origin
@@ -567,19 +615,19 @@ _TEMPLATES: dict[str, str] = {
         )
         SELECT id, (SELECT count(pg_notify({{jobs_channel}}, d.name))
                     FROM (SELECT DISTINCT name FROM inserted) AS d) AS notified
-        FROM inserted""",
-    "queue_stats": """
+        FROM inserted""")
+    queue_stats = _Template("""
         SELECT q.name, j.state::text AS state, count(j.id) AS count,
             extract(epoch FROM {now} - min(j.created_at)
                 FILTER (WHERE j.state < 'active' AND j.start_after <= {now}))::float8
                 AS oldest_waiting
         FROM {schema}.queue q LEFT JOIN {schema}.job j ON j.name = q.name
         WHERE %(name)s::text IS NULL OR q.name = %(name)s
-        GROUP BY q.name, j.state ORDER BY q.name""",
+        GROUP BY q.name, j.state ORDER BY q.name""")
     # -- schedules -------------------------------------------------------------------------
     # A changed cron or time zone restarts the schedule from %(last_slot)s (the latest slot
     # at declaration), so it neither fires at once nor replays old slots.
-    "schedule_upsert": """
+    schedule_upsert = _Template("""
         INSERT INTO {schema}.schedule (name, cron, tz, data, options, from_code, last_slot)
         VALUES (%(name)s, %(cron)s, %(tz)s, %(data)s::jsonb, %(options)s::jsonb,
                 %(from_code)s, %(last_slot)s)
@@ -588,52 +636,54 @@ _TEMPLATES: dict[str, str] = {
             options = EXCLUDED.options, from_code = EXCLUDED.from_code, updated_at = {now},
             last_slot = CASE WHEN schedule.cron = EXCLUDED.cron AND schedule.tz = EXCLUDED.tz
                 THEN schedule.last_slot ELSE EXCLUDED.last_slot END
-        RETURNING name""",
-    "schedule_delete": "DELETE FROM {schema}.schedule WHERE name = %(name)s RETURNING name",
+        RETURNING name""")
+    schedule_delete = _Template(
+        "DELETE FROM {schema}.schedule WHERE name = %(name)s RETURNING name")
     # Schedules declared in code by an earlier version of the application and no longer.
-    "schedule_prune_code": """
+    schedule_prune_code = _Template("""
         DELETE FROM {schema}.schedule
-        WHERE from_code AND NOT (name = ANY(%(names)s::text[])) RETURNING name""",
-    "schedule_list": """
+        WHERE from_code AND NOT (name = ANY(%(names)s::text[])) RETURNING name""")
+    schedule_list = _Template("""
         SELECT name, cron, tz, data, options, from_code, last_slot, created_at, updated_at
-        FROM {schema}.schedule ORDER BY name""",
+        FROM {schema}.schedule ORDER BY name""")
     # Compare-and-set: only the instance that moves last_slot forward sends the slot's job.
     # A slot is claimed only once it has come by the clock, whatever the caller's clock.
-    "schedule_claim_slot": """
+    schedule_claim_slot = _Template("""
         UPDATE {schema}.schedule SET last_slot = %(slot)s
         WHERE name = %(name)s AND cron = %(cron)s AND tz = %(tz)s
             AND (last_slot IS NULL OR last_slot < %(slot)s) AND %(slot)s <= {now}
-        RETURNING name, data, options""",
+        RETURNING name, data, options""")
     # -- the clock -------------------------------------------------------------------------
-    "clock_now": "SELECT {now} AS now",
+    clock_now = _Template("SELECT {now} AS now")
     # Moving the clock replaces the schema's clock function (a constant offset keeps it
     # inlinable): for tests, and it moves time for every instance on the schema.
-    "clock_set_offset": "SELECT {schema}.set_clock_offset(%(seconds)s::float8)",
-    "clock_set_at": """
+    clock_set_offset = _Template("SELECT {schema}.set_clock_offset(%(seconds)s::float8)")
+    clock_set_at = _Template("""
         SELECT {schema}.set_clock_offset(
-            extract(epoch FROM %(at)s::timestamptz - statement_timestamp())::float8)""",
-    "clock_move": """
+            extract(epoch FROM %(at)s::timestamptz - statement_timestamp())::float8)""")
+    clock_move = _Template("""
         SELECT {schema}.set_clock_offset(
-            extract(epoch FROM {now} - statement_timestamp())::float8 + %(seconds)s::float8)""",
+            extract(epoch FROM {now} - statement_timestamp())::float8 + %(seconds)s::float8)""")
     # -- maintenance -----------------------------------------------------------------------
     # Each pass runs under a transaction-level advisory lock, so two instances never run the
     # same pass at once; every step takes a bounded batch, locked with SKIP LOCKED, and is
     # idempotent.
-    "maintenance_lock": "SELECT pg_try_advisory_xact_lock(hashtext({maintenance_key})) AS locked",
-    "maintenance_step_begin": "SAVEPOINT pgqueue_maintenance_step",
-    "maintenance_step_end": "RELEASE SAVEPOINT pgqueue_maintenance_step",
-    "maintenance_step_undo": "ROLLBACK TO SAVEPOINT pgqueue_maintenance_step",
+    maintenance_lock = _Template(
+        "SELECT pg_try_advisory_xact_lock(hashtext({maintenance_key})) AS locked")
+    maintenance_step_begin = _Template("SAVEPOINT pgqueue_maintenance_step")
+    maintenance_step_end = _Template("RELEASE SAVEPOINT pgqueue_maintenance_step")
+    maintenance_step_undo = _Template("ROLLBACK TO SAVEPOINT pgqueue_maintenance_step")
     # The periodic pass, once per %(interval)s seconds cluster-wide (database time, so the
     # instances' clocks need not agree): it runs if it moves maintained_on forward.
-    "maintenance_due": """
+    maintenance_due = _Template("""
         UPDATE {schema}.version SET maintained_on = {now}
         WHERE version = (SELECT max(version) FROM {schema}.version)
             AND (maintained_on IS NULL OR maintained_on > {now}
                  OR maintained_on <= {now} - make_interval(secs => %(interval)s))
-        RETURNING version""",
+        RETURNING version""")
     # Active jobs past expire_in, or whose heartbeat went stale (their worker died): the
     # caller fails them with job_fail_many, to retry or expired.
-    "job_stale_select": """
+    job_stale_select = _Template("""
         SELECT id, run_id FROM {schema}.job
         WHERE state = 'active' AND (
             started_at + make_interval(secs => LEAST(expire_in, {max_seconds})) < {now}
@@ -641,9 +691,9 @@ _TEMPLATES: dict[str, str] = {
                 + make_interval(secs => LEAST(run_heartbeat, {max_seconds})) < {now})
         ORDER BY started_at
         LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED""",
+        FOR UPDATE SKIP LOCKED""")
     # Jobs that waited longer than their retention without starting.
-    "job_expire_waiting": """
+    job_expire_waiting = _Template("""
         WITH late AS (
             SELECT id FROM {schema}.job
             WHERE state < 'active' AND keep_until < {now}
@@ -656,11 +706,11 @@ _TEMPLATES: dict[str, str] = {
             output = jsonb_build_object('type', 'expired',
                                         'message', 'waited past its retention without starting')
         FROM late WHERE j.id = late.id
-        RETURNING j.id""",
+        RETURNING j.id""")
     # Finished jobs move to the archive: completed ones %(completed_after)s seconds after
     # they finished, failed, cancelled and expired ones after %(failed_after)s; each is a
     # range of job_finished_state_idx, so rows not yet due are never read.
-    "job_archive": f"""
+    job_archive = _Template(f"""
         WITH completed AS MATERIALIZED (
             SELECT id FROM {{schema}}.job
             WHERE state = 'completed'
@@ -683,8 +733,8 @@ _TEMPLATES: dict[str, str] = {
         SELECT {_ALL_JOB_COLUMNS}, {{now}},
             {{now}} + make_interval(secs => LEAST(delete_after, {{max_seconds}}))
         FROM moved
-        RETURNING id""",
-    "archive_delete": """
+        RETURNING id""")
+    archive_delete = _Template("""
         DELETE FROM {schema}.archive
         WHERE id IN (
             SELECT id FROM {schema}.archive
@@ -692,24 +742,7 @@ _TEMPLATES: dict[str, str] = {
             ORDER BY delete_at
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED)
-        RETURNING id""",
-}
-
-
-# What a worker's role needs, for the tables and sequences there are and for those a later
-# migration (run by the owner) creates.
-_GRANT = """
-    GRANT USAGE ON SCHEMA {schema} TO {role};
-    GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
-    GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role};
-    GRANT EXECUTE ON FUNCTION {schema}.clock() TO {role};
-    ALTER DEFAULT PRIVILEGES IN SCHEMA {schema}
-        GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role};
-    ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role}"""
-
-
-class Statements:
-    """The statements of one schema, as query strings ready to execute (and to prepare)."""
+        RETURNING id""")
 
     def __init__(self, schema: str) -> None:
         self.schema = schema
@@ -731,12 +764,19 @@ class Statements:
             "now": sql.Composed([ident, sql.SQL(".clock()")]),
             "max_seconds": sql.Literal(MAX_SECONDS),
         }
-        self._compiled = {
-            name: sql.SQL(text).format(**params).as_string()
-            for name, text in _TEMPLATES.items()
+        self._rendered = {
+            name: sql.SQL(template.text).format(**params).as_string()
+            for name, template in self.templates().items()
         }
-        for name, query in self._compiled.items():
-            setattr(self, name, query)
+        # Plain attributes from now on (they shadow the templates, which only define
+        # __get__): a statement is read on every claim and completion.
+        self.__dict__.update(self._rendered)
+
+    @classmethod
+    def templates(cls) -> dict[str, _Template]:
+        """Every statement's template by name, in the order they are defined."""
+        return {name: value for name, value in vars(cls).items()
+                if isinstance(value, _Template)}
 
     @property
     def jobs_channel(self) -> str:
@@ -757,6 +797,3 @@ class Statements:
     def migration(self, text: str) -> str:
         """A migration file's text with the schema filled in."""
         return sql.SQL(text).format(schema=sql.Identifier(self.schema)).as_string()
-
-    def __getattr__(self, name: str) -> str:
-        raise AttributeError(f"no statement named {name!r}")

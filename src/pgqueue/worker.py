@@ -17,8 +17,9 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from ._async.runner import AsyncRunner
 from .completer import Completer
 from .core import ONE_ACTIVE_PER_KEY, Core, QueueBusy, encode_json, error_output
 from .db import Plan
@@ -27,9 +28,6 @@ from .executor import ActiveJob, Deadline, Executor, Outcome
 from .models import MAX_SECONDS, Job
 from .notifier import Notifier
 from .registry import JobDefinition
-
-if TYPE_CHECKING:
-    from .queue import AsyncPgQueue
 
 __all__ = ["CANCEL_GRACE", "DEFAULT_HEARTBEAT", "Worker", "run_loop"]
 
@@ -65,11 +63,13 @@ class _QueueState:
 
 
 class Worker:
-    """Runs the handlers registered on an :class:`AsyncPgQueue` until stopped."""
+    """Runs the handlers registered in ``core``'s registry until stopped, reaching the
+    database through ``runner``."""
 
     def __init__(
         self,
-        queue: AsyncPgQueue,
+        runner: AsyncRunner,
+        core: Core,
         *,
         queues: list[str] | None = None,
         concurrency: int = 10,
@@ -85,7 +85,7 @@ class Worker:
         if not 0.1 <= heartbeat_seconds <= MAX_SECONDS:
             raise WorkerError(f"heartbeat_seconds must be at least 0.1, got {heartbeat_seconds}")
         self._heartbeat = float(heartbeat_seconds)
-        definitions = queue.registry.definitions()
+        definitions = core.registry.definitions()
         if queues is not None:
             unknown = sorted(set(queues) - {d.name for d in definitions})
             if unknown:
@@ -93,8 +93,8 @@ class Worker:
             definitions = [d for d in definitions if d.name in queues]
         if not definitions:
             raise WorkerError("no job handlers registered: decorate functions with @pq.job")
-        self._queue = queue
-        self._core: Core = queue._core
+        self._runner = runner
+        self._core = core
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._concurrency = concurrency
         self._poll_interval = poll_interval
@@ -121,7 +121,7 @@ class Worker:
 
     async def _run(self, plan: Plan[Any]) -> Any:
         # Every statement of the worker is a plan of one statement: no transaction needed.
-        return await self._queue._run(plan, None, atomic=False)
+        return await self._runner.run(plan, None, atomic=False)
 
     # -- control -----------------------------------------------------------------------------
 
@@ -140,10 +140,8 @@ class Worker:
     async def run(self, install_signal_handlers: bool = False) -> None:
         """Work until :meth:`stop` (or, with ``until_empty``, until nothing is runnable)."""
         self._loop = asyncio.get_running_loop()
-        if self._queue.dsn is None:
-            raise WorkerError("the queue object is not started")
         notifier = Notifier(
-            self._queue.dsn,
+            self._runner.dsn,
             [self._core.sql.listen_jobs, self._core.sql.listen_cancel],
             self._on_notify,
             self._mark_all_dirty,
@@ -355,7 +353,7 @@ class Worker:
             )
             try:
                 # One statement, except for policies whose fetchers take turns under a lock.
-                jobs: list[Job] = await self._queue._run(
+                jobs: list[Job] = await self._runner.run(
                     plan, None, atomic=state.policy in ONE_ACTIVE_PER_KEY
                 )
             except QueueBusy:  # another fetcher's turn (it may be a long transaction)

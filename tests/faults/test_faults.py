@@ -69,7 +69,8 @@ def test_every_worker_connection_terminated_again_and_again(cluster: Cluster) ->
         for _ in range(20):
             killed = conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'pgqueue-fault-worker' ORDER BY random() LIMIT 2"
+                "WHERE application_name = 'pgqueue-fault-worker' AND datname = current_database() "
+                "ORDER BY random() LIMIT 2"
             ).fetchall()
             cluster.faults += len(killed)
             time.sleep(0.3)

@@ -1,5 +1,6 @@
-"""Migrations: a fresh install equals an upgrade from every earlier version; concurrent
-starters migrate once; a failed migration leaves nothing behind; status reporting."""
+"""Migrations: a fresh install and an upgrade from every earlier version both make the schema
+in tests/snapshots/schema.sql; concurrent starters migrate once; a failed migration leaves
+nothing behind; status reporting."""
 
 from __future__ import annotations
 
@@ -16,57 +17,10 @@ from psycopg import sql
 
 import pgqueue
 from pgqueue import migrate
-from pgqueue.db import run_sync
+from pgqueue._sync.runner import run_sync
 from pgqueue.migrate import Migration, latest_version, load_migrations, migrate_plan, status_plan
 from pgqueue.sql import Statements
-
-# Everything a migration can shape, with the schema's name replaced by S.
-CATALOG = """
-SELECT 'column' AS kind, c.relname || '.' || a.attname AS name,
-       a.attnum || ' ' || format_type(a.atttypid, a.atttypmod)
-       || ' null=' || (NOT a.attnotnull)::text
-       || ' identity=' || a.attidentity::text || ' generated=' || a.attgenerated::text
-       || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '') AS def
-FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-WHERE n.nspname = %(schema)s AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind = 'r'
-UNION ALL
-SELECT 'index', c.relname, pg_get_indexdef(i.indexrelid)
-FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %(schema)s
-UNION ALL
-SELECT 'constraint', co.conrelid::regclass::text || '.' || conname,
-       pg_get_constraintdef(co.oid)
-FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace
-WHERE n.nspname = %(schema)s
-UNION ALL
-SELECT 'enum', t.typname, string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)
-FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid
-JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = %(schema)s
-GROUP BY t.typname
-UNION ALL
-SELECT 'relation', c.relname,
-       c.relkind::text || ' ' || coalesce(array_to_string(c.reloptions, ','), '')
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %(schema)s
-UNION ALL
-SELECT 'function', p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
-       pg_get_functiondef(p.oid)
-FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %(schema)s
-UNION ALL
-SELECT 'trigger', t.tgname, pg_get_triggerdef(t.oid)
-FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = %(schema)s AND NOT t.tgisinternal
-ORDER BY 1, 2, 3
-"""
-
-
-def catalog(conn: psycopg.Connection[Any], schema: str) -> list[tuple[str, ...]]:
-    rows = conn.execute(CATALOG, {"schema": schema}).fetchall()
-    assert rows, f"schema {schema} is empty"
-    return [tuple(str(v).replace(f'"{schema}"', "S").replace(schema, "S") for v in row)
-            for row in rows]
+from tests.snapshots import SCHEMA_SNAPSHOT, assert_matches, render_schema
 
 
 def versions(conn: psycopg.Connection[Any], schema: str) -> list[int]:
@@ -92,8 +46,8 @@ def new_schema(dsn: str) -> Iterator[Callable[[], str]]:
                 sql.Identifier(name)))
 
 
-# Later migrations of the kinds real ones will be: they prove the upgrade test keeps
-# comparing what it should once the real migrations directory grows.
+# Later migrations of the kinds real ones will be: they prove the rendering compared with
+# the snapshot sees what a migration changes.
 def _extra(*texts: tuple[str, str]) -> tuple[Migration, ...]:
     real = load_migrations()
     return real + tuple(
@@ -116,40 +70,74 @@ EXTRA = (
 )
 
 
-@pytest.fixture(params=["shipped", "shipped+2"])
-def migrations(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
-    """The migrations in play: the shipped ones, or those plus two more. Returns the count."""
-    if request.param == "shipped+2":
-        extended = _extra(*EXTRA)
-        monkeypatch.setattr(migrate, "load_migrations", lambda: extended)
-    return len(migrate.load_migrations())
-
-
-def test_fresh_install_equals_an_upgrade_from_every_version(
-    dsn: str, migrations: int, new_schema: Callable[[], str]
+def test_a_fresh_install_makes_the_schema_snapshot(
+    dsn: str, new_schema: Callable[[], str]
 ) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         fresh = new_schema()
-        assert run_sync(conn, migrate_plan(Statements(fresh))) == list(range(1, migrations + 1))
-        expected = catalog(conn, fresh)
+        assert run_sync(conn, migrate_plan(Statements(fresh))) == list(
+            range(1, latest_version() + 1))
+        assert_matches(SCHEMA_SNAPSHOT, render_schema(conn, fresh))
+
+
+def test_an_upgrade_from_every_version_makes_the_schema_snapshot(
+    dsn: str, new_schema: Callable[[], str]
+) -> None:
+    latest = latest_version()
+    with psycopg.connect(dsn, autocommit=True) as conn:
         # One version at a time, all the way.
         stepwise = new_schema()
-        for version in range(1, migrations + 1):
+        for version in range(1, latest + 1):
             applied = run_sync(conn, migrate_plan(Statements(stepwise), target=version))
             assert applied == [version]
         assert run_sync(conn, migrate_plan(Statements(stepwise))) == []
-        assert catalog(conn, stepwise) == expected
+        assert_matches(SCHEMA_SNAPSHOT, render_schema(conn, stepwise))
         # From every earlier version to the latest in one go, with jobs in the table.
-        for start in range(1, migrations):
-            upgraded = new_schema()
-            stmts = Statements(upgraded)
-            run_sync(conn, migrate_plan(stmts, target=start))
-            conn.execute(sql.SQL(
-                "INSERT INTO {}.job (name, keep_until) VALUES ('q', now())"
-            ).format(sql.Identifier(upgraded)))
-            assert run_sync(conn, migrate_plan(stmts)) == list(range(start + 1, migrations + 1))
-            assert catalog(conn, upgraded) == expected, f"upgrade from version {start}"
-            assert versions(conn, upgraded) == list(range(1, migrations + 1))
+        for start in range(1, latest):
+            upgraded = upgrade(conn, new_schema(), start)
+            assert versions(conn, upgraded) == list(range(1, latest + 1))
+            assert_matches(SCHEMA_SNAPSHOT, render_schema(conn, upgraded))
+
+
+def upgrade(conn: psycopg.Connection[Any], schema: str, start: int) -> str:
+    """Migrate ``schema`` to version ``start``, add a job, then migrate the rest."""
+    stmts = Statements(schema)
+    run_sync(conn, migrate_plan(stmts, target=start))
+    conn.execute(sql.SQL(
+        "INSERT INTO {}.job (name, keep_until) VALUES ('q', now())"
+    ).format(sql.Identifier(schema)))
+    assert run_sync(conn, migrate_plan(stmts)) == list(
+        range(start + 1, len(migrate.load_migrations()) + 1))
+    return schema
+
+
+def test_the_rendering_shows_what_later_migrations_change(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, new_schema: Callable[[], str]
+) -> None:
+    # The rendering shows each change of the EXTRA migrations, and an upgrade from every
+    # version still ends where a fresh install does.
+    extended = _extra(*EXTRA)
+    monkeypatch.setattr(migrate, "load_migrations", lambda: extended)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        fresh = new_schema()
+        run_sync(conn, migrate_plan(Statements(fresh)))
+        rendered = render_schema(conn, fresh)
+        for start in range(1, len(extended)):
+            upgraded = upgrade(conn, new_schema(), start)
+            assert render_schema(conn, upgraded) == rendered, f"upgrade from version {start}"
+    added = "\n".join(sorted(
+        set(rendered.splitlines()) - set(SCHEMA_SNAPSHOT.read_text("utf-8").splitlines())))
+    for change in (
+        f"(version {len(extended)})",
+        "ENUM ('created', 'retry', 'paused', 'active', ",
+        "    tenant text NOT NULL DEFAULT 'main'::text",
+        "CREATE INDEX job_tenant_idx ON pgqueue.job USING btree (tenant, id) "
+        "WHERE (state < 'active'::pgqueue.job_state);",
+        "    data jsonb STATISTICS 500,",
+        "CREATE OR REPLACE FUNCTION pgqueue.waiting(q text)",
+        """AS $function$ SELECT count(*) FROM "pgqueue".job WHERE name = q AND state < """,
+    ):
+        assert change in added, f"{change!r} not among the lines the migrations added:\n{added}"
 
 
 def test_status_reports_current_latest_and_pending(

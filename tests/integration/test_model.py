@@ -351,6 +351,6 @@ def test_the_model_catches_an_unfenced_completion(
     unfenced = fenced.replace(
         "AND j.run_id = COALESCE((o.v ->> 1)::bigint, j.run_id)", "")
     assert unfenced != fenced
-    model_pq.sql.job_complete_many = unfenced  # type: ignore[misc]
+    model_pq.sql.job_complete_many = unfenced
     with pytest.raises(AssertionError):  # found in about a hundred sequences
         _run(machine_for(model_pq, conn), 3000, shrink=False)

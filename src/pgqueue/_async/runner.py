@@ -1,0 +1,120 @@
+"""What runs plans and background ticks: the one way every component reaches the database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import dict_row, tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+from .._compat import ABackground, AEvent, aend, aspawn, await_event
+from ..db import Plan, connect_error, has_rows, translate
+
+__all__ = ["AsyncPeriodic", "AsyncRunner", "run_async"]
+
+log = logging.getLogger("pgqueue")
+T = TypeVar("T")
+
+
+async def run_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
+    """Drive ``plan`` on ``conn`` (inside whatever transaction it has)."""
+    try:
+        stmt = next(plan)
+        while True:
+            try:
+                async with conn.cursor(row_factory=tuple_row if stmt.tuples else dict_row) as cur:
+                    await cur.execute(stmt.query, stmt.params)
+                    rows = await cur.fetchall() if has_rows(cur) else []
+            except psycopg.Error as exc:
+                stmt = plan.throw(exc)
+            else:
+                stmt = plan.send(rows)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+
+
+class AsyncRunner:
+    """Runs plans on the caller's connection, or on a connection of its pool: what the
+    queue object, its worker and its background ticks are given to reach the database."""
+
+    def __init__(
+        self, dsn: str, *, name: str, min_size: int, max_size: int, connect_timeout: float
+    ) -> None:
+        self.dsn = dsn
+        self._connect_timeout = connect_timeout
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            dsn, min_size=min_size, max_size=max_size, open=False, name=name,
+            kwargs={"autocommit": True},
+        )
+
+    async def open(self) -> None:
+        """Open the pool, waiting (up to the connect timeout) for its first connections."""
+        await self._pool.open(wait=True, timeout=self._connect_timeout)
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Close the pool."""
+        await self._pool.close(timeout=timeout)
+
+    async def run(
+        self, plan: Plan[T], conn: psycopg.AsyncConnection[Any] | None = None,
+        atomic: bool = True,
+    ) -> T:
+        """Run ``plan`` on ``conn``, else on a pooled connection: in one transaction when
+        ``atomic`` (plans of one statement pass False and save two round trips)."""
+        if conn is not None:
+            return await run_async(conn, plan)
+        try:
+            async with self._pool.connection() as pooled:
+                if not atomic:
+                    return await run_async(pooled, plan)
+                async with pooled.transaction():
+                    return await run_async(pooled, plan)
+        except psycopg.OperationalError as exc:
+            raise connect_error(self.dsn, exc) from exc
+
+
+class AsyncPeriodic:
+    """Calls ``tick()`` every ``interval`` seconds in the background until stopped (an
+    instance's maintenance, cron and monitors); errors are logged and kept in
+    ``last_error``."""
+
+    def __init__(self, name: str, interval: float, tick: Callable[[], Awaitable[object]]) -> None:
+        self._name = name
+        self._interval = interval
+        self._tick = tick
+        self._stopping = AEvent()
+        self._background: ABackground | None = None
+        self.last_error: BaseException | None = None
+
+    async def start(self) -> None:
+        """Start ticking. Idempotent."""
+        if self._background is None:
+            self._stopping.clear()
+            self._background = aspawn(self._loop, self._name)
+
+    async def stop(self) -> None:
+        """Stop ticking (after the tick under way). Idempotent, safe before start."""
+        background, self._background = self._background, None
+        if background is not None:
+            # The event ends the loop even when a library turns the cancellation of a query
+            # into an ordinary error, which the loop would otherwise log and carry on after.
+            self._stopping.set()
+            await aend(background)
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._tick()
+                self.last_error = None
+            except Exception as exc:  # a lost connection: log it and try at the next tick
+                if self._stopping.is_set():
+                    return
+                self.last_error = exc
+                log.warning("%s failed: %s", self._name, exc)
+            await await_event(self._stopping, self._interval)

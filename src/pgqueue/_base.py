@@ -1,0 +1,263 @@
+"""What the async and the blocking queue objects share: configuration, registration
+(``@pq.job``, ``@pq.cron``) and the parts of their methods that never wait on the database."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
+
+import psycopg
+
+from ._async.runner import AsyncRunner
+from ._sync.runner import Runner, run_sync
+from .config import check_schema, describe_dsn, resolve_dsn
+from .core import Core, encode_json
+from .cron import check_cron, check_timezone
+from .db import Plan, connect_error
+from .embedded import EmbeddedServer, start_embedded
+from .errors import InvalidInputError, WorkerError
+from .maintenance import MaintenanceResult, MaintenanceSettings, maintain_plan
+from .migrate import migrate_plan
+from .models import JobState, QueueStats
+from .registry import JobFunction, Registry
+from .sql import Statements
+from .worker import Worker
+
+__all__ = ["QueueBase", "StartAfter"]
+
+log = logging.getLogger("pgqueue")
+P = ParamSpec("P")
+R = TypeVar("R")
+RunnerT = TypeVar("RunnerT", Runner, AsyncRunner)
+StartAfter = datetime | timedelta | float | int
+
+
+class QueueBase:
+    """Configuration and state shared by :class:`AsyncPgQueue` and :class:`PgQueue`: the
+    parts that never wait on the database."""
+
+    def __init__(
+        self,
+        dsn: str | None,
+        *,
+        schema: str,
+        migrate: bool,
+        pool_min_size: int,
+        pool_max_size: int,
+        connect_timeout: float,
+        maintenance: MaintenanceSettings | bool,
+    ) -> None:
+        self.schema = check_schema(schema)
+        self._dsn = resolve_dsn(dsn)
+        if pool_min_size < 0 or pool_max_size < max(1, pool_min_size):
+            raise InvalidInputError(
+                f"pool sizes must satisfy 0 <= pool_min_size <= pool_max_size and "
+                f"pool_max_size >= 1, got {pool_min_size} and {pool_max_size}"
+            )
+        self._migrate = migrate
+        self._pool_min_size = pool_min_size
+        self._pool_max_size = pool_max_size
+        self._connect_timeout = connect_timeout
+        self._embedded: EmbeddedServer | None = None
+        if maintenance is True:
+            maintenance = MaintenanceSettings()
+        self.maintenance_settings: MaintenanceSettings = maintenance or MaintenanceSettings()
+        self._run_maintenance = maintenance is not False
+        self.sql = Statements(self.schema)
+        self._core = Core(self.sql, Registry())
+        self._monitors: list[Callable[[list[QueueStats]], object]] = []
+        self._monitored_at = time.monotonic()  # the first report comes one interval in
+        self._code_schedules: dict[str, tuple[str, str, Any, dict[str, Any]]] = {}
+        self._schedules_synced = True
+        self._worker: Worker | None = None
+        self._work_done = threading.Event()
+        self._work_done.set()
+
+    @property
+    def registry(self) -> Registry:
+        """The handlers registered with ``@pq.job`` and ``@pq.cron``."""
+        return self._core.registry
+
+    @registry.setter
+    def registry(self, registry: Registry) -> None:
+        self._core.registry = registry
+
+    @property
+    def dsn(self) -> str | None:
+        """The DSN in use (None before ``start()`` when the embedded server is the default)."""
+        return self._dsn
+
+    def _runner_for(self, dsn: str, runner: type[RunnerT]) -> RunnerT:
+        """A runner with this object's pool settings (``Runner`` or ``AsyncRunner``)."""
+        return runner(dsn, name=f"pgqueue.{self.schema}", min_size=self._pool_min_size,
+                      max_size=self._pool_max_size, connect_timeout=self._connect_timeout)
+
+    def _resolve_embedded(self) -> str:
+        if self._dsn is None:
+            self._embedded = start_embedded()
+            self._dsn = self._embedded.dsn
+        return self._dsn
+
+    def _stop_embedded(self) -> None:
+        if self._embedded is not None:
+            self._embedded.stop()
+            self._embedded = None
+            self._dsn = None
+
+    def _setup(self, dsn: str) -> list[int]:
+        """Check the server answers and migrate (blocking)."""
+        try:
+            conn = psycopg.connect(
+                dsn, autocommit=True, connect_timeout=max(1, round(self._connect_timeout))
+            )
+        except psycopg.Error as exc:
+            raise connect_error(dsn, exc) from exc
+        with conn:
+            applied = run_sync(conn, migrate_plan(self.sql)) if self._migrate else []
+        if applied:
+            log.info("migrated schema %s to version %s", self.schema, applied[-1])
+        log.debug("connected to %s", describe_dsn(dsn))
+        return applied
+
+    def job(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        concurrency: int | None = None,
+        **defaults: Any,
+    ) -> Callable[[Callable[P, R]], JobFunction[P, R]]:
+        """Register the decorated function (sync or async) as the handler of queue ``name``.
+
+        ``defaults`` are queue options (retry_limit, expire_in, ...; the queue is created or
+        updated with them on start) and send options (priority, singleton_key, ...) that
+        ``.send()`` uses when the caller leaves them out. ``concurrency`` caps how many of
+        these jobs one worker runs at once. A data parameter annotated with a pydantic model
+        is validated on ``.send()`` and parsed before the handler runs; a parameter annotated
+        ``Job`` (or named ``job``) receives the running job.
+        """
+
+        def register(func: Callable[P, R]) -> JobFunction[P, R]:
+            definition = self.registry.register(
+                name, func, description=description, concurrency=concurrency, options=defaults
+            )
+            return JobFunction(self, definition)
+
+        return register
+
+    def cron(
+        self,
+        expression: str,
+        *,
+        name: str | None = None,
+        tz: str = "UTC",
+        data: Any = None,
+        description: str | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[P, R]], JobFunction[P, R]]:
+        """Register the decorated function as a job (queue ``name``, default the function's
+        name) and send it ``data`` at every slot of the cron ``expression`` in time zone
+        ``tz``. Schedules declared in code are written on start; code schedules no longer
+        declared are then deleted. Bad expressions or zones raise InvalidScheduleError here.
+        """
+        check_cron(expression)
+        check_timezone(tz)
+
+        def register(func: Callable[P, R]) -> JobFunction[P, R]:
+            queue: str = name or str(getattr(func, "__name__", ""))
+            job = self.job(queue, description=description, **options)(func)
+            send_options = dict(job.definition.send_options)
+            # Validate data and options now, not at start().
+            self._core.schedule_params(queue, expression, data, tz, send_options, True)
+            self._code_schedules[queue] = (expression, tz, data, send_options)
+            self._schedules_synced = False
+            return job
+
+        return register
+
+    def add_monitor(self, callback: Callable[[list[QueueStats]], object]) -> None:
+        """Hand every queue's stats to ``callback`` each ``monitor_interval`` seconds, from
+        the instance's periodic runner (the stats are logged at INFO as well)."""
+        self._monitors.append(callback)
+
+    def _maintenance_plan(self, *, periodic: bool = False) -> Plan[MaintenanceResult]:
+        return maintain_plan(self._core, self.maintenance_settings, periodic=periodic)
+
+    def _monitor_due(self) -> bool:
+        # Counting every job is a scan of the table: only for someone who will look.
+        if not self._monitors and not log.isEnabledFor(logging.INFO):
+            return False
+        now = time.monotonic()
+        if now - self._monitored_at < self.maintenance_settings.monitor_interval:
+            return False
+        self._monitored_at = now
+        return True
+
+    def _report(self, stats: list[QueueStats]) -> None:
+        for queue in stats:
+            log.info(
+                "queue %s: %d waiting, %d active, %d failed, oldest waiting %s s",
+                queue.name,
+                queue.waiting,
+                queue.active,
+                queue.counts[JobState.failed],
+                "-"
+                if queue.oldest_waiting_seconds is None
+                else f"{queue.oldest_waiting_seconds:.0f}",
+            )
+        for callback in self._monitors:
+            try:
+                callback(stats)
+            except Exception:
+                log.exception("queue monitor %r failed", callback)
+
+    def _declared(self) -> bool:
+        """True when every handler's queue and every code schedule is in the database."""
+        return self._schedules_synced and not self.registry.has_undeclared
+
+    def _code_schedule_plan(self) -> Plan[None] | None:
+        """The plan writing the code schedules, if they changed since they were written."""
+        if self._schedules_synced:
+            return None
+        rows = [
+            self._core.schedule_params(name, cron, data, tz, options, True)
+            for name, (cron, tz, data, options) in self._code_schedules.items()
+        ]
+        return self._core.sync_code_schedules(rows)
+
+    def _schedule_params(
+        self, name: str, cron: str, data: Any, tz: str, options: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self._core.schedule_params(name, cron, data, tz, options, False)
+
+    def _worker_for(self, runner: AsyncRunner, **options: Any) -> Worker:
+        if not self._work_done.is_set():
+            raise WorkerError("this queue object is already working")
+        worker = Worker(runner, self._core, **options)
+        self._worker = worker
+        self._work_done.clear()
+        return worker
+
+    def _stop_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+
+    @staticmethod
+    def _outputs(ids: list[int], output: Any) -> list[str | None]:
+        text = encode_json(output, "output")
+        return [text] * len(ids)
+
+    @staticmethod
+    def _progress(ids: list[int], progress: Any) -> list[str | None]:
+        text = None if progress is None else encode_json(progress, "progress")
+        return [text] * len(ids)
+
+    @staticmethod
+    def _send_options(options: dict[str, Any], start_after: StartAfter) -> dict[str, Any]:
+        options["start_after"] = start_after
+        return options
+

@@ -1,0 +1,86 @@
+"""The few primitives whose async and blocking forms differ in more than ``await``: the
+async source (``_async/``) uses the ``a``-names, and ``scripts/unasync.py`` turns them into
+the blocking ones when it writes ``_sync/``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+__all__ = [
+    "ABackground",
+    "AEvent",
+    "ALock",
+    "Background",
+    "Event",
+    "Lock",
+    "aend",
+    "aspawn",
+    "ato_thread",
+    "await_event",
+    "end",
+    "spawn",
+    "to_thread",
+    "wait_event",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ABackground = asyncio.Task[None]
+Background = threading.Thread
+AEvent = asyncio.Event
+Event = threading.Event
+ALock = asyncio.Lock
+Lock = threading.Lock
+
+
+async def ato_thread(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Call blocking ``func`` without blocking the event loop."""
+    return await asyncio.to_thread(func, *args, **kwargs)
+
+
+def to_thread(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Call ``func`` (blocking code may simply block)."""
+    return func(*args, **kwargs)
+
+
+def aspawn(func: Callable[[], Coroutine[Any, Any, None]], name: str) -> ABackground:
+    """Run ``func`` in the background, on a task."""
+    return asyncio.create_task(func(), name=name)
+
+
+def spawn(func: Callable[[], None], name: str) -> Background:
+    """Run ``func`` in the background, on a daemon thread."""
+    thread = threading.Thread(target=func, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+async def aend(task: ABackground) -> None:
+    """Cancel a background task and wait for it."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def end(thread: Background) -> None:
+    """Wait for a background thread (it cannot be cancelled: it ends at its next check of
+    the event that stops it)."""
+    if thread is not threading.current_thread():
+        thread.join()
+
+
+async def await_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``event``; True if it is set."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)
+    return event.is_set()
+
+
+def wait_event(event: threading.Event, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``event``; True if it is set."""
+    return event.wait(timeout)

@@ -1,0 +1,559 @@
+# Generated from _async/queue.py by scripts/unasync.py: do not edit.
+"""The queue object. Each method validates nothing itself and runs a plan from
+:mod:`pgqueue.core` on a pooled connection, or on the caller's connection (``conn=``), inside
+the caller's transaction. The asyncio flavour is written by hand; the blocking one is
+generated from it by ``scripts/unasync.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, TypeVar
+
+import psycopg
+
+from .._async.runner import AsyncRunner
+from .._base import QueueBase, StartAfter
+from .._compat import Lock, to_thread
+from ..core import error_output, job_runs
+from ..db import Plan
+from ..errors import InvalidInputError, PgQueueError
+from ..maintenance import MaintenanceResult, MaintenanceSettings
+from ..migrate import MigrationStatus, status_plan
+from ..models import Job, QueueInfo, QueueStats, ScheduleInfo
+from ..worker import DEFAULT_HEARTBEAT, run_loop
+from .runner import Periodic, Runner, run_sync
+
+__all__ = ["PgQueue"]
+
+log = logging.getLogger("pgqueue")
+T = TypeVar("T")
+
+
+class PgQueue(QueueBase):
+    """A job queue in PostgreSQL, for blocking code.
+
+    The database is ``dsn``, else ``$PGQUEUE_DATABASE_URL``, else an embedded PostgreSQL.
+    Use ``with PgQueue(...) as pq:`` or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        schema: str = "pgqueue",
+        migrate: bool = True,
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+        connect_timeout: float = 10.0,
+        maintenance: MaintenanceSettings | bool = True,
+    ) -> None:
+        super().__init__(
+            dsn,
+            schema=schema,
+            migrate=migrate,
+            pool_min_size=pool_min_size,
+            pool_max_size=pool_max_size,
+            connect_timeout=connect_timeout,
+            maintenance=maintenance,
+        )
+        self._runner: Runner | None = None
+        self._maintenance: Periodic | None = None
+        self._declare_lock = Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> PgQueue:
+        """Connect (starting the embedded server if no DSN is set), migrate, open the pool."""
+        if self._runner is not None:
+            return self
+        dsn = self._dsn if self._dsn is not None else to_thread(self._resolve_embedded)
+        runner: Runner | None = None
+        try:
+            to_thread(self._setup, dsn)
+            runner = self._runner_for(dsn, Runner)
+            runner.open()
+            self._runner = runner
+            self._declare_queues()
+            if self._run_maintenance:
+                self._maintenance = Periodic(
+                    f"pgqueue-maintenance-{self.schema}",
+                    self.maintenance_settings.interval,
+                    self._background_tick,
+                )
+                self._maintenance.start()
+        except BaseException:
+            self._runner = None
+            if runner is not None:
+                runner.close()
+            to_thread(self._stop_embedded)
+            raise
+        return self
+
+    def _declare_queues(self) -> None:
+        """Create or update the queues of handlers registered since the last call, and write
+        the schedules declared in code. A caller arriving meanwhile waits for it, so no job
+        is sent to a queue whose declaration is under way."""
+        if self._declared():
+            return
+        with self._declare_lock:
+            if self._runner is None:
+                return
+            pending = self.registry.undeclared()
+            if pending:
+                self._runner.run(self._core.declare_queues(pending))
+                self.registry.declared(pending)
+            if (schedules := self._code_schedule_plan()) is not None:
+                self._runner.run(schedules)
+                self._schedules_synced = True
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop working (if :meth:`work` runs), close the pool, stop an embedded server this
+        object started. Idempotent."""
+        self._stop_worker()
+        to_thread(self._work_done.wait, timeout)
+        maintenance, self._maintenance = self._maintenance, None
+        if maintenance is not None:
+            maintenance.stop()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.close(timeout=timeout)
+        to_thread(self._stop_embedded)
+
+    def __enter__(self) -> PgQueue:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _run(
+        self, plan: Plan[T], conn: psycopg.Connection[Any] | None, atomic: bool = True
+    ) -> T:
+        """Run a plan on ``conn``, else on a pooled connection: in one transaction when
+        ``atomic`` (plans of one statement pass False and save two round trips)."""
+        if conn is not None:
+            if not isinstance(conn, psycopg.Connection):
+                plan.close()
+                raise InvalidInputError(
+                    "PgQueue needs a sync psycopg.Connection for conn= "
+                    "(use AsyncPgQueue with an async connection)"
+                )
+            self._declare_queues()
+            return run_sync(conn, plan)
+        if self._runner is None:
+            plan.close()
+            raise PgQueueError("PgQueue is not started: call start() or pass conn=")
+        self._declare_queues()
+        return self._runner.run(plan, None, atomic)
+
+    def work(
+        self,
+        *,
+        queues: list[str] | None = None,
+        concurrency: int = 10,
+        poll_interval: float = 2.0,
+        shutdown_timeout: float = 30.0,
+        until_empty: bool = False,
+        install_signal_handlers: bool = False,
+        heartbeat_seconds: float = DEFAULT_HEARTBEAT,
+    ) -> None:
+        """Run the registered handlers until :meth:`stop` (or, with ``until_empty``, until no
+        job is runnable). ``queues`` limits the handlers run; ``concurrency`` caps the jobs
+        run at once (sync handlers run on that many threads); runs beat every
+        ``heartbeat_seconds`` / 3 and count as dead after ``heartbeat_seconds`` of silence
+        (unless their job sets ``heartbeat_seconds``)."""
+        if self._runner is None:
+            raise PgQueueError("PgQueue is not started: call start() first")
+        self._declare_queues()
+        # The worker runs on an event loop of its own, with a pool like this object's.
+        runner = self._runner_for(self._runner.dsn, AsyncRunner)
+        worker = self._worker_for(
+            runner, queues=queues, concurrency=concurrency, poll_interval=poll_interval,
+            shutdown_timeout=shutdown_timeout, until_empty=until_empty,
+            heartbeat_seconds=heartbeat_seconds,
+        )
+
+        async def main() -> None:
+            await runner.open()
+            try:
+                await worker.run(install_signal_handlers)
+            finally:
+                await runner.close()
+
+        try:
+            run_loop(main())
+        finally:
+            self._worker = None
+            self._work_done.set()
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations now; returns the versions applied."""
+        dsn = self._dsn if self._dsn is not None else to_thread(self._resolve_embedded)
+        migrate, self._migrate = self._migrate, True
+        try:
+            return to_thread(self._setup, dsn)
+        finally:
+            self._migrate = migrate
+
+    def migration_status(
+        self, *, conn: psycopg.Connection[Any] | None = None
+    ) -> MigrationStatus:
+        """The schema's version and the migrations still pending."""
+        return self._run(status_plan(self.sql), conn)
+
+    def maintain(self) -> MaintenanceResult:
+        """Run one maintenance pass now: expire, archive, delete (skipped, returning
+        ``ran=False``, while another instance runs one)."""
+        return self._run(self._maintenance_plan(), None)
+
+    # -- producing ---------------------------------------------------------------------------
+
+    def send(
+        self,
+        name: str,
+        data: Any = None,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+        **options: Any,
+    ) -> int | None:
+        """Send a job; returns its id, or None when a singleton or policy blocked it."""
+        return self._run(self._core.send(name, data, options), conn, atomic=False)
+
+    def send_after(
+        self,
+        name: str,
+        data: Any,
+        start_after: StartAfter,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+        **options: Any,
+    ) -> int | None:
+        """Send a job that starts after a datetime, a timedelta or a number of seconds."""
+        options = self._send_options(options, start_after)
+        return self._run(self._core.send(name, data, options), conn, atomic=False)
+
+    def insert(
+        self,
+        jobs: Iterable[Mapping[str, Any]],
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[int | None]:
+        """Send many jobs in one statement (mappings of ``name``, ``data`` and options)."""
+        return self._run(self._core.insert_many(jobs), conn, atomic=False)
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    def fetch(
+        self,
+        name: str,
+        batch_size: int = 1,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[Job]:
+        """Claim up to ``batch_size`` jobs of a queue (they become active)."""
+        return self._run(self._core.fetch(name, batch_size, None), conn)
+
+    def complete(
+        self,
+        jobs: Job | int | Iterable[Job | int],
+        output: Any = None,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[int]:
+        """Complete the runs of jobs from :meth:`fetch` with ``output``; returns the ids
+        completed. A run that no longer holds its job (it expired and was claimed again,
+        or was cancelled) changes nothing and is left out. A bare id completes whichever
+        run holds the job now: pass the fetched ``Job`` to be safe."""
+        ids, runs = job_runs(jobs)
+        return self._run(
+            self._core.complete(ids, runs, self._outputs(ids, output)), conn, atomic=False
+        )
+
+    def fail(
+        self,
+        jobs: Job | int | Iterable[Job | int],
+        error: Any = None,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[int]:
+        """Fail the runs of fetched jobs: each job goes to retry while retries remain, else
+        to failed; returns the ids failed (a run that lost its job is left out, as in
+        :meth:`complete`)."""
+        ids, runs = job_runs(jobs)
+        return self._run(
+            self._core.fail(ids, runs, self._outputs(ids, error_output(error))),
+            conn,
+            atomic=False,
+        )
+
+    def touch(
+        self,
+        jobs: Job | int | Iterable[Job | int],
+        progress: Any = None,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[int]:
+        """Heartbeat the runs of fetched jobs (and store ``progress`` unless None); returns
+        the ids of the runs that still hold their jobs."""
+        ids, runs = job_runs(jobs)
+        return self._run(
+            self._core.touch(ids, runs, self._progress(ids, progress)), conn, atomic=False
+        )
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def cancel(
+        self, ids: int | Iterable[int], *, conn: psycopg.Connection[Any] | None = None
+    ) -> list[int]:
+        """Cancel waiting or active jobs; returns the ids cancelled."""
+        return self._run(self._core.cancel(ids), conn)
+
+    def resume(
+        self, ids: int | Iterable[int], *, conn: psycopg.Connection[Any] | None = None
+    ) -> list[int]:
+        """Send cancelled jobs back to ``created``; returns the ids resumed."""
+        return self._run(self._core.resume(ids), conn)
+
+    def retry(
+        self, ids: int | Iterable[int], *, conn: psycopg.Connection[Any] | None = None
+    ) -> list[int]:
+        """Send failed or expired jobs back to ``retry``, to run again at once (with one more
+        retry allowed if they had used theirs); returns the ids retried."""
+        return self._run(self._core.retry(ids), conn)
+
+    def delete_job(
+        self, ids: int | Iterable[int], *, conn: psycopg.Connection[Any] | None = None
+    ) -> list[int]:
+        """Delete jobs, wherever they are (job table or archive); returns the ids deleted."""
+        return self._run(self._core.delete_job(ids), conn)
+
+    def get_job_by_id(
+        self, id: int, *, conn: psycopg.Connection[Any] | None = None
+    ) -> Job | None:
+        """A job by id, looking in the archive too; None if there is none."""
+        return self._run(self._core.get_job_by_id(id), conn)
+
+    # -- queues ------------------------------------------------------------------------------
+
+    def create_queue(
+        self, name: str, *, conn: psycopg.Connection[Any] | None = None, **options: Any
+    ) -> bool:
+        """Create a queue with default job options; False if it already existed."""
+        return self._run(self._core.create_queue(name, options), conn)
+
+    def update_queue(
+        self, name: str, *, conn: psycopg.Connection[Any] | None = None, **options: Any
+    ) -> None:
+        """Change the given options of a queue (``None`` clears one)."""
+        self._run(self._core.update_queue(name, options), conn)
+
+    def delete_queue(
+        self, name: str, *, conn: psycopg.Connection[Any] | None = None
+    ) -> bool:
+        """Delete a queue and its jobs; False if there was no such queue."""
+        return self._run(self._core.delete_queue(name), conn)
+
+    def get_queue(
+        self, name: str, *, conn: psycopg.Connection[Any] | None = None
+    ) -> QueueInfo | None:
+        """A queue's settings, or None."""
+        return self._run(self._core.get_queue(name), conn)
+
+    def get_queues(
+        self, *, conn: psycopg.Connection[Any] | None = None
+    ) -> list[QueueInfo]:
+        """Every queue, by name."""
+        return self._run(self._core.get_queues(), conn)
+
+    # -- throttling, pub/sub -----------------------------------------------------------------
+
+    def send_throttled(
+        self,
+        name: str,
+        data: Any,
+        seconds: int,
+        key: str | None = None,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+        **options: Any,
+    ) -> int | None:
+        """Send at most one job per ``seconds``-long window (per ``key``); extras return None."""
+        options.update(singleton_seconds=seconds, singleton_key=key)
+        return self._run(self._core.send(name, data, options), conn, atomic=False)
+
+    def send_debounced(
+        self,
+        name: str,
+        data: Any,
+        seconds: int,
+        key: str | None = None,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+        **options: Any,
+    ) -> int | None:
+        """Like :meth:`send_throttled`, but a send into a taken window goes to the next one
+        (which then starts when that window opens); None when both are taken."""
+        options.update(singleton_seconds=seconds, singleton_key=key, singleton_next_slot=True)
+        return self._run(self._core.send(name, data, options), conn, atomic=False)
+
+    def subscribe(
+        self, event: str, queue: str, *, conn: psycopg.Connection[Any] | None = None
+    ) -> bool:
+        """Deliver every job published as ``event`` to ``queue`` too."""
+        return self._run(self._core.subscribe(event, queue), conn)
+
+    def unsubscribe(
+        self, event: str, queue: str, *, conn: psycopg.Connection[Any] | None = None
+    ) -> bool:
+        """Stop delivering ``event`` to ``queue``."""
+        return self._run(self._core.unsubscribe(event, queue), conn)
+
+    def get_subscriptions(
+        self, event: str | None = None, *, conn: psycopg.Connection[Any] | None = None
+    ) -> list[tuple[str, str]]:
+        """(event, queue) pairs, of one event or of all."""
+        return self._run(self._core.subscriptions(event), conn)
+
+    def publish(
+        self,
+        event: str,
+        data: Any = None,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+        **options: Any,
+    ) -> list[int]:
+        """Send one job to every queue subscribed to ``event``, in one statement (inside the
+        caller's transaction with ``conn``); returns their ids."""
+        return self._run(self._core.publish(event, data, options), conn, atomic=False)
+
+    # -- queue management --------------------------------------------------------------------
+
+    def pause_queue(
+        self, name: str, *, conn: psycopg.Connection[Any] | None = None
+    ) -> None:
+        """Stop workers claiming jobs of ``name``; sending still works."""
+        self._run(self._core.set_paused(name, True), conn)
+
+    def resume_queue(
+        self, name: str, *, conn: psycopg.Connection[Any] | None = None
+    ) -> None:
+        """Let workers claim jobs of ``name`` again."""
+        self._run(self._core.set_paused(name, False), conn)
+
+    def purge_queue(
+        self, name: str, *, conn: psycopg.Connection[Any] | None = None
+    ) -> int:
+        """Delete the jobs of ``name`` that wait to run; returns how many."""
+        return self._run(self._core.purge_queue(name), conn)
+
+    def redrive(
+        self,
+        dead_letter: str,
+        *,
+        limit: int = 10_000,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[int]:
+        """Send up to ``limit`` jobs waiting in dead-letter queue ``dead_letter`` back to the
+        queues they failed in, as new jobs; returns the new ids."""
+        return self._run(self._core.redrive(dead_letter, limit), conn)
+
+    def get_queue_stats(
+        self, name: str | None = None, *, conn: psycopg.Connection[Any] | None = None
+    ) -> list[QueueStats]:
+        """Job counts per state and the oldest waiting job's age, of one queue or of all."""
+        return self._run(self._core.queue_stats(name), conn)
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    def schedule(
+        self,
+        name: str,
+        cron: str,
+        data: Any = None,
+        *,
+        tz: str = "UTC",
+        conn: psycopg.Connection[Any] | None = None,
+        **options: Any,
+    ) -> None:
+        """Send ``data`` to queue ``name`` at every slot of ``cron`` (in time zone ``tz``),
+        once per slot however many instances run. Replaces a schedule of the same name."""
+        params = self._schedule_params(name, cron, data, tz, options)
+        self._run(self._core.schedule(params), conn)
+
+    def unschedule(
+        self, name: str, *, conn: psycopg.Connection[Any] | None = None
+    ) -> bool:
+        """Delete the schedule ``name``; False if there was none."""
+        return self._run(self._core.unschedule(name), conn)
+
+    def get_schedules(
+        self, *, conn: psycopg.Connection[Any] | None = None
+    ) -> list[ScheduleInfo]:
+        """Every schedule, by name."""
+        return self._run(self._core.get_schedules(), conn)
+
+    def run_schedules(self) -> list[int]:
+        """Send the jobs of every schedule slot that is due now (started instances do this
+        every maintenance interval); returns the ids this call sent. A schedule that cannot
+        send its job is logged and tried again next time; the others are sent."""
+        sent = []
+        for info, slot in self._run(self._core.due_schedules(), None):
+            try:
+                job_id = self._run(self._core.fire_schedule(info, slot), None)
+            except PgQueueError as exc:
+                log.error("schedule %s could not send its job for %s: %s", info.name, slot, exc)
+                continue
+            if job_id is not None:
+                sent.append(job_id)
+        return sent
+
+    def grant(self, role: str, *, conn: psycopg.Connection[Any] | None = None) -> None:
+        """Grant ``role`` what running pgqueue on this schema takes (sending, working,
+        maintenance, cron), for today's tables and those later migrations add; run it as
+        the schema's owner. Migrating and moving the clock stay the owner's."""
+        self._run(self._core.grant(role), conn)
+
+    # -- time --------------------------------------------------------------------------------
+
+    def now(self, *, conn: psycopg.Connection[Any] | None = None) -> datetime:
+        """The time by the schema's clock: the database's, unless a test moved it. Every
+        decision about time (start, expiry, heartbeats, retention, cron, throttling) uses it."""
+        return self._run(self._core.now(), conn)
+
+    def set_clock(self, at: datetime | None) -> None:
+        """Set the schema's clock to ``at`` (None: the database's own time again), for every
+        instance on the schema. For tests: time then runs on from ``at``."""
+        self._run(self._core.set_clock(at), None)
+
+    def move_clock(self, by: float | timedelta) -> None:
+        """Move the schema's clock by ``by`` seconds or a timedelta, for every instance on
+        the schema: for tests, to make delays, retries, expiry and cron happen at once."""
+        self._run(self._core.move_clock(by), None)
+
+    def _maintain_periodic(self) -> MaintenanceResult:
+        return self._run(self._maintenance_plan(periodic=True), None)
+
+    def _background_tick(self) -> None:
+        # Each step runs even if another failed (cron must not stop because maintenance
+        # fails); the first error is raised afterwards, for the runner to log and keep.
+        errors: list[Exception] = []
+        for step in (self._maintain_periodic, self.run_schedules):
+            try:
+                step()
+            except Exception as exc:
+                errors.append(exc)
+        if self._monitor_due():
+            self._report(self.get_queue_stats())
+        if errors:
+            raise errors[0]
+

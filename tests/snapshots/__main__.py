@@ -1,0 +1,55 @@
+"""Regenerate the snapshots: ``python -m tests.snapshots [statements | schema]`` (both when
+neither is named). The schema is made by migrating a scratch schema on
+``$PGQUEUE_TEST_DATABASE_URL``, else on the embedded server."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+
+import psycopg
+from psycopg import sql
+
+import pgqueue
+from pgqueue.embedded import start_embedded
+from tests.conftest import TEST_DSN_ENV
+from tests.snapshots import SCHEMA_SNAPSHOT, STATEMENTS_SNAPSHOT, render_schema, render_statements
+
+
+def _schema_snapshot(dsn: str) -> str:
+    scratch = f"snapshot_{uuid.uuid4().hex[:12]}"
+    try:
+        pgqueue.PgQueue(dsn, schema=scratch, migrate=False).migrate()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            return render_schema(conn, scratch)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(scratch)))
+
+
+def main(argv: list[str]) -> int:
+    which = set(argv) or {"statements", "schema"}
+    if not which <= {"statements", "schema"}:
+        print(__doc__, file=sys.stderr)
+        return 2
+    if "statements" in which:
+        STATEMENTS_SNAPSHOT.write_text(render_statements(), "utf-8")
+        print(f"wrote {STATEMENTS_SNAPSHOT}")
+    if "schema" in which:
+        dsn = os.environ.get(TEST_DSN_ENV)
+        if dsn:
+            SCHEMA_SNAPSHOT.write_text(_schema_snapshot(dsn), "utf-8")
+        else:
+            server = start_embedded(database="pgqueue_test")
+            try:
+                SCHEMA_SNAPSHOT.write_text(_schema_snapshot(server.dsn), "utf-8")
+            finally:
+                server.stop()
+        print(f"wrote {SCHEMA_SNAPSHOT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
