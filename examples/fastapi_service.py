@@ -22,7 +22,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
 
-from pgqueue import AsyncPgQueue, Job
+from pgqueue import AsyncPgQueue, RunningJob
 
 pq = AsyncPgQueue()  # $PGQUEUE_DATABASE_URL, else the embedded PostgreSQL
 
@@ -32,7 +32,7 @@ class ReportRequest(BaseModel):
 
 
 @pq.job("build-report", retry_limit=2, expire_in=600, heartbeat_seconds=30)
-async def build_report(data: ReportRequest, job: Job) -> dict[str, Any]:
+async def build_report(data: ReportRequest, job: RunningJob) -> dict[str, Any]:
     """Build the yearly report, a month at a time."""
     for month in range(1, 13):
         await asyncio.sleep(0.05)  # stands for a month's worth of queries

@@ -17,7 +17,7 @@ import asyncio
 
 from pydantic import BaseModel, Field
 
-from pgqueue import AsyncPgQueue, Job
+from pgqueue import AsyncPgQueue, RunningJob
 
 pq = AsyncPgQueue()  # $PGQUEUE_DATABASE_URL, else the embedded PostgreSQL
 
@@ -33,7 +33,7 @@ class Crunch(BaseModel):
     expire_in=3 * 3600,  # the longest a single attempt may run
     retry_limit=3, retry_delay=0,
 )
-async def crunch(data: Crunch, job: Job) -> dict[str, int]:
+async def crunch(data: Crunch, job: RunningJob) -> dict[str, int]:
     """Crunch ``steps`` numbers, checkpointing its progress after each one."""
     start = (job.last_progress or {}).get("done", 0)  # 0, or where a dead worker stopped
     for step in range(start, data.steps):

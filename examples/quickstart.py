@@ -22,9 +22,10 @@ async def main() -> None:
     async with pq:
         ids = [await greet.send(name) for name in ("Ada", "Grace", "Linus")]
         await pq.work(until_empty=True)  # a real app runs `pgqueue worker app:pq` instead
-        for job_id in ids:
-            job = await pq.get_job_by_id(job_id)
-            print(f"job {job.id} {job.state.value}: {job.output}")
+        for job_id in ids:  # an id is None only when a singleton or policy refused the job
+            job = await pq.get_job_by_id(job_id) if job_id is not None else None
+            if job is not None:
+                print(f"job {job.id} {job.state.value}: {job.output}")
 
 
 if __name__ == "__main__":

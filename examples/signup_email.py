@@ -16,7 +16,7 @@ from datetime import timedelta
 import psycopg
 from pydantic import BaseModel, Field
 
-from pgqueue import AsyncPgQueue, InvalidPayloadError, Job
+from pgqueue import AsyncPgQueue, InvalidPayloadError, RunningJob
 
 pq = AsyncPgQueue()  # $PGQUEUE_DATABASE_URL, else the embedded PostgreSQL
 
@@ -32,20 +32,20 @@ class Signup(BaseModel):
     retry_limit=5, retry_delay=10, retry_backoff=True, retry_delay_max=600,  # flaky SMTP
     expire_in=60,  # an attempt that hangs for a minute is given up and retried
 )
-async def send_welcome_email(data: Signup, job: Job) -> str:
+async def send_welcome_email(data: Signup, job: RunningJob) -> str:
     """Send the welcome email of a new user."""
     await deliver(data.email, f"Welcome, {data.first_name}!", job)
     return f"welcome email sent to {data.email}"
 
 
 @pq.job("followup-email", retry_limit=5, retry_backoff=True)
-async def send_followup_email(data: Signup, job: Job) -> str:
+async def send_followup_email(data: Signup, job: RunningJob) -> str:
     """Ask a user how their first days went."""
     await deliver(data.email, f"How is it going, {data.first_name}?", job)
     return f"follow-up sent to {data.email}"
 
 
-async def deliver(recipient: str, subject: str, job: Job) -> None:
+async def deliver(recipient: str, subject: str, job: RunningJob) -> None:
     """Stands for an SMTP client: the "email" is a row of the sent_email table."""
     async with await psycopg.AsyncConnection.connect(pq.dsn or "") as conn:
         await conn.execute(

@@ -25,6 +25,7 @@ TARGET = ROOT / "src" / "pgqueue" / "_sync"
 
 NAMES = {
     "AsyncPgQueue": "PgQueue",
+    "AsyncJobFunction": "JobFunction",
     "AsyncRunner": "Runner",
     "AsyncPeriodic": "Periodic",
     "AsyncConnectionPool": "ConnectionPool",

@@ -1,7 +1,7 @@
 """pgqueue: a reliable job queue that lives in PostgreSQL."""
 
-from ._async.queue import AsyncPgQueue
-from ._sync.queue import PgQueue
+from ._async.queue import AsyncJobFunction, AsyncPgQueue
+from ._sync.queue import JobFunction, PgQueue
 from .errors import (
     ConnectError,
     DatabaseError,
@@ -19,6 +19,7 @@ from .errors import (
     QueueNotFoundError,
     WorkerError,
 )
+from .executor import RunningJob
 from .maintenance import MaintenanceResult, MaintenanceSettings
 from .migrate import MigrationStatus
 from .models import Job, JobOptions, JobState, QueueInfo, QueueOptions, QueueStats, ScheduleInfo
@@ -26,6 +27,7 @@ from .models import Job, JobOptions, JobState, QueueInfo, QueueOptions, QueueSta
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncJobFunction",
     "AsyncPgQueue",
     "ConnectError",
     "DatabaseError",
@@ -37,6 +39,7 @@ __all__ = [
     "InvalidPayloadError",
     "InvalidScheduleError",
     "Job",
+    "JobFunction",
     "JobNotFoundError",
     "JobOptions",
     "JobState",
@@ -51,6 +54,7 @@ __all__ = [
     "QueueNotFoundError",
     "QueueOptions",
     "QueueStats",
+    "RunningJob",
     "ScheduleInfo",
     "WorkerError",
     "__version__",

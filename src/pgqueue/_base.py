@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -16,22 +16,19 @@ from ._async.runner import AsyncRunner
 from ._sync.runner import Runner, run_sync
 from .config import check_schema, describe_dsn, resolve_dsn
 from .core import Core, encode_json
-from .cron import check_cron, check_timezone
 from .db import Plan, connect_error
 from .embedded import EmbeddedServer, start_embedded
 from .errors import InvalidInputError, WorkerError
 from .maintenance import MaintenanceResult, MaintenanceSettings, maintain_plan
 from .migrate import migrate_plan
 from .models import JobState, QueueStats
-from .registry import JobFunction, Registry
+from .registry import JobDefinition, Registry
 from .sql import Statements
 from .worker import Worker
 
 __all__ = ["QueueBase", "StartAfter"]
 
 log = logging.getLogger("pgqueue")
-P = ParamSpec("P")
-R = TypeVar("R")
 RunnerT = TypeVar("RunnerT", Runner, AsyncRunner)
 StartAfter = datetime | timedelta | float | int
 
@@ -123,61 +120,24 @@ class QueueBase:
         log.debug("connected to %s", describe_dsn(dsn))
         return applied
 
-    def job(
-        self,
-        name: str,
-        *,
-        description: str | None = None,
-        concurrency: int | None = None,
-        **defaults: Any,
-    ) -> Callable[[Callable[P, R]], JobFunction[P, R]]:
-        """Register the decorated function (sync or async) as the handler of queue ``name``.
+    def _register(
+        self, name: str, func: Callable[..., Any], description: str | None,
+        concurrency: int | None, defaults: dict[str, Any],
+    ) -> JobDefinition:
+        """Register ``func`` as the handler of queue ``name`` (what ``@pq.job`` does)."""
+        return self.registry.register(
+            name, func, description=description, concurrency=concurrency, options=defaults
+        )
 
-        ``defaults`` are queue options (retry_limit, expire_in, ...; the queue is created or
-        updated with them on start) and send options (priority, singleton_key, ...) that
-        ``.send()`` uses when the caller leaves them out. ``concurrency`` caps how many of
-        these jobs one worker runs at once. A data parameter annotated with a pydantic model
-        is validated on ``.send()`` and parsed before the handler runs; a parameter annotated
-        ``Job`` (or named ``job``) receives the running job.
-        """
-
-        def register(func: Callable[P, R]) -> JobFunction[P, R]:
-            definition = self.registry.register(
-                name, func, description=description, concurrency=concurrency, options=defaults
-            )
-            return JobFunction(self, definition)
-
-        return register
-
-    def cron(
-        self,
-        expression: str,
-        *,
-        name: str | None = None,
-        tz: str = "UTC",
-        data: Any = None,
-        description: str | None = None,
-        **options: Any,
-    ) -> Callable[[Callable[P, R]], JobFunction[P, R]]:
-        """Register the decorated function as a job (queue ``name``, default the function's
-        name) and send it ``data`` at every slot of the cron ``expression`` in time zone
-        ``tz``. Schedules declared in code are written on start; code schedules no longer
-        declared are then deleted. Bad expressions or zones raise InvalidScheduleError here.
-        """
-        check_cron(expression)
-        check_timezone(tz)
-
-        def register(func: Callable[P, R]) -> JobFunction[P, R]:
-            queue: str = name or str(getattr(func, "__name__", ""))
-            job = self.job(queue, description=description, **options)(func)
-            send_options = dict(job.definition.send_options)
-            # Validate data and options now, not at start().
-            self._core.schedule_params(queue, expression, data, tz, send_options, True)
-            self._code_schedules[queue] = (expression, tz, data, send_options)
-            self._schedules_synced = False
-            return job
-
-        return register
+    def _declare_cron(
+        self, queue: str, expression: str, tz: str, data: Any, definition: JobDefinition
+    ) -> None:
+        """Keep the schedule ``@pq.cron`` declares, to be written on start; data and options
+        are validated now."""
+        send_options = dict(definition.send_options)
+        self._core.schedule_params(queue, expression, data, tz, send_options, True)
+        self._code_schedules[queue] = (expression, tz, data, send_options)
+        self._schedules_synced = False
 
     def add_monitor(self, callback: Callable[[list[QueueStats]], object]) -> None:
         """Hand every queue's stats to ``callback`` each ``monitor_interval`` seconds, from

@@ -20,7 +20,7 @@ from .errors import InvalidPayloadError
 from .models import Job
 from .registry import JobDefinition
 
-__all__ = ["ActiveJob", "Deadline", "Executor", "Outcome", "RunOwner", "Threads"]
+__all__ = ["Deadline", "Executor", "Outcome", "RunOwner", "RunningJob", "Threads"]
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -31,12 +31,12 @@ class RunOwner(Protocol):
     def progress_reported(self) -> None:
         """A run reported progress (from any thread)."""
 
-    def interrupted(self, job: ActiveJob) -> None:
+    def interrupted(self, job: RunningJob) -> None:
         """A run was asked to stop."""
 
 
 @dataclass(slots=True)
-class ActiveJob(Job):
+class RunningJob(Job):
     """The job a handler runs: its record plus progress reporting and the cancellation signal."""
 
     _cancelled: bool = field(default=False, repr=False)
@@ -79,7 +79,7 @@ class Deadline:
 
     __slots__ = ("_jobs", "_left", "_timer")
 
-    def __init__(self, jobs: list[ActiveJob], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, jobs: list[RunningJob], loop: asyncio.AbstractEventLoop) -> None:
         self._jobs = jobs
         self._left = len(jobs)
         self._timer = loop.call_later(jobs[0].expire_in, self._fire)
@@ -87,16 +87,16 @@ class Deadline:
             job._deadline = self
 
     @classmethod
-    def arm(cls, jobs: list[ActiveJob], loop: asyncio.AbstractEventLoop) -> None:
+    def arm(cls, jobs: list[RunningJob], loop: asyncio.AbstractEventLoop) -> None:
         """Give every job a deadline: one per distinct ``expire_in`` among them."""
-        groups: dict[float, list[ActiveJob]] = {}
+        groups: dict[float, list[RunningJob]] = {}
         for job in jobs:
             groups.setdefault(job.expire_in, []).append(job)
         for group in groups.values():
             cls(group, loop)
 
     @staticmethod
-    def release(job: ActiveJob) -> None:
+    def release(job: RunningJob) -> None:
         """The job ended (whatever its outcome): it no longer expires."""
         deadline, job._deadline = job._deadline, None
         if deadline is not None:
@@ -223,7 +223,7 @@ class Executor:
         """Stop the threads without waiting for stuck sync handlers."""
         self.threads.shutdown()
 
-    async def run(self, job: ActiveJob, definition: JobDefinition) -> Outcome | None:
+    async def run(self, job: RunningJob, definition: JobDefinition) -> Outcome | None:
         """Run the handler in the current task; None when the job was cancelled.
 
         The job's :class:`Deadline` (armed by the caller) expires it.

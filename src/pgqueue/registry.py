@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -15,10 +14,8 @@ from .config import check_name
 from .errors import InvalidInputError, InvalidOptionError, InvalidPayloadError
 from .models import Job, JobOptions, QueueOptions, parse_options
 
-__all__ = ["JobDefinition", "JobFunction", "Registry"]
+__all__ = ["JobDefinition", "Registry"]
 
-P = ParamSpec("P")
-R = TypeVar("R")
 _QUEUE_KEYS = frozenset(QueueOptions.model_fields)
 _JOB_ONLY_KEYS = frozenset(JobOptions.model_fields) - _QUEUE_KEYS
 
@@ -60,41 +57,6 @@ class JobDefinition:
         args = [self.parse_data(job.data)] if self.data_param else []
         kwargs = {self.job_param: job} if self.job_param else {}
         return args, kwargs
-
-
-class JobFunction(Generic[P, R]):
-    """What ``@pq.job`` returns: the function itself, plus ``send``/``send_after``/``insert``."""
-
-    def __init__(self, queue: Any, definition: JobDefinition) -> None:
-        self._queue = queue
-        self.definition = definition
-        self.name = definition.name
-        functools.update_wrapper(self, definition.func)
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        result: R = self.definition.func(*args, **kwargs)
-        return result
-
-    # Sending by the handler's name does the same: its defaults apply, its model validates.
-
-    def send(self, data: Any = None, *, conn: Any = None, **options: Any) -> Any:
-        """Send a job to this handler's queue (validating data against its model first).
-
-        Returns the id (or, on ``AsyncPgQueue``, an awaitable of it).
-        """
-        return self._queue.send(self.name, data, conn=conn, **options)
-
-    def send_after(
-        self, data: Any, start_after: Any, *, conn: Any = None, **options: Any
-    ) -> Any:
-        """Send a job that starts after a datetime, timedelta or number of seconds."""
-        return self._queue.send_after(self.name, data, start_after, conn=conn, **options)
-
-    def insert(self, items: Iterable[Any], *, conn: Any = None, **options: Any) -> Any:
-        """Send many jobs in one statement, one per item of data."""
-        return self._queue.insert(
-            [{"name": self.name, "data": d, **options} for d in items], conn=conn
-        )
 
 
 class Registry:

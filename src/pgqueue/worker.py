@@ -24,7 +24,7 @@ from .completer import Completer
 from .core import ONE_ACTIVE_PER_KEY, Core, QueueBusy, encode_json, error_output
 from .db import Plan
 from .errors import ConnectError, PgQueueError, WorkerError
-from .executor import ActiveJob, Deadline, Executor, Outcome
+from .executor import Deadline, Executor, Outcome, RunningJob
 from .models import MAX_SECONDS, Job
 from .notifier import Notifier
 from .registry import JobDefinition
@@ -104,8 +104,8 @@ class Worker:
             d.name: _QueueState(d, min(d.concurrency or concurrency, concurrency))
             for d in definitions
         }
-        self._active: dict[int, ActiveJob] = {}  # the run of each job this worker holds
-        self._interrupted: list[ActiveJob] = []  # runs cut short while stopping
+        self._active: dict[int, RunningJob] = {}  # the run of each job this worker holds
+        self._interrupted: list[RunningJob] = []  # runs cut short while stopping
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._touch_wake = asyncio.Event()
@@ -230,7 +230,7 @@ class Worker:
             if job is not None and str(job.run_id) == run_id:  # not a newer run of it
                 self._cancel_job(job)
 
-    def _cancel_job(self, job: ActiveJob) -> None:
+    def _cancel_job(self, job: RunningJob) -> None:
         log.info("job %s (%s) cancelled while running", job.id, job.name)
         job.interrupt()
 
@@ -374,15 +374,15 @@ class Worker:
                 state.dirty = False
             if not jobs:
                 continue
-            claimed = [job for job in jobs if isinstance(job, ActiveJob)]
+            claimed = [job for job in jobs if isinstance(job, RunningJob)]
             assert self._loop is not None and len(claimed) == len(jobs)
             Deadline.arm(claimed, self._loop)
             for job in claimed:
                 self._start(job, state)
 
-    def _make_job(self, row: tuple[Any, ...]) -> ActiveJob:
-        job = ActiveJob.from_values(row)
-        assert isinstance(job, ActiveJob)
+    def _make_job(self, row: tuple[Any, ...]) -> RunningJob:
+        job = RunningJob.from_values(row)
+        assert isinstance(job, RunningJob)
         job._owner = self
         return job
 
@@ -397,7 +397,7 @@ class Worker:
 
     # -- running -----------------------------------------------------------------------------
 
-    def _start(self, job: ActiveJob, state: _QueueState) -> None:
+    def _start(self, job: RunningJob, state: _QueueState) -> None:
         state.active += 1
         earlier = self._active.get(job.id)
         if earlier is not None:  # the job was taken from that run and came back to us
@@ -412,7 +412,7 @@ class Worker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _execute(self, job: ActiveJob, state: _QueueState) -> None:
+    async def _execute(self, job: RunningJob, state: _QueueState) -> None:
         try:
             outcome = await self._executor.run(job, state.definition)
             if job._slot is None:  # let go of earlier: see _let_go
@@ -433,7 +433,7 @@ class Worker:
         finally:
             self._end(job)
 
-    def _end(self, job: ActiveJob) -> None:
+    def _end(self, job: RunningJob) -> None:
         """The run no longer takes a slot (once, whichever way it ended)."""
         state: _QueueState | None = job._slot
         if state is None:
@@ -446,7 +446,7 @@ class Worker:
         state.active -= 1
         self._wake.set()
 
-    def interrupted(self, job: ActiveJob) -> None:
+    def interrupted(self, job: RunningJob) -> None:
         """A run was asked to stop: if an async handler ignores that, let it go (a sync
         handler's thread is given up on at once)."""
         state: _QueueState | None = job._slot
@@ -454,7 +454,7 @@ class Worker:
             assert self._loop is not None
             self._loop.call_later(CANCEL_GRACE, self._let_go, job)
 
-    def _let_go(self, job: ActiveJob) -> None:
+    def _let_go(self, job: RunningJob) -> None:
         task = job._task
         if job._slot is None or task is None or task.done():
             return
@@ -488,7 +488,7 @@ class Worker:
             beat = self._time() >= last_beat + interval
             if beat:
                 last_beat = self._time()
-            runs: list[ActiveJob] = []
+            runs: list[RunningJob] = []
             progress: list[str | None] = []
             for job in list(self._active.values()):
                 reported = job.take_progress()

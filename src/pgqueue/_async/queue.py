@@ -6,11 +6,12 @@ generated from it by ``scripts/unasync.py``.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 import psycopg
 
@@ -20,11 +21,13 @@ import psycopg
 from .._base import QueueBase, StartAfter
 from .._compat import ALock, ato_thread
 from ..core import error_output, job_runs
+from ..cron import check_cron, check_timezone
 from ..db import Plan
 from ..errors import InvalidInputError, PgQueueError
 from ..maintenance import MaintenanceResult, MaintenanceSettings
 from ..migrate import MigrationStatus, status_plan
 from ..models import Job, QueueInfo, QueueStats, ScheduleInfo
+from ..registry import JobDefinition
 
 # <async>
 from ..worker import DEFAULT_HEARTBEAT
@@ -35,10 +38,51 @@ from ..worker import DEFAULT_HEARTBEAT
 # </sync>
 from .runner import AsyncPeriodic, AsyncRunner, run_async
 
-__all__ = ["AsyncPgQueue"]
+__all__ = ["AsyncJobFunction", "AsyncPgQueue"]
 
 log = logging.getLogger("pgqueue")
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class AsyncJobFunction(Generic[P, R]):
+    """What ``@pq.job`` returns: the function itself, plus ``send``, ``send_after`` and
+    ``insert``, which send by the handler's name (its defaults apply, its model validates)."""
+
+    def __init__(self, queue: AsyncPgQueue, definition: JobDefinition) -> None:
+        self._queue = queue
+        self.definition = definition
+        self.name = definition.name
+        functools.update_wrapper(self, definition.func)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = self.definition.func(*args, **kwargs)
+        return result
+
+    async def send(
+        self, data: Any = None, *, conn: psycopg.AsyncConnection[Any] | None = None,
+        **options: Any,
+    ) -> int | None:
+        """Send a job to this handler's queue; its id, or None when a singleton or policy
+        blocked it."""
+        return await self._queue.send(self.name, data, conn=conn, **options)
+
+    async def send_after(
+        self, data: Any, start_after: StartAfter, *,
+        conn: psycopg.AsyncConnection[Any] | None = None, **options: Any,
+    ) -> int | None:
+        """Send a job that starts after a datetime, a timedelta or a number of seconds."""
+        return await self._queue.send_after(self.name, data, start_after, conn=conn, **options)
+
+    async def insert(
+        self, items: Iterable[Any], *, conn: psycopg.AsyncConnection[Any] | None = None,
+        **options: Any,
+    ) -> list[int | None]:
+        """Send many jobs in one statement, one per item of data."""
+        return await self._queue.insert(
+            [{"name": self.name, "data": d, **options} for d in items], conn=conn
+        )
 
 
 class AsyncPgQueue(QueueBase):
@@ -71,6 +115,58 @@ class AsyncPgQueue(QueueBase):
         self._runner: AsyncRunner | None = None
         self._maintenance: AsyncPeriodic | None = None
         self._declare_lock = ALock()
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    def job(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        concurrency: int | None = None,
+        **defaults: Any,
+    ) -> Callable[[Callable[P, R]], AsyncJobFunction[P, R]]:
+        """Register the decorated function (sync or async) as the handler of queue ``name``.
+
+        ``defaults`` are queue options (retry_limit, expire_in, ...; the queue is created or
+        updated with them on start) and send options (priority, singleton_key, ...) that
+        ``.send()`` uses when the caller leaves them out. ``concurrency`` caps how many of
+        these jobs one worker runs at once. A data parameter annotated with a pydantic model
+        is validated on ``.send()`` and parsed before the handler runs; a parameter annotated
+        :class:`RunningJob` (or ``Job``, or named ``job``) receives the running job.
+        """
+
+        def register(func: Callable[P, R]) -> AsyncJobFunction[P, R]:
+            definition = self._register(name, func, description, concurrency, defaults)
+            return AsyncJobFunction(self, definition)
+
+        return register
+
+    def cron(
+        self,
+        expression: str,
+        *,
+        name: str | None = None,
+        tz: str = "UTC",
+        data: Any = None,
+        description: str | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[P, R]], AsyncJobFunction[P, R]]:
+        """Register the decorated function as a job (queue ``name``, default the function's
+        name) and send it ``data`` at every slot of the cron ``expression`` in time zone
+        ``tz``. Schedules declared in code are written on start; code schedules no longer
+        declared are then deleted. Bad expressions or zones raise InvalidScheduleError here.
+        """
+        check_cron(expression)
+        check_timezone(tz)
+
+        def register(func: Callable[P, R]) -> AsyncJobFunction[P, R]:
+            queue: str = name or str(getattr(func, "__name__", ""))
+            job = self.job(queue, description=description, **options)(func)
+            self._declare_cron(queue, expression, tz, data, job.definition)
+            return job
+
+        return register
 
     # -- lifecycle ---------------------------------------------------------------------------
 
