@@ -16,6 +16,7 @@ from ._async.runner import AsyncRunner
 from ._sync.runner import Runner, run_sync
 from .config import check_schema, describe_dsn, resolve_dsn
 from .core import Core, encode_json
+from .cron import Schedules
 from .db import Plan, connect_error
 from .embedded import EmbeddedServer, start_embedded
 from .errors import InvalidInputError, WorkerError
@@ -68,8 +69,7 @@ class QueueBase:
         self._core = Core(self.sql, Registry())
         self._monitors: list[Callable[[list[QueueStats]], object]] = []
         self._monitored_at = time.monotonic()  # the first report comes one interval in
-        self._code_schedules: dict[str, tuple[str, str, Any, dict[str, Any]]] = {}
-        self._schedules_synced = True
+        self._cron = Schedules(self._core)
         self._worker: Worker | None = None
         self._work_done = threading.Event()
         self._work_done.set()
@@ -134,10 +134,7 @@ class QueueBase:
     ) -> None:
         """Keep the schedule ``@pq.cron`` declares, to be written on start; data and options
         are validated now."""
-        send_options = dict(definition.send_options)
-        self._core.schedule_params(queue, expression, data, tz, send_options, True)
-        self._code_schedules[queue] = (expression, tz, data, send_options)
-        self._schedules_synced = False
+        self._cron.declare(queue, expression, tz, data, definition.send_options)
 
     def add_monitor(self, callback: Callable[[list[QueueStats]], object]) -> None:
         """Hand every queue's stats to ``callback`` each ``monitor_interval`` seconds, from
@@ -177,22 +174,7 @@ class QueueBase:
 
     def _declared(self) -> bool:
         """True when every handler's queue and every code schedule is in the database."""
-        return self._schedules_synced and not self.registry.has_undeclared
-
-    def _code_schedule_plan(self) -> Plan[None] | None:
-        """The plan writing the code schedules, if they changed since they were written."""
-        if self._schedules_synced:
-            return None
-        rows = [
-            self._core.schedule_params(name, cron, data, tz, options, True)
-            for name, (cron, tz, data, options) in self._code_schedules.items()
-        ]
-        return self._core.sync_code_schedules(rows)
-
-    def _schedule_params(
-        self, name: str, cron: str, data: Any, tz: str, options: dict[str, Any]
-    ) -> dict[str, Any]:
-        return self._core.schedule_params(name, cron, data, tz, options, False)
+        return self._cron.synced and not self.registry.has_undeclared
 
     def _worker_for(self, runner: AsyncRunner, **options: Any) -> Worker:
         if not self._work_done.is_set():

@@ -6,7 +6,6 @@ Input is validated here, before any statement is yielded, so bad input never wri
 from __future__ import annotations
 
 import json
-import logging
 import re
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -18,13 +17,11 @@ from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from .config import check_name
-from .cron import check_cron, check_timezone, latest_slot
 from .db import Plan, Row, Stmt
 from .errors import (
     InvalidInputError,
     InvalidOptionError,
     InvalidPayloadError,
-    InvalidScheduleError,
     QueueNotFoundError,
 )
 from .models import (
@@ -34,7 +31,6 @@ from .models import (
     QueueInfo,
     QueueOptions,
     QueueStats,
-    ScheduleInfo,
     parse_options,
 )
 from .registry import JobDefinition, Registry
@@ -52,7 +48,6 @@ __all__ = [
     "storable",
 ]
 
-_cron_log = logging.getLogger("pgqueue.cron")
 _JOB_OPTION_NAMES = frozenset(JobOptions.model_fields)
 # Policies that allow one active job per singleton key: fetchers take turns on such queues.
 ONE_ACTIVE_PER_KEY = frozenset({"singleton", "stately"})
@@ -607,34 +602,6 @@ class Core:
         ]
 
 
-    # -- schedules ---------------------------------------------------------------------------
-
-    def schedule_params(
-        self,
-        name: str,
-        cron: str,
-        data: Any,
-        tz: str,
-        options: Mapping[str, Any],
-        from_code: bool,
-    ) -> dict[str, Any]:
-        """A schedule row, validated (cron, time zone, options, data); its ``last_slot`` is
-        set by the plan that writes it, from the database's clock."""
-        check_cron(cron)
-        check_timezone(tz)
-        record, payload = self.job_record(name, data, options)
-        for refused in ("start_after", "singleton_next_slot"):
-            if refused in record:
-                raise InvalidOptionError(f"option {refused!r} is not supported by schedules")
-        return {
-            "name": name,
-            "cron": cron,
-            "tz": tz,
-            "data": payload,
-            "options": json.dumps(record),
-            "from_code": from_code,
-        }
-
     def grant(self, role: str) -> Plan[None]:
         """Plan: let ``role`` run pgqueue on this schema (see Statements.grant)."""
         if not isinstance(role, str) or not role or len(role) > 63:
@@ -667,70 +634,6 @@ class Core:
                 f"the clock moves by seconds or a timedelta within 100 years, got {by!r}"
             )
         yield Stmt(self.sql.clock_move, {"seconds": float(seconds)})
-
-    def _with_last_slot(self, params: dict[str, Any], now: datetime) -> dict[str, Any]:
-        return {**params, "last_slot": latest_slot(params["cron"], params["tz"], now)}
-
-    def schedule(self, params: dict[str, Any]) -> Plan[None]:
-        """Plan: create or replace a schedule (its queue must exist)."""
-        (found,) = yield Stmt(self.sql.queue_exists, {"name": params["name"]})
-        if not found["exists"]:
-            raise QueueNotFoundError(params["name"])
-        now = yield from self.now()
-        yield Stmt(self.sql.schedule_upsert, self._with_last_slot(params, now))
-
-    def sync_code_schedules(self, rows: list[dict[str, Any]]) -> Plan[None]:
-        """Plan: upsert the schedules declared in code; delete code schedules no longer
-        declared (only when this application declares any, so a process that imports no
-        schedules never removes them)."""
-        if not rows:
-            return
-        now = yield from self.now()
-        for params in rows:
-            yield Stmt(self.sql.schedule_upsert, self._with_last_slot(params, now))
-        yield Stmt(self.sql.schedule_prune_code, {"names": [p["name"] for p in rows]})
-
-    def unschedule(self, name: str) -> Plan[bool]:
-        """Plan: delete a schedule; False if there was none."""
-        check_name(name)
-        rows = yield Stmt(self.sql.schedule_delete, {"name": name})
-        return bool(rows)
-
-    def get_schedules(self) -> Plan[list[ScheduleInfo]]:
-        """Plan: every schedule, by name."""
-        rows = yield Stmt(self.sql.schedule_list)
-        return [ScheduleInfo(**r) for r in rows]
-
-    def due_schedules(self) -> Plan[list[tuple[ScheduleInfo, datetime]]]:
-        """Plan: the schedules whose latest slot by the database's clock has not been sent,
-        with that slot.
-
-        Only the latest slot counts: slots missed while every instance was down are sent
-        once, not replayed. A schedule whose slot cannot be computed here (a time zone
-        this host does not know) is logged and left out; the others are due as ever.
-        """
-        now = yield from self.now()
-        due = []
-        for info in (yield from self.get_schedules()):
-            try:
-                slot = latest_slot(info.cron, info.tz, now)
-            except InvalidScheduleError as exc:
-                _cron_log.error("schedule %s is skipped: %s", info.name, exc)
-                continue
-            if info.last_slot is None or slot > info.last_slot:
-                due.append((info, slot))
-        return due
-
-    def fire_schedule(self, info: ScheduleInfo, slot: datetime) -> Plan[int | None]:
-        """Plan (in one transaction): claim the slot and send its job; None if another
-        instance claimed it first."""
-        claimed = yield Stmt(
-            self.sql.schedule_claim_slot,
-            {"name": info.name, "cron": info.cron, "tz": info.tz, "slot": slot},
-        )
-        if not claimed:
-            return None
-        return (yield from self.send(info.name, claimed[0]["data"], claimed[0]["options"]))
 
 
 _JOB_COLUMN_NAMES = [c.strip() for c in JOB_COLUMNS.split(",")]

@@ -1,16 +1,27 @@
-"""Cron slot maths: pure functions over croniter, in the schedule's time zone (no I/O)."""
+"""Cron in one place: expressions and time zones checked, slot maths over croniter in the
+schedule's time zone, and every schedule plan (declared in code or at run time, written,
+found due, claimed and sent once per slot)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import logging
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
-from .errors import InvalidScheduleError
+from .config import check_name
+from .core import Core
+from .db import Plan, Stmt
+from .errors import InvalidOptionError, InvalidScheduleError, QueueNotFoundError
+from .models import ScheduleInfo
 
-__all__ = ["check_cron", "check_timezone", "latest_slot", "next_slot"]
+__all__ = ["Schedules", "check_cron", "check_timezone", "latest_slot", "next_slot"]
+
+log = logging.getLogger("pgqueue.cron")
 
 
 def check_cron(expression: object) -> str:
@@ -100,3 +111,109 @@ def _step(move: Callable[[type[datetime]], datetime], expression: str) -> dateti
         return move(datetime)
     except CroniterError as exc:  # an expression stored before it was checked as today
         raise InvalidScheduleError(f"cron expression {expression!r} has no slot: {exc}") from None
+
+
+class Schedules:
+    """Every schedule plan, and the schedules an application declares in code (``@pq.cron``)
+    until they are written: declaration, slots, claiming and sending, in one place."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self.sql = core.sql
+        self._declared: dict[str, tuple[str, str, Any, dict[str, Any]]] = {}
+        self.synced = True  # every schedule declared in code is written
+
+    def params(
+        self, name: str, cron: str, data: Any, tz: str, options: Mapping[str, Any],
+        from_code: bool,
+    ) -> dict[str, Any]:
+        """A schedule row, validated (cron, time zone, options, data); its ``last_slot`` is
+        set by the plan that writes it, from the database's clock."""
+        check_cron(cron)
+        check_timezone(tz)
+        record, payload = self._core.job_record(name, data, options)
+        for refused in ("start_after", "singleton_next_slot"):
+            if refused in record:
+                raise InvalidOptionError(f"option {refused!r} is not supported by schedules")
+        return {
+            "name": name,
+            "cron": cron,
+            "tz": tz,
+            "data": payload,
+            "options": json.dumps(record),
+            "from_code": from_code,
+        }
+
+    def declare(self, name: str, cron: str, tz: str, data: Any,
+                options: Mapping[str, Any]) -> None:
+        """Keep a schedule declared in code, to be written by :meth:`write_declared`; its
+        data and options are validated now."""
+        self.params(name, cron, data, tz, options, True)
+        self._declared[name] = (cron, tz, data, dict(options))
+        self.synced = False
+
+    def write_declared(self) -> Plan[None]:
+        """Plan: upsert the schedules declared in code; delete code schedules no longer
+        declared (only when this application declares any, so a process that imports no
+        schedules never removes them)."""
+        rows = [self.params(name, cron, data, tz, options, True)
+                for name, (cron, tz, data, options) in self._declared.items()]
+        if not rows:
+            return
+        now = yield from self._core.now()
+        for params in rows:
+            yield Stmt(self.sql.schedule_upsert, self._with_last_slot(params, now))
+        yield Stmt(self.sql.schedule_prune_code, {"names": [p["name"] for p in rows]})
+
+    def _with_last_slot(self, params: dict[str, Any], now: datetime) -> dict[str, Any]:
+        return {**params, "last_slot": latest_slot(params["cron"], params["tz"], now)}
+
+    def upsert(self, params: dict[str, Any]) -> Plan[None]:
+        """Plan: create or replace a schedule (its queue must exist)."""
+        (found,) = yield Stmt(self.sql.queue_exists, {"name": params["name"]})
+        if not found["exists"]:
+            raise QueueNotFoundError(params["name"])
+        now = yield from self._core.now()
+        yield Stmt(self.sql.schedule_upsert, self._with_last_slot(params, now))
+
+    def delete(self, name: str) -> Plan[bool]:
+        """Plan: delete a schedule; False if there was none."""
+        check_name(name)
+        rows = yield Stmt(self.sql.schedule_delete, {"name": name})
+        return bool(rows)
+
+    def all(self) -> Plan[list[ScheduleInfo]]:
+        """Plan: every schedule, by name."""
+        rows = yield Stmt(self.sql.schedule_list)
+        return [ScheduleInfo(**r) for r in rows]
+
+    def due(self) -> Plan[list[tuple[ScheduleInfo, datetime]]]:
+        """Plan: the schedules whose latest slot by the database's clock has not been sent,
+        with that slot.
+
+        Only the latest slot counts: slots missed while every instance was down are sent
+        once, not replayed. A schedule whose slot cannot be computed here (a time zone
+        this host does not know) is logged and left out; the others are due as ever.
+        """
+        now = yield from self._core.now()
+        due = []
+        for info in (yield from self.all()):
+            try:
+                slot = latest_slot(info.cron, info.tz, now)
+            except InvalidScheduleError as exc:
+                log.error("schedule %s is skipped: %s", info.name, exc)
+                continue
+            if info.last_slot is None or slot > info.last_slot:
+                due.append((info, slot))
+        return due
+
+    def fire(self, info: ScheduleInfo, slot: datetime) -> Plan[int | None]:
+        """Plan (in one transaction): claim the slot and send its job; None if another
+        instance claimed it first."""
+        claimed = yield Stmt(
+            self.sql.schedule_claim_slot,
+            {"name": info.name, "cron": info.cron, "tz": info.tz, "slot": slot},
+        )
+        if not claimed:
+            return None
+        return (yield from self._core.send(info.name, claimed[0]["data"], claimed[0]["options"]))

@@ -210,9 +210,9 @@ class AsyncPgQueue(QueueBase):
             if pending:
                 await self._runner.run(self._core.declare_queues(pending))
                 self.registry.declared(pending)
-            if (schedules := self._code_schedule_plan()) is not None:
-                await self._runner.run(schedules)
-                self._schedules_synced = True
+            if not self._cron.synced:
+                await self._runner.run(self._cron.write_declared())
+                self._cron.synced = True
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop working (if :meth:`work` runs), close the pool, stop an embedded server this
@@ -613,29 +613,29 @@ class AsyncPgQueue(QueueBase):
     ) -> None:
         """Send ``data`` to queue ``name`` at every slot of ``cron`` (in time zone ``tz``),
         once per slot however many instances run. Replaces a schedule of the same name."""
-        params = self._schedule_params(name, cron, data, tz, options)
-        await self._run(self._core.schedule(params), conn)
+        params = self._cron.params(name, cron, data, tz, options, False)
+        await self._run(self._cron.upsert(params), conn)
 
     async def unschedule(
         self, name: str, *, conn: psycopg.AsyncConnection[Any] | None = None
     ) -> bool:
         """Delete the schedule ``name``; False if there was none."""
-        return await self._run(self._core.unschedule(name), conn)
+        return await self._run(self._cron.delete(name), conn)
 
     async def get_schedules(
         self, *, conn: psycopg.AsyncConnection[Any] | None = None
     ) -> list[ScheduleInfo]:
         """Every schedule, by name."""
-        return await self._run(self._core.get_schedules(), conn)
+        return await self._run(self._cron.all(), conn)
 
     async def run_schedules(self) -> list[int]:
         """Send the jobs of every schedule slot that is due now (started instances do this
         every maintenance interval); returns the ids this call sent. A schedule that cannot
         send its job is logged and tried again next time; the others are sent."""
         sent = []
-        for info, slot in await self._run(self._core.due_schedules(), None):
+        for info, slot in await self._run(self._cron.due(), None):
             try:
-                job_id = await self._run(self._core.fire_schedule(info, slot), None)
+                job_id = await self._run(self._cron.fire(info, slot), None)
             except PgQueueError as exc:
                 log.error("schedule %s could not send its job for %s: %s", info.name, slot, exc)
                 continue
