@@ -88,7 +88,7 @@ def start_worker(workers: list[Worker], database: str, app: str, tmp_path: Path)
 
 def query(database: str, statement: str, *params: Any) -> list[dict[str, Any]]:
     with psycopg.connect(database, row_factory=dict_row) as conn:
-        return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(statement, params).fetchall()
 
 
 def job(database: str, job_id: int) -> dict[str, Any]:

@@ -195,9 +195,10 @@ class LostReplies:
 
     def __init__(self, dsn: str, cut: Callable[[], bool]) -> None:
         params = conninfo_to_dict(dsn)
-        host, port = params.get("host") or "127.0.0.1", int(params.get("port") or 5432)
+        host, port = str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
         # A host that is a directory names the server's Unix socket (the embedded server).
-        self._target = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+        self._target: str | tuple[str, int] = (
+            f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port))
         self._cut = cut
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.dsn = make_conninfo(dsn, host="127.0.0.1", port=self._listener.getsockname()[1])

@@ -61,6 +61,7 @@ def into(pq: PgQueue, state: JobState, options: dict[str, Any]) -> Job:
     job_id = pq.send("q", None, **options)
     assert job_id is not None
     run = pq.get_job_by_id(job_id)
+    assert run is not None
     if state is not JobState.created and state is not JobState.cancelled:
         (run,) = pq.fetch("q")
     if state is JobState.retry:

@@ -156,7 +156,8 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
             another: where a stale run would do harm."""
             running = [r for r in self.w.runs if (j := self.w.jobs.get(r.id)) is not None
                        and j.state is JobState.active and not j.archived]
-            pool = running if running and data.draw(st.booleans()) else self.w.runs
+            pick_running: bool = bool(running) and data.draw(st.booleans())
+            pool = running if pick_running else self.w.runs
             run = data.draw(st.sampled_from(pool))
             model = self._holds(run)
             event(f"{kind} by a run that {'holds' if model else 'lost'} its job")

@@ -448,7 +448,7 @@ def test_sync_sends_racing_a_late_registration_get_ids(dsn: str, schema: str) ->
         for round_ in range(10):
             name = f"late-{round_}"
             pq.job(name)(_noop)
-            ids = run_in_threads(20, lambda i, name=name: pq.send(name, i))  # type: ignore[misc]
+            ids = run_in_threads(20, lambda i, name=name: pq.send(name, i))
             assert all(isinstance(i, int) for i in ids), ids
 
 

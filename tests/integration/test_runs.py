@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 import pgqueue
-from pgqueue import AsyncPgQueue, Job, JobState, PgQueue
+from pgqueue import AsyncPgQueue, Job, JobState, PgQueue, RunningJob
 from tests.integration.test_worker import wait_until, working
 
 
@@ -92,7 +92,7 @@ async def test_a_worker_that_claims_its_own_job_again_keeps_the_new_runs_outcome
     returned = {1: threading.Event(), 2: threading.Event()}
 
     @pq.job("twice", retry_limit=5)
-    def twice(data: Any, job: Job) -> str:
+    def twice(data: Any, job: RunningJob) -> str:
         entered[job.attempt].set()
         release[job.attempt].wait(20)
         job.progress(f"progress of attempt {job.attempt}")

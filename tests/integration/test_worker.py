@@ -16,7 +16,7 @@ from psycopg.conninfo import make_conninfo
 from pydantic import BaseModel
 
 import pgqueue
-from pgqueue import AsyncPgQueue, Job, JobState, PgQueue
+from pgqueue import AsyncPgQueue, Job, JobState, PgQueue, RunningJob
 
 
 async def wait_until(
@@ -168,7 +168,7 @@ async def test_progress_is_visible_while_running(apq: AsyncPgQueue) -> None:
     release = asyncio.Event()
 
     @apq.job("long")
-    async def long(data: Any, job: Job) -> str:
+    async def long(data: Any, job: RunningJob) -> str:
         job.progress({"done": 1, "of": 2})
         await release.wait()
         job.progress({"done": 2, "of": 2})
@@ -228,7 +228,7 @@ async def test_expire_in_cancels_async_and_abandons_sync(apq: AsyncPgQueue) -> N
         await asyncio.sleep(30)
 
     @apq.job("slow_sync", expire_in=0.3, retry_limit=1, retry_delay=0)
-    def slow_sync(data: Any, job: Job) -> str:
+    def slow_sync(data: Any, job: RunningJob) -> str:
         started.set()
         while not job.cancelled:  # the worker flags the job when it expires
             time.sleep(0.01)
@@ -285,7 +285,7 @@ async def test_cancel_reaches_running_handlers(apq: AsyncPgQueue) -> None:
             raise
 
     @apq.job("polls")
-    def polls(data: Any, job: Job) -> None:
+    def polls(data: Any, job: RunningJob) -> None:
         sync_entered.set()
         deadline = time.monotonic() + 30
         while not job.cancelled and time.monotonic() < deadline:
@@ -446,7 +446,7 @@ def test_sync_work_blocks_until_stopped_from_another_thread(dsn: str, schema: st
         assert not thread.is_alive()
     assert sorted(results) == list(range(10))
     with PgQueue(dsn, schema=schema) as again:
-        outputs = [again.get_job_by_id(i) for i in ids]
+        outputs = [again.get_job_by_id(i) for i in ids if i is not None]
     assert [j.output for j in outputs if j] == [i * i for i in range(10)]
 
 

@@ -149,7 +149,7 @@ async def test_an_outcome_the_database_refuses_is_isolated_and_recorded_as_a_fai
     ).format(schema))
     ids = await echo.insert(["poison" if i == 17 else f"ok {i}" for i in range(60)])
     await asyncio.wait_for(apq.work(until_empty=True, concurrency=60), 30)
-    jobs = [await apq.get_job_by_id(i) for i in ids]
+    jobs = [await apq.get_job_by_id(i or 0) for i in ids]
     assert all(j is not None for j in jobs)
     poisoned = jobs.pop(17)
     assert poisoned is not None and poisoned.state is JobState.failed

@@ -10,8 +10,9 @@ import pgqueue
 from pgqueue.cron import check_cron, check_timezone, latest_slot, next_slot
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
+        second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
 
 
 def test_latest_slot_includes_the_current_instant() -> None:

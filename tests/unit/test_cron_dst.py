@@ -14,8 +14,9 @@ from pgqueue.cron import check_cron, latest_slot, next_slot
 BERLIN = "Europe/Berlin"
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
+        second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
 
 
 def slots_seen(expression: str, tz: str, start: datetime, hours: float) -> list[datetime]:
