@@ -198,8 +198,8 @@ class Schedules:
         now = yield from self._core.now()
         due = []
         for info in (yield from self.all()):
-            try:
-                slot = latest_slot(info.cron, info.tz, now)
+            try:  # a row may hold what no check of today lets in
+                slot = latest_slot(check_cron(info.cron), info.tz, now)
             except InvalidScheduleError as exc:
                 log.error("schedule %s is skipped: %s", info.name, exc)
                 continue

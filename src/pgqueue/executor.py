@@ -20,7 +20,7 @@ from .errors import InvalidPayloadError
 from .models import Job
 from .registry import JobDefinition
 
-__all__ = ["Deadline", "Executor", "Outcome", "RunOwner", "RunningJob", "Threads"]
+__all__ = ["Deadline", "Executor", "Outcome", "Raised", "RunOwner", "RunningJob", "Threads"]
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -130,6 +130,14 @@ class Outcome:
     progress: str | None = None
 
 
+class Raised(Exception):
+    """Carries what a sync handler raised when it may not travel as itself."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 class Threads:
     """The threads sync handlers run on: at most ``size`` at work at once. A thread whose
     job was given up on (it expired, was cancelled, or the worker stops) while its handler
@@ -196,7 +204,9 @@ class Threads:
                     result = call()
                 except BaseException as exc:  # SystemExit and KeyboardInterrupt included
                     _exit_if_forked(self._pid, exc)
-                    future.set_exception(exc)
+                    # Those two would break the generators that carry a result to a task.
+                    generator_control = isinstance(exc, GeneratorExit | StopIteration)
+                    future.set_exception(Raised(exc) if generator_control else exc)
                 else:
                     _exit_if_forked(self._pid, None)
                     future.set_result(result)
@@ -263,10 +273,12 @@ class Executor:
             if job._cancelled:  # cancel(id) or shutdown: nothing to record here
                 return None
             raise
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # none may stop the worker
+        except BaseException as exc:  # none may stop the worker (cancellation is above)
             _exit_if_forked(self._pid, exc)
-            log.info("job %s (%s) failed: %r", job.id, job.name, exc)
-            return Outcome(job.id, job.attempt, job.run_id, "failed", _encode(error_output(exc)))
+            error = error_output(exc.error if isinstance(exc, Raised) else exc)
+            log.info("job %s (%s) failed: %s: %.500s", job.id, job.name, error["type"],
+                     error["message"])
+            return Outcome(job.id, job.attempt, job.run_id, "failed", _encode(error))
         finally:
             job._task = None
         _exit_if_forked(self._pid, None)

@@ -180,15 +180,18 @@ def test_a_schedule_whose_slot_cannot_be_computed_stops_no_other(
 ) -> None:
     with PgQueue(dsn, schema=schema, maintenance=False) as pq:
         pq.set_clock(datetime(2026, 6, 1, 12, 0, 30, tzinfo=timezone.utc))
-        for name in ("elsewhere", "fine"):
+        for name in ("elsewhere", "garbled", "fine"):
             pq.create_queue(name)
             pq.schedule(name, "* * * * *")
-        # Written by a host whose time zone database knows a zone this one does not.
+        # Written by a host whose time zone database knows a zone this one does not, and
+        # by hand.
         conn.execute(sql.SQL(
-            "UPDATE {}.schedule SET tz = 'America/Nowhere' WHERE name = 'elsewhere'"
+            "UPDATE {0}.schedule SET tz = 'America/Nowhere' WHERE name = 'elsewhere'; "
+            "UPDATE {0}.schedule SET cron = 'not a cron' WHERE name = 'garbled'"
         ).format(sql.Identifier(schema)))
         pq.move_clock(60)
         (sent,) = pq.run_schedules()
         job = pq.get_job_by_id(sent)
         assert job is not None and job.name == "fine"
         assert "schedule elsewhere is skipped" in caplog.text
+        assert "schedule garbled is skipped" in caplog.text

@@ -171,8 +171,13 @@ async def test_errors_postgres_cannot_store_are_stored_cleaned(apq: AsyncPgQueue
     assert job.output["message"] == "nul \ufffd and a lone surrogate \ufffd in the message"
 
 
+class _Custom(BaseException):
+    pass
+
+
 @pytest.mark.parametrize("kind", ["async", "sync"])
-@pytest.mark.parametrize("raised", [SystemExit, KeyboardInterrupt])
+@pytest.mark.parametrize("raised", [SystemExit, KeyboardInterrupt, GeneratorExit, StopIteration,
+                                    _Custom])
 async def test_a_handler_raising_system_exit_fails_its_job_and_nothing_else(
     apq: AsyncPgQueue, kind: str, raised: type[BaseException]
 ) -> None:
@@ -195,7 +200,9 @@ async def test_a_handler_raising_system_exit_fails_its_job_and_nothing_else(
     await asyncio.wait_for(apq.work(until_empty=True), 30)
     job = await apq.get_job_by_id(bad or 0)
     assert job is not None and job.state is JobState.failed
-    assert job.output["type"] == raised.__name__
+    # A coroutine that raises StopIteration raises RuntimeError instead (PEP 479).
+    stop_in_coroutine = kind == "async" and raised is StopIteration
+    assert job.output["type"] == ("RuntimeError" if stop_in_coroutine else raised.__name__)
     assert await _done(apq, good)
 
 
