@@ -7,18 +7,43 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from .core import Core, encode_json, storable
 from .db import Plan
 from .errors import PgQueueError
 from .executor import Outcome
 
-__all__ = ["Completer"]
+__all__ = ["Completer", "write_apart"]
 
 log = logging.getLogger("pgqueue.worker")
 
 Runner = Callable[[Plan[Any]], Awaitable[Any]]
+T = TypeVar("T")
+
+
+async def write_apart(
+    write: Callable[[list[T]], Awaitable[list[int]]],
+    items: list[T],
+    refused: Callable[[T, PgQueueError], Awaitable[list[int]]],
+    error: PgQueueError | None = None,
+) -> list[int]:
+    """``write(items)``; when the database refuses it (not when it is out of reach, which
+    raises), write the items in halves down to those it refuses, which ``refused`` handles.
+    Returns what the writes returned. ``error``: the refusal of ``items`` as a whole, when
+    the caller already met it."""
+    if error is None:
+        try:
+            return await write(items)
+        except PgQueueError as exc:
+            if exc.transient:
+                raise
+            error = exc
+    if len(items) == 1:
+        return await refused(items[0], error)
+    middle = len(items) // 2
+    return [*await write_apart(write, items[:middle], refused),
+            *await write_apart(write, items[middle:], refused)]
 
 
 class Completer:
@@ -135,17 +160,9 @@ class Completer:
     async def _write_apart(self, batch: list[Outcome], error: PgQueueError) -> None:
         """Write a batch the database refused in halves, down to the outcome it refuses,
         which is recorded as a failure that says why (the job then retries or fails)."""
-        if len(batch) > 1:
-            middle = len(batch) // 2
-            for half in (batch[:middle], batch[middle:]):
-                try:
-                    await self._write(half)
-                except PgQueueError as exc:
-                    if exc.transient:
-                        raise
-                    await self._write_apart(half, exc)
-            return
-        (outcome,) = batch
+        await write_apart(self._write, batch, self._refused, error)
+
+    async def _refused(self, outcome: Outcome, error: PgQueueError) -> list[int]:
         log.error("job %s: the database refused its %s outcome (%s); recording a failure "
                   "instead", outcome.job_id, outcome.kind, error)
         message = storable(f"the database refused the {outcome.kind} outcome: {error}")
@@ -160,8 +177,9 @@ class Completer:
             log.error("job %s: the database refused recording its failure too (%s); nothing "
                       "is recorded, and the job goes back once its heartbeat lapses",
                       outcome.job_id, exc)
+        return []
 
-    async def _write(self, batch: list[Outcome]) -> None:
+    async def _write(self, batch: list[Outcome]) -> list[int]:
         done = [o for o in batch if o.kind == "completed"]
         failed = [o for o in batch if o.kind != "completed"]
         if done:
@@ -181,6 +199,7 @@ class Completer:
                 final_states=["expired" if o.kind == "expired" else "failed" for o in failed],
             ))
             _report_stale(failed, recorded)
+        return []
 
 
 def _report_stale(outcomes: list[Outcome], recorded: list[int]) -> None:

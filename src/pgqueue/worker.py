@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ._async.runner import AsyncRunner
-from .completer import Completer
+from .completer import Completer, write_apart
 from .core import ONE_ACTIVE_PER_KEY, Core, QueueBusy, encode_json, error_output
 from .db import Plan
 from .errors import ConnectError, PgQueueError, WorkerError
@@ -314,8 +314,7 @@ class Worker:
         ours = {(job.id, job.run_id) for job in self._active.values()}
         strays = [(job_id, run_id) for job_id, run_id in held if (job_id, run_id) not in ours]
         if strays:
-            released = await self._run(self._core.release(
-                [job_id for job_id, _ in strays], [run_id for _, run_id in strays]))
+            released = await write_apart(self._release, strays, self._release_refused)
             log.warning("handed back %d jobs claimed by this worker whose claim it never "
                         "received: %s", len(released), ", ".join(map(str, released)))
 
@@ -498,9 +497,8 @@ class Worker:
             if not runs:
                 continue
             try:
-                held = await self._run(self._core.touch(
-                    [j.id for j in runs], [j.run_id for j in runs], progress
-                ))
+                held = await write_apart(self._touch, list(zip(runs, progress, strict=True)),
+                                         self._touch_refused)
                 cancelled = await self._run(self._core.cancelled_among(list(self._active)))
             except PgQueueError as exc:
                 log.warning("heartbeat failed (%s)", exc)
@@ -515,6 +513,30 @@ class Worker:
                     log.warning("job %s (%s): attempt %d no longer holds the job (it expired "
                                 "or was taken back); stopping it", job.id, job.name, job.attempt)
                     job.interrupt()
+
+    async def _touch(self, beats: list[tuple[RunningJob, str | None]]) -> list[int]:
+        held: list[int] = await self._run(self._core.touch(
+            [job.id for job, _ in beats], [job.run_id for job, _ in beats],
+            [progress for _, progress in beats]))
+        return held
+
+    async def _touch_refused(self, beat: tuple[RunningJob, str | None],
+                             error: PgQueueError) -> list[int]:
+        job = beat[0]
+        log.error("job %s (%s): the database refused its heartbeat (%s); the other runs "
+                  "beat as ever", job.id, job.name, error)
+        return [job.id]  # not a sign that the run lost its job
+
+    async def _release(self, runs: list[tuple[int, int | None]]) -> list[int]:
+        released: list[int] = await self._run(
+            self._core.release([i for i, _ in runs], [r for _, r in runs]))
+        return released
+
+    async def _release_refused(self, run: tuple[int, int | None],
+                               error: PgQueueError) -> list[int]:
+        log.error("job %s: the database refused handing it back (%s); it runs again once "
+                  "its heartbeat lapses", run[0], error)
+        return []
 
     async def _shutdown(self) -> None:
         """Let active jobs finish up to the timeout, then hand the rest back."""
@@ -544,11 +566,9 @@ class Worker:
         except (asyncio.TimeoutError, PgQueueError):
             runs = known
         if runs:
-            ids, run_ids = [i for i, _ in runs], [r for _, r in runs]
             try:
-                released = await asyncio.wait_for(
-                    _retrying(lambda: self._run(self._core.release(ids, run_ids))),
-                    _SHUTDOWN_WRITES)
+                released = await asyncio.wait_for(_retrying(lambda: write_apart(
+                    self._release, list(runs), self._release_refused)), _SHUTDOWN_WRITES)
             except (asyncio.TimeoutError, PgQueueError) as exc:
                 log.error("stopping without handing back %d jobs (%s): they run again "
                           "once they expire", len(runs), exc or "timed out")

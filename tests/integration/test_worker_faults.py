@@ -477,3 +477,48 @@ async def test_a_child_a_handler_forks_ends_where_the_handler_ends(
     await asyncio.wait_for(apq.work(until_empty=True), 30)
     job = await apq.get_job_by_id(job_id or 0)
     assert job is not None and job.state is JobState.completed and job.output == 7
+
+
+async def test_a_row_the_database_will_not_update_stops_no_other_beat_or_hand_back(
+    apq: AsyncPgQueue, conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    release = asyncio.Event()
+
+    @apq.job("work")
+    async def work(data: str) -> str:
+        await release.wait()
+        return data
+
+    await apq.start()
+    ident = sql.Identifier(apq.schema)
+    # No update of this one job passes while it is active: no beat, no hand-back.
+    conn.execute(sql.SQL(
+        "CREATE FUNCTION {0}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'this job may not change'; END $$; "
+        "CREATE TRIGGER refuse BEFORE UPDATE ON {0}.job FOR EACH ROW "
+        "WHEN (OLD.state = 'active' AND OLD.data = '\"stuck\"') "
+        "EXECUTE FUNCTION {0}.refuse()"
+    ).format(ident))
+    stuck = await work.send("stuck")
+    healthy = await work.insert(["a", "b"])
+
+    def beats() -> dict[int, Any]:
+        rows = conn.execute(sql.SQL("SELECT id, heartbeat_at FROM {}.job WHERE id = ANY(%s)")
+                            .format(ident), (healthy,)).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    async with working(apq, heartbeat_seconds=0.3, shutdown_timeout=0.1):
+        first = beats()
+        await wait_until(lambda: _async(all(beats()[i] not in (None, first[i])
+                                                 for i in first)))
+        assert apq._worker is not None
+        apq._worker.stop()  # hands back the runs it holds: all but the stuck one go
+    assert [await state_of(apq, i) for i in healthy] == [JobState.retry] * 2
+    assert await state_of(apq, stuck) is JobState.active
+    assert "refused its heartbeat" in caplog.text
+    assert "refused handing it back" in caplog.text
+    release.set()
+
+
+async def _async(value: bool) -> bool:
+    return value
