@@ -110,10 +110,29 @@ def _expire_active(core: Core, params: dict[str, Any]) -> Plan[int]:
     rows = yield Stmt(core.sql.job_stale_select, params)
     if not rows:
         return 0
-    ids = [r["id"] for r in rows]
-    yield from core.fail(ids, [r["run_id"] for r in rows], [_EXPIRED] * len(ids),
-                         final_states=["expired"] * len(ids))
-    return len(rows)
+    expired = yield from _expire_apart(core, [(r["id"], r["run_id"]) for r in rows])
+    return expired
+
+
+def _expire_apart(core: Core, runs: list[tuple[int, int | None]]) -> Plan[int]:
+    """Expire these runs; when the database refuses (a trigger on one row, say), expire
+    them in halves down to the rows it refuses, which are logged and left as they are."""
+    yield Stmt(core.sql.maintenance_step_begin)
+    try:
+        yield from core.fail([i for i, _ in runs], [r for _, r in runs],
+                             [_EXPIRED] * len(runs), final_states=["expired"] * len(runs))
+    except psycopg.Error as exc:
+        yield Stmt(core.sql.maintenance_step_undo)
+        yield Stmt(core.sql.maintenance_step_end)
+        if len(runs) == 1:
+            log.error("maintenance cannot expire job %s: %s", runs[0][0], exc)
+            return 0
+        middle = len(runs) // 2
+        first = yield from _expire_apart(core, runs[:middle])
+        second = yield from _expire_apart(core, runs[middle:])
+        return first + second
+    yield Stmt(core.sql.maintenance_step_end)
+    return len(runs)
 
 
 def _batches(query: str, params: dict[str, Any]) -> Plan[int]:

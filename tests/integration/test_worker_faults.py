@@ -522,3 +522,24 @@ async def test_a_row_the_database_will_not_update_stops_no_other_beat_or_hand_ba
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_maintenance_expires_every_dead_run_but_one_the_database_keeps(
+    apq: AsyncPgQueue, conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    await apq.create_queue("q", retry_limit=0)
+    ids = [await apq.send("q", n, heartbeat_seconds=5) for n in range(4)]
+    conn.execute(sql.SQL(
+        "CREATE FUNCTION {0}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'this job may not finish'; END $$; "
+        "CREATE TRIGGER refuse BEFORE UPDATE ON {0}.job FOR EACH ROW "
+        "WHEN (OLD.state = 'active' AND NEW.state <> 'active' AND OLD.data = '2') "
+        "EXECUTE FUNCTION {0}.refuse()"
+    ).format(sql.Identifier(apq.schema)))
+    assert len(await apq.fetch("q", 4)) == 4
+    await apq.move_clock(60)  # every run's heartbeat has lapsed
+    result = await apq.maintain()
+    assert result.expired_active == 3 and result.errors == []
+    states = [await state_of(apq, i) for i in ids]
+    assert states == [JobState.expired, JobState.expired, JobState.active, JobState.expired]
+    assert f"maintenance cannot expire job {ids[2]}" in caplog.text
