@@ -92,9 +92,11 @@ def test_soak(cluster: Cluster) -> None:
                 lose.set()
                 time.sleep(1)
                 lose.clear()
-            else:
-                with contextlib.suppress(InvalidOptionError):  # refused: there is a backlog
-                    operator.update_queue("work", policy="short")
+            else:  # a policy change and back (refused while jobs break it)
+                with contextlib.suppress(InvalidOptionError):
+                    operator.update_queue("work", policy="singleton")
+                time.sleep(2)
+                operator.update_queue("work", policy="standard")
     rss_end = psutil.Process(steady.pid).memory_info().rss
     sizes_end = table_sizes(dsn, schema)
     stop.set()
