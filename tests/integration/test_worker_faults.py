@@ -24,6 +24,16 @@ from pgqueue import worker as worker_module
 from tests.integration.test_worker import state_of, wait_until, working
 
 
+def refuse_updates(conn: psycopg.Connection[Any], schema: str, when: str, message: str) -> None:
+    """A trigger of the user's that makes the database refuse updates of jobs ``when``."""
+    conn.execute(sql.SQL(
+        "CREATE FUNCTION {0}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION {1}; END $$; "
+        "CREATE TRIGGER refuse BEFORE UPDATE ON {0}.job FOR EACH ROW "
+        "WHEN ({2}) EXECUTE FUNCTION {0}.refuse()"
+    ).format(sql.Identifier(schema), sql.Literal(message), sql.SQL(when)))
+
+
 async def _done(pq: AsyncPgQueue, ids: list[int | None]) -> bool:
     return all([await state_of(pq, i) is JobState.completed for i in ids])
 
@@ -87,12 +97,8 @@ async def test_one_queue_whose_claims_fail_does_not_stop_the_others(
     await apq.start()
     schema = sql.Identifier(apq.schema)
     # Any claim of queue 'broken' fails inside the database, whatever the reason.
-    conn.execute(sql.SQL(
-        "CREATE FUNCTION {0}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN RAISE EXCEPTION 'this queue cannot be claimed'; END $$; "
-        "CREATE TRIGGER refuse BEFORE UPDATE ON {0}.job FOR EACH ROW "
-        "WHEN (NEW.name = 'broken' AND NEW.state = 'active') EXECUTE FUNCTION {0}.refuse()"
-    ).format(schema))
+    refuse_updates(conn, apq.schema, "NEW.name = 'broken' AND NEW.state = 'active'",
+                   "this queue cannot be claimed")
     bad = await broken.insert(range(3))
     good = await fine.insert(range(50))
     async with working(apq):
@@ -138,15 +144,9 @@ async def test_an_outcome_the_database_refuses_is_isolated_and_recorded_as_a_fai
         return data
 
     await apq.start()
-    schema = sql.Identifier(apq.schema)
     # The database refuses one completion, whatever the reason.
-    conn.execute(sql.SQL(
-        "CREATE FUNCTION {0}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN RAISE EXCEPTION 'refused output'; END $$; "
-        "CREATE TRIGGER refuse BEFORE UPDATE ON {0}.job FOR EACH ROW "
-        "WHEN (NEW.state = 'completed' AND NEW.output = '\"poison\"') "
-        "EXECUTE FUNCTION {0}.refuse()"
-    ).format(schema))
+    refuse_updates(conn, apq.schema,
+                   "NEW.state = 'completed' AND NEW.output = '\"poison\"'", "refused output")
     ids = await echo.insert(["poison" if i == 17 else f"ok {i}" for i in range(60)])
     await asyncio.wait_for(apq.work(until_empty=True, concurrency=60), 30)
     jobs = [await apq.get_job_by_id(i or 0) for i in ids]
@@ -353,13 +353,8 @@ async def test_a_failure_the_database_refuses_too_is_dropped_and_nothing_else(
 
     await apq.start()
     # The database refuses every way out of 'active' for this one job.
-    conn.execute(sql.SQL(
-        "CREATE FUNCTION {0}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN RAISE EXCEPTION 'this job may not finish'; END $$; "
-        "CREATE TRIGGER refuse BEFORE UPDATE ON {0}.job FOR EACH ROW "
-        "WHEN (OLD.state = 'active' AND NEW.state <> 'active' AND NEW.data = '\"poison\"') "
-        "EXECUTE FUNCTION {0}.refuse()"
-    ).format(sql.Identifier(apq.schema)))
+    refuse_updates(conn, apq.schema, "OLD.state = 'active' AND NEW.state <> 'active' "
+                   "AND NEW.data = '\"poison\"'", "this job may not finish")
     poison = await work.send("poison")
     await asyncio.wait_for(apq.work(until_empty=True), 30)
     healthy = await work.insert([f"ok {i}" for i in range(5)])
@@ -492,13 +487,8 @@ async def test_a_row_the_database_will_not_update_stops_no_other_beat_or_hand_ba
     await apq.start()
     ident = sql.Identifier(apq.schema)
     # No update of this one job passes while it is active: no beat, no hand-back.
-    conn.execute(sql.SQL(
-        "CREATE FUNCTION {0}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN RAISE EXCEPTION 'this job may not change'; END $$; "
-        "CREATE TRIGGER refuse BEFORE UPDATE ON {0}.job FOR EACH ROW "
-        "WHEN (OLD.state = 'active' AND OLD.data = '\"stuck\"') "
-        "EXECUTE FUNCTION {0}.refuse()"
-    ).format(ident))
+    refuse_updates(conn, apq.schema, "OLD.state = 'active' AND OLD.data = '\"stuck\"'",
+                   "this job may not change")
     stuck = await work.send("stuck")
     healthy = await work.insert(["a", "b"])
 
@@ -529,13 +519,9 @@ async def test_maintenance_expires_every_dead_run_but_one_the_database_keeps(
 ) -> None:
     await apq.create_queue("q", retry_limit=0)
     ids = [await apq.send("q", n, heartbeat_seconds=5) for n in range(4)]
-    conn.execute(sql.SQL(
-        "CREATE FUNCTION {0}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN RAISE EXCEPTION 'this job may not finish'; END $$; "
-        "CREATE TRIGGER refuse BEFORE UPDATE ON {0}.job FOR EACH ROW "
-        "WHEN (OLD.state = 'active' AND NEW.state <> 'active' AND OLD.data = '2') "
-        "EXECUTE FUNCTION {0}.refuse()"
-    ).format(sql.Identifier(apq.schema)))
+    refuse_updates(conn, apq.schema,
+                   "OLD.state = 'active' AND NEW.state <> 'active' AND OLD.data = '2'",
+                   "this job may not finish")
     assert len(await apq.fetch("q", 4)) == 4
     await apq.move_clock(60)  # every run's heartbeat has lapsed
     result = await apq.maintain()
