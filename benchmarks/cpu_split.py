@@ -77,11 +77,14 @@ async def main() -> None:
     args = parser.parse_args()
     runs = [await measure(args.jobs, args.concurrency) for _ in range(args.repeat)]
     for rate, server, worker in runs:
-        print(f"{rate:,.0f} jobs/s: PostgreSQL {server:.1f} us, worker {worker:.1f} us of CPU "
-              "per job")
+        print(
+            f"{rate:,.0f} jobs/s: PostgreSQL {server:.1f} us, worker {worker:.1f} us of CPU per job"
+        )
     rate, server, worker = (statistics.median(column) for column in zip(*runs, strict=True))
-    print(f"median: {rate:,.0f} jobs/s, PostgreSQL {server:.1f} us + worker {worker:.1f} us "
-          f"= {server + worker:.1f} us of CPU per job")
+    print(
+        f"median: {rate:,.0f} jobs/s, PostgreSQL {server:.1f} us + worker {worker:.1f} us "
+        f"= {server + worker:.1f} us of CPU per job"
+    )
 
 
 if __name__ == "__main__":

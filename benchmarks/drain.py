@@ -87,18 +87,22 @@ async def drain_copy(
     """Drain a fresh copy of database ``loaded`` (holding ``jobs`` jobs) with
     ``processes`` worker processes."""
     async with fresh_database(adapter.name, template=loaded) as dsn:
-        return await measure(adapter, dsn, settings, jobs, limits, processes=processes,
-                             sample_rss=sample_rss)
+        return await measure(
+            adapter, dsn, settings, jobs, limits, processes=processes, sample_rss=sample_rss
+        )
 
 
 async def fresh_drain(
-    adapter: Adapter, settings: WorkerSettings, jobs: int, limits: Limits,
-    *, sample_rss: bool = False,
+    adapter: Adapter,
+    settings: WorkerSettings,
+    jobs: int,
+    limits: Limits,
+    *,
+    sample_rss: bool = False,
 ) -> DrainResult:
     """Load a database for one drain only, and drain it with one worker process."""
     async with loaded_database(adapter, jobs) as loaded:
-        return await drain_copy(adapter, loaded, settings, jobs, limits,
-                                sample_rss=sample_rss)
+        return await drain_copy(adapter, loaded, settings, jobs, limits, sample_rss=sample_rss)
 
 
 async def measure(
@@ -135,8 +139,10 @@ async def _first_job(group: WorkerGroup, adapter: Adapter) -> float:
     while (first := group.first_job_at()) is None:
         group.check_alive()
         if time.monotonic() > deadline:
-            raise WorkerError(f"{adapter.name}: no job started within {READY_TIMEOUT:g}s:\n"
-                              + group.workers[0].log_tail())
+            raise WorkerError(
+                f"{adapter.name}: no job started within {READY_TIMEOUT:g}s:\n"
+                + group.workers[0].log_tail()
+            )
         await asyncio.sleep(0.01)
     return first
 
@@ -180,5 +186,7 @@ def capped_note(results: list[DrainResult]) -> list[str]:
     if not cut:
         return []
     done = ", ".join(f"{r.done:,} in {r.seconds:.1f} s" for r in cut)
-    return [f"{len(cut)} of {len(results)} runs cut ({done}, of {cut[0].jobs:,} jobs); "
-            "rated on the jobs done"]
+    return [
+        f"{len(cut)} of {len(results)} runs cut ({done}, of {cut[0].jobs:,} jobs); "
+        "rated on the jobs done"
+    ]

@@ -10,8 +10,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
-PACKAGES = ("pgqueue", "pgqueuer", "procrastinate", "psycopg", "psycopg-pool", "asyncpg",
-            "uvloop")
+PACKAGES = ("pgqueue", "pgqueuer", "procrastinate", "psycopg", "psycopg-pool", "asyncpg", "uvloop")
 
 
 def _cpu_model() -> str:
@@ -40,8 +39,7 @@ def describe(server_version: str) -> dict[str, Any]:
             "os": platform.platform(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         },
-        "versions": {"python": platform.python_version(), "postgresql": server_version,
-                     **versions},
+        "versions": {"python": platform.python_version(), "postgresql": server_version, **versions},
     }
 
 

@@ -72,8 +72,9 @@ async def _command(argv: list[str]) -> str:
 async def _psql(dsn: str, script: str, *variables: str) -> None:
     conn = _connection_args(dsn)
     vars_args = [arg for v in variables for arg in ("-v", v)]
-    await _command(["psql", "-q", "-v", "ON_ERROR_STOP=1", *vars_args, "-f",
-                    str(SCRIPTS / script), *conn])
+    await _command(
+        ["psql", "-q", "-v", "ON_ERROR_STOP=1", *vars_args, "-f", str(SCRIPTS / script), *conn]
+    )
 
 
 async def _once(ctx: Context, ref: Reference) -> float:
@@ -81,8 +82,18 @@ async def _once(ctx: Context, ref: Reference) -> float:
     sizes = ctx.sizes
     async with fresh_database("pgbench") as dsn:
         await _psql(dsn, "schema.sql")
-        argv = [pgbench_binary(), "-n", "-M", "prepared", "-c", str(ref.clients),
-                "-j", str(min(ref.clients, 2)), "-f", str(SCRIPTS / ref.script)]
+        argv = [
+            pgbench_binary(),
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            str(ref.clients),
+            "-j",
+            str(min(ref.clients, 2)),
+            "-f",
+            str(SCRIPTS / ref.script),
+        ]
         if ref.preload:
             await _psql(dsn, "preload.sql", f"jobs={sizes.pgbench_drain_jobs}")
             per_client = sizes.pgbench_drain_jobs // 100 // ref.clients
@@ -107,7 +118,15 @@ async def run(ctx: Context) -> list[Measurement]:
             rates[ref.key].append(rate)
             ctx.log(f"pgbench {ref.key}: {rate:,.0f} jobs/s")
     return [
-        Measurement(ID, ref.case, "pgbench", "-M prepared", "throughput", "jobs/s",
-                    Summary.of(rates[ref.key]), key=ref.key)
+        Measurement(
+            ID,
+            ref.case,
+            "pgbench",
+            "-M prepared",
+            "throughput",
+            "jobs/s",
+            Summary.of(rates[ref.key]),
+            key=ref.key,
+        )
         for ref in REFERENCES
     ]

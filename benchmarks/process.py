@@ -117,11 +117,10 @@ class WorkerProcess:
 class WorkerGroup:
     """Several worker processes of one configuration, started and stopped together."""
 
-    def __init__(self, argv: list[str], dsn: str, count: int,
-                 env: Mapping[str, str] | None = None) -> None:
-        self.workers = [
-            WorkerProcess(argv, dsn, f"bench-worker-{i}", env) for i in range(count)
-        ]
+    def __init__(
+        self, argv: list[str], dsn: str, count: int, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.workers = [WorkerProcess(argv, dsn, f"bench-worker-{i}", env) for i in range(count)]
 
     def check_alive(self) -> None:
         """Raise if any worker has exited."""

@@ -56,7 +56,7 @@ def _own(path: str) -> str | None:
     parts = path.split("/")
     if "pgqueue" not in parts[:-1]:
         return None
-    return "/".join(parts[len(parts) - parts[::-1].index("pgqueue"):])
+    return "/".join(parts[len(parts) - parts[::-1].index("pgqueue") :])
 
 
 def _package(path: str) -> str:
@@ -98,21 +98,39 @@ def summarize(raw: Path, top: int = 15) -> str:
     def table(counter: Counter[str]) -> list[str]:
         return [f"  {100 * n / total:5.1f}%  {name}" for name, n in counter.most_common(top)]
 
-    return "\n".join([
-        f"{total} busy samples ({idle} more idle in select/locks, left out)",
-        "deepest pgqueue frame on the stack -> where its time went (self, or the package "
-        "it called; cli.py:_worker -> asyncio is the event loop between tasks):",
-        *table(attributed),
-        "inclusive (the function is anywhere on the stack):", *table(inclusive),
-        "leaf frame by package:", *table(leaves),
-    ])
+    return "\n".join(
+        [
+            f"{total} busy samples ({idle} more idle in select/locks, left out)",
+            "deepest pgqueue frame on the stack -> where its time went (self, or the package "
+            "it called; cli.py:_worker -> asyncio is the event loop between tasks):",
+            *table(attributed),
+            "inclusive (the function is anywhere on the stack):",
+            *table(inclusive),
+            "leaf frame by package:",
+            *table(leaves),
+        ]
+    )
 
 
 async def _profile_w1(jobs: int, out: Path, rate: int) -> None:
     async with fresh_database("profile") as dsn:
         await PgqueueAdapter().install(dsn)
-        argv = [_py_spy(), "record", "--format", "raw", "-r", str(rate), "-o", str(out),
-                "--", sys.executable, "-m", "benchmarks.apps.pgqueue_send", dsn, str(jobs)]
+        argv = [
+            _py_spy(),
+            "record",
+            "--format",
+            "raw",
+            "-r",
+            str(rate),
+            "-o",
+            str(out),
+            "--",
+            sys.executable,
+            "-m",
+            "benchmarks.apps.pgqueue_send",
+            dsn,
+            str(jobs),
+        ]
         proc = await asyncio.create_subprocess_exec(*argv, cwd=ROOT)
         await proc.wait()
 
@@ -125,8 +143,18 @@ async def _profile_w3(jobs: int, concurrency: int, out: Path, rate: int) -> None
         await adapter.preload(dsn, jobs)
         await vacuum_analyze(dsn)
         env = {**os.environ, "BENCH_DSN": dsn, "PYTHONPATH": str(ROOT)}
-        argv = [_py_spy(), "record", "--format", "raw", "-r", str(rate), "-o", str(out),
-                "--", *adapter.worker_command(settings)]
+        argv = [
+            _py_spy(),
+            "record",
+            "--format",
+            "raw",
+            "-r",
+            str(rate),
+            "-o",
+            str(out),
+            "--",
+            *adapter.worker_command(settings),
+        ]
         spy = await asyncio.create_subprocess_exec(*argv, cwd=ROOT, env=env)
         start = time.perf_counter()
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
@@ -135,8 +163,10 @@ async def _profile_w3(jobs: int, concurrency: int, out: Path, rate: int) -> None
                 if left == 0:
                     break
                 await asyncio.sleep(0.05)
-        print(f"W3: {jobs / (time.perf_counter() - start):,.0f} jobs/s (incl. start-up)",
-              file=sys.stderr)
+        print(
+            f"W3: {jobs / (time.perf_counter() - start):,.0f} jobs/s (incl. start-up)",
+            file=sys.stderr,
+        )
         for child in psutil.Process(spy.pid).children():
             child.terminate()  # the worker stops gracefully; py-spy then writes its output
         await asyncio.wait_for(spy.wait(), 60)

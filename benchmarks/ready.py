@@ -14,9 +14,7 @@ from .process import WorkerError, WorkerGroup
 READY_TIMEOUT = 60.0
 
 
-async def wait_ready(
-    adapter: Adapter, dsn: str, group: WorkerGroup, producer: Producer
-) -> None:
+async def wait_ready(adapter: Adapter, dsn: str, group: WorkerGroup, producer: Producer) -> None:
     """Return once every worker holds a connection and warm-up jobs have run."""
     names = [w.app_name for w in group.workers]
     for _ in range(2 * len(names)):
@@ -35,6 +33,8 @@ async def wait_ready(
             if connected == len(names) and await remaining(conn, adapter.remaining_query()) == 0:
                 return
             if time.monotonic() > deadline:
-                raise WorkerError(f"{adapter.name} workers not ready after {READY_TIMEOUT:g}s:\n"
-                                  + group.workers[0].log_tail())
+                raise WorkerError(
+                    f"{adapter.name} workers not ready after {READY_TIMEOUT:g}s:\n"
+                    + group.workers[0].log_tail()
+                )
             await asyncio.sleep(0.1)

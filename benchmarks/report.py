@@ -54,10 +54,13 @@ def results_table(results: Results) -> list[str]:
     for (workload, case, metric), by_lib in _rows_by_case(libs).items():
         unit = next(iter(by_lib.values())).unit
         cells = [_cell(by_lib.get(lib)) for lib in LIBRARIES]
-        ratios = [NA if metric.startswith("growth") else _ratio(by_lib.get(SELF), by_lib.get(p))
-                  for p in PEERS]
-        lines.append(f"| {workload} | {case} | {metric} ({unit}) | " + " | ".join(cells + ratios)
-                     + " |")
+        ratios = [
+            NA if metric.startswith("growth") else _ratio(by_lib.get(SELF), by_lib.get(p))
+            for p in PEERS
+        ]
+        lines.append(
+            f"| {workload} | {case} | {metric} ({unit}) | " + " | ".join(cells + ratios) + " |"
+        )
     lines += _w5_ratio_row(results)
     return lines
 
@@ -72,21 +75,25 @@ def _w5_ratio_row(results: Results) -> list[str]:
                 w5, base = results.median("W5", lib, key), results.median(workload, lib, base_key)
                 cells.append(f"{w5 / base:.2f}" if w5 is not None and base else NA)
             if any(c != NA for c in cells):
-                lines.append(f"| W5 | {key} backlog / {base_label} | ratio | "
-                             + " | ".join(cells) + " | | |")
+                lines.append(
+                    f"| W5 | {key} backlog / {base_label} | ratio | " + " | ".join(cells) + " | | |"
+                )
     return lines
 
 
 def settings_table(results: Results) -> list[str]:
     """Which setting each library ran with, per workload row, and the W3 sweep."""
-    lines = ["| library | W3 sweep (jobs/s, one run each) | best | W4 / W1 / W2 |",
-             "|---|---|---|---|"]
+    lines = [
+        "| library | W3 sweep (jobs/s, one run each) | best | W4 / W1 / W2 |",
+        "|---|---|---|---|",
+    ]
     for lib in LIBRARIES:
         sweep = [m for m in results.all if m.library == lib and m.key == "sweep"]
         best = results.find("W3", lib, "best settings")
         default = results.find("W3", lib, "default settings")
         lines.append(
-            f"| {lib} | " + ", ".join(f"{m.settings}: {m.summary.median:,.0f}" for m in sweep)
+            f"| {lib} | "
+            + ", ".join(f"{m.settings}: {m.summary.median:,.0f}" for m in sweep)
             + f" | {best.settings if best else NA} | {default.settings if default else NA}"
             " worker, library defaults for producers |"
         )
@@ -130,13 +137,29 @@ def notes(results: Results) -> list[str]:
 
 def markdown(results: Results, header: list[str]) -> str:
     """The whole report."""
-    parts = [*header, "", "### Results", "",
-             "median (min-max) over the repeats; ratios are pgqueue's median / the peer's, "
-             "from this run (for ms and MB, below 1 is better). † = some runs were cut "
-             "(see notes).", "",
-             *results_table(results), "", "### pgbench references", "",
-             *reference_table(results), "", "### Targets (issue 6)", "",
-             *targets_table(results), "", "### Settings", "", *settings_table(results)]
+    parts = [
+        *header,
+        "",
+        "### Results",
+        "",
+        "median (min-max) over the repeats; ratios are pgqueue's median / the peer's, "
+        "from this run (for ms and MB, below 1 is better). † = some runs were cut "
+        "(see notes).",
+        "",
+        *results_table(results),
+        "",
+        "### pgbench references",
+        "",
+        *reference_table(results),
+        "",
+        "### Targets (issue 6)",
+        "",
+        *targets_table(results),
+        "",
+        "### Settings",
+        "",
+        *settings_table(results),
+    ]
     foot = notes(results)
     if foot:
         parts += ["", "### Notes", "", *foot]

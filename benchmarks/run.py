@@ -48,10 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--repeat", type=int, help="repeats per measurement (default 3)")
     parser.add_argument("--only", help="comma-separated workloads: " + ",".join(WORKLOADS))
-    parser.add_argument("--quick", action="store_true",
-                        help="small sizes and 1 repeat, for development")
-    parser.add_argument("--libraries", help="comma-separated subset of "
-                        + ",".join(a.name for a in ADAPTERS))
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes and 1 repeat, for development"
+    )
+    parser.add_argument(
+        "--libraries", help="comma-separated subset of " + ",".join(a.name for a in ADAPTERS)
+    )
     args = parser.parse_args(argv)
     if args.only:
         unknown = set(args.only.upper().split(",")) - set(WORKLOADS)
@@ -64,8 +66,9 @@ async def main(argv: list[str] | None = None) -> Path:
     """Run the selected workloads; write JSON and Markdown; return the Markdown's path."""
     args = parse_args(argv)
     chosen = args.only.upper().split(",") if args.only else list(WORKLOADS)
-    adapters = tuple(a for a in ADAPTERS
-                     if not args.libraries or a.name in args.libraries.split(","))
+    adapters = tuple(
+        a for a in ADAPTERS if not args.libraries or a.name in args.libraries.split(",")
+    )
     began = time.monotonic()
 
     def log(line: str) -> None:
@@ -73,9 +76,12 @@ async def main(argv: list[str] | None = None) -> Path:
 
     ctx = Context(sizes(args.quick, args.repeat), adapters, log)
     started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    meta = {"started": started, **describe(await server_version()),
-            "command": "python -m benchmarks.run " + " ".join(argv or sys.argv[1:]),
-            "sizes": asdict(ctx.sizes)}
+    meta = {
+        "started": started,
+        **describe(await server_version()),
+        "command": "python -m benchmarks.run " + " ".join(argv or sys.argv[1:]),
+        "sizes": asdict(ctx.sizes),
+    }
     measurements: list[Measurement] = []
     for name in (w for w in WORKLOADS if w in chosen):
         log(f"{name} ...")

@@ -46,8 +46,9 @@ async def main() -> None:
     async with fresh_database("send_floor") as dsn, AsyncPgQueue(dsn, maintenance=False) as pq:
         await pq.create_queue(QUEUE)
         conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-        pool = AsyncConnectionPool(dsn, min_size=1, max_size=10, open=False,
-                                   kwargs={"autocommit": True})
+        pool = AsyncConnectionPool(
+            dsn, min_size=1, max_size=10, open=False, kwargs={"autocommit": True}
+        )
         await pool.open(wait=True)
         statement = pq.sql.job_insert
 
@@ -56,8 +57,7 @@ async def main() -> None:
 
         async def pooled(i: int) -> object:
             async with pool.connection() as pooled_conn:
-                return await pooled_conn.execute(_BARE, (QUEUE, json.dumps({"n": i})),
-                                                 prepare=True)
+                return await pooled_conn.execute(_BARE, (QUEUE, json.dumps({"n": i})), prepare=True)
 
         async def statement_only(i: int) -> object:
             params = dict.fromkeys(_SINGLE_PARAMS)

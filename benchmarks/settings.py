@@ -50,7 +50,6 @@ class Sizes:
     pgbench_seconds: int = 5
     pgbench_drain_jobs: int = 200_000
 
-
     @property
     def drain_limits(self) -> Limits:
         """The limits of W3 and W5 drains."""

@@ -34,33 +34,60 @@ def verdicts(results: Results) -> list[Verdict]:
     """Every target of the issue, in its order."""
     r = results
     out = [
-        _check("W3 best >= 3x pgqueuer's best",
-               _ratio(r.median("W3", SELF, "best settings"),
-                      r.median("W3", "pgqueuer", "best settings")),
-               lambda v: v >= 3, "{:.2f}x"),
-        _check("W3 best >= 80% of pgbench (b)",
-               _ratio(r.median("W3", SELF, "best settings"), r.median("REF", "pgbench", "b")),
-               lambda v: v >= 0.8, "{:.0%}"),
+        _check(
+            "W3 best >= 3x pgqueuer's best",
+            _ratio(
+                r.median("W3", SELF, "best settings"), r.median("W3", "pgqueuer", "best settings")
+            ),
+            lambda v: v >= 3,
+            "{:.2f}x",
+        ),
+        _check(
+            "W3 best >= 80% of pgbench (b)",
+            _ratio(r.median("W3", SELF, "best settings"), r.median("REF", "pgbench", "b")),
+            lambda v: v >= 0.8,
+            "{:.0%}",
+        ),
         _check("W4 p50 <= 3 ms", r.median("W4", SELF, "p50"), lambda v: v <= 3, "{:.1f} ms"),
         _check("W4 p99 <= 15 ms", r.median("W4", SELF, "p99"), lambda v: v <= 15, "{:.1f} ms"),
-        _check("W1 >= 90% of pgbench (a)",
-               _ratio(r.median("W1", SELF), r.median("REF", "pgbench", "a")),
-               lambda v: v >= 0.9, "{:.0%}"),
+        _check(
+            "W1 >= 90% of pgbench (a)",
+            _ratio(r.median("W1", SELF), r.median("REF", "pgbench", "a")),
+            lambda v: v >= 0.9,
+            "{:.0%}",
+        ),
     ]
     peers = [v for p in PEERS if (v := r.median("W2", p)) is not None]
-    out.append(_check("W2 >= 2x the best peer",
-                      _ratio(r.median("W2", SELF), max(peers) if peers else None),
-                      lambda v: v >= 2, "{:.2f}x"))
+    out.append(
+        _check(
+            "W2 >= 2x the best peer",
+            _ratio(r.median("W2", SELF), max(peers) if peers else None),
+            lambda v: v >= 2,
+            "{:.2f}x",
+        )
+    )
     for key in ("waiting", "finished"):
         same_size = _ratio(r.median("W5", SELF, key), r.median("W5", SELF, "none"))
-        verdict = _check(f"W5 ({key} backlog) >= 0.9 of W3",
-                         _ratio(r.median("W5", SELF, key), r.median("W3", SELF, "best settings")),
-                         lambda v: v >= 0.9, "{:.2f}")
+        verdict = _check(
+            f"W5 ({key} backlog) >= 0.9 of W3",
+            _ratio(r.median("W5", SELF, key), r.median("W3", SELF, "best settings")),
+            lambda v: v >= 0.9,
+            "{:.2f}",
+        )
         if same_size is not None:
-            verdict = Verdict(verdict.target, f"{verdict.shown} ({same_size:.2f} of the same "
-                              "drain without backlog)", verdict.met)
+            verdict = Verdict(
+                verdict.target,
+                f"{verdict.shown} ({same_size:.2f} of the same drain without backlog)",
+                verdict.met,
+            )
         out.append(verdict)
     early, growth = r.median("W6", SELF, "early"), r.median("W6", SELF, "growth")
-    out.append(_check("W6 flat memory (growth <= 5% over the last 3/4 of the jobs)",
-                      _ratio(growth, early), lambda v: v <= 0.05, "{:+.1%}"))
+    out.append(
+        _check(
+            "W6 flat memory (growth <= 5% over the last 3/4 of the jobs)",
+            _ratio(growth, early),
+            lambda v: v <= 0.05,
+            "{:+.1%}",
+        )
+    )
     return out

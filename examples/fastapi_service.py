@@ -45,8 +45,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # pgqueue connects, migrates and runs maintenance; the app's own pool opens next to it.
     async with pq, AsyncConnectionPool(pq.dsn or "", open=False) as pool:
         async with pool.connection() as conn:
-            await conn.execute("CREATE TABLE IF NOT EXISTS report"
-                               " (year int PRIMARY KEY, job_id bigint NOT NULL)")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS report (year int PRIMARY KEY, job_id bigint NOT NULL)"
+            )
         app.state.pool = pool
         yield
 
@@ -66,8 +67,7 @@ app = FastAPI(lifespan=lifespan)
 async def request_report(body: ReportRequest, conn: Transaction) -> dict[str, Any]:
     job_id = await build_report.send(body, conn=conn)
     try:
-        await conn.execute("INSERT INTO report (year, job_id) VALUES (%s, %s)",
-                           (body.year, job_id))
+        await conn.execute("INSERT INTO report (year, job_id) VALUES (%s, %s)", (body.year, job_id))
     except psycopg.errors.UniqueViolation:  # the rollback takes the job with it
         raise HTTPException(409, f"the {body.year} report is already requested") from None
     return {"job_id": job_id}

@@ -37,8 +37,7 @@ async def upload(path: str) -> None:
     async with await psycopg.AsyncConnection.connect(pq.dsn or "") as conn, conn.transaction():
         await conn.execute("INSERT INTO uploaded_file (path) VALUES (%s)", (path,))
         job_ids = await pq.publish("file.uploaded", {"path": path}, conn=conn)
-        await conn.execute("UPDATE uploaded_file SET job_ids = %s WHERE path = %s",
-                           (job_ids, path))
+        await conn.execute("UPDATE uploaded_file SET job_ids = %s WHERE path = %s", (job_ids, path))
 
 
 async def history(path: str) -> list[tuple[int, str, JobState, str]]:
@@ -68,8 +67,9 @@ async def main() -> None:
         for job_id, queue, state, result in await history("cat.png"):
             print(f"job {job_id} {queue}: {state.value}: {result}")
         scanner_online = True
-        failed = [job_id for job_id, _, state, _ in await history("cat.png")
-                  if state is JobState.failed]
+        failed = [
+            job_id for job_id, _, state, _ in await history("cat.png") if state is JobState.failed
+        ]
         print("re-running", len(await pq.retry(failed)), "failed copy")
         await pq.work(until_empty=True)
         for job_id, queue, state, result in await history("cat.png"):

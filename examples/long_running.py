@@ -31,7 +31,8 @@ class Crunch(BaseModel):
     "crunch",
     heartbeat_seconds=10,  # no heartbeat for 10 s: the worker is gone, run it elsewhere
     expire_in=3 * 3600,  # the longest a single attempt may run
-    retry_limit=3, retry_delay=0,
+    retry_limit=3,
+    retry_delay=0,
 )
 async def crunch(data: Crunch, job: RunningJob) -> dict[str, int]:
     """Crunch ``steps`` numbers, checkpointing its progress after each one."""
@@ -59,8 +60,11 @@ async def main(argv: list[str] | None = None) -> None:
             print(await crunch.send(data, **options))
         elif args.command == "status":
             job = await pq.get_job_by_id(args.id)
-            print("no such job" if job is None else
-                  f"{job.state.value} progress={job.last_progress} output={job.output}")
+            print(
+                "no such job"
+                if job is None
+                else f"{job.state.value} progress={job.last_progress} output={job.output}"
+            )
         else:
             print("cancelled" if await pq.cancel(args.id) else "already finished")
 

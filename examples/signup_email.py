@@ -29,7 +29,10 @@ class Signup(BaseModel):
 @pq.job(
     "user-signup",
     priority=10,  # before other mail
-    retry_limit=5, retry_delay=10, retry_backoff=True, retry_delay_max=600,  # flaky SMTP
+    retry_limit=5,
+    retry_delay=10,
+    retry_backoff=True,
+    retry_delay_max=600,  # flaky SMTP
     expire_in=60,  # an attempt that hangs for a minute is given up and retried
 )
 async def send_welcome_email(data: Signup, job: RunningJob) -> str:

@@ -34,8 +34,9 @@ def main() -> None:
         with conn.transaction():  # the rows and their jobs commit together
             ids = []
             for n in range(3):
-                conn.execute("INSERT INTO image VALUES (%s) ON CONFLICT DO NOTHING",
-                             (f"img/{n}.png",))
+                conn.execute(
+                    "INSERT INTO image VALUES (%s) ON CONFLICT DO NOTHING", (f"img/{n}.png",)
+                )
                 data = {"path": f"img/{n}.png", "width": 128}
                 ids.append(producer.send("resize-image", data, conn=conn))
         try:

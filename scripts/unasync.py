@@ -51,8 +51,10 @@ _KEYWORDS = [(re.compile(r"\basync (def|with|for)\b"), r"\1"), (re.compile(r"\ba
 
 
 def header(source: Path) -> str:
-    return (f"# Generated from {source.relative_to(ROOT / 'src' / 'pgqueue').as_posix()} by "
-            "scripts/unasync.py: do not edit.\n")
+    return (
+        f"# Generated from {source.relative_to(ROOT / 'src' / 'pgqueue').as_posix()} by "
+        "scripts/unasync.py: do not edit.\n"
+    )
 
 
 def unasync(text: str) -> str:
@@ -71,7 +73,7 @@ def unasync(text: str) -> str:
             continue
         if block == "sync":  # kept as written, uncommented
             indent = line[: len(line) - len(line.lstrip())]
-            body = line[len(indent):]
+            body = line[len(indent) :]
             line = "\n" if body.strip() == "#" else indent + body.removeprefix("# ")
         chunks.append((line, block != "sync"))
     return "".join(convert(chunk) if converted else chunk for chunk, converted in chunks)
@@ -95,18 +97,18 @@ def _strip_awaitable(text: str) -> str:
             depth += {"[": 1, "]": -1}.get(text[close], 0)
             if depth == 0:
                 break
-        text = text[:start] + text[start + len("Awaitable["):close] + text[close + 1:]
+        text = text[:start] + text[start + len("Awaitable[") : close] + text[close + 1 :]
     return text.replace("Awaitable, ", "").replace(", Awaitable", "")
 
 
-def sort_imports(text: str, path: Path) -> str:
-    """``text`` with its imports sorted as ruff sorts them (the blocks leave gaps)."""
-    fixed = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "--fix-only", "--select", "I001", "--quiet",
-         "--stdin-filename", str(path), "-"],
-        input=text, capture_output=True, text=True, check=True, cwd=ROOT,
-    )
-    return fixed.stdout
+def tidy(text: str, path: Path) -> str:
+    """``text`` with its imports sorted (the blocks leave gaps) and formatted, as ruff does
+    to the hand-written source."""
+    for command in (["check", "--fix-only", "--select", "I001", "--quiet"], ["format"]):
+        ruff = [sys.executable, "-m", "ruff", *command, "--stdin-filename", str(path), "-"]
+        done = subprocess.run(ruff, input=text, capture_output=True, text=True, check=True)
+        text = done.stdout
+    return text
 
 
 def main(argv: list[str]) -> int:
@@ -119,7 +121,7 @@ def main(argv: list[str]) -> int:
         text = header(source) + unasync(source.read_text())
         if source.name == "__init__.py":
             text = header(source) + '"""The blocking twins of ``_async``, generated."""\n'
-        text = sort_imports(text, target)
+        text = tidy(text, target)
         if target.exists() and target.read_text() == text:
             continue
         stale.append(target)

@@ -79,7 +79,11 @@ class PgqueueAdapter(Adapter):
 
     def worker_command(self, settings: WorkerSettings) -> list[str]:
         return [
-            script("pgqueue"), "--log-level", "WARNING", "worker",
+            script("pgqueue"),
+            "--log-level",
+            "WARNING",
+            "worker",
             "benchmarks.apps.pgqueue_app:pq",
-            "--concurrency", str(settings.options["concurrency"]),
+            "--concurrency",
+            str(settings.options["concurrency"]),
         ]

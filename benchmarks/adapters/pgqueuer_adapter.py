@@ -99,6 +99,9 @@ class PgqueuerAdapter(Adapter):
     def worker_command(self, settings: WorkerSettings) -> list[str]:
         # What `pgq run benchmarks.apps.pgqueuer_app:create` runs (see pgqueuer_worker).
         return [
-            sys.executable, "-m", "benchmarks.apps.pgqueuer_worker",
-            "--batch-size", str(settings.options["batch_size"]),
+            sys.executable,
+            "-m",
+            "benchmarks.apps.pgqueuer_worker",
+            "--batch-size",
+            str(settings.options["batch_size"]),
         ]

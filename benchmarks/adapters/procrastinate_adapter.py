@@ -79,7 +79,14 @@ class ProcrastinateAdapter(Adapter):
 
     def worker_command(self, settings: WorkerSettings) -> list[str]:
         return [
-            script("procrastinate"), "--app", "benchmarks.apps.procrastinate_app.app",
-            "--log-level", "warning", "worker", "--queues", QUEUE,
-            "--concurrency", str(settings.options["concurrency"]),
+            script("procrastinate"),
+            "--app",
+            "benchmarks.apps.procrastinate_app.app",
+            "--log-level",
+            "warning",
+            "worker",
+            "--queues",
+            QUEUE,
+            "--concurrency",
+            str(settings.options["concurrency"]),
         ]

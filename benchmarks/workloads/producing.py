@@ -13,7 +13,10 @@ from .base import Context, Measurement
 
 
 async def producer_rates(
-    ctx: Context, workload: str, case: str, jobs: int,
+    ctx: Context,
+    workload: str,
+    case: str,
+    jobs: int,
     send_all: Callable[[Producer], Awaitable[None]],
 ) -> list[Measurement]:
     """jobs/s of ``send_all`` (which sends ``jobs`` jobs) for each library, repeated."""
@@ -29,7 +32,6 @@ async def producer_rates(
             rates[adapter.name].append(rate)
             ctx.log(f"{workload} {adapter.name}: {rate:,.0f} jobs/s")
     return [
-        Measurement(workload, case, name, "defaults", "throughput", "jobs/s",
-                    Summary.of(values))
+        Measurement(workload, case, name, "defaults", "throughput", "jobs/s", Summary.of(values))
         for name, values in rates.items()
     ]

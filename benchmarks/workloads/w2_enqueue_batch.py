@@ -20,5 +20,4 @@ async def run(ctx: Context) -> list[Measurement]:
         for batch in batches:
             await producer.send_batch(batch)
 
-    return await producer_rates(
-        ctx, ID, f"{count:,} jobs in batches of {size:,}", count, send_all)
+    return await producer_rates(ctx, ID, f"{count:,} jobs in batches of {size:,}", count, send_all)

@@ -27,14 +27,23 @@ async def _sweep(ctx: Context, adapter: Adapter) -> tuple[WorkerSettings, list[M
     best: tuple[float, WorkerSettings] | None = None
     async with loaded_database(adapter, sizes.w3_sweep_jobs) as loaded:
         for settings in (adapter.default, *adapter.sweep):
-            result = await drain_copy(adapter, loaded, settings, sizes.w3_sweep_jobs,
-                                      sizes.drain_limits)
+            result = await drain_copy(
+                adapter, loaded, settings, sizes.w3_sweep_jobs, sizes.drain_limits
+            )
             ctx.log(f"W3 sweep {adapter.name} {settings.label}: {result.rate:,.0f} jobs/s")
-            rows.append(Measurement(
-                ID, f"sweep, {sizes.w3_sweep_jobs:,} jobs, once", adapter.name,
-                settings.label, "throughput", "jobs/s", Summary.of([result.rate]),
-                notes=capped_note([result]), key="sweep",
-            ))
+            rows.append(
+                Measurement(
+                    ID,
+                    f"sweep, {sizes.w3_sweep_jobs:,} jobs, once",
+                    adapter.name,
+                    settings.label,
+                    "throughput",
+                    "jobs/s",
+                    Summary.of([result.rate]),
+                    notes=capped_note([result]),
+                    key="sweep",
+                )
+            )
             if best is None or result.rate > best[0]:
                 best = (result.rate, settings)
     assert best is not None
@@ -51,27 +60,43 @@ async def run(ctx: Context) -> list[Measurement]:
         rows.extend(sweep_rows)
     results: dict[tuple[str, str], list[DrainResult]] = {}
     async with AsyncExitStack() as stack:
-        loaded = {a.name: await stack.enter_async_context(loaded_database(a, sizes.w3_jobs))
-                  for a in ctx.adapters}
+        loaded = {
+            a.name: await stack.enter_async_context(loaded_database(a, sizes.w3_jobs))
+            for a in ctx.adapters
+        }
         for _ in range(sizes.repeat):
             for adapter in ctx.adapters:
                 for case, processes, use_best in CASES:
                     settings = ctx.best_for(adapter) if use_best else adapter.default
                     if case == BEST and settings == adapter.default:
                         continue  # the default won the sweep: same as the default row
-                    result = await drain_copy(adapter, loaded[adapter.name], settings,
-                                              sizes.w3_jobs, sizes.drain_limits,
-                                              processes=processes)
+                    result = await drain_copy(
+                        adapter,
+                        loaded[adapter.name],
+                        settings,
+                        sizes.w3_jobs,
+                        sizes.drain_limits,
+                        processes=processes,
+                    )
                     results.setdefault((case, adapter.name), []).append(result)
-                    ctx.log(f"W3 {adapter.name} {case} ({settings.label}): "
-                            f"{result.rate:,.0f} jobs/s")
+                    ctx.log(
+                        f"W3 {adapter.name} {case} ({settings.label}): {result.rate:,.0f} jobs/s"
+                    )
     for case, _, use_best in CASES:
         for adapter in ctx.adapters:
             settings = ctx.best_for(adapter) if use_best else adapter.default
             found = results.get((case, adapter.name)) or results[(DEFAULT, adapter.name)]
-            rows.append(Measurement(
-                ID, f"{sizes.w3_jobs:,} jobs, {case}", adapter.name, settings.label,
-                "throughput", "jobs/s", Summary.of([r.rate for r in found]),
-                notes=capped_note(found), key=case,
-            ))
+            rows.append(
+                Measurement(
+                    ID,
+                    f"{sizes.w3_jobs:,} jobs, {case}",
+                    adapter.name,
+                    settings.label,
+                    "throughput",
+                    "jobs/s",
+                    Summary.of([r.rate for r in found]),
+                    notes=capped_note(found),
+                    key=case,
+                )
+            )
     return rows

@@ -45,8 +45,9 @@ async def _once(ctx: Context, adapter: Adapter, path: Path) -> list[float]:
             while len(_read(path)) < count:
                 group.check_alive()
                 if time.monotonic() > deadline:
-                    raise WorkerError(f"{adapter.name}: {len(_read(path))} of {count} jobs "
-                                      "started within 30 s")
+                    raise WorkerError(
+                        f"{adapter.name}: {len(_read(path))} of {count} jobs started within 30 s"
+                    )
                 await asyncio.sleep(0.05)
     return [1000 * v for v in _read(path)]
 
@@ -73,12 +74,23 @@ async def run(ctx: Context) -> list[Measurement]:
             latencies = await _once(ctx, adapter, LOG_DIR / f"latency-{adapter.name}.txt")
             for q in QUANTILES:
                 per_run[adapter.name][q].append(percentile(latencies, q))
-            ctx.log(f"W4 {adapter.name}: " + ", ".join(
-                f"p{q} {per_run[adapter.name][q][-1]:.1f} ms" for q in QUANTILES))
+            ctx.log(
+                f"W4 {adapter.name}: "
+                + ", ".join(f"p{q} {per_run[adapter.name][q][-1]:.1f} ms" for q in QUANTILES)
+            )
     case = f"{ctx.sizes.w4_jobs} jobs {ctx.sizes.w4_gap * 1000:g} ms apart, idle worker"
     return [
-        Measurement(ID, case, adapter.name, adapter.default.label, f"p{q}", "ms",
-                    Summary.of(per_run[adapter.name][q]), higher_is_better=False, key=f"p{q}")
+        Measurement(
+            ID,
+            case,
+            adapter.name,
+            adapter.default.label,
+            f"p{q}",
+            "ms",
+            Summary.of(per_run[adapter.name][q]),
+            higher_is_better=False,
+            key=f"p{q}",
+        )
         for q in QUANTILES
         for adapter in ctx.adapters
     ]

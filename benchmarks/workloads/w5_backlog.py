@@ -35,16 +35,29 @@ async def run(ctx: Context) -> list[Measurement]:
             settings = ctx.best_for(adapter)
             async with loaded_database(adapter, sizes.w5_jobs, backlog, finished) as loaded:
                 for _ in range(sizes.repeat):
-                    result = await drain_copy(adapter, loaded, settings, sizes.w5_jobs,
-                                              sizes.drain_limits)
+                    result = await drain_copy(
+                        adapter, loaded, settings, sizes.w5_jobs, sizes.drain_limits
+                    )
                     results[adapter.name].append(result)
                     ctx.log(f"W5 {adapter.name} {label}: {result.rate:,.0f} jobs/s")
-        case = (f"{sizes.w5_jobs:,} jobs, no backlog" if not backlog
-                else f"{sizes.w5_jobs:,} jobs, {backlog:,} {label}")
+        case = (
+            f"{sizes.w5_jobs:,} jobs, no backlog"
+            if not backlog
+            else f"{sizes.w5_jobs:,} jobs, {backlog:,} {label}"
+        )
         for adapter in ctx.adapters:
             found = results[adapter.name]
-            rows.append(Measurement(
-                ID, case, adapter.name, ctx.best_for(adapter).label, "throughput", "jobs/s",
-                Summary.of([r.rate for r in found]), notes=capped_note(found), key=key,
-            ))
+            rows.append(
+                Measurement(
+                    ID,
+                    case,
+                    adapter.name,
+                    ctx.best_for(adapter).label,
+                    "throughput",
+                    "jobs/s",
+                    Summary.of([r.rate for r in found]),
+                    notes=capped_note(found),
+                    key=key,
+                )
+            )
     return rows

@@ -32,13 +32,42 @@ def _rows(ctx: Context, adapter: Adapter, result: DrainResult) -> list[Measureme
     early, end = _peak_until(result, quarter), _peak_until(result, result.done)
     notes = capped_note([result]) or [f"{quarter:,} then {result.done:,} jobs"]
     return [
-        Measurement(ID, case, adapter.name, settings, "peak RSS after 1/4 of the jobs",
-                    "MB", Summary.of([early]), higher_is_better=False, notes=notes, key="early"),
-        Measurement(ID, case, adapter.name, settings, "peak RSS after all the jobs",
-                    "MB", Summary.of([end]), higher_is_better=False, notes=notes, key="end"),
-        Measurement(ID, case, adapter.name, settings, "growth over the last 3/4", "MB",
-                    Summary.of([end - early]), higher_is_better=False, notes=notes,
-                    key="growth"),
+        Measurement(
+            ID,
+            case,
+            adapter.name,
+            settings,
+            "peak RSS after 1/4 of the jobs",
+            "MB",
+            Summary.of([early]),
+            higher_is_better=False,
+            notes=notes,
+            key="early",
+        ),
+        Measurement(
+            ID,
+            case,
+            adapter.name,
+            settings,
+            "peak RSS after all the jobs",
+            "MB",
+            Summary.of([end]),
+            higher_is_better=False,
+            notes=notes,
+            key="end",
+        ),
+        Measurement(
+            ID,
+            case,
+            adapter.name,
+            settings,
+            "growth over the last 3/4",
+            "MB",
+            Summary.of([end - early]),
+            higher_is_better=False,
+            notes=notes,
+            key="growth",
+        ),
     ]
 
 
@@ -46,9 +75,12 @@ async def run(ctx: Context) -> list[Measurement]:
     """Peak RSS after a quarter of the jobs, at the end, and the difference."""
     rows: list[Measurement] = []
     for adapter in ctx.adapters:
-        result = await fresh_drain(adapter, ctx.best_for(adapter), ctx.sizes.w6_jobs,
-                                   ctx.sizes.w6_limits, sample_rss=True)
-        ctx.log(f"W6 {adapter.name}: {result.done:,} jobs, peak "
-                f"{_peak_until(result, result.done):.1f} MB")
+        result = await fresh_drain(
+            adapter, ctx.best_for(adapter), ctx.sizes.w6_jobs, ctx.sizes.w6_limits, sample_rss=True
+        )
+        ctx.log(
+            f"W6 {adapter.name}: {result.done:,} jobs, peak "
+            f"{_peak_until(result, result.done):.1f} MB"
+        )
         rows.extend(_rows(ctx, adapter, result))
     return rows

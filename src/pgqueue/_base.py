@@ -90,8 +90,13 @@ class QueueBase:
 
     def _runner_for(self, dsn: str, runner: type[RunnerT]) -> RunnerT:
         """A runner with this object's pool settings (``Runner`` or ``AsyncRunner``)."""
-        return runner(dsn, name=f"pgqueue.{self.schema}", min_size=self._pool_min_size,
-                      max_size=self._pool_max_size, connect_timeout=self._connect_timeout)
+        return runner(
+            dsn,
+            name=f"pgqueue.{self.schema}",
+            min_size=self._pool_min_size,
+            max_size=self._pool_max_size,
+            connect_timeout=self._connect_timeout,
+        )
 
     def _resolve_embedded(self) -> str:
         if self._dsn is None:
@@ -121,8 +126,12 @@ class QueueBase:
         return applied
 
     def _register(
-        self, name: str, func: Callable[..., Any], description: str | None,
-        concurrency: int | None, defaults: dict[str, Any],
+        self,
+        name: str,
+        func: Callable[..., Any],
+        description: str | None,
+        concurrency: int | None,
+        defaults: dict[str, Any],
     ) -> JobDefinition:
         """Register ``func`` as the handler of queue ``name`` (what ``@pq.job`` does)."""
         return self.registry.register(
@@ -202,4 +211,3 @@ class QueueBase:
     def _send_options(options: dict[str, Any], start_after: StartAfter) -> dict[str, Any]:
         options["start_after"] = start_after
         return options
-

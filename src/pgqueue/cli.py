@@ -30,8 +30,9 @@ Command = Callable[[argparse.Namespace], int]
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="pgqueue", description=__doc__)
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def database_options(sub: argparse.ArgumentParser) -> None:
@@ -40,22 +41,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="create or upgrade pgqueue's schema")
     database_options(migrate)
-    migrate.add_argument("--status", action="store_true",
-                         help="report the schema version and pending migrations only")
+    migrate.add_argument(
+        "--status",
+        action="store_true",
+        help="report the schema version and pending migrations only",
+    )
     migrate.set_defaults(run=_migrate)
 
     worker = commands.add_parser("worker", help="run the handlers of an application")
     worker.add_argument("app", help="the queue object, as module:attribute (myapp.jobs:pq)")
     worker.add_argument("--queues", help="comma-separated queues to work (default: all)")
-    worker.add_argument("--concurrency", type=int, default=10,
-                        help="jobs run at once by this process (default: 10)")
-    worker.add_argument("--poll-interval", type=float, default=2.0,
-                        help="seconds between polls when no notification comes (default: 2)")
-    worker.add_argument("--shutdown-timeout", type=float, default=30.0,
-                        help="seconds to let active jobs finish on SIGTERM (default: 30)")
-    worker.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT,
-                        help="seconds of silence after which a run counts as dead and its "
-                        f"job runs again elsewhere (default: {DEFAULT_HEARTBEAT:g})")
+    worker.add_argument(
+        "--concurrency", type=int, default=10, help="jobs run at once by this process (default: 10)"
+    )
+    worker.add_argument(
+        "--poll-interval",
+        type=float,
+        default=2.0,
+        help="seconds between polls when no notification comes (default: 2)",
+    )
+    worker.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to let active jobs finish on SIGTERM (default: 30)",
+    )
+    worker.add_argument(
+        "--heartbeat",
+        type=float,
+        default=DEFAULT_HEARTBEAT,
+        help="seconds of silence after which a run counts as dead and its "
+        f"job runs again elsewhere (default: {DEFAULT_HEARTBEAT:g})",
+    )
     worker.set_defaults(run=_worker)
 
     jobs = commands.add_parser("jobs", help="list an application's jobs and their options")
@@ -66,10 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("app", help="the queue object, as module:attribute")
     send.add_argument("name", help="the job (queue) name")
     send.add_argument("--data", default="null", help="the job's data as JSON (default: null)")
-    send.add_argument("--wait", action="store_true",
-                      help="wait until a worker finishes it, then print its output")
-    send.add_argument("--timeout", type=float, default=60.0,
-                      help="seconds to wait with --wait (default: 60)")
+    send.add_argument(
+        "--wait", action="store_true", help="wait until a worker finishes it, then print its output"
+    )
+    send.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait with --wait (default: 60)"
+    )
     send.set_defaults(run=_send)
 
     queues = commands.add_parser("queues", help="every queue: its jobs per state, paused or not")
@@ -92,15 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=_job_action, verb=verb)
 
     grant = commands.add_parser(
-        "grant", help="let a role run workers and producers on the schema (run as its owner)")
+        "grant", help="let a role run workers and producers on the schema (run as its owner)"
+    )
     database_options(grant)
     grant.add_argument("role")
     grant.set_defaults(run=_grant)
 
     for name, paused in (("pause", True), ("unpause", False)):
         sub = commands.add_parser(
-            name, help="stop workers claiming a queue's jobs" if paused
-            else "let workers claim a paused queue's jobs again")
+            name,
+            help="stop workers claiming a queue's jobs"
+            if paused
+            else "let workers claim a paused queue's jobs again",
+        )
         database_options(sub)
         sub.add_argument("queue")
         sub.set_defaults(run=_pause, paused=paused)
@@ -222,8 +245,9 @@ def _send(args: argparse.Namespace) -> int:
                 print(json.dumps(job.output, indent=2, default=str))
                 return 0 if job.state is JobState.completed else 1
             if time.monotonic() > deadline:
-                print(f"job {job_id} is still {job.state.value if job else 'gone'}",
-                      file=sys.stderr)
+                print(
+                    f"job {job_id} is still {job.state.value if job else 'gone'}", file=sys.stderr
+                )
                 return 1
             time.sleep(0.2)
 
@@ -234,11 +258,14 @@ def _operator_queue(args: argparse.Namespace) -> Iterator[PgQueue]:
     with PgQueue(args.dsn, schema=args.schema, migrate=False, maintenance=False) as pq:
         status = pq.migration_status()
         if status.current is None:
-            raise PgQueueError(f"schema {args.schema} is not installed here: "
-                               "run `pgqueue migrate` first")
+            raise PgQueueError(
+                f"schema {args.schema} is not installed here: run `pgqueue migrate` first"
+            )
         if status.pending:
-            raise PgQueueError(f"schema {args.schema} is at version {status.current}, this "
-                               f"pgqueue needs {status.latest}: run `pgqueue migrate` first")
+            raise PgQueueError(
+                f"schema {args.schema} is at version {status.current}, this "
+                f"pgqueue needs {status.latest}: run `pgqueue migrate` first"
+            )
         yield pq
 
 
@@ -249,16 +276,22 @@ def _queues(args: argparse.Namespace) -> int:
     rows = [("queue", "waiting", "active", "completed", "failed", "oldest waiting", "paused")]
     for queue in stats:
         oldest = queue.oldest_waiting_seconds
-        rows.append((
-            queue.name, str(queue.waiting), str(queue.active),
-            str(queue.counts[JobState.completed]), str(queue.counts[JobState.failed]),
-            "-" if oldest is None else f"{oldest:.0f} s",
-            "yes" if paused.get(queue.name) else "no",
-        ))
+        rows.append(
+            (
+                queue.name,
+                str(queue.waiting),
+                str(queue.active),
+                str(queue.counts[JobState.completed]),
+                str(queue.counts[JobState.failed]),
+                "-" if oldest is None else f"{oldest:.0f} s",
+                "yes" if paused.get(queue.name) else "no",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-              .rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     return 0
 
 
@@ -278,9 +311,10 @@ def _job_action(args: argparse.Namespace) -> int:
     with _operator_queue(args) as pq:
         done: list[int] = getattr(pq, args.verb)(args.ids)
     skipped = sorted(set(args.ids) - set(done))
-    print(f"{args.verb}: {len(done)} of {len(args.ids)} jobs"
-          + (f" (not in a state that allows it: {', '.join(map(str, skipped))})"
-             if skipped else ""))
+    print(
+        f"{args.verb}: {len(done)} of {len(args.ids)} jobs"
+        + (f" (not in a state that allows it: {', '.join(map(str, skipped))})" if skipped else "")
+    )
     return 0 if not skipped else 1
 
 

@@ -42,8 +42,10 @@ async def write_apart(
     if len(items) == 1:
         return await refused(items[0], error)
     middle = len(items) // 2
-    return [*await write_apart(write, items[:middle], refused),
-            *await write_apart(write, items[middle:], refused)]
+    return [
+        *await write_apart(write, items[:middle], refused),
+        *await write_apart(write, items[middle:], refused),
+    ]
 
 
 class Completer:
@@ -57,7 +59,11 @@ class Completer:
     """
 
     def __init__(
-        self, run: Runner, core: Core, max_batch: int = 1000, max_bytes: int = 16 << 20,
+        self,
+        run: Runner,
+        core: Core,
+        max_batch: int = 1000,
+        max_bytes: int = 16 << 20,
         written: Callable[[], None] = lambda: None,
     ) -> None:
         self._run = run
@@ -130,14 +136,21 @@ class Completer:
                 except PgQueueError as exc:  # out of reach: the batch is written again
                     if self._stopping:
                         return
-                    log.warning("recording %d outcomes failed (%s); retrying in %.2fs",
-                                len(batch), exc, backoff)
+                    log.warning(
+                        "recording %d outcomes failed (%s); retrying in %.2fs",
+                        len(batch),
+                        exc,
+                        backoff,
+                    )
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
                 except Exception:  # a bug: drop the batch rather than every later outcome
-                    log.exception("recording %d outcomes failed; they are dropped, and their "
-                                  "jobs go back once their heartbeats lapse", len(batch))
+                    log.exception(
+                        "recording %d outcomes failed; they are dropped, and their "
+                        "jobs go back once their heartbeats lapse",
+                        len(batch),
+                    )
                 backoff = 0.05
                 del self._pending[: len(batch)]
                 self.written += len(batch)
@@ -163,41 +176,59 @@ class Completer:
         await write_apart(self._write, batch, self._refused, error)
 
     async def _refused(self, outcome: Outcome, error: PgQueueError) -> list[int]:
-        log.error("job %s: the database refused its %s outcome (%s); recording a failure "
-                  "instead", outcome.job_id, outcome.kind, error)
+        log.error(
+            "job %s: the database refused its %s outcome (%s); recording a failure instead",
+            outcome.job_id,
+            outcome.kind,
+            error,
+        )
         message = storable(f"the database refused the {outcome.kind} outcome: {error}")
         try:
-            await self._write([Outcome(
-                outcome.job_id, outcome.attempt, outcome.run_id, "failed",
-                encode_json({"type": "unrecordable", "message": message}),
-            )])
+            await self._write(
+                [
+                    Outcome(
+                        outcome.job_id,
+                        outcome.attempt,
+                        outcome.run_id,
+                        "failed",
+                        encode_json({"type": "unrecordable", "message": message}),
+                    )
+                ]
+            )
         except PgQueueError as exc:
             if exc.transient:
                 raise
-            log.error("job %s: the database refused recording its failure too (%s); nothing "
-                      "is recorded, and the job goes back once its heartbeat lapses",
-                      outcome.job_id, exc)
+            log.error(
+                "job %s: the database refused recording its failure too (%s); nothing "
+                "is recorded, and the job goes back once its heartbeat lapses",
+                outcome.job_id,
+                exc,
+            )
         return []
 
     async def _write(self, batch: list[Outcome]) -> list[int]:
         done = [o for o in batch if o.kind == "completed"]
         failed = [o for o in batch if o.kind != "completed"]
         if done:
-            recorded = await self._run(self._core.complete(
-                [o.job_id for o in done],
-                [o.run_id for o in done],
-                [o.output for o in done],
-                [o.progress for o in done],
-            ))
+            recorded = await self._run(
+                self._core.complete(
+                    [o.job_id for o in done],
+                    [o.run_id for o in done],
+                    [o.output for o in done],
+                    [o.progress for o in done],
+                )
+            )
             _report_stale(done, recorded)
         if failed:
-            recorded = await self._run(self._core.fail(
-                [o.job_id for o in failed],
-                [o.run_id for o in failed],
-                [o.output for o in failed],
-                terminal=[o.terminal for o in failed],
-                final_states=["expired" if o.kind == "expired" else "failed" for o in failed],
-            ))
+            recorded = await self._run(
+                self._core.fail(
+                    [o.job_id for o in failed],
+                    [o.run_id for o in failed],
+                    [o.output for o in failed],
+                    terminal=[o.terminal for o in failed],
+                    final_states=["expired" if o.kind == "expired" else "failed" for o in failed],
+                )
+            )
             _report_stale(failed, recorded)
         return []
 
@@ -211,5 +242,7 @@ def _report_stale(outcomes: list[Outcome], recorded: list[int]) -> None:
             log.warning(
                 "job %s: the %s outcome of attempt %d was not recorded: that run no longer "
                 "holds the job (it expired, was cancelled or was claimed again)",
-                o.job_id, o.kind, o.attempt,
+                o.job_id,
+                o.kind,
+                o.attempt,
             )

@@ -61,14 +61,14 @@ _INT8 = 2**63 - 1
 class QueueBusy(Exception):
     """Another fetcher has the turn of a singleton or stately queue: nothing was claimed."""
 
+
 # How far a test may move the clock (the clock function refuses more, too).
 _MAX_CLOCK_OFFSET = 100 * 365 * 86400
 # The fewest waiting jobs a singleton or stately fetch looks at per statement.
 _MIN_KEY_WINDOW = 100
 # Parameters of the single-job insert: the job options but singleton_next_slot, and the
 # delay that a start_after given in seconds becomes.
-_SINGLE_PARAMS = ("name", "data", "start_in",
-                  *sorted(_JOB_OPTION_NAMES - {"singleton_next_slot"}))
+_SINGLE_PARAMS = ("name", "data", "start_in", *sorted(_JOB_OPTION_NAMES - {"singleton_next_slot"}))
 
 
 def encode_json(value: Any, what: str = "data") -> str:
@@ -113,9 +113,7 @@ def _default(value: Any) -> Any:
     try:
         return to_jsonable_python(value)
     except PydanticSerializationError:
-        raise TypeError(
-            f"Object of type {type(value).__name__} is not JSON serializable"
-        ) from None
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable") from None
 
 
 def error_output(error: object) -> Any:
@@ -182,8 +180,10 @@ def job_runs(
     holds the job now, whichever it is)."""
     if isinstance(jobs, Mapping):
         raise InvalidInputError("expected fetched Jobs or job ids, got a mapping")
-    if isinstance(jobs, Job | int) or not isinstance(jobs, Iterable) or isinstance(
-        jobs, str | bytes
+    if (
+        isinstance(jobs, Job | int)
+        or not isinstance(jobs, Iterable)
+        or isinstance(jobs, str | bytes)
     ):
         items: list[Any] = [jobs]
     else:
@@ -308,8 +308,12 @@ class Core:
             if not found:
                 raise QueueNotFoundError(name)
             policy = found[0]["policy"]
-        params: dict[str, Any] = {"name": name, "limit": batch_size, "worker_id": worker_id,
-                                  "heartbeat": heartbeat}
+        params: dict[str, Any] = {
+            "name": name,
+            "limit": batch_size,
+            "worker_id": worker_id,
+            "heartbeat": heartbeat,
+        }
         if policy in ONE_ACTIVE_PER_KEY:
             if wait:
                 yield Stmt(self.sql.queue_fetch_lock, {"name": name})
@@ -320,9 +324,11 @@ class Core:
             rows: list[tuple[Any, ...]] = []
             window = max(4 * batch_size, _MIN_KEY_WINDOW)
             while True:  # widen the window while it was full and yielded too few jobs
-                found = yield Stmt(self.sql.job_fetch_one_per_key,
-                                   {**params, "limit": batch_size - len(rows), "window": window},
-                                   tuples=True)
+                found = yield Stmt(
+                    self.sql.job_fetch_one_per_key,
+                    {**params, "limit": batch_size - len(rows), "window": window},
+                    tuples=True,
+                )
                 rows += [r[:-1] for r in found if r[0] is not None]
                 if len(rows) >= batch_size or found[0][-1] < window:
                     break
@@ -358,8 +364,10 @@ class Core:
             for i, r, o in zip(ids, runs, outputs, strict=True)
         ]
         if progress is not None:
-            items = [f"{item},{p}" if p is not None else item
-                     for item, p in zip(items, progress, strict=True)]
+            items = [
+                f"{item},{p}" if p is not None else item
+                for item, p in zip(items, progress, strict=True)
+            ]
         batch = "[" + "],".join(items) + "]]"
         rows = yield Stmt(self.sql.job_complete_many, {"batch": batch})
         return [r["id"] for r in rows]
@@ -398,9 +406,7 @@ class Core:
         """Plan: heartbeat runs and store their latest progress (None keeps the last)."""
         if not ids:
             return []
-        rows = yield Stmt(
-            self.sql.job_touch_many, {"ids": ids, "runs": runs, "progress": progress}
-        )
+        rows = yield Stmt(self.sql.job_touch_many, {"ids": ids, "runs": runs, "progress": progress})
         return [r["id"] for r in rows]
 
     def release(self, ids: list[int], runs: list[int | None]) -> Plan[list[int]]:
@@ -523,7 +529,6 @@ class Core:
         rows = yield Stmt(self.sql.queue_list)
         return [_queue_info(r) for r in rows]
 
-
     # -- pub/sub -----------------------------------------------------------------------------
 
     def subscribe(self, event: str, queue: str) -> Plan[bool]:
@@ -601,7 +606,6 @@ class Core:
             for n, (counts, ages) in stats.items()
         ]
 
-
     def grant(self, role: str) -> Plan[None]:
         """Plan: let ``role`` run pgqueue on this schema (see Statements.grant)."""
         if not isinstance(role, str) or not role or len(role) > 63:
@@ -627,8 +631,12 @@ class Core:
         """Plan: move the schema's clock by ``by`` (seconds or a timedelta; negative goes
         back)."""
         seconds = by.total_seconds() if isinstance(by, timedelta) else by
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not (
-            -_MAX_CLOCK_OFFSET <= seconds <= _MAX_CLOCK_OFFSET  # NaN fails this too
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not (
+                -_MAX_CLOCK_OFFSET <= seconds <= _MAX_CLOCK_OFFSET  # NaN fails this too
+            )
         ):
             raise InvalidInputError(
                 f"the clock moves by seconds or a timedelta within 100 years, got {by!r}"

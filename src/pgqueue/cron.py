@@ -124,7 +124,12 @@ class Schedules:
         self.synced = True  # every schedule declared in code is written
 
     def params(
-        self, name: str, cron: str, data: Any, tz: str, options: Mapping[str, Any],
+        self,
+        name: str,
+        cron: str,
+        data: Any,
+        tz: str,
+        options: Mapping[str, Any],
         from_code: bool,
     ) -> dict[str, Any]:
         """A schedule row, validated (cron, time zone, options, data); its ``last_slot`` is
@@ -144,8 +149,7 @@ class Schedules:
             "from_code": from_code,
         }
 
-    def declare(self, name: str, cron: str, tz: str, data: Any,
-                options: Mapping[str, Any]) -> None:
+    def declare(self, name: str, cron: str, tz: str, data: Any, options: Mapping[str, Any]) -> None:
         """Keep a schedule declared in code, to be written by :meth:`write_declared`; its
         data and options are validated now."""
         self.params(name, cron, data, tz, options, True)
@@ -156,8 +160,10 @@ class Schedules:
         """Plan: upsert the schedules declared in code; delete code schedules no longer
         declared (only when this application declares any, so a process that imports no
         schedules never removes them)."""
-        rows = [self.params(name, cron, data, tz, options, True)
-                for name, (cron, tz, data, options) in self._declared.items()]
+        rows = [
+            self.params(name, cron, data, tz, options, True)
+            for name, (cron, tz, data, options) in self._declared.items()
+        ]
         if not rows:
             return
         now = yield from self._core.now()

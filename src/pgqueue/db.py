@@ -65,7 +65,8 @@ def translate(exc: psycopg.Error) -> PgQueueError:
     ):
         return QueueNotFoundError(_detail_value(diag.message_detail) or "dead_letter")
     if isinstance(exc, pg_errors.ForeignKeyViolation) and diag.constraint_name in (
-        "subscription_queue_fkey", "schedule_queue_fkey"
+        "subscription_queue_fkey",
+        "schedule_queue_fkey",
     ):
         return QueueNotFoundError(_detail_value(diag.message_detail) or "queue")
     if isinstance(exc, pg_errors.InvalidTextRepresentation | pg_errors.UntranslatableCharacter):
@@ -77,9 +78,7 @@ def translate(exc: psycopg.Error) -> PgQueueError:
     state = exc.sqlstate or ""
     if state.startswith("54"):  # program limit exceeded: a value too large to store
         return InvalidPayloadError(f"the database refused it as too large: {exc}")
-    if isinstance(exc, psycopg.OperationalError) and (
-        not state or state.startswith(("08", "57P"))
-    ):
+    if isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(("08", "57P"))):
         return ConnectError(f"database connection failed: {exc}")
     error = DatabaseError(f"{type(exc).__name__}: {diag.message_primary or exc}")
     # Out of resources, a lock that timed out, a deadlock or a serialization failure.

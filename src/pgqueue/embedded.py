@@ -177,8 +177,12 @@ def _watch(directory: Path) -> None:
     # child here: nothing to reap, and it outlives this process as it must.
     subprocess.run(
         [sys.executable, "-m", "pgqueue.embedded", "detach", str(directory)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        close_fds=True, check=False, timeout=60,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        close_fds=True,
+        check=False,
+        timeout=60,
     )
 
 
@@ -187,8 +191,11 @@ def _detach(directory: Path) -> None:
     intermediate process of ``_watch``)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pgqueue.embedded", "watch", str(directory)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, close_fds=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
     )
     (directory / WATCHDOG_PIDFILE).write_text(str(proc.pid))
 
@@ -215,8 +222,7 @@ def watch(directory: Path, interval: float = 2.0) -> None:
                 return
             if _prune(users):
                 continue
-            log.info("no process uses the embedded server in %s any more: stopping it",
-                     directory)
+            log.info("no process uses the embedded server in %s any more: stopping it", directory)
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=directory, user=as_user, timeout=60)
             return
 

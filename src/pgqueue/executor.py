@@ -149,7 +149,8 @@ class Threads:
         self._size = size
         self._pid = os.getpid()
         self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
-            queue.SimpleQueue())
+            queue.SimpleQueue()
+        )
         self._lock = threading.Lock()
         self._threads = 0
         self._idle = 0
@@ -213,8 +214,11 @@ class Threads:
             with self._lock:
                 if future in self._stuck:
                     self._stuck.discard(future)
-                    log.warning("a sync handler given up on has returned; its thread is "
-                                "free again (%d still stuck)", len(self._stuck))
+                    log.warning(
+                        "a sync handler given up on has returned; its thread is "
+                        "free again (%d still stuck)",
+                        len(self._stuck),
+                    )
                 if self._threads - len(self._stuck) > self._size:  # its place was taken
                     self._threads -= 1
                     return
@@ -245,8 +249,9 @@ class Executor:
         try:
             args, kwargs = definition.call_args(job)
         except InvalidPayloadError as exc:
-            return Outcome(job.id, job.attempt, job.run_id, "failed", _encode(error_output(exc)),
-                           terminal=True)
+            return Outcome(
+                job.id, job.attempt, job.run_id, "failed", _encode(error_output(exc)), terminal=True
+            )
         job._task = asyncio.current_task()
         try:
             if job._expired:  # its time ran out before it started
@@ -260,24 +265,34 @@ class Executor:
                 except asyncio.CancelledError:
                     if not future.done():
                         self.threads.give_up(future)
-                        log.warning("job %s (%s): its sync handler still runs after the job "
-                                    "was %s; its thread is given up on (%d stuck)", job.id,
-                                    job.name, "expired" if job._expired else "stopped",
-                                    self.threads.stuck)
+                        log.warning(
+                            "job %s (%s): its sync handler still runs after the job "
+                            "was %s; its thread is given up on (%d stuck)",
+                            job.id,
+                            job.name,
+                            "expired" if job._expired else "stopped",
+                            self.threads.stuck,
+                        )
                     raise
         except asyncio.CancelledError:
             if job._expired:
                 message = f"job ran past its expire_in of {job.expire_in:g}s"
-                return Outcome(job.id, job.attempt, job.run_id, "expired",
-                               _encode({"type": "expired", "message": message}))
+                return Outcome(
+                    job.id,
+                    job.attempt,
+                    job.run_id,
+                    "expired",
+                    _encode({"type": "expired", "message": message}),
+                )
             if job._cancelled:  # cancel(id) or shutdown: nothing to record here
                 return None
             raise
         except BaseException as exc:  # none may stop the worker (cancellation is above)
             _exit_if_forked(self._pid, exc)
             error = error_output(exc.error if isinstance(exc, Raised) else exc)
-            log.info("job %s (%s) failed: %s: %.500s", job.id, job.name, error["type"],
-                     error["message"])
+            log.info(
+                "job %s (%s) failed: %s: %.500s", job.id, job.name, error["type"], error["message"]
+            )
             return Outcome(job.id, job.attempt, job.run_id, "failed", _encode(error))
         finally:
             job._task = None
@@ -287,10 +302,12 @@ class Executor:
         try:
             output = encode_json(result, "output")
         except InvalidPayloadError as exc:
-            return Outcome(job.id, job.attempt, job.run_id, "failed", _encode(error_output(exc)),
-                           terminal=True)
-        return Outcome(job.id, job.attempt, job.run_id, "completed", output, False,
-                       job.take_progress())
+            return Outcome(
+                job.id, job.attempt, job.run_id, "failed", _encode(error_output(exc)), terminal=True
+            )
+        return Outcome(
+            job.id, job.attempt, job.run_id, "completed", output, False, job.take_progress()
+        )
 
 
 def _exit_if_forked(pid: int, error: BaseException | None) -> None:

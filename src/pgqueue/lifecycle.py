@@ -55,35 +55,87 @@ _FINISHED = (_S.completed, _S.failed, _S.expired, _S.cancelled)
 _HOLDS = "the run holds the job (same attempt)"
 
 TRANSITIONS: tuple[Transition, ...] = (
-    Transition(None, Event.send, _S.created, "its queue exists and no singleton key, time "
-               "slot or policy blocks it"),
-    *(Transition(s, Event.claim, _S.active, "start_after has come, the queue is not paused "
-                 "and its policy allows it; attempt + 1") for s in _WAITING),
+    Transition(
+        None,
+        Event.send,
+        _S.created,
+        "its queue exists and no singleton key, time slot or policy blocks it",
+    ),
+    *(
+        Transition(
+            s,
+            Event.claim,
+            _S.active,
+            "start_after has come, the queue is not paused and its policy allows it; attempt + 1",
+        )
+        for s in _WAITING
+    ),
     Transition(_S.active, Event.complete, _S.completed, _HOLDS),
-    Transition(_S.active, Event.fail, _S.retry, f"{_HOLDS}, retries left; retry_count + 1, "
-               "starts after the retry delay", retries=True),
+    Transition(
+        _S.active,
+        Event.fail,
+        _S.retry,
+        f"{_HOLDS}, retries left; retry_count + 1, starts after the retry delay",
+        retries=True,
+    ),
     Transition(_S.active, Event.fail, _S.failed, f"{_HOLDS}, no retries left", retries=False),
-    Transition(_S.active, Event.fail, _S.failed, f"{_HOLDS}; stately, and another job of its "
-               "key waits to retry; or its data fails the handler's model, or its output "
-               "cannot be stored (retrying would not help)", retries=True, blocked=True),
-    Transition(_S.active, Event.expire, _S.retry, "retries left; retry_count + 1",
-               retries=True),
+    Transition(
+        _S.active,
+        Event.fail,
+        _S.failed,
+        f"{_HOLDS}; stately, and another job of its "
+        "key waits to retry; or its data fails the handler's model, or its output "
+        "cannot be stored (retrying would not help)",
+        retries=True,
+        blocked=True,
+    ),
+    Transition(_S.active, Event.expire, _S.retry, "retries left; retry_count + 1", retries=True),
     Transition(_S.active, Event.expire, _S.expired, "no retries left", retries=False),
-    Transition(_S.active, Event.expire, _S.expired, "stately, and another job of its key "
-               "waits to retry", retries=True, blocked=True),
-    Transition(_S.active, Event.release, _S.retry, f"{_HOLDS}; retry_count unchanged, "
-               "starts at once"),
-    Transition(_S.active, Event.release, _S.failed, f"{_HOLDS}; stately, and another job "
-               "of its key waits to retry", blocked=True),
+    Transition(
+        _S.active,
+        Event.expire,
+        _S.expired,
+        "stately, and another job of its key waits to retry",
+        retries=True,
+        blocked=True,
+    ),
+    Transition(
+        _S.active, Event.release, _S.retry, f"{_HOLDS}; retry_count unchanged, starts at once"
+    ),
+    Transition(
+        _S.active,
+        Event.release,
+        _S.failed,
+        f"{_HOLDS}; stately, and another job of its key waits to retry",
+        blocked=True,
+    ),
     *(Transition(s, Event.outwait, _S.expired, "keep_until has passed") for s in _WAITING),
     *(Transition(s, Event.cancel, _S.cancelled) for s in (*_WAITING, _S.active)),
-    Transition(_S.cancelled, Event.resume, _S.created, "no singleton key or policy blocks "
-               "it; starts at once"),
-    *(Transition(s, Event.retry, _S.retry, "no singleton key or policy blocks it; one more "
-                 "retry allowed if it had used them, starts at once")
-      for s in (_S.failed, _S.expired)),
-    *(Transition(s, Event.archive, None, "finished for archive_completed_after (completed) "
-                 "or archive_failed_after (the others)") for s in _FINISHED),
+    Transition(
+        _S.cancelled,
+        Event.resume,
+        _S.created,
+        "no singleton key or policy blocks it; starts at once",
+    ),
+    *(
+        Transition(
+            s,
+            Event.retry,
+            _S.retry,
+            "no singleton key or policy blocks it; one more "
+            "retry allowed if it had used them, starts at once",
+        )
+        for s in (_S.failed, _S.expired)
+    ),
+    *(
+        Transition(
+            s,
+            Event.archive,
+            None,
+            "finished for archive_completed_after (completed) or archive_failed_after (the others)",
+        )
+        for s in _FINISHED
+    ),
     *(Transition(s, Event.delete, None) for s in JobState),
 )
 
@@ -97,8 +149,10 @@ def targets(
     """The states ``event`` can move a job in ``source`` to (empty: it changes nothing);
     with ``retries_left`` or ``blocked`` (by a policy) given, only the ones they allow."""
     return {
-        t.target for t in TRANSITIONS
-        if t.source is source and t.event is event
+        t.target
+        for t in TRANSITIONS
+        if t.source is source
+        and t.event is event
         and (retries_left is None or t.retries is None or t.retries is retries_left)
         and (blocked is None or t.blocked is blocked)
     }
@@ -119,6 +173,8 @@ def mermaid() -> str:
             events.append(t.event.value)
     for (source, target), events in edges.items():
         lines.append(f"    {source} --> {target}: {', '.join(events)}")
-    lines.append("    note right of completed: completed, failed, expired and cancelled "
-                 "are final; maintenance archives them, then deletes them")
+    lines.append(
+        "    note right of completed: completed, failed, expired and cancelled "
+        "are final; maintenance archives them, then deletes them"
+    )
     return "\n".join(lines)

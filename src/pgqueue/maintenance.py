@@ -119,8 +119,12 @@ def _expire_apart(core: Core, runs: list[tuple[int, int | None]]) -> Plan[int]:
     them in halves down to the rows it refuses, which are logged and left as they are."""
     yield Stmt(core.sql.maintenance_step_begin)
     try:
-        yield from core.fail([i for i, _ in runs], [r for _, r in runs],
-                             [_EXPIRED] * len(runs), final_states=["expired"] * len(runs))
+        yield from core.fail(
+            [i for i, _ in runs],
+            [r for _, r in runs],
+            [_EXPIRED] * len(runs),
+            final_states=["expired"] * len(runs),
+        )
     except psycopg.Error as exc:
         yield Stmt(core.sql.maintenance_step_undo)
         yield Stmt(core.sql.maintenance_step_end)

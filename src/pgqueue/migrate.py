@@ -22,8 +22,14 @@ from .db import Plan, Stmt
 from .errors import MigrationError
 from .sql import Statements
 
-__all__ = ["Migration", "MigrationStatus", "latest_version", "load_migrations", "migrate_plan",
-           "status_plan"]
+__all__ = [
+    "Migration",
+    "MigrationStatus",
+    "latest_version",
+    "load_migrations",
+    "migrate_plan",
+    "status_plan",
+]
 
 _FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql\Z")
 
@@ -131,14 +137,14 @@ def migrate_plan(stmts: Statements, target: int | None = None) -> Plan[list[int]
                     f"migration {migration.version:04d}_{migration.name} failed: {exc}"
                     + (_OWNER_HINT if isinstance(exc, InsufficientPrivilege) else "")
                 ) from exc
-            yield Stmt(stmts.version_insert, {"version": migration.version,
-                                              "name": migration.name})
+            yield Stmt(stmts.version_insert, {"version": migration.version, "name": migration.name})
             yield Stmt(stmts.commit)
             applied.append(migration.version)
     except InsufficientPrivilege as exc:
         yield Stmt(stmts.rollback)
-        raise MigrationError(f"cannot create schema {stmts.schema}'s tables: "
-                             f"{exc.diag.message_primary}{_OWNER_HINT}") from exc
+        raise MigrationError(
+            f"cannot create schema {stmts.schema}'s tables: {exc.diag.message_primary}{_OWNER_HINT}"
+        ) from exc
     except BaseException:
         yield Stmt(stmts.rollback)
         raise
@@ -147,5 +153,7 @@ def migrate_plan(stmts: Statements, target: int | None = None) -> Plan[list[int]
     return applied
 
 
-_OWNER_HINT = (" (run `pgqueue migrate` as the schema's owner, or as a role that may create "
-               "schemas in the database if it does not exist yet)")
+_OWNER_HINT = (
+    " (run `pgqueue migrate` as the schema's owner, or as a role that may create "
+    "schemas in the database if it does not exist yet)"
+)

@@ -150,8 +150,9 @@ class QueueOptions(_Options):
 
 def _storable_text(value: str | None) -> str | None:
     if value is not None and _UNSTORABLE.search(value):
-        raise ValueError("contains a NUL or lone surrogate character, which PostgreSQL "
-                         "cannot store")
+        raise ValueError(
+            "contains a NUL or lone surrogate character, which PostgreSQL cannot store"
+        )
     return value
 
 

@@ -41,8 +41,9 @@ class Notifier:
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="pgqueue-notifier")
             waiter = asyncio.ensure_future(self.connected.wait())
-            await asyncio.wait({waiter, self._task}, timeout=10,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {waiter, self._task}, timeout=10, return_when=asyncio.FIRST_COMPLETED
+            )
             waiter.cancel()
 
     async def stop(self) -> None:
@@ -64,8 +65,12 @@ class Notifier:
         while not self._stopping:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self._dsn, autocommit=True, keepalives=1, keepalives_idle=10,
-                    keepalives_interval=5, keepalives_count=3,
+                    self._dsn,
+                    autocommit=True,
+                    keepalives=1,
+                    keepalives_idle=10,
+                    keepalives_interval=5,
+                    keepalives_count=3,
                 )
                 async with conn:
                     for statement in self._listen:
@@ -79,7 +84,8 @@ class Notifier:
                 self.connected.clear()
                 if self._stopping:
                     return
-                log.warning("notification connection lost (%s); reconnecting in %.1fs",
-                            exc, backoff)
+                log.warning(
+                    "notification connection lost (%s); reconnecting in %.1fs", exc, backoff
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)

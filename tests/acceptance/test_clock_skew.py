@@ -31,9 +31,21 @@ class Skewed:
     def __init__(self, dsn: str, schema: str, offset: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
         self.proc = subprocess.Popen(
-            ["faketime", "-f", offset, sys.executable, "-m",
-             "tests.acceptance.skewed_client", dsn, schema],
-            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [
+                "faketime",
+                "-f",
+                offset,
+                sys.executable,
+                "-m",
+                "tests.acceptance.skewed_client",
+                dsn,
+                schema,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.ask(None) == {"ready": True}
 
@@ -64,8 +76,9 @@ def faketime() -> None:
 
 
 @pytest.fixture
-def skewed(dsn: str, schema: str, request: pytest.FixtureRequest, faketime: None
-           ) -> Iterator[Skewed]:
+def skewed(
+    dsn: str, schema: str, request: pytest.FixtureRequest, faketime: None
+) -> Iterator[Skewed]:
     instance = Skewed(dsn, schema, request.param)
     try:
         yield instance
@@ -74,20 +87,27 @@ def skewed(dsn: str, schema: str, request: pytest.FixtureRequest, faketime: None
 
 
 def jobs_of(conn: psycopg.Connection[Any], schema: str, name: str) -> int:
-    row = conn.execute(sql.SQL("SELECT count(*) FROM {}.job WHERE name = %s").format(
-        sql.Identifier(schema)), (name,)).fetchone()
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {}.job WHERE name = %s").format(sql.Identifier(schema)),
+        (name,),
+    ).fetchone()
     return int(row[0]) if row else 0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("skewed", "hours"), [("+1h", 1), ("-1h", -1)],
-                         indirect=["skewed"], ids=["an hour fast", "an hour slow"])
+@pytest.mark.parametrize(
+    ("skewed", "hours"),
+    [("+1h", 1), ("-1h", -1)],
+    indirect=["skewed"],
+    ids=["an hour fast", "an hour slow"],
+)
 def test_a_host_an_hour_off_changes_nothing(
     dsn: str, schema: str, conn: psycopg.Connection[Any], skewed: Skewed, hours: int
 ) -> None:
     believed = datetime.fromisoformat(skewed.ask("clock"))
     assert abs(believed - datetime.now(timezone.utc) - timedelta(hours=hours)) < timedelta(
-        minutes=5), "faketime did not move the instance's clock"
+        minutes=5
+    ), "faketime did not move the instance's clock"
 
     with PgQueue(dsn, schema=schema, maintenance=False) as pq:
         # Healthy runs elsewhere: one within expire_in, one with a fresh heartbeat.
@@ -108,8 +128,7 @@ def test_a_host_an_hour_off_changes_nothing(
         after = pq.now()
         sent = pq.get_job_by_id(job_id)
         assert sent is not None and sent.start_after is not None
-        assert before + timedelta(seconds=59) <= sent.start_after <= after + timedelta(
-            seconds=61)
+        assert before + timedelta(seconds=59) <= sent.start_after <= after + timedelta(seconds=61)
 
         # Cron: two seconds before a minute, then minute after minute, the skewed instance
         # and a normal one both look; every slot is sent once.

@@ -29,8 +29,13 @@ class User:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
         env["PGQUEUE_EMBEDDED_DIR"] = str(directory)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.acceptance.embedded_user"], cwd=ROOT, env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [sys.executable, "-m", "tests.acceptance.embedded_user"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.ask(None) == "ready"
 
     def ask(self, command: str | None) -> Any:
@@ -110,8 +115,9 @@ def test_the_embedded_server_keeps_its_wal_small(directory: Path) -> None:
     user = User(directory)
     dsn = user.ask("start")
     with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT setting::integer FROM pg_settings "
-                           "WHERE name = 'max_wal_size'").fetchone()
+        row = conn.execute(
+            "SELECT setting::integer FROM pg_settings WHERE name = 'max_wal_size'"
+        ).fetchone()
     assert row == (MAX_WAL_MB,)
     user.ask("stop")
     user.exit()

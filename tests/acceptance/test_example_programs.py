@@ -32,16 +32,28 @@ pytestmark = pytest.mark.slow
 
 def run(database: str, *args: str, timeout: float = 120) -> str:
     """Run ``python ARGS`` from the repository root; its stdout, after checking it succeeded."""
-    out = subprocess.run([sys.executable, *args], env=env_for(database), cwd=ROOT,
-                         capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, *args],
+        env=env_for(database),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
 
 def cli(database: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``pgqueue ARGS``."""
-    return subprocess.run([sys.executable, "-m", "pgqueue.cli", *args], env=env_for(database),
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pgqueue.cli", *args],
+        env=env_for(database),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 class Worker:
@@ -52,7 +64,9 @@ class Worker:
         with open(log, "wb") as stderr:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pgqueue.cli", "worker", app, "--poll-interval", "0.5"],
-                env=env_for(database), cwd=ROOT, stderr=stderr,
+                env=env_for(database),
+                cwd=ROOT,
+                stderr=stderr,
             )
 
     def kill(self) -> None:
@@ -100,8 +114,9 @@ def load_example(name: str, database: str, monkeypatch: pytest.MonkeyPatch) -> M
     """Import ``examples/NAME.py`` afresh, its queue object pointed at ``database``."""
     monkeypatch.setenv("PGQUEUE_DATABASE_URL", database)
     monkeypatch.delenv("PGQUEUE_SCHEMA", raising=False)
-    spec = importlib.util.spec_from_file_location(f"example_{name}_{uuid.uuid4().hex[:6]}",
-                                                  ROOT / "examples" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"example_{name}_{uuid.uuid4().hex[:6]}", ROOT / "examples" / f"{name}.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -119,15 +134,20 @@ def test_signup_email(example_db: str) -> None:
     assert query(example_db, "SELECT email FROM app_user") == [{"email": "ada@example.com"}]
     jobs = query(example_db, "SELECT * FROM pgqueue.job ORDER BY id")
     assert [(j["name"], j["state"]) for j in jobs] == [
-        ("followup-email", "created"), ("user-signup", "completed"),
+        ("followup-email", "created"),
+        ("user-signup", "completed"),
         ("user-signup", "completed"),
     ]
     followup, welcome, _ = jobs
     assert followup["start_after"] - followup["created_at"] > timedelta(days=2, hours=23)
     assert welcome["data"] == {"email": "ada@example.com", "first_name": "Ada"}
-    assert (welcome["priority"], welcome["retry_limit"], welcome["retry_backoff"],
-            welcome["expire_in"], welcome["singleton_key"]) == (10, 5, True, 60,
-                                                                 "ada@example.com")
+    assert (
+        welcome["priority"],
+        welcome["retry_limit"],
+        welcome["retry_backoff"],
+        welcome["expire_in"],
+        welcome["singleton_key"],
+    ) == (10, 5, True, 60, "ada@example.com")
 
 
 async def test_fastapi_service(
@@ -153,8 +173,11 @@ async def test_fastapi_service(
             while status["state"] != "completed" and datetime.now(timezone.utc) < deadline:
                 await asyncio.sleep(0.1)  # polling the API, as a client would
                 status = (await client.get(f"/jobs/{job_id}")).json()
-    assert status == {"state": "completed", "progress": {"month": 12, "of": 12},
-                      "output": {"year": 2026, "pages": 12}}
+    assert status == {
+        "state": "completed",
+        "progress": {"month": 12, "of": 12},
+        "output": {"year": 2026, "pages": 12},
+    }
     assert query(example_db, "SELECT count(*) FROM pgqueue.job") == [{"count": 1}]
     assert query(example_db, "SELECT year, job_id FROM report") == [
         {"year": 2026, "job_id": job_id}
@@ -169,8 +192,11 @@ def test_sync_producer_with_an_async_worker(
     # The rolled-back send left nothing behind.
     assert [r["id"] for r in query(example_db, "SELECT id FROM pgqueue.job")] == ids
     worker = start_worker(workers, example_db, "examples.sync_producer:pq", tmp_path)
-    poll_until(lambda: all(job(example_db, i)["state"] == "completed" for i in ids), 60,
-               "the async worker to resize the images")
+    poll_until(
+        lambda: all(job(example_db, i)["state"] == "completed" for i in ids),
+        60,
+        "the async worker to resize the images",
+    )
     assert [job(example_db, i)["output"] for i in ids] == [
         f"img/{n}.png resized to 128px" for n in range(3)
     ]
@@ -198,16 +224,23 @@ def test_cron_schedules_over_a_simulated_day(
         ("morning-report", "0 9 * * *", "Europe/Berlin", True),
         ("nightly-cleanup", "30 2 * * *", "UTC", False),
     }
-    done = query(example_db, "SELECT name, output, count(*) FROM pgqueue.job"
-                             " WHERE state = 'completed' GROUP BY name, output ORDER BY name")
+    done = query(
+        example_db,
+        "SELECT name, output, count(*) FROM pgqueue.job"
+        " WHERE state = 'completed' GROUP BY name, output ORDER BY name",
+    )
     assert done == [
         {"name": "heartbeat-check", "output": "all services up", "count": 24 * 60},
         {"name": "morning-report", "output": "morning report sent as pdf", "count": 1},
         {"name": "nightly-cleanup", "output": "deleted rows older than 30 days", "count": 1},
     ]
     # 09:00 in Berlin, whatever the UTC offset (daylight saving) was on that day.
-    berlin = [datetime.combine(date.fromordinal(end.date().toordinal() - d), time(9),
-                               ZoneInfo("Europe/Berlin")) for d in (0, 1)]
+    berlin = [
+        datetime.combine(
+            date.fromordinal(end.date().toordinal() - d), time(9), ZoneInfo("Europe/Berlin")
+        )
+        for d in (0, 1)
+    ]
     (slot,) = [s for s in berlin if end - timedelta(days=1) < s <= end]
     assert schedules["morning-report"].last_slot == slot
 
@@ -242,11 +275,25 @@ def test_job_catalogue_lists_and_runs_jobs_by_name(
         "    retry_backoff=True, retry_limit=5",
     ]
     start_worker(workers, example_db, "examples.job_catalogue:pq", tmp_path)
-    added = cli(example_db, "send", "examples.job_catalogue:pq", "add",
-                "--data", '{"a": 2, "b": 3}', "--wait")
+    added = cli(
+        example_db,
+        "send",
+        "examples.job_catalogue:pq",
+        "add",
+        "--data",
+        '{"a": 2, "b": 3}',
+        "--wait",
+    )
     assert (added.returncode, added.stdout) == (0, "5\n"), added.stderr
-    greeted = cli(example_db, "send", "examples.job_catalogue:pq", "greet",
-                  "--data", '{"name": "Ada"}', "--wait")
+    greeted = cli(
+        example_db,
+        "send",
+        "examples.job_catalogue:pq",
+        "greet",
+        "--data",
+        '{"name": "Ada"}',
+        "--wait",
+    )
     assert (greeted.returncode, json.loads(greeted.stdout)) == (0, "Hello, Ada!")
     queued = cli(example_db, "send", "examples.job_catalogue:pq", "reindex")
     assert queued.returncode == 0 and int(queued.stdout) > 0  # without --wait: the id
@@ -278,8 +325,11 @@ def test_long_running_progress_cancel_and_resume(
     first.kill()
     checkpoint = done(resumed)
     start_worker(workers, example_db, "examples.long_running:pq", tmp_path)
-    poll_until(lambda: job(example_db, resumed)["state"] == "completed", 90,
-               "the job to finish on the second worker")
+    poll_until(
+        lambda: job(example_db, resumed)["state"] == "completed",
+        90,
+        "the job to finish on the second worker",
+    )
     final = job(example_db, resumed)
     assert final["retry_count"] == 1
     assert final["output"] == {"steps": 16, "resumed_at": checkpoint}

@@ -12,8 +12,14 @@ from tests.acceptance.conftest import ROOT, env_for
 
 
 def _run(path: Path, database: str) -> str:
-    out = subprocess.run([sys.executable, str(path)], env=env_for(database), cwd=path.parent,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(path)],
+        env=env_for(database),
+        cwd=path.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 

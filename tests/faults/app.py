@@ -22,8 +22,9 @@ pq = AsyncPgQueue(
     make_conninfo(os.environ["PGQUEUE_FAULT_DSN"], application_name="pgqueue-fault-worker"),
     schema=os.environ["PGQUEUE_FAULT_SCHEMA"],
     # The soak archives finished jobs after a minute, so the job table stays its size.
-    maintenance=MaintenanceSettings(archive_completed_after=float(
-        os.environ.get("PGQUEUE_FAULT_ARCHIVE_AFTER", "3600"))),
+    maintenance=MaintenanceSettings(
+        archive_completed_after=float(os.environ.get("PGQUEUE_FAULT_ARCHIVE_AFTER", "3600"))
+    ),
 )
 _log = (Path(os.environ["PGQUEUE_FAULT_OUT"]) / f"{os.getpid()}.log").open("a", buffering=1)
 _forever = threading.Event()  # never set: what a stuck handler waits for

@@ -38,16 +38,32 @@ class Cluster:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.faults = 0
 
-    def start(self, *args: str, dsn: str | None = None,
-              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, *args: str, dsn: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
-        environ.update(PGQUEUE_FAULT_DSN=dsn or self.dsn, PGQUEUE_FAULT_SCHEMA=self.schema,
-                       PGQUEUE_FAULT_OUT=str(self.out), **(env or {}))
+        environ.update(
+            PGQUEUE_FAULT_DSN=dsn or self.dsn,
+            PGQUEUE_FAULT_SCHEMA=self.schema,
+            PGQUEUE_FAULT_OUT=str(self.out),
+            **(env or {}),
+        )
         with open(self.out / f"stderr-{len(self.procs)}.txt", "wb") as stderr:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "pgqueue.cli", "--log-level", "INFO",
-                 "worker", "tests.faults.app:pq", *args],
-                cwd=ROOT, env=environ, stderr=stderr, stdout=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "pgqueue.cli",
+                    "--log-level",
+                    "INFO",
+                    "worker",
+                    "tests.faults.app:pq",
+                    *args,
+                ],
+                cwd=ROOT,
+                env=environ,
+                stderr=stderr,
+                stdout=subprocess.DEVNULL,
             )
         self.procs.append(proc)
         return proc
@@ -60,8 +76,9 @@ class Cluster:
         proc.wait(30)
         self.faults += 1
 
-    def terminate(self, proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int | None,
-                                                                                      float]:
+    def terminate(
+        self, proc: subprocess.Popen[bytes], timeout: float = 60
+    ) -> tuple[int | None, float]:
         """SIGTERM; the exit status and how long the process took to exit."""
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -125,10 +142,14 @@ def report(verdict: Verdict) -> None:
 def states(dsn: str, schema: str, ids: list[int]) -> dict[int, tuple[str, Any, int | None]]:
     """(state, output, run id) of each job, in the job table or the archive."""
     with psycopg.connect(dsn) as conn:
-        rows = conn.execute(sql.SQL(
-            "SELECT id, state::text, output, run_id FROM {0}.job WHERE id = ANY(%(ids)s) "
-            "UNION ALL SELECT id, state::text, output, run_id FROM {0}.archive "
-            "WHERE id = ANY(%(ids)s)").format(sql.Identifier(schema)), {"ids": ids}).fetchall()
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT id, state::text, output, run_id FROM {0}.job WHERE id = ANY(%(ids)s) "
+                "UNION ALL SELECT id, state::text, output, run_id FROM {0}.archive "
+                "WHERE id = ANY(%(ids)s)"
+            ).format(sql.Identifier(schema)),
+            {"ids": ids},
+        ).fetchall()
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
@@ -143,15 +164,21 @@ def wait_final(dsn: str, schema: str, ids: list[int], timeout: float) -> float:
     return time.monotonic() - started
 
 
-def verify(scenario: str, cluster: Cluster, ids: list[int], recovery: float,
-           expected: Callable[[int], set[str]] = lambda _: {"completed"},
-           notes: str = "") -> Verdict:
+def verify(
+    scenario: str,
+    cluster: Cluster,
+    ids: list[int],
+    recovery: float,
+    expected: Callable[[int], set[str]] = lambda _: {"completed"},
+    notes: str = "",
+) -> Verdict:
     """Every job in exactly one final state, the one expected; every completed job's output
     written by the run the database names as its last."""
     found = states(cluster.dsn, cluster.schema, ids)
     starts = cluster.starts()
-    verdict = Verdict(scenario, len(ids), recovery_seconds=round(recovery, 1),
-                      faults=cluster.faults, notes=notes)
+    verdict = Verdict(
+        scenario, len(ids), recovery_seconds=round(recovery, 1), faults=cluster.faults, notes=notes
+    )
     for job_id in ids:
         if job_id not in found:
             verdict.lost.append(job_id)
@@ -167,8 +194,9 @@ def verify(scenario: str, cluster: Cluster, ids: list[int], recovery: float,
     return verdict
 
 
-def insert(dsn: str, schema: str, name: str, count: int, sleep: float | None = None,
-           **options: Any) -> list[int]:
+def insert(
+    dsn: str, schema: str, name: str, count: int, sleep: float | None = None, **options: Any
+) -> list[int]:
     """``count`` jobs of queue ``name`` (created if need be), in batches; each run of a
     ``work`` job takes ``sleep`` seconds."""
     from pgqueue import PgQueue
@@ -178,8 +206,12 @@ def insert(dsn: str, schema: str, name: str, count: int, sleep: float | None = N
     with PgQueue(dsn, schema=schema, maintenance=False) as pq:
         pq.create_queue(name)
         for start in range(0, count, 1000):
-            batch = pq.insert([{"name": name, "data": {"n": i, **extra}, **options}
-                               for i in range(start, min(start + 1000, count))])
+            batch = pq.insert(
+                [
+                    {"name": name, "data": {"n": i, **extra}, **options}
+                    for i in range(start, min(start + 1000, count))
+                ]
+            )
             ids += [i for i in batch if i is not None]
     return ids
 
@@ -198,7 +230,8 @@ class LostReplies:
         host, port = str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
         # A host that is a directory names the server's Unix socket (the embedded server).
         self._target: str | tuple[str, int] = (
-            f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port))
+            f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+        )
         self._cut = cut
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.dsn = make_conninfo(dsn, host="127.0.0.1", port=self._listener.getsockname()[1])
@@ -260,12 +293,12 @@ class LostReplies:
         """Whole messages to forward, the rest, and whether a claim's reply begins."""
         offset = 0
         while len(buffer) - offset >= 5:
-            kind = buffer[offset:offset + 1]
-            (length,) = struct.unpack("!i", buffer[offset + 1:offset + 5])
+            kind = buffer[offset : offset + 1]
+            (length,) = struct.unpack("!i", buffer[offset + 1 : offset + 5])
             if len(buffer) - offset < 1 + length:
                 break
             if kind == b"T":
-                (fields,) = struct.unpack("!h", buffer[offset + 5:offset + 7])
+                (fields,) = struct.unpack("!h", buffer[offset + 5 : offset + 7])
                 if fields == self.CLAIM_COLUMNS and self._cut():
                     return buffer[:offset], buffer[offset:], True
             offset += 1 + length

@@ -9,10 +9,14 @@ from pathlib import Path
 
 
 def main(paths: list[str]) -> None:
-    runs = [{row["scenario"]: row for row in map(json.loads, Path(p).read_text().splitlines())}
-            for p in paths]
-    print("| scenario | jobs | faults | lost | stale outcomes | stranded | reruns "
-          "| recovered in (s), " + " / ".join(Path(p).stem for p in paths) + " |")
+    runs = [
+        {row["scenario"]: row for row in map(json.loads, Path(p).read_text().splitlines())}
+        for p in paths
+    ]
+    print(
+        "| scenario | jobs | faults | lost | stale outcomes | stranded | reruns "
+        "| recovered in (s), " + " / ".join(Path(p).stem for p in paths) + " |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for scenario, first in runs[0].items():
         rows = [run[scenario] for run in runs if scenario in run]
@@ -20,8 +24,10 @@ def main(paths: list[str]) -> None:
         recovery = " / ".join(f"{r['recovery_seconds']:.1f}" for r in rows)
         reruns = " / ".join(str(r["reruns"]) for r in rows)
         note = f" ({first['notes']})" if first["notes"] else ""
-        print(f"| {scenario}{note} | {first['jobs']:,} | {first['faults']} | {total['lost']} "
-              f"| {total['stale_outcomes']} | {total['stranded']} | {reruns} | {recovery} |")
+        print(
+            f"| {scenario}{note} | {first['jobs']:,} | {first['faults']} | {total['lost']} "
+            f"| {total['stale_outcomes']} | {total['stranded']} | {reruns} | {recovery} |"
+        )
 
 
 if __name__ == "__main__":

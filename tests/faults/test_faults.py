@@ -25,8 +25,7 @@ pytestmark = pytest.mark.slow
 
 
 def started(cluster: Cluster, count: int, timeout: float = 60) -> None:
-    poll_until(lambda: sum(cluster.starts().values()) >= count, timeout,
-               f"{count} runs to start")
+    poll_until(lambda: sum(cluster.starts().values()) >= count, timeout, f"{count} runs to start")
 
 
 def test_workers_killed_again_and_again(cluster: Cluster) -> None:
@@ -41,8 +40,9 @@ def test_workers_killed_again_and_again(cluster: Cluster) -> None:
         cluster.start(*args)
         time.sleep(1.0)
     recovery = wait_final(cluster.dsn, cluster.schema, ids, 120)
-    verdict = verify("SIGKILL a worker every second, 4 times (heartbeat 2 s)", cluster, ids,
-                     recovery)
+    verdict = verify(
+        "SIGKILL a worker every second, 4 times (heartbeat 2 s)", cluster, ids, recovery
+    )
     assert cluster.stop_all() == [0, 0], cluster.stderr()
     verdict.assert_clean()
 
@@ -54,8 +54,9 @@ def test_a_killed_workers_job_comes_back_within_a_minute_by_default(cluster: Clu
     cluster.kill(first)
     cluster.start("--poll-interval", "0.5")
     recovery = wait_final(cluster.dsn, cluster.schema, [job_id], 90)
-    verdict = verify("SIGKILL a worker holding a job, default settings", cluster, [job_id],
-                     recovery)
+    verdict = verify(
+        "SIGKILL a worker holding a job, default settings", cluster, [job_id], recovery
+    )
     verdict.assert_clean()
     assert recovery < 60
 
@@ -75,8 +76,9 @@ def test_every_worker_connection_terminated_again_and_again(cluster: Cluster) ->
             cluster.faults += len(killed)
             time.sleep(0.3)
     recovery = wait_final(cluster.dsn, cluster.schema, ids, 120)
-    verdict = verify("pg_terminate_backend of 2 worker connections, 20 times", cluster, ids,
-                     recovery)
+    verdict = verify(
+        "pg_terminate_backend of 2 worker connections, 20 times", cluster, ids, recovery
+    )
     assert cluster.stop_all() == [0, 0], cluster.stderr()
     verdict.assert_clean()
 
@@ -88,8 +90,9 @@ def test_claims_whose_reply_is_lost(cluster: Cluster) -> None:
         cluster.start("--concurrency", "20", dsn=proxy.dsn)
         recovery = wait_final(cluster.dsn, cluster.schema, ids, 180)
         cluster.faults = proxy.cuts
-        verdict = verify("the reply of 5% of claims lost after they committed", cluster, ids,
-                         recovery)
+        verdict = verify(
+            "the reply of 5% of claims lost after they committed", cluster, ids, recovery
+        )
         assert cluster.stop_all() == [0], cluster.stderr()
     finally:
         proxy.close()
@@ -123,8 +126,7 @@ def test_workers_whose_clocks_are_an_hour_off(cluster: Cluster) -> None:
     for offset in ("+1h", "-1h"):  # libfaketime in the worker process itself
         cluster.start("--concurrency", "20", env={"LD_PRELOAD": library, "FAKETIME": offset})
     recovery = wait_final(cluster.dsn, cluster.schema, ids, 120)
-    verdict = verify("two workers, clocks +1 h and -1 h (maintenance on)", cluster, ids,
-                     recovery)
+    verdict = verify("two workers, clocks +1 h and -1 h (maintenance on)", cluster, ids, recovery)
     assert cluster.stop_all() == [0, 0], cluster.stderr()
     verdict.assert_clean()
     assert verdict.reruns == 0  # nothing was expired early, so nothing ran twice
@@ -137,17 +139,23 @@ def test_poison_rows_outcomes_and_handlers(cluster: Cluster) -> None:
     ident = sql.Identifier(schema)
     with psycopg.connect(dsn, autocommit=True) as conn:
         # Rows no option allows any more (written by hand or by an older version)...
-        conn.execute(sql.SQL(
-            "UPDATE {}.job SET expire_in = 1e308, retry_delay = 1e16, delete_after = 1e16, "
-            "heartbeat_seconds = 1e16 WHERE id = ANY(%s)").format(ident),
-            ([job_id for n, job_id in enumerate(ids) if n % 10 == 5],))
+        conn.execute(
+            sql.SQL(
+                "UPDATE {}.job SET expire_in = 1e308, retry_delay = 1e16, delete_after = 1e16, "
+                "heartbeat_seconds = 1e16 WHERE id = ANY(%s)"
+            ).format(ident),
+            ([job_id for n, job_id in enumerate(ids) if n % 10 == 5],),
+        )
         # ...and outcomes the database refuses.
-        conn.execute(sql.SQL(
-            "CREATE FUNCTION {0}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN RAISE EXCEPTION 'refused'; END $$; "
-            "CREATE TRIGGER refuse BEFORE UPDATE ON {0}.job FOR EACH ROW "
-            "WHEN (NEW.state = 'completed' AND (NEW.data->>'n')::int % 100 = 7) "
-            "EXECUTE FUNCTION {0}.refuse()").format(ident))
+        conn.execute(
+            sql.SQL(
+                "CREATE FUNCTION {0}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused'; END $$; "
+                "CREATE TRIGGER refuse BEFORE UPDATE ON {0}.job FOR EACH ROW "
+                "WHEN (NEW.state = 'completed' AND (NEW.data->>'n')::int % 100 = 7) "
+                "EXECUTE FUNCTION {0}.refuse()"
+            ).format(ident)
+        )
     refused = {job_id for n, job_id in enumerate(ids) if n % 100 == 7}
     cluster.faults = len(refused) + len(ids) // 10 + len(exits)
     for _ in range(2):
@@ -155,9 +163,12 @@ def test_poison_rows_outcomes_and_handlers(cluster: Cluster) -> None:
     everything = ids + exits
     recovery = wait_final(dsn, schema, everything, 120)
     verdict = verify(
-        "absurd values in rows, refused outputs, handlers raising SystemExit", cluster,
-        everything, recovery,
-        expected=lambda i: {"failed"} if i in refused or i in exits else {"completed"})
+        "absurd values in rows, refused outputs, handlers raising SystemExit",
+        cluster,
+        everything,
+        recovery,
+        expected=lambda i: {"failed"} if i in refused or i in exits else {"completed"},
+    )
     with PgQueue(dsn, schema=schema, maintenance=False) as pq:
         assert pq.maintain().errors == []  # maintenance runs on, whatever the rows hold
     assert cluster.stop_all() == [0, 0], cluster.stderr()
@@ -200,8 +211,13 @@ def test_pause_and_policy_changes_while_workers_drain(cluster: Cluster) -> None:
         pq.update_queue("work", policy="standard")
     cluster.faults = len(changes)
     recovery = wait_final(dsn, schema, ids, 120)
-    verdict = verify("pause, resume and policy changes (some refused) every 0.2 s", cluster,
-                     ids, recovery, notes=", ".join(sorted(set(changes))))
+    verdict = verify(
+        "pause, resume and policy changes (some refused) every 0.2 s",
+        cluster,
+        ids,
+        recovery,
+        notes=", ".join(sorted(set(changes))),
+    )
     assert cluster.stop_all() == [0, 0], cluster.stderr()
     verdict.assert_clean()
 
@@ -216,9 +232,12 @@ def test_misbehaving_handlers_and_sigterm(cluster: Cluster) -> None:
     everything = work + stuck + stubborn
     recovery = wait_final(dsn, schema, everything, 120)
     verdict = verify(
-        "handlers stuck forever (sync) and ignoring cancellation (async), 4 slots", cluster,
-        everything, recovery,
-        expected=lambda i: {"completed"} if i in work else {"expired"})
+        "handlers stuck forever (sync) and ignoring cancellation (async), 4 slots",
+        cluster,
+        everything,
+        recovery,
+        expected=lambda i: {"completed"} if i in work else {"expired"},
+    )
     # Stuck threads and a stubborn task are still there: SIGTERM ends it within its timeout
     # plus a few seconds all the same.
     code, seconds = cluster.terminate(proc)

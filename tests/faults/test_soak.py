@@ -28,8 +28,9 @@ MINUTES = float(os.environ.get("PGQUEUE_SOAK_MINUTES") or 0)
 def table_sizes(dsn: str, schema: str) -> dict[str, int]:
     with psycopg.connect(dsn) as conn:
         return {
-            table: conn.execute("SELECT pg_total_relation_size(%s)",
-                                [f'"{schema}".{table}']).fetchone()[0]  # type: ignore[index]
+            table: conn.execute(
+                "SELECT pg_total_relation_size(%s)", [f'"{schema}".{table}']
+            ).fetchone()[0]  # type: ignore[index]
             for table in ("job", "archive")
         }
 
@@ -53,10 +54,11 @@ def test_soak(cluster: Cluster) -> None:
             n = 0
             while not stop.is_set():
                 try:
-                    batch = pq.insert([{"name": "work", "data": {"n": n + i, "sleep": 0.01}}
-                                       for i in range(30)])
+                    batch = pq.insert(
+                        [{"name": "work", "data": {"n": n + i, "sleep": 0.01}} for i in range(30)]
+                    )
                 except ConnectError:  # as any producer would: try again (a batch whose
-                    time.sleep(0.5)   # reply was lost is left out of the count)
+                    time.sleep(0.5)  # reply was lost is left out of the count)
                     continue
                 ids.extend(i for i in batch if i is not None)
                 n += 30
@@ -70,8 +72,10 @@ def test_soak(cluster: Cluster) -> None:
     faults: collections.Counter[str] = collections.Counter()
     rng = random.Random(11)
     deadline = time.monotonic() + MINUTES * 60
-    with PgQueue(dsn, schema=schema, maintenance=False) as operator, \
-            psycopg.connect(dsn, autocommit=True) as conn:
+    with (
+        PgQueue(dsn, schema=schema, maintenance=False) as operator,
+        psycopg.connect(dsn, autocommit=True) as conn,
+    ):
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(5, 15))
             fault = rng.choice(["kill", "terminate", "pause", "lost replies", "policy"])
@@ -81,9 +85,11 @@ def test_soak(cluster: Cluster) -> None:
                 cluster.kill(victim)
                 others[others.index(victim)] = cluster.start(*args, env=env)
             elif fault == "terminate":
-                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                             "WHERE application_name = 'pgqueue-fault-worker' "
-                             "AND datname = current_database() ORDER BY random() LIMIT 2")
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'pgqueue-fault-worker' "
+                    "AND datname = current_database() ORDER BY random() LIMIT 2"
+                )
             elif fault == "pause":
                 operator.pause_queue("work")
                 time.sleep(2)
@@ -103,10 +109,17 @@ def test_soak(cluster: Cluster) -> None:
     producer.join(60)
     recovery = wait_final(dsn, schema, ids, 300)
     cluster.faults = sum(faults.values())
-    verdict = verify(f"soak: {MINUTES:g} minutes of mixed faults at ~300 jobs/s", cluster,
-                     ids, recovery, notes=json.dumps(dict(faults)))
+    verdict = verify(
+        f"soak: {MINUTES:g} minutes of mixed faults at ~300 jobs/s",
+        cluster,
+        ids,
+        recovery,
+        notes=json.dumps(dict(faults)),
+    )
     summary: dict[str, Any] = {
-        "minutes": MINUTES, "jobs": len(ids), "faults": dict(faults),
+        "minutes": MINUTES,
+        "jobs": len(ids),
+        "faults": dict(faults),
         "lost_reply_cuts": proxy.cuts,
         "worker_rss_mb": [round(rss_start / 2**20, 1), round(rss_end / 2**20, 1)],
         "table_mb_start": {k: round(v / 2**20, 1) for k, v in sizes_start.items()},
@@ -114,8 +127,9 @@ def test_soak(cluster: Cluster) -> None:
     }
     print(json.dumps(summary))
     with psycopg.connect(dsn) as conn:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}.job").format(
-            sql.Identifier(schema))).fetchone()
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.job").format(sql.Identifier(schema))
+        ).fetchone()
     print(json.dumps({"job_rows_at_end": row[0] if row else None}))
     assert [code for code in cluster.stop_all()] == [0, 0, 0], cluster.stderr()
     proxy.close()

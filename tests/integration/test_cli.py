@@ -83,13 +83,19 @@ def test_errors_are_one_line_and_exit_non_zero(
 
 
 def test_the_console_script(dsn: str, schema: str) -> None:
-    ok = subprocess.run([_command(), "migrate", "--dsn", dsn, "--schema", schema],
-                        capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [_command(), "migrate", "--dsn", dsn, "--schema", schema],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith(f"schema {schema}: applied 1")
     failed = subprocess.run(
         [_command(), "migrate", "--dsn", "postgresql://u:s3cret@127.0.0.1:1/db"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert failed.returncode == 1
     assert failed.stderr.startswith("pgqueue: error: cannot connect to PostgreSQL at host=")
@@ -107,10 +113,20 @@ def test_usage_errors(capsys: Capture) -> None:
 
 def test_subcommands_are_listed() -> None:
     help_text = build_parser().format_help()
-    for command in ("migrate", "worker", "jobs", "send", "queues", "job", "retry", "cancel",
-                    "resume", "pause", "unpause"):
+    for command in (
+        "migrate",
+        "worker",
+        "jobs",
+        "send",
+        "queues",
+        "job",
+        "retry",
+        "cancel",
+        "resume",
+        "pause",
+        "unpause",
+    ):
         assert command in help_text, command
-
 
 
 def test_operator_commands(dsn: str, schema: str, capsys: Capture) -> None:
@@ -118,12 +134,14 @@ def test_operator_commands(dsn: str, schema: str, capsys: Capture) -> None:
 
     assert main(["queues", "--dsn", dsn, "--schema", schema]) == 1
     assert capsys.readouterr().err == (
-        f"pgqueue: error: schema {schema} is not installed here: run `pgqueue migrate` first\n")
+        f"pgqueue: error: schema {schema} is not installed here: run `pgqueue migrate` first\n"
+    )
     with PgQueue(dsn, schema=schema, maintenance=False) as pq:
         pq.create_queue("emails")
         pq.create_queue("reports")
         first, second, third = pq.insert(
-            [{"name": "emails", "data": {"n": n}, "retry_limit": 0} for n in range(3)])
+            [{"name": "emails", "data": {"n": n}, "retry_limit": 0} for n in range(3)]
+        )
         (claimed,) = pq.fetch("emails", 1)
         pq.fail(claimed.id, "smtp down")
     base = ["--dsn", dsn, "--schema", schema]
@@ -144,7 +162,8 @@ def test_operator_commands(dsn: str, schema: str, capsys: Capture) -> None:
     # Only the failed job can be retried: the command says which were not, and fails.
     assert main(["retry", str(first), str(second), *base]) == 1
     assert capsys.readouterr().out == (
-        f"retry: 1 of 2 jobs (not in a state that allows it: {second})\n")
+        f"retry: 1 of 2 jobs (not in a state that allows it: {second})\n"
+    )
     assert main(["cancel", str(third), *base]) == 0
     assert main(["resume", str(third), *base]) == 0
     assert main(["pause", "emails", *base]) == 0
@@ -173,11 +192,13 @@ def test_a_schema_owner_migrates_and_a_granted_role_runs_everything(
     conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident(owner)))
     conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident(worker)))
     try:
-        conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
-            ident(schema), ident(owner)))
+        conn.execute(
+            sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(ident(schema), ident(owner))
+        )
         as_owner, as_worker = make_conninfo(dsn, user=owner), make_conninfo(dsn, user=worker)
         assert main(["migrate", "--dsn", as_owner, "--schema", schema]) == 0, (
-            capsys.readouterr().err)
+            capsys.readouterr().err
+        )
         assert main(["grant", worker, "--dsn", as_owner, "--schema", schema]) == 0
         capsys.readouterr()
 
@@ -205,8 +226,9 @@ def test_a_schema_owner_migrates_and_a_granted_role_runs_everything(
         assert sorted(done) == [0, 1, 2, 3, 4]
         # The worker's role cannot migrate; it says so, and who can.
         with psycopg.connect(as_owner, autocommit=True) as owner_conn:
-            owner_conn.execute(sql.SQL("DELETE FROM {}.version WHERE version = 5").format(
-                ident(schema)))
+            owner_conn.execute(
+                sql.SQL("DELETE FROM {}.version WHERE version = 5").format(ident(schema))
+            )
         with pytest.raises(pgqueue.MigrationError, match="schema's owner"):
             PgQueue(as_worker, schema=schema).start()
     finally:

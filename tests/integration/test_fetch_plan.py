@@ -67,40 +67,55 @@ def test_fetch_is_an_index_scan_without_sort_over_a_million_jobs(
     numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m[1]) + 1}", query)
     conn.execute("PREPARE pgqueue_fetch AS " + numbered.replace("%%", "%"))
     conn.execute("SET plan_cache_mode = force_generic_plan")
-    generic = _plan(conn, sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE pgqueue_fetch ({})").format(
-        sql.SQL(", ").join(sql.Literal(params[n]) for n in names)).as_string(conn), None)
+    generic = _plan(
+        conn,
+        sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE pgqueue_fetch ({})")
+        .format(sql.SQL(", ").join(sql.Literal(params[n]) for n in names))
+        .as_string(conn),
+        None,
+    )
     assert any(re.search(r"\$\d", n.get("Index Cond", "")) for n in generic)  # it is generic
     for kind, nodes in (("custom", custom), ("generic", generic)):
         types = [n["Node Type"] for n in nodes]
         assert "Sort" not in types and "Incremental Sort" not in types, (kind, types)
-        assert not [n for n in nodes if n["Node Type"] == "Seq Scan"
-                    and n.get("Relation Name") == "job"], (kind, types)
+        assert not [
+            n for n in nodes if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "job"
+        ], (kind, types)
         assert any(n.get("Index Name") == "job_fetch_idx" for n in nodes), (kind, types)
     conn.execute("RESET plan_cache_mode")
     conn.execute("DEALLOCATE pgqueue_fetch")
 
     # It claims in priority-then-creation order: exactly the first due, waiting jobs.
-    expected = [row[0] for row in conn.execute(
-        sql.SQL(
-            "SELECT id FROM {}.job WHERE name = 'q3' AND state < 'active' "
-            "AND start_after <= now() ORDER BY priority DESC, id LIMIT 50"
-        ).format(ident)
-    ).fetchall()]
+    expected = [
+        row[0]
+        for row in conn.execute(
+            sql.SQL(
+                "SELECT id FROM {}.job WHERE name = 'q3' AND state < 'active' "
+                "AND start_after <= now() ORDER BY priority DESC, id LIMIT 50"
+            ).format(ident)
+        ).fetchall()
+    ]
     fetched = pq.fetch("q3", 20) + pq.fetch("q3", 30)
     assert [j.id for j in fetched] == expected
     assert all(j.priority == 6 and j.name == "q3" for j in fetched)
 
     # Completing a batch finds each job by its primary key, whatever the batch size.
     for size in (1, 1000):
-        batch = json.dumps([[j.id, j.run_id, {"ok": True}] for j in fetched]
-                           * (size // len(fetched) + 1))
-        nodes = _plan(conn, "EXPLAIN (FORMAT JSON) " + Statements(pq.schema).job_complete_many,
-                      {"batch": batch})
+        batch = json.dumps(
+            [[j.id, j.run_id, {"ok": True}] for j in fetched] * (size // len(fetched) + 1)
+        )
+        nodes = _plan(
+            conn,
+            "EXPLAIN (FORMAT JSON) " + Statements(pq.schema).job_complete_many,
+            {"batch": batch},
+        )
         assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], size
         assert any(n.get("Index Name") == "job_pkey" for n in nodes), size
     assert sorted(pq.complete([j.id for j in fetched], {"ok": True})) == sorted(expected)
-    assert all(j is not None and j.state.value == "completed" and j.output == {"ok": True}
-               for j in (pq.get_job_by_id(f.id) for f in fetched))
+    assert all(
+        j is not None and j.state.value == "completed" and j.output == {"ok": True}
+        for j in (pq.get_job_by_id(f.id) for f in fetched)
+    )
 
 
 @pytest.mark.slow
@@ -111,22 +126,26 @@ def test_one_per_key_fetch_reads_a_window_not_the_queue(
     # rows in fetch order (an index range), never the whole queue.
     ident = sql.Identifier(pq.schema)
     pq.create_queue("sg", policy="singleton")
-    conn.execute(sql.SQL(
-        """INSERT INTO {0}.job (name, data, keep_until, policy, singleton_key, priority)
+    conn.execute(
+        sql.SQL(
+            """INSERT INTO {0}.job (name, data, keep_until, policy, singleton_key, priority)
            SELECT 'sg', '{{}}'::jsonb, now() + interval '1 day', 'singleton', 'k' || (i % 1000),
                i % 3
-           FROM generate_series(1, 200000) AS i""").format(ident))
+           FROM generate_series(1, 200000) AS i"""
+        ).format(ident)
+    )
     conn.execute(sql.SQL("ANALYZE {}.job").format(ident))
     query = Statements(pq.schema).job_fetch_one_per_key
-    params = {"name": "sg", "limit": 10, "window": 100, "worker_id": "w",
-              "heartbeat": 30.0}
+    params = {"name": "sg", "limit": 10, "window": 100, "worker_id": "w", "heartbeat": 30.0}
     with conn.transaction(force_rollback=True):
         nodes = _plan(conn, "EXPLAIN (ANALYZE, FORMAT JSON) " + query, params)
-    assert not [n for n in nodes if n["Node Type"] == "Seq Scan"
-                and n.get("Relation Name") == "job"]
+    assert not [
+        n for n in nodes if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "job"
+    ]
     assert any(n.get("Index Name") == "job_fetch_idx" for n in nodes)
-    read = max(n["Actual Rows"] * n["Actual Loops"] for n in nodes
-               if n.get("Relation Name") == "job")
+    read = max(
+        n["Actual Rows"] * n["Actual Loops"] for n in nodes if n.get("Relation Name") == "job"
+    )
     assert read <= 1000, read
     claimed = pq.fetch("sg", 10)
     assert len({j.singleton_key for j in claimed}) == 10

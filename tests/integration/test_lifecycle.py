@@ -28,8 +28,7 @@ def _maintain(pq: PgQueue, field: str, seconds: float) -> bool:
 
 
 def _archive(pq: PgQueue, job: Job) -> bool:
-    pq.maintenance_settings = MaintenanceSettings(
-        archive_completed_after=0, archive_failed_after=0)
+    pq.maintenance_settings = MaintenanceSettings(archive_completed_after=0, archive_failed_after=0)
     return _maintain(pq, "archived", 1)
 
 
@@ -38,15 +37,31 @@ EVENTS: dict[str, tuple[Event, bool | None, dict[str, Any], Apply]] = {
     "claim": (Event.claim, None, {}, lambda pq, job: bool(pq.fetch("q"))),
     "complete": (Event.complete, None, {}, lambda pq, job: bool(pq.complete(job, "ok"))),
     "fail": (Event.fail, True, {"retry_limit": 5}, lambda pq, job: bool(pq.fail(job, "x"))),
-    "fail for good": (Event.fail, False, {"retry_limit": 0},
-                      lambda pq, job: bool(pq.fail(job, "x"))),
-    "expire": (Event.expire, True, {"retry_limit": 5, "expire_in": 60},
-               lambda pq, job: _maintain(pq, "expired_active", 61)),
-    "expire for good": (Event.expire, False, {"retry_limit": 0, "expire_in": 60},
-                        lambda pq, job: _maintain(pq, "expired_active", 61)),
+    "fail for good": (
+        Event.fail,
+        False,
+        {"retry_limit": 0},
+        lambda pq, job: bool(pq.fail(job, "x")),
+    ),
+    "expire": (
+        Event.expire,
+        True,
+        {"retry_limit": 5, "expire_in": 60},
+        lambda pq, job: _maintain(pq, "expired_active", 61),
+    ),
+    "expire for good": (
+        Event.expire,
+        False,
+        {"retry_limit": 0, "expire_in": 60},
+        lambda pq, job: _maintain(pq, "expired_active", 61),
+    ),
     "release": (Event.release, None, {}, _release),
-    "outwait": (Event.outwait, None, {"retention": 60},
-                lambda pq, job: _maintain(pq, "expired_waiting", 61)),
+    "outwait": (
+        Event.outwait,
+        None,
+        {"retention": 60},
+        lambda pq, job: _maintain(pq, "expired_waiting", 61),
+    ),
     "cancel": (Event.cancel, None, {}, lambda pq, job: bool(pq.cancel(job.id))),
     "resume": (Event.resume, None, {}, lambda pq, job: bool(pq.resume(job.id))),
     "retry": (Event.retry, None, {}, lambda pq, job: bool(pq.retry(job.id))),
@@ -71,8 +86,12 @@ def into(pq: PgQueue, state: JobState, options: dict[str, Any]) -> Job:
     elif state is JobState.failed:
         pq._run(pq._core.fail([run.id], [run.run_id], ['"x"'], terminal=[True]), None)
     elif state is JobState.expired:
-        pq._run(pq._core.fail([run.id], [run.run_id], ['"x"'], terminal=[True],
-                              final_states=["expired"]), None)
+        pq._run(
+            pq._core.fail(
+                [run.id], [run.run_id], ['"x"'], terminal=[True], final_states=["expired"]
+            ),
+            None,
+        )
     elif state is JobState.cancelled:
         pq.cancel(job_id)
     now = pq.get_job_by_id(job_id)

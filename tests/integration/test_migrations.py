@@ -42,8 +42,7 @@ def new_schema(dsn: str) -> Iterator[Callable[[], str]]:
     yield make
     with psycopg.connect(dsn, autocommit=True) as conn:
         for name in made:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
 # Later migrations of the kinds real ones will be: they prove the rendering compared with
@@ -56,27 +55,32 @@ def _extra(*texts: tuple[str, str]) -> tuple[Migration, ...]:
 
 
 EXTRA = (
-    ("add_tenant", """
+    (
+        "add_tenant",
+        """
         ALTER TABLE {schema}.job ADD COLUMN tenant text NOT NULL DEFAULT 'main';
         CREATE INDEX job_tenant_idx ON {schema}.job (tenant, id) WHERE state < 'active';
         UPDATE {schema}.job SET tenant = 'old';
-    """),
-    ("add_state_and_function", """
+    """,
+    ),
+    (
+        "add_state_and_function",
+        """
         ALTER TYPE {schema}.job_state ADD VALUE 'paused' AFTER 'retry';
         CREATE FUNCTION {schema}.waiting(q text) RETURNS bigint LANGUAGE sql STABLE
             AS $$ SELECT count(*) FROM {schema}.job WHERE name = q AND state < 'active' $$;
         ALTER TABLE {schema}.archive ALTER COLUMN data SET STATISTICS 500;
-    """),
+    """,
+    ),
 )
 
 
-def test_a_fresh_install_makes_the_schema_snapshot(
-    dsn: str, new_schema: Callable[[], str]
-) -> None:
+def test_a_fresh_install_makes_the_schema_snapshot(dsn: str, new_schema: Callable[[], str]) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         fresh = new_schema()
         assert run_sync(conn, migrate_plan(Statements(fresh))) == list(
-            range(1, latest_version() + 1))
+            range(1, latest_version() + 1)
+        )
         assert_matches(SCHEMA_SNAPSHOT, render_schema(conn, fresh))
 
 
@@ -103,11 +107,14 @@ def upgrade(conn: psycopg.Connection[Any], schema: str, start: int) -> str:
     """Migrate ``schema`` to version ``start``, add a job, then migrate the rest."""
     stmts = Statements(schema)
     run_sync(conn, migrate_plan(stmts, target=start))
-    conn.execute(sql.SQL(
-        "INSERT INTO {}.job (name, keep_until) VALUES ('q', now())"
-    ).format(sql.Identifier(schema)))
+    conn.execute(
+        sql.SQL("INSERT INTO {}.job (name, keep_until) VALUES ('q', now())").format(
+            sql.Identifier(schema)
+        )
+    )
     assert run_sync(conn, migrate_plan(stmts)) == list(
-        range(start + 1, len(migrate.load_migrations()) + 1))
+        range(start + 1, len(migrate.load_migrations()) + 1)
+    )
     return schema
 
 
@@ -125,8 +132,9 @@ def test_the_rendering_shows_what_later_migrations_change(
         for start in range(1, len(extended)):
             upgraded = upgrade(conn, new_schema(), start)
             assert render_schema(conn, upgraded) == rendered, f"upgrade from version {start}"
-    added = "\n".join(sorted(
-        set(rendered.splitlines()) - set(SCHEMA_SNAPSHOT.read_text("utf-8").splitlines())))
+    added = "\n".join(
+        sorted(set(rendered.splitlines()) - set(SCHEMA_SNAPSHOT.read_text("utf-8").splitlines()))
+    )
     for change in (
         f"(version {len(extended)})",
         "ENUM ('created', 'retry', 'paused', 'active', ",
@@ -168,11 +176,16 @@ def test_status_reports_current_latest_and_pending(
 def test_a_failed_migration_leaves_nothing_and_releases_the_lock(
     dsn: str, monkeypatch: pytest.MonkeyPatch, new_schema: Callable[[], str]
 ) -> None:
-    broken = _extra(("half_done", """
+    broken = _extra(
+        (
+            "half_done",
+            """
         CREATE TABLE {schema}.half (x int);
         ALTER TABLE {schema}.job ADD COLUMN doomed int;
         SELECT 1 / 0;
-    """))
+    """,
+        )
+    )
     monkeypatch.setattr(migrate, "load_migrations", lambda: broken)
     schema = new_schema()
     stmts = Statements(schema)
@@ -183,8 +196,7 @@ def test_a_failed_migration_leaves_nothing_and_releases_the_lock(
         assert versions(conn, schema) == list(range(1, shipped + 1))  # earlier ones kept
         assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.half",)).fetchone() == (None,)
         held = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = "
-            "pg_backend_pid()"
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
         ).fetchone()
         assert held == (0,)
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -203,8 +215,12 @@ def test_ten_processes_migrate_exactly_once(dsn: str, schema: str) -> None:
         """
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, dsn, schema], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script, dsn, schema],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(10)
     ]
     outputs = []

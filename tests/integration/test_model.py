@@ -90,8 +90,7 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
     class QueueMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            conn.execute(sql.SQL("TRUNCATE {0}.job, {0}.archive, {0}.queue CASCADE").format(
-                schema))
+            conn.execute(sql.SQL("TRUNCATE {0}.job, {0}.archive, {0}.queue CASCADE").format(schema))
             pq.set_clock(None)
             pq.create_queue("q", retry_limit=2, expire_in=EXPIRE_IN)
             self.w = World()
@@ -107,8 +106,16 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
             short_retention=st.booleans(),
             batch=st.booleans(),
         )
-        def send(self, count: int, priority: int, retry_limit: int | None, delay: bool,
-                 heartbeat: bool, short_retention: bool, batch: bool) -> None:
+        def send(
+            self,
+            count: int,
+            priority: int,
+            retry_limit: int | None,
+            delay: bool,
+            heartbeat: bool,
+            short_retention: bool,
+            batch: bool,
+        ) -> None:
             options: dict[str, Any] = {"priority": priority, "delete_after": DELETE_AFTER}
             if retry_limit is not None:
                 options["retry_limit"] = retry_limit
@@ -125,20 +132,31 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
             for job_id in ids:
                 assert isinstance(job_id, int)
                 self.w.jobs[job_id] = ModelJob(
-                    job_id, priority,
+                    job_id,
+                    priority,
                     self.w.queue_retry_limit if retry_limit is None else retry_limit,
-                    RETRY_DELAY if delay else 0, heartbeat, retention,
-                    start_after=self.w.now, keep_until=self.w.now + retention,
+                    RETRY_DELAY if delay else 0,
+                    heartbeat,
+                    retention,
+                    start_after=self.w.now,
+                    keep_until=self.w.now + retention,
                 )
 
         @rule(batch=st.integers(1, 4))
         def fetch(self, batch: int) -> None:
             w = self.w
-            due = [] if w.paused else sorted(
-                (j for j in w.jobs.values()
-                 if j.state in WAITING and not j.archived and j.start_after <= w.now),
-                key=lambda j: (-j.priority, j.id),
-            )[:batch]
+            due = (
+                []
+                if w.paused
+                else sorted(
+                    (
+                        j
+                        for j in w.jobs.values()
+                        if j.state in WAITING and not j.archived and j.start_after <= w.now
+                    ),
+                    key=lambda j: (-j.priority, j.id),
+                )[:batch]
+            )
             got = pq.fetch("q", batch)
             assert [j.id for j in got] == [j.id for j in due]
             for job, model in zip(got, due, strict=True):
@@ -154,8 +172,13 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
             """What a consumer does with a run it holds (or held: any run, stale ones too).
             Half the time the run is one of a job that is running now, in this attempt or
             another: where a stale run would do harm."""
-            running = [r for r in self.w.runs if (j := self.w.jobs.get(r.id)) is not None
-                       and j.state is JobState.active and not j.archived]
+            running = [
+                r
+                for r in self.w.runs
+                if (j := self.w.jobs.get(r.id)) is not None
+                and j.state is JobState.active
+                and not j.archived
+            ]
             pick_running: bool = bool(running) and data.draw(st.booleans())
             pool = running if pick_running else self.w.runs
             run = data.draw(st.sampled_from(pool))
@@ -167,7 +190,10 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
                 assert pq.complete(run, output) == expected
                 if model:
                     model.state, model.output, model.completed_at = (
-                        JobState.completed, output, self.w.now)
+                        JobState.completed,
+                        output,
+                        self.w.now,
+                    )
             elif kind == "fail":
                 assert pq.fail(run, f"attempt {run.attempt}") == expected
                 if model:
@@ -188,8 +214,7 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
                 return None
             return model if model.run_id == run.run_id else None
 
-        def _failed(self, model: ModelJob, output: Any, final: JobState = JobState.failed
-                    ) -> None:
+        def _failed(self, model: ModelJob, output: Any, final: JobState = JobState.failed) -> None:
             model.output = output
             if model.retry_count < model.retry_limit:
                 model.state, model.retry_count = JobState.retry, model.retry_count + 1
@@ -230,8 +255,10 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
                 del self.w.jobs[model.id]
             event(f"{kind} a job that is {'archived' if model.archived else model.state.value}")
 
-        @rule(paused=st.sampled_from([None, None, True, False, False]),
-              limit=st.none() | st.integers(0, 3))
+        @rule(
+            paused=st.sampled_from([None, None, True, False, False]),
+            limit=st.none() | st.integers(0, 3),
+        )
         def change_the_queue(self, paused: bool | None, limit: int | None) -> None:
             if paused is not None:
                 (pq.pause_queue if paused else pq.resume_queue)("q")
@@ -250,50 +277,88 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
             w, now = self.w, self.w.now
             result = pq.maintain()
             live = [j for j in w.jobs.values() if not j.archived]
-            stale = [j for j in live if j.state is JobState.active and (
-                (j.started_at is not None and j.started_at + EXPIRE_IN < now)
-                or (j.heartbeat and j.heartbeat_at is not None
-                and j.heartbeat_at + HEARTBEAT < now))]
+            stale = [
+                j
+                for j in live
+                if j.state is JobState.active
+                and (
+                    (j.started_at is not None and j.started_at + EXPIRE_IN < now)
+                    or (
+                        j.heartbeat
+                        and j.heartbeat_at is not None
+                        and j.heartbeat_at + HEARTBEAT < now
+                    )
+                )
+            ]
             for j in stale:
                 self._failed(j, EXPIRED, JobState.expired)
             late = [j for j in live if j.state in WAITING and j.keep_until < now]
             for j in late:
                 j.state, j.completed_at, j.output = JobState.expired, now, OUTWAITED
-            archived = [j for j in live if j.completed_at is not None and (
-                (j.state is JobState.completed and j.completed_at < now - ARCHIVE_COMPLETED)
-                or (j.state in (JobState.failed, JobState.expired, JobState.cancelled)
-                and j.completed_at < now - ARCHIVE_FAILED))]
+            archived = [
+                j
+                for j in live
+                if j.completed_at is not None
+                and (
+                    (j.state is JobState.completed and j.completed_at < now - ARCHIVE_COMPLETED)
+                    or (
+                        j.state in (JobState.failed, JobState.expired, JobState.cancelled)
+                        and j.completed_at < now - ARCHIVE_FAILED
+                    )
+                )
+            ]
             for j in archived:
                 j.archived, j.delete_at = True, now + DELETE_AFTER
-            gone = [j for j in w.jobs.values() if j.archived and j not in archived
-                    and j.delete_at is not None and j.delete_at < now]
+            gone = [
+                j
+                for j in w.jobs.values()
+                if j.archived
+                and j not in archived
+                and j.delete_at is not None
+                and j.delete_at < now
+            ]
             for j in gone:
                 del w.jobs[j.id]
-            assert (result.expired_active, result.expired_waiting, result.archived,
-                    result.deleted) == (len(stale), len(late), len(archived), len(gone))
+            assert (
+                result.expired_active,
+                result.expired_waiting,
+                result.archived,
+                result.deleted,
+            ) == (len(stale), len(late), len(archived), len(gone))
             # Right after a pass, no job is active past its deadline.
-            (overdue,) = conn.execute(sql.SQL(
-                "SELECT count(*) FROM {0}.job WHERE state = 'active' AND "
-                "started_at + make_interval(secs => expire_in) < {0}.clock()").format(
-                    schema)).fetchone() or (None,)
+            (overdue,) = conn.execute(
+                sql.SQL(
+                    "SELECT count(*) FROM {0}.job WHERE state = 'active' AND "
+                    "started_at + make_interval(secs => expire_in) < {0}.clock()"
+                ).format(schema)
+            ).fetchone() or (None,)
             assert overdue == 0
 
         # -- what must hold after every step ------------------------------------------------
 
         @invariant()
         def the_database_is_the_model(self) -> None:
-            rows = conn.execute(sql.SQL(
-                "SELECT id, state::text, attempt, run_id, retry_count, retry_limit, output, "
-                "false FROM {0}.job UNION ALL SELECT id, state::text, attempt, run_id, "
-                "retry_count, "
-                "retry_limit, output, true FROM {0}.archive ORDER BY 1").format(
-                    schema)).fetchall()
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT id, state::text, attempt, run_id, retry_count, retry_limit, output, "
+                    "false FROM {0}.job UNION ALL SELECT id, state::text, attempt, run_id, "
+                    "retry_count, "
+                    "retry_limit, output, true FROM {0}.archive ORDER BY 1"
+                ).format(schema)
+            ).fetchall()
             ids = [r[0] for r in rows]
             assert len(ids) == len(set(ids)), "a job is in both tables"
             found = {r[0]: r[1:] for r in rows}
             expected = {
-                j.id: (j.state.value, j.attempt, j.run_id, j.retry_count, j.retry_limit, j.output,
-                       j.archived)
+                j.id: (
+                    j.state.value,
+                    j.attempt,
+                    j.run_id,
+                    j.retry_count,
+                    j.retry_limit,
+                    j.output,
+                    j.archived,
+                )
                 for j in self.w.jobs.values()
             }
             assert found == expected
@@ -321,18 +386,25 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
 @pytest.fixture
 def model_pq(dsn: str, schema: str) -> Any:
     settings_ = MaintenanceSettings(
-        archive_completed_after=ARCHIVE_COMPLETED, archive_failed_after=ARCHIVE_FAILED)
+        archive_completed_after=ARCHIVE_COMPLETED, archive_failed_after=ARCHIVE_FAILED
+    )
     with PgQueue(dsn, schema=schema, maintenance=False) as pq:
         pq.maintenance_settings = settings_
         yield pq
 
 
 def _run(machine: type[RuleBasedStateMachine], examples: int, shrink: bool = True) -> None:
-    run_state_machine_as_test(machine, settings=settings(
-        max_examples=examples, stateful_step_count=STEPS, deadline=None, database=None,
-        suppress_health_check=list(HealthCheck),
-        phases=list(Phase) if shrink else [Phase.generate],
-    ))
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=STEPS,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            phases=list(Phase) if shrink else [Phase.generate],
+        ),
+    )
 
 
 @pytest.mark.slow
@@ -349,8 +421,7 @@ def test_the_model_catches_an_unfenced_completion(
 ) -> None:
     # Reintroduce the stale-run defect: completions that ignore which run they come from.
     fenced = model_pq.sql.job_complete_many
-    unfenced = fenced.replace(
-        "AND j.run_id = COALESCE((o.v ->> 1)::bigint, j.run_id)", "")
+    unfenced = fenced.replace("AND j.run_id = COALESCE((o.v ->> 1)::bigint, j.run_id)", "")
     assert unfenced != fenced
     model_pq.sql.job_complete_many = unfenced
     with pytest.raises(AssertionError):  # found in about a hundred sequences

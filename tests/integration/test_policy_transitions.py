@@ -148,8 +148,9 @@ def test_one_per_key_claims_look_past_a_window_of_blocked_keys(pq: PgQueue) -> N
     # A singleton fetch reads a bounded window of the queue in fetch order; 500 waiting jobs
     # of one key fill it, and the jobs of other keys behind them must still be claimed.
     pq.create_queue("sg", policy="singleton")
-    crowd = pq.insert([{"name": "sg", "data": n, "singleton_key": "busy", "priority": 5}
-                       for n in range(500)])
+    crowd = pq.insert(
+        [{"name": "sg", "data": n, "singleton_key": "busy", "priority": 5} for n in range(500)]
+    )
     others = pq.insert([{"name": "sg", "data": n, "singleton_key": f"k{n}"} for n in range(5)])
     claimed = pq.fetch("sg", 6)
     assert [j.id for j in claimed] == [crowd[0], *others]
@@ -166,8 +167,9 @@ def test_a_stately_retry_outside_the_window_still_comes_first(pq: PgQueue) -> No
     (running,) = pq.fetch("st", 1)
     pq.fail(running.id, "boom")  # back to retry, due now, priority 0
     newer = pq.send("st", "late-2", singleton_key="late", priority=9)
-    crowd = pq.insert([{"name": "st", "data": n, "singleton_key": f"k{n}", "priority": 5}
-                       for n in range(150)])
+    crowd = pq.insert(
+        [{"name": "st", "data": n, "singleton_key": f"k{n}", "priority": 5} for n in range(150)]
+    )
     assert retried is not None and newer is not None and None not in crowd
     order: list[int | None] = []
     while batch := pq.fetch("st", 10):

@@ -161,8 +161,9 @@ def test_singleton_key_and_slots(pq: PgQueue) -> None:
     assert job is not None and job.start_after is not None and job.singleton_on is not None
     assert job.start_after == job.singleton_on  # the next slot's start
     assert job.start_after > datetime.now(timezone.utc)
-    assert pq.send("q", singleton_key="s", singleton_seconds=3600,
-                   singleton_next_slot=True) is None  # both slots taken
+    assert (
+        pq.send("q", singleton_key="s", singleton_seconds=3600, singleton_next_slot=True) is None
+    )  # both slots taken
 
 
 def test_singleton_slots_are_per_key(pq: PgQueue, conn: psycopg.Connection[Any]) -> None:
@@ -300,9 +301,7 @@ def test_wrong_connection_flavour_is_refused_by_the_sync_queue(pq: PgQueue, dsn:
     assert pq.fetch("q") == []
 
 
-def test_missing_queue_refuses_the_whole_batch(
-    pq: PgQueue, conn: psycopg.Connection[Any]
-) -> None:
+def test_missing_queue_refuses_the_whole_batch(pq: PgQueue, conn: psycopg.Connection[Any]) -> None:
     pq.create_queue("q")
     with pytest.raises(pgqueue.QueueNotFoundError, match="'nope'"):
         pq.insert([{"name": "q"}, {"name": "nope"}])
@@ -323,8 +322,7 @@ def test_missing_queue_refuses_the_whole_batch(
         ("q", None, {"retry_limit": -1}, pgqueue.InvalidOptionError, "retry_limit"),
         ("q", None, {"expire_in": "soon"}, pgqueue.InvalidOptionError, "expire_in"),
         ("q", None, {"start_after": "tomorrow"}, pgqueue.InvalidOptionError, "start_after"),
-        ("q", None, {"start_after": datetime(2030, 1, 1)}, pgqueue.InvalidOptionError,
-         "timezone"),
+        ("q", None, {"start_after": datetime(2030, 1, 1)}, pgqueue.InvalidOptionError, "timezone"),
         ("q", None, {"priority": 2**40}, pgqueue.InvalidOptionError, "priority"),
         ("q", {"x": object()}, {}, pgqueue.InvalidPayloadError, "object"),
         ("q", {"x": float("nan")}, {}, pgqueue.InvalidPayloadError, "JSON"),
@@ -351,17 +349,22 @@ def test_bad_input_raises_a_typed_error_and_writes_nothing(
 
 JSON = st.recursive(
     # jsonb keeps numbers as numeric: 1e16 comes back as the int 10000000000000000.
-    st.none() | st.booleans() | st.integers()
+    st.none()
+    | st.booleans()
+    | st.integers()
     | st.floats(allow_nan=False, min_value=-1e15, max_value=1e15)
     | st.text().filter(lambda s: "\x00" not in s),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=8).filter(lambda s: "\x00" not in s), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=8).filter(lambda s: "\x00" not in s), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(value=JSON)
 def test_any_json_payload_round_trips(pq: PgQueue, value: Any) -> None:
     pq.create_queue("q")
@@ -374,8 +377,11 @@ def test_payloads_postgres_would_refuse_are_refused_first(
 ) -> None:
     pq.create_queue("q")
     assert pq.get_job_by_id(pq.send("q", "\\u0000") or 0) is not None  # escaped: fine
-    for bad, culprit in (("\ud800", "surrogate"), ({"k": "a\x00"}, "NUL"),
-                         ({"x": object()}, "object")):
+    for bad, culprit in (
+        ("\ud800", "surrogate"),
+        ({"k": "a\x00"}, "NUL"),
+        ({"x": object()}, "object"),
+    ):
         with pytest.raises(pgqueue.InvalidPayloadError, match=culprit):
             pq.send("q", bad)
     assert count_jobs(conn, pq.schema) == 1
@@ -486,8 +492,7 @@ def test_sends_by_name_get_the_handlers_defaults(pq: PgQueue) -> None:
     assert job is not None and (job.priority, job.singleton_key) == (7, "only")
     assert pq.send("prio", 2) is None  # the handler's singleton key blocks it
     assert pq.send("prio", 3, singleton_key="other") is not None  # the caller's option wins
-    assert [job_id is not None for job_id in pq.insert([{"name": "prio", "data": 4}])] == [
-        False]
+    assert [job_id is not None for job_id in pq.insert([{"name": "prio", "data": 4}])] == [False]
 
 
 async def test_many_concurrent_async_senders(apq: AsyncPgQueue) -> None:
@@ -521,9 +526,12 @@ def test_data_of_a_model_with_aliases_round_trips_to_its_handler(dsn: str, schem
 
 def test_huge_numbers_are_refused_with_a_typed_error(pq: PgQueue) -> None:
     pq.create_queue("q")
-    for call in (lambda: pq.move_clock(10**400), lambda: pq.send_after("q", None, 10**400),
-                 lambda: pq.send("q", start_after=10**400),
-                 lambda: pq.insert([{"name": "q", "start_after": 10**400}])):
+    for call in (
+        lambda: pq.move_clock(10**400),
+        lambda: pq.send_after("q", None, 10**400),
+        lambda: pq.send("q", start_after=10**400),
+        lambda: pq.insert([{"name": "q", "start_after": 10**400}]),
+    ):
         with pytest.raises(pgqueue.InvalidInputError):
             call()
 

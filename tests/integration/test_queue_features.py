@@ -329,17 +329,19 @@ def test_absurd_values_in_rows_never_break_maintenance(
     schema = sql.Identifier(pq.schema)
     pq.create_queue("q", expire_in=60, retry_limit=1)
     ids = pq.insert([{"name": "q", "data": i} for i in range(5)])
-    conn.execute(sql.SQL(
-        "UPDATE {}.job SET expire_in = 1e308, heartbeat_seconds = 1e16, retry_delay = 1e16, "
-        "retry_backoff = true, retry_count = 0, delete_after = 1e16 WHERE id <> %s"
-    ).format(schema), (ids[-1],))
+    conn.execute(
+        sql.SQL(
+            "UPDATE {}.job SET expire_in = 1e308, heartbeat_seconds = 1e16, retry_delay = 1e16, "
+            "retry_backoff = true, retry_count = 0, delete_after = 1e16 WHERE id <> %s"
+        ).format(schema),
+        (ids[-1],),
+    )
     pq.fetch("q", 5)
     pq.move_clock(3600)
     result = pq.maintain()  # the sane job expires; the absurd ones neither fail nor expire
     assert result.errors == [] and result.expired_active == 1
     # Absurd retry delays and retention still give times in range.
-    conn.execute(sql.SQL("UPDATE {}.job SET expire_in = 1 WHERE id = %s").format(schema),
-                 (ids[0],))
+    conn.execute(sql.SQL("UPDATE {}.job SET expire_in = 1 WHERE id = %s").format(schema), (ids[0],))
     pq.move_clock(2)
     assert pq.maintain().expired_active == 1
     job = pq.get_job_by_id(ids[0] or 0)
@@ -357,13 +359,17 @@ def test_a_failing_maintenance_step_stops_no_other(
     pq.complete(first)
     pq.fetch("q")
     # A row already in the archive under the same id: archiving it cannot succeed.
-    conn.execute(sql.SQL(
-        "INSERT INTO {0}.archive (id, name, state, keep_until, priority, retry_count, "
-        "retry_limit, retry_delay, retry_backoff, expire_in, delete_after, start_after, "
-        "created_at, policy, archived_at, delete_at) SELECT id, name, state, keep_until, "
-        "priority, retry_count, retry_limit, retry_delay, retry_backoff, expire_in, "
-        "delete_after, start_after, created_at, policy, now(), now() + interval '1 day' "
-        "FROM {0}.job WHERE id = %s").format(schema), (done,))
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {0}.archive (id, name, state, keep_until, priority, retry_count, "
+            "retry_limit, retry_delay, retry_backoff, expire_in, delete_after, start_after, "
+            "created_at, policy, archived_at, delete_at) SELECT id, name, state, keep_until, "
+            "priority, retry_count, retry_limit, retry_delay, retry_backoff, expire_in, "
+            "delete_after, start_after, created_at, policy, now(), now() + interval '1 day' "
+            "FROM {0}.job WHERE id = %s"
+        ).format(schema),
+        (done,),
+    )
     pq.move_clock(31)
     result = pq.maintain()
     assert result.ran and result.archived == 0

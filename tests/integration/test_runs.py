@@ -36,8 +36,7 @@ def test_a_stale_manual_run_changes_nothing(pq: PgQueue) -> None:
     running = pq.get_job_by_id(second.id)
     assert running is not None and running.state is JobState.active
     # Its output is still the expiry's record, its progress nobody's.
-    assert (running.attempt, running.output["type"], running.last_progress) == (
-        2, "expired", None)
+    assert (running.attempt, running.output["type"], running.last_progress) == (2, "expired", None)
 
     assert pq.touch([second], {"step": 1}) == [job_id]
     assert pq.complete([second], {"from": "second"}) == [job_id]
@@ -109,8 +108,9 @@ async def test_a_worker_that_claims_its_own_job_again_keeps_the_new_runs_outcome
             await asyncio.to_thread(entered[2].wait, 15)
             # The worker knows attempt 1 lost the job, and stops it (its thread cannot be
             # stopped: whatever it returns is dropped).
-            assert any("attempt 1 lost the job to attempt 2" in r.getMessage()
-                       for r in caplog.records)
+            assert any(
+                "attempt 1 lost the job to attempt 2" in r.getMessage() for r in caplog.records
+            )
             release[1].set()
             await asyncio.to_thread(returned[1].wait, 15)
             running = await pq.get_job_by_id(job_id)
@@ -193,8 +193,11 @@ async def test_a_workers_late_outcome_is_refused_and_reported(
             release.set()
 
             async def reported() -> bool:
-                return any(f"job {job_id}: the completed outcome of attempt 1 was not "
-                           "recorded" in r.getMessage() for r in caplog.records)
+                return any(
+                    f"job {job_id}: the completed outcome of attempt 1 was not "
+                    "recorded" in r.getMessage()
+                    for r in caplog.records
+                )
 
             await wait_until(reported)
         job = await pq.get_job_by_id(job_id)
@@ -227,8 +230,9 @@ def test_a_job_from_another_schema_or_a_rolled_back_claim_is_a_stranger(
             assert a.complete(ghost, "ghost") == []
             assert a.complete(real, "real") == [real.id]
     finally:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-            sql.Identifier(other_schema)))
+        conn.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(other_schema))
+        )
 
 
 async def test_a_late_cancel_of_an_earlier_run_leaves_the_current_one_alone(
@@ -275,9 +279,7 @@ async def test_a_late_cancel_of_an_earlier_run_leaves_the_current_one_alone(
     assert done is not None and done.output == "finished 1"
 
 
-def test_a_claim_in_a_long_transaction_is_stamped_when_it_happens(
-    pq: PgQueue, dsn: str
-) -> None:
+def test_a_claim_in_a_long_transaction_is_stamped_when_it_happens(pq: PgQueue, dsn: str) -> None:
     pq.create_queue("q", expire_in=2)
     pq.send("q")
     with psycopg.connect(dsn) as tx:

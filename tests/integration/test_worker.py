@@ -256,18 +256,19 @@ async def test_jobs_claimed_together_expire_each_by_its_own_limit(apq: AsyncPgQu
         return "done"
 
     await apq.start()
-    ids = await apq.insert([
-        {"name": "mixed", "data": {"sleep": 0}, "expire_in": 0.4},
-        {"name": "mixed", "data": {"sleep": 5}, "expire_in": 0.4},
-        {"name": "mixed", "data": {"sleep": 0.8}, "expire_in": 5},
-        {"name": "mixed", "data": {"sleep": 5}, "expire_in": 1.2},
-    ])
+    ids = await apq.insert(
+        [
+            {"name": "mixed", "data": {"sleep": 0}, "expire_in": 0.4},
+            {"name": "mixed", "data": {"sleep": 5}, "expire_in": 0.4},
+            {"name": "mixed", "data": {"sleep": 0.8}, "expire_in": 5},
+            {"name": "mixed", "data": {"sleep": 5}, "expire_in": 1.2},
+        ]
+    )
     started = time.monotonic()
     await apq.work(until_empty=True, concurrency=10)
     assert time.monotonic() - started < 4  # no job ran its full five seconds
     states = [await state_of(apq, i) for i in ids]
-    assert states == [JobState.completed, JobState.expired, JobState.completed,
-                      JobState.expired]
+    assert states == [JobState.completed, JobState.expired, JobState.completed, JobState.expired]
 
 
 async def test_cancel_reaches_running_handlers(apq: AsyncPgQueue) -> None:
@@ -350,8 +351,10 @@ async def test_heartbeat_touches_active_jobs(
 
     await apq.start()
     job_id = await beats.send()
-    query = (f'SELECT COALESCE(heartbeat_at, started_at) FROM "{apq.schema}".job '
-             'WHERE id = %s AND state = %s')
+    query = (
+        f'SELECT COALESCE(heartbeat_at, started_at) FROM "{apq.schema}".job '
+        "WHERE id = %s AND state = %s"
+    )
     async with working(apq):
         await wait_until(lambda: _is(apq, job_id, JobState.active))
         first = conn.execute(query, (job_id, "active")).fetchone()
@@ -489,15 +492,21 @@ def test_bad_handler_declarations_are_refused(pq: PgQueue) -> None:
 def test_the_sync_worker_keeps_the_pool_settings(dsn: str, schema: str) -> None:
     # PgQueue.work() runs an async worker on a pool of its own: sized like the user's.
     app = f"pgq-{uuid.uuid4().hex[:8]}"
-    pq = PgQueue(make_conninfo(dsn, application_name=app), schema=schema,
-                 pool_min_size=6, pool_max_size=6, maintenance=False)
+    pq = PgQueue(
+        make_conninfo(dsn, application_name=app),
+        schema=schema,
+        pool_min_size=6,
+        pool_max_size=6,
+        maintenance=False,
+    )
     seen: list[int] = []
 
     @pq.job("count")
     def count(data: Any) -> None:
         with psycopg.connect(dsn) as conn:
-            row = conn.execute("SELECT count(*) FROM pg_stat_activity "
-                               "WHERE application_name = %s", [app]).fetchone()
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [app]
+            ).fetchone()
             seen.append(row[0] if row else 0)
 
     with pq:

@@ -26,12 +26,14 @@ from tests.integration.test_worker import state_of, wait_until, working
 
 def refuse_updates(conn: psycopg.Connection[Any], schema: str, when: str, message: str) -> None:
     """A trigger of the user's that makes the database refuse updates of jobs ``when``."""
-    conn.execute(sql.SQL(
-        "CREATE FUNCTION {0}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN RAISE EXCEPTION {1}; END $$; "
-        "CREATE TRIGGER refuse BEFORE UPDATE ON {0}.job FOR EACH ROW "
-        "WHEN ({2}) EXECUTE FUNCTION {0}.refuse()"
-    ).format(sql.Identifier(schema), sql.Literal(message), sql.SQL(when)))
+    conn.execute(
+        sql.SQL(
+            "CREATE FUNCTION {0}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION {1}; END $$; "
+            "CREATE TRIGGER refuse BEFORE UPDATE ON {0}.job FOR EACH ROW "
+            "WHEN ({2}) EXECUTE FUNCTION {0}.refuse()"
+        ).format(sql.Identifier(schema), sql.Literal(message), sql.SQL(when))
+    )
 
 
 async def _done(pq: AsyncPgQueue, ids: list[int | None]) -> bool:
@@ -97,8 +99,12 @@ async def test_one_queue_whose_claims_fail_does_not_stop_the_others(
     await apq.start()
     schema = sql.Identifier(apq.schema)
     # Any claim of queue 'broken' fails inside the database, whatever the reason.
-    refuse_updates(conn, apq.schema, "NEW.name = 'broken' AND NEW.state = 'active'",
-                   "this queue cannot be claimed")
+    refuse_updates(
+        conn,
+        apq.schema,
+        "NEW.name = 'broken' AND NEW.state = 'active'",
+        "this queue cannot be claimed",
+    )
     bad = await broken.insert(range(3))
     good = await fine.insert(range(50))
     async with working(apq):
@@ -145,8 +151,9 @@ async def test_an_outcome_the_database_refuses_is_isolated_and_recorded_as_a_fai
 
     await apq.start()
     # The database refuses one completion, whatever the reason.
-    refuse_updates(conn, apq.schema,
-                   "NEW.state = 'completed' AND NEW.output = '\"poison\"'", "refused output")
+    refuse_updates(
+        conn, apq.schema, "NEW.state = 'completed' AND NEW.output = '\"poison\"'", "refused output"
+    )
     ids = await echo.insert(["poison" if i == 17 else f"ok {i}" for i in range(60)])
     await asyncio.wait_for(apq.work(until_empty=True, concurrency=60), 30)
     jobs = [await apq.get_job_by_id(i or 0) for i in ids]
@@ -176,16 +183,19 @@ class _Custom(BaseException):
 
 
 @pytest.mark.parametrize("kind", ["async", "sync"])
-@pytest.mark.parametrize("raised", [SystemExit, KeyboardInterrupt, GeneratorExit, StopIteration,
-                                    _Custom])
+@pytest.mark.parametrize(
+    "raised", [SystemExit, KeyboardInterrupt, GeneratorExit, StopIteration, _Custom]
+)
 async def test_a_handler_raising_system_exit_fails_its_job_and_nothing_else(
     apq: AsyncPgQueue, kind: str, raised: type[BaseException]
 ) -> None:
     if kind == "async":
+
         @apq.job("exits", retry_limit=0)
         async def exits(data: Any) -> None:
             raise raised(3)
     else:
+
         @apq.job("exits", retry_limit=0)
         def exits(data: Any) -> None:
             raise raised(3)
@@ -287,16 +297,23 @@ async def test_jobs_claimed_for_a_worker_that_never_got_them_go_back(
     held = await q.send("hold")
     async with working(apq, poll_interval=30):
         await asyncio.wait_for(entered.wait(), 15)
-        row = conn.execute(sql.SQL("SELECT worker_id FROM {}.job WHERE id = %s").format(
-            sql.Identifier(apq.schema)), (held,)).fetchone()
+        row = conn.execute(
+            sql.SQL("SELECT worker_id FROM {}.job WHERE id = %s").format(
+                sql.Identifier(apq.schema)
+            ),
+            (held,),
+        ).fetchone()
         assert row is not None
         # Jobs sent while it is busy, and "claimed" for it behind its back.
         await apq.pause_queue("q")
         lost = await q.insert(["lost 1", "lost 2"])
-        conn.execute(sql.SQL(
-            "UPDATE {}.job SET state = 'active', worker_id = %s, attempt = 1, run_id = 7, "
-            "started_at = now() WHERE id = ANY(%s)").format(sql.Identifier(apq.schema)),
-            (row[0], lost))
+        conn.execute(
+            sql.SQL(
+                "UPDATE {}.job SET state = 'active', worker_id = %s, attempt = 1, run_id = 7, "
+                "started_at = now() WHERE id = ANY(%s)"
+            ).format(sql.Identifier(apq.schema)),
+            (row[0], lost),
+        )
         await apq.resume_queue("q")
         await wait_until(lambda: _done(apq, lost))
         release.set()
@@ -306,16 +323,22 @@ async def test_jobs_claimed_for_a_worker_that_never_got_them_go_back(
 async def test_outputs_pydantic_can_encode_are_stored(apq: AsyncPgQueue) -> None:
     @apq.job("typed")
     async def typed(data: Any) -> dict[str, Any]:
-        return {"at": datetime(2030, 1, 2, tzinfo=timezone.utc), "id": UUID(int=5),
-                "amount": Decimal("1.50")}
+        return {
+            "at": datetime(2030, 1, 2, tzinfo=timezone.utc),
+            "id": UUID(int=5),
+            "amount": Decimal("1.50"),
+        }
 
     await apq.start()
     job_id = await typed.send()
     await asyncio.wait_for(apq.work(until_empty=True), 30)
     job = await apq.get_job_by_id(job_id or 0)
     assert job is not None and job.state is JobState.completed
-    assert job.output == {"at": "2030-01-02T00:00:00Z",
-                          "id": "00000000-0000-0000-0000-000000000005", "amount": "1.50"}
+    assert job.output == {
+        "at": "2030-01-02T00:00:00Z",
+        "id": "00000000-0000-0000-0000-000000000005",
+        "amount": "1.50",
+    }
 
 
 async def test_a_queue_whose_turn_another_fetcher_holds_stops_nothing(
@@ -353,8 +376,12 @@ async def test_a_failure_the_database_refuses_too_is_dropped_and_nothing_else(
 
     await apq.start()
     # The database refuses every way out of 'active' for this one job.
-    refuse_updates(conn, apq.schema, "OLD.state = 'active' AND NEW.state <> 'active' "
-                   "AND NEW.data = '\"poison\"'", "this job may not finish")
+    refuse_updates(
+        conn,
+        apq.schema,
+        "OLD.state = 'active' AND NEW.state <> 'active' AND NEW.data = '\"poison\"'",
+        "this job may not finish",
+    )
     poison = await work.send("poison")
     await asyncio.wait_for(apq.work(until_empty=True), 30)
     healthy = await work.insert([f"ok {i}" for i in range(5)])
@@ -372,10 +399,12 @@ async def test_a_handler_returning_an_iterator_fails_and_nothing_else(
         yield from itertools.count()
 
     if kind == "async":
+
         @apq.job("lazy", retry_limit=0)
         async def lazy(data: Any) -> Any:
             return {"items": itertools.count()}
     else:
+
         @apq.job("lazy", retry_limit=0)
         def lazy(data: Any) -> Any:
             return endless()
@@ -453,6 +482,7 @@ async def test_a_child_a_handler_forks_ends_where_the_handler_ends(
         return None
 
     if kind == "async":
+
         @apq.job("forks", retry_limit=0)
         async def forks(data: Any) -> int | None:
             pid = os.fork()
@@ -460,6 +490,7 @@ async def test_a_child_a_handler_forks_ends_where_the_handler_ends(
                 sys.exit(7)  # in the child, as if in a script of its own
             return await asyncio.to_thread(reap, pid)
     else:
+
         @apq.job("forks", retry_limit=0)
         def forks(data: Any) -> int | None:
             pid = os.fork()
@@ -487,20 +518,25 @@ async def test_a_row_the_database_will_not_update_stops_no_other_beat_or_hand_ba
     await apq.start()
     ident = sql.Identifier(apq.schema)
     # No update of this one job passes while it is active: no beat, no hand-back.
-    refuse_updates(conn, apq.schema, "OLD.state = 'active' AND OLD.data = '\"stuck\"'",
-                   "this job may not change")
+    refuse_updates(
+        conn,
+        apq.schema,
+        "OLD.state = 'active' AND OLD.data = '\"stuck\"'",
+        "this job may not change",
+    )
     stuck = await work.send("stuck")
     healthy = await work.insert(["a", "b"])
 
     def beats() -> dict[int, Any]:
-        rows = conn.execute(sql.SQL("SELECT id, heartbeat_at FROM {}.job WHERE id = ANY(%s)")
-                            .format(ident), (healthy,)).fetchall()
+        rows = conn.execute(
+            sql.SQL("SELECT id, heartbeat_at FROM {}.job WHERE id = ANY(%s)").format(ident),
+            (healthy,),
+        ).fetchall()
         return {row[0]: row[1] for row in rows}
 
     async with working(apq, heartbeat_seconds=0.3, shutdown_timeout=0.1):
         first = beats()
-        await wait_until(lambda: _async(all(beats()[i] not in (None, first[i])
-                                                 for i in first)))
+        await wait_until(lambda: _async(all(beats()[i] not in (None, first[i]) for i in first)))
         assert apq._worker is not None
         apq._worker.stop()  # hands back the runs it holds: all but the stuck one go
     assert [await state_of(apq, i) for i in healthy] == [JobState.retry] * 2
@@ -519,9 +555,12 @@ async def test_maintenance_expires_every_dead_run_but_one_the_database_keeps(
 ) -> None:
     await apq.create_queue("q", retry_limit=0)
     ids = [await apq.send("q", n, heartbeat_seconds=5) for n in range(4)]
-    refuse_updates(conn, apq.schema,
-                   "OLD.state = 'active' AND NEW.state <> 'active' AND OLD.data = '2'",
-                   "this job may not finish")
+    refuse_updates(
+        conn,
+        apq.schema,
+        "OLD.state = 'active' AND NEW.state <> 'active' AND OLD.data = '2'",
+        "this job may not finish",
+    )
     assert len(await apq.fetch("q", 4)) == 4
     await apq.move_clock(60)  # every run's heartbeat has lapsed
     result = await apq.maintain()

@@ -43,7 +43,7 @@ def render_statements() -> str:
     blocks = {name: getattr(stmts, name) for name in Statements.templates()}
     blocks["grant"] = stmts.grant(_REFERENCE_ROLE)
     out = [
-        f'-- Every statement pgqueue runs (src/pgqueue/sql.py), rendered for the schema '
+        f"-- Every statement pgqueue runs (src/pgqueue/sql.py), rendered for the schema "
         f'"{REFERENCE_SCHEMA}"\n-- (grant: for the role "{_REFERENCE_ROLE}"), by name.\n'
         + _GENERATED
     ]
@@ -205,15 +205,18 @@ def render_schema(conn: psycopg.Connection[Any], schema: str) -> str:
     """The schema ``schema`` as the catalog describes it, named as the reference schema."""
     with conn.transaction():
         conn.execute("SELECT set_config('search_path', 'pg_catalog', true)")
-        row = conn.execute(sql.SQL("SELECT max(version) FROM {}.version").format(
-            sql.Identifier(schema))).fetchone()
+        row = conn.execute(
+            sql.SQL("SELECT max(version) FROM {}.version").format(sql.Identifier(schema))
+        ).fetchone()
         version = row[0] if row else None
         sections = {
             title: [r[0] for r in conn.execute(query, {"schema": schema}).fetchall()]
             for title, query in _SECTIONS.items()
         }
-    out = [f"-- The schema pgqueue's migrations make (version {version}), as the catalog "
-           f'describes it,\n-- for the schema "{REFERENCE_SCHEMA}".\n' + _GENERATED]
+    out = [
+        f"-- The schema pgqueue's migrations make (version {version}), as the catalog "
+        f'describes it,\n-- for the schema "{REFERENCE_SCHEMA}".\n' + _GENERATED
+    ]
     for title, items in sections.items():
         # Items of several lines (tables, functions) are set apart by a blank line.
         apart = "\n\n" if any("\n" in item for item in items) else "\n"
@@ -229,10 +232,14 @@ def assert_matches(path: Path, actual: str) -> None:
     expected = path.read_text("utf-8") if path.exists() else ""
     if actual == expected:
         return
-    diff = "".join(difflib.unified_diff(
-        expected.splitlines(keepends=True), actual.splitlines(keepends=True),
-        f"{path.name} (checked in)", f"{path.name} (now)",
-    ))
+    diff = "".join(
+        difflib.unified_diff(
+            expected.splitlines(keepends=True),
+            actual.splitlines(keepends=True),
+            f"{path.name} (checked in)",
+            f"{path.name} (now)",
+        )
+    )
     raise AssertionError(
         f"{path} is out of date: if the change is intended, run `{REGENERATE}` and commit "
         f"the result.\n{diff[:20000]}"

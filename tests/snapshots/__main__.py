@@ -25,8 +25,9 @@ def _schema_snapshot(dsn: str) -> str:
             return render_schema(conn, scratch)
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                sql.Identifier(scratch)))
+            conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(scratch))
+            )
 
 
 def main(argv: list[str]) -> int:

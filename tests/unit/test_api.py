@@ -16,8 +16,11 @@ from pgqueue import AsyncPgQueue, PgQueue
 def test_all_is_the_package_public_names() -> None:
     """What ``pgqueue`` offers at its top level (modules aside) is exactly ``__all__``."""
     assert sorted(pgqueue.__all__) == sorted(set(pgqueue.__all__))  # no duplicates
-    offered = {name for name, value in vars(pgqueue).items()
-               if not name.startswith("_") and not inspect.ismodule(value)}
+    offered = {
+        name
+        for name, value in vars(pgqueue).items()
+        if not name.startswith("_") and not inspect.ismodule(value)
+    }
     assert set(pgqueue.__all__) == offered | {"__version__"}
 
 
@@ -53,10 +56,12 @@ def _public(cls: type) -> dict[str, Callable[..., Any]]:
 def _same_flavour(annotation: Any) -> str:
     """An annotation with the sync/async connection and queue types made equal."""
     text = str(annotation)
-    for async_name, sync_name in (("AsyncConnection", "Connection"),
-                                  ("AsyncPgQueue", "PgQueue"),
-                                  ("AsyncJobFunction", "JobFunction"),
-                                  ("AsyncIterator", "Iterator")):
+    for async_name, sync_name in (
+        ("AsyncConnection", "Connection"),
+        ("AsyncPgQueue", "PgQueue"),
+        ("AsyncJobFunction", "JobFunction"),
+        ("AsyncIterator", "Iterator"),
+    ):
         text = text.replace(async_name, sync_name)
     return text
 
@@ -96,11 +101,36 @@ def test_context_managers() -> None:
 def test_contract_names_exist() -> None:
     """The names DESIGN.md promises to users."""
     contract = {
-        "start", "stop", "send", "send_after", "send_throttled", "send_debounced", "insert",
-        "publish", "work", "fetch", "complete", "fail", "cancel", "resume", "retry",
-        "delete_job", "get_job_by_id", "create_queue", "update_queue", "delete_queue",
-        "get_queue", "get_queues", "get_queue_stats", "schedule", "unschedule",
-        "get_schedules", "subscribe", "unsubscribe", "job", "cron",
+        "start",
+        "stop",
+        "send",
+        "send_after",
+        "send_throttled",
+        "send_debounced",
+        "insert",
+        "publish",
+        "work",
+        "fetch",
+        "complete",
+        "fail",
+        "cancel",
+        "resume",
+        "retry",
+        "delete_job",
+        "get_job_by_id",
+        "create_queue",
+        "update_queue",
+        "delete_queue",
+        "get_queue",
+        "get_queues",
+        "get_queue_stats",
+        "schedule",
+        "unschedule",
+        "get_schedules",
+        "subscribe",
+        "unsubscribe",
+        "job",
+        "cron",
     }
     assert contract <= _public(PgQueue).keys()
     producing = {"send", "send_after", "send_throttled", "send_debounced", "insert", "publish"}
@@ -121,4 +151,8 @@ def test_claimed_columns_line_up_with_the_job_fields() -> None:
     values = tuple(range(len(columns)))
     job = pgqueue.Job.from_values((1, "q", {"a": 1}, "active", *values[4:]))
     assert (job.id, job.state, job.priority, job.last_progress) == (
-        1, pgqueue.JobState.active, 4, len(columns) - 1)
+        1,
+        pgqueue.JobState.active,
+        4,
+        len(columns) - 1,
+    )

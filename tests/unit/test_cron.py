@@ -10,17 +10,17 @@ import pgqueue
 from pgqueue.cron import check_cron, check_timezone, latest_slot, next_slot
 
 
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
-        second: int = 0) -> datetime:
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
     return datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
 
 
 def test_latest_slot_includes_the_current_instant() -> None:
     assert latest_slot("*/5 * * * *", "UTC", utc(2026, 1, 1, 10, 5)) == utc(2026, 1, 1, 10, 5)
-    assert latest_slot("*/5 * * * *", "UTC", datetime(2026, 1, 1, 10, 4, 59, 999999,
-                                                         tzinfo=timezone.utc)) == utc(
-        2026, 1, 1, 10, 0
-    )
+    assert latest_slot(
+        "*/5 * * * *", "UTC", datetime(2026, 1, 1, 10, 4, 59, 999999, tzinfo=timezone.utc)
+    ) == utc(2026, 1, 1, 10, 0)
 
 
 def test_daily_slot_follows_the_wall_clock_across_dst() -> None:
@@ -39,8 +39,10 @@ def test_slots_in_a_day_are_distinct_and_ordered() -> None:
     assert seen == sorted(set(seen))  # DST day: no hour fires twice or goes backwards
 
 
-@pytest.mark.parametrize("expression", ["", "* * *", "61 * * * *", "every minute", None, 5,
-                                        "* * * * * * 2026", "0 0 1 1 * 0 2026"])
+@pytest.mark.parametrize(
+    "expression",
+    ["", "* * *", "61 * * * *", "every minute", None, 5, "* * * * * * 2026", "0 0 1 1 * 0 2026"],
+)
 def test_bad_expressions(expression: object) -> None:
     with pytest.raises(pgqueue.InvalidScheduleError):
         check_cron(expression)

@@ -14,8 +14,7 @@ from pgqueue.executor import Deadline, Threads
 
 
 def running(job_id: int, expire_in: float) -> RunningJob:
-    return RunningJob(id=job_id, name="q", data=None, state=JobState.active,
-                      expire_in=expire_in)
+    return RunningJob(id=job_id, name="q", data=None, state=JobState.active, expire_in=expire_in)
 
 
 def poll_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

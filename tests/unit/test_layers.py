@@ -15,8 +15,11 @@ PACKAGE = Path(pgqueue.__file__).parent
 
 
 def test_the_blocking_twins_are_generated_from_the_async_source() -> None:
-    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "unasync.py"), "--check"],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "unasync.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stderr
 
 
@@ -57,7 +60,7 @@ def test_no_module_imports_itself_through_others() -> None:
     def visit(node: str, path: list[str]) -> None:
         for dep in sorted(graph.get(node, ())):
             if dep in path:
-                cycles.append([*path[path.index(dep):], dep])
+                cycles.append([*path[path.index(dep) :], dep])
             elif dep not in done:
                 visit(dep, [*path, dep])
         done.add(node)

@@ -34,8 +34,11 @@ def test_every_declared_statement_is_rendered_and_in_the_snapshot() -> None:
 
 @pytest.mark.parametrize("name", list(Statements.templates()))
 def test_every_statement_is_used(name: str) -> None:
-    used = [path.name for path in SOURCE.rglob("*.py")
-            if path.name != "sql.py" and re.search(rf"\.{name}\b", path.read_text("utf-8"))]
+    used = [
+        path.name
+        for path in SOURCE.rglob("*.py")
+        if path.name != "sql.py" and re.search(rf"\.{name}\b", path.read_text("utf-8"))
+    ]
     assert used, f"no module of pgqueue runs the statement {name}: delete it from sql.py"
 
 
@@ -46,7 +49,8 @@ def test_a_misspelled_statement_fails_type_checking() -> None:
         "Statements('s').job_fecth\n"
     )
     out, err, status = mypy.api.run(
-        ["--config-file=", "--strict", "--no-incremental", "-c", program])
+        ["--config-file=", "--strict", "--no-incremental", "-c", program]
+    )
     assert status == 1, out + err
     assert '<string>:3: error: "Statements" has no attribute "job_fecth"' in out, out
     assert "Found 1 error" in out, out

@@ -61,7 +61,10 @@ class AsyncJobFunction(Generic[P, R]):
         return result
 
     async def send(
-        self, data: Any = None, *, conn: psycopg.AsyncConnection[Any] | None = None,
+        self,
+        data: Any = None,
+        *,
+        conn: psycopg.AsyncConnection[Any] | None = None,
         **options: Any,
     ) -> int | None:
         """Send a job to this handler's queue; its id, or None when a singleton or policy
@@ -69,14 +72,21 @@ class AsyncJobFunction(Generic[P, R]):
         return await self._queue.send(self.name, data, conn=conn, **options)
 
     async def send_after(
-        self, data: Any, start_after: StartAfter, *,
-        conn: psycopg.AsyncConnection[Any] | None = None, **options: Any,
+        self,
+        data: Any,
+        start_after: StartAfter,
+        *,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+        **options: Any,
     ) -> int | None:
         """Send a job that starts after a datetime, a timedelta or a number of seconds."""
         return await self._queue.send_after(self.name, data, start_after, conn=conn, **options)
 
     async def insert(
-        self, items: Iterable[Any], *, conn: psycopg.AsyncConnection[Any] | None = None,
+        self,
+        items: Iterable[Any],
+        *,
+        conn: psycopg.AsyncConnection[Any] | None = None,
         **options: Any,
     ) -> list[int | None]:
         """Send many jobs in one statement, one per item of data."""
@@ -287,8 +297,12 @@ class AsyncPgQueue(QueueBase):
         await self._declare_queues()
         # <async>
         worker = self._worker_for(
-            self._runner, queues=queues, concurrency=concurrency, poll_interval=poll_interval,
-            shutdown_timeout=shutdown_timeout, until_empty=until_empty,
+            self._runner,
+            queues=queues,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            shutdown_timeout=shutdown_timeout,
+            until_empty=until_empty,
             heartbeat_seconds=heartbeat_seconds,
         )
         try:
@@ -682,4 +696,3 @@ class AsyncPgQueue(QueueBase):
             self._report(await self.get_queue_stats())
         if errors:
             raise errors[0]
-

@@ -49,7 +49,11 @@ class AsyncRunner:
         self.dsn = dsn
         self._connect_timeout = connect_timeout
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
-            dsn, min_size=min_size, max_size=max_size, open=False, name=name,
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            name=name,
             kwargs={"autocommit": True},
         )
 
@@ -62,7 +66,9 @@ class AsyncRunner:
         await self._pool.close(timeout=timeout)
 
     async def run(
-        self, plan: Plan[T], conn: psycopg.AsyncConnection[Any] | None = None,
+        self,
+        plan: Plan[T],
+        conn: psycopg.AsyncConnection[Any] | None = None,
         atomic: bool = True,
     ) -> T:
         """Run ``plan`` on ``conn``, else on a pooled connection: in one transaction when

@@ -53,7 +53,10 @@ class JobFunction(Generic[P, R]):
         return result
 
     def send(
-        self, data: Any = None, *, conn: psycopg.Connection[Any] | None = None,
+        self,
+        data: Any = None,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
         **options: Any,
     ) -> int | None:
         """Send a job to this handler's queue; its id, or None when a singleton or policy
@@ -61,14 +64,21 @@ class JobFunction(Generic[P, R]):
         return self._queue.send(self.name, data, conn=conn, **options)
 
     def send_after(
-        self, data: Any, start_after: StartAfter, *,
-        conn: psycopg.Connection[Any] | None = None, **options: Any,
+        self,
+        data: Any,
+        start_after: StartAfter,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+        **options: Any,
     ) -> int | None:
         """Send a job that starts after a datetime, a timedelta or a number of seconds."""
         return self._queue.send_after(self.name, data, start_after, conn=conn, **options)
 
     def insert(
-        self, items: Iterable[Any], *, conn: psycopg.Connection[Any] | None = None,
+        self,
+        items: Iterable[Any],
+        *,
+        conn: psycopg.Connection[Any] | None = None,
         **options: Any,
     ) -> list[int | None]:
         """Send many jobs in one statement, one per item of data."""
@@ -230,9 +240,7 @@ class PgQueue(QueueBase):
     ) -> None:
         self.stop()
 
-    def _run(
-        self, plan: Plan[T], conn: psycopg.Connection[Any] | None, atomic: bool = True
-    ) -> T:
+    def _run(self, plan: Plan[T], conn: psycopg.Connection[Any] | None, atomic: bool = True) -> T:
         """Run a plan on ``conn``, else on a pooled connection: in one transaction when
         ``atomic`` (plans of one statement pass False and save two round trips)."""
         if conn is not None:
@@ -272,8 +280,12 @@ class PgQueue(QueueBase):
         # The worker runs on an event loop of its own, with a pool like this object's.
         runner = self._runner_for(self._runner.dsn, AsyncRunner)
         worker = self._worker_for(
-            runner, queues=queues, concurrency=concurrency, poll_interval=poll_interval,
-            shutdown_timeout=shutdown_timeout, until_empty=until_empty,
+            runner,
+            queues=queues,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            shutdown_timeout=shutdown_timeout,
+            until_empty=until_empty,
             heartbeat_seconds=heartbeat_seconds,
         )
 
@@ -301,9 +313,7 @@ class PgQueue(QueueBase):
         finally:
             self._migrate = migrate
 
-    def migration_status(
-        self, *, conn: psycopg.Connection[Any] | None = None
-    ) -> MigrationStatus:
+    def migration_status(self, *, conn: psycopg.Connection[Any] | None = None) -> MigrationStatus:
         """The schema's version and the migrations still pending."""
         return self._run(status_plan(self.sql), conn)
 
@@ -433,9 +443,7 @@ class PgQueue(QueueBase):
         """Delete jobs, wherever they are (job table or archive); returns the ids deleted."""
         return self._run(self._core.delete_job(ids), conn)
 
-    def get_job_by_id(
-        self, id: int, *, conn: psycopg.Connection[Any] | None = None
-    ) -> Job | None:
+    def get_job_by_id(self, id: int, *, conn: psycopg.Connection[Any] | None = None) -> Job | None:
         """A job by id, looking in the archive too; None if there is none."""
         return self._run(self._core.get_job_by_id(id), conn)
 
@@ -453,9 +461,7 @@ class PgQueue(QueueBase):
         """Change the given options of a queue (``None`` clears one)."""
         self._run(self._core.update_queue(name, options), conn)
 
-    def delete_queue(
-        self, name: str, *, conn: psycopg.Connection[Any] | None = None
-    ) -> bool:
+    def delete_queue(self, name: str, *, conn: psycopg.Connection[Any] | None = None) -> bool:
         """Delete a queue and its jobs; False if there was no such queue."""
         return self._run(self._core.delete_queue(name), conn)
 
@@ -465,9 +471,7 @@ class PgQueue(QueueBase):
         """A queue's settings, or None."""
         return self._run(self._core.get_queue(name), conn)
 
-    def get_queues(
-        self, *, conn: psycopg.Connection[Any] | None = None
-    ) -> list[QueueInfo]:
+    def get_queues(self, *, conn: psycopg.Connection[Any] | None = None) -> list[QueueInfo]:
         """Every queue, by name."""
         return self._run(self._core.get_queues(), conn)
 
@@ -534,21 +538,15 @@ class PgQueue(QueueBase):
 
     # -- queue management --------------------------------------------------------------------
 
-    def pause_queue(
-        self, name: str, *, conn: psycopg.Connection[Any] | None = None
-    ) -> None:
+    def pause_queue(self, name: str, *, conn: psycopg.Connection[Any] | None = None) -> None:
         """Stop workers claiming jobs of ``name``; sending still works."""
         self._run(self._core.set_paused(name, True), conn)
 
-    def resume_queue(
-        self, name: str, *, conn: psycopg.Connection[Any] | None = None
-    ) -> None:
+    def resume_queue(self, name: str, *, conn: psycopg.Connection[Any] | None = None) -> None:
         """Let workers claim jobs of ``name`` again."""
         self._run(self._core.set_paused(name, False), conn)
 
-    def purge_queue(
-        self, name: str, *, conn: psycopg.Connection[Any] | None = None
-    ) -> int:
+    def purge_queue(self, name: str, *, conn: psycopg.Connection[Any] | None = None) -> int:
         """Delete the jobs of ``name`` that wait to run; returns how many."""
         return self._run(self._core.purge_queue(name), conn)
 
@@ -586,15 +584,11 @@ class PgQueue(QueueBase):
         params = self._cron.params(name, cron, data, tz, options, False)
         self._run(self._cron.upsert(params), conn)
 
-    def unschedule(
-        self, name: str, *, conn: psycopg.Connection[Any] | None = None
-    ) -> bool:
+    def unschedule(self, name: str, *, conn: psycopg.Connection[Any] | None = None) -> bool:
         """Delete the schedule ``name``; False if there was none."""
         return self._run(self._cron.delete(name), conn)
 
-    def get_schedules(
-        self, *, conn: psycopg.Connection[Any] | None = None
-    ) -> list[ScheduleInfo]:
+    def get_schedules(self, *, conn: psycopg.Connection[Any] | None = None) -> list[ScheduleInfo]:
         """Every schedule, by name."""
         return self._run(self._cron.all(), conn)
 
@@ -652,4 +646,3 @@ class PgQueue(QueueBase):
             self._report(self.get_queue_stats())
         if errors:
             raise errors[0]
-

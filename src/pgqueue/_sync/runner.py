@@ -50,7 +50,11 @@ class Runner:
         self.dsn = dsn
         self._connect_timeout = connect_timeout
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            dsn, min_size=min_size, max_size=max_size, open=False, name=name,
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            name=name,
             kwargs={"autocommit": True},
         )
 
@@ -63,7 +67,9 @@ class Runner:
         self._pool.close(timeout=timeout)
 
     def run(
-        self, plan: Plan[T], conn: psycopg.Connection[Any] | None = None,
+        self,
+        plan: Plan[T],
+        conn: psycopg.Connection[Any] | None = None,
         atomic: bool = True,
     ) -> T:
         """Run ``plan`` on ``conn``, else on a pooled connection: in one transaction when
