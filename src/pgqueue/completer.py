@@ -14,12 +14,39 @@ from .db import Plan
 from .errors import PgQueueError
 from .executor import Outcome
 
-__all__ = ["Completer", "write_apart"]
+__all__ = ["Completer", "WriteTimeout", "bounded", "write_apart"]
 
 log = logging.getLogger("pgqueue.worker")
 
 Runner = Callable[[Plan[Any]], Awaitable[Any]]
 T = TypeVar("T")
+Write = Callable[[list[T]], Awaitable[list[int]]]
+
+# Seconds a worker's write may take before it counts as waiting on a row another
+# transaction locked: it is then written in halves, so that row holds back no other.
+WRITE_TIMEOUT = 10.0
+# Seconds before an outcome that waited on such a lock is tried again.
+RETRY_LOCKED = 10.0
+
+
+class WriteTimeout(PgQueueError):
+    """A write that did not return in time: a row it changes is locked by another
+    transaction (a caller's open transaction, say). The same write may pass later."""
+
+
+def bounded(write: Write[T]) -> Write[T]:
+    """``write``, cut short after WRITE_TIMEOUT seconds with WriteTimeout."""
+
+    async def bounded_write(items: list[T]) -> list[int]:
+        try:
+            return await asyncio.wait_for(write(items), WRITE_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise WriteTimeout(
+                f"the write did not return within {WRITE_TIMEOUT:g}s: a row it changes is "
+                "locked by another transaction"
+            ) from None
+
+    return bounded_write
 
 
 async def write_apart(
@@ -72,6 +99,9 @@ class Completer:
         self._max_batch = max_batch
         self._max_bytes = max_bytes
         self._pending: list[Outcome] = []
+        self._locked: list[Outcome] = []  # outcomes whose row another transaction locked
+        self._locked_retry_at = 0.0
+        self._write_bounded = bounded(self._write)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -121,14 +151,24 @@ class Completer:
 
     async def _loop(self) -> None:
         backoff = 0.05
+        loop = asyncio.get_running_loop()
         while not self._stopping:
-            await self._wake.wait()
+            if self._locked:  # wake to try them again, if nothing comes sooner
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), max(self._locked_retry_at - loop.time(), 0)
+                    )
+                if loop.time() >= self._locked_retry_at:
+                    self._pending += self._locked
+                    self._locked = []
+            else:
+                await self._wake.wait()
             self._wake.clear()
             while self._pending:
                 batch = self._next_batch()
                 try:
                     try:
-                        await self._write(batch)
+                        await self._write_bounded(batch)
                     except PgQueueError as exc:
                         if exc.transient:
                             raise
@@ -173,9 +213,20 @@ class Completer:
     async def _write_apart(self, batch: list[Outcome], error: PgQueueError) -> None:
         """Write a batch the database refused in halves, down to the outcome it refuses,
         which is recorded as a failure that says why (the job then retries or fails)."""
-        await write_apart(self._write, batch, self._refused, error)
+        await write_apart(self._write_bounded, batch, self._refused, error)
 
     async def _refused(self, outcome: Outcome, error: PgQueueError) -> list[int]:
+        if isinstance(error, WriteTimeout):  # not refused: kept, and tried again later
+            log.warning(
+                "job %s: recording its %s outcome waits on a row lock another transaction "
+                "holds; trying again in %gs",
+                outcome.job_id,
+                outcome.kind,
+                RETRY_LOCKED,
+            )
+            self._locked.append(outcome)
+            self._locked_retry_at = asyncio.get_running_loop().time() + RETRY_LOCKED
+            return []
         log.error(
             "job %s: the database refused its %s outcome (%s); recording a failure instead",
             outcome.job_id,

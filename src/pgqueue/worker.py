@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ._async.runner import AsyncRunner
-from .completer import Completer, write_apart
+from .completer import Completer, bounded, write_apart
 from .core import ONE_ACTIVE_PER_KEY, Core, QueueBusy, encode_json, error_output
 from .db import Plan
 from .errors import ConnectError, PgQueueError, WorkerError
@@ -324,7 +324,7 @@ class Worker:
         ours = {(job.id, job.run_id) for job in self._active.values()}
         strays = [(job_id, run_id) for job_id, run_id in held if (job_id, run_id) not in ours]
         if strays:
-            released = await write_apart(self._release, strays, self._release_refused)
+            released = await write_apart(bounded(self._release), strays, self._release_refused)
             log.warning(
                 "handed back %d jobs claimed by this worker whose claim it never received: %s",
                 len(released),
@@ -551,7 +551,9 @@ class Worker:
                 continue
             try:
                 held = await write_apart(
-                    self._touch, list(zip(runs, progress, strict=True)), self._touch_refused
+                    bounded(self._touch),
+                    list(zip(runs, progress, strict=True)),
+                    self._touch_refused,
                 )
                 cancelled = await self._run(self._core.cancelled_among(list(self._active)))
             except PgQueueError as exc:
@@ -648,7 +650,9 @@ class Worker:
             try:
                 released = await asyncio.wait_for(
                     _retrying(
-                        lambda: write_apart(self._release, list(runs), self._release_refused)
+                        lambda: write_apart(
+                            bounded(self._release), list(runs), self._release_refused
+                        )
                     ),
                     _SHUTDOWN_WRITES,
                 )

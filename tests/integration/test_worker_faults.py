@@ -20,6 +20,7 @@ import pytest
 from psycopg import sql
 
 from pgqueue import AsyncPgQueue, JobState
+from pgqueue import completer as completer_module
 from pgqueue import worker as worker_module
 from tests.integration.test_worker import state_of, wait_until, working
 
@@ -568,3 +569,42 @@ async def test_maintenance_expires_every_dead_run_but_one_the_database_keeps(
     states = [await state_of(apq, i) for i in ids]
     assert states == [JobState.expired, JobState.expired, JobState.active, JobState.expired]
     assert f"maintenance cannot expire job {ids[2]}" in caplog.text
+
+
+async def test_a_job_locked_by_another_transaction_holds_back_no_other_outcome(
+    apq: AsyncPgQueue, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(completer_module, "WRITE_TIMEOUT", 0.5)
+    monkeypatch.setattr(completer_module, "RETRY_LOCKED", 0.2)
+    proceed = asyncio.Event()
+
+    @apq.job("work")
+    async def work(data: int) -> int:
+        if data < 0:
+            await proceed.wait()
+        return data
+
+    await apq.start()
+    first = await work.send(-1)
+    holder = await psycopg.AsyncConnection.connect(dsn)
+    async with holder, working(apq, heartbeat_seconds=60):
+        await wait_until(lambda: _async_state_is(apq, first, JobState.active))
+        # A transaction of the application's own locks the running job's row (a cancel
+        # inside a transaction that stays open, say) while its handler returns.
+        async with holder.transaction():
+            await holder.execute(
+                sql.SQL("SELECT 1 FROM {}.job WHERE id = %s FOR NO KEY UPDATE").format(
+                    sql.Identifier(apq.schema)
+                ),
+                (first,),
+            )
+            proceed.set()
+            others = await work.insert(range(20))
+            await wait_until(lambda: _done(apq, others))
+            assert await state_of(apq, first) is JobState.active
+        # The transaction ended: the outcome held back is recorded.
+        await wait_until(lambda: _done(apq, [first]))
+
+
+async def _async_state_is(pq: AsyncPgQueue, job_id: int | None, state: JobState) -> bool:
+    return await state_of(pq, job_id) is state
