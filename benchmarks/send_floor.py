@@ -21,7 +21,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue import AsyncPgQueue
-from pgqueue.core import _SINGLE_PARAMS
+from pgqueue._core import _SINGLE_PARAMS
 
 from .database import fresh_database
 from .settings import QUEUE

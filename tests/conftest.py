@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql
 
 import pgqueue
-from pgqueue.embedded import start_embedded
+from pgqueue._embedded import start_embedded
 
 TEST_DSN_ENV = "PGQUEUE_TEST_DATABASE_URL"
 

@@ -1,6 +1,9 @@
 """pgqueue: a reliable job queue that lives in PostgreSQL."""
 
 from ._async.queue import AsyncJobFunction, AsyncPgQueue
+from ._executor import RunningJob
+from ._maintenance import MaintenanceResult, MaintenanceSettings
+from ._migrate import MigrationStatus
 from ._sync.queue import JobFunction, PgQueue
 from .errors import (
     ConnectError,
@@ -19,9 +22,6 @@ from .errors import (
     QueueNotFoundError,
     WorkerError,
 )
-from .executor import RunningJob
-from .maintenance import MaintenanceResult, MaintenanceSettings
-from .migrate import MigrationStatus
 from .models import Job, JobOptions, JobState, QueueInfo, QueueOptions, QueueStats, ScheduleInfo
 
 __version__ = "0.1.0"

@@ -13,19 +13,19 @@ from typing import Any, TypeVar
 import psycopg
 
 from ._async.runner import AsyncRunner
+from ._config import check_schema, describe_dsn, resolve_dsn
+from ._core import Core, encode_json
+from ._cron import Schedules
+from ._db import Plan, connect_error
+from ._embedded import EmbeddedServer, start_embedded
+from ._maintenance import MaintenanceResult, MaintenanceSettings, maintain_plan
+from ._migrate import migrate_plan
+from ._registry import JobDefinition, Registry
+from ._sql import Statements
 from ._sync.runner import Runner, run_sync
-from .config import check_schema, describe_dsn, resolve_dsn
-from .core import Core, encode_json
-from .cron import Schedules
-from .db import Plan, connect_error
-from .embedded import EmbeddedServer, start_embedded
+from ._worker import Worker
 from .errors import InvalidInputError, WorkerError
-from .maintenance import MaintenanceResult, MaintenanceSettings, maintain_plan
-from .migrate import migrate_plan
 from .models import JobState, QueueStats
-from .registry import JobDefinition, Registry
-from .sql import Statements
-from .worker import Worker
 
 __all__ = ["QueueBase", "StartAfter"]
 

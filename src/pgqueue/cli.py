@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ._async.queue import AsyncPgQueue
+from ._config import DSN_ENV
 from ._sync.queue import PgQueue
-from .config import DSN_ENV
+from ._worker import DEFAULT_HEARTBEAT, run_loop
 from .errors import InvalidPayloadError, PgQueueError
 from .models import JobState
-from .worker import DEFAULT_HEARTBEAT, run_loop
 
 __all__ = ["build_parser", "main"]
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .config import check_name
+from ._config import check_name
 from .errors import InvalidNameError, InvalidOptionError
 
 __all__ = [

@@ -21,7 +21,7 @@ import pytest
 from psycopg import sql
 
 from pgqueue import JobState, PgQueue
-from pgqueue.cron import latest_slot
+from pgqueue._cron import latest_slot
 from tests.acceptance.conftest import ROOT
 
 

@@ -110,7 +110,7 @@ def test_the_server_outlives_every_user_but_the_last_live_one(directory: Path) -
 
 
 def test_the_embedded_server_keeps_its_wal_small(directory: Path) -> None:
-    from pgqueue.embedded import MAX_WAL_MB
+    from pgqueue._embedded import MAX_WAL_MB
 
     user = User(directory)
     dsn = user.ask("start")

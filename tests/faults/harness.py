@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgqueue.sql import JOB_COLUMNS
+from pgqueue._sql import JOB_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]
 FINAL = ("completed", "failed", "expired", "cancelled")

@@ -6,8 +6,7 @@ import time
 
 import pytest
 
-from pgqueue import MaintenanceResult, PgQueue
-from pgqueue.maintenance import MaintenanceSettings
+from pgqueue import MaintenanceResult, MaintenanceSettings, PgQueue
 
 
 def test_cron_keeps_firing_while_maintenance_fails(

@@ -16,9 +16,10 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 import pgqueue
-from pgqueue import PgQueue, migrate
+from pgqueue import PgQueue
+from pgqueue import _migrate as migrate
+from pgqueue._migrate import Migration, latest_version, load_migrations
 from pgqueue.cli import build_parser, main
-from pgqueue.migrate import Migration, latest_version, load_migrations
 
 Capture = pytest.CaptureFixture[str]
 

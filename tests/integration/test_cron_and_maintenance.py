@@ -13,8 +13,7 @@ import pytest
 from psycopg import sql
 
 import pgqueue
-from pgqueue import AsyncPgQueue, PgQueue
-from pgqueue.maintenance import MaintenanceSettings
+from pgqueue import AsyncPgQueue, MaintenanceSettings, PgQueue
 
 
 def jobs_of(conn: psycopg.Connection[Any], schema: str, name: str) -> list[tuple[Any, ...]]:

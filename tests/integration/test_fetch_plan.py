@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 
 from pgqueue import PgQueue
-from pgqueue.sql import Statements
+from pgqueue._sql import Statements
 
 JOBS = 1_000_000
 QUEUES = 9

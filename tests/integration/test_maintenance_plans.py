@@ -9,7 +9,7 @@ import psycopg
 from psycopg import sql
 
 from pgqueue import PgQueue
-from pgqueue.sql import Statements
+from pgqueue._sql import Statements
 
 # Every column of the job table (the archive has them all, and more).
 JOB_TABLE_COLUMNS = """id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,

@@ -11,8 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgqueue import PgQueue
-from pgqueue.maintenance import MaintenanceSettings
+from pgqueue import MaintenanceSettings, PgQueue
 
 pytestmark = pytest.mark.slow
 

@@ -16,10 +16,10 @@ import pytest
 from psycopg import sql
 
 import pgqueue
-from pgqueue import migrate
+from pgqueue import _migrate as migrate
+from pgqueue._migrate import Migration, latest_version, load_migrations, migrate_plan, status_plan
+from pgqueue._sql import Statements
 from pgqueue._sync.runner import run_sync
-from pgqueue.migrate import Migration, latest_version, load_migrations, migrate_plan, status_plan
-from pgqueue.sql import Statements
 from tests.snapshots import SCHEMA_SNAPSHOT, assert_matches, render_schema
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 import pgqueue
 from pgqueue import AsyncPgQueue, JobState, PgQueue
-from pgqueue import core as core_module
+from pgqueue import _core as core_module
 
 
 def count_jobs(conn: psycopg.Connection[Any], schema: str, where: str = "true") -> int:

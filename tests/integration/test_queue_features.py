@@ -14,8 +14,7 @@ import pytest
 from psycopg import sql
 
 import pgqueue
-from pgqueue import AsyncPgQueue, JobState, PgQueue
-from pgqueue.maintenance import MaintenanceSettings
+from pgqueue import AsyncPgQueue, JobState, MaintenanceSettings, PgQueue
 
 
 def run_concurrently(count: int, action: Any) -> list[Any]:

@@ -20,8 +20,8 @@ import pytest
 from psycopg import sql
 
 from pgqueue import AsyncPgQueue, JobState
-from pgqueue import completer as completer_module
-from pgqueue import worker as worker_module
+from pgqueue import _completer as completer_module
+from pgqueue import _worker as worker_module
 from tests.integration.test_worker import state_of, wait_until, working
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgqueue.sql import Statements
+from pgqueue._sql import Statements
 
 __all__ = [
     "REFERENCE_SCHEMA",

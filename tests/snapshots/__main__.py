@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 import pgqueue
-from pgqueue.embedded import start_embedded
+from pgqueue._embedded import start_embedded
 from tests.conftest import TEST_DSN_ENV
 from tests.snapshots import SCHEMA_SNAPSHOT, STATEMENTS_SNAPSHOT, render_schema, render_statements
 

@@ -143,7 +143,7 @@ def test_claimed_columns_line_up_with_the_job_fields() -> None:
     # columns must be the Job's leading fields, in order.
     from dataclasses import fields
 
-    from pgqueue.sql import JOB_COLUMNS
+    from pgqueue._sql import JOB_COLUMNS
 
     columns = [c.strip() for c in JOB_COLUMNS.split(",")]
     names = [f.name for f in fields(pgqueue.Job)][: len(columns)]

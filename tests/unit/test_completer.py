@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pgqueue.completer import Completer
-from pgqueue.core import Core
-from pgqueue.db import Plan
-from pgqueue.executor import Outcome
-from pgqueue.sql import Statements
+from pgqueue._completer import Completer
+from pgqueue._core import Core
+from pgqueue._db import Plan
+from pgqueue._executor import Outcome
+from pgqueue._sql import Statements
 
 
 class Recorder:

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 import pgqueue
-from pgqueue.cron import check_cron, check_timezone, latest_slot, next_slot
+from pgqueue._cron import check_cron, check_timezone, latest_slot, next_slot
 
 
 def utc(

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pgqueue
-from pgqueue.cron import check_cron, latest_slot, next_slot
+from pgqueue._cron import check_cron, latest_slot, next_slot
 
 BERLIN = "Europe/Berlin"
 

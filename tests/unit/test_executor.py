@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from pgqueue import JobState, RunningJob
-from pgqueue.executor import Deadline, Threads
+from pgqueue._executor import Deadline, Threads
 
 
 def running(job_id: int, expire_in: float) -> RunningJob:

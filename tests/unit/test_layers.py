@@ -69,4 +69,4 @@ def test_no_module_imports_itself_through_others() -> None:
     for node in sorted(graph):
         visit(node, [node])
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
-    assert graph["pgqueue.worker"] and "pgqueue._async.queue" not in graph["pgqueue.worker"]
+    assert graph["pgqueue._worker"] and "pgqueue._async.queue" not in graph["pgqueue._worker"]

@@ -8,8 +8,8 @@ import pytest
 from pydantic import BaseModel
 
 import pgqueue
+from pgqueue._registry import Registry
 from pgqueue.models import Job, JobState
-from pgqueue.registry import Registry
 
 
 class Payload(BaseModel):

@@ -10,7 +10,7 @@ import mypy.api
 import pytest
 
 import pgqueue
-from pgqueue.sql import Statements
+from pgqueue._sql import Statements
 from tests.snapshots import STATEMENTS_SNAPSHOT, assert_matches, render_statements
 
 SOURCE = Path(pgqueue.__file__).resolve().parent
@@ -44,7 +44,7 @@ def test_every_statement_is_used(name: str) -> None:
 
 def test_a_misspelled_statement_fails_type_checking() -> None:
     program = (
-        "from pgqueue.sql import Statements\n"
+        "from pgqueue._sql import Statements\n"
         "fetch: str = Statements('s').job_fetch\n"
         "Statements('s').job_fecth\n"
     )

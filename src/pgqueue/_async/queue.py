@@ -1,5 +1,5 @@
 """The queue object. Each method validates nothing itself and runs a plan from
-:mod:`pgqueue.core` on a pooled connection, or on the caller's connection (``conn=``), inside
+:mod:`pgqueue._core` on a pooled connection, or on the caller's connection (``conn=``), inside
 the caller's transaction. The asyncio flavour is written by hand; the blocking one is
 generated from it by ``scripts/unasync.py``.
 """
@@ -15,28 +15,23 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 import psycopg
 
-# <sync>
-# from .._async.runner import AsyncRunner
-# </sync>
 from .._base import QueueBase, StartAfter
 from .._compat import ALock, ato_thread
-from ..core import error_output, job_runs
-from ..cron import check_cron, check_timezone
-from ..db import Plan
+from .._core import error_output, job_runs
+from .._cron import check_cron, check_timezone
+from .._db import Plan
+from .._maintenance import MaintenanceResult, MaintenanceSettings
+from .._migrate import MigrationStatus, status_plan
+from .._registry import JobDefinition
+from .._worker import DEFAULT_HEARTBEAT
 from ..errors import InvalidInputError, PgQueueError
-from ..maintenance import MaintenanceResult, MaintenanceSettings
-from ..migrate import MigrationStatus, status_plan
 from ..models import Job, QueueInfo, QueueStats, ScheduleInfo
-from ..registry import JobDefinition
-
-# <async>
-from ..worker import DEFAULT_HEARTBEAT
-
-# </async>
-# <sync>
-# from ..worker import DEFAULT_HEARTBEAT, run_loop
-# </sync>
 from .runner import AsyncPeriodic, AsyncRunner, run_async
+
+# <sync>
+# from .._async.runner import AsyncRunner
+# from .._worker import run_loop
+# </sync>
 
 __all__ = ["AsyncJobFunction", "AsyncPgQueue"]
 

@@ -11,7 +11,7 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from .._compat import ABackground, AEvent, aend, aspawn, await_event
-from ..db import Plan, connect_error, has_rows, translate
+from .._db import Plan, connect_error, has_rows, translate
 
 __all__ = ["AsyncPeriodic", "AsyncRunner", "run_async"]
 

@@ -12,7 +12,7 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 from .._compat import Background, Event, end, spawn, wait_event
-from ..db import Plan, connect_error, has_rows, translate
+from .._db import Plan, connect_error, has_rows, translate
 
 __all__ = ["Periodic", "Runner", "run_sync"]
 

@@ -15,10 +15,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .core import encode_json, error_output
+from ._core import encode_json, error_output
+from ._registry import JobDefinition
 from .errors import InvalidPayloadError
 from .models import Job
-from .registry import JobDefinition
 
 __all__ = ["Deadline", "Executor", "Outcome", "Raised", "RunOwner", "RunningJob", "Threads"]
 

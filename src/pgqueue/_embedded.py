@@ -24,13 +24,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .errors import EmbeddedServerError
-from .sql import (
+from ._sql import (
     SERVER_DATABASE_CREATE,
     SERVER_DATABASE_EXISTS,
     SERVER_WAL_LIMIT,
     SERVER_WAL_SETTINGS,
 )
+from .errors import EmbeddedServerError
 
 __all__ = ["EmbeddedServer", "data_dir", "start_embedded"]
 
@@ -176,7 +176,7 @@ def _watch(directory: Path) -> None:
     # A short-lived intermediate starts the watchdog and exits, so the watchdog is nobody's
     # child here: nothing to reap, and it outlives this process as it must.
     subprocess.run(
-        [sys.executable, "-m", "pgqueue.embedded", "detach", str(directory)],
+        [sys.executable, "-m", "pgqueue._embedded", "detach", str(directory)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -190,7 +190,7 @@ def _detach(directory: Path) -> None:
     """Start the watchdog in a session of its own and record its pid (run by the
     intermediate process of ``_watch``)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pgqueue.embedded", "watch", str(directory)],
+        [sys.executable, "-m", "pgqueue._embedded", "watch", str(directory)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -227,7 +227,7 @@ def watch(directory: Path, interval: float = 2.0) -> None:
             return
 
 
-if __name__ == "__main__":  # python -m pgqueue.embedded watch|detach DIRECTORY
+if __name__ == "__main__":  # python -m pgqueue._embedded watch|detach DIRECTORY
     if len(sys.argv) == 3 and sys.argv[1] == "watch":
         watch(Path(sys.argv[2]))
     elif len(sys.argv) == 3 and sys.argv[1] == "detach":

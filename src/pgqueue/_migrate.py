@@ -18,9 +18,9 @@ from pathlib import Path
 import psycopg
 from psycopg.errors import InsufficientPrivilege
 
-from .db import Plan, Stmt
+from ._db import Plan, Stmt
+from ._sql import Statements
 from .errors import MigrationError
-from .sql import Statements
 
 __all__ = [
     "Migration",

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
 
-from .config import describe_dsn
+from ._config import describe_dsn
 from .errors import (
     ConnectError,
     DatabaseError,

@@ -21,8 +21,8 @@ from typing import Any
 
 import psycopg
 
-from .core import Core, encode_json
-from .db import Plan, Stmt
+from ._core import Core, encode_json
+from ._db import Plan, Stmt
 
 __all__ = [
     "MaintenanceResult",

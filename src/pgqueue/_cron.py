@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
-from .config import check_name
-from .core import Core
-from .db import Plan, Stmt
+from ._config import check_name
+from ._core import Core
+from ._db import Plan, Stmt
 from .errors import InvalidOptionError, InvalidScheduleError, QueueNotFoundError
 from .models import ScheduleInfo
 

@@ -16,8 +16,10 @@ import psycopg
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from .config import check_name
-from .db import Plan, Row, Stmt
+from ._config import check_name
+from ._db import Plan, Row, Stmt
+from ._registry import JobDefinition, Registry
+from ._sql import JOB_COLUMNS, Statements
 from .errors import (
     InvalidInputError,
     InvalidOptionError,
@@ -33,8 +35,6 @@ from .models import (
     QueueStats,
     parse_options,
 )
-from .registry import JobDefinition, Registry
-from .sql import JOB_COLUMNS, Statements
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",

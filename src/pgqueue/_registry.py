@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .config import check_name
+from ._config import check_name
 from .errors import InvalidInputError, InvalidOptionError, InvalidPayloadError
 from .models import Job, JobOptions, QueueOptions, parse_options
 

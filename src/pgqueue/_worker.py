@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ._async.runner import AsyncRunner
-from .completer import Completer, bounded, write_apart
-from .core import ONE_ACTIVE_PER_KEY, Core, QueueBusy, encode_json, error_output
-from .db import Plan
+from ._completer import Completer, bounded, write_apart
+from ._core import ONE_ACTIVE_PER_KEY, Core, QueueBusy, encode_json, error_output
+from ._db import Plan
+from ._executor import Deadline, Executor, Outcome, RunningJob
+from ._notifier import Notifier
+from ._registry import JobDefinition
 from .errors import ConnectError, PgQueueError, WorkerError
-from .executor import Deadline, Executor, Outcome, RunningJob
 from .models import MAX_SECONDS, Job
-from .notifier import Notifier
-from .registry import JobDefinition
 
 __all__ = ["CANCEL_GRACE", "DEFAULT_HEARTBEAT", "Worker", "run_loop"]
 

@@ -9,10 +9,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from .core import Core, encode_json, storable
-from .db import Plan
+from ._core import Core, encode_json, storable
+from ._db import Plan
+from ._executor import Outcome
 from .errors import PgQueueError
-from .executor import Outcome
 
 __all__ = ["Completer", "WriteTimeout", "bounded", "write_apart"]
 
