@@ -499,6 +499,12 @@ class Core:
                     "singleton key); let them finish or cancel them first"
                 ) from None
 
+    def follow_queue_policy(self, name: str) -> Plan[int]:
+        """Plan: give the queue's unfinished jobs its policy (jobs sent while the policy
+        changed may carry the old one); returns how many changed."""
+        rows = yield Stmt(self.sql.job_follow_queue_policy, {"name": name})
+        return len(rows)
+
     def declare_queues(self, definitions: Iterable[JobDefinition]) -> Plan[None]:
         """Plan: create the queues of registered handlers and set the options declared in
         code. Every queue exists before any option names one as its dead_letter."""

@@ -573,6 +573,14 @@ class Statements:
     job_set_policy = _Template("""
         UPDATE {schema}.job SET policy = %(policy)s
         WHERE name = %(name)s AND state <= 'active' AND policy <> %(policy)s""")
+    # A send that read the queue's policy just before a change committed writes its jobs
+    # with the old one: they are brought in line when a claim trips over them.
+    job_follow_queue_policy = _Template("""
+        UPDATE {schema}.job j SET policy = q.policy
+        FROM {schema}.queue q
+        WHERE q.name = %(name)s AND j.name = q.name AND j.state <= 'active'
+            AND j.policy <> q.policy
+        RETURNING j.id""")
     queue_delete = _Template("""
         WITH jobs AS (DELETE FROM {schema}.job WHERE name = %(name)s)
         DELETE FROM {schema}.queue WHERE name = %(name)s RETURNING name""")

@@ -377,6 +377,10 @@ class Worker:
             except ConnectError:
                 raise
             except PgQueueError as exc:  # this queue's trouble: the others go on
+                if "job_policy_" in str(exc) and await self._follow_policy(state):
+                    state.retry_at = now  # jobs with an outdated policy: fixed, claim again
+                    self._refresh = True
+                    continue
                 state.failures += 1
                 delay = min(0.1 * 2 ** min(state.failures, 7), 10.0)
                 state.retry_at = now + delay
@@ -398,6 +402,23 @@ class Worker:
             Deadline.arm(claimed, self._loop)
             for job in claimed:
                 self._start(job, state)
+
+    async def _follow_policy(self, state: _QueueState) -> bool:
+        """Bring jobs sent with the queue's previous policy in line (a send that raced a
+        policy change); True if any changed."""
+        name = state.definition.name
+        try:
+            changed: int = await self._run(self._core.follow_queue_policy(name))
+        except PgQueueError:
+            return False
+        if changed:
+            log.warning(
+                "queue %s: %d jobs sent while its policy changed kept the old one; they "
+                "follow the queue's policy now",
+                name,
+                changed,
+            )
+        return changed > 0
 
     def _make_job(self, row: tuple[Any, ...]) -> RunningJob:
         job = RunningJob.from_values(row)

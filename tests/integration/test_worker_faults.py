@@ -608,3 +608,25 @@ async def test_a_job_locked_by_another_transaction_holds_back_no_other_outcome(
 
 async def _async_state_is(pq: AsyncPgQueue, job_id: int | None, state: JobState) -> bool:
     return await state_of(pq, job_id) is state
+
+
+async def test_jobs_sent_while_the_policy_changed_do_not_wedge_the_queue(
+    apq: AsyncPgQueue, conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    @apq.job("q")
+    async def q(data: int) -> int:
+        return data
+
+    await apq.start()
+    ids = await q.insert(range(10))
+    # What a send that read the policy just before update_queue(policy="standard")
+    # committed leaves behind: waiting jobs of one key that still say "singleton".
+    conn.execute(
+        sql.SQL("UPDATE {}.job SET policy = 'singleton' WHERE id = ANY(%s)").format(
+            sql.Identifier(apq.schema)
+        ),
+        (ids[:4],),
+    )
+    await asyncio.wait_for(apq.work(until_empty=True), 30)
+    assert await _done(apq, ids)
+    assert "kept the old one" in caplog.text

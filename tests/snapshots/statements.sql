@@ -239,6 +239,13 @@ RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j
 SELECT claimed.*, scanned.count AS scanned
 FROM (SELECT count(*) FROM win) AS scanned LEFT JOIN claimed ON true;
 
+-- name: job_follow_queue_policy
+UPDATE "pgqueue".job j SET policy = q.policy
+FROM "pgqueue".queue q
+WHERE q.name = %(name)s AND j.name = q.name AND j.state <= 'active'
+    AND j.policy <> q.policy
+RETURNING j.id;
+
 -- name: job_get
     SELECT id, name, data, state, priority, retry_count, attempt, run_id, retry_limit,
 retry_delay,
