@@ -112,19 +112,16 @@ def summarize(raw: Path, top: int = 15) -> str:
     )
 
 
+def _record(out: Path, rate: int) -> list[str]:
+    """py-spy's command line to record, in raw form, the command that follows it."""
+    return [_py_spy(), "record", "--format", "raw", "-r", str(rate), "-o", str(out), "--"]
+
+
 async def _profile_w1(jobs: int, out: Path, rate: int) -> None:
     async with fresh_database("profile") as dsn:
         await PgqueueAdapter().install(dsn)
         argv = [
-            _py_spy(),
-            "record",
-            "--format",
-            "raw",
-            "-r",
-            str(rate),
-            "-o",
-            str(out),
-            "--",
+            *_record(out, rate),
             sys.executable,
             "-m",
             "benchmarks.apps.pgqueue_send",
@@ -143,18 +140,7 @@ async def _profile_w3(jobs: int, concurrency: int, out: Path, rate: int) -> None
         await adapter.preload(dsn, jobs)
         await vacuum_analyze(dsn)
         env = {**os.environ, "BENCH_DSN": dsn, "PYTHONPATH": str(ROOT)}
-        argv = [
-            _py_spy(),
-            "record",
-            "--format",
-            "raw",
-            "-r",
-            str(rate),
-            "-o",
-            str(out),
-            "--",
-            *adapter.worker_command(settings),
-        ]
+        argv = [*_record(out, rate), *adapter.worker_command(settings)]
         spy = await asyncio.create_subprocess_exec(*argv, cwd=ROOT, env=env)
         start = time.perf_counter()
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:

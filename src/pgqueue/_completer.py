@@ -14,13 +14,12 @@ from ._db import Plan
 from ._executor import Outcome
 from .errors import PgQueueError
 
-__all__ = ["Completer", "WriteTimeout", "bounded", "write_apart"]
+__all__ = ["Completer", "WriteTimeout", "write_apart"]
 
 log = logging.getLogger("pgqueue.worker")
 
 Runner = Callable[[Plan[Any]], Awaitable[Any]]
 T = TypeVar("T")
-Write = Callable[[list[T]], Awaitable[list[int]]]
 
 # Seconds a worker's write may take before it counts as waiting on a row another
 # transaction locked: it is then written in halves, so that row holds back no other.
@@ -34,38 +33,27 @@ class WriteTimeout(PgQueueError):
     transaction (a caller's open transaction, say). The same write may pass later."""
 
 
-def bounded(write: Write[T]) -> Write[T]:
-    """``write``, cut short after WRITE_TIMEOUT seconds with WriteTimeout."""
-
-    async def bounded_write(items: list[T]) -> list[int]:
-        try:
-            return await asyncio.wait_for(write(items), WRITE_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise WriteTimeout(
-                f"the write did not return within {WRITE_TIMEOUT:g}s: a row it changes is "
-                "locked by another transaction"
-            ) from None
-
-    return bounded_write
-
-
 async def write_apart(
     write: Callable[[list[T]], Awaitable[list[int]]],
     items: list[T],
     refused: Callable[[T, PgQueueError], Awaitable[list[int]]],
-    error: PgQueueError | None = None,
 ) -> list[int]:
     """``write(items)``; when the database refuses it (not when it is out of reach, which
-    raises), write the items in halves down to those it refuses, which ``refused`` handles.
-    Returns what the writes returned. ``error``: the refusal of ``items`` as a whole, when
-    the caller already met it."""
-    if error is None:
-        try:
-            return await write(items)
-        except PgQueueError as exc:
-            if exc.transient:
-                raise
-            error = exc
+    raises), or it waits more than WRITE_TIMEOUT seconds (on a row another transaction
+    locked), write the items in halves down to those it refuses or that wait, which
+    ``refused`` handles (a WriteTimeout for those that wait). Returns what the writes
+    returned."""
+    try:
+        return await asyncio.wait_for(write(items), WRITE_TIMEOUT)
+    except asyncio.TimeoutError:
+        error: PgQueueError = WriteTimeout(
+            f"the write did not return within {WRITE_TIMEOUT:g}s: a row it changes is "
+            "locked by another transaction"
+        )
+    except PgQueueError as exc:
+        if exc.transient:
+            raise
+        error = exc
     if len(items) == 1:
         return await refused(items[0], error)
     middle = len(items) // 2
@@ -79,7 +67,8 @@ class Completer:
     """Buffers outcomes and records them, completions and failures each in one statement.
 
     A write that fails (connection lost) is retried with backoff; a batch the database
-    refuses is written in halves down to the outcome it refuses (see ``_write_apart``).
+    refuses is written in halves down to the outcome it refuses (see ``write_apart``):
+    that one is recorded as a failure that says why, or kept for later if its row is locked.
     Each outcome names its run (job id and run_id), and the database records it only while
     that run holds the job, so a retried write never records twice and a stale run's
     outcome changes nothing (it is logged).
@@ -101,7 +90,6 @@ class Completer:
         self._pending: list[Outcome] = []
         self._locked: list[Outcome] = []  # outcomes whose row another transaction locked
         self._locked_retry_at = 0.0
-        self._write_bounded = bounded(self._write)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -167,12 +155,7 @@ class Completer:
             while self._pending:
                 batch = self._next_batch()
                 try:
-                    try:
-                        await self._write_bounded(batch)
-                    except PgQueueError as exc:
-                        if exc.transient:
-                            raise
-                        await self._write_apart(batch, exc)  # it refuses one of them
+                    await write_apart(self._write, batch, self._refused)
                 except PgQueueError as exc:  # out of reach: the batch is written again
                     if self._stopping:
                         return
@@ -209,11 +192,6 @@ class Completer:
             if size > self._max_bytes and count:
                 return self._pending[:count]
         return self._pending[: self._max_batch]
-
-    async def _write_apart(self, batch: list[Outcome], error: PgQueueError) -> None:
-        """Write a batch the database refused in halves, down to the outcome it refuses,
-        which is recorded as a failure that says why (the job then retries or fails)."""
-        await write_apart(self._write_bounded, batch, self._refused, error)
 
     async def _refused(self, outcome: Outcome, error: PgQueueError) -> list[int]:
         if isinstance(error, WriteTimeout):  # not refused: kept, and tried again later

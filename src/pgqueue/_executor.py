@@ -129,6 +129,13 @@ class Outcome:
     terminal: bool = False
     progress: str | None = None
 
+    @classmethod
+    def error(cls, job: Job, kind: str, error: object, terminal: bool = False) -> Outcome:
+        """``job``'s run ended ``kind`` (failed or expired) with ``error`` (an exception, or
+        the error to store as it is)."""
+        output = encode_json(error_output(error), "error")
+        return cls(job.id, job.attempt, job.run_id, kind, output, terminal)
+
 
 class Raised(Exception):
     """Carries what a sync handler raised when it may not travel as itself."""
@@ -249,9 +256,7 @@ class Executor:
         try:
             args, kwargs = definition.call_args(job)
         except InvalidPayloadError as exc:
-            return Outcome(
-                job.id, job.attempt, job.run_id, "failed", _encode(error_output(exc)), terminal=True
-            )
+            return Outcome.error(job, "failed", exc, terminal=True)
         job._task = asyncio.current_task()
         try:
             if job._expired:  # its time ran out before it started
@@ -277,13 +282,7 @@ class Executor:
         except asyncio.CancelledError:
             if job._expired:
                 message = f"job ran past its expire_in of {job.expire_in:g}s"
-                return Outcome(
-                    job.id,
-                    job.attempt,
-                    job.run_id,
-                    "expired",
-                    _encode({"type": "expired", "message": message}),
-                )
+                return Outcome.error(job, "expired", {"type": "expired", "message": message})
             if job._cancelled:  # cancel(id) or shutdown: nothing to record here
                 return None
             raise
@@ -293,7 +292,7 @@ class Executor:
             log.info(
                 "job %s (%s) failed: %s: %.500s", job.id, job.name, error["type"], error["message"]
             )
-            return Outcome(job.id, job.attempt, job.run_id, "failed", _encode(error))
+            return Outcome.error(job, "failed", error)
         finally:
             job._task = None
         _exit_if_forked(self._pid, None)
@@ -302,9 +301,7 @@ class Executor:
         try:
             output = encode_json(result, "output")
         except InvalidPayloadError as exc:
-            return Outcome(
-                job.id, job.attempt, job.run_id, "failed", _encode(error_output(exc)), terminal=True
-            )
+            return Outcome.error(job, "failed", exc, terminal=True)
         return Outcome(
             job.id, job.attempt, job.run_id, "completed", output, False, job.take_progress()
         )
@@ -322,7 +319,3 @@ def _exit_if_forked(pid: int, error: BaseException | None) -> None:
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(code if isinstance(code, int) else 1)
-
-
-def _encode(value: Any) -> str:
-    return encode_json(value, "error")

@@ -19,9 +19,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import psycopg
+
 from ._async.runner import AsyncRunner
-from ._completer import Completer, bounded, write_apart
-from ._core import ONE_ACTIVE_PER_KEY, Core, QueueBusy, encode_json, error_output
+from ._completer import Completer, write_apart
+from ._core import ONE_ACTIVE_PER_KEY, Core, QueueBusy
 from ._db import Plan
 from ._executor import Deadline, Executor, Outcome, RunningJob
 from ._notifier import Notifier
@@ -324,7 +326,7 @@ class Worker:
         ours = {(job.id, job.run_id) for job in self._active.values()}
         strays = [(job_id, run_id) for job_id, run_id in held if (job_id, run_id) not in ours]
         if strays:
-            released = await write_apart(bounded(self._release), strays, self._release_refused)
+            released = await write_apart(self._release, strays, self._release_refused)
             log.warning(
                 "handed back %d jobs claimed by this worker whose claim it never received: %s",
                 len(released),
@@ -377,7 +379,7 @@ class Worker:
             except ConnectError:
                 raise
             except PgQueueError as exc:  # this queue's trouble: the others go on
-                if "job_policy_" in str(exc) and await self._follow_policy(state):
+                if _breaks_a_policy(exc) and await self._follow_policy(state):
                     state.retry_at = now  # jobs with an outdated policy: fixed, claim again
                     self._refresh = True
                     continue
@@ -477,15 +479,7 @@ class Worker:
         except Exception as exc:  # a bug in pgqueue, not in the handler
             log.exception("running job %s failed unexpectedly", job.id)
             if job._slot is not None:
-                self._completer.add(
-                    Outcome(
-                        job.id,
-                        job.attempt,
-                        job.run_id,
-                        "failed",
-                        encode_json(error_output(exc), "error"),
-                    )
-                )
+                self._completer.add(Outcome.error(job, "failed", exc))
         finally:
             self._end(job)
 
@@ -522,20 +516,12 @@ class Worker:
             CANCEL_GRACE,
         )
         if job._expired:
+            message = (
+                f"job ran past its expire_in of {job.expire_in:g}s and its handler ignored "
+                "cancellation"
+            )
             self._completer.add(
-                Outcome(
-                    job.id,
-                    job.attempt,
-                    job.run_id,
-                    "expired",
-                    encode_json(
-                        {
-                            "type": "expired",
-                            "message": f"job ran past its expire_in of "
-                            f"{job.expire_in:g}s and its handler ignored cancellation",
-                        }
-                    ),
-                )
+                Outcome.error(job, "expired", {"type": "expired", "message": message})
             )
         elif self._stopping.is_set():
             self._interrupted.append(job)
@@ -572,7 +558,7 @@ class Worker:
                 continue
             try:
                 held = await write_apart(
-                    bounded(self._touch),
+                    self._touch,
                     list(zip(runs, progress, strict=True)),
                     self._touch_refused,
                 )
@@ -671,9 +657,7 @@ class Worker:
             try:
                 released = await asyncio.wait_for(
                     _retrying(
-                        lambda: write_apart(
-                            bounded(self._release), list(runs), self._release_refused
-                        )
+                        lambda: write_apart(self._release, list(runs), self._release_refused)
                     ),
                     _SHUTDOWN_WRITES,
                 )
@@ -719,6 +703,14 @@ async def _retrying(call: Callable[[], Awaitable[list[R]]], attempts: int = 5) -
             await asyncio.sleep(delay)
             delay *= 2
     return []
+
+
+def _breaks_a_policy(error: PgQueueError) -> bool:
+    """Whether the database refused a write for breaking a policy's unique index."""
+    cause = error.__cause__
+    return isinstance(cause, psycopg.errors.UniqueViolation) and (
+        cause.diag.constraint_name or ""
+    ).startswith("job_policy_")
 
 
 def _in_other_thread(loop: asyncio.AbstractEventLoop) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -19,6 +21,43 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class Conversation:
+    """A child process that answers each command written to its stdin with one JSON line
+    (the ``None`` command reads its greeting)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        # The parent's environment but its PGQUEUE_ variables, and ``env``.
+        child = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**child, **(env or {})},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, command: str | None) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        if command is not None:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, f"the process exited ({self.proc.poll()})"
+        return json.loads(line)
+
+    def close(self, last: str | None = None) -> None:
+        """Write ``last`` (if any), close its stdin and expect it to exit 0."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        if last is not None:
+            self.proc.stdin.write(last + "\n")
+        self.proc.stdin.close()
+        try:
+            assert self.proc.wait(30) == 0
+        finally:
+            self.proc.stdout.close()
 
 
 @pytest.fixture

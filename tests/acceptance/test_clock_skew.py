@@ -7,10 +7,8 @@ installs); without it the test is skipped, unless PGQUEUE_REQUIRE_FAKETIME is se
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -22,15 +20,14 @@ from psycopg import sql
 
 from pgqueue import JobState, PgQueue
 from pgqueue._cron import latest_slot
-from tests.acceptance.conftest import ROOT
+from tests.acceptance.conftest import Conversation
 
 
-class Skewed:
+class Skewed(Conversation):
     """The skewed instance: a process whose clock is ``offset`` away from the real one."""
 
     def __init__(self, dsn: str, schema: str, offset: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
-        self.proc = subprocess.Popen(
+        super().__init__(
             [
                 "faketime",
                 "-f",
@@ -40,31 +37,9 @@ class Skewed:
                 "tests.acceptance.skewed_client",
                 dsn,
                 schema,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+            ]
         )
         assert self.ask(None) == {"ready": True}
-
-    def ask(self, command: str | None) -> Any:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        if command is not None:
-            self.proc.stdin.write(command + "\n")
-            self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, f"the skewed instance exited ({self.proc.poll()})"
-        return json.loads(line)
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.close()
-        try:
-            assert self.proc.wait(30) == 0
-        finally:
-            self.proc.stdout.close()
 
 
 @pytest.fixture

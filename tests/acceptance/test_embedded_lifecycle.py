@@ -4,55 +4,33 @@ with SIGKILL is noticed by the server's watchdog)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 
-from tests.acceptance.conftest import ROOT, poll_until
+from tests.acceptance.conftest import Conversation, poll_until
 
 pytestmark = pytest.mark.slow
 
 
-class User:
+class User(Conversation):
     """A process using the embedded server in ``directory`` (tests/acceptance/embedded_user)."""
 
     def __init__(self, directory: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
-        env["PGQUEUE_EMBEDDED_DIR"] = str(directory)
-        self.proc = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-m", "tests.acceptance.embedded_user"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+            {"PGQUEUE_EMBEDDED_DIR": str(directory)},
         )
         assert self.ask(None) == "ready"
 
-    def ask(self, command: str | None) -> Any:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        if command is not None:
-            self.proc.stdin.write(command + "\n")
-            self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, f"the process exited ({self.proc.poll()})"
-        return json.loads(line)
-
     def exit(self) -> None:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("exit\n")
-        self.proc.stdin.close()
-        assert self.proc.wait(30) == 0
-        self.proc.stdout.close()
+        self.close("exit")
 
     def kill(self) -> None:
         assert self.proc.stdin is not None and self.proc.stdout is not None
