@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import psycopg
 
@@ -27,11 +28,33 @@ from ._worker import Worker
 from .errors import InvalidInputError, WorkerError
 from .models import JobState, QueueStats
 
-__all__ = ["QueueBase", "StartAfter"]
+__all__ = ["EventName", "QueueBase", "StartAfter"]
 
 log = logging.getLogger("pgqueue")
 RunnerT = TypeVar("RunnerT", Runner, AsyncRunner)
 StartAfter = datetime | timedelta | float | int
+EventName = Literal["listening", "maintenance", "stats", "error"]
+
+
+class Listeners:
+    """The callbacks registered with ``on()``, by event. A callback that raises is logged
+    and the others still run: an observer never breaks what it observes."""
+
+    def __init__(self) -> None:
+        self._callbacks: defaultdict[str, list[Callable[[Any], object]]] = defaultdict(list)
+
+    def add(self, event: EventName, callback: Callable[[Any], object]) -> None:
+        self._callbacks[event].append(callback)
+
+    def wants(self, event: EventName) -> bool:
+        return bool(self._callbacks.get(event))
+
+    def emit(self, event: EventName, value: object) -> None:
+        for callback in self._callbacks.get(event, ()):
+            try:
+                callback(value)
+            except Exception:
+                log.exception("%s callback %r failed", event, callback)
 
 
 class QueueBase:
@@ -67,7 +90,7 @@ class QueueBase:
         self._run_maintenance = maintenance is not False
         self.sql = Statements(self.schema)
         self._core = Core(self.sql, Registry())
-        self._monitors: list[Callable[[list[QueueStats]], object]] = []
+        self._listeners = Listeners()
         self._monitored_at = time.monotonic()  # the first report comes one interval in
         self._cron = Schedules(self._core)
         self._worker: Worker | None = None
@@ -145,17 +168,47 @@ class QueueBase:
         are validated now."""
         self._cron.declare(queue, expression, tz, data, definition.send_options)
 
+    @overload
+    def on(self, event: Literal["listening"], callback: Callable[[str], object]) -> None: ...
+    @overload
+    def on(
+        self, event: Literal["maintenance"], callback: Callable[[MaintenanceResult], object]
+    ) -> None: ...
+    @overload
+    def on(
+        self, event: Literal["stats"], callback: Callable[[list[QueueStats]], object]
+    ) -> None: ...
+    @overload
+    def on(self, event: Literal["error"], callback: Callable[[Exception], object]) -> None: ...
+    def on(self, event: EventName, callback: Callable[[Any], object]) -> None:
+        """Call ``callback`` each time ``event`` happens in this object's background work:
+
+        - ``"listening"`` (the worker's id): a worker's notification connection is up, at
+          start and after each reconnection: from then on new jobs wake it at once;
+        - ``"maintenance"`` (a :class:`MaintenanceResult`): a periodic maintenance pass
+          finished (``ran`` is False when another instance's pass made this one unneeded);
+        - ``"stats"`` (every queue's :class:`QueueStats`): each ``monitor_interval``;
+        - ``"error"`` (the exception): a periodic step (maintenance, cron, stats) failed;
+          it is tried again at the next tick.
+
+        Callbacks run on the worker's or the periodic runner's thread and must not block;
+        one that raises is logged and does not stop the others."""
+        if event not in ("listening", "maintenance", "stats", "error"):
+            raise InvalidInputError(f"unknown event {event!r}")
+        self._listeners.add(event, callback)
+
     def add_monitor(self, callback: Callable[[list[QueueStats]], object]) -> None:
         """Hand every queue's stats to ``callback`` each ``monitor_interval`` seconds, from
-        the instance's periodic runner (the stats are logged at INFO as well)."""
-        self._monitors.append(callback)
+        the instance's periodic runner (the stats are logged at INFO as well); the same as
+        ``on("stats", callback)``."""
+        self.on("stats", callback)
 
     def _maintenance_plan(self, *, periodic: bool = False) -> Plan[MaintenanceResult]:
         return maintain_plan(self._core, self.maintenance_settings, periodic=periodic)
 
     def _monitor_due(self) -> bool:
         # Counting every job is a scan of the table: only for someone who will look.
-        if not self._monitors and not log.isEnabledFor(logging.INFO):
+        if not self._listeners.wants("stats") and not log.isEnabledFor(logging.INFO):
             return False
         now = time.monotonic()
         if now - self._monitored_at < self.maintenance_settings.monitor_interval:
@@ -175,11 +228,7 @@ class QueueBase:
                 if queue.oldest_waiting_seconds is None
                 else f"{queue.oldest_waiting_seconds:.0f}",
             )
-        for callback in self._monitors:
-            try:
-                callback(stats)
-            except Exception:
-                log.exception("queue monitor %r failed", callback)
+        self._listeners.emit("stats", stats)
 
     def _declared(self) -> bool:
         """True when every handler's queue and every code schedule is in the database."""
@@ -188,12 +237,16 @@ class QueueBase:
     def _worker_for(self, runner: AsyncRunner, **options: Any) -> Worker:
         if not self._work_done.is_set():
             raise WorkerError("this queue object is already working")
-        worker = Worker(runner, self._core, **options)
+        worker = Worker(runner, self._core, emit=self._listeners.emit, **options)
         self._worker = worker
         self._work_done.clear()
         return worker
 
-    def _stop_worker(self) -> None:
+    def stop_working(self) -> None:
+        """Ask :meth:`work` to finish, from any thread or a signal handler: no new claims,
+        running jobs get ``shutdown_timeout`` to end, the runs still held go back to their
+        queues, then ``work()`` returns. The object stays started. Does nothing when not
+        working."""
         if self._worker is not None:
             self._worker.stop()
 

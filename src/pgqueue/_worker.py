@@ -79,6 +79,7 @@ class Worker:
         shutdown_timeout: float = 30.0,
         until_empty: bool = False,
         heartbeat_seconds: float = DEFAULT_HEARTBEAT,
+        emit: Callable[[Any, object], None] = lambda event, value: None,
     ) -> None:
         if concurrency < 1:
             raise WorkerError(f"concurrency must be at least 1, got {concurrency}")
@@ -96,6 +97,7 @@ class Worker:
         if not definitions:
             raise WorkerError("no job handlers registered: decorate functions with @pq.job")
         self._runner = runner
+        self._emit = emit  # tells the queue object's listeners (on("listening", ...))
         self._core = core
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._concurrency = concurrency
@@ -146,7 +148,7 @@ class Worker:
             self._runner.dsn,
             [self._core.sql.listen_jobs, self._core.sql.listen_cancel],
             self._on_notify,
-            self._mark_all_dirty,
+            self._listening,
         )
         self.listening = notifier.connected
         signals = self._install_signals() if install_signal_handlers else []
@@ -250,6 +252,11 @@ class Worker:
             if state.policy in ONE_ACTIVE_PER_KEY and not state.dirty:
                 state.dirty = True
                 self._wake.set()
+
+    def _listening(self) -> None:
+        # (Re)connected: whatever was sent meanwhile went unannounced.
+        self._mark_all_dirty()
+        self._emit("listening", self.id)
 
     def _mark_all_dirty(self) -> None:
         for state in self._states.values():

@@ -17,9 +17,7 @@ Apply = Callable[[PgQueue, Job], bool]
 
 
 def _release(pq: PgQueue, job: Job) -> bool:
-    # A worker's shutdown hand-back: no public method runs it alone.
-    released: list[int] = pq._run(pq._core.release([job.id], [job.run_id]), None)
-    return released == [job.id]
+    return pq.release(job) == [job.id]
 
 
 def _maintain(pq: PgQueue, field: str, seconds: float) -> bool:
@@ -80,18 +78,17 @@ def into(pq: PgQueue, state: JobState, options: dict[str, Any]) -> Job:
     if state is not JobState.created and state is not JobState.cancelled:
         (run,) = pq.fetch("q")
     if state is JobState.retry:
-        pq._run(pq._core.release([run.id], [run.run_id]), None)
+        pq.release(run)
     elif state is JobState.completed:
         pq.complete(run)
     elif state is JobState.failed:
-        pq._run(pq._core.fail([run.id], [run.run_id], ['"x"'], terminal=[True]), None)
-    elif state is JobState.expired:
-        pq._run(
-            pq._core.fail(
-                [run.id], [run.run_id], ['"x"'], terminal=[True], final_states=["expired"]
-            ),
-            None,
-        )
+        pq.fail(run, "x", retry=False)
+    elif state is JobState.expired:  # handed back, then left waiting past its retention
+        pq.release(run)
+        waiting = pq.get_job_by_id(job_id)
+        assert waiting is not None and waiting.keep_until is not None
+        pq.move_clock((waiting.keep_until - pq.now()).total_seconds() + 1)
+        assert pq.maintain().expired_waiting == 1
     elif state is JobState.cancelled:
         pq.cancel(job_id)
     now = pq.get_job_by_id(job_id)
@@ -130,7 +127,7 @@ def test_a_run_that_lost_its_job_changes_nothing_from_any_state(pq: PgQueue) -> 
     pq.create_queue("q", retry_limit=5)
     pq.send("q")
     (stale,) = pq.fetch("q")
-    pq._run(pq._core.release([stale.id], [stale.run_id]), None)
+    pq.release(stale)
     (current,) = pq.fetch("q")
     assert current.attempt == stale.attempt + 1
     assert pq.complete(stale) == pq.fail(stale) == pq.touch(stale) == []

@@ -202,8 +202,8 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
                 assert pq.touch(run) == expected
                 if model:
                     model.heartbeat_at = self.w.now
-            else:  # a worker's hand-back on shutdown (no public method runs it alone)
-                assert pq._run(pq._core.release([run.id], [run.run_id]), None) == expected
+            else:  # a worker's hand-back on shutdown
+                assert pq.release(run) == expected
                 if model:
                     model.state, model.started_at = JobState.retry, None
                     self._due_again(model, self.w.now)

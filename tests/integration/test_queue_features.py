@@ -243,20 +243,17 @@ async def test_periodic_maintenance_runs_once_per_interval_across_instances(
     ran: list[float] = []
     enough = asyncio.Event()
     instances = [AsyncPgQueue(dsn, schema=schema, maintenance=settings) for _ in range(3)]
+
+    def noting(result: pgqueue.MaintenanceResult) -> None:
+        ended = time.monotonic()  # a pass's transaction committed just before this
+        tries.append(ended)
+        if len(tries) >= 30:
+            enough.set()
+        if result.ran:
+            ran.append(ended)
+
     for pq in instances:
-        periodic = pq._maintain_periodic
-
-        async def noting(periodic: Any = periodic) -> pgqueue.MaintenanceResult:
-            began = time.monotonic()  # a pass's transaction starts right after this
-            result: pgqueue.MaintenanceResult = await periodic()
-            tries.append(began)
-            if len(tries) >= 30:
-                enough.set()
-            if result.ran:
-                ran.append(began)
-            return result
-
-        pq._maintain_periodic = noting  # type: ignore[method-assign]
+        pq.on("maintenance", noting)
     for pq in instances:
         await pq.start()
     try:
@@ -283,18 +280,13 @@ def test_stats_are_counted_only_for_someone_who_looks(
     settings = MaintenanceSettings(interval=0.02, monitor_interval=0)
     pq = PgQueue(dsn, schema=schema, maintenance=settings)
     counted = pq.get_queue_stats
-    maintain = pq._maintain_periodic
 
     def counting_stats(name: str | None = None) -> list[pgqueue.QueueStats]:
         ticks.put("stats")
         return counted(name)
 
-    def noting_maintain() -> pgqueue.MaintenanceResult:
-        ticks.put("maintain")
-        return maintain()
-
     pq.get_queue_stats = counting_stats  # type: ignore[method-assign,assignment]
-    pq._maintain_periodic = noting_maintain  # type: ignore[method-assign]
+    pq.on("maintenance", lambda result: ticks.put("maintain"))
     with pq:
         seen = [ticks.get(timeout=10) for _ in range(5)]
         assert seen == ["maintain"] * 5  # no monitor, INFO off: nothing counted

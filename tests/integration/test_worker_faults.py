@@ -363,8 +363,7 @@ async def test_a_queue_whose_turn_another_fetcher_holds_stops_nothing(
         task = asyncio.create_task(apq.work(poll_interval=0.2))
         ids = await other.insert(range(5))
         await wait_until(lambda: _done(apq, ids))
-        assert apq._worker is not None
-        apq._worker.stop()
+        apq.stop_working()
         await asyncio.wait_for(task, 10)  # the stop is not held up by the turn either
 
 
@@ -538,8 +537,7 @@ async def test_a_row_the_database_will_not_update_stops_no_other_beat_or_hand_ba
     async with working(apq, heartbeat_seconds=0.3, shutdown_timeout=0.1):
         first = beats()
         await wait_until(lambda: _async(all(beats()[i] not in (None, first[i]) for i in first)))
-        assert apq._worker is not None
-        apq._worker.stop()  # hands back the runs it holds: all but the stuck one go
+        apq.stop_working()  # hands back the runs it holds: all but the stuck one go
     assert [await state_of(apq, i) for i in healthy] == [JobState.retry] * 2
     assert await state_of(apq, stuck) is JobState.active
     assert "refused its heartbeat" in caplog.text

@@ -219,7 +219,7 @@ class PgQueue(QueueBase):
     def stop(self, timeout: float = 30.0) -> None:
         """Stop working (if :meth:`work` runs), close the pool, stop an embedded server this
         object started. Idempotent."""
-        self._stop_worker()
+        self.stop_working()
         to_thread(self._work_done.wait, timeout)
         maintenance, self._maintenance = self._maintenance, None
         if maintenance is not None:
@@ -390,17 +390,31 @@ class PgQueue(QueueBase):
         jobs: Job | int | Iterable[Job | int],
         error: Any = None,
         *,
+        retry: bool = True,
         conn: psycopg.Connection[Any] | None = None,
     ) -> list[int]:
-        """Fail the runs of fetched jobs: each job goes to retry while retries remain, else
-        to failed; returns the ids failed (a run that lost its job is left out, as in
-        :meth:`complete`)."""
+        """Fail the runs of fetched jobs: each job goes to retry while retries remain (and
+        ``retry``), else to failed; returns the ids failed (a run that lost its job is left
+        out, as in :meth:`complete`)."""
         ids, runs = job_runs(jobs)
+        outputs = self._outputs(ids, error_output(error))
         return self._run(
-            self._core.fail(ids, runs, self._outputs(ids, error_output(error))),
+            self._core.fail(ids, runs, outputs, terminal=[not retry] * len(ids)),
             conn,
             atomic=False,
         )
+
+    def release(
+        self,
+        jobs: Job | int | Iterable[Job | int],
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[int]:
+        """Hand the runs of fetched jobs back unfinished, to run again at once without
+        spending a retry (what a stopping worker does with the jobs it holds); returns the
+        ids handed back (a run that lost its job is left out, as in :meth:`complete`)."""
+        ids, runs = job_runs(jobs)
+        return self._run(self._core.release(ids, runs), conn, atomic=False)
 
     def touch(
         self,
@@ -630,19 +644,23 @@ class PgQueue(QueueBase):
         the schema: for tests, to make delays, retries, expiry and cron happen at once."""
         self._run(self._core.move_clock(by), None)
 
-    def _maintain_periodic(self) -> MaintenanceResult:
-        return self._run(self._maintenance_plan(periodic=True), None)
+    def _maintain_periodic(self) -> None:
+        result = self._run(self._maintenance_plan(periodic=True), None)
+        self._listeners.emit("maintenance", result)
+
+    def _monitor(self) -> None:
+        if self._monitor_due():
+            self._report(self.get_queue_stats())
 
     def _background_tick(self) -> None:
         # Each step runs even if another failed (cron must not stop because maintenance
         # fails); the first error is raised afterwards, for the runner to log and keep.
         errors: list[Exception] = []
-        for step in (self._maintain_periodic, self.run_schedules):
+        for step in (self._maintain_periodic, self.run_schedules, self._monitor):
             try:
                 step()
             except Exception as exc:
                 errors.append(exc)
-        if self._monitor_due():
-            self._report(self.get_queue_stats())
+                self._listeners.emit("error", exc)
         if errors:
             raise errors[0]
