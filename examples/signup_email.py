@@ -63,7 +63,7 @@ async def sign_up(email: str, first_name: str) -> int | None:
         await conn.execute(
             "INSERT INTO app_user (email, first_name) VALUES (%s, %s)", (email, first_name)
         )
-        signup = {"email": email, "first_name": first_name}  # validated by .send()
+        signup = Signup(email=email, first_name=first_name)
         await send_followup_email.send_after(signup, timedelta(days=3), conn=conn)
         return await send_welcome_email.send(signup, conn=conn, singleton_key=email)
 

@@ -26,6 +26,7 @@ TARGET = ROOT / "src" / "pgqueue" / "_sync"
 NAMES = {
     "AsyncPgQueue": "PgQueue",
     "AsyncJobFunction": "JobFunction",
+    "AsyncJobDecorator": "JobDecorator",
     "AsyncRunner": "Runner",
     "AsyncPeriodic": "Periodic",
     "AsyncConnectionPool": "ConnectionPool",

@@ -60,6 +60,7 @@ def _same_flavour(annotation: Any) -> str:
         ("AsyncConnection", "Connection"),
         ("AsyncPgQueue", "PgQueue"),
         ("AsyncJobFunction", "JobFunction"),
+        ("AsyncJobDecorator", "JobDecorator"),
         ("AsyncIterator", "Iterator"),
     ):
         text = text.replace(async_name, sync_name)
@@ -93,9 +94,11 @@ def test_sync_and_async_signatures_match(name: str) -> None:
 
 
 def test_context_managers() -> None:
-    assert hasattr(PgQueue, "__enter__") and hasattr(PgQueue, "__exit__")
+    # Each flavour has its own protocol, and each enters into a started queue object.
+    assert inspect.signature(PgQueue.__enter__).return_annotation == "PgQueue"
     assert inspect.iscoroutinefunction(AsyncPgQueue.__aenter__)
-    assert inspect.iscoroutinefunction(AsyncPgQueue.__aexit__)
+    assert inspect.signature(AsyncPgQueue.__aenter__).return_annotation == "AsyncPgQueue"
+    assert not hasattr(PgQueue, "__aenter__") and not hasattr(AsyncPgQueue, "__enter__")
 
 
 def test_contract_names_exist() -> None:

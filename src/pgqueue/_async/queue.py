@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 import psycopg
 
@@ -33,17 +33,21 @@ from .runner import AsyncPeriodic, AsyncRunner, run_async
 # from .._worker import run_loop
 # </sync>
 
-__all__ = ["AsyncJobFunction", "AsyncPgQueue"]
+__all__ = ["AsyncJobDecorator", "AsyncJobFunction", "AsyncPgQueue"]
 
 log = logging.getLogger("pgqueue")
 T = TypeVar("T")
+D = TypeVar("D")
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class AsyncJobFunction(Generic[P, R]):
+class AsyncJobFunction(Generic[D, P, R]):
     """What ``@pq.job`` returns: the function itself, plus ``send``, ``send_after`` and
-    ``insert``, which send by the handler's name (its defaults apply, its model validates)."""
+    ``insert``, which send by the handler's name (its defaults apply, its model validates).
+
+    Typed by the handler: ``D`` is its data parameter's type (what ``send`` takes; None
+    for a handler without one), ``P`` its parameters and ``R`` what it returns."""
 
     def __init__(self, queue: AsyncPgQueue, definition: JobDefinition) -> None:
         self._queue = queue
@@ -57,7 +61,7 @@ class AsyncJobFunction(Generic[P, R]):
 
     async def send(
         self,
-        data: Any = None,
+        data: D | None = None,
         *,
         conn: psycopg.AsyncConnection[Any] | None = None,
         **options: Any,
@@ -68,7 +72,7 @@ class AsyncJobFunction(Generic[P, R]):
 
     async def send_after(
         self,
-        data: Any,
+        data: D | None,
         start_after: StartAfter,
         *,
         conn: psycopg.AsyncConnection[Any] | None = None,
@@ -79,7 +83,7 @@ class AsyncJobFunction(Generic[P, R]):
 
     async def insert(
         self,
-        items: Iterable[Any],
+        items: Iterable[D],
         *,
         conn: psycopg.AsyncConnection[Any] | None = None,
         **options: Any,
@@ -88,6 +92,18 @@ class AsyncJobFunction(Generic[P, R]):
         return await self._queue.insert(
             [{"name": self.name, "data": d, **options} for d in items], conn=conn
         )
+
+
+class AsyncJobDecorator(Protocol):
+    """What ``@pq.job(...)`` and ``@pq.cron(...)`` are: they type the job function by the
+    handler's first parameter (its data)."""
+
+    @overload
+    def __call__(self, func: Callable[[], R], /) -> AsyncJobFunction[None, [], R]: ...
+    @overload
+    def __call__(
+        self, func: Callable[Concatenate[D, P], R], /
+    ) -> AsyncJobFunction[D, Concatenate[D, P], R]: ...
 
 
 class AsyncPgQueue(QueueBase):
@@ -130,7 +146,7 @@ class AsyncPgQueue(QueueBase):
         description: str | None = None,
         concurrency: int | None = None,
         **defaults: Any,
-    ) -> Callable[[Callable[P, R]], AsyncJobFunction[P, R]]:
+    ) -> AsyncJobDecorator:
         """Register the decorated function (sync or async) as the handler of queue ``name``.
 
         ``defaults`` are queue options (retry_limit, expire_in, ...; the queue is created or
@@ -141,7 +157,7 @@ class AsyncPgQueue(QueueBase):
         :class:`RunningJob` (or ``Job``, or named ``job``) receives the running job.
         """
 
-        def register(func: Callable[P, R]) -> AsyncJobFunction[P, R]:
+        def register(func: Callable[..., Any]) -> AsyncJobFunction[Any, Any, Any]:
             definition = self._register(name, func, description, concurrency, defaults)
             return AsyncJobFunction(self, definition)
 
@@ -156,7 +172,7 @@ class AsyncPgQueue(QueueBase):
         data: Any = None,
         description: str | None = None,
         **options: Any,
-    ) -> Callable[[Callable[P, R]], AsyncJobFunction[P, R]]:
+    ) -> AsyncJobDecorator:
         """Register the decorated function as a job (queue ``name``, default the function's
         name) and send it ``data`` at every slot of the cron ``expression`` in time zone
         ``tz``. Schedules declared in code are written on start; code schedules no longer
@@ -165,9 +181,11 @@ class AsyncPgQueue(QueueBase):
         check_cron(expression)
         check_timezone(tz)
 
-        def register(func: Callable[P, R]) -> AsyncJobFunction[P, R]:
+        def register(func: Callable[..., Any]) -> AsyncJobFunction[Any, Any, Any]:
             queue: str = name or str(getattr(func, "__name__", ""))
-            job = self.job(queue, description=description, **options)(func)
+            job: AsyncJobFunction[Any, Any, Any] = self.job(
+                queue, description=description, **options
+            )(func)
             self._declare_cron(queue, expression, tz, data, job.definition)
             return job
 

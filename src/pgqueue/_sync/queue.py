@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 import psycopg
 
@@ -30,17 +30,21 @@ from ..errors import InvalidInputError, PgQueueError
 from ..models import Job, QueueInfo, QueueStats, ScheduleInfo
 from .runner import Periodic, Runner, run_sync
 
-__all__ = ["JobFunction", "PgQueue"]
+__all__ = ["JobDecorator", "JobFunction", "PgQueue"]
 
 log = logging.getLogger("pgqueue")
 T = TypeVar("T")
+D = TypeVar("D")
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class JobFunction(Generic[P, R]):
+class JobFunction(Generic[D, P, R]):
     """What ``@pq.job`` returns: the function itself, plus ``send``, ``send_after`` and
-    ``insert``, which send by the handler's name (its defaults apply, its model validates)."""
+    ``insert``, which send by the handler's name (its defaults apply, its model validates).
+
+    Typed by the handler: ``D`` is its data parameter's type (what ``send`` takes; None
+    for a handler without one), ``P`` its parameters and ``R`` what it returns."""
 
     def __init__(self, queue: PgQueue, definition: JobDefinition) -> None:
         self._queue = queue
@@ -54,7 +58,7 @@ class JobFunction(Generic[P, R]):
 
     def send(
         self,
-        data: Any = None,
+        data: D | None = None,
         *,
         conn: psycopg.Connection[Any] | None = None,
         **options: Any,
@@ -65,7 +69,7 @@ class JobFunction(Generic[P, R]):
 
     def send_after(
         self,
-        data: Any,
+        data: D | None,
         start_after: StartAfter,
         *,
         conn: psycopg.Connection[Any] | None = None,
@@ -76,7 +80,7 @@ class JobFunction(Generic[P, R]):
 
     def insert(
         self,
-        items: Iterable[Any],
+        items: Iterable[D],
         *,
         conn: psycopg.Connection[Any] | None = None,
         **options: Any,
@@ -85,6 +89,18 @@ class JobFunction(Generic[P, R]):
         return self._queue.insert(
             [{"name": self.name, "data": d, **options} for d in items], conn=conn
         )
+
+
+class JobDecorator(Protocol):
+    """What ``@pq.job(...)`` and ``@pq.cron(...)`` are: they type the job function by the
+    handler's first parameter (its data)."""
+
+    @overload
+    def __call__(self, func: Callable[[], R], /) -> JobFunction[None, [], R]: ...
+    @overload
+    def __call__(
+        self, func: Callable[Concatenate[D, P], R], /
+    ) -> JobFunction[D, Concatenate[D, P], R]: ...
 
 
 class PgQueue(QueueBase):
@@ -127,7 +143,7 @@ class PgQueue(QueueBase):
         description: str | None = None,
         concurrency: int | None = None,
         **defaults: Any,
-    ) -> Callable[[Callable[P, R]], JobFunction[P, R]]:
+    ) -> JobDecorator:
         """Register the decorated function (sync or async) as the handler of queue ``name``.
 
         ``defaults`` are queue options (retry_limit, expire_in, ...; the queue is created or
@@ -138,7 +154,7 @@ class PgQueue(QueueBase):
         :class:`RunningJob` (or ``Job``, or named ``job``) receives the running job.
         """
 
-        def register(func: Callable[P, R]) -> JobFunction[P, R]:
+        def register(func: Callable[..., Any]) -> JobFunction[Any, Any, Any]:
             definition = self._register(name, func, description, concurrency, defaults)
             return JobFunction(self, definition)
 
@@ -153,7 +169,7 @@ class PgQueue(QueueBase):
         data: Any = None,
         description: str | None = None,
         **options: Any,
-    ) -> Callable[[Callable[P, R]], JobFunction[P, R]]:
+    ) -> JobDecorator:
         """Register the decorated function as a job (queue ``name``, default the function's
         name) and send it ``data`` at every slot of the cron ``expression`` in time zone
         ``tz``. Schedules declared in code are written on start; code schedules no longer
@@ -162,9 +178,11 @@ class PgQueue(QueueBase):
         check_cron(expression)
         check_timezone(tz)
 
-        def register(func: Callable[P, R]) -> JobFunction[P, R]:
+        def register(func: Callable[..., Any]) -> JobFunction[Any, Any, Any]:
             queue: str = name or str(getattr(func, "__name__", ""))
-            job = self.job(queue, description=description, **options)(func)
+            job: JobFunction[Any, Any, Any] = self.job(queue, description=description, **options)(
+                func
+            )
             self._declare_cron(queue, expression, tz, data, job.definition)
             return job
 
