@@ -118,10 +118,14 @@ def test_subcommands_are_listed() -> None:
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     # Every command a user runs, and none unannounced: each is listed with what it does.
     listed = {action.dest: action.help for action in commands._choices_actions}
-    assert set(commands.choices) == set(listed) == {
-        *("migrate", "worker", "jobs", "send", "queues", "job", "grant"),
-        *("retry", "cancel", "resume", "pause", "unpause"),
-    }
+    assert (
+        set(commands.choices)
+        == set(listed)
+        == {
+            *("migrate", "worker", "jobs", "send", "queues", "job", "grant"),
+            *("retry", "cancel", "resume", "pause", "unpause"),
+        }
+    )
     assert all(listed.values()), listed
 
 
