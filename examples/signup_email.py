@@ -14,9 +14,9 @@ import asyncio
 from datetime import timedelta
 
 import psycopg
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from pgqueue import AsyncPgQueue, InvalidPayloadError, RunningJob
+from pgqueue import AsyncPgQueue, RunningJob
 
 pq = AsyncPgQueue()  # $PGQUEUE_DATABASE_URL, else the embedded PostgreSQL
 
@@ -91,7 +91,7 @@ async def main() -> None:
             print("second signup of ada@example.com failed: no email sent")
         try:
             await sign_up("grace(at)example.com", "Grace")
-        except InvalidPayloadError:
+        except ValidationError:  # the model refused it: the user row rolled back with it
             print("signup with an invalid email refused: no user, no email")
         await pq.work(until_empty=True)  # the welcome email; the follow-up waits three days
         clicks = [await resend_welcome_email("ada@example.com") for _ in range(2)]

@@ -1,10 +1,12 @@
 """pgqueue: a reliable job queue that lives in PostgreSQL."""
 
-from ._async.queue import AsyncJobFunction, AsyncPgQueue
+from ._async.function import AsyncJobFunction
+from ._async.queue import AsyncPgQueue
 from ._executor import RunningJob
 from ._maintenance import MaintenanceResult, MaintenanceSettings
 from ._migrate import MigrationStatus
-from ._sync.queue import JobFunction, PgQueue
+from ._sync.function import JobFunction
+from ._sync.queue import PgQueue
 from .errors import (
     ConnectError,
     DatabaseError,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -15,12 +16,13 @@ import psycopg
 
 from ._async.runner import AsyncRunner
 from ._config import check_schema, describe_dsn, resolve_dsn
-from ._core import Core, encode_json
+from ._core import Core
 from ._cron import Schedules
 from ._db import Plan, connect_error
 from ._embedded import EmbeddedServer, start_embedded
 from ._maintenance import MaintenanceResult, MaintenanceSettings, maintain_plan
 from ._migrate import migrate_plan
+from ._payload import encode_json
 from ._registry import JobDefinition, Registry
 from ._sql import Statements
 from ._sync.runner import Runner, run_sync
@@ -53,7 +55,7 @@ class Listeners:
         for callback in self._callbacks.get(event, ()):
             try:
                 callback(value)
-            except Exception:
+            except (Exception, SystemExit):
                 log.exception("%s callback %r failed", event, callback)
 
 
@@ -195,6 +197,11 @@ class QueueBase:
         one that raises is logged and does not stop the others."""
         if event not in ("listening", "maintenance", "stats", "error"):
             raise InvalidInputError(f"unknown event {event!r}")
+        if inspect.iscoroutinefunction(callback) or not callable(callback):
+            raise InvalidInputError(
+                f"an on({event!r}) callback is a plain function (it may start a task), "
+                f"got {callback!r}"
+            )
         self._listeners.add(event, callback)
 
     def add_monitor(self, callback: Callable[[list[QueueStats]], object]) -> None:

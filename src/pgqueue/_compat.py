@@ -22,6 +22,7 @@ __all__ = [
     "ato_thread",
     "await_event",
     "end",
+    "run_loop",
     "spawn",
     "to_thread",
     "wait_event",
@@ -29,6 +30,7 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 ABackground = asyncio.Task[None]
 Background = threading.Thread
@@ -84,3 +86,24 @@ async def await_event(event: asyncio.Event, timeout: float) -> bool:
 def wait_event(event: threading.Event, timeout: float) -> bool:
     """Wait up to ``timeout`` seconds for ``event``; True if it is set."""
     return event.wait(timeout)
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on a new event loop, as :func:`asyncio.run` does, but never wait for a
+    task that ignores cancellation (a handler a worker let go of): what is left when
+    ``main`` returns is cancelled, given a second, and then left behind."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

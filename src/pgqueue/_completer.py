@@ -9,9 +9,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from ._core import Core, encode_json, storable
+from ._core import Core
 from ._db import Plan
 from ._executor import Outcome
+from ._payload import encode_json, storable
 from .errors import PgQueueError
 
 __all__ = ["Completer", "WriteTimeout", "write_apart"]

@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ._core import encode_json, error_output
+from ._payload import encode_json, error_output
 from ._registry import JobDefinition
 from .errors import InvalidPayloadError
 from .models import Job

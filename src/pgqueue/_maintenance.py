@@ -21,8 +21,9 @@ from typing import Any
 
 import psycopg
 
-from ._core import Core, encode_json
+from ._core import Core
 from ._db import Plan, Stmt
+from ._payload import encode_json
 
 __all__ = [
     "MaintenanceResult",

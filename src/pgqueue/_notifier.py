@@ -34,13 +34,14 @@ class Notifier:
         self._on_connect = on_connect
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._tried = asyncio.Event()  # the first connection attempt ended, either way
         self.connected = asyncio.Event()
 
     async def start(self) -> None:
         """Start listening; returns once the first LISTEN is in place (or failed once)."""
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="pgqueue-notifier")
-            waiter = asyncio.ensure_future(self.connected.wait())
+            waiter = asyncio.ensure_future(self._tried.wait())
             await asyncio.wait(
                 {waiter, self._task}, timeout=10, return_when=asyncio.FIRST_COMPLETED
             )
@@ -54,6 +55,7 @@ class Notifier:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            self.connected.clear()
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -76,12 +78,14 @@ class Notifier:
                     for statement in self._listen:
                         await conn.execute(statement)
                     self.connected.set()
+                    self._tried.set()
                     backoff = 0.1
                     self._on_connect()
                     async for note in conn.notifies():
                         self._on_notify(note.channel, note.payload)
             except psycopg.Error as exc:
                 self.connected.clear()
+                self._tried.set()
                 if self._stopping:
                     return
                 log.warning(

@@ -169,6 +169,11 @@ def _inspect_handler(func: Callable[..., Any]) -> tuple[type[BaseModel] | None, 
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         if not data_param and param.kind is not param.KEYWORD_ONLY:
+            if job_param is not None:  # it would be passed the data as well
+                raise InvalidInputError(
+                    f"handler {getattr(func, '__qualname__', func)!r}: the data parameter "
+                    f"{param.name!r} must come before the job parameter {job_param!r}"
+                )
             data_param = True
             if isinstance(hint, type) and issubclass(hint, BaseModel):
                 data_model = hint

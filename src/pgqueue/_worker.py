@@ -14,8 +14,9 @@ import logging
 import os
 import signal
 import socket
+import threading
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,12 +27,13 @@ from ._completer import Completer, write_apart
 from ._core import ONE_ACTIVE_PER_KEY, Core, QueueBusy
 from ._db import Plan
 from ._executor import Deadline, Executor, Outcome, RunningJob
+from ._heartbeat import Heartbeat
 from ._notifier import Notifier
 from ._registry import JobDefinition
 from .errors import ConnectError, PgQueueError, WorkerError
 from .models import MAX_SECONDS, Job
 
-__all__ = ["CANCEL_GRACE", "DEFAULT_HEARTBEAT", "Worker", "run_loop"]
+__all__ = ["CANCEL_GRACE", "DEFAULT_HEARTBEAT", "Worker"]
 
 log = logging.getLogger("pgqueue.worker")
 T = TypeVar("T")
@@ -112,15 +114,19 @@ class Worker:
         self._interrupted: list[RunningJob] = []  # runs cut short while stopping
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._touch_wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.listening = asyncio.Event()  # set while notifications arrive
         self._refresh = True  # read the queues' policies and paused flags before claiming
         self._reconcile_at = 0.0  # loop time of the next reconciliation
-        self._beat_every = self._heartbeat / 3  # what the heartbeat loop waits between beats
         self._loop: asyncio.AbstractEventLoop | None = None
+        # A stop may come from another thread or a signal handler before run() starts.
+        self._control = threading.RLock()
+        self._stop_asked = False
         self._executor = Executor(threads=concurrency)
         self._completer = Completer(self._run, self._core, written=self._outcomes_written)
+        self._heartbeat_loop = Heartbeat(
+            self._run, self._core, self._active, self._heartbeat, self._cancel_job
+        )
         self.processed = 0
 
     async def _run(self, plan: Plan[Any]) -> Any:
@@ -131,8 +137,10 @@ class Worker:
 
     def stop(self) -> None:
         """Ask the worker to stop gracefully (safe from any thread or signal handler)."""
-        loop = self._loop
-        if loop is None:
+        with self._control:
+            self._stop_asked = True
+            loop = self._loop
+        if loop is None:  # not running yet: run() sees the request when it starts
             return
         if loop.is_running() and _in_other_thread(loop):
             loop.call_soon_threadsafe(self._stopping.set)
@@ -143,7 +151,10 @@ class Worker:
 
     async def run(self, install_signal_handlers: bool = False) -> None:
         """Work until :meth:`stop` (or, with ``until_empty``, until nothing is runnable)."""
-        self._loop = asyncio.get_running_loop()
+        with self._control:
+            self._loop = asyncio.get_running_loop()
+            if self._stop_asked:
+                self._stopping.set()
         notifier = Notifier(
             self._runner.dsn,
             [self._core.sql.listen_jobs, self._core.sql.listen_cancel],
@@ -154,7 +165,7 @@ class Worker:
         signals = self._install_signals() if install_signal_handlers else []
         await self._completer.start()
         await notifier.start()
-        toucher = asyncio.create_task(self._touch_loop(), name="pgqueue-heartbeat")
+        toucher = asyncio.create_task(self._heartbeat_loop.run(), name="pgqueue-heartbeat")
         log.info(
             "worker %s started: queues %s, concurrency %d",
             self.id,
@@ -440,9 +451,9 @@ class Worker:
         loop = self._loop
         if loop is not None:
             if _in_other_thread(loop):
-                loop.call_soon_threadsafe(self._touch_wake.set)
+                loop.call_soon_threadsafe(self._heartbeat_loop.wake.set)
             else:
-                self._touch_wake.set()
+                self._heartbeat_loop.wake.set()
 
     # -- running -----------------------------------------------------------------------------
 
@@ -460,8 +471,7 @@ class Worker:
             earlier.interrupt()
         self._active[job.id] = job
         job._slot = state
-        if job.heartbeat_seconds and job.heartbeat_seconds / 3 < self._beat_every:
-            self._touch_wake.set()  # beat sooner than the heartbeat loop now plans to
+        self._heartbeat_loop.arrived(job)
         task = asyncio.create_task(self._execute(job, state))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -535,82 +545,6 @@ class Worker:
         self._tasks.discard(task)  # a stop does not wait for it either
         self._end(job)
 
-    async def _touch_loop(self) -> None:
-        """Beat for every run at a third of its heartbeat (the job's, else the worker's),
-        store reported progress as it comes, and stop runs the database no longer counts
-        as holding their job."""
-        last_beat = self._time()
-        while True:
-            beats = [j.heartbeat_seconds or self._heartbeat for j in self._active.values()]
-            interval = self._beat_every = max(min(beats, default=self._heartbeat) / 3, 0.1)
-            try:
-                await asyncio.wait_for(
-                    self._touch_wake.wait(), max(last_beat + interval - self._time(), 0)
-                )
-                await asyncio.sleep(0.05)  # let a burst of progress reports coalesce
-            except asyncio.TimeoutError:
-                pass
-            self._touch_wake.clear()
-            beat = self._time() >= last_beat + interval
-            if beat:
-                last_beat = self._time()
-            runs: list[RunningJob] = []
-            progress: list[str | None] = []
-            for job in list(self._active.values()):
-                reported = job.take_progress()
-                if reported is not None or beat:
-                    runs.append(job)
-                    progress.append(reported)
-            if not runs:
-                continue
-            try:
-                held = await write_apart(
-                    self._touch,
-                    list(zip(runs, progress, strict=True)),
-                    self._touch_refused,
-                )
-                cancelled = await self._run(self._core.cancelled_among(list(self._active)))
-            except PgQueueError as exc:
-                log.warning("heartbeat failed (%s)", exc)
-                continue
-            for job_id, run_id in cancelled:
-                running = self._active.get(job_id)
-                if running is not None and running.run_id == run_id and not running.cancelled:
-                    self._cancel_job(running)
-            kept = set(held)
-            for job in runs:  # runs the database no longer counts as holding their job
-                if job.id not in kept and self._active.get(job.id) is job and not job.cancelled:
-                    log.warning(
-                        "job %s (%s): attempt %d no longer holds the job (it expired "
-                        "or was taken back); stopping it",
-                        job.id,
-                        job.name,
-                        job.attempt,
-                    )
-                    job.interrupt()
-
-    async def _touch(self, beats: list[tuple[RunningJob, str | None]]) -> list[int]:
-        held: list[int] = await self._run(
-            self._core.touch(
-                [job.id for job, _ in beats],
-                [job.run_id for job, _ in beats],
-                [progress for _, progress in beats],
-            )
-        )
-        return held
-
-    async def _touch_refused(
-        self, beat: tuple[RunningJob, str | None], error: PgQueueError
-    ) -> list[int]:
-        job = beat[0]
-        log.error(
-            "job %s (%s): the database refused its heartbeat (%s); the other runs beat as ever",
-            job.id,
-            job.name,
-            error,
-        )
-        return [job.id]  # not a sign that the run lost its job
-
     async def _release(self, runs: list[tuple[int, int | None]]) -> list[int]:
         released: list[int] = await self._run(
             self._core.release([i for i, _ in runs], [r for _, r in runs])
@@ -676,27 +610,6 @@ class Worker:
                 )
             else:
                 log.info("released %d unfinished jobs for another worker", len(released))
-
-
-def run_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` on a new event loop, as :func:`asyncio.run` does, but never wait for a
-    task that ignores cancellation (a handler a worker let go of): what is left when
-    ``main`` returns is cancelled, given a second, and then left behind."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        return loop.run_until_complete(main)
-    finally:
-        try:
-            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
 
 
 async def _retrying(call: Callable[[], Awaitable[list[R]]], attempts: int = 5) -> list[R]:

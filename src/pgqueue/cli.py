@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ._async.queue import AsyncPgQueue
+from ._compat import run_loop
 from ._config import DSN_ENV
 from ._sync.queue import PgQueue
-from ._worker import DEFAULT_HEARTBEAT, run_loop
+from ._worker import DEFAULT_HEARTBEAT
 from .errors import InvalidPayloadError, PgQueueError
 from .models import JobState
 

@@ -52,10 +52,19 @@ def test_events_reach_every_callback_and_a_failing_one_is_only_logged(
         with pytest.raises(InvalidInputError, match="unknown event"):
             pq.on("finished", print)  # type: ignore[call-overload]
 
+        async def coroutine(worker_id: str) -> None: ...
+
+        with pytest.raises(InvalidInputError, match="plain function"):
+            pq.on("listening", coroutine)  # it would never be awaited
+
         def broken(worker_id: str) -> None:
             raise RuntimeError("a broken observer")
 
+        def leaving(worker_id: str) -> None:
+            raise SystemExit(3)
+
         pq.on("listening", broken)
+        pq.on("listening", leaving)
         pq.on("listening", listening.put)
 
         @pq.job("noop")
@@ -74,3 +83,4 @@ def test_events_reach_every_callback_and_a_failing_one_is_only_logged(
         assert not worker.is_alive()
         assert pq.send("noop") is not None
     assert worker_id and "listening callback" in caplog.text and "a broken observer" in caplog.text
+    assert "SystemExit: 3" in caplog.text

@@ -132,6 +132,9 @@ def test_a_run_that_lost_its_job_changes_nothing_from_any_state(pq: PgQueue) -> 
     assert current.attempt == stale.attempt + 1
     assert pq.complete(stale) == pq.fail(stale) == pq.touch(stale) == []
     assert _release(pq, stale) is False
+    # A bare id names whichever run holds the job now, for release as for the others.
+    assert pq.release(current.id) == [current.id]
+    (current,) = pq.fetch("q")
     job = pq.get_job_by_id(current.id)
     assert job is not None and job.state is JobState.active and job.attempt == current.attempt
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 import pgqueue
 from pgqueue import AsyncPgQueue, JobState, PgQueue
-from pgqueue import _core as core_module
+from pgqueue import _payload as payload_module
 
 
 def count_jobs(conn: psycopg.Connection[Any], schema: str, where: str = "true") -> int:
@@ -545,6 +545,6 @@ def test_redrive_limits_and_payload_sizes_get_typed_errors(
             pq.redrive("dlq", limit=limit)  # type: ignore[arg-type]
     # Past what a job may hold (200 MiB; here lowered, not to build one): refused before
     # anything is sent, rather than failing on the wire.
-    monkeypatch.setattr(core_module, "MAX_PAYLOAD_BYTES", 1000)
+    monkeypatch.setattr(payload_module, "MAX_PAYLOAD_BYTES", 1000)
     with pytest.raises(pgqueue.InvalidPayloadError, match="at most 1,000"):
         pq.send("dlq", "x" * 2000)

@@ -22,6 +22,7 @@ from psycopg import sql
 from pgqueue import AsyncPgQueue, JobState
 from pgqueue import _completer as completer_module
 from pgqueue import _worker as worker_module
+from pgqueue._async.runner import AsyncRunner
 from tests.integration.test_worker import state_of, wait_until, working
 
 
@@ -628,3 +629,27 @@ async def test_jobs_sent_while_the_policy_changed_do_not_wedge_the_queue(
     await asyncio.wait_for(apq.work(until_empty=True), 30)
     assert await _done(apq, ids)
     assert "kept the old one" in caplog.text
+
+
+async def test_a_stop_asked_before_the_worker_runs_is_kept(dsn: str, schema: str) -> None:
+    # PgQueue.work() opens the worker's pool before its loop runs: a stop_working() (or a
+    # SIGTERM) in that window must still end it.
+    from pgqueue._core import Core
+    from pgqueue._migrate import migrate_plan
+    from pgqueue._registry import Registry
+    from pgqueue._sql import Statements
+    from pgqueue._sync.runner import run_sync
+
+    statements = Statements(schema)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        run_sync(conn, migrate_plan(statements))
+    registry = Registry()
+    registry.register("noop", lambda data: None)
+    runner = AsyncRunner(dsn, name="test", min_size=1, max_size=2, connect_timeout=10)
+    await runner.open()
+    try:
+        worker = worker_module.Worker(runner, Core(statements, registry), poll_interval=60)
+        worker.stop()
+        await asyncio.wait_for(worker.run(), 30)  # returns at once instead of working on
+    finally:
+        await runner.close()

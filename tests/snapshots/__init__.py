@@ -43,7 +43,7 @@ def render_statements() -> str:
     blocks = {name: getattr(stmts, name) for name in Statements.templates()}
     blocks["grant"] = stmts.grant(_REFERENCE_ROLE)
     out = [
-        f"-- Every statement pgqueue runs (src/pgqueue/sql.py), rendered for the schema "
+        f"-- Every statement pgqueue runs (src/pgqueue/_sql/), rendered for the schema "
         f'"{REFERENCE_SCHEMA}"\n-- (grant: for the role "{_REFERENCE_ROLE}"), by name.\n'
         + _GENERATED
     ]

@@ -58,6 +58,7 @@ def _same_flavour(annotation: Any) -> str:
     text = str(annotation)
     for async_name, sync_name in (
         ("AsyncConnection", "Connection"),
+        ("AsyncConn", "Conn"),
         ("AsyncPgQueue", "PgQueue"),
         ("AsyncJobFunction", "JobFunction"),
         ("AsyncJobDecorator", "JobDecorator"),

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 import pgqueue
 from pgqueue._config import check_dsn, check_name, check_schema, describe_dsn, resolve_dsn
-from pgqueue._core import encode_json, error_output
+from pgqueue._payload import encode_json, error_output
 from pgqueue.models import JobOptions, JobState, QueueOptions, parse_options
 
 NAME_CHARS = string.ascii_letters + string.digits + "_.-/:"

@@ -79,6 +79,13 @@ def test_extra_required_parameters_and_duplicates_are_refused() -> None:
     with pytest.raises(pgqueue.InvalidInputError, match="already registered"):
         registry.register("q", lambda data: 1)
 
+    def job_first(job: Job, data: int) -> None: ...
+
+    # The job is passed by name and the data by position: the data comes first.
+    with pytest.raises(pgqueue.InvalidInputError, match="'data' must come before"):
+        registry.register("r", job_first)
+    assert "r" not in registry
+
 
 def test_catalogue_is_sorted_and_described_by_docstring() -> None:
     def zeta() -> None:

@@ -6,104 +6,39 @@ generated from it by ``scripts/unasync.py``.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 
 from .._base import QueueBase, StartAfter
 from .._compat import ALock, ato_thread
-from .._core import error_output, job_runs
 from .._cron import check_cron, check_timezone
 from .._db import Plan
 from .._maintenance import MaintenanceResult, MaintenanceSettings
 from .._migrate import MigrationStatus, status_plan
-from .._registry import JobDefinition
+from .._payload import error_output, job_runs
 from .._worker import DEFAULT_HEARTBEAT
 from ..errors import InvalidInputError, PgQueueError
 from ..models import Job, QueueInfo, QueueStats, ScheduleInfo
-from .runner import AsyncPeriodic, AsyncRunner, run_async
+from .function import AsyncJobDecorator, AsyncJobFunction
+from .runner import AsyncConn, AsyncPeriodic, AsyncRunner, run_async
 
 # <sync>
 # from .._async.runner import AsyncRunner
-# from .._worker import run_loop
+# from .._compat import run_loop
 # </sync>
 
-__all__ = ["AsyncJobDecorator", "AsyncJobFunction", "AsyncPgQueue"]
+__all__ = ["AsyncPgQueue"]
 
 log = logging.getLogger("pgqueue")
 T = TypeVar("T")
 D = TypeVar("D")
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class AsyncJobFunction(Generic[D, P, R]):
-    """What ``@pq.job`` returns: the function itself, plus ``send``, ``send_after`` and
-    ``insert``, which send by the handler's name (its defaults apply, its model validates).
-
-    Typed by the handler: ``D`` is its data parameter's type (what ``send`` takes; None
-    for a handler without one), ``P`` its parameters and ``R`` what it returns."""
-
-    def __init__(self, queue: AsyncPgQueue, definition: JobDefinition) -> None:
-        self._queue = queue
-        self.definition = definition
-        self.name = definition.name
-        functools.update_wrapper(self, definition.func)
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        result: R = self.definition.func(*args, **kwargs)
-        return result
-
-    async def send(
-        self,
-        data: D | None = None,
-        *,
-        conn: psycopg.AsyncConnection[Any] | None = None,
-        **options: Any,
-    ) -> int | None:
-        """Send a job to this handler's queue; its id, or None when a singleton or policy
-        blocked it."""
-        return await self._queue.send(self.name, data, conn=conn, **options)
-
-    async def send_after(
-        self,
-        data: D | None,
-        start_after: StartAfter,
-        *,
-        conn: psycopg.AsyncConnection[Any] | None = None,
-        **options: Any,
-    ) -> int | None:
-        """Send a job that starts after a datetime, a timedelta or a number of seconds."""
-        return await self._queue.send_after(self.name, data, start_after, conn=conn, **options)
-
-    async def insert(
-        self,
-        items: Iterable[D],
-        *,
-        conn: psycopg.AsyncConnection[Any] | None = None,
-        **options: Any,
-    ) -> list[int | None]:
-        """Send many jobs in one statement, one per item of data."""
-        return await self._queue.insert(
-            [{"name": self.name, "data": d, **options} for d in items], conn=conn
-        )
-
-
-class AsyncJobDecorator(Protocol):
-    """What ``@pq.job(...)`` and ``@pq.cron(...)`` are: they type the job function by the
-    handler's first parameter (its data)."""
-
-    @overload
-    def __call__(self, func: Callable[[], R], /) -> AsyncJobFunction[None, [], R]: ...
-    @overload
-    def __call__(
-        self, func: Callable[Concatenate[D, P], R], /
-    ) -> AsyncJobFunction[D, Concatenate[D, P], R]: ...
 
 
 class AsyncPgQueue(QueueBase):
@@ -261,9 +196,7 @@ class AsyncPgQueue(QueueBase):
     ) -> None:
         await self.stop()
 
-    async def _run(
-        self, plan: Plan[T], conn: psycopg.AsyncConnection[Any] | None, atomic: bool = True
-    ) -> T:
+    async def _run(self, plan: Plan[T], conn: AsyncConn | None, atomic: bool = True) -> T:
         """Run a plan on ``conn``, else on a pooled connection: in one transaction when
         ``atomic`` (plans of one statement pass False and save two round trips)."""
         if conn is not None:
@@ -358,9 +291,7 @@ class AsyncPgQueue(QueueBase):
         finally:
             self._migrate = migrate
 
-    async def migration_status(
-        self, *, conn: psycopg.AsyncConnection[Any] | None = None
-    ) -> MigrationStatus:
+    async def migration_status(self, *, conn: AsyncConn | None = None) -> MigrationStatus:
         """The schema's version and the migrations still pending."""
         return await self._run(status_plan(self.sql), conn)
 
@@ -376,7 +307,7 @@ class AsyncPgQueue(QueueBase):
         name: str,
         data: Any = None,
         *,
-        conn: psycopg.AsyncConnection[Any] | None = None,
+        conn: AsyncConn | None = None,
         **options: Any,
     ) -> int | None:
         """Send a job; returns its id, or None when a singleton or policy blocked it."""
@@ -388,7 +319,7 @@ class AsyncPgQueue(QueueBase):
         data: Any,
         start_after: StartAfter,
         *,
-        conn: psycopg.AsyncConnection[Any] | None = None,
+        conn: AsyncConn | None = None,
         **options: Any,
     ) -> int | None:
         """Send a job that starts after a datetime, a timedelta or a number of seconds."""
@@ -399,7 +330,7 @@ class AsyncPgQueue(QueueBase):
         self,
         jobs: Iterable[Mapping[str, Any]],
         *,
-        conn: psycopg.AsyncConnection[Any] | None = None,
+        conn: AsyncConn | None = None,
     ) -> list[int | None]:
         """Send many jobs in one statement (mappings of ``name``, ``data`` and options)."""
         return await self._run(self._core.insert_many(jobs), conn, atomic=False)
@@ -411,7 +342,7 @@ class AsyncPgQueue(QueueBase):
         name: str,
         batch_size: int = 1,
         *,
-        conn: psycopg.AsyncConnection[Any] | None = None,
+        conn: AsyncConn | None = None,
     ) -> list[Job]:
         """Claim up to ``batch_size`` jobs of a queue (they become active)."""
         return await self._run(self._core.fetch(name, batch_size, None), conn)
@@ -421,7 +352,7 @@ class AsyncPgQueue(QueueBase):
         jobs: Job | int | Iterable[Job | int],
         output: Any = None,
         *,
-        conn: psycopg.AsyncConnection[Any] | None = None,
+        conn: AsyncConn | None = None,
     ) -> list[int]:
         """Complete the runs of jobs from :meth:`fetch` with ``output``; returns the ids
         completed. A run that no longer holds its job (it expired and was claimed again,
@@ -438,7 +369,7 @@ class AsyncPgQueue(QueueBase):
         error: Any = None,
         *,
         retry: bool = True,
-        conn: psycopg.AsyncConnection[Any] | None = None,
+        conn: AsyncConn | None = None,
     ) -> list[int]:
         """Fail the runs of fetched jobs: each job goes to retry while retries remain (and
         ``retry``), else to failed; returns the ids failed (a run that lost its job is left
@@ -455,7 +386,7 @@ class AsyncPgQueue(QueueBase):
         self,
         jobs: Job | int | Iterable[Job | int],
         *,
-        conn: psycopg.AsyncConnection[Any] | None = None,
+        conn: AsyncConn | None = None,
     ) -> list[int]:
         """Hand the runs of fetched jobs back unfinished, to run again at once without
         spending a retry (what a stopping worker does with the jobs it holds); returns the
@@ -468,7 +399,7 @@ class AsyncPgQueue(QueueBase):
         jobs: Job | int | Iterable[Job | int],
         progress: Any = None,
         *,
-        conn: psycopg.AsyncConnection[Any] | None = None,
+        conn: AsyncConn | None = None,
     ) -> list[int]:
         """Heartbeat the runs of fetched jobs (and store ``progress`` unless None); returns
         the ids of the runs that still hold their jobs."""
@@ -479,66 +410,52 @@ class AsyncPgQueue(QueueBase):
 
     # -- jobs --------------------------------------------------------------------------------
 
-    async def cancel(
-        self, ids: int | Iterable[int], *, conn: psycopg.AsyncConnection[Any] | None = None
-    ) -> list[int]:
+    async def cancel(self, ids: int | Iterable[int], *, conn: AsyncConn | None = None) -> list[int]:
         """Cancel waiting or active jobs; returns the ids cancelled."""
         return await self._run(self._core.cancel(ids), conn)
 
-    async def resume(
-        self, ids: int | Iterable[int], *, conn: psycopg.AsyncConnection[Any] | None = None
-    ) -> list[int]:
+    async def resume(self, ids: int | Iterable[int], *, conn: AsyncConn | None = None) -> list[int]:
         """Send cancelled jobs back to ``created``; returns the ids resumed."""
         return await self._run(self._core.resume(ids), conn)
 
-    async def retry(
-        self, ids: int | Iterable[int], *, conn: psycopg.AsyncConnection[Any] | None = None
-    ) -> list[int]:
+    async def retry(self, ids: int | Iterable[int], *, conn: AsyncConn | None = None) -> list[int]:
         """Send failed or expired jobs back to ``retry``, to run again at once (with one more
         retry allowed if they had used theirs); returns the ids retried."""
         return await self._run(self._core.retry(ids), conn)
 
     async def delete_job(
-        self, ids: int | Iterable[int], *, conn: psycopg.AsyncConnection[Any] | None = None
+        self, ids: int | Iterable[int], *, conn: AsyncConn | None = None
     ) -> list[int]:
         """Delete jobs, wherever they are (job table or archive); returns the ids deleted."""
         return await self._run(self._core.delete_job(ids), conn)
 
-    async def get_job_by_id(
-        self, id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
-    ) -> Job | None:
+    async def get_job_by_id(self, id: int, *, conn: AsyncConn | None = None) -> Job | None:
         """A job by id, looking in the archive too; None if there is none."""
         return await self._run(self._core.get_job_by_id(id), conn)
 
     # -- queues ------------------------------------------------------------------------------
 
     async def create_queue(
-        self, name: str, *, conn: psycopg.AsyncConnection[Any] | None = None, **options: Any
+        self, name: str, *, conn: AsyncConn | None = None, **options: Any
     ) -> bool:
         """Create a queue with default job options; False if it already existed."""
         return await self._run(self._core.create_queue(name, options), conn)
 
     async def update_queue(
-        self, name: str, *, conn: psycopg.AsyncConnection[Any] | None = None, **options: Any
+        self, name: str, *, conn: AsyncConn | None = None, **options: Any
     ) -> None:
         """Change the given options of a queue (``None`` clears one)."""
         await self._run(self._core.update_queue(name, options), conn)
 
-    async def delete_queue(
-        self, name: str, *, conn: psycopg.AsyncConnection[Any] | None = None
-    ) -> bool:
+    async def delete_queue(self, name: str, *, conn: AsyncConn | None = None) -> bool:
         """Delete a queue and its jobs; False if there was no such queue."""
         return await self._run(self._core.delete_queue(name), conn)
 
-    async def get_queue(
-        self, name: str, *, conn: psycopg.AsyncConnection[Any] | None = None
-    ) -> QueueInfo | None:
+    async def get_queue(self, name: str, *, conn: AsyncConn | None = None) -> QueueInfo | None:
         """A queue's settings, or None."""
         return await self._run(self._core.get_queue(name), conn)
 
-    async def get_queues(
-        self, *, conn: psycopg.AsyncConnection[Any] | None = None
-    ) -> list[QueueInfo]:
+    async def get_queues(self, *, conn: AsyncConn | None = None) -> list[QueueInfo]:
         """Every queue, by name."""
         return await self._run(self._core.get_queues(), conn)
 
@@ -551,7 +468,7 @@ class AsyncPgQueue(QueueBase):
         seconds: int,
         key: str | None = None,
         *,
-        conn: psycopg.AsyncConnection[Any] | None = None,
+        conn: AsyncConn | None = None,
         **options: Any,
     ) -> int | None:
         """Send at most one job per ``seconds``-long window (per ``key``); extras return None."""
@@ -565,7 +482,7 @@ class AsyncPgQueue(QueueBase):
         seconds: int,
         key: str | None = None,
         *,
-        conn: psycopg.AsyncConnection[Any] | None = None,
+        conn: AsyncConn | None = None,
         **options: Any,
     ) -> int | None:
         """Like :meth:`send_throttled`, but a send into a taken window goes to the next one
@@ -573,20 +490,16 @@ class AsyncPgQueue(QueueBase):
         options.update(singleton_seconds=seconds, singleton_key=key, singleton_next_slot=True)
         return await self._run(self._core.send(name, data, options), conn, atomic=False)
 
-    async def subscribe(
-        self, event: str, queue: str, *, conn: psycopg.AsyncConnection[Any] | None = None
-    ) -> bool:
+    async def subscribe(self, event: str, queue: str, *, conn: AsyncConn | None = None) -> bool:
         """Deliver every job published as ``event`` to ``queue`` too."""
         return await self._run(self._core.subscribe(event, queue), conn)
 
-    async def unsubscribe(
-        self, event: str, queue: str, *, conn: psycopg.AsyncConnection[Any] | None = None
-    ) -> bool:
+    async def unsubscribe(self, event: str, queue: str, *, conn: AsyncConn | None = None) -> bool:
         """Stop delivering ``event`` to ``queue``."""
         return await self._run(self._core.unsubscribe(event, queue), conn)
 
     async def get_subscriptions(
-        self, event: str | None = None, *, conn: psycopg.AsyncConnection[Any] | None = None
+        self, event: str | None = None, *, conn: AsyncConn | None = None
     ) -> list[tuple[str, str]]:
         """(event, queue) pairs, of one event or of all."""
         return await self._run(self._core.subscriptions(event), conn)
@@ -596,7 +509,7 @@ class AsyncPgQueue(QueueBase):
         event: str,
         data: Any = None,
         *,
-        conn: psycopg.AsyncConnection[Any] | None = None,
+        conn: AsyncConn | None = None,
         **options: Any,
     ) -> list[int]:
         """Send one job to every queue subscribed to ``event``, in one statement (inside the
@@ -605,21 +518,15 @@ class AsyncPgQueue(QueueBase):
 
     # -- queue management --------------------------------------------------------------------
 
-    async def pause_queue(
-        self, name: str, *, conn: psycopg.AsyncConnection[Any] | None = None
-    ) -> None:
+    async def pause_queue(self, name: str, *, conn: AsyncConn | None = None) -> None:
         """Stop workers claiming jobs of ``name``; sending still works."""
         await self._run(self._core.set_paused(name, True), conn)
 
-    async def resume_queue(
-        self, name: str, *, conn: psycopg.AsyncConnection[Any] | None = None
-    ) -> None:
+    async def resume_queue(self, name: str, *, conn: AsyncConn | None = None) -> None:
         """Let workers claim jobs of ``name`` again."""
         await self._run(self._core.set_paused(name, False), conn)
 
-    async def purge_queue(
-        self, name: str, *, conn: psycopg.AsyncConnection[Any] | None = None
-    ) -> int:
+    async def purge_queue(self, name: str, *, conn: AsyncConn | None = None) -> int:
         """Delete the jobs of ``name`` that wait to run; returns how many."""
         return await self._run(self._core.purge_queue(name), conn)
 
@@ -628,14 +535,14 @@ class AsyncPgQueue(QueueBase):
         dead_letter: str,
         *,
         limit: int = 10_000,
-        conn: psycopg.AsyncConnection[Any] | None = None,
+        conn: AsyncConn | None = None,
     ) -> list[int]:
         """Send up to ``limit`` jobs waiting in dead-letter queue ``dead_letter`` back to the
         queues they failed in, as new jobs; returns the new ids."""
         return await self._run(self._core.redrive(dead_letter, limit), conn)
 
     async def get_queue_stats(
-        self, name: str | None = None, *, conn: psycopg.AsyncConnection[Any] | None = None
+        self, name: str | None = None, *, conn: AsyncConn | None = None
     ) -> list[QueueStats]:
         """Job counts per state and the oldest waiting job's age, of one queue or of all."""
         return await self._run(self._core.queue_stats(name), conn)
@@ -649,7 +556,7 @@ class AsyncPgQueue(QueueBase):
         data: Any = None,
         *,
         tz: str = "UTC",
-        conn: psycopg.AsyncConnection[Any] | None = None,
+        conn: AsyncConn | None = None,
         **options: Any,
     ) -> None:
         """Send ``data`` to queue ``name`` at every slot of ``cron`` (in time zone ``tz``),
@@ -657,15 +564,11 @@ class AsyncPgQueue(QueueBase):
         params = self._cron.params(name, cron, data, tz, options, False)
         await self._run(self._cron.upsert(params), conn)
 
-    async def unschedule(
-        self, name: str, *, conn: psycopg.AsyncConnection[Any] | None = None
-    ) -> bool:
+    async def unschedule(self, name: str, *, conn: AsyncConn | None = None) -> bool:
         """Delete the schedule ``name``; False if there was none."""
         return await self._run(self._cron.delete(name), conn)
 
-    async def get_schedules(
-        self, *, conn: psycopg.AsyncConnection[Any] | None = None
-    ) -> list[ScheduleInfo]:
+    async def get_schedules(self, *, conn: AsyncConn | None = None) -> list[ScheduleInfo]:
         """Every schedule, by name."""
         return await self._run(self._cron.all(), conn)
 
@@ -684,7 +587,7 @@ class AsyncPgQueue(QueueBase):
                 sent.append(job_id)
         return sent
 
-    async def grant(self, role: str, *, conn: psycopg.AsyncConnection[Any] | None = None) -> None:
+    async def grant(self, role: str, *, conn: AsyncConn | None = None) -> None:
         """Grant ``role`` what running pgqueue on this schema takes (sending, working,
         maintenance, cron), for today's tables and those later migrations add; run it as
         the schema's owner. Migrating and moving the clock stay the owner's."""
@@ -692,7 +595,7 @@ class AsyncPgQueue(QueueBase):
 
     # -- time --------------------------------------------------------------------------------
 
-    async def now(self, *, conn: psycopg.AsyncConnection[Any] | None = None) -> datetime:
+    async def now(self, *, conn: AsyncConn | None = None) -> datetime:
         """The time by the schema's clock: the database's, unless a test moved it. Every
         decision about time (start, expiry, heartbeats, retention, cron, throttling) uses it."""
         return await self._run(self._core.now(), conn)

@@ -13,10 +13,12 @@ from psycopg_pool import AsyncConnectionPool
 from .._compat import ABackground, AEvent, aend, aspawn, await_event
 from .._db import Plan, connect_error, has_rows, translate
 
-__all__ = ["AsyncPeriodic", "AsyncRunner", "run_async"]
+__all__ = ["AsyncConn", "AsyncPeriodic", "AsyncRunner", "run_async"]
 
 log = logging.getLogger("pgqueue")
 T = TypeVar("T")
+# The caller's own connection, which an operation given ``conn=`` runs on.
+AsyncConn = psycopg.AsyncConnection[Any]
 
 
 async def run_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:

@@ -7,100 +7,35 @@ generated from it by ``scripts/unasync.py``.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 
 from .._async.runner import AsyncRunner
 from .._base import QueueBase, StartAfter
-from .._compat import Lock, to_thread
-from .._core import error_output, job_runs
+from .._compat import Lock, run_loop, to_thread
 from .._cron import check_cron, check_timezone
 from .._db import Plan
 from .._maintenance import MaintenanceResult, MaintenanceSettings
 from .._migrate import MigrationStatus, status_plan
-from .._registry import JobDefinition
-from .._worker import DEFAULT_HEARTBEAT, run_loop
+from .._payload import error_output, job_runs
+from .._worker import DEFAULT_HEARTBEAT
 from ..errors import InvalidInputError, PgQueueError
 from ..models import Job, QueueInfo, QueueStats, ScheduleInfo
-from .runner import Periodic, Runner, run_sync
+from .function import JobDecorator, JobFunction
+from .runner import Conn, Periodic, Runner, run_sync
 
-__all__ = ["JobDecorator", "JobFunction", "PgQueue"]
+__all__ = ["PgQueue"]
 
 log = logging.getLogger("pgqueue")
 T = TypeVar("T")
 D = TypeVar("D")
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class JobFunction(Generic[D, P, R]):
-    """What ``@pq.job`` returns: the function itself, plus ``send``, ``send_after`` and
-    ``insert``, which send by the handler's name (its defaults apply, its model validates).
-
-    Typed by the handler: ``D`` is its data parameter's type (what ``send`` takes; None
-    for a handler without one), ``P`` its parameters and ``R`` what it returns."""
-
-    def __init__(self, queue: PgQueue, definition: JobDefinition) -> None:
-        self._queue = queue
-        self.definition = definition
-        self.name = definition.name
-        functools.update_wrapper(self, definition.func)
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        result: R = self.definition.func(*args, **kwargs)
-        return result
-
-    def send(
-        self,
-        data: D | None = None,
-        *,
-        conn: psycopg.Connection[Any] | None = None,
-        **options: Any,
-    ) -> int | None:
-        """Send a job to this handler's queue; its id, or None when a singleton or policy
-        blocked it."""
-        return self._queue.send(self.name, data, conn=conn, **options)
-
-    def send_after(
-        self,
-        data: D | None,
-        start_after: StartAfter,
-        *,
-        conn: psycopg.Connection[Any] | None = None,
-        **options: Any,
-    ) -> int | None:
-        """Send a job that starts after a datetime, a timedelta or a number of seconds."""
-        return self._queue.send_after(self.name, data, start_after, conn=conn, **options)
-
-    def insert(
-        self,
-        items: Iterable[D],
-        *,
-        conn: psycopg.Connection[Any] | None = None,
-        **options: Any,
-    ) -> list[int | None]:
-        """Send many jobs in one statement, one per item of data."""
-        return self._queue.insert(
-            [{"name": self.name, "data": d, **options} for d in items], conn=conn
-        )
-
-
-class JobDecorator(Protocol):
-    """What ``@pq.job(...)`` and ``@pq.cron(...)`` are: they type the job function by the
-    handler's first parameter (its data)."""
-
-    @overload
-    def __call__(self, func: Callable[[], R], /) -> JobFunction[None, [], R]: ...
-    @overload
-    def __call__(
-        self, func: Callable[Concatenate[D, P], R], /
-    ) -> JobFunction[D, Concatenate[D, P], R]: ...
 
 
 class PgQueue(QueueBase):
@@ -258,7 +193,7 @@ class PgQueue(QueueBase):
     ) -> None:
         self.stop()
 
-    def _run(self, plan: Plan[T], conn: psycopg.Connection[Any] | None, atomic: bool = True) -> T:
+    def _run(self, plan: Plan[T], conn: Conn | None, atomic: bool = True) -> T:
         """Run a plan on ``conn``, else on a pooled connection: in one transaction when
         ``atomic`` (plans of one statement pass False and save two round trips)."""
         if conn is not None:
@@ -331,7 +266,7 @@ class PgQueue(QueueBase):
         finally:
             self._migrate = migrate
 
-    def migration_status(self, *, conn: psycopg.Connection[Any] | None = None) -> MigrationStatus:
+    def migration_status(self, *, conn: Conn | None = None) -> MigrationStatus:
         """The schema's version and the migrations still pending."""
         return self._run(status_plan(self.sql), conn)
 
@@ -347,7 +282,7 @@ class PgQueue(QueueBase):
         name: str,
         data: Any = None,
         *,
-        conn: psycopg.Connection[Any] | None = None,
+        conn: Conn | None = None,
         **options: Any,
     ) -> int | None:
         """Send a job; returns its id, or None when a singleton or policy blocked it."""
@@ -359,7 +294,7 @@ class PgQueue(QueueBase):
         data: Any,
         start_after: StartAfter,
         *,
-        conn: psycopg.Connection[Any] | None = None,
+        conn: Conn | None = None,
         **options: Any,
     ) -> int | None:
         """Send a job that starts after a datetime, a timedelta or a number of seconds."""
@@ -370,7 +305,7 @@ class PgQueue(QueueBase):
         self,
         jobs: Iterable[Mapping[str, Any]],
         *,
-        conn: psycopg.Connection[Any] | None = None,
+        conn: Conn | None = None,
     ) -> list[int | None]:
         """Send many jobs in one statement (mappings of ``name``, ``data`` and options)."""
         return self._run(self._core.insert_many(jobs), conn, atomic=False)
@@ -382,7 +317,7 @@ class PgQueue(QueueBase):
         name: str,
         batch_size: int = 1,
         *,
-        conn: psycopg.Connection[Any] | None = None,
+        conn: Conn | None = None,
     ) -> list[Job]:
         """Claim up to ``batch_size`` jobs of a queue (they become active)."""
         return self._run(self._core.fetch(name, batch_size, None), conn)
@@ -392,7 +327,7 @@ class PgQueue(QueueBase):
         jobs: Job | int | Iterable[Job | int],
         output: Any = None,
         *,
-        conn: psycopg.Connection[Any] | None = None,
+        conn: Conn | None = None,
     ) -> list[int]:
         """Complete the runs of jobs from :meth:`fetch` with ``output``; returns the ids
         completed. A run that no longer holds its job (it expired and was claimed again,
@@ -409,7 +344,7 @@ class PgQueue(QueueBase):
         error: Any = None,
         *,
         retry: bool = True,
-        conn: psycopg.Connection[Any] | None = None,
+        conn: Conn | None = None,
     ) -> list[int]:
         """Fail the runs of fetched jobs: each job goes to retry while retries remain (and
         ``retry``), else to failed; returns the ids failed (a run that lost its job is left
@@ -426,7 +361,7 @@ class PgQueue(QueueBase):
         self,
         jobs: Job | int | Iterable[Job | int],
         *,
-        conn: psycopg.Connection[Any] | None = None,
+        conn: Conn | None = None,
     ) -> list[int]:
         """Hand the runs of fetched jobs back unfinished, to run again at once without
         spending a retry (what a stopping worker does with the jobs it holds); returns the
@@ -439,7 +374,7 @@ class PgQueue(QueueBase):
         jobs: Job | int | Iterable[Job | int],
         progress: Any = None,
         *,
-        conn: psycopg.Connection[Any] | None = None,
+        conn: Conn | None = None,
     ) -> list[int]:
         """Heartbeat the runs of fetched jobs (and store ``progress`` unless None); returns
         the ids of the runs that still hold their jobs."""
@@ -450,60 +385,46 @@ class PgQueue(QueueBase):
 
     # -- jobs --------------------------------------------------------------------------------
 
-    def cancel(
-        self, ids: int | Iterable[int], *, conn: psycopg.Connection[Any] | None = None
-    ) -> list[int]:
+    def cancel(self, ids: int | Iterable[int], *, conn: Conn | None = None) -> list[int]:
         """Cancel waiting or active jobs; returns the ids cancelled."""
         return self._run(self._core.cancel(ids), conn)
 
-    def resume(
-        self, ids: int | Iterable[int], *, conn: psycopg.Connection[Any] | None = None
-    ) -> list[int]:
+    def resume(self, ids: int | Iterable[int], *, conn: Conn | None = None) -> list[int]:
         """Send cancelled jobs back to ``created``; returns the ids resumed."""
         return self._run(self._core.resume(ids), conn)
 
-    def retry(
-        self, ids: int | Iterable[int], *, conn: psycopg.Connection[Any] | None = None
-    ) -> list[int]:
+    def retry(self, ids: int | Iterable[int], *, conn: Conn | None = None) -> list[int]:
         """Send failed or expired jobs back to ``retry``, to run again at once (with one more
         retry allowed if they had used theirs); returns the ids retried."""
         return self._run(self._core.retry(ids), conn)
 
-    def delete_job(
-        self, ids: int | Iterable[int], *, conn: psycopg.Connection[Any] | None = None
-    ) -> list[int]:
+    def delete_job(self, ids: int | Iterable[int], *, conn: Conn | None = None) -> list[int]:
         """Delete jobs, wherever they are (job table or archive); returns the ids deleted."""
         return self._run(self._core.delete_job(ids), conn)
 
-    def get_job_by_id(self, id: int, *, conn: psycopg.Connection[Any] | None = None) -> Job | None:
+    def get_job_by_id(self, id: int, *, conn: Conn | None = None) -> Job | None:
         """A job by id, looking in the archive too; None if there is none."""
         return self._run(self._core.get_job_by_id(id), conn)
 
     # -- queues ------------------------------------------------------------------------------
 
-    def create_queue(
-        self, name: str, *, conn: psycopg.Connection[Any] | None = None, **options: Any
-    ) -> bool:
+    def create_queue(self, name: str, *, conn: Conn | None = None, **options: Any) -> bool:
         """Create a queue with default job options; False if it already existed."""
         return self._run(self._core.create_queue(name, options), conn)
 
-    def update_queue(
-        self, name: str, *, conn: psycopg.Connection[Any] | None = None, **options: Any
-    ) -> None:
+    def update_queue(self, name: str, *, conn: Conn | None = None, **options: Any) -> None:
         """Change the given options of a queue (``None`` clears one)."""
         self._run(self._core.update_queue(name, options), conn)
 
-    def delete_queue(self, name: str, *, conn: psycopg.Connection[Any] | None = None) -> bool:
+    def delete_queue(self, name: str, *, conn: Conn | None = None) -> bool:
         """Delete a queue and its jobs; False if there was no such queue."""
         return self._run(self._core.delete_queue(name), conn)
 
-    def get_queue(
-        self, name: str, *, conn: psycopg.Connection[Any] | None = None
-    ) -> QueueInfo | None:
+    def get_queue(self, name: str, *, conn: Conn | None = None) -> QueueInfo | None:
         """A queue's settings, or None."""
         return self._run(self._core.get_queue(name), conn)
 
-    def get_queues(self, *, conn: psycopg.Connection[Any] | None = None) -> list[QueueInfo]:
+    def get_queues(self, *, conn: Conn | None = None) -> list[QueueInfo]:
         """Every queue, by name."""
         return self._run(self._core.get_queues(), conn)
 
@@ -516,7 +437,7 @@ class PgQueue(QueueBase):
         seconds: int,
         key: str | None = None,
         *,
-        conn: psycopg.Connection[Any] | None = None,
+        conn: Conn | None = None,
         **options: Any,
     ) -> int | None:
         """Send at most one job per ``seconds``-long window (per ``key``); extras return None."""
@@ -530,7 +451,7 @@ class PgQueue(QueueBase):
         seconds: int,
         key: str | None = None,
         *,
-        conn: psycopg.Connection[Any] | None = None,
+        conn: Conn | None = None,
         **options: Any,
     ) -> int | None:
         """Like :meth:`send_throttled`, but a send into a taken window goes to the next one
@@ -538,20 +459,16 @@ class PgQueue(QueueBase):
         options.update(singleton_seconds=seconds, singleton_key=key, singleton_next_slot=True)
         return self._run(self._core.send(name, data, options), conn, atomic=False)
 
-    def subscribe(
-        self, event: str, queue: str, *, conn: psycopg.Connection[Any] | None = None
-    ) -> bool:
+    def subscribe(self, event: str, queue: str, *, conn: Conn | None = None) -> bool:
         """Deliver every job published as ``event`` to ``queue`` too."""
         return self._run(self._core.subscribe(event, queue), conn)
 
-    def unsubscribe(
-        self, event: str, queue: str, *, conn: psycopg.Connection[Any] | None = None
-    ) -> bool:
+    def unsubscribe(self, event: str, queue: str, *, conn: Conn | None = None) -> bool:
         """Stop delivering ``event`` to ``queue``."""
         return self._run(self._core.unsubscribe(event, queue), conn)
 
     def get_subscriptions(
-        self, event: str | None = None, *, conn: psycopg.Connection[Any] | None = None
+        self, event: str | None = None, *, conn: Conn | None = None
     ) -> list[tuple[str, str]]:
         """(event, queue) pairs, of one event or of all."""
         return self._run(self._core.subscriptions(event), conn)
@@ -561,7 +478,7 @@ class PgQueue(QueueBase):
         event: str,
         data: Any = None,
         *,
-        conn: psycopg.Connection[Any] | None = None,
+        conn: Conn | None = None,
         **options: Any,
     ) -> list[int]:
         """Send one job to every queue subscribed to ``event``, in one statement (inside the
@@ -570,15 +487,15 @@ class PgQueue(QueueBase):
 
     # -- queue management --------------------------------------------------------------------
 
-    def pause_queue(self, name: str, *, conn: psycopg.Connection[Any] | None = None) -> None:
+    def pause_queue(self, name: str, *, conn: Conn | None = None) -> None:
         """Stop workers claiming jobs of ``name``; sending still works."""
         self._run(self._core.set_paused(name, True), conn)
 
-    def resume_queue(self, name: str, *, conn: psycopg.Connection[Any] | None = None) -> None:
+    def resume_queue(self, name: str, *, conn: Conn | None = None) -> None:
         """Let workers claim jobs of ``name`` again."""
         self._run(self._core.set_paused(name, False), conn)
 
-    def purge_queue(self, name: str, *, conn: psycopg.Connection[Any] | None = None) -> int:
+    def purge_queue(self, name: str, *, conn: Conn | None = None) -> int:
         """Delete the jobs of ``name`` that wait to run; returns how many."""
         return self._run(self._core.purge_queue(name), conn)
 
@@ -587,14 +504,14 @@ class PgQueue(QueueBase):
         dead_letter: str,
         *,
         limit: int = 10_000,
-        conn: psycopg.Connection[Any] | None = None,
+        conn: Conn | None = None,
     ) -> list[int]:
         """Send up to ``limit`` jobs waiting in dead-letter queue ``dead_letter`` back to the
         queues they failed in, as new jobs; returns the new ids."""
         return self._run(self._core.redrive(dead_letter, limit), conn)
 
     def get_queue_stats(
-        self, name: str | None = None, *, conn: psycopg.Connection[Any] | None = None
+        self, name: str | None = None, *, conn: Conn | None = None
     ) -> list[QueueStats]:
         """Job counts per state and the oldest waiting job's age, of one queue or of all."""
         return self._run(self._core.queue_stats(name), conn)
@@ -608,7 +525,7 @@ class PgQueue(QueueBase):
         data: Any = None,
         *,
         tz: str = "UTC",
-        conn: psycopg.Connection[Any] | None = None,
+        conn: Conn | None = None,
         **options: Any,
     ) -> None:
         """Send ``data`` to queue ``name`` at every slot of ``cron`` (in time zone ``tz``),
@@ -616,11 +533,11 @@ class PgQueue(QueueBase):
         params = self._cron.params(name, cron, data, tz, options, False)
         self._run(self._cron.upsert(params), conn)
 
-    def unschedule(self, name: str, *, conn: psycopg.Connection[Any] | None = None) -> bool:
+    def unschedule(self, name: str, *, conn: Conn | None = None) -> bool:
         """Delete the schedule ``name``; False if there was none."""
         return self._run(self._cron.delete(name), conn)
 
-    def get_schedules(self, *, conn: psycopg.Connection[Any] | None = None) -> list[ScheduleInfo]:
+    def get_schedules(self, *, conn: Conn | None = None) -> list[ScheduleInfo]:
         """Every schedule, by name."""
         return self._run(self._cron.all(), conn)
 
@@ -639,7 +556,7 @@ class PgQueue(QueueBase):
                 sent.append(job_id)
         return sent
 
-    def grant(self, role: str, *, conn: psycopg.Connection[Any] | None = None) -> None:
+    def grant(self, role: str, *, conn: Conn | None = None) -> None:
         """Grant ``role`` what running pgqueue on this schema takes (sending, working,
         maintenance, cron), for today's tables and those later migrations add; run it as
         the schema's owner. Migrating and moving the clock stay the owner's."""
@@ -647,7 +564,7 @@ class PgQueue(QueueBase):
 
     # -- time --------------------------------------------------------------------------------
 
-    def now(self, *, conn: psycopg.Connection[Any] | None = None) -> datetime:
+    def now(self, *, conn: Conn | None = None) -> datetime:
         """The time by the schema's clock: the database's, unless a test moved it. Every
         decision about time (start, expiry, heartbeats, retention, cron, throttling) uses it."""
         return self._run(self._core.now(), conn)

@@ -14,10 +14,12 @@ from psycopg_pool import ConnectionPool
 from .._compat import Background, Event, end, spawn, wait_event
 from .._db import Plan, connect_error, has_rows, translate
 
-__all__ = ["Periodic", "Runner", "run_sync"]
+__all__ = ["Conn", "Periodic", "Runner", "run_sync"]
 
 log = logging.getLogger("pgqueue")
 T = TypeVar("T")
+# The caller's own connection, which an operation given ``conn=`` runs on.
+Conn = psycopg.Connection[Any]
 
 
 def run_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:

@@ -1,0 +1,149 @@
+"""The pieces several statements share (the columns of a claim, the options an insert
+resolves, the policy clashes), and the embedded server's own statements."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ALL_JOB_COLUMNS",
+    "CLAIM",
+    "CLAIM_RETURNING",
+    "CLAIM_SET",
+    "GRANT",
+    "INPUT_COLUMNS",
+    "INSERT_COLUMNS_NO_ID",
+    "JOB_COLUMNS",
+    "RESOLVED_NO_ID",
+    "RETRY_DELAY",
+    "SERVER_DATABASE_CREATE",
+    "SERVER_DATABASE_EXISTS",
+    "SERVER_WAL_LIMIT",
+    "SERVER_WAL_SETTINGS",
+    "SINGLE_INPUT",
+    "clashes",
+    "job_input",
+]
+
+# The embedded server's own statements (no schema): its database, and a small WAL.
+SERVER_DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
+SERVER_DATABASE_CREATE = "CREATE DATABASE {}"
+SERVER_WAL_LIMIT = "SELECT setting::integer FROM pg_settings WHERE name = 'max_wal_size'"
+SERVER_WAL_SETTINGS = (
+    "ALTER SYSTEM SET max_wal_size = '256MB'",
+    "ALTER SYSTEM SET min_wal_size = '32MB'",
+    "SELECT pg_reload_conf()",
+)
+
+JOB_COLUMNS = """id, name, data, state, priority, retry_count, attempt, run_id, retry_limit,
+    retry_delay,
+    retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
+    created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
+    delete_after, output, progress"""
+
+# A claim: the jobs become active, held by %(worker_id)s, in a new attempt, as a new run
+# with a random token (run_id: every later write of this run names it, and a token never
+# comes back, unlike a count when a claim rolls back). A run's first heartbeat is its start
+# (heartbeat_at stays NULL until it beats). PostgreSQL plans a claim at every run (its
+# LIMIT varies), so claims are written to be cheap to plan.
+CLAIM_SET = """SET state = 'active', started_at = {now}, heartbeat_at = NULL,
+            worker_id = %(worker_id)s, attempt = j.attempt + 1,
+            run_id = floor(random() * 9.2e18)::bigint,
+            run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)"""
+CLAIM_RETURNING = "RETURNING " + ", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))
+
+# Claim the jobs of CTE "next".
+CLAIM = f"""UPDATE {{schema}}.job j
+        {CLAIM_SET}
+        FROM next
+        WHERE j.id = next.id
+        {CLAIM_RETURNING}"""
+
+# Every column of job, for moving rows to the archive (which has them all, plus archived_at).
+ALL_JOB_COLUMNS = """id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,
+    retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
+    created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
+    policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat"""
+
+# Columns of job that an insert sets (besides id), in the order of RESOLVED_NO_ID.
+INSERT_COLUMNS_NO_ID = """name, data, priority, retry_limit, retry_delay, retry_backoff,
+    retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
+    start_after, keep_until, singleton_key, singleton_on"""
+
+# A job's input: its name, data and the options the sender gave (NULL when left out).
+INPUT_COLUMNS = """name text, data jsonb, priority integer, retry_limit integer,
+    retry_delay float8, retry_backoff boolean, retry_delay_max float8, expire_in float8,
+    heartbeat_seconds float8, retention float8, delete_after float8, dead_letter text,
+    start_after timestamptz, start_in float8, singleton_key text, singleton_seconds integer"""
+
+
+def job_input(**given: str) -> str:
+    """The input columns as a select list: statement parameters, unless ``given``."""
+    columns = [c.split() for c in INPUT_COLUMNS.replace("\n", " ").split(",")]
+    return ", ".join(
+        f"{given.get(name, f'%({name})s::{kind}')} AS {name}" for name, kind in columns
+    )
+
+
+# One job's input as statement parameters.
+SINGLE_INPUT = job_input()
+
+# Each option resolved: the sender's value, else the queue's (q), else the default. A start
+# is a date (start_after) or a delay from now (start_in); time slots (singleton_seconds) are
+# cut from the clock.
+RESOLVED_NO_ID = """i.name, i.data, COALESCE(i.priority, 0) AS priority,
+    COALESCE(i.retry_limit, q.retry_limit, 2) AS retry_limit,
+    COALESCE(i.retry_delay, q.retry_delay, 0) AS retry_delay,
+    COALESCE(i.retry_backoff, q.retry_backoff, false) AS retry_backoff,
+    COALESCE(i.retry_delay_max, q.retry_delay_max) AS retry_delay_max,
+    COALESCE(i.expire_in, q.expire_in, 900) AS expire_in,
+    COALESCE(i.heartbeat_seconds, q.heartbeat_seconds) AS heartbeat_seconds,
+    COALESCE(i.delete_after, q.delete_after, 604800) AS delete_after,
+    COALESCE(i.dead_letter, q.dead_letter) AS dead_letter,
+    q.policy AS policy,
+    COALESCE(i.start_after, {now} + make_interval(secs => COALESCE(i.start_in, 0)))
+        AS start_after,
+    COALESCE(i.start_after, {now} + make_interval(secs => COALESCE(i.start_in, 0)))
+        + make_interval(secs => LEAST(COALESCE(i.retention, q.retention, 1209600),
+                                      {max_seconds})) AS keep_until,
+    i.singleton_key,
+    to_timestamp(floor(extract(epoch FROM {now}) / i.singleton_seconds)
+        * i.singleton_seconds) AS singleton_on"""
+
+# The retry delay of a job that has just failed for the (retry_count + 1)th time:
+# retry_delay, doubled per earlier retry with equal jitter when retry_backoff, capped by
+# retry_delay_max, and by {max_seconds} (ten years: options are never longer, and the
+# times computed from them stay in range even for rows written by hand).
+RETRY_DELAY = """make_interval(secs => LEAST(
+    COALESCE(j.retry_delay_max, 'Infinity'::float8), {max_seconds},
+    CASE WHEN j.retry_backoff
+        THEN j.retry_delay * power(2, LEAST(j.retry_count, 52)) * (0.5 + random() / 2)
+        ELSE j.retry_delay END))"""
+
+
+def clashes(state: str, policies: str) -> str:
+    """True when job ``j`` entering ``state`` would break a unique index held by another
+    job: its singleton key (standard queues), its time slot, or the limit of its queue's
+    policy among ``policies`` (see migrations/0001)."""
+    return f"""EXISTS (
+            SELECT FROM {{schema}}.job o
+            WHERE o.name = j.name AND o.id <> j.id
+                AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '')
+                AND ((j.policy = 'standard' AND j.singleton_key IS NOT NULL
+                      AND j.singleton_on IS NULL AND o.policy = 'standard'
+                      AND o.singleton_key IS NOT NULL AND o.singleton_on IS NULL
+                      AND o.state <= 'active')
+                  OR (j.singleton_on IS NOT NULL AND o.singleton_on = j.singleton_on
+                      AND o.state <> 'cancelled')
+                  OR (j.policy IN ({policies}) AND o.policy = j.policy
+                      AND o.state = '{state}')))"""
+
+
+# What a worker's role needs, for the tables and sequences there are and for those a later
+# migration (run by the owner) creates.
+GRANT = """
+    GRANT USAGE ON SCHEMA {schema} TO {role};
+    GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
+    GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role};
+    GRANT EXECUTE ON FUNCTION {schema}.clock() TO {role};
+    ALTER DEFAULT PRIVILEGES IN SCHEMA {schema}
+        GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role};
+    ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role}"""

@@ -1,0 +1,151 @@
+"""Statements on queues, subscriptions and schedules."""
+
+from __future__ import annotations
+
+from .fragments import INSERT_COLUMNS_NO_ID, RESOLVED_NO_ID, job_input
+from .template import Template
+
+__all__ = ["QueueStatements"]
+
+
+class QueueStatements:
+    """Statements on queues, subscriptions and schedules."""
+
+    # -- queues ----------------------------------------------------------------------------
+    queue_create = Template("""
+        INSERT INTO {schema}.queue (name, policy, retry_limit, retry_delay, retry_backoff,
+            retry_delay_max, expire_in, heartbeat_seconds, retention, delete_after,
+            dead_letter, description)
+        SELECT %(name)s, COALESCE(o.policy, 'standard'), o.retry_limit, o.retry_delay,
+            o.retry_backoff, o.retry_delay_max, o.expire_in, o.heartbeat_seconds, o.retention,
+            o.delete_after, o.dead_letter, o.description
+        FROM jsonb_to_record(%(options)s::jsonb) AS o(policy text, retry_limit integer,
+            retry_delay float8, retry_backoff boolean, retry_delay_max float8,
+            expire_in float8, heartbeat_seconds float8, retention float8,
+            delete_after float8, dead_letter text, description text)
+        ON CONFLICT (name) DO NOTHING
+        RETURNING name""")
+    # Only the options present in %(options)s change; a JSON null clears one.
+    queue_update = Template("""
+        UPDATE {schema}.queue q SET
+            policy = CASE WHEN %(options)s::jsonb ? 'policy'
+                THEN COALESCE(o.policy, 'standard') ELSE q.policy END,
+            retry_limit = CASE WHEN %(options)s::jsonb ? 'retry_limit'
+                THEN o.retry_limit ELSE q.retry_limit END,
+            retry_delay = CASE WHEN %(options)s::jsonb ? 'retry_delay'
+                THEN o.retry_delay ELSE q.retry_delay END,
+            retry_backoff = CASE WHEN %(options)s::jsonb ? 'retry_backoff'
+                THEN o.retry_backoff ELSE q.retry_backoff END,
+            retry_delay_max = CASE WHEN %(options)s::jsonb ? 'retry_delay_max'
+                THEN o.retry_delay_max ELSE q.retry_delay_max END,
+            expire_in = CASE WHEN %(options)s::jsonb ? 'expire_in'
+                THEN o.expire_in ELSE q.expire_in END,
+            heartbeat_seconds = CASE WHEN %(options)s::jsonb ? 'heartbeat_seconds'
+                THEN o.heartbeat_seconds ELSE q.heartbeat_seconds END,
+            retention = CASE WHEN %(options)s::jsonb ? 'retention'
+                THEN o.retention ELSE q.retention END,
+            delete_after = CASE WHEN %(options)s::jsonb ? 'delete_after'
+                THEN o.delete_after ELSE q.delete_after END,
+            dead_letter = CASE WHEN %(options)s::jsonb ? 'dead_letter'
+                THEN o.dead_letter ELSE q.dead_letter END,
+            description = CASE WHEN %(options)s::jsonb ? 'description'
+                THEN o.description ELSE q.description END,
+            updated_at = {now}
+        FROM jsonb_to_record(%(options)s::jsonb) AS o(policy text, retry_limit integer,
+            retry_delay float8, retry_backoff boolean, retry_delay_max float8,
+            expire_in float8, heartbeat_seconds float8, retention float8,
+            delete_after float8, dead_letter text, description text)
+        WHERE q.name = %(name)s
+        RETURNING q.name, q.policy""")
+    # A queue's new policy, given to its unfinished jobs (a unique index refuses it when
+    # they break the policy's limits).
+    job_set_policy = Template("""
+        UPDATE {schema}.job SET policy = %(policy)s
+        WHERE name = %(name)s AND state <= 'active' AND policy <> %(policy)s""")
+    # A send that read the queue's policy just before a change committed writes its jobs
+    # with the old one: they are brought in line when a claim trips over them.
+    job_follow_queue_policy = Template("""
+        UPDATE {schema}.job j SET policy = q.policy
+        FROM {schema}.queue q
+        WHERE q.name = %(name)s AND j.name = q.name AND j.state <= 'active'
+            AND j.policy <> q.policy
+        RETURNING j.id""")
+    queue_delete = Template("""
+        WITH jobs AS (DELETE FROM {schema}.job WHERE name = %(name)s)
+        DELETE FROM {schema}.queue WHERE name = %(name)s RETURNING name""")
+    queue_get = Template("SELECT * FROM {schema}.queue WHERE name = %(name)s")
+    queue_list = Template("SELECT * FROM {schema}.queue ORDER BY name")
+    queue_set_paused = Template("""
+        WITH changed AS (
+            UPDATE {schema}.queue SET paused = %(paused)s, updated_at = {now}
+            WHERE name = %(name)s RETURNING name
+        )
+        SELECT name, CASE WHEN NOT %(paused)s THEN pg_notify({jobs_channel}, name) END
+        FROM changed""")
+    queue_policies = Template("""
+        SELECT name, policy, paused FROM {schema}.queue WHERE name = ANY(%(names)s::text[])""")
+    queue_purge = Template("""
+        DELETE FROM {schema}.job WHERE name = %(name)s AND state < 'active' RETURNING id""")
+    # Jobs of a dead-letter queue go back to the queues they failed in, as new jobs. A job
+    # whose origin is gone, or whose origin's singleton or policy refuses it, stays put.
+    queue_redrive = Template(f"""
+        WITH picked AS MATERIALIZED (
+            SELECT id AS old_id, nextval({{job_seq}}) AS id, data, priority,
+                output->>'source_queue' AS origin
+            FROM (SELECT * FROM {{schema}}.job
+                  WHERE name = %(name)s AND state < 'active' AND output ? 'source_queue'
+                  ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS d
+        ),
+        inserted AS (
+            INSERT INTO {{schema}}.job (id, {INSERT_COLUMNS_NO_ID})
+            SELECT i.id, {RESOLVED_NO_ID}
+            FROM (SELECT m.id,
+                      {job_input(name="m.origin", data="m.data", priority="m.priority")}
+                  FROM picked m) AS i
+            JOIN {{schema}}.queue q ON q.name = i.name
+            ON CONFLICT DO NOTHING
+            RETURNING id, name
+        ),
+        moved AS (
+            DELETE FROM {{schema}}.job
+            WHERE id IN (SELECT m.old_id FROM picked m JOIN inserted n ON n.id = m.id)
+        )
+        SELECT id, (SELECT count(pg_notify({{jobs_channel}}, d.name))
+                    FROM (SELECT DISTINCT name FROM inserted) AS d) AS notified
+        FROM inserted""")
+    queue_stats = Template("""
+        SELECT q.name, j.state::text AS state, count(j.id) AS count,
+            extract(epoch FROM {now} - min(j.created_at)
+                FILTER (WHERE j.state < 'active' AND j.start_after <= {now}))::float8
+                AS oldest_waiting
+        FROM {schema}.queue q LEFT JOIN {schema}.job j ON j.name = q.name
+        WHERE %(name)s::text IS NULL OR q.name = %(name)s
+        GROUP BY q.name, j.state ORDER BY q.name""")
+    # -- schedules -------------------------------------------------------------------------
+    # A changed cron or time zone restarts the schedule from %(last_slot)s (the latest slot
+    # at declaration), so it neither fires at once nor replays old slots.
+    schedule_upsert = Template("""
+        INSERT INTO {schema}.schedule (name, cron, tz, data, options, from_code, last_slot)
+        VALUES (%(name)s, %(cron)s, %(tz)s, %(data)s::jsonb, %(options)s::jsonb,
+                %(from_code)s, %(last_slot)s)
+        ON CONFLICT (name) DO UPDATE SET
+            cron = EXCLUDED.cron, tz = EXCLUDED.tz, data = EXCLUDED.data,
+            options = EXCLUDED.options, from_code = EXCLUDED.from_code, updated_at = {now},
+            last_slot = CASE WHEN schedule.cron = EXCLUDED.cron AND schedule.tz = EXCLUDED.tz
+                THEN schedule.last_slot ELSE EXCLUDED.last_slot END
+        RETURNING name""")
+    schedule_delete = Template("DELETE FROM {schema}.schedule WHERE name = %(name)s RETURNING name")
+    # Schedules declared in code by an earlier version of the application and no longer.
+    schedule_prune_code = Template("""
+        DELETE FROM {schema}.schedule
+        WHERE from_code AND NOT (name = ANY(%(names)s::text[])) RETURNING name""")
+    schedule_list = Template("""
+        SELECT name, cron, tz, data, options, from_code, last_slot, created_at, updated_at
+        FROM {schema}.schedule ORDER BY name""")
+    # Compare-and-set: only the instance that moves last_slot forward sends the slot's job.
+    # A slot is claimed only once it has come by the clock, whatever the caller's clock.
+    schedule_claim_slot = Template("""
+        UPDATE {schema}.schedule SET last_slot = %(slot)s
+        WHERE name = %(name)s AND cron = %(cron)s AND tz = %(tz)s
+            AND (last_slot IS NULL OR last_slot < %(slot)s) AND %(slot)s <= {now}
+        RETURNING name, data, options""")
