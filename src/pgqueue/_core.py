@@ -209,18 +209,8 @@ class Core:
         """Plan: complete runs, each with its JSON output (and last progress)."""
         if not ids:
             return []
-        # The outputs and progress are JSON texts already: join them, never re-encode. (Ids
-        # and runs are ints: checked by job_runs, or read from the database.)
-        items = [
-            f"[{i},{'null' if r is None else r},{o or 'null'}"
-            for i, r, o in zip(ids, runs, outputs, strict=True)
-        ]
-        if progress is not None:
-            items = [
-                f"{item},{p}" if p is not None else item
-                for item, p in zip(items, progress, strict=True)
-            ]
-        batch = "[" + "],".join(items) + "]]"
+        outputs = [o or "null" for o in outputs]
+        batch = _batch(ids, runs, outputs, *([progress] if progress is not None else []))
         rows = yield Stmt(self.sql.job_complete_many, {"batch": batch})
         return [r["id"] for r in rows]
 
@@ -240,16 +230,14 @@ class Core:
         """
         if not ids:
             return []
-        rows = yield Stmt(
-            self.sql.job_fail_many,
-            {
-                "ids": ids,
-                "runs": runs,
-                "outputs": outputs,
-                "terminal": terminal or [False] * len(ids),
-                "final_states": final_states or ["failed"] * len(ids),
-            },
+        batch = _batch(
+            ids,
+            runs,
+            [o or "null" for o in outputs],
+            ["true" if t else "false" for t in terminal or [False] * len(ids)],
+            [f'"{state}"' for state in final_states or ["failed"] * len(ids)],
         )
+        rows = yield Stmt(self.sql.job_fail_many, {"batch": batch})
         return [r["id"] for r in rows if r["state"] != "dead_letter"]
 
     def touch(
@@ -258,7 +246,7 @@ class Core:
         """Plan: heartbeat runs and store their latest progress (None keeps the last)."""
         if not ids:
             return []
-        rows = yield Stmt(self.sql.job_touch_many, {"ids": ids, "runs": runs, "progress": progress})
+        rows = yield Stmt(self.sql.job_touch_many, {"batch": _batch(ids, runs, progress)})
         return [r["id"] for r in rows]
 
     def release(self, ids: list[int], runs: list[int | None]) -> Plan[list[int]]:
@@ -267,7 +255,7 @@ class Core:
         the ids no longer held."""
         if not ids:
             return []
-        rows = yield Stmt(self.sql.job_release_many, {"ids": ids, "runs": runs})
+        rows = yield Stmt(self.sql.job_release_many, {"batch": _batch(ids, runs)})
         return [r["id"] for r in rows]
 
     def held_by(self, worker_id: str) -> Plan[list[tuple[int, int | None]]]:
@@ -520,3 +508,18 @@ def _spec(ord: int, name: str, record: dict[str, Any], payload: str) -> str:
 
 def _queue_info(row: Row) -> QueueInfo:
     return QueueInfo(**row)
+
+
+def _batch(ids: list[int], runs: list[int | None], *columns: list[str | None]) -> str:
+    """The runs as one JSON array of ``[id, run, value...]``, the values JSON texts already
+    (joined, never re-encoded). A row's trailing None values are left out: the statement
+    keeps what the job has. Ids and runs are ints (checked by ``job_runs``, or read from the
+    database)."""
+    items = []
+    for i, (job_id, run) in enumerate(zip(ids, runs, strict=True)):
+        values = [column[i] for column in columns]
+        while values and values[-1] is None:
+            values.pop()
+        rest = "".join(f",{v or 'null'}" for v in values)
+        items.append(f"[{job_id},{'null' if run is None else run}{rest}]")
+    return "[" + ",".join(items) + "]"

@@ -86,15 +86,15 @@ SELECT id, (SELECT count(pg_notify('pgqueue_cancel', a.id || ':' || a.run_id))
 FROM cancelled;
 
 -- name: job_cancelled_among
-SELECT id, run_id FROM "pgqueue".job
-WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled';
+SELECT j.id, j.run_id FROM "pgqueue".job j
+WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state::text = 'cancelled';
 
 -- name: job_complete_many
 UPDATE "pgqueue".job j
 SET state = 'completed', completed_at = "pgqueue".clock(), output = o.v -> 2,
     progress = CASE WHEN jsonb_array_length(o.v) > 3 THEN o.v -> 3 ELSE j.progress END
 FROM jsonb_array_elements(%(batch)s::jsonb) AS o(v)
-WHERE j.id = (o.v ->> 0)::bigint AND j.state = 'active'
+WHERE j.id = (o.v ->> 0)::bigint AND j.state::text = 'active'
     AND j.run_id = COALESCE((o.v ->> 1)::bigint, j.run_id)
 RETURNING j.id;
 
@@ -126,22 +126,23 @@ CASE WHEN j.retry_backoff
     THEN j.retry_delay * power(2, LEAST(j.retry_count, 52)) * (0.5 + random() / 2)
     ELSE j.retry_delay END)) AS delay,
             j.retry_count < j.retry_limit AND NOT f.terminal
-                AND NOT (j.policy = 'stately' AND EXISTS (
-        SELECT FROM "pgqueue".job o
-        WHERE o.name = j.name AND o.id <> j.id
-            AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '')
-            AND ((j.policy = 'standard' AND j.singleton_key IS NOT NULL
-                  AND j.singleton_on IS NULL AND o.policy = 'standard'
-                  AND o.singleton_key IS NOT NULL AND o.singleton_on IS NULL
-                  AND o.state <= 'active')
-              OR (j.singleton_on IS NOT NULL AND o.singleton_on = j.singleton_on
-                  AND o.state <> 'cancelled')
-              OR (j.policy IN ('stately') AND o.policy = j.policy
-                  AND o.state = 'retry'))))
+                AND NOT (j.policy = 'stately' AND ((j.policy = 'standard' AND j.singleton_key IS NOT NULL AND j.singleton_on IS NULL
+        AND EXISTS (SELECT FROM "pgqueue".job o
+            WHERE o.name = j.name AND o.singleton_key = j.singleton_key AND o.id <> j.id
+                AND o.state <= 'active' AND o.singleton_on IS NULL
+                AND o.policy = 'standard'))
+    OR (j.singleton_on IS NOT NULL
+        AND EXISTS (SELECT FROM "pgqueue".job o
+            WHERE o.name = j.name AND o.singleton_on = j.singleton_on AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '')
+                AND o.id <> j.id AND o.state <> 'cancelled'))
+    OR (j.policy = 'stately'
+        AND EXISTS (SELECT FROM "pgqueue".job o
+            WHERE o.name = j.name AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '') AND o.id <> j.id
+                AND o.state = 'retry' AND o.policy = 'stately'))))
                 AS again
-        FROM unnest(%(ids)s::bigint[], %(runs)s::bigint[], %(outputs)s::text[],
-                    %(terminal)s::boolean[], %(final_states)s::text[])
-            AS f(id, run, output, terminal, final_state)
+        FROM (SELECT (v ->> 0)::bigint AS id, (v ->> 1)::bigint AS run, v -> 2 AS output,
+                     (v ->> 3)::boolean AS terminal, v ->> 4 AS final_state
+              FROM jsonb_array_elements(%(batch)s::jsonb) AS v) AS f
         JOIN "pgqueue".job j ON j.id = f.id
     ),
     failed AS (
@@ -154,9 +155,9 @@ CASE WHEN j.retry_backoff
                 THEN "pgqueue".clock() + f.delay + (j.keep_until - j.start_after)
                 ELSE j.keep_until END,
             completed_at = CASE WHEN f.again THEN NULL ELSE "pgqueue".clock() END,
-            output = f.output::jsonb
+            output = f.output
         FROM input f
-        WHERE j.id = f.id AND j.state = 'active'
+        WHERE j.id = f.id AND j.state::text = 'active'
             AND (f.run IS NULL OR j.run_id = f.run)
         RETURNING j.*
     ),
@@ -410,19 +411,21 @@ WITH input AS (
     SELECT r.*, EXISTS (
             SELECT FROM "pgqueue".job j
             WHERE j.id = r.id AND j.policy = 'stately'
-                AND EXISTS (
-    SELECT FROM "pgqueue".job o
-    WHERE o.name = j.name AND o.id <> j.id
-        AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '')
-        AND ((j.policy = 'standard' AND j.singleton_key IS NOT NULL
-              AND j.singleton_on IS NULL AND o.policy = 'standard'
-              AND o.singleton_key IS NOT NULL AND o.singleton_on IS NULL
-              AND o.state <= 'active')
-          OR (j.singleton_on IS NOT NULL AND o.singleton_on = j.singleton_on
-              AND o.state <> 'cancelled')
-          OR (j.policy IN ('stately') AND o.policy = j.policy
-              AND o.state = 'retry')))) AS blocked
-    FROM unnest(%(ids)s::bigint[], %(runs)s::bigint[]) AS r(id, run)
+                AND ((j.policy = 'standard' AND j.singleton_key IS NOT NULL AND j.singleton_on IS NULL
+    AND EXISTS (SELECT FROM "pgqueue".job o
+        WHERE o.name = j.name AND o.singleton_key = j.singleton_key AND o.id <> j.id
+            AND o.state <= 'active' AND o.singleton_on IS NULL
+            AND o.policy = 'standard'))
+OR (j.singleton_on IS NOT NULL
+    AND EXISTS (SELECT FROM "pgqueue".job o
+        WHERE o.name = j.name AND o.singleton_on = j.singleton_on AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '')
+            AND o.id <> j.id AND o.state <> 'cancelled'))
+OR (j.policy = 'stately'
+    AND EXISTS (SELECT FROM "pgqueue".job o
+        WHERE o.name = j.name AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '') AND o.id <> j.id
+            AND o.state = 'retry' AND o.policy = 'stately')))) AS blocked
+    FROM (SELECT (v ->> 0)::bigint AS id, (v ->> 1)::bigint AS run
+          FROM jsonb_array_elements(%(batch)s::jsonb) AS v) AS r
 ),
 released AS (
     UPDATE "pgqueue".job j
@@ -438,7 +441,8 @@ released AS (
             || '(stately policy); retry() it to run it again') ELSE j.output END,
         worker_id = NULL
     FROM input r
-    WHERE j.id = r.id AND j.state = 'active' AND j.run_id = COALESCE(r.run, j.run_id)
+    WHERE j.id = r.id AND j.state::text = 'active'
+        AND j.run_id = COALESCE(r.run, j.run_id)
     RETURNING j.id, j.name, j.state
 )
 SELECT id, state::text, (SELECT count(pg_notify('pgqueue_jobs', n.name))
@@ -451,18 +455,23 @@ UPDATE "pgqueue".job j
 SET state = 'created', completed_at = NULL, started_at = NULL,
     keep_until = "pgqueue".clock() + (keep_until - start_after), start_after = "pgqueue".clock()
 WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'
-    AND NOT EXISTS (
-    SELECT FROM "pgqueue".job o
-    WHERE o.name = j.name AND o.id <> j.id
-        AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '')
-        AND ((j.policy = 'standard' AND j.singleton_key IS NOT NULL
-              AND j.singleton_on IS NULL AND o.policy = 'standard'
-              AND o.singleton_key IS NOT NULL AND o.singleton_on IS NULL
-              AND o.state <= 'active')
-          OR (j.singleton_on IS NOT NULL AND o.singleton_on = j.singleton_on
-              AND o.state <> 'cancelled')
-          OR (j.policy IN ('short', 'stately') AND o.policy = j.policy
-              AND o.state = 'created')))
+    AND NOT ((j.policy = 'standard' AND j.singleton_key IS NOT NULL AND j.singleton_on IS NULL
+    AND EXISTS (SELECT FROM "pgqueue".job o
+        WHERE o.name = j.name AND o.singleton_key = j.singleton_key AND o.id <> j.id
+            AND o.state <= 'active' AND o.singleton_on IS NULL
+            AND o.policy = 'standard'))
+OR (j.singleton_on IS NOT NULL
+    AND EXISTS (SELECT FROM "pgqueue".job o
+        WHERE o.name = j.name AND o.singleton_on = j.singleton_on AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '')
+            AND o.id <> j.id AND o.state <> 'cancelled'))
+OR (j.policy = 'short'
+    AND EXISTS (SELECT FROM "pgqueue".job o
+        WHERE o.name = j.name AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '') AND o.id <> j.id
+            AND o.state = 'created' AND o.policy = 'short'))
+OR (j.policy = 'stately'
+    AND EXISTS (SELECT FROM "pgqueue".job o
+        WHERE o.name = j.name AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '') AND o.id <> j.id
+            AND o.state = 'created' AND o.policy = 'stately')))
 RETURNING id;
 
 -- name: job_retry_many
@@ -471,18 +480,19 @@ SET state = 'retry', completed_at = NULL, start_after = "pgqueue".clock(),
     retry_limit = GREATEST(retry_limit, retry_count + 1),
     keep_until = "pgqueue".clock() + (keep_until - start_after)
 WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('failed', 'expired')
-    AND NOT EXISTS (
-    SELECT FROM "pgqueue".job o
-    WHERE o.name = j.name AND o.id <> j.id
-        AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '')
-        AND ((j.policy = 'standard' AND j.singleton_key IS NOT NULL
-              AND j.singleton_on IS NULL AND o.policy = 'standard'
-              AND o.singleton_key IS NOT NULL AND o.singleton_on IS NULL
-              AND o.state <= 'active')
-          OR (j.singleton_on IS NOT NULL AND o.singleton_on = j.singleton_on
-              AND o.state <> 'cancelled')
-          OR (j.policy IN ('stately') AND o.policy = j.policy
-              AND o.state = 'retry')))
+    AND NOT ((j.policy = 'standard' AND j.singleton_key IS NOT NULL AND j.singleton_on IS NULL
+    AND EXISTS (SELECT FROM "pgqueue".job o
+        WHERE o.name = j.name AND o.singleton_key = j.singleton_key AND o.id <> j.id
+            AND o.state <= 'active' AND o.singleton_on IS NULL
+            AND o.policy = 'standard'))
+OR (j.singleton_on IS NOT NULL
+    AND EXISTS (SELECT FROM "pgqueue".job o
+        WHERE o.name = j.name AND o.singleton_on = j.singleton_on AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '')
+            AND o.id <> j.id AND o.state <> 'cancelled'))
+OR (j.policy = 'stately'
+    AND EXISTS (SELECT FROM "pgqueue".job o
+        WHERE o.name = j.name AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '') AND o.id <> j.id
+            AND o.state = 'retry' AND o.policy = 'stately')))
 RETURNING id;
 
 -- name: job_set_policy
@@ -501,10 +511,11 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: job_touch_many
 UPDATE "pgqueue".job j
-SET heartbeat_at = "pgqueue".clock(), progress = COALESCE(t.progress::jsonb, j.progress)
-FROM unnest(%(ids)s::bigint[], %(runs)s::bigint[], %(progress)s::text[])
-    AS t(id, run, progress)
-WHERE j.id = t.id AND j.state = 'active' AND (t.run IS NULL OR j.run_id = t.run)
+SET heartbeat_at = "pgqueue".clock(),
+    progress = CASE WHEN jsonb_array_length(t.v) > 2 THEN t.v -> 2 ELSE j.progress END
+FROM jsonb_array_elements(%(batch)s::jsonb) AS t(v)
+WHERE j.id = (t.v ->> 0)::bigint AND j.state::text = 'active'
+    AND j.run_id = COALESCE((t.v ->> 1)::bigint, j.run_id)
 RETURNING j.id;
 
 -- name: listen_cancel

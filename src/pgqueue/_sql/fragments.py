@@ -20,6 +20,7 @@ __all__ = [
     "SERVER_WAL_SETTINGS",
     "SINGLE_INPUT",
     "clashes",
+    "in_state",
     "job_input",
 ]
 
@@ -119,22 +120,39 @@ RETRY_DELAY = """make_interval(secs => LEAST(
         ELSE j.retry_delay END))"""
 
 
-def clashes(state: str, policies: str) -> str:
+def clashes(state: str, policies: tuple[str, ...]) -> str:
     """True when job ``j`` entering ``state`` would break a unique index held by another
     job: its singleton key (standard queues), its time slot, or the limit of its queue's
-    policy among ``policies`` (see migrations/0001)."""
-    return f"""EXISTS (
-            SELECT FROM {{schema}}.job o
-            WHERE o.name = j.name AND o.id <> j.id
-                AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '')
-                AND ((j.policy = 'standard' AND j.singleton_key IS NOT NULL
-                      AND j.singleton_on IS NULL AND o.policy = 'standard'
-                      AND o.singleton_key IS NOT NULL AND o.singleton_on IS NULL
-                      AND o.state <= 'active')
-                  OR (j.singleton_on IS NOT NULL AND o.singleton_on = j.singleton_on
-                      AND o.state <> 'cancelled')
-                  OR (j.policy IN ({policies}) AND o.policy = j.policy
-                      AND o.state = '{state}')))"""
+    policy among ``policies`` (see migrations/0001). One EXISTS per index, each written so
+    that the index it guards answers it (its predicate's constants spelled out)."""
+    same_key = "COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '')"
+    arms = [
+        """(j.policy = 'standard' AND j.singleton_key IS NOT NULL AND j.singleton_on IS NULL
+            AND EXISTS (SELECT FROM {schema}.job o
+                WHERE o.name = j.name AND o.singleton_key = j.singleton_key AND o.id <> j.id
+                    AND o.state <= 'active' AND o.singleton_on IS NULL
+                    AND o.policy = 'standard'))""",
+        f"""(j.singleton_on IS NOT NULL
+            AND EXISTS (SELECT FROM {{schema}}.job o
+                WHERE o.name = j.name AND o.singleton_on = j.singleton_on AND {same_key}
+                    AND o.id <> j.id AND o.state <> 'cancelled'))""",
+        *(
+            f"""(j.policy = '{policy}'
+            AND EXISTS (SELECT FROM {{schema}}.job o
+                WHERE o.name = j.name AND {same_key} AND o.id <> j.id
+                    AND o.state = '{state}' AND o.policy = '{policy}'))"""
+            for policy in policies
+        ),
+    ]
+    return "(" + "\n        OR ".join(arms) + ")"
+
+
+def in_state(alias: str, state: str) -> str:
+    """``alias``'s job is in ``state``, written so that no partial index on state matches
+    it: a statement that names its rows by id then finds them by primary key whatever the
+    statistics say. (Written ``state = 'active'``, with statistics from before the active
+    rows existed, it read every active job through job_active_idx once per batch.)"""
+    return f"{alias}.state::text = '{state}'"
 
 
 # What a worker's role needs, for the tables and sequences there are and for those a later

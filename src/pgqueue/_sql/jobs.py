@@ -13,6 +13,7 @@ from .fragments import (
     RETRY_DELAY,
     SINGLE_INPUT,
     clashes,
+    in_state,
     job_input,
 )
 from .template import Template
@@ -191,14 +192,17 @@ class JobStatements:
     # no longer active) changes nothing, and its id is not returned. A NULL run (a manual
     # consumer that gave only ids) means whichever run holds the job.
     #
-    # %(batch)s is a JSON array of [id, run, output] or [id, run, output, progress]: one
-    # parameter however large the batch (arrays of text cost the client far more).
-    job_complete_many = Template("""
-        UPDATE {schema}.job j
-        SET state = 'completed', completed_at = {now}, output = o.v -> 2,
+    # Each takes the runs as %(batch)s, one JSON array of [id, run, ...] (complete: output
+    # and optional progress; fail: output, terminal, final state; touch: optional
+    # progress): one parameter however large the batch (arrays of text cost the client far
+    # more), and a set the planner counts as a hundred rows, so it probes the job table's
+    # primary key once per run rather than reading a table-sized side (see in_state).
+    job_complete_many = Template(f"""
+        UPDATE {{schema}}.job j
+        SET state = 'completed', completed_at = {{now}}, output = o.v -> 2,
             progress = CASE WHEN jsonb_array_length(o.v) > 3 THEN o.v -> 3 ELSE j.progress END
         FROM jsonb_array_elements(%(batch)s::jsonb) AS o(v)
-        WHERE j.id = (o.v ->> 0)::bigint AND j.state = 'active'
+        WHERE j.id = (o.v ->> 0)::bigint AND {in_state("j", "active")}
             AND j.run_id = COALESCE((o.v ->> 1)::bigint, j.run_id)
         RETURNING j.id""")
     # A failure moves the job to retry (after its delay) while retries remain and the
@@ -210,11 +214,11 @@ class JobStatements:
         WITH input AS (
             SELECT f.*, {RETRY_DELAY} AS delay,
                 j.retry_count < j.retry_limit AND NOT f.terminal
-                    AND NOT (j.policy = 'stately' AND {clashes("retry", "'stately'")})
+                    AND NOT (j.policy = 'stately' AND {clashes("retry", ("stately",))})
                     AS again
-            FROM unnest(%(ids)s::bigint[], %(runs)s::bigint[], %(outputs)s::text[],
-                        %(terminal)s::boolean[], %(final_states)s::text[])
-                AS f(id, run, output, terminal, final_state)
+            FROM (SELECT (v ->> 0)::bigint AS id, (v ->> 1)::bigint AS run, v -> 2 AS output,
+                         (v ->> 3)::boolean AS terminal, v ->> 4 AS final_state
+                  FROM jsonb_array_elements(%(batch)s::jsonb) AS v) AS f
             JOIN {{schema}}.job j ON j.id = f.id
         ),
         failed AS (
@@ -227,9 +231,9 @@ class JobStatements:
                     THEN {{now}} + f.delay + (j.keep_until - j.start_after)
                     ELSE j.keep_until END,
                 completed_at = CASE WHEN f.again THEN NULL ELSE {{now}} END,
-                output = f.output::jsonb
+                output = f.output
             FROM input f
-            WHERE j.id = f.id AND j.state = 'active'
+            WHERE j.id = f.id AND {in_state("j", "active")}
                 AND (f.run IS NULL OR j.run_id = f.run)
             RETURNING j.*
         ),
@@ -251,12 +255,13 @@ class JobStatements:
         FROM failed
         UNION ALL SELECT id, 'dead_letter', 0 FROM dead""")
     # Heartbeats and progress of running jobs, in one statement.
-    job_touch_many = Template("""
-        UPDATE {schema}.job j
-        SET heartbeat_at = {now}, progress = COALESCE(t.progress::jsonb, j.progress)
-        FROM unnest(%(ids)s::bigint[], %(runs)s::bigint[], %(progress)s::text[])
-            AS t(id, run, progress)
-        WHERE j.id = t.id AND j.state = 'active' AND (t.run IS NULL OR j.run_id = t.run)
+    job_touch_many = Template(f"""
+        UPDATE {{schema}}.job j
+        SET heartbeat_at = {{now}},
+            progress = CASE WHEN jsonb_array_length(t.v) > 2 THEN t.v -> 2 ELSE j.progress END
+        FROM jsonb_array_elements(%(batch)s::jsonb) AS t(v)
+        WHERE j.id = (t.v ->> 0)::bigint AND {in_state("j", "active")}
+            AND j.run_id = COALESCE((t.v ->> 1)::bigint, j.run_id)
         RETURNING j.id""")
     # A stopping worker hands back the jobs it did not finish, to run again at once
     # elsewhere; this is not a failure, so retry_count stays. A stately job whose key
@@ -267,8 +272,9 @@ class JobStatements:
             SELECT r.*, EXISTS (
                     SELECT FROM {{schema}}.job j
                     WHERE j.id = r.id AND j.policy = 'stately'
-                        AND {clashes("retry", "'stately'")}) AS blocked
-            FROM unnest(%(ids)s::bigint[], %(runs)s::bigint[]) AS r(id, run)
+                        AND {clashes("retry", ("stately",))}) AS blocked
+            FROM (SELECT (v ->> 0)::bigint AS id, (v ->> 1)::bigint AS run
+                  FROM jsonb_array_elements(%(batch)s::jsonb) AS v) AS r
         ),
         released AS (
             UPDATE {{schema}}.job j
@@ -284,7 +290,8 @@ class JobStatements:
                     || '(stately policy); retry() it to run it again') ELSE j.output END,
                 worker_id = NULL
             FROM input r
-            WHERE j.id = r.id AND j.state = 'active' AND j.run_id = COALESCE(r.run, j.run_id)
+            WHERE j.id = r.id AND {in_state("j", "active")}
+                AND j.run_id = COALESCE(r.run, j.run_id)
             RETURNING j.id, j.name, j.state
         )
         SELECT id, state::text, (SELECT count(pg_notify({{jobs_channel}}, n.name))
@@ -297,9 +304,9 @@ class JobStatements:
         WHERE state = 'active' AND worker_id = %(worker_id)s""")
     # Cancellation requests for the jobs a worker holds that another session cancelled
     # while its notification was missed: the cancelled runs.
-    job_cancelled_among = Template("""
-        SELECT id, run_id FROM {schema}.job
-        WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'""")
+    job_cancelled_among = Template(f"""
+        SELECT j.id, j.run_id FROM {{schema}}.job j
+        WHERE j.id = ANY(%(ids)s::bigint[]) AND {in_state("j", "cancelled")}""")
     listen_jobs = Template("LISTEN {jobs_channel_ident}")
     listen_cancel = Template("LISTEN {cancel_channel_ident}")
     # -- jobs: management ------------------------------------------------------------------
@@ -327,7 +334,7 @@ class JobStatements:
         SET state = 'created', completed_at = NULL, started_at = NULL,
             keep_until = {{now}} + (keep_until - start_after), start_after = {{now}}
         WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'
-            AND NOT {clashes("created", "'short', 'stately'")}
+            AND NOT {clashes("created", ("short", "stately"))}
         RETURNING id""")
     # A failed or expired job runs again, with one more retry allowed if it had used them.
     job_retry_many = Template(f"""
@@ -336,7 +343,7 @@ class JobStatements:
             retry_limit = GREATEST(retry_limit, retry_count + 1),
             keep_until = {{now}} + (keep_until - start_after)
         WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('failed', 'expired')
-            AND NOT {clashes("retry", "'stately'")}
+            AND NOT {clashes("retry", ("stately",))}
         RETURNING id""")
     job_delete_many = Template("""
         WITH j AS (DELETE FROM {schema}.job WHERE id = ANY(%(ids)s::bigint[]) RETURNING id),
