@@ -39,10 +39,11 @@ class PgqueueAdapter(Adapter):
 
     name = "pgqueue"
     distribution = "pgqueue"
-    default = WorkerSettings("concurrency=10", {"concurrency": 10})
+    default = WorkerSettings("defaults (concurrency=100)", {})
     sweep = (
         WorkerSettings("concurrency=50", {"concurrency": 50}),
         WorkerSettings("concurrency=200", {"concurrency": 200}),
+        WorkerSettings("concurrency=400", {"concurrency": 400}),
     )
 
     async def install(self, dsn: str) -> None:
@@ -84,6 +85,5 @@ class PgqueueAdapter(Adapter):
             "WARNING",
             "worker",
             "benchmarks.apps.pgqueue_app:pq",
-            "--concurrency",
-            str(settings.options["concurrency"]),
+            *(f"--{name}={value}" for name, value in settings.options.items()),
         ]

@@ -33,7 +33,7 @@ from ._registry import JobDefinition
 from .errors import ConnectError, PgQueueError, WorkerError
 from .models import MAX_SECONDS, Job
 
-__all__ = ["CANCEL_GRACE", "DEFAULT_HEARTBEAT", "Worker"]
+__all__ = ["CANCEL_GRACE", "DEFAULT_CONCURRENCY", "DEFAULT_HEARTBEAT", "DEFAULT_THREADS", "Worker"]
 
 log = logging.getLogger("pgqueue.worker")
 T = TypeVar("T")
@@ -42,6 +42,10 @@ R = TypeVar("R")
 # The heartbeat a worker's runs promise unless their job sets one: a run silent for this
 # long is dead, and maintenance sends its job back (a worker beats at a third of it).
 DEFAULT_HEARTBEAT = 30.0
+# Jobs one worker runs at once: async handlers are tasks, so a hundred cost little and let a
+# claim fetch a hundred rows; sync handlers run on threads, ten unless told otherwise.
+DEFAULT_CONCURRENCY = 100
+DEFAULT_THREADS = 10
 # Seconds an async handler gets to honour its cancellation before the worker lets it go.
 CANCEL_GRACE = 5.0
 # Seconds between two checks that the runs the database counts as this worker's are the
@@ -76,7 +80,8 @@ class Worker:
         core: Core,
         *,
         queues: list[str] | None = None,
-        concurrency: int = 10,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        threads: int = DEFAULT_THREADS,
         poll_interval: float = 2.0,
         shutdown_timeout: float = 30.0,
         until_empty: bool = False,
@@ -85,6 +90,8 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise WorkerError(f"concurrency must be at least 1, got {concurrency}")
+        if threads < 1:
+            raise WorkerError(f"threads must be at least 1, got {threads}")
         if poll_interval <= 0:
             raise WorkerError(f"poll_interval must be positive, got {poll_interval}")
         if not 0.1 <= heartbeat_seconds <= MAX_SECONDS:
@@ -103,11 +110,15 @@ class Worker:
         self._core = core
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._concurrency = concurrency
+        self._threads = min(threads, concurrency)
+        self._sync_active = 0  # runs of sync handlers: each holds a thread
         self._poll_interval = poll_interval
         self._shutdown_timeout = shutdown_timeout
         self._until_empty = until_empty
         self._states = {
-            d.name: _QueueState(d, min(d.concurrency or concurrency, concurrency))
+            d.name: _QueueState(
+                d, min(d.concurrency or concurrency, concurrency if d.is_async else self._threads)
+            )
             for d in definitions
         }
         self._active: dict[int, RunningJob] = {}  # the run of each job this worker holds
@@ -122,7 +133,7 @@ class Worker:
         # A stop may come from another thread or a signal handler before run() starts.
         self._control = threading.RLock()
         self._stop_asked = False
-        self._executor = Executor(threads=concurrency)
+        self._executor = Executor(threads=self._threads)
         self._completer = Completer(self._run, self._core, written=self._outcomes_written)
         self._heartbeat_loop = Heartbeat(
             self._run, self._core, self._active, self._heartbeat, self._cancel_job
@@ -167,10 +178,11 @@ class Worker:
         await notifier.start()
         toucher = asyncio.create_task(self._heartbeat_loop.run(), name="pgqueue-heartbeat")
         log.info(
-            "worker %s started: queues %s, concurrency %d",
+            "worker %s started: queues %s, concurrency %d (threads %d)",
             self.id,
             ", ".join(self._states),
             self._concurrency,
+            self._threads,
         )
         try:
             await self._fetch_until_stopped(notifier)
@@ -367,7 +379,10 @@ class Worker:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def _free(self, state: _QueueState) -> int:
-        return min(state.limit - state.active, self._concurrency - len(self._active))
+        free = min(state.limit - state.active, self._concurrency - len(self._active))
+        if not state.definition.is_async:  # sync handlers share the threads
+            free = min(free, self._threads - self._sync_active)
+        return free
 
     async def _claim_round(self) -> None:
         now = self._time()
@@ -459,6 +474,8 @@ class Worker:
 
     def _start(self, job: RunningJob, state: _QueueState) -> None:
         state.active += 1
+        if not state.definition.is_async:
+            self._sync_active += 1
         earlier = self._active.get(job.id)
         if earlier is not None:  # the job was taken from that run and came back to us
             log.warning(
@@ -511,6 +528,8 @@ class Worker:
         if held is not None and held is not job:  # a newer run of the same job
             self._active[job.id] = held
         state.active -= 1
+        if not state.definition.is_async:
+            self._sync_active -= 1
         self._wake.set()
 
     def interrupted(self, job: RunningJob) -> None:

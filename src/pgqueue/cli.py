@@ -19,7 +19,7 @@ from ._async.queue import AsyncPgQueue
 from ._compat import run_loop
 from ._config import DSN_ENV
 from ._sync.queue import PgQueue
-from ._worker import DEFAULT_HEARTBEAT
+from ._worker import DEFAULT_CONCURRENCY, DEFAULT_HEARTBEAT, DEFAULT_THREADS
 from .errors import InvalidPayloadError, PgQueueError
 from .models import JobState
 
@@ -53,7 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("app", help="the queue object, as module:attribute (myapp.jobs:pq)")
     worker.add_argument("--queues", help="comma-separated queues to work (default: all)")
     worker.add_argument(
-        "--concurrency", type=int, default=10, help="jobs run at once by this process (default: 10)"
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"jobs run at once by this process (default: {DEFAULT_CONCURRENCY})",
+    )
+    worker.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        help=f"of those, jobs of sync handlers, one thread each (default: {DEFAULT_THREADS})",
     )
     worker.add_argument(
         "--poll-interval",
@@ -193,6 +202,7 @@ def _worker(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "queues": args.queues.split(",") if args.queues else None,
         "concurrency": args.concurrency,
+        "threads": args.threads,
         "poll_interval": args.poll_interval,
         "shutdown_timeout": args.shutdown_timeout,
         "heartbeat_seconds": args.heartbeat,

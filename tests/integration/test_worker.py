@@ -215,6 +215,39 @@ async def test_per_queue_and_total_concurrency(apq: AsyncPgQueue) -> None:
     assert peak["total"] == 5
 
 
+async def test_sync_handlers_share_the_threads_and_async_ones_the_concurrency(
+    apq: AsyncPgQueue,
+) -> None:
+    lock = threading.Lock()
+    running = {"sync": 0, "async": 0}
+    peak = {"sync": 0, "total": 0}
+
+    def note(kind: str, step: int) -> None:
+        with lock:
+            running[kind] += step
+            peak["sync"] = max(peak["sync"], running["sync"])
+            peak["total"] = max(peak["total"], sum(running.values()))
+
+    def blocking(data: Any) -> None:
+        note("sync", 1)
+        time.sleep(0.05)
+        note("sync", -1)
+
+    async def cooperative(data: Any) -> None:
+        note("async", 1)
+        await asyncio.sleep(0.2)
+        note("async", -1)
+
+    apq.job("sync_a")(blocking)
+    apq.job("sync_b")(blocking)
+    apq.job("async_c")(cooperative)
+    await apq.start()
+    await apq.insert([{"name": n} for n in ("sync_a", "sync_b", "async_c") for _ in range(40)])
+    await apq.work(until_empty=True, concurrency=12, threads=3)
+    assert peak["sync"] == 3  # two sync queues, three threads between them
+    assert peak["total"] == 12
+
+
 async def test_expire_in_cancels_async_and_abandons_sync(apq: AsyncPgQueue) -> None:
     started = threading.Event()
 

@@ -21,7 +21,7 @@ from .._db import Plan
 from .._maintenance import MaintenanceResult, MaintenanceSettings
 from .._migrate import MigrationStatus, status_plan
 from .._payload import error_output, job_runs
-from .._worker import DEFAULT_HEARTBEAT
+from .._worker import DEFAULT_CONCURRENCY, DEFAULT_HEARTBEAT, DEFAULT_THREADS
 from ..errors import InvalidInputError, PgQueueError
 from ..models import Job, QueueInfo, QueueStats, ScheduleInfo
 from .function import AsyncJobDecorator, AsyncJobFunction
@@ -226,7 +226,8 @@ class AsyncPgQueue(QueueBase):
         self,
         *,
         queues: list[str] | None = None,
-        concurrency: int = 10,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        threads: int = DEFAULT_THREADS,
         poll_interval: float = 2.0,
         shutdown_timeout: float = 30.0,
         until_empty: bool = False,
@@ -235,7 +236,7 @@ class AsyncPgQueue(QueueBase):
     ) -> None:
         """Run the registered handlers until :meth:`stop` (or, with ``until_empty``, until no
         job is runnable). ``queues`` limits the handlers run; ``concurrency`` caps the jobs
-        run at once (sync handlers run on that many threads); runs beat every
+        run at once, and ``threads`` those of sync handlers (each takes a thread); runs beat every
         ``heartbeat_seconds`` / 3 and count as dead after ``heartbeat_seconds`` of silence
         (unless their job sets ``heartbeat_seconds``)."""
         if self._runner is None:
@@ -246,6 +247,7 @@ class AsyncPgQueue(QueueBase):
             self._runner,
             queues=queues,
             concurrency=concurrency,
+            threads=threads,
             poll_interval=poll_interval,
             shutdown_timeout=shutdown_timeout,
             until_empty=until_empty,
@@ -261,7 +263,8 @@ class AsyncPgQueue(QueueBase):
         # # The worker runs on an event loop of its own, with a pool like this object's.
         # runner = self._runner_for(self._runner.dsn, AsyncRunner)
         # worker = self._worker_for(
-        #     runner, queues=queues, concurrency=concurrency, poll_interval=poll_interval,
+        #     runner, queues=queues, concurrency=concurrency, threads=threads,
+        #     poll_interval=poll_interval,
         #     shutdown_timeout=shutdown_timeout, until_empty=until_empty,
         #     heartbeat_seconds=heartbeat_seconds,
         # )
