@@ -96,8 +96,11 @@ class QueueBase:
         self._monitored_at = time.monotonic()  # the first report comes one interval in
         self._cron = Schedules(self._core)
         self._worker: Worker | None = None
-        self._work_done = threading.Event()
+        self._work_done = threading.Event()  # clear while work() runs
         self._work_done.set()
+        # Reentrant: stop_working() may run in a signal handler on the thread that holds it.
+        self._work_lock = threading.RLock()
+        self._stop_pending = False  # stop_working() came before work() made its worker
 
     @property
     def registry(self) -> Registry:
@@ -241,21 +244,43 @@ class QueueBase:
         """True when every handler's queue and every code schedule is in the database."""
         return self._cron.synced and not self.registry.has_undeclared
 
+    def _begin_work(self) -> None:
+        """``work()`` starts: from now on a stop_working() is kept for its worker."""
+        with self._work_lock:
+            if not self._work_done.is_set():
+                raise WorkerError("this queue object is already working")
+            self._work_done.clear()
+            self._stop_pending = False
+
     def _worker_for(self, runner: AsyncRunner, **options: Any) -> Worker:
-        if not self._work_done.is_set():
-            raise WorkerError("this queue object is already working")
         worker = Worker(runner, self._core, emit=self._listeners.emit, **options)
-        self._worker = worker
-        self._work_done.clear()
+        with self._work_lock:
+            self._worker = worker
+            if self._stop_pending:
+                worker.stop()
         return worker
+
+    def _end_work(self) -> None:
+        with self._work_lock:
+            self._worker = None
+            self._work_done.set()
+
+    @property
+    def working(self) -> bool:
+        """True from the moment :meth:`work` begins until it returns."""
+        return not self._work_done.is_set()
 
     def stop_working(self) -> None:
         """Ask :meth:`work` to finish, from any thread or a signal handler: no new claims,
         running jobs get ``shutdown_timeout`` to end, the runs still held go back to their
-        queues, then ``work()`` returns. The object stays started. Does nothing when not
-        working."""
-        if self._worker is not None:
-            self._worker.stop()
+        queues, then ``work()`` returns. The object stays started. Does nothing when no
+        ``work()`` has begun (an asyncio task that has not run yet has not begun)."""
+        with self._work_lock:
+            worker = self._worker
+            if worker is None:
+                self._stop_pending = not self._work_done.is_set()
+                return
+        worker.stop()
 
     @staticmethod
     def _outputs(ids: list[int], output: Any) -> list[str | None]:

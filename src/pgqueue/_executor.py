@@ -161,6 +161,7 @@ class Threads:
         self._lock = threading.Lock()
         self._threads = 0
         self._idle = 0
+        self._waiting = 0  # calls submitted that no thread has taken yet
         self._stuck: set[Future[Any]] = set()
 
     @property
@@ -173,8 +174,8 @@ class Threads:
         future: Future[Any] = Future()
         with self._lock:
             self._work.put((future, call))
-            if self._idle == 0 and self._threads - len(self._stuck) < self._size:
-                self._start_thread()
+            self._waiting += 1
+            self._grow()
         return future
 
     def give_up(self, future: Future[Any]) -> None:
@@ -183,8 +184,7 @@ class Threads:
             if future.done() or future in self._stuck:
                 return
             self._stuck.add(future)
-            if self._idle == 0 and self._threads - len(self._stuck) < self._size:
-                self._start_thread()  # its place, for the jobs that come next
+            self._grow()  # its place, for calls that wait
 
     def shutdown(self) -> None:
         """Let idle threads end; stuck ones end with the process."""
@@ -192,16 +192,20 @@ class Threads:
             for _ in range(self._threads):
                 self._work.put(None)
 
-    def _start_thread(self) -> None:
-        self._threads += 1
-        self._idle += 1  # counted idle until it takes work, so submits do not overshoot
-        threading.Thread(target=self._serve, name="pgqueue-job", daemon=True).start()
+    def _grow(self) -> None:
+        """Start threads while calls wait that no idle thread will take (under the lock)."""
+        while self._waiting > self._idle and self._threads - len(self._stuck) < self._size:
+            self._threads += 1
+            self._idle += 1  # counted idle until it takes work, so submits do not overshoot
+            threading.Thread(target=self._serve, name="pgqueue-job", daemon=True).start()
 
     def _serve(self) -> None:
         while True:
             item = self._work.get()
             with self._lock:
                 self._idle -= 1
+                if item is not None:
+                    self._waiting -= 1
             if item is None:
                 with self._lock:
                     self._threads -= 1

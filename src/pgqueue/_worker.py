@@ -30,8 +30,8 @@ from ._executor import Deadline, Executor, Outcome, RunningJob
 from ._heartbeat import Heartbeat
 from ._notifier import Notifier
 from ._registry import JobDefinition
-from .errors import ConnectError, PgQueueError, WorkerError
-from .models import MAX_SECONDS, Job
+from .errors import ConnectError, InvalidOptionError, PgQueueError, WorkerError
+from .models import MAX_SECONDS, MIN_HEARTBEAT, Job
 
 __all__ = ["CANCEL_GRACE", "DEFAULT_CONCURRENCY", "DEFAULT_HEARTBEAT", "DEFAULT_THREADS", "Worker"]
 
@@ -88,17 +88,15 @@ class Worker:
         heartbeat_seconds: float = DEFAULT_HEARTBEAT,
         emit: Callable[[Any, object], None] = lambda event, value: None,
     ) -> None:
-        if concurrency < 1:
-            raise WorkerError(f"concurrency must be at least 1, got {concurrency}")
-        if threads < 1:
-            raise WorkerError(f"threads must be at least 1, got {threads}")
-        if poll_interval <= 0:
-            raise WorkerError(f"poll_interval must be positive, got {poll_interval}")
-        if not 0.1 <= heartbeat_seconds <= MAX_SECONDS:
-            raise WorkerError(f"heartbeat_seconds must be at least 0.1, got {heartbeat_seconds}")
-        self._heartbeat = float(heartbeat_seconds)
+        concurrency = _count("concurrency", concurrency)
+        threads = _count("threads", threads)
+        poll_interval = _seconds("poll_interval", poll_interval, 0.001)
+        shutdown_timeout = _seconds("shutdown_timeout", shutdown_timeout, 0.0)
+        self._heartbeat = _seconds("heartbeat_seconds", heartbeat_seconds, MIN_HEARTBEAT)
         definitions = core.registry.definitions()
         if queues is not None:
+            if isinstance(queues, str) or not all(isinstance(q, str) for q in queues):
+                raise InvalidOptionError(f"queues must be a list of queue names, got {queues!r}")
             unknown = sorted(set(queues) - {d.name for d in definitions})
             if unknown:
                 raise WorkerError(f"no handler registered for {', '.join(unknown)}")
@@ -642,6 +640,24 @@ async def _retrying(call: Callable[[], Awaitable[list[R]]], attempts: int = 5) -
             await asyncio.sleep(delay)
             delay *= 2
     return []
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidOptionError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _seconds(name: str, value: object, least: float) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not least <= value <= MAX_SECONDS  # NaN fails this too
+    ):
+        raise InvalidOptionError(
+            f"{name} must be a number of seconds from {least:g} to {MAX_SECONDS}, got {value!r}"
+        )
+    return float(value)
 
 
 def _breaks_a_policy(error: PgQueueError) -> bool:

@@ -30,6 +30,9 @@ __all__ = [
 _INT4 = 2**31 - 1
 # The longest duration any option takes, in seconds: ten years.
 MAX_SECONDS = 10 * 365 * 86400
+# The shortest heartbeat a run may promise: a worker beats every third of it, at most ten
+# times a second, and a shorter one would lapse while the worker is healthy.
+MIN_HEARTBEAT = 0.3
 
 
 class JobState(str, enum.Enum):
@@ -72,7 +75,7 @@ class _Options(BaseModel):
     retry_backoff: bool | None = None
     retry_delay_max: float | None = Field(None, gt=0, le=MAX_SECONDS)
     expire_in: float | None = Field(None, gt=0, le=MAX_SECONDS)
-    heartbeat_seconds: float | None = Field(None, gt=0, le=MAX_SECONDS)
+    heartbeat_seconds: float | None = Field(None, ge=MIN_HEARTBEAT, le=MAX_SECONDS)
     retention: float | None = Field(None, gt=0, le=MAX_SECONDS)
     delete_after: float | None = Field(None, ge=0, le=MAX_SECONDS)
     dead_letter: str | None = None

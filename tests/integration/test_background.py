@@ -12,7 +12,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgqueue import InvalidInputError, JobState, MaintenanceResult, MaintenanceSettings, PgQueue
+from pgqueue import (
+    InvalidInputError,
+    InvalidOptionError,
+    JobState,
+    MaintenanceResult,
+    MaintenanceSettings,
+    PgQueue,
+)
 
 
 def test_cron_keeps_firing_while_maintenance_fails(
@@ -84,3 +91,56 @@ def test_events_reach_every_callback_and_a_failing_one_is_only_logged(
         assert pq.send("noop") is not None
     assert worker_id and "listening callback" in caplog.text and "a broken observer" in caplog.text
     assert "SystemExit: 3" in caplog.text
+
+
+def test_a_stop_asked_as_work_begins_is_kept(dsn: str, schema: str) -> None:
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+
+        @pq.job("noop")
+        def noop(data: Any) -> None: ...
+
+        assert not pq.working
+        for _ in range(5):  # the stop lands before, during or after the worker's start
+            worker = threading.Thread(target=pq.work, kwargs={"poll_interval": 60})
+            worker.start()
+            deadline = time.monotonic() + 20
+            while not pq.working and worker.is_alive():
+                assert time.monotonic() < deadline, "work() never began"
+            pq.stop_working()
+            worker.join(30)
+            assert not worker.is_alive() and not pq.working
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("concurrency", 2.5),
+        ("concurrency", "3"),
+        ("concurrency", True),
+        ("concurrency", 0),
+        ("threads", 0),
+        ("poll_interval", float("nan")),
+        ("poll_interval", float("inf")),
+        ("poll_interval", 0),
+        ("shutdown_timeout", -1),
+        ("shutdown_timeout", float("nan")),
+        ("heartbeat_seconds", 0.01),
+        ("queues", "noop"),
+    ],
+)
+def test_bad_work_options_are_refused_and_work_goes_on(
+    dsn: str, schema: str, option: str, value: Any
+) -> None:
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+
+        @pq.job("noop")
+        def noop(data: Any) -> None: ...
+
+        with pytest.raises(InvalidOptionError, match=option):
+            pq.work(until_empty=True, **{option: value})
+        assert not pq.working
+        noop.send()
+        pq.work(until_empty=True)  # the refused call left nothing behind
+        assert pq.get_queue_stats("noop")[0].counts[JobState.completed] == 1
+        with pytest.raises(InvalidOptionError, match="heartbeat_seconds"):
+            noop.send(heartbeat_seconds=0.01)  # a run could not keep such a promise

@@ -72,6 +72,20 @@ def test_a_thread_given_up_on_stops_counting_and_rejoins_when_it_returns() -> No
     threads.shutdown()
 
 
+@pytest.mark.parametrize("idle", [0, 1, 3])
+def test_calls_submitted_together_run_together_up_to_the_size(idle: int) -> None:
+    threads = Threads(size=6)
+    for _ in range(idle):  # threads left idle by earlier calls
+        threads.submit(lambda: None).result(10)
+    if idle:
+        poll_until(lambda: threads._idle >= 1)  # the earlier calls' thread waits for work
+    # Six calls that each wait for all six: they finish only if they run at once.
+    together = threading.Barrier(6, timeout=10)
+    futures = [threads.submit(together.wait) for _ in range(6)]
+    assert sorted(f.result(15) for f in futures) == list(range(6))
+    threads.shutdown()
+
+
 @pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt(), ValueError("x")])
 def test_what_a_handler_raises_reaches_its_future_and_the_thread_goes_on(
     raised: BaseException,

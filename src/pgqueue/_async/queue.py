@@ -241,47 +241,37 @@ class AsyncPgQueue(QueueBase):
         (unless their job sets ``heartbeat_seconds``)."""
         if self._runner is None:
             raise PgQueueError("AsyncPgQueue is not started: call start() first")
-        await self._declare_queues()
-        # <async>
-        worker = self._worker_for(
-            self._runner,
-            queues=queues,
-            concurrency=concurrency,
-            threads=threads,
-            poll_interval=poll_interval,
-            shutdown_timeout=shutdown_timeout,
-            until_empty=until_empty,
-            heartbeat_seconds=heartbeat_seconds,
-        )
+        options: dict[str, Any] = {
+            "queues": queues,
+            "concurrency": concurrency,
+            "threads": threads,
+            "poll_interval": poll_interval,
+            "shutdown_timeout": shutdown_timeout,
+            "until_empty": until_empty,
+            "heartbeat_seconds": heartbeat_seconds,
+        }
+        self._begin_work()
         try:
-            await worker.run(install_signal_handlers)
+            await self._declare_queues()
+            # <async>
+            await self._worker_for(self._runner, **options).run(install_signal_handlers)
+            # </async>
+            # <sync>
+            # # The worker runs on an event loop of its own, with a pool like this object's.
+            # runner = self._runner_for(self._runner.dsn, AsyncRunner)
+            # worker = self._worker_for(runner, **options)
+            #
+            # async def main() -> None:
+            #     await runner.open()
+            #     try:
+            #         await worker.run(install_signal_handlers)
+            #     finally:
+            #         await runner.close()
+            #
+            # run_loop(main())
+            # </sync>
         finally:
-            self._worker = None
-            self._work_done.set()
-        # </async>
-        # <sync>
-        # # The worker runs on an event loop of its own, with a pool like this object's.
-        # runner = self._runner_for(self._runner.dsn, AsyncRunner)
-        # worker = self._worker_for(
-        #     runner, queues=queues, concurrency=concurrency, threads=threads,
-        #     poll_interval=poll_interval,
-        #     shutdown_timeout=shutdown_timeout, until_empty=until_empty,
-        #     heartbeat_seconds=heartbeat_seconds,
-        # )
-        #
-        # async def main() -> None:
-        #     await runner.open()
-        #     try:
-        #         await worker.run(install_signal_handlers)
-        #     finally:
-        #         await runner.close()
-        #
-        # try:
-        #     run_loop(main())
-        # finally:
-        #     self._worker = None
-        #     self._work_done.set()
-        # </sync>
+            self._end_work()
 
     # -- schema ------------------------------------------------------------------------------
 
