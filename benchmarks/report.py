@@ -96,7 +96,7 @@ def settings_table(results: Results) -> list[str]:
         latency = results.find("W4", lib, "p50")
         lines.append(
             f"| {lib} | "
-            + ", ".join(f"{m.settings}: {m.summary.median:,.0f}" for m in sweep)
+            + ", ".join(f"{m.settings}: {_number(m.summary.median, m.unit)}" for m in sweep)
             + f" | {best.settings if best else NA} | {default.settings if default else NA}"
             f" | {latency.settings if latency else NA} |"
         )
