@@ -70,3 +70,23 @@ async def server_version() -> str:
         cur = await conn.execute("SHOW server_version")
         row = await cur.fetchone()
         return str(row[0]) if row else "?"
+
+
+SERVER_SETTINGS = (
+    "server_version",
+    "autovacuum",
+    "synchronous_commit",
+    "fsync",
+    "full_page_writes",
+    "shared_buffers",
+)
+
+
+async def server_settings() -> dict[str, str]:
+    """The server settings a run's figures depend on most, as ``SHOW`` prints them."""
+    async with await psycopg.AsyncConnection.connect(ADMIN_DSN, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT name, current_setting(name) FROM unnest(%s::text[]) AS name",
+            (list(SERVER_SETTINGS),),
+        )
+        return {str(name): str(value) for name, value in await cur.fetchall()}

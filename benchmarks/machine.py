@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,22 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def describe(server_version: str) -> dict[str, Any]:
-    """The machine and software of this run."""
+def describe(
+    server_version: str,
+    server_settings: Mapping[str, str] | None = None,
+    extra_versions: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The machine and software of this run; ``extra_versions`` for libraries and runtimes
+    that are not Python packages."""
     versions = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
+    versions.update(extra_versions or {})
     return {
+        "server_settings": dict(server_settings or {}),
         "machine": {
             "cpu": _cpu_model(),
             "cores": os.cpu_count(),
@@ -46,12 +54,22 @@ def describe(server_version: str) -> dict[str, Any]:
 def header_lines(meta: dict[str, Any]) -> list[str]:
     """The report's opening lines."""
     m, v = meta["machine"], meta["versions"]
-    return [
+    settings = meta.get("server_settings") or {}
+    lines = [
         f"Run {meta['started']} in {meta['duration_s'] / 60:.1f} min: `{meta['command']}`",
         "",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}; "
         f"load average {m['load_average_at_start']} at start, "
         f"{meta['load_average_at_end']} at end",
         f"- PostgreSQL {v['postgresql']} on the same machine; Python {v['python']}",
-        "- Libraries: " + ", ".join(f"{k} {v[k]}" for k in PACKAGES),
+        "- Libraries: "
+        + ", ".join(f"{k} {value}" for k, value in v.items() if k not in ("python", "postgresql")),
     ]
+    if settings:
+        lines.append(
+            "- Server settings: " + ", ".join(f"{k} {value}" for k, value in settings.items())
+        )
+    if meta.get("commit"):
+        lines.append(f"- Commit: {meta['commit']}")
+    lines += [f"- Left out: {name}: {why}" for name, why in meta.get("left_out", {}).items()]
+    return lines

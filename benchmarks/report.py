@@ -15,7 +15,7 @@ NA = "n/a"
 
 
 def _number(value: float, unit: str) -> str:
-    if unit == "jobs/s":
+    if unit == "jobs/s" and value >= 10:
         return f"{value:,.0f}"
     return f"{value:,.1f}"
 
@@ -76,7 +76,9 @@ def _w5_ratio_row(results: Results) -> list[str]:
                 cells.append(f"{w5 / base:.2f}" if w5 is not None and base else NA)
             if any(c != NA for c in cells):
                 lines.append(
-                    f"| W5 | {key} backlog / {base_label} | ratio | " + " | ".join(cells) + " | | |"
+                    f"| W5 | {key} backlog / {base_label} | ratio | "
+                    + " | ".join(cells)
+                    + " |" * (1 + len(PEERS))
                 )
     return lines
 
@@ -84,18 +86,19 @@ def _w5_ratio_row(results: Results) -> list[str]:
 def settings_table(results: Results) -> list[str]:
     """Which setting each library ran with, per workload row, and the W3 sweep."""
     lines = [
-        "| library | W3 sweep (jobs/s, one run each) | best | W4 / W1 / W2 |",
-        "|---|---|---|---|",
+        "| library | W3 sweep (jobs/s, one run each) | best | default | W4 worker |",
+        "|---|---|---|---|---|",
     ]
     for lib in LIBRARIES:
         sweep = [m for m in results.all if m.library == lib and m.key == "sweep"]
         best = results.find("W3", lib, "best settings")
         default = results.find("W3", lib, "default settings")
+        latency = results.find("W4", lib, "p50")
         lines.append(
             f"| {lib} | "
-            + ", ".join(f"{m.settings}: {m.summary.median:,.0f}" for m in sweep)
+            + ", ".join(f"{m.settings}: {_number(m.summary.median, m.unit)}" for m in sweep)
             + f" | {best.settings if best else NA} | {default.settings if default else NA}"
-            " worker, library defaults for producers |"
+            f" | {latency.settings if latency else NA} |"
         )
     return lines
 
@@ -157,6 +160,8 @@ def markdown(results: Results, header: list[str]) -> str:
         *targets_table(results),
         "",
         "### Settings",
+        "",
+        "Producers (W1, W2, W4) run with each library's defaults.",
         "",
         *settings_table(results),
     ]

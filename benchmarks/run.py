@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from . import pgbench_ref
 from .adapters import ADAPTERS
-from .database import server_version
+from .database import server_settings, server_version
 from .machine import describe, header_lines
 from .report import as_json, markdown
 from .results_index import Results
@@ -59,28 +60,58 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         unknown = set(args.only.upper().split(",")) - set(WORKLOADS)
         if unknown:
             parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    if args.libraries:
+        unknown = set(args.libraries.split(",")) - {a.name for a in ADAPTERS}
+        if unknown:
+            parser.error(f"unknown library(ies): {', '.join(sorted(unknown))}")
     return args
+
+
+def _commit() -> str | None:
+    """The checked-out commit (short hash, "+dirty" with uncommitted changes), if git says."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, check=True
+        ).stdout.decode()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.strip() + ("+dirty" if status.strip() else "")
 
 
 async def main(argv: list[str] | None = None) -> Path:
     """Run the selected workloads; write JSON and Markdown; return the Markdown's path."""
     args = parse_args(argv)
     chosen = args.only.upper().split(",") if args.only else list(WORKLOADS)
-    adapters = tuple(
-        a for a in ADAPTERS if not args.libraries or a.name in args.libraries.split(",")
-    )
+    wanted = tuple(a for a in ADAPTERS if not args.libraries or a.name in args.libraries.split(","))
     began = time.monotonic()
 
     def log(line: str) -> None:
         print(f"[{time.monotonic() - began:6.1f}s] {line}", file=sys.stderr, flush=True)
 
-    ctx = Context(sizes(args.quick, args.repeat), adapters, log)
     started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    left_out: dict[str, str] = {}
+    for adapter in wanted:
+        reason = await adapter.prepare()
+        if reason is not None:
+            left_out[adapter.name] = reason
+            log(f"{adapter.name} left out of this run: {reason}")
+    adapters = tuple(a for a in wanted if a.name not in left_out)
+    ctx = Context(sizes(args.quick, args.repeat), adapters, log)
+    extra_versions = {k: v for a in adapters for k, v in a.extra_versions().items()}
     meta = {
         "started": started,
-        **describe(await server_version()),
+        "commit": _commit(),
+        **describe(await server_version(), await server_settings(), extra_versions),
         "command": "python -m benchmarks.run " + " ".join(argv or sys.argv[1:]),
         "sizes": asdict(ctx.sizes),
+        "left_out": left_out,
     }
     measurements: list[Measurement] = []
     for name in (w for w in WORKLOADS if w in chosen):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .results_index import Results
 
 SELF = "pgqueue"
-PEERS = ("pgqueuer", "procrastinate")
+PEERS = ("pgqueuer", "procrastinate", "pgboss")
 
 
 @dataclass(frozen=True)

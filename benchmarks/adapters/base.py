@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 Payload = dict[str, Any]
 
@@ -32,6 +32,31 @@ class Producer(Protocol):
         """Many jobs with the library's batch API (one call)."""
 
 
+@dataclass(frozen=True)
+class SendLoop:
+    """The producer loop W1, W2 and W4 run: ``jobs`` jobs ``{"n": i}``, one per ``send``
+    (``batch`` None) or ``batch`` per ``send_batch``; each call starts ``gap`` seconds after
+    the previous one's slot (0: back to back) and, when ``stamp``, puts ``"t"`` (epoch seconds
+    just before the call) in its payloads. The payloads are built before the clock starts."""
+
+    jobs: int
+    batch: int | None = None
+    gap: float = 0.0
+    stamp: bool = False
+
+
+@runtime_checkable
+class NativeLoop(Protocol):
+    """A producer that runs a :class:`SendLoop` in its library's own runtime.
+
+    For a library not written in Python: driving its producer one call at a time from here
+    would add an inter-process round trip to every call, which its users do not pay."""
+
+    async def run_loop(self, loop: SendLoop) -> float:
+        """Run ``loop`` there; the seconds from the first call's start to the last one's end,
+        timed there."""
+
+
 class Adapter(ABC):
     """One library under test."""
 
@@ -43,6 +68,22 @@ class Adapter(ABC):
     def version(self) -> str:
         """The installed version of the library."""
         return metadata.version(self.distribution)
+
+    def extra_versions(self) -> dict[str, str]:
+        """Versions the report shows beside the Python packages' (a library that runs in
+        another runtime names itself and that runtime)."""
+        return {}
+
+    async def prepare(self) -> str | None:
+        """Make the library ready to run here, once per run (a one-time setup when it needs
+        one). None, or why it cannot run (the run then leaves it out and says why)."""
+        return None
+
+    async def latency_settings(self, dsn: str) -> WorkerSettings:
+        """W4's worker settings, asked after :meth:`install`: the default ones, unless the
+        library's documentation asks for others to start a job without waiting out a poll
+        interval; the adapter then also applies to the database what those need."""
+        return self.default
 
     @abstractmethod
     async def install(self, dsn: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.adapters import Producer
+from benchmarks.adapters import SendLoop
 
 from .base import Context, Measurement
 from .producing import producer_rates
@@ -14,9 +14,4 @@ TITLE = "enqueue-single"
 async def run(ctx: Context) -> list[Measurement]:
     """jobs/s of one producer sending ``w1_jobs`` jobs one by one."""
     count = ctx.sizes.w1_jobs
-
-    async def send_all(producer: Producer) -> None:
-        for i in range(count):
-            await producer.send({"n": i})
-
-    return await producer_rates(ctx, ID, f"{count:,} jobs, 1 producer", count, send_all)
+    return await producer_rates(ctx, ID, f"{count:,} jobs, 1 producer", SendLoop(count))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.adapters import Producer
+from benchmarks.adapters import SendLoop
 
 from .base import Context, Measurement
 from .producing import producer_rates
@@ -14,10 +14,5 @@ TITLE = "enqueue-batch"
 async def run(ctx: Context) -> list[Measurement]:
     """jobs/s of one producer sending ``w2_jobs`` jobs, ``w2_batch`` per call."""
     count, size = ctx.sizes.w2_jobs, ctx.sizes.w2_batch
-    batches = [[{"n": i} for i in range(k, min(k + size, count))] for k in range(0, count, size)]
-
-    async def send_all(producer: Producer) -> None:
-        for batch in batches:
-            await producer.send_batch(batch)
-
-    return await producer_rates(ctx, ID, f"{count:,} jobs in batches of {size:,}", count, send_all)
+    loop = SendLoop(count, batch=size)
+    return await producer_rates(ctx, ID, f"{count:,} jobs in batches of {size:,}", loop)

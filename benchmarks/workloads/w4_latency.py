@@ -1,7 +1,9 @@
 """W4 latency: an idle worker; jobs sent a fixed gap apart; enqueue to handler start.
 
 The producer stamps each job with the time just before its send call; the handler notes
-``now - t`` first thing. Both run on this machine, so one clock serves.
+``now - t`` first thing. Both run on this machine, so one clock serves. The worker runs with
+the library's latency settings (its defaults, or what its documentation asks for to start a
+job without waiting out a poll interval: see ``Adapter.latency_settings``).
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import asyncio
 import time
 from pathlib import Path
 
-from benchmarks.adapters import Adapter
+from benchmarks.adapters import Adapter, SendLoop
 from benchmarks.database import fresh_database
 from benchmarks.process import LOG_DIR, WorkerError, WorkerGroup
 from benchmarks.ready import wait_ready
 from benchmarks.stats import Summary, percentile
 
 from .base import Context, Measurement
+from .producing import run_loop
 
 ID = "W4"
 TITLE = "latency"
@@ -24,23 +27,21 @@ QUANTILES = (50, 95, 99)
 SETTLE = 1.0  # seconds the worker idles before the first job
 
 
-async def _once(ctx: Context, adapter: Adapter, path: Path) -> list[float]:
-    """One run: the latencies in ms."""
+async def _once(ctx: Context, adapter: Adapter, path: Path) -> tuple[str, list[float]]:
+    """One run: the worker's settings label, and the latencies in ms."""
     count, gap = ctx.sizes.w4_jobs, ctx.sizes.w4_gap
     _reset(path)
     env = {"BENCH_LATENCY_FILE": str(path)}
     async with fresh_database(adapter.name) as dsn:
         await adapter.install(dsn)
+        settings = await adapter.latency_settings(dsn)
         async with (
             adapter.producer(dsn) as producer,
-            WorkerGroup(adapter.worker_command(adapter.default), dsn, 1, env) as group,
+            WorkerGroup(adapter.worker_command(settings), dsn, 1, env) as group,
         ):
             await wait_ready(adapter, dsn, group, producer)
             await asyncio.sleep(SETTLE)
-            start = time.perf_counter()
-            for i in range(count):
-                await asyncio.sleep(max(0.0, start + i * gap - time.perf_counter()))
-                await producer.send({"n": i, "t": time.time()})
+            await run_loop(producer, SendLoop(count, gap=gap, stamp=True))
             deadline = time.monotonic() + 30
             while len(_read(path)) < count:
                 group.check_alive()
@@ -49,7 +50,7 @@ async def _once(ctx: Context, adapter: Adapter, path: Path) -> list[float]:
                         f"{adapter.name}: {len(_read(path))} of {count} jobs started within 30 s"
                     )
                 await asyncio.sleep(0.05)
-    return [1000 * v for v in _read(path)]
+    return settings.label, [1000 * v for v in _read(path)]
 
 
 def _reset(path: Path) -> None:
@@ -69,9 +70,11 @@ async def run(ctx: Context) -> list[Measurement]:
     per_run: dict[str, dict[int, list[float]]] = {
         a.name: {q: [] for q in QUANTILES} for a in ctx.adapters
     }
+    labels = {a.name: a.default.label for a in ctx.adapters}
     for _ in range(ctx.sizes.repeat):
         for adapter in ctx.adapters:
-            latencies = await _once(ctx, adapter, LOG_DIR / f"latency-{adapter.name}.txt")
+            label, latencies = await _once(ctx, adapter, LOG_DIR / f"latency-{adapter.name}.txt")
+            labels[adapter.name] = label
             for q in QUANTILES:
                 per_run[adapter.name][q].append(percentile(latencies, q))
             ctx.log(
@@ -84,7 +87,7 @@ async def run(ctx: Context) -> list[Measurement]:
             ID,
             case,
             adapter.name,
-            adapter.default.label,
+            labels[adapter.name],
             f"p{q}",
             "ms",
             Summary.of(per_run[adapter.name][q]),
