@@ -209,8 +209,7 @@ class Core:
         """Plan: complete runs, each with its JSON output (and last progress)."""
         if not ids:
             return []
-        outputs = [o or "null" for o in outputs]
-        batch = _batch(ids, runs, outputs, *([progress] if progress is not None else []))
+        batch = _batch(ids, runs, ([o or "null" for o in outputs],), progress)
         rows = yield Stmt(self.sql.job_complete_many, {"batch": batch})
         return [r["id"] for r in rows]
 
@@ -233,9 +232,11 @@ class Core:
         batch = _batch(
             ids,
             runs,
-            [o or "null" for o in outputs],
-            ["true" if t else "false" for t in terminal or [False] * len(ids)],
-            [f'"{state}"' for state in final_states or ["failed"] * len(ids)],
+            (
+                [o or "null" for o in outputs],
+                ["true" if t else "false" for t in terminal or [False] * len(ids)],
+                [f'"{state}"' for state in final_states or ["failed"] * len(ids)],
+            ),
         )
         rows = yield Stmt(self.sql.job_fail_many, {"batch": batch})
         return [r["id"] for r in rows if r["state"] != "dead_letter"]
@@ -246,7 +247,7 @@ class Core:
         """Plan: heartbeat runs and store their latest progress (None keeps the last)."""
         if not ids:
             return []
-        rows = yield Stmt(self.sql.job_touch_many, {"batch": _batch(ids, runs, progress)})
+        rows = yield Stmt(self.sql.job_touch_many, {"batch": _batch(ids, runs, optional=progress)})
         return [r["id"] for r in rows]
 
     def release(self, ids: list[int], runs: list[int | None]) -> Plan[list[int]]:
@@ -510,16 +511,19 @@ def _queue_info(row: Row) -> QueueInfo:
     return QueueInfo(**row)
 
 
-def _batch(ids: list[int], runs: list[int | None], *columns: list[str | None]) -> str:
-    """The runs as one JSON array of ``[id, run, value...]``, the values JSON texts already
-    (joined, never re-encoded). A row's trailing None values are left out: the statement
+def _batch(
+    ids: list[int],
+    runs: list[int | None],
+    values: tuple[list[str], ...] = (),
+    optional: list[str | None] | None = None,
+) -> str:
+    """The runs as one JSON array of ``[id, run, value..., optional]``, the values JSON texts
+    already (joined, never re-encoded); an ``optional`` None is left out, and the statement
     keeps what the job has. Ids and runs are ints (checked by ``job_runs``, or read from the
-    database)."""
-    items = []
-    for i, (job_id, run) in enumerate(zip(ids, runs, strict=True)):
-        values = [column[i] for column in columns]
-        while values and values[-1] is None:
-            values.pop()
-        rest = "".join(f",{v or 'null'}" for v in values)
-        items.append(f"[{job_id},{'null' if run is None else run}{rest}]")
-    return "[" + ",".join(items) + "]"
+    database). Built column by column: it runs for every batch a worker writes."""
+    rows = [f"[{i},{'null' if r is None else r}" for i, r in zip(ids, runs, strict=True)]
+    for column in values:
+        rows = [f"{row},{v}" for row, v in zip(rows, column, strict=True)]
+    if optional is not None:
+        rows = [row if v is None else f"{row},{v}" for row, v in zip(rows, optional, strict=True)]
+    return "[" + "],".join(rows) + "]]"

@@ -311,10 +311,22 @@ class Executor:
         )
 
 
+# This process's pid, kept current across forks without a system call per job.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def _exit_if_forked(pid: int, error: BaseException | None) -> None:
     """In a child a handler forked (its pid is not the worker's), end that child when the
     handler returns or raises there, instead of letting it carry on as a second worker."""
-    if os.getpid() == pid:
+    if _pid == pid:
         return
     code: object = 0 if error is None else 1
     if isinstance(error, SystemExit):
