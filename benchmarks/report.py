@@ -120,7 +120,7 @@ def reference_table(results: Results) -> list[str]:
 
 
 def targets_table(results: Results) -> list[str]:
-    """The issue's targets: met or missed."""
+    """The targets pgqueue sets itself: met or missed."""
     lines = ["| target | this run | met |", "|---|---|---|"]
     for v in verdicts(results):
         mark = NA if v.met is None else ("yes" if v.met else "**no**")
@@ -155,7 +155,7 @@ def markdown(results: Results, header: list[str]) -> str:
         "",
         *reference_table(results),
         "",
-        "### Targets (issue 6)",
+        "### Targets",
         "",
         *targets_table(results),
         "",

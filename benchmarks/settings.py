@@ -1,4 +1,4 @@
-"""Sizes and knobs of a run: the defaults the issue defines, and ``--quick`` ones."""
+"""Sizes and knobs of a run: the defaults, and ``--quick`` ones."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The issue's targets, checked against one run's medians (goals, not assertions)."""
+"""pgqueue's targets, checked against one run's medians (goals, not assertions)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _check(target: str, value: float | None, ok: Callable[[float], bool], fmt: s
 
 
 def verdicts(results: Results) -> list[Verdict]:
-    """Every target of the issue, in its order."""
+    """Every target, in order."""
     r = results
     out = [
         _check(
