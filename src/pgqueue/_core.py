@@ -209,9 +209,11 @@ class Core:
         """Plan: complete runs, each with its JSON output (and last progress)."""
         if not ids:
             return []
-        batch = _batch(ids, runs, ([o or "null" for o in outputs],), progress)
-        rows = yield Stmt(self.sql.job_complete_many, {"batch": batch})
-        return [r["id"] for r in rows]
+        done: list[int] = []
+        for batch in _batches(ids, runs, ([o or "null" for o in outputs],), progress):
+            rows = yield Stmt(self.sql.job_complete_many, {"batch": batch})
+            done += [r["id"] for r in rows]
+        return done
 
     def fail(
         self,
@@ -229,7 +231,8 @@ class Core:
         """
         if not ids:
             return []
-        batch = _batch(
+        failed: list[int] = []
+        for batch in _batches(
             ids,
             runs,
             (
@@ -237,9 +240,10 @@ class Core:
                 ["true" if t else "false" for t in terminal or [False] * len(ids)],
                 [f'"{state}"' for state in final_states or ["failed"] * len(ids)],
             ),
-        )
-        rows = yield Stmt(self.sql.job_fail_many, {"batch": batch})
-        return [r["id"] for r in rows if r["state"] != "dead_letter"]
+        ):
+            rows = yield Stmt(self.sql.job_fail_many, {"batch": batch})
+            failed += [r["id"] for r in rows if r["state"] != "dead_letter"]
+        return failed
 
     def touch(
         self, ids: list[int], runs: list[int | None], progress: list[str | None]
@@ -247,8 +251,11 @@ class Core:
         """Plan: heartbeat runs and store their latest progress (None keeps the last)."""
         if not ids:
             return []
-        rows = yield Stmt(self.sql.job_touch_many, {"batch": _batch(ids, runs, optional=progress)})
-        return [r["id"] for r in rows]
+        held: list[int] = []
+        for batch in _batches(ids, runs, optional=progress):
+            rows = yield Stmt(self.sql.job_touch_many, {"batch": batch})
+            held += [r["id"] for r in rows]
+        return held
 
     def release(self, ids: list[int], runs: list[int | None]) -> Plan[list[int]]:
         """Plan: hand a stopping worker's unfinished runs back to retry, to run at once (a
@@ -256,8 +263,11 @@ class Core:
         the ids no longer held."""
         if not ids:
             return []
-        rows = yield Stmt(self.sql.job_release_many, {"batch": _batch(ids, runs)})
-        return [r["id"] for r in rows]
+        released: list[int] = []
+        for batch in _batches(ids, runs):
+            rows = yield Stmt(self.sql.job_release_many, {"batch": batch})
+            released += [r["id"] for r in rows]
+        return released
 
     def held_by(self, worker_id: str) -> Plan[list[tuple[int, int | None]]]:
         """Plan: the runs (job id, run id) the database counts as held by ``worker_id``."""
@@ -511,19 +521,35 @@ def _queue_info(row: Row) -> QueueInfo:
     return QueueInfo(**row)
 
 
-def _batch(
+# The most JSON one per-batch statement carries: jsonb holds 256 MiB in one value, and a
+# public call may give several runs the same large output.
+_BATCH_BYTES = 64 * 1024 * 1024
+
+
+def _batches(
     ids: list[int],
     runs: list[int | None],
     values: tuple[list[str], ...] = (),
     optional: list[str | None] | None = None,
-) -> str:
-    """The runs as one JSON array of ``[id, run, value..., optional]``, the values JSON texts
-    already (joined, never re-encoded); an ``optional`` None is left out, and the statement
-    keeps what the job has. Ids and runs are ints (checked by ``job_runs``, or read from the
-    database). Built column by column: it runs for every batch a worker writes."""
+) -> list[str]:
+    """The runs as JSON arrays of ``[id, run, value..., optional]``, each at most about
+    ``_BATCH_BYTES`` (one run at least); the values are JSON texts already (joined, never
+    re-encoded), and an ``optional`` None is left out, so the statement keeps what the job
+    has. Ids and runs are ints (checked by ``job_runs``, or read from the database). Built
+    column by column: it runs for every batch a worker writes."""
     rows = [f"[{i},{'null' if r is None else r}" for i, r in zip(ids, runs, strict=True)]
     for column in values:
         rows = [f"{row},{v}" for row, v in zip(rows, column, strict=True)]
     if optional is not None:
         rows = [row if v is None else f"{row},{v}" for row, v in zip(rows, optional, strict=True)]
-    return "[" + "],".join(rows) + "]]"
+    if sum(map(len, rows)) <= _BATCH_BYTES:  # characters, a lower bound of the bytes
+        return ["[" + "],".join(rows) + "]]"]
+    batches: list[str] = []
+    start = size = 0
+    for end, row in enumerate(rows):
+        if size + len(row) > _BATCH_BYTES and end > start:
+            batches.append("[" + "],".join(rows[start:end]) + "]]")
+            start, size = end, 0
+        size += len(row)
+    batches.append("[" + "],".join(rows[start:]) + "]]")
+    return batches

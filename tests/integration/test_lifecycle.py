@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -156,3 +157,36 @@ def test_archive_waits_for_its_delay(pq: PgQueue) -> None:
     assert pq.maintain().archived == 0
     pq.move_clock(timedelta(minutes=2))
     assert pq.maintain().archived == 1
+
+
+def test_runs_given_more_json_than_one_statement_takes_are_written_in_parts(
+    pq: PgQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Several runs given one large output or progress: each statement carries at most
+    # _BATCH_BYTES of it (jsonb holds 256 MiB in one value); here the bound is made small.
+    from pgqueue import _core
+
+    monkeypatch.setattr(_core, "_BATCH_BYTES", 200)
+    pq.create_queue("q", retry_limit=0)
+    pq.insert([{"name": "q", "data": i} for i in range(12)])
+    jobs = pq.fetch("q", batch_size=12)
+    big = {"text": "x" * 150}  # one run's row alone fills most of a statement
+    parts = _core._batches([1, 2, 3], [7, None, 9], (['{"text":"' + "x" * 150 + '"}'] * 3,))
+    assert len(parts) == 3  # one run each
+    assert [row for part in parts for row in json.loads(part)] == [
+        [i, run, big] for i, run in ((1, 7), (2, None), (3, 9))
+    ]
+    assert sorted(pq.touch(jobs[:4], big)) == sorted(j.id for j in jobs[:4])
+    assert sorted(pq.complete(jobs[:4], big)) == sorted(j.id for j in jobs[:4])
+    assert sorted(pq.fail(jobs[4:8], big)) == sorted(j.id for j in jobs[4:8])
+    assert sorted(pq.release(jobs[8:])) == sorted(j.id for j in jobs[8:])
+    for job in jobs:
+        now = pq.get_job_by_id(job.id)
+        assert now is not None
+        if job in jobs[:4]:
+            assert now.state is JobState.completed and now.output == big
+            assert now.last_progress == big
+        elif job in jobs[4:8]:
+            assert now.state is JobState.failed and now.output["text"] == big["text"]
+        else:
+            assert now.state is JobState.retry
