@@ -63,6 +63,11 @@ class RunningJob(Job):
         value, self._progress = self._progress, None
         return value
 
+    def restore_progress(self, value: str) -> None:
+        """Give back progress taken for a write that failed, unless a newer one came."""
+        if self._progress is None:
+            self._progress = value
+
     def interrupt(self) -> None:
         """Flag the job cancelled and cancel the task running it."""
         self._cancelled = True

@@ -51,16 +51,24 @@ class Heartbeat:
         as holding their job."""
         loop = asyncio.get_running_loop()
         last_beat = loop.time()
+        retry = 0.1  # after a failed write: soon, a lapsing heartbeat cannot wait a round
+        failed = False
         while True:
             beats = [j.heartbeat_seconds or self._default for j in self._active.values()]
             interval = self.every = max(min(beats, default=self._default) / 3, 0.1)
-            try:
-                await asyncio.wait_for(self.wake.wait(), max(last_beat + interval - loop.time(), 0))
-                await asyncio.sleep(0.05)  # let a burst of progress reports coalesce
-            except asyncio.TimeoutError:
-                pass
-            self.wake.clear()
+            if failed:  # write again now what the failed write carried
+                failed = False
+            else:
+                try:
+                    await asyncio.wait_for(
+                        self.wake.wait(), max(last_beat + interval - loop.time(), 0)
+                    )
+                    await asyncio.sleep(0.05)  # let a burst of progress reports coalesce
+                except asyncio.TimeoutError:
+                    pass
+                self.wake.clear()
             beat = loop.time() >= last_beat + interval
+            owed = last_beat
             if beat:
                 last_beat = loop.time()
             runs: list[RunningJob] = []
@@ -80,8 +88,16 @@ class Heartbeat:
                 )
                 cancelled = await self._run(self._core.cancelled_among(list(self._active)))
             except PgQueueError as exc:
-                log.warning("heartbeat failed (%s)", exc)
+                log.warning("heartbeat failed (%s); trying again in %.1fs", exc, retry)
+                for job, reported in zip(runs, progress, strict=True):
+                    if reported is not None:
+                        job.restore_progress(reported)
+                last_beat = owed  # the beat is still owed
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, interval)
+                failed = True
                 continue
+            retry = 0.1
             for job_id, run_id in cancelled:
                 running = self._active.get(job_id)
                 if running is not None and running.run_id == run_id and not running.cancelled:
