@@ -441,11 +441,15 @@ async def test_connection_loss_pauses_work_without_losing_jobs(
             return len(done) >= 200
 
         await wait_until(some_done)
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        # Every connection of this queue object (each has run a statement naming its
+        # schema), and no other session's.
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND backend_type = 'client backend'"
-        )
+            "AND backend_type = 'client backend' AND position(%s in query) > 0",
+            (apq.schema,),
+        ).fetchone()
+        assert killed is not None and killed[0] >= 2  # the pool's and the listener's at least
 
         async def all_completed() -> bool:
             row = conn.execute(
