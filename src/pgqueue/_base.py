@@ -10,7 +10,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, get_args, overload
 
 import psycopg
 
@@ -100,7 +100,6 @@ class QueueBase:
         self._work_done.set()
         # Reentrant: stop_working() may run in a signal handler on the thread that holds it.
         self._work_lock = threading.RLock()
-        self._stop_pending = False  # stop_working() came before work() made its worker
 
     @property
     def registry(self) -> Registry:
@@ -198,7 +197,7 @@ class QueueBase:
 
         Callbacks run on the worker's or the periodic runner's thread and must not block;
         one that raises is logged and does not stop the others."""
-        if event not in ("listening", "maintenance", "stats", "error"):
+        if event not in get_args(EventName):
             raise InvalidInputError(f"unknown event {event!r}")
         if inspect.iscoroutinefunction(callback) or not callable(callback):
             raise InvalidInputError(
@@ -244,21 +243,15 @@ class QueueBase:
         """True when every handler's queue and every code schedule is in the database."""
         return self._cron.synced and not self.registry.has_undeclared
 
-    def _begin_work(self) -> None:
-        """``work()`` starts: from now on a stop_working() is kept for its worker."""
+    def _worker_for(self, runner: AsyncRunner, **options: Any) -> Worker:
+        """``work()`` begins: its worker, made first, so that a stop_working() from now on
+        reaches it (the worker keeps a stop asked before it runs)."""
         with self._work_lock:
             if not self._work_done.is_set():
                 raise WorkerError("this queue object is already working")
+            self._worker = Worker(runner, self._core, emit=self._listeners.emit, **options)
             self._work_done.clear()
-            self._stop_pending = False
-
-    def _worker_for(self, runner: AsyncRunner, **options: Any) -> Worker:
-        worker = Worker(runner, self._core, emit=self._listeners.emit, **options)
-        with self._work_lock:
-            self._worker = worker
-            if self._stop_pending:
-                worker.stop()
-        return worker
+            return self._worker
 
     def _end_work(self) -> None:
         with self._work_lock:
@@ -277,10 +270,8 @@ class QueueBase:
         ``work()`` has begun (an asyncio task that has not run yet has not begun)."""
         with self._work_lock:
             worker = self._worker
-            if worker is None:
-                self._stop_pending = not self._work_done.is_set()
-                return
-        worker.stop()
+        if worker is not None:
+            worker.stop()
 
     @staticmethod
     def _outputs(ids: list[int], output: Any) -> list[str | None]:

@@ -7,11 +7,12 @@ import re
 
 from psycopg.conninfo import conninfo_to_dict
 
-from .errors import InvalidDsnError, InvalidNameError
+from .errors import InvalidDsnError, InvalidNameError, InvalidOptionError
 
 __all__ = [
     "DSN_ENV",
     "MAX_NAME_LENGTH",
+    "check_count",
     "check_dsn",
     "check_name",
     "check_schema",
@@ -25,6 +26,19 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/:]*\Z")
 # Lower case so the schema never needs quoting by hand; short so "<schema>_jobs" fits a
 # 63-byte NOTIFY channel name.
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,49}\Z")
+
+
+def check_count(what: str, value: object, most: int | None = None) -> int:
+    """``value`` as a count of at least 1 (and at most ``most``): an int, not a bool.
+    Raises InvalidOptionError naming ``what``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < 1
+        or (most is not None and value > most)
+    ):
+        raise InvalidOptionError(f"{what} must be a positive integer, got {value!r}")
+    return value
 
 
 def check_name(name: object, what: str = "queue") -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from ._config import check_name
+from ._config import check_count, check_name
 from ._db import Plan, Row, Stmt
 from ._payload import encode_json, job_ids
 from ._registry import JobDefinition, Registry
@@ -153,8 +153,7 @@ class Core:
         unless the job sets its own.
         """
         check_name(name)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_count("batch_size", batch_size)
         if policy is None:
             found = yield Stmt(self.sql.queue_policy, {"name": name})
             if not found:
@@ -439,8 +438,7 @@ class Core:
         """Plan: send the waiting jobs of dead-letter queue ``name`` back to the queues they
         failed in, as new jobs; returns the new ids."""
         check_name(name)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _INT4:
-            raise InvalidInputError(f"limit must be a positive integer, got {limit!r}")
+        check_count("limit", limit, _INT4)
         params = dict.fromkeys(_SINGLE_PARAMS)
         params.update(name=name, limit=limit)
         rows = yield Stmt(self.sql.queue_redrive, params)

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ._config import check_name
+from ._config import check_count, check_name
 from .errors import InvalidInputError, InvalidOptionError, InvalidPayloadError
 from .models import Job, JobOptions, QueueOptions, parse_options
 
@@ -92,12 +92,8 @@ class Registry:
         check_name(name)
         if name in self._definitions and self._definitions[name].func is not func:
             raise InvalidInputError(f"a handler is already registered for job {name!r}")
-        if concurrency is not None and (
-            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
-        ):
-            raise InvalidOptionError(
-                f"option 'concurrency': must be a positive integer, got {concurrency!r}"
-            )
+        if concurrency is not None:
+            check_count("option 'concurrency':", concurrency)
         options = dict(options or {})
         queue_options = {k: v for k, v in options.items() if k in _QUEUE_KEYS}
         send_options = {k: v for k, v in options.items() if k not in _QUEUE_KEYS}

@@ -24,6 +24,7 @@ import psycopg
 
 from ._async.runner import AsyncRunner
 from ._completer import Completer, write_apart
+from ._config import check_count
 from ._core import ONE_ACTIVE_PER_KEY, Core, QueueBusy
 from ._db import Plan
 from ._executor import Deadline, Executor, Outcome, RunningJob
@@ -88,8 +89,8 @@ class Worker:
         heartbeat_seconds: float = DEFAULT_HEARTBEAT,
         emit: Callable[[Any, object], None] = lambda event, value: None,
     ) -> None:
-        concurrency = _count("concurrency", concurrency)
-        threads = _count("threads", threads)
+        concurrency = check_count("concurrency", concurrency)
+        threads = check_count("threads", threads)
         poll_interval = _seconds("poll_interval", poll_interval, 0.001)
         shutdown_timeout = _seconds("shutdown_timeout", shutdown_timeout, 0.0)
         self._heartbeat = _seconds("heartbeat_seconds", heartbeat_seconds, MIN_HEARTBEAT)
@@ -124,7 +125,6 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self.listening = asyncio.Event()  # set while notifications arrive
         self._refresh = True  # read the queues' policies and paused flags before claiming
         self._reconcile_at = 0.0  # loop time of the next reconciliation
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -170,7 +170,6 @@ class Worker:
             self._on_notify,
             self._listening,
         )
-        self.listening = notifier.connected
         signals = self._install_signals() if install_signal_handlers else []
         await self._completer.start()
         await notifier.start()
@@ -640,12 +639,6 @@ async def _retrying(call: Callable[[], Awaitable[list[R]]], attempts: int = 5) -
             await asyncio.sleep(delay)
             delay *= 2
     return []
-
-
-def _count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidOptionError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _seconds(name: str, value: object, least: float) -> float:

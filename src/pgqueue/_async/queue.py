@@ -241,33 +241,39 @@ class AsyncPgQueue(QueueBase):
         (unless their job sets ``heartbeat_seconds``)."""
         if self._runner is None:
             raise PgQueueError("AsyncPgQueue is not started: call start() first")
-        options: dict[str, Any] = {
-            "queues": queues,
-            "concurrency": concurrency,
-            "threads": threads,
-            "poll_interval": poll_interval,
-            "shutdown_timeout": shutdown_timeout,
-            "until_empty": until_empty,
-            "heartbeat_seconds": heartbeat_seconds,
-        }
-        self._begin_work()
+        # <async>
+        runner = self._runner
+        # </async>
+        # <sync>
+        # # The worker runs on an event loop of its own, with a pool like this object's.
+        # runner = self._runner_for(self._runner.dsn, AsyncRunner)
+        # </sync>
+        worker = self._worker_for(
+            runner,
+            queues=queues,
+            concurrency=concurrency,
+            threads=threads,
+            poll_interval=poll_interval,
+            shutdown_timeout=shutdown_timeout,
+            until_empty=until_empty,
+            heartbeat_seconds=heartbeat_seconds,
+        )
+        # <sync>
+        #
+        # async def main() -> None:
+        #     await runner.open()
+        #     try:
+        #         await worker.run(install_signal_handlers)
+        #     finally:
+        #         await runner.close()
+        #
+        # </sync>
         try:
             await self._declare_queues()
             # <async>
-            await self._worker_for(self._runner, **options).run(install_signal_handlers)
+            await worker.run(install_signal_handlers)
             # </async>
             # <sync>
-            # # The worker runs on an event loop of its own, with a pool like this object's.
-            # runner = self._runner_for(self._runner.dsn, AsyncRunner)
-            # worker = self._worker_for(runner, **options)
-            #
-            # async def main() -> None:
-            #     await runner.open()
-            #     try:
-            #         await worker.run(install_signal_handlers)
-            #     finally:
-            #         await runner.close()
-            #
             # run_loop(main())
             # </sync>
         finally:
