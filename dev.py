@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
     if command not in ("demo", "test", "setup"):
         print(__doc__)
         return 2
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 (dev.py runs on whatever python3 is)
         print("pgqueue needs Python 3.10 or newer", file=sys.stderr)
         return 2
     setup()

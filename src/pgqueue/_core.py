@@ -210,8 +210,8 @@ class Core:
             return []
         done: list[int] = []
         for batch in _batches(ids, runs, ([o or "null" for o in outputs],), progress):
-            rows = yield Stmt(self.sql.job_complete_many, {"batch": batch})
-            done += [r["id"] for r in rows]
+            rows = yield Stmt(self.sql.job_complete_many, {"batch": batch}, tuples=True)
+            done += [r[0] for r in rows]
         return done
 
     def fail(
@@ -252,8 +252,8 @@ class Core:
             return []
         held: list[int] = []
         for batch in _batches(ids, runs, optional=progress):
-            rows = yield Stmt(self.sql.job_touch_many, {"batch": batch})
-            held += [r["id"] for r in rows]
+            rows = yield Stmt(self.sql.job_touch_many, {"batch": batch}, tuples=True)
+            held += [r[0] for r in rows]
         return held
 
     def release(self, ids: list[int], runs: list[int | None]) -> Plan[list[int]]:

@@ -268,7 +268,7 @@ class Executor:
             return Outcome.error(job, "failed", exc, terminal=True)
         job._task = asyncio.current_task()
         try:
-            if job._expired:  # its time ran out before it started
+            if job._cancelled:  # cancelled, or its time ran out, before it started
                 raise asyncio.CancelledError
             if definition.is_async:
                 result = await definition.func(*args, **kwargs)

@@ -16,8 +16,9 @@ import signal
 import socket
 import threading
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import psycopg
@@ -47,6 +48,10 @@ DEFAULT_HEARTBEAT = 30.0
 # claim fetch a hundred rows; sync handlers run on threads, ten unless told otherwise.
 DEFAULT_CONCURRENCY = 100
 DEFAULT_THREADS = 10
+# Jobs a worker may hold claimed beyond its free slots, so that the next claim is under way
+# while the last one's jobs run; only for queues whose runs are short (below
+# _PREFETCH_RUNS_UNDER seconds on average), so that no job waits long behind a slow one.
+_PREFETCH_RUNS_UNDER = 0.05
 # Seconds an async handler gets to honour its cancellation before the worker lets it go.
 CANCEL_GRACE = 5.0
 # Seconds between two checks that the runs the database counts as this worker's are the
@@ -69,6 +74,8 @@ class _QueueState:
     paused: bool = False
     failures: int = 0  # claims in a row that failed for this queue alone
     retry_at: float = 0.0  # loop time before which a failing queue is not claimed from
+    waiting: deque[RunningJob] = field(default_factory=deque)  # claimed, no slot yet
+    run_time: float = 1.0  # moving average of its runs' seconds: prefetch only if short
 
 
 class Worker:
@@ -111,6 +118,9 @@ class Worker:
         self._concurrency = concurrency
         self._threads = min(threads, concurrency)
         self._sync_active = 0  # runs of sync handlers: each holds a thread
+        self._running = 0  # runs under way (the other jobs held wait for a slot)
+        self._prefetch = concurrency  # at most this many held jobs wait for a slot
+        self._waiting = 0
         self._poll_interval = poll_interval
         self._shutdown_timeout = shutdown_timeout
         self._until_empty = until_empty
@@ -365,7 +375,7 @@ class Worker:
         return self._loop.time()
 
     def _claimable(self, state: _QueueState, now: float) -> bool:
-        return state.dirty and not state.paused and state.retry_at <= now and self._free(state) > 0
+        return state.dirty and not state.paused and state.retry_at <= now and self._room(state) > 0
 
     def _drained(self) -> bool:
         """Nothing runs and no queue may have runnable jobs (a paused one has none)."""
@@ -376,10 +386,20 @@ class Worker:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def _free(self, state: _QueueState) -> int:
-        free = min(state.limit - state.active, self._concurrency - len(self._active))
+        """Runs of the queue that may start now."""
+        free = min(state.limit - state.active, self._concurrency - self._running)
         if not state.definition.is_async:  # sync handlers share the threads
             free = min(free, self._threads - self._sync_active)
         return free
+
+    def _room(self, state: _QueueState) -> int:
+        """Jobs of the queue to claim now: its free slots, and while its runs are short,
+        as many more to wait for a slot (the next claim is then under way while the
+        last one's jobs run)."""
+        room = max(self._free(state), 0)
+        if state.run_time < _PREFETCH_RUNS_UNDER:
+            room += max(min(self._prefetch - self._waiting, state.limit - len(state.waiting)), 0)
+        return room
 
     async def _claim_round(self) -> None:
         now = self._time()
@@ -388,7 +408,7 @@ class Worker:
                 return
             if not self._claimable(state, now):
                 continue
-            free = self._free(state)
+            free = self._room(state)
             plan = self._core.fetch(
                 state.definition.name,
                 free,
@@ -470,9 +490,7 @@ class Worker:
     # -- running -----------------------------------------------------------------------------
 
     def _start(self, job: RunningJob, state: _QueueState) -> None:
-        state.active += 1
-        if not state.definition.is_async:
-            self._sync_active += 1
+        """Hold a claimed job: run it if a slot is free, else it waits for one."""
         earlier = self._active.get(job.id)
         if earlier is not None:  # the job was taken from that run and came back to us
             log.warning(
@@ -486,11 +504,30 @@ class Worker:
         self._active[job.id] = job
         job._slot = state
         self._heartbeat_loop.arrived(job)
+        if self._free(state) > 0:
+            self._begin(job, state)
+        else:
+            state.waiting.append(job)
+            self._waiting += 1
+
+    def _begin(self, job: RunningJob, state: _QueueState) -> None:
+        state.active += 1
+        self._running += 1
+        if not state.definition.is_async:
+            self._sync_active += 1
         task = asyncio.create_task(self._execute(job, state))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _begin_waiting(self) -> None:
+        """Start held jobs that wait for a slot, while slots are free."""
+        for state in self._states.values():
+            while state.waiting and self._free(state) > 0:
+                self._waiting -= 1
+                self._begin(state.waiting.popleft(), state)
+
     async def _execute(self, job: RunningJob, state: _QueueState) -> None:
+        began = self._time()
         try:
             outcome = await self._executor.run(job, state.definition)
             if job._slot is None:  # let go of earlier: see _let_go
@@ -505,6 +542,7 @@ class Worker:
             elif self._stopping.is_set():  # cut short by the stop: hand it back
                 self._interrupted.append(job)
             self.processed += 1
+            state.run_time += (self._time() - began - state.run_time) * 0.1
         except asyncio.CancelledError:  # cancelled before its handler started
             self._interrupted.append(job)  # released on shutdown
         except Exception as exc:  # a bug in pgqueue, not in the handler
@@ -525,8 +563,11 @@ class Worker:
         if held is not None and held is not job:  # a newer run of the same job
             self._active[job.id] = held
         state.active -= 1
+        self._running -= 1
         if not state.definition.is_async:
             self._sync_active -= 1
+        if self._waiting and not self._stopping.is_set():
+            self._begin_waiting()
         self._wake.set()
 
     def interrupted(self, job: RunningJob) -> None:

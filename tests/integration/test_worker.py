@@ -546,3 +546,113 @@ def test_the_sync_worker_keeps_the_pool_settings(dsn: str, schema: str) -> None:
         pq.send("count")
         pq.work(until_empty=True)
     assert seen == [6 + 6 + 1]  # its own pool, the worker's, the listener
+
+
+async def _held(pq: AsyncPgQueue, ids: list[int]) -> list[int]:
+    """The jobs among ``ids`` that are active (held by a worker)."""
+    return [i for i in ids if await state_of(pq, i) is JobState.active]
+
+
+async def test_short_runs_are_claimed_ahead_and_a_stop_hands_back_those_waiting(
+    apq: AsyncPgQueue,
+) -> None:
+    gate = asyncio.Event()
+    started: list[int] = []
+
+    @apq.job("fast")
+    async def fast(data: Any, job: RunningJob) -> None:
+        started.append(job.id)
+        if data["hold"]:
+            await gate.wait()
+
+    await apq.start()
+    await apq.insert([{"name": "fast", "data": {"hold": False}} for _ in range(40)])
+    task = asyncio.create_task(apq.work(concurrency=2, shutdown_timeout=0.2, poll_interval=0.2))
+
+    async def warmed() -> bool:
+        return len(started) == 40
+
+    await wait_until(warmed)
+    # Its runs are short now: two run, and two more are claimed to wait for a slot.
+    held = [i for i in await apq.insert([{"name": "fast", "data": {"hold": True}}] * 6) if i]
+
+    async def four_held() -> bool:
+        return len(await _held(apq, held)) == 4 and len(started) == 42
+
+    await wait_until(four_held)
+    running = set(started[40:])
+    waiting = [i for i in await _held(apq, held) if i not in running]
+    assert len(waiting) == 2
+    assert await apq.cancel([waiting[0]]) == [waiting[0]]
+    apq.stop_working()
+    await asyncio.wait_for(task, 15)
+    for job_id in [*running, waiting[1]]:  # handed back without a failure
+        job = await apq.get_job_by_id(job_id)
+        assert job is not None and job.state is JobState.retry and job.retry_count == 0
+    assert await state_of(apq, waiting[0]) is JobState.cancelled
+
+    gate.set()
+    await apq.work(concurrency=2, until_empty=True)
+    assert waiting[0] not in started  # cancelled while it waited: never ran
+    assert sorted(started[40:]) == sorted([*running, *(i for i in held if i != waiting[0])])
+    for job_id in held:
+        if job_id != waiting[0]:
+            assert await state_of(apq, job_id) is JobState.completed
+
+
+async def test_long_runs_are_not_claimed_ahead(apq: AsyncPgQueue) -> None:
+    gate = asyncio.Event()
+    started: list[int] = []
+
+    @apq.job("slow", concurrency=2)
+    async def slow(data: Any, job: RunningJob) -> None:
+        started.append(job.id)
+        await gate.wait()
+
+    @apq.job("probe")
+    async def probe(data: Any) -> None:
+        return None
+
+    await apq.start()
+    ids = [i for i in await apq.insert([{"name": "slow"}] * 5) if i]
+    async with working(apq, concurrency=3):
+
+        async def two_running() -> bool:
+            return len(started) == 2
+
+        await wait_until(two_running)
+        probed = await probe.send()  # a claim round runs after the slow queue's claim
+        await wait_until(lambda: _is(apq, probed, JobState.completed))
+        assert sorted(await _held(apq, ids)) == sorted(started)
+        gate.set()
+
+
+async def test_a_job_claimed_ahead_expires_while_it_waits_without_running(
+    apq: AsyncPgQueue,
+) -> None:
+    started: list[int] = []
+
+    @apq.job("fast", retry_limit=0)
+    async def fast(data: Any, job: RunningJob) -> None:
+        started.append(job.id)
+        await asyncio.sleep(data["seconds"])
+
+    await apq.start()
+    await apq.insert([{"name": "fast", "data": {"seconds": 0}} for _ in range(40)])
+    async with working(apq, concurrency=1):
+
+        async def warmed() -> bool:
+            return len(started) == 40
+
+        await wait_until(warmed)
+        blocker, late = await apq.insert(
+            [
+                {"name": "fast", "data": {"seconds": 1.5}},
+                {"name": "fast", "data": {"seconds": 0}, "expire_in": 0.5},
+            ]
+        )
+        await wait_until(lambda: _is(apq, late, JobState.expired))
+        await wait_until(lambda: _is(apq, blocker, JobState.completed))
+    job = await apq.get_job_by_id(late or 0)
+    assert job is not None and job.output["type"] == "expired"
+    assert late not in started
