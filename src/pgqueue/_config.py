@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TypeVar
 
 from psycopg.conninfo import conninfo_to_dict
 
 from .errors import InvalidDsnError, InvalidNameError, InvalidOptionError
+
+T = TypeVar("T")
 
 __all__ = [
     "DSN_ENV",
@@ -39,6 +42,19 @@ def check_count(what: str, value: object, most: int | None = None) -> int:
     ):
         raise InvalidOptionError(f"{what} must be a positive integer, got {value!r}")
     return value
+
+
+def renamed(name: str, value: T | None, old: str, old_value: T | None) -> T | None:
+    """The value of option ``name``, given under its earlier name ``old`` or its own (not
+    both, unless equal)."""
+    if old_value is None:
+        return value
+    if value is not None and value != old_value:
+        raise InvalidOptionError(
+            f"{name} and {old} are the same option (its earlier name): give one, got "
+            f"{value!r} and {old_value!r}"
+        )
+    return old_value
 
 
 def check_name(name: object, what: str = "queue") -> str:

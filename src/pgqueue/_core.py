@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,7 +43,32 @@ _INT4 = 2**31 - 1
 
 
 class QueueBusy(Exception):
-    """Another fetcher has the turn of a singleton or stately queue: nothing was claimed."""
+    """Nothing was claimed: another fetcher has the turn of a queue whose fetchers take
+    turns, or the queue's limits let no job start now; try again in ``retry_in`` seconds
+    (None: when a run of the queue ends)."""
+
+    def __init__(self, name: str, retry_in: float | None = None) -> None:
+        super().__init__(name)
+        self.retry_in = retry_in
+
+
+# Seconds before a fetcher tries again a queue whose turn another fetcher held.
+_BUSY_RETRY = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRules:
+    """What decides how a queue's jobs are claimed: its policy, whether it is paused, and
+    whether it has limits across workers."""
+
+    policy: str = "standard"
+    paused: bool = False
+    limited: bool = False
+
+    @property
+    def take_turns(self) -> bool:
+        """Whether its fetchers claim one at a time (in a transaction, under a lock)."""
+        return self.limited or self.policy in ONE_ACTIVE_PER_KEY
 
 
 # How far a test may move the clock (the clock function refuses more, too).
@@ -140,38 +166,51 @@ class Core:
         batch_size: int,
         worker_id: str | None,
         factory: Callable[[tuple[Any, ...]], Job] = Job.from_values,
-        policy: str | None = None,
+        rules: QueueRules | None = None,
         heartbeat: float | None = None,
         wait: bool = True,
     ) -> Plan[list[Job]]:
         """Plan: claim up to ``batch_size`` runnable jobs of queue ``name``.
 
-        ``policy`` is the queue's policy when the caller knows it (else it is read). For
-        ``singleton`` and ``stately`` queues this plan must run in a transaction, and
-        fetchers take turns: without ``wait`` it raises QueueBusy instead of waiting
-        for another's turn to end. The runs promise to beat every ``heartbeat`` seconds
-        unless the job sets its own.
+        ``rules`` are the queue's when the caller knows them (else they are read). For
+        queues whose fetchers take turns (``singleton`` and ``stately`` policies, limits
+        across workers) this plan must run in a transaction; without ``wait`` it raises
+        QueueBusy instead of waiting for another's turn to end, and when the queue's limits
+        let no job start now (with ``wait``, it returns no jobs then). The runs promise to
+        beat every ``heartbeat`` seconds unless the job sets its own.
         """
         check_name(name)
         check_count("batch_size", batch_size)
-        if policy is None:
+        if rules is None:
             found = yield Stmt(self.sql.queue_policy, {"name": name})
             if not found:
                 raise QueueNotFoundError(name)
-            policy = found[0]["policy"]
+            rules = QueueRules(found[0]["policy"], found[0]["paused"], found[0]["limited"])
+        policy = rules.policy
         params: dict[str, Any] = {
             "name": name,
             "limit": batch_size,
             "worker_id": worker_id,
             "heartbeat": heartbeat,
+            "turn": rules.take_turns,
         }
-        if policy in ONE_ACTIVE_PER_KEY:
+        if rules.take_turns:
             if wait:
                 yield Stmt(self.sql.queue_fetch_lock, {"name": name})
             else:
                 (turn,) = yield Stmt(self.sql.queue_fetch_try_lock, {"name": name})
                 if not turn["locked"]:
-                    raise QueueBusy(name)
+                    raise QueueBusy(name, _BUSY_RETRY)
+        if rules.limited:
+            found = yield Stmt(self.sql.queue_room, {"name": name, "limit": batch_size})
+            if not found:
+                raise QueueNotFoundError(name)
+            params["limit"] = batch_size = found[0]["room"]
+            if batch_size == 0:
+                if wait:
+                    return []
+                raise QueueBusy(name, found[0]["wait"])
+        if policy in ONE_ACTIVE_PER_KEY:
             rows: list[tuple[Any, ...]] = []
             window = max(4 * batch_size, _MIN_KEY_WINDOW)
             while True:  # widen the window while it was full and yielded too few jobs
@@ -186,13 +225,15 @@ class Core:
                 window *= 4
         else:
             rows = yield Stmt(self.sql.job_fetch, params, tuples=True)
+        if rules.limited and rows:
+            yield Stmt(self.sql.queue_rate_take, {"name": name, "count": len(rows)})
         rows.sort(key=_claim_order)
         return [factory(r) for r in rows]
 
-    def queue_policies(self, names: list[str]) -> Plan[dict[str, tuple[str, bool]]]:
-        """Plan: (policy, paused) of each named queue that exists."""
-        rows = yield Stmt(self.sql.queue_policies, {"names": names})
-        return {r["name"]: (r["policy"], r["paused"]) for r in rows}
+    def queue_rules(self, names: list[str]) -> Plan[dict[str, QueueRules]]:
+        """Plan: the rules of each named queue that exists."""
+        rows = yield Stmt(self.sql.queue_rules, {"names": names})
+        return {r["name"]: QueueRules(r["policy"], r["paused"], r["limited"]) for r in rows}
 
     # Every write of a run's outcome names the run: the job's id and the run_id that
     # claimed it (None: whichever run holds the job now). Each returns the ids it changed;
@@ -449,16 +490,29 @@ class Core:
         if name is not None:
             check_name(name)
         rows = yield Stmt(self.sql.queue_stats, {"name": name})
-        stats: dict[str, tuple[dict[JobState, int], list[float]]] = {}
+        stats: dict[str, tuple[dict[JobState, int], list[float], Row]] = {}
         for row in rows:
-            counts, ages = stats.setdefault(row["name"], (dict.fromkeys(JobState, 0), []))
+            counts, ages, _ = stats.setdefault(
+                row["name"], (dict.fromkeys(JobState, 0), [], row)
+            )
             if row["state"] is not None:
                 counts[JobState(row["state"])] = row["count"]
             if row["oldest_waiting"] is not None:
                 ages.append(row["oldest_waiting"])
         return [
-            QueueStats(n, counts, max(ages) if ages else None)
-            for n, (counts, ages) in stats.items()
+            QueueStats(
+                n,
+                counts,
+                max(ages) if ages else None,
+                concurrency=row["concurrency"],
+                rate_limit=None
+                if row["rate_count"] is None
+                else (row["rate_count"], row["rate_seconds"]),
+                rate_left=None
+                if row["rate_count"] is None
+                else max(row["rate_count"] - row["rate_used"], 0),
+            )
+            for n, (counts, ages, row) in stats.items()
         ]
 
     def grant(self, role: str) -> Plan[None]:
@@ -516,7 +570,8 @@ def _spec(ord: int, name: str, record: dict[str, Any], payload: str) -> str:
 
 
 def _queue_info(row: Row) -> QueueInfo:
-    return QueueInfo(**row)
+    rate = row["rate_limit"]
+    return QueueInfo(**{**row, "rate_limit": None if rate is None else (int(rate[0]), rate[1])})
 
 
 # The most JSON one per-batch statement carries: jsonb holds 256 MiB in one value, and a

@@ -26,7 +26,7 @@ import psycopg
 from ._async.runner import AsyncRunner
 from ._completer import Completer, write_apart
 from ._config import check_count
-from ._core import ONE_ACTIVE_PER_KEY, Core, QueueBusy
+from ._core import Core, QueueBusy, QueueRules
 from ._db import Plan
 from ._executor import Deadline, Executor, Outcome, RunningJob
 from ._heartbeat import Heartbeat
@@ -60,8 +60,9 @@ RECONCILE_EVERY = 60.0
 # Seconds a stopping worker gives each of its last writes (outcomes, then the hand-back),
 # and the claim under way when the stop came.
 _SHUTDOWN_WRITES = 5.0
-# Seconds before a worker tries again a queue whose turn another fetcher held.
-_BUSY_RETRY = 0.25
+# Seconds before a worker tries again a queue with limits that let nothing start, when no
+# time is known (its active jobs must end, here or in another worker).
+_LIMITED_RETRY = 0.25
 
 
 @dataclass
@@ -70,8 +71,7 @@ class _QueueState:
     limit: int
     active: int = 0
     dirty: bool = True
-    policy: str = "standard"
-    paused: bool = False
+    rules: QueueRules = field(default_factory=QueueRules)
     failures: int = 0  # claims in a row that failed for this queue alone
     retry_at: float = 0.0  # loop time before which a failing queue is not claimed from
     waiting: deque[RunningJob] = field(default_factory=deque)  # claimed, no slot yet
@@ -135,7 +135,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._refresh = True  # read the queues' policies and paused flags before claiming
+        self._refresh = True  # read the queues' rules before claiming
         self._reconcile_at = 0.0  # loop time of the next reconciliation
         self._loop: asyncio.AbstractEventLoop | None = None
         # A stop may come from another thread or a signal handler before run() starts.
@@ -255,11 +255,12 @@ class Worker:
     # -- notifications -----------------------------------------------------------------------
 
     def _on_notify(self, channel: str, payload: str) -> None:
-        if channel == self._core.sql.jobs_channel:
-            state = self._states.get(payload)
+        if channel == self._core.sql.jobs_channel:  # "<queue>", or "<queue> changed"
+            name, _, changed = payload.partition(" ")
+            state = self._states.get(name)
             if state is not None:
                 state.dirty = True
-                if state.paused:  # resumed, perhaps: look before the next claim
+                if state.rules.paused or changed:  # resumed or changed: look before claiming
                     self._refresh = True
                 self._wake.set()
         elif channel == self._core.sql.cancel_channel:  # "<job id>:<run id>"
@@ -276,11 +277,12 @@ class Worker:
         job.interrupt()
 
     def _outcomes_written(self) -> None:
-        """Ended runs free their singleton keys: queues that run one job per key may have
-        claimable jobs now (no notification says so)."""
+        """Ended runs free their singleton keys and their queue's slots: queues that run one
+        job per key, or have limits, may have claimable jobs now (no notification says so)."""
         for state in self._states.values():
-            if state.policy in ONE_ACTIVE_PER_KEY and not state.dirty:
+            if state.rules.take_turns and (not state.dirty or state.retry_at > 0):
                 state.dirty = True
+                state.retry_at = 0.0
                 self._wake.set()
 
     def _listening(self) -> None:
@@ -296,10 +298,10 @@ class Worker:
     # -- fetching ----------------------------------------------------------------------------
 
     async def _refresh_queues(self) -> None:
-        """Read the policy and paused flag of the worker's queues."""
-        found = await self._run(self._core.queue_policies(list(self._states)))
+        """Read the rules of the worker's queues."""
+        found = await self._run(self._core.queue_rules(list(self._states)))
         for name, state in self._states.items():
-            state.policy, state.paused = found.get(name, ("standard", False))
+            state.rules = found.get(name, QueueRules())
 
     async def _fetch_loop(self, notifier: Notifier) -> None:
         backoff = 0.1
@@ -339,7 +341,7 @@ class Worker:
             later = [
                 s.retry_at - now
                 for s in self._states.values()
-                if s.dirty and not s.paused and s.retry_at > now
+                if s.dirty and not s.rules.paused and s.retry_at > now
             ]
             timeout = min([self._poll_interval, self._reconcile_at - now, *later])
             try:
@@ -375,11 +377,18 @@ class Worker:
         return self._loop.time()
 
     def _claimable(self, state: _QueueState, now: float) -> bool:
-        return state.dirty and not state.paused and state.retry_at <= now and self._room(state) > 0
+        return (
+            state.dirty
+            and not state.rules.paused
+            and state.retry_at <= now
+            and self._room(state) > 0
+        )
 
     def _drained(self) -> bool:
         """Nothing runs and no queue may have runnable jobs (a paused one has none)."""
-        return not self._active and not any(s.dirty and not s.paused for s in self._states.values())
+        return not self._active and not any(
+            s.dirty and not s.rules.paused for s in self._states.values()
+        )
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -395,9 +404,9 @@ class Worker:
     def _room(self, state: _QueueState) -> int:
         """Jobs of the queue to claim now: its free slots, and while its runs are short,
         as many more to wait for a slot (the next claim is then under way while the
-        last one's jobs run)."""
+        last one's jobs run); not for a queue with limits, whose jobs start when claimed."""
         room = max(self._free(state), 0)
-        if state.run_time < _PREFETCH_RUNS_UNDER:
+        if state.run_time < _PREFETCH_RUNS_UNDER and not state.rules.limited:
             room += max(min(self._prefetch - self._waiting, state.limit - len(state.waiting)), 0)
         return room
 
@@ -414,17 +423,16 @@ class Worker:
                 free,
                 self.id,
                 self._make_job,
-                state.policy,
+                state.rules,
                 self._heartbeat,
                 wait=False,
             )
             try:
                 # One statement, except for policies whose fetchers take turns under a lock.
-                jobs: list[Job] = await self._runner.run(
-                    plan, None, atomic=state.policy in ONE_ACTIVE_PER_KEY
-                )
-            except QueueBusy:  # another fetcher's turn (it may be a long transaction)
-                state.retry_at = now + _BUSY_RETRY
+                jobs: list[Job] = await self._runner.run(plan, None, atomic=state.rules.take_turns)
+            except QueueBusy as busy:  # another fetcher's turn, or the limits let none start
+                retry_in = _LIMITED_RETRY if busy.retry_in is None else busy.retry_in
+                state.retry_at = now + max(retry_in, 0.01)
                 continue
             except ConnectError:
                 raise
@@ -445,7 +453,8 @@ class Worker:
                 )
                 continue
             state.failures = 0
-            if len(jobs) < free:
+            # A queue with limits may have had more runnable jobs than they let start.
+            if len(jobs) < free and not (state.rules.limited and jobs):
                 state.dirty = False
             if not jobs:
                 continue

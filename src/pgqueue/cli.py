@@ -53,10 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("app", help="the queue object, as module:attribute (myapp.jobs:pq)")
     worker.add_argument("--queues", help="comma-separated queues to work (default: all)")
     worker.add_argument(
+        "--local-concurrency",
         "--concurrency",
+        dest="concurrency",
         type=int,
         default=DEFAULT_CONCURRENCY,
-        help=f"jobs run at once by this process (default: {DEFAULT_CONCURRENCY})",
+        help=f"jobs run at once by this process (default: {DEFAULT_CONCURRENCY}); a "
+        "queue's limit across workers is its own concurrency option",
     )
     worker.add_argument(
         "--threads",
@@ -284,17 +287,24 @@ def _queues(args: argparse.Namespace) -> int:
     with _operator_queue(args) as pq:
         paused = {q.name: q.paused for q in pq.get_queues()}
         stats = pq.get_queue_stats()
-    rows = [("queue", "waiting", "active", "completed", "failed", "oldest waiting", "paused")]
+    rows = [
+        ("queue", "waiting", "active", "completed", "failed", "oldest waiting", "rate", "paused")
+    ]
     for queue in stats:
         oldest = queue.oldest_waiting_seconds
+        rate = "-"
+        if queue.rate_limit is not None:
+            count, seconds = queue.rate_limit
+            rate = f"{count}/{seconds:g}s ({queue.rate_left} left)"
         rows.append(
             (
                 queue.name,
                 str(queue.waiting),
-                str(queue.active),
+                f"{queue.active}/{queue.concurrency}" if queue.concurrency else str(queue.active),
                 str(queue.counts[JobState.completed]),
                 str(queue.counts[JobState.failed]),
                 "-" if oldest is None else f"{oldest:.0f} s",
+                rate,
                 "yes" if paused.get(queue.name) else "no",
             )
         )

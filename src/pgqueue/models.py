@@ -33,6 +33,9 @@ MAX_SECONDS = 10 * 365 * 86400
 # The shortest heartbeat a run may promise: a worker beats every third of it, at most ten
 # times a second, and a shorter one would lapse while the worker is healthy.
 MIN_HEARTBEAT = 0.3
+# The most starts a queue's rate limit counts per window: the database keeps each start
+# of the window (on the queue's row) to hold the limit over every window, not just some.
+MAX_RATE = 10_000
 
 
 class JobState(str, enum.Enum):
@@ -144,6 +147,29 @@ class QueueOptions(_Options):
 
     policy: Policy | None = None
     description: str | None = Field(None, max_length=10_000)
+    # Limits across every worker: jobs active at once, and starts per window of seconds.
+    concurrency: int | None = Field(None, ge=1, le=_INT4)
+    rate_limit: tuple[int, float] | None = None
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _rate_limit(cls, value: object) -> object:
+        if value is None:
+            return None
+        if not isinstance(value, tuple | list) or len(value) != 2:
+            raise ValueError("expected (count, seconds): at most count starts per seconds")
+        count, seconds = value
+        if isinstance(seconds, timedelta):
+            seconds = seconds.total_seconds()
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_RATE:
+            raise ValueError(f"the count must be an integer from 1 to {MAX_RATE}")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 < seconds <= MAX_SECONDS  # NaN fails this too
+        ):
+            raise ValueError(f"the seconds must be a number above 0 and at most {MAX_SECONDS}")
+        return (count, float(seconds))
 
     @field_validator("description")
     @classmethod
@@ -255,6 +281,8 @@ class QueueInfo:
     paused: bool
     created_at: datetime
     updated_at: datetime
+    concurrency: int | None = None  # jobs of the queue active at once, across workers
+    rate_limit: tuple[int, float] | None = None  # (count, seconds): starts per window
 
 
 @dataclass(slots=True, frozen=True)
@@ -264,6 +292,9 @@ class QueueStats:
     name: str
     counts: dict[JobState, int]
     oldest_waiting_seconds: float | None
+    concurrency: int | None = None  # the queue's limit of active jobs across workers
+    rate_limit: tuple[int, float] | None = None  # (count, seconds): its limit of starts
+    rate_left: int | None = None  # starts its rate limit allows now
 
     @property
     def waiting(self) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,14 @@ async def hold_first_run(data: Any, job: Job) -> str:
     if not earlier:
         await asyncio.sleep(600)
     return "finished"
+
+
+_spans = (_out.parent / f"{os.getpid()}.spans").open("a", buffering=1)
+
+
+@pq.job("limited")
+async def limited(data: Any, job: Job) -> None:
+    """Records when it starts and ends (``start|end <job id> <time>``), runs a few ms."""
+    _spans.write(f"start {job.id} {time.time()}\n")
+    await asyncio.sleep(0.005)
+    _spans.write(f"end {job.id} {time.time()}\n")

@@ -138,7 +138,7 @@ def test_operator_commands(dsn: str, schema: str, capsys: Capture) -> None:
     )
     with PgQueue(dsn, schema=schema, maintenance=False) as pq:
         pq.create_queue("emails")
-        pq.create_queue("reports")
+        pq.create_queue("reports", concurrency=2, rate_limit=(10, 60))
         first, second, third = pq.insert(
             [{"name": "emails", "data": {"n": n}, "retry_limit": 0} for n in range(3)]
         )
@@ -150,7 +150,7 @@ def test_operator_commands(dsn: str, schema: str, capsys: Capture) -> None:
     lines = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert lines[0][:5] == ["queue", "waiting", "active", "completed", "failed"]
     assert lines[1][:5] == ["emails", "2", "0", "0", "1"] and lines[1][-1] == "no"
-    assert lines[2] == ["reports", "0", "0", "0", "0", "-", "no"]
+    assert lines[2] == ["reports", "0", "0/2", "0", "0", "-", "10/60s", "(10", "left)", "no"]
 
     assert main(["job", str(first), *base]) == 0
     shown = json.loads(capsys.readouterr().out)
@@ -227,7 +227,9 @@ def test_a_schema_owner_migrates_and_a_granted_role_runs_everything(
         # The worker's role cannot migrate; it says so, and who can.
         with psycopg.connect(as_owner, autocommit=True) as owner_conn:
             owner_conn.execute(
-                sql.SQL("DELETE FROM {}.version WHERE version = 5").format(ident(schema))
+                sql.SQL("DELETE FROM {}.version WHERE version = {}").format(
+                    ident(schema), sql.Literal(latest_version())
+                )
             )
         with pytest.raises(pgqueue.MigrationError, match="schema's owner"):
             PgQueue(as_worker, schema=schema).start()

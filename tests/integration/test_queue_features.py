@@ -368,3 +368,101 @@ def test_a_failing_maintenance_step_stops_no_other(
     assert result.expired_active == 1  # the step before it ran
     job = pq.get_job_by_id(running or 0)
     assert job is not None and job.state is JobState.retry
+
+
+def test_queue_limits_are_kept_shown_and_cleared(pq: PgQueue) -> None:
+    assert pq.create_queue("api", concurrency=3, rate_limit=(50, timedelta(seconds=1)))
+    info = pq.get_queue("api")
+    assert info is not None and info.concurrency == 3 and info.rate_limit == (50, 1.0)
+    for bad in ({"concurrency": 0}, {"rate_limit": (0, 1)}, {"rate_limit": (5, -1)}):
+        with pytest.raises(pgqueue.InvalidOptionError):
+            pq.update_queue("api", **bad)
+    assert pq.get_queue("api") == info  # a refused change writes nothing
+    pq.update_queue("api", rate_limit=(10, 60))
+    info = pq.get_queue("api")
+    assert info is not None and info.concurrency == 3 and info.rate_limit == (10, 60.0)
+    pq.update_queue("api", concurrency=None, rate_limit=None)
+    info = pq.get_queue("api")
+    assert info is not None and info.concurrency is None and info.rate_limit is None
+
+
+def test_fetch_claims_within_a_queues_concurrency(pq: PgQueue) -> None:
+    pq.create_queue("api", concurrency=3)
+    pq.insert([{"name": "api", "data": i} for i in range(10)])
+    first = pq.fetch("api", 10)
+    assert [j.data for j in first] == [0, 1, 2]
+    assert pq.fetch("api", 10) == []  # three are active: the limit
+    (stats,) = pq.get_queue_stats("api")
+    assert stats.active == 3 and stats.concurrency == 3
+    pq.complete(first[0].id)
+    assert [j.data for j in pq.fetch("api", 10)] == [3]
+    pq.update_queue("api", concurrency=5)
+    assert [j.data for j in pq.fetch("api", 10)] == [4, 5]
+
+
+def test_concurrent_fetchers_share_a_queues_concurrency(pq: PgQueue) -> None:
+    pq.create_queue("api", concurrency=5)
+    pq.insert([{"name": "api"} for _ in range(50)])
+    claimed = run_concurrently(8, lambda i: len(pq.fetch("api", 3)))
+    assert sum(claimed) == 5
+
+
+def test_a_rate_limit_counts_starts_on_the_database_clock(pq: PgQueue) -> None:
+    start = (pq.now() + timedelta(days=1)).replace(microsecond=0)
+    pq.set_clock(start)
+    pq.create_queue("rated", rate_limit=(5, 3600))
+    pq.insert([{"name": "rated", "data": i} for i in range(12)])
+    assert len(pq.fetch("rated", 3)) == 3
+    assert len(pq.fetch("rated", 10)) == 2
+    assert pq.fetch("rated", 10) == []  # five started in this hour
+    (stats,) = pq.get_queue_stats("rated")
+    assert stats.rate_limit == (5, 3600.0) and stats.rate_left == 0
+    pq.set_clock(start + timedelta(seconds=3599))
+    assert pq.fetch("rated", 10) == []  # the window still holds all five
+    pq.set_clock(start + timedelta(seconds=3601))
+    assert len(pq.fetch("rated", 10)) == 5  # the first five left the window together
+    (stats,) = pq.get_queue_stats("rated")
+    assert stats.rate_left == 0 and stats.waiting == 2
+
+
+async def test_a_limit_set_while_a_worker_runs_holds_at_once(apq: AsyncPgQueue) -> None:
+    running = peak = 0
+    gate = asyncio.Event()
+
+    @apq.job("q")
+    async def q(data: Any) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await gate.wait()
+        running -= 1
+
+    await apq.start()
+    task = asyncio.create_task(apq.work(poll_interval=30))
+    await q.send()
+    await _until(lambda: running == 1)
+    # The worker read the queue unlimited; its next claims must still respect the limit.
+    await apq.update_queue("q", concurrency=1)
+    await apq.insert([{"name": "q"} for _ in range(5)])
+    (stats,) = await apq.get_queue_stats("q")
+    assert stats.waiting == 5 and stats.active == 1
+    gate.set()
+
+    async def all_done() -> bool:
+        (stats,) = await apq.get_queue_stats("q")
+        return stats.counts[JobState.completed] == 6
+
+    deadline = time.monotonic() + 15  # well within the worker's 30 s poll: told, not polled
+    while not await all_done():
+        assert time.monotonic() < deadline, "the jobs did not run"
+        await asyncio.sleep(0.02)
+    apq.stop_working()
+    await asyncio.wait_for(task, 15)
+    assert peak == 1
+
+
+async def _until(predicate: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)

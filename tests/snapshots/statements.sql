@@ -189,7 +189,7 @@ WHERE j.id = ANY(ARRAY(
     SELECT id FROM "pgqueue".job
     WHERE name = %(name)s AND state < 'active' AND start_after <= "pgqueue".clock()
         AND NOT EXISTS (SELECT FROM "pgqueue".queue
-                        WHERE name = %(name)s AND paused)
+                        WHERE name = %(name)s AND (paused OR NOT %(turn)s AND (concurrency IS NOT NULL OR rate_count IS NOT NULL)))
     ORDER BY priority DESC, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED))
@@ -547,18 +547,19 @@ RELEASE SAVEPOINT pgqueue_maintenance_step;
 ROLLBACK TO SAVEPOINT pgqueue_maintenance_step;
 
 -- name: queue_create
-INSERT INTO "pgqueue".queue (name, policy, retry_limit, retry_delay, retry_backoff,
-    retry_delay_max, expire_in, heartbeat_seconds, retention, delete_after,
-    dead_letter, description)
-SELECT %(name)s, COALESCE(o.policy, 'standard'), o.retry_limit, o.retry_delay,
-    o.retry_backoff, o.retry_delay_max, o.expire_in, o.heartbeat_seconds, o.retention,
-    o.delete_after, o.dead_letter, o.description
-FROM jsonb_to_record(%(options)s::jsonb) AS o(policy text, retry_limit integer,
-    retry_delay float8, retry_backoff boolean, retry_delay_max float8,
-    expire_in float8, heartbeat_seconds float8, retention float8,
-    delete_after float8, dead_letter text, description text)
-ON CONFLICT (name) DO NOTHING
-RETURNING name;
+    INSERT INTO "pgqueue".queue (name, policy, retry_limit, retry_delay, retry_backoff,
+        retry_delay_max, expire_in, heartbeat_seconds, retention, delete_after,
+        dead_letter, description, concurrency, rate_count, rate_seconds)
+    SELECT %(name)s, COALESCE(o.policy, 'standard'), o.retry_limit, o.retry_delay,
+        o.retry_backoff, o.retry_delay_max, o.expire_in, o.heartbeat_seconds, o.retention,
+        o.delete_after, o.dead_letter, o.description, o.concurrency,
+        (o.rate_limit ->> 0)::integer, (o.rate_limit ->> 1)::float8
+    FROM jsonb_to_record(%(options)s::jsonb) AS o(policy text, retry_limit integer, retry_delay float8,
+retry_backoff boolean, retry_delay_max float8, expire_in float8, heartbeat_seconds float8,
+retention float8, delete_after float8, dead_letter text, description text,
+concurrency integer, rate_limit jsonb)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING name;
 
 -- name: queue_delete
 WITH jobs AS (DELETE FROM "pgqueue".job WHERE name = %(name)s)
@@ -574,19 +575,30 @@ SELECT pg_advisory_xact_lock(hashtext('pgqueue.fetch.pgqueue.' || %(name)s));
 SELECT pg_try_advisory_xact_lock(hashtext('pgqueue.fetch.pgqueue.' || %(name)s)) AS locked;
 
 -- name: queue_get
-SELECT * FROM "pgqueue".queue WHERE name = %(name)s;
+SELECT name, policy, retry_limit, retry_delay, retry_backoff, retry_delay_max,
+    expire_in, heartbeat_seconds, retention, delete_after, dead_letter, description, paused,
+    created_at, updated_at, concurrency,
+    CASE WHEN rate_count IS NOT NULL THEN ARRAY[rate_count, rate_seconds] END AS rate_limit FROM "pgqueue".queue WHERE name = %(name)s;
 
 -- name: queue_list
-SELECT * FROM "pgqueue".queue ORDER BY name;
-
--- name: queue_policies
-SELECT name, policy, paused FROM "pgqueue".queue WHERE name = ANY(%(names)s::text[]);
+SELECT name, policy, retry_limit, retry_delay, retry_backoff, retry_delay_max,
+    expire_in, heartbeat_seconds, retention, delete_after, dead_letter, description, paused,
+    created_at, updated_at, concurrency,
+    CASE WHEN rate_count IS NOT NULL THEN ARRAY[rate_count, rate_seconds] END AS rate_limit FROM "pgqueue".queue ORDER BY name;
 
 -- name: queue_policy
-SELECT policy, paused FROM "pgqueue".queue WHERE name = %(name)s;
+SELECT policy, paused, (concurrency IS NOT NULL OR rate_count IS NOT NULL) AS limited FROM "pgqueue".queue WHERE name = %(name)s;
 
 -- name: queue_purge
 DELETE FROM "pgqueue".job WHERE name = %(name)s AND state < 'active' RETURNING id;
+
+-- name: queue_rate_take
+UPDATE "pgqueue".queue
+SET rate_starts = ARRAY(SELECT s FROM unnest(rate_starts) s
+                        WHERE s > "pgqueue".clock() - make_interval(secs => rate_seconds)
+                        ORDER BY s)
+    || array_fill("pgqueue".clock(), ARRAY[%(count)s::integer])
+WHERE name = %(name)s AND rate_count IS NOT NULL;
 
 -- name: queue_redrive
     WITH picked AS MATERIALIZED (
@@ -633,6 +645,22 @@ to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
                 FROM (SELECT DISTINCT name FROM inserted) AS d) AS notified
     FROM inserted;
 
+-- name: queue_room
+SELECT GREATEST(LEAST(%(limit)s,
+        q.concurrency - (SELECT count(*) FROM "pgqueue".job a
+                         WHERE a.state = 'active' AND a.name = q.name),
+        q.rate_count - r.recent), 0)::integer AS room,
+    extract(epoch FROM r.oldest + make_interval(secs => q.rate_seconds) - "pgqueue".clock())::float8
+        AS wait
+FROM "pgqueue".queue q,
+    LATERAL (SELECT count(*) AS recent, min(s) AS oldest FROM unnest(q.rate_starts) s
+             WHERE s > "pgqueue".clock() - make_interval(secs => q.rate_seconds)) AS r
+WHERE q.name = %(name)s;
+
+-- name: queue_rules
+SELECT name, policy, paused, (concurrency IS NOT NULL OR rate_count IS NOT NULL) AS limited
+FROM "pgqueue".queue WHERE name = ANY(%(names)s::text[]);
+
 -- name: queue_set_paused
 WITH changed AS (
     UPDATE "pgqueue".queue SET paused = %(paused)s, updated_at = "pgqueue".clock()
@@ -645,42 +673,53 @@ FROM changed;
 SELECT q.name, j.state::text AS state, count(j.id) AS count,
     extract(epoch FROM "pgqueue".clock() - min(j.created_at)
         FILTER (WHERE j.state < 'active' AND j.start_after <= "pgqueue".clock()))::float8
-        AS oldest_waiting
-FROM "pgqueue".queue q LEFT JOIN "pgqueue".job j ON j.name = q.name
+        AS oldest_waiting,
+    q.concurrency, q.rate_count, q.rate_seconds, r.rate_used
+FROM "pgqueue".queue q
+CROSS JOIN LATERAL (
+    SELECT count(*) AS rate_used FROM unnest(q.rate_starts) s
+    WHERE s > "pgqueue".clock() - make_interval(secs => q.rate_seconds)) AS r
+LEFT JOIN "pgqueue".job j ON j.name = q.name
 WHERE %(name)s::text IS NULL OR q.name = %(name)s
-GROUP BY q.name, j.state ORDER BY q.name;
+GROUP BY q.name, j.state, r.rate_used ORDER BY q.name;
 
 -- name: queue_update
-UPDATE "pgqueue".queue q SET
-    policy = CASE WHEN %(options)s::jsonb ? 'policy'
-        THEN COALESCE(o.policy, 'standard') ELSE q.policy END,
-    retry_limit = CASE WHEN %(options)s::jsonb ? 'retry_limit'
-        THEN o.retry_limit ELSE q.retry_limit END,
-    retry_delay = CASE WHEN %(options)s::jsonb ? 'retry_delay'
-        THEN o.retry_delay ELSE q.retry_delay END,
-    retry_backoff = CASE WHEN %(options)s::jsonb ? 'retry_backoff'
-        THEN o.retry_backoff ELSE q.retry_backoff END,
-    retry_delay_max = CASE WHEN %(options)s::jsonb ? 'retry_delay_max'
-        THEN o.retry_delay_max ELSE q.retry_delay_max END,
-    expire_in = CASE WHEN %(options)s::jsonb ? 'expire_in'
-        THEN o.expire_in ELSE q.expire_in END,
-    heartbeat_seconds = CASE WHEN %(options)s::jsonb ? 'heartbeat_seconds'
-        THEN o.heartbeat_seconds ELSE q.heartbeat_seconds END,
-    retention = CASE WHEN %(options)s::jsonb ? 'retention'
-        THEN o.retention ELSE q.retention END,
-    delete_after = CASE WHEN %(options)s::jsonb ? 'delete_after'
-        THEN o.delete_after ELSE q.delete_after END,
-    dead_letter = CASE WHEN %(options)s::jsonb ? 'dead_letter'
-        THEN o.dead_letter ELSE q.dead_letter END,
-    description = CASE WHEN %(options)s::jsonb ? 'description'
-        THEN o.description ELSE q.description END,
-    updated_at = "pgqueue".clock()
-FROM jsonb_to_record(%(options)s::jsonb) AS o(policy text, retry_limit integer,
-    retry_delay float8, retry_backoff boolean, retry_delay_max float8,
-    expire_in float8, heartbeat_seconds float8, retention float8,
-    delete_after float8, dead_letter text, description text)
-WHERE q.name = %(name)s
-RETURNING q.name, q.policy;
+    UPDATE "pgqueue".queue q SET
+        policy = CASE WHEN %(options)s::jsonb ? 'policy'
+            THEN COALESCE(o.policy, 'standard') ELSE q.policy END,
+        retry_limit = CASE WHEN %(options)s::jsonb ? 'retry_limit'
+            THEN o.retry_limit ELSE q.retry_limit END,
+        retry_delay = CASE WHEN %(options)s::jsonb ? 'retry_delay'
+            THEN o.retry_delay ELSE q.retry_delay END,
+        retry_backoff = CASE WHEN %(options)s::jsonb ? 'retry_backoff'
+            THEN o.retry_backoff ELSE q.retry_backoff END,
+        retry_delay_max = CASE WHEN %(options)s::jsonb ? 'retry_delay_max'
+            THEN o.retry_delay_max ELSE q.retry_delay_max END,
+        expire_in = CASE WHEN %(options)s::jsonb ? 'expire_in'
+            THEN o.expire_in ELSE q.expire_in END,
+        heartbeat_seconds = CASE WHEN %(options)s::jsonb ? 'heartbeat_seconds'
+            THEN o.heartbeat_seconds ELSE q.heartbeat_seconds END,
+        retention = CASE WHEN %(options)s::jsonb ? 'retention'
+            THEN o.retention ELSE q.retention END,
+        delete_after = CASE WHEN %(options)s::jsonb ? 'delete_after'
+            THEN o.delete_after ELSE q.delete_after END,
+        dead_letter = CASE WHEN %(options)s::jsonb ? 'dead_letter'
+            THEN o.dead_letter ELSE q.dead_letter END,
+        description = CASE WHEN %(options)s::jsonb ? 'description'
+            THEN o.description ELSE q.description END,
+        concurrency = CASE WHEN %(options)s::jsonb ? 'concurrency'
+            THEN o.concurrency ELSE q.concurrency END,
+        rate_count = CASE WHEN %(options)s::jsonb ? 'rate_limit'
+            THEN (o.rate_limit ->> 0)::integer ELSE q.rate_count END,
+        rate_seconds = CASE WHEN %(options)s::jsonb ? 'rate_limit'
+            THEN (o.rate_limit ->> 1)::float8 ELSE q.rate_seconds END,
+        updated_at = "pgqueue".clock()
+    FROM jsonb_to_record(%(options)s::jsonb) AS o(policy text, retry_limit integer, retry_delay float8,
+retry_backoff boolean, retry_delay_max float8, expire_in float8, heartbeat_seconds float8,
+retention float8, delete_after float8, dead_letter text, description text,
+concurrency integer, rate_limit jsonb)
+    WHERE q.name = %(name)s
+    RETURNING q.name, q.policy, pg_notify('pgqueue_jobs', q.name || ' changed');
 
 -- name: rollback
 ROLLBACK;

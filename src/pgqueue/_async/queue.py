@@ -16,6 +16,7 @@ import psycopg
 
 from .._base import QueueBase, StartAfter
 from .._compat import ALock, ato_thread
+from .._config import renamed
 from .._cron import check_cron, check_timezone
 from .._db import Plan
 from .._maintenance import MaintenanceResult, MaintenanceSettings
@@ -79,21 +80,25 @@ class AsyncPgQueue(QueueBase):
         name: str,
         *,
         description: str | None = None,
+        local_concurrency: int | None = None,
         concurrency: int | None = None,
         **defaults: Any,
     ) -> AsyncJobDecorator:
         """Register the decorated function (sync or async) as the handler of queue ``name``.
 
-        ``defaults`` are queue options (retry_limit, expire_in, ...; the queue is created or
-        updated with them on start) and send options (priority, singleton_key, ...) that
-        ``.send()`` uses when the caller leaves them out. ``concurrency`` caps how many of
-        these jobs one worker runs at once. A data parameter annotated with a pydantic model
+        ``defaults`` are queue options (retry_limit, expire_in, rate_limit, ...; the queue is
+        created or updated with them on start) and send options (priority, singleton_key,
+        ...) that ``.send()`` uses when the caller leaves them out. ``local_concurrency``
+        caps how many of these jobs one worker runs at once (``concurrency`` here is its
+        earlier name; the queue's limit across workers is ``create_queue``'s
+        ``concurrency``). A data parameter annotated with a pydantic model
         is validated on ``.send()`` and parsed before the handler runs; a parameter annotated
         :class:`RunningJob` (or ``Job``, or named ``job``) receives the running job.
         """
 
         def register(func: Callable[..., Any]) -> AsyncJobFunction[Any, Any, Any]:
-            definition = self._register(name, func, description, concurrency, defaults)
+            local = renamed("local_concurrency", local_concurrency, "concurrency", concurrency)
+            definition = self._register(name, func, description, local, defaults)
             return AsyncJobFunction(self, definition)
 
         return register
@@ -226,7 +231,8 @@ class AsyncPgQueue(QueueBase):
         self,
         *,
         queues: list[str] | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        local_concurrency: int | None = None,
+        concurrency: int | None = None,
         threads: int = DEFAULT_THREADS,
         poll_interval: float = 2.0,
         shutdown_timeout: float = 30.0,
@@ -235,8 +241,9 @@ class AsyncPgQueue(QueueBase):
         heartbeat_seconds: float = DEFAULT_HEARTBEAT,
     ) -> None:
         """Run the registered handlers until :meth:`stop` (or, with ``until_empty``, until no
-        job is runnable). ``queues`` limits the handlers run; ``concurrency`` caps the jobs
-        run at once, and ``threads`` those of sync handlers (each takes a thread); runs beat every
+        job is runnable). ``queues`` limits the handlers run; ``local_concurrency`` caps the
+        jobs this worker runs at once (default 100; ``concurrency`` is its earlier name),
+        and ``threads`` those of sync handlers (each takes a thread); runs beat every
         ``heartbeat_seconds`` / 3 and count as dead after ``heartbeat_seconds`` of silence
         (unless their job sets ``heartbeat_seconds``)."""
         if self._runner is None:
@@ -248,10 +255,11 @@ class AsyncPgQueue(QueueBase):
         # # The worker runs on an event loop of its own, with a pool like this object's.
         # runner = self._runner_for(self._runner.dsn, AsyncRunner)
         # </sync>
+        local = renamed("local_concurrency", local_concurrency, "concurrency", concurrency)
         worker = self._worker_for(
             runner,
             queues=queues,
-            concurrency=concurrency,
+            concurrency=DEFAULT_CONCURRENCY if local is None else local,
             threads=threads,
             poll_interval=poll_interval,
             shutdown_timeout=shutdown_timeout,

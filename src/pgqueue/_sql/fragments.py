@@ -12,6 +12,7 @@ __all__ = [
     "INPUT_COLUMNS",
     "INSERT_COLUMNS_NO_ID",
     "JOB_COLUMNS",
+    "LIMITED",
     "RESOLVED_NO_ID",
     "RETRY_DELAY",
     "SERVER_DATABASE_CREATE",
@@ -57,6 +58,9 @@ CLAIM = f"""UPDATE {{schema}}.job j
         FROM next
         WHERE j.id = next.id
         {CLAIM_RETURNING}"""
+
+# Whether a queue (its row in scope) has limits across workers: its fetchers take turns.
+LIMITED = "(concurrency IS NOT NULL OR rate_count IS NOT NULL)"
 
 # Every column of job, for moving rows to the archive (which has them all, plus archived_at).
 ALL_JOB_COLUMNS = """id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,

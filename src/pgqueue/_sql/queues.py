@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
-from .fragments import INSERT_COLUMNS_NO_ID, RESOLVED_NO_ID, job_input
+from .fragments import INSERT_COLUMNS_NO_ID, LIMITED, RESOLVED_NO_ID, job_input
 from .template import Template
 
 __all__ = ["QueueStatements"]
+
+# The options a queue is created or updated with, as a JSON record.
+_QUEUE_OPTIONS = """policy text, retry_limit integer, retry_delay float8,
+    retry_backoff boolean, retry_delay_max float8, expire_in float8, heartbeat_seconds float8,
+    retention float8, delete_after float8, dead_letter text, description text,
+    concurrency integer, rate_limit jsonb"""
+# A queue as QueueInfo shows it.
+_QUEUE_INFO = """name, policy, retry_limit, retry_delay, retry_backoff, retry_delay_max,
+    expire_in, heartbeat_seconds, retention, delete_after, dead_letter, description, paused,
+    created_at, updated_at, concurrency,
+    CASE WHEN rate_count IS NOT NULL THEN ARRAY[rate_count, rate_seconds] END AS rate_limit"""
 
 
 class QueueStatements:
     """Statements on queues, subscriptions and schedules."""
 
     # -- queues ----------------------------------------------------------------------------
-    queue_create = Template("""
-        INSERT INTO {schema}.queue (name, policy, retry_limit, retry_delay, retry_backoff,
+    queue_create = Template(f"""
+        INSERT INTO {{schema}}.queue (name, policy, retry_limit, retry_delay, retry_backoff,
             retry_delay_max, expire_in, heartbeat_seconds, retention, delete_after,
-            dead_letter, description)
+            dead_letter, description, concurrency, rate_count, rate_seconds)
         SELECT %(name)s, COALESCE(o.policy, 'standard'), o.retry_limit, o.retry_delay,
             o.retry_backoff, o.retry_delay_max, o.expire_in, o.heartbeat_seconds, o.retention,
-            o.delete_after, o.dead_letter, o.description
-        FROM jsonb_to_record(%(options)s::jsonb) AS o(policy text, retry_limit integer,
-            retry_delay float8, retry_backoff boolean, retry_delay_max float8,
-            expire_in float8, heartbeat_seconds float8, retention float8,
-            delete_after float8, dead_letter text, description text)
+            o.delete_after, o.dead_letter, o.description, o.concurrency,
+            (o.rate_limit ->> 0)::integer, (o.rate_limit ->> 1)::float8
+        FROM jsonb_to_record(%(options)s::jsonb) AS o({_QUEUE_OPTIONS})
         ON CONFLICT (name) DO NOTHING
         RETURNING name""")
-    # Only the options present in %(options)s change; a JSON null clears one.
-    queue_update = Template("""
-        UPDATE {schema}.queue q SET
+    # Only the options present in %(options)s change; a JSON null clears one. Workers are
+    # told ("<name> changed"), to read the queue's rules again.
+    queue_update = Template(f"""
+        UPDATE {{schema}}.queue q SET
             policy = CASE WHEN %(options)s::jsonb ? 'policy'
                 THEN COALESCE(o.policy, 'standard') ELSE q.policy END,
             retry_limit = CASE WHEN %(options)s::jsonb ? 'retry_limit'
@@ -50,13 +60,16 @@ class QueueStatements:
                 THEN o.dead_letter ELSE q.dead_letter END,
             description = CASE WHEN %(options)s::jsonb ? 'description'
                 THEN o.description ELSE q.description END,
-            updated_at = {now}
-        FROM jsonb_to_record(%(options)s::jsonb) AS o(policy text, retry_limit integer,
-            retry_delay float8, retry_backoff boolean, retry_delay_max float8,
-            expire_in float8, heartbeat_seconds float8, retention float8,
-            delete_after float8, dead_letter text, description text)
+            concurrency = CASE WHEN %(options)s::jsonb ? 'concurrency'
+                THEN o.concurrency ELSE q.concurrency END,
+            rate_count = CASE WHEN %(options)s::jsonb ? 'rate_limit'
+                THEN (o.rate_limit ->> 0)::integer ELSE q.rate_count END,
+            rate_seconds = CASE WHEN %(options)s::jsonb ? 'rate_limit'
+                THEN (o.rate_limit ->> 1)::float8 ELSE q.rate_seconds END,
+            updated_at = {{now}}
+        FROM jsonb_to_record(%(options)s::jsonb) AS o({_QUEUE_OPTIONS})
         WHERE q.name = %(name)s
-        RETURNING q.name, q.policy""")
+        RETURNING q.name, q.policy, pg_notify({{jobs_channel}}, q.name || ' changed')""")
     # A queue's new policy, given to its unfinished jobs (a unique index refuses it when
     # they break the policy's limits).
     job_set_policy = Template("""
@@ -73,8 +86,8 @@ class QueueStatements:
     queue_delete = Template("""
         WITH jobs AS (DELETE FROM {schema}.job WHERE name = %(name)s)
         DELETE FROM {schema}.queue WHERE name = %(name)s RETURNING name""")
-    queue_get = Template("SELECT * FROM {schema}.queue WHERE name = %(name)s")
-    queue_list = Template("SELECT * FROM {schema}.queue ORDER BY name")
+    queue_get = Template(f"SELECT {_QUEUE_INFO} FROM {{schema}}.queue WHERE name = %(name)s")
+    queue_list = Template(f"SELECT {_QUEUE_INFO} FROM {{schema}}.queue ORDER BY name")
     queue_set_paused = Template("""
         WITH changed AS (
             UPDATE {schema}.queue SET paused = %(paused)s, updated_at = {now}
@@ -82,8 +95,9 @@ class QueueStatements:
         )
         SELECT name, CASE WHEN NOT %(paused)s THEN pg_notify({jobs_channel}, name) END
         FROM changed""")
-    queue_policies = Template("""
-        SELECT name, policy, paused FROM {schema}.queue WHERE name = ANY(%(names)s::text[])""")
+    queue_rules = Template(f"""
+        SELECT name, policy, paused, {LIMITED} AS limited
+        FROM {{schema}}.queue WHERE name = ANY(%(names)s::text[])""")
     queue_purge = Template("""
         DELETE FROM {schema}.job WHERE name = %(name)s AND state < 'active' RETURNING id""")
     # Jobs of a dead-letter queue go back to the queues they failed in, as new jobs. A job
@@ -117,10 +131,15 @@ class QueueStatements:
         SELECT q.name, j.state::text AS state, count(j.id) AS count,
             extract(epoch FROM {now} - min(j.created_at)
                 FILTER (WHERE j.state < 'active' AND j.start_after <= {now}))::float8
-                AS oldest_waiting
-        FROM {schema}.queue q LEFT JOIN {schema}.job j ON j.name = q.name
+                AS oldest_waiting,
+            q.concurrency, q.rate_count, q.rate_seconds, r.rate_used
+        FROM {schema}.queue q
+        CROSS JOIN LATERAL (
+            SELECT count(*) AS rate_used FROM unnest(q.rate_starts) s
+            WHERE s > {now} - make_interval(secs => q.rate_seconds)) AS r
+        LEFT JOIN {schema}.job j ON j.name = q.name
         WHERE %(name)s::text IS NULL OR q.name = %(name)s
-        GROUP BY q.name, j.state ORDER BY q.name""")
+        GROUP BY q.name, j.state, r.rate_used ORDER BY q.name""")
     # -- schedules -------------------------------------------------------------------------
     # A changed cron or time zone restarts the schedule from %(last_slot)s (the latest slot
     # at declaration), so it neither fires at once nor replays old slots.
