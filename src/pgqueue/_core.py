@@ -492,9 +492,7 @@ class Core:
         rows = yield Stmt(self.sql.queue_stats, {"name": name})
         stats: dict[str, tuple[dict[JobState, int], list[float], Row]] = {}
         for row in rows:
-            counts, ages, _ = stats.setdefault(
-                row["name"], (dict.fromkeys(JobState, 0), [], row)
-            )
+            counts, ages, _ = stats.setdefault(row["name"], (dict.fromkeys(JobState, 0), [], row))
             if row["state"] is not None:
                 counts[JobState(row["state"])] = row["count"]
             if row["oldest_waiting"] is not None:
