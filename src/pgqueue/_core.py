@@ -71,13 +71,21 @@ class QueueRules:
         return self.limited or self.policy in ONE_ACTIVE_PER_KEY
 
 
+# How many groups a grouped queue's stats show (those with the most waiting jobs).
+_TOP_GROUPS = 10
 # How far a test may move the clock (the clock function refuses more, too).
 _MAX_CLOCK_OFFSET = 100 * 365 * 86400
 # The fewest waiting jobs a singleton or stately fetch looks at per statement.
 _MIN_KEY_WINDOW = 100
-# Parameters of the single-job insert: the job options but singleton_next_slot, and the
-# delay that a start_after given in seconds becomes.
-_SINGLE_PARAMS = ("name", "data", "start_in", *sorted(_JOB_OPTION_NAMES - {"singleton_next_slot"}))
+# Parameters of the single-job insert: the job options but singleton_next_slot (group by
+# its column's name), and the delay that a start_after given in seconds becomes.
+_SINGLE_PARAMS = (
+    "name",
+    "data",
+    "start_in",
+    "group_key",
+    *sorted(_JOB_OPTION_NAMES - {"singleton_next_slot", "group"}),
+)
 
 
 class Core:
@@ -113,6 +121,8 @@ class Core:
             record = parsed.model_dump(mode="json", exclude_none=True)
             if isinstance(parsed.start_after, float):  # a delay: the database adds it
                 record["start_in"] = record.pop("start_after")
+            if "group" in record:  # a reserved word in SQL
+                record["group_key"] = record.pop("group")
         return record, encode_json(data)
 
     def insert(self, specs: list[str]) -> Plan[list[int | None]]:
@@ -201,17 +211,23 @@ class Core:
                 (turn,) = yield Stmt(self.sql.queue_fetch_try_lock, {"name": name})
                 if not turn["locked"]:
                     raise QueueBusy(name, _BUSY_RETRY)
+        grouped = False
         if rules.limited:
             found = yield Stmt(self.sql.queue_room, {"name": name, "limit": batch_size})
             if not found:
                 raise QueueNotFoundError(name)
-            params["limit"] = batch_size = found[0]["room"]
+            (room,) = found
+            params["limit"] = batch_size = room["room"]
             if batch_size == 0:
                 if wait:
                     return []
-                raise QueueBusy(name, found[0]["wait"])
-        if policy in ONE_ACTIVE_PER_KEY:
-            rows: list[tuple[Any, ...]] = []
+                raise QueueBusy(name, room["wait"])
+            grouped = room["group_limit"] is not None
+            params.update(group_limit=room["group_limit"], ordered=room["ordered"])
+        rows: list[tuple[Any, ...]] = []
+        if grouped:
+            rows = yield Stmt(self.sql.job_fetch_grouped, params, tuples=True)
+        elif policy in ONE_ACTIVE_PER_KEY:
             window = max(4 * batch_size, _MIN_KEY_WINDOW)
             while True:  # widen the window while it was full and yielded too few jobs
                 found = yield Stmt(
@@ -361,9 +377,12 @@ class Core:
     def create_queue(self, name: str, options: Mapping[str, Any]) -> Plan[bool]:
         """Plan: create a queue unless it exists; True if created."""
         check_name(name)
-        rows = yield Stmt(
-            self.sql.queue_create, {"name": name, "options": self._queue_options(options)}
-        )
+        try:
+            rows = yield Stmt(
+                self.sql.queue_create, {"name": name, "options": self._queue_options(options)}
+            )
+        except psycopg.errors.CheckViolation:
+            raise _groups_with_policy(name) from None
         return bool(rows)
 
     def update_queue(self, name: str, options: Mapping[str, Any]) -> Plan[None]:
@@ -374,9 +393,12 @@ class Core:
         key, say, for ``short``), the change is refused and nothing is written.
         """
         check_name(name)
-        rows = yield Stmt(
-            self.sql.queue_update, {"name": name, "options": self._queue_options(options)}
-        )
+        try:
+            rows = yield Stmt(
+                self.sql.queue_update, {"name": name, "options": self._queue_options(options)}
+            )
+        except psycopg.errors.CheckViolation:
+            raise _groups_with_policy(name) from None
         if not rows:
             raise QueueNotFoundError(name)
         if "policy" in options:
@@ -497,11 +519,19 @@ class Core:
                 counts[JobState(row["state"])] = row["count"]
             if row["oldest_waiting"] is not None:
                 ages.append(row["oldest_waiting"])
+        groups: dict[str, dict[str, tuple[int, int]]] = {}
+        for n, (_, _, row) in stats.items():
+            if row["group_concurrency"] is not None or row["ordered"]:
+                found = yield Stmt(self.sql.queue_group_stats, {"name": n, "top": _TOP_GROUPS})
+                groups[n] = {r["group_key"]: (r["waiting"], r["active"]) for r in found}
         return [
             QueueStats(
                 n,
                 counts,
                 max(ages) if ages else None,
+                group_concurrency=row["group_concurrency"],
+                ordered=row["ordered"],
+                groups=groups.get(n, {}),
                 concurrency=row["concurrency"],
                 rate_limit=None
                 if row["rate_count"] is None
@@ -565,6 +595,13 @@ def _spec(ord: int, name: str, record: dict[str, Any], payload: str) -> str:
         return f'{{"ord":{ord},"name":"{name}","data":{payload}}}'
     head = json.dumps({"ord": ord, "name": name, **record}, separators=(",", ":"))
     return f'{head[:-1]},"data":{payload}}}'
+
+
+def _groups_with_policy(name: str) -> InvalidOptionError:
+    return InvalidOptionError(
+        f"queue {name!r}: group_concurrency and ordered apply to the standard and short "
+        "policies (singleton and stately already run one job per singleton key)"
+    )
 
 
 def _queue_info(row: Row) -> QueueInfo:

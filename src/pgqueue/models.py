@@ -120,10 +120,11 @@ class JobOptions(_Options):
     singleton_key: str | None = Field(None, min_length=1, max_length=255)
     singleton_seconds: int | None = Field(None, ge=1, le=_INT4)
     singleton_next_slot: bool | None = None
+    group: str | None = Field(None, min_length=1, max_length=255)
 
-    @field_validator("singleton_key")
+    @field_validator("singleton_key", "group")
     @classmethod
-    def _singleton_key(cls, value: str | None) -> str | None:
+    def _key(cls, value: str | None) -> str | None:
         return _storable_text(value)
 
     @field_validator("start_after", mode="before")
@@ -150,6 +151,9 @@ class QueueOptions(_Options):
     # Limits across every worker: jobs active at once, and starts per window of seconds.
     concurrency: int | None = Field(None, ge=1, le=_INT4)
     rate_limit: tuple[int, float] | None = None
+    # Groups of the queue's jobs: active jobs per group, and one at a time in order.
+    group_concurrency: int | None = Field(None, ge=1, le=_INT4)
+    ordered: bool | None = None
 
     @field_validator("rate_limit", mode="before")
     @classmethod
@@ -237,6 +241,7 @@ class Job:
     delete_after: float = 0.0
     output: Any = None
     last_progress: Any = None  # the latest value a running handler passed to job.progress()
+    group: str | None = None  # the group it belongs to in its queue (a tenant, say)
     archived: bool = False
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -247,6 +252,8 @@ class Job:
         known["state"] = _STATES[known["state"]]
         if "progress" in known:
             known["last_progress"] = known.pop("progress")
+        if "group_key" in known:
+            known["group"] = known.pop("group_key")
         if not _JOB_FIELDS.issuperset(known):  # a row with more columns than a job has
             known = {k: v for k, v in known.items() if k in _JOB_FIELDS}
         return cls(**known)
@@ -254,7 +261,7 @@ class Job:
     @classmethod
     def from_values(cls, values: tuple[Any, ...]) -> Job:
         """Build a Job from the columns of ``sql.JOB_COLUMNS``, in that order (the order of
-        the fields up to ``last_progress``)."""
+        the fields up to ``group``)."""
         return cls(values[0], values[1], values[2], _STATES[values[3]], *values[4:])
 
 
@@ -283,6 +290,8 @@ class QueueInfo:
     updated_at: datetime
     concurrency: int | None = None  # jobs of the queue active at once, across workers
     rate_limit: tuple[int, float] | None = None  # (count, seconds): starts per window
+    group_concurrency: int | None = None  # jobs of one group active at once
+    ordered: bool = False  # a group's jobs run one at a time, in order
 
 
 @dataclass(slots=True, frozen=True)
@@ -295,6 +304,10 @@ class QueueStats:
     concurrency: int | None = None  # the queue's limit of active jobs across workers
     rate_limit: tuple[int, float] | None = None  # (count, seconds): its limit of starts
     rate_left: int | None = None  # starts its rate limit allows now
+    group_concurrency: int | None = None  # its limit of active jobs per group
+    ordered: bool = False
+    # The groups with the most waiting jobs (at most ten): (waiting, active) of each.
+    groups: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def waiting(self) -> int:

@@ -66,3 +66,19 @@ async def limited(data: Any, job: Job) -> None:
     _spans.write(f"start {job.id} {time.time()}\n")
     await asyncio.sleep(0.005)
     _spans.write(f"end {job.id} {time.time()}\n")
+
+
+@pq.job("tenants")
+async def tenants(data: Any, job: Job) -> None:
+    """A few ms of work for a group's job."""
+    await asyncio.sleep(0.005)
+
+
+@pq.job("in_order", retry_limit=20, retry_delay=0)
+async def in_order(data: Any, job: Job) -> None:
+    """Records its start and end; fails about one run in five (the same runs every time)."""
+    _spans.write(f"start {job.id} {job.group} {time.time()}\n")
+    await asyncio.sleep(0.001)
+    _spans.write(f"end {job.id} {job.group} {time.time()}\n")
+    if hash((job.id, job.attempt)) % 5 == 0:
+        raise RuntimeError("a failure on purpose")

@@ -59,7 +59,7 @@ def test_fetch_is_an_index_scan_without_sort_over_a_million_jobs(
     )
     conn.execute(sql.SQL("ANALYZE {}.job").format(ident))
     query = Statements(pq.schema).job_fetch
-    params = {"name": "q3", "limit": 10, "worker_id": "w", "heartbeat": 30.0}
+    params = {"name": "q3", "limit": 10, "worker_id": "w", "heartbeat": 30.0, "turn": False}
     # The plan for these values, and the generic plan that psycopg's prepared statement
     # may switch to after a few executions.
     custom = _plan(conn, "EXPLAIN (FORMAT JSON) " + query, params)

@@ -466,3 +466,60 @@ async def _until(predicate: Any, timeout: float = 15.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
+
+
+def test_group_concurrency_caps_each_group_and_claims_fairly(pq: PgQueue) -> None:
+    pq.create_queue("tenants", group_concurrency=2)
+    pq.insert([{"name": "tenants", "data": f"a{i}", "group": "a"} for i in range(50)])
+    pq.insert([{"name": "tenants", "data": f"b{i}", "group": "b"} for i in range(3)])
+    pq.insert([{"name": "tenants", "data": f"none{i}"} for i in range(3)])  # a group too
+    first = pq.fetch("tenants", 3)
+    # One job of each group before a second of any: a's backlog delays b by nothing.
+    assert sorted(j.data for j in first) == ["a0", "b0", "none0"]
+    assert {j.group for j in first} == {"a", "b", None}
+    second = pq.fetch("tenants", 10)
+    assert sorted(j.data for j in second) == ["a1", "b1", "none1"]  # two each: the cap
+    assert pq.fetch("tenants", 10) == []
+    pq.complete(next(j.id for j in first if j.data == "a0"))
+    assert [j.data for j in pq.fetch("tenants", 10)] == ["a2"]
+    job = pq.get_job_by_id(first[0].id)
+    assert job is not None and job.group == first[0].group
+    (stats,) = pq.get_queue_stats("tenants")
+    assert stats.group_concurrency == 2
+    assert stats.groups == {"a": (47, 2), "b": (1, 2)}  # (waiting, active), most waiting first
+    assert list(stats.groups) == ["a", "b"]
+
+
+def test_a_group_with_running_jobs_yields_to_a_group_with_none(pq: PgQueue) -> None:
+    pq.create_queue("tenants", group_concurrency=100)
+    pq.insert([{"name": "tenants", "data": f"a{i}", "group": "a"} for i in range(1000)])
+    assert len(pq.fetch("tenants", 5)) == 5  # a's five running
+    pq.send("tenants", "b0", group="b")
+    assert [j.data for j in pq.fetch("tenants", 1)] == ["b0"]  # first, though sent last
+
+
+def test_an_ordered_queue_runs_a_groups_jobs_one_at_a_time_in_order(pq: PgQueue) -> None:
+    start = (pq.now() + timedelta(days=1)).replace(microsecond=0)
+    pq.set_clock(start)
+    pq.create_queue("ordered", ordered=True, retry_delay=60, retry_limit=1)
+    pq.insert([{"name": "ordered", "data": f"{g}{i}", "group": g} for g in "ab" for i in range(3)])
+    first = pq.fetch("ordered", 10)
+    assert sorted(j.data for j in first) == ["a0", "b0"]
+    assert pq.fetch("ordered", 10) == []  # one at a time per group
+    a0, b0 = sorted(first, key=lambda j: str(j.data))
+    pq.fail(a0.id, {"boom": True})  # to retry in 60 s: it holds a1 and a2 back
+    pq.complete(b0.id)
+    assert [j.data for j in pq.fetch("ordered", 10)] == ["b1"]
+    pq.set_clock(start + timedelta(seconds=61))
+    assert [j.data for j in pq.fetch("ordered", 10)] == ["a0"]  # a0 again, before a1
+
+
+def test_groups_and_one_per_key_policies_do_not_mix(pq: PgQueue) -> None:
+    with pytest.raises(pgqueue.InvalidOptionError, match="group_concurrency"):
+        pq.create_queue("s", policy="singleton", group_concurrency=2)
+    assert pq.get_queue("s") is None
+    pq.create_queue("s", policy="stately")
+    with pytest.raises(pgqueue.InvalidOptionError, match="ordered"):
+        pq.update_queue("s", ordered=True)
+    info = pq.get_queue("s")
+    assert info is not None and not info.ordered and info.group_concurrency is None

@@ -63,11 +63,13 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA "pgqueue" GRANT USAGE, SELECT ON SEQUENCES TO
     INSERT INTO "pgqueue".archive (id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
 created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
-policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat, archived_at, delete_at)
+policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat,
+group_key, archived_at, delete_at)
     SELECT id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
 created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
-policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat, "pgqueue".clock(),
+policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat,
+group_key, "pgqueue".clock(),
         "pgqueue".clock() + make_interval(secs => LEAST(delete_after, 315360000))
     FROM moved
     RETURNING id;
@@ -180,20 +182,80 @@ CASE WHEN j.retry_backoff
     UNION ALL SELECT id, 'dead_letter', 0 FROM dead;
 
 -- name: job_fetch
+    UPDATE "pgqueue".job j
+    SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
+        worker_id = %(worker_id)s, attempt = j.attempt + 1,
+        run_id = floor(random() * 9.2e18)::bigint,
+        run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)
+    WHERE j.id = ANY(ARRAY(
+        SELECT id FROM "pgqueue".job
+        WHERE name = %(name)s AND state < 'active' AND start_after <= "pgqueue".clock()
+            AND NOT EXISTS (SELECT FROM "pgqueue".queue
+                            WHERE name = %(name)s AND (paused OR NOT %(turn)s AND (concurrency IS NOT NULL OR rate_count IS NOT NULL OR group_concurrency IS NOT NULL
+OR ordered)))
+        ORDER BY priority DESC, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED))
+    RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key;
+
+-- name: job_fetch_grouped
+WITH RECURSIVE grp AS (
+    (SELECT group_key FROM "pgqueue".job
+     WHERE name = %(name)s AND state < 'active' AND group_key IS NOT NULL
+     ORDER BY group_key LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.group_key FROM "pgqueue".job j
+            WHERE j.name = %(name)s AND j.state < 'active' AND j.group_key IS NOT NULL
+                AND j.group_key > g.group_key
+            ORDER BY j.group_key LIMIT 1)
+    FROM grp g WHERE g.group_key IS NOT NULL
+),
+cand AS (
+    SELECT c.id, c.priority, a.n + c.nth AS place
+    FROM grp g
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM "pgqueue".job a
+        WHERE a.name = %(name)s AND a.group_key = g.group_key
+            AND a.state = 'active' AND g.group_key IS NOT NULL) a
+    CROSS JOIN LATERAL (
+        SELECT h.*, row_number() OVER (ORDER BY h.priority DESC, h.id) AS nth
+        FROM (SELECT j.id, j.priority, j.start_after FROM "pgqueue".job j
+              WHERE j.name = %(name)s AND j.group_key = g.group_key
+                  AND j.state < 'active'
+                  AND (%(ordered)s OR j.start_after <= "pgqueue".clock())
+              ORDER BY j.priority DESC, j.id
+              LIMIT LEAST(GREATEST(%(group_limit)s - a.n, 0), %(limit)s)) h) c
+    WHERE c.start_after <= "pgqueue".clock()
+    UNION ALL
+    SELECT c.id, c.priority, a.n + c.nth
+    FROM (SELECT count(*) AS n FROM "pgqueue".job a
+          WHERE a.name = %(name)s AND a.group_key IS NULL AND a.state = 'active') a
+    CROSS JOIN LATERAL (
+        SELECT h.*, row_number() OVER (ORDER BY h.priority DESC, h.id) AS nth
+        FROM (SELECT j.id, j.priority, j.start_after FROM "pgqueue".job j
+              WHERE j.name = %(name)s AND j.group_key IS NULL AND j.state < 'active'
+                  AND (%(ordered)s OR j.start_after <= "pgqueue".clock())
+              ORDER BY j.priority DESC, j.id
+              LIMIT LEAST(GREATEST(%(group_limit)s - a.n, 0), %(limit)s)) h) c
+    WHERE c.start_after <= "pgqueue".clock()
+),
+next AS (
+    SELECT j.id FROM "pgqueue".job j JOIN cand c ON c.id = j.id
+    WHERE j.state < 'active'
+        AND NOT EXISTS (SELECT FROM "pgqueue".queue
+                        WHERE name = %(name)s AND paused)
+    ORDER BY c.place, c.priority DESC, c.id
+    LIMIT %(limit)s
+    FOR UPDATE OF j SKIP LOCKED
+)
 UPDATE "pgqueue".job j
 SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
     worker_id = %(worker_id)s, attempt = j.attempt + 1,
     run_id = floor(random() * 9.2e18)::bigint,
     run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)
-WHERE j.id = ANY(ARRAY(
-    SELECT id FROM "pgqueue".job
-    WHERE name = %(name)s AND state < 'active' AND start_after <= "pgqueue".clock()
-        AND NOT EXISTS (SELECT FROM "pgqueue".queue
-                        WHERE name = %(name)s AND (paused OR NOT %(turn)s AND (concurrency IS NOT NULL OR rate_count IS NOT NULL)))
-    ORDER BY priority DESC, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED))
-RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress;
+FROM next
+WHERE j.id = next.id
+RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key;
 
 -- name: job_fetch_one_per_key
 WITH win AS MATERIALIZED (
@@ -236,7 +298,7 @@ SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
     run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)
 FROM next
 WHERE j.id = next.id
-RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress)
+RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key)
 SELECT claimed.*, scanned.count AS scanned
 FROM (SELECT count(*) FROM win) AS scanned LEFT JOIN claimed ON true;
 
@@ -252,13 +314,13 @@ RETURNING j.id;
 retry_delay,
 retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
 created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-delete_after, output, progress, false AS archived FROM "pgqueue".job WHERE id = %(id)s
+delete_after, output, progress, group_key, false AS archived FROM "pgqueue".job WHERE id = %(id)s
     UNION ALL
     SELECT id, name, data, state, priority, retry_count, attempt, run_id, retry_limit,
 retry_delay,
 retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
 created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-delete_after, output, progress, true AS archived FROM "pgqueue".archive WHERE id = %(id)s
+delete_after, output, progress, group_key, true AS archived FROM "pgqueue".archive WHERE id = %(id)s
     LIMIT 1;
 
 -- name: job_held_by
@@ -269,7 +331,7 @@ WHERE state = 'active' AND worker_id = %(worker_id)s;
     WITH inserted AS (
         INSERT INTO "pgqueue".job (name, data, priority, retry_limit, retry_delay, retry_backoff,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
-start_after, keep_until, singleton_key, singleton_on)
+start_after, keep_until, singleton_key, singleton_on, group_key)
         SELECT i.name, i.data, COALESCE(i.priority, 0) AS priority,
 COALESCE(i.retry_limit, q.retry_limit, 2) AS retry_limit,
 COALESCE(i.retry_delay, q.retry_delay, 0) AS retry_delay,
@@ -287,8 +349,9 @@ COALESCE(i.start_after, "pgqueue".clock() + make_interval(secs => COALESCE(i.sta
                                   315360000)) AS keep_until,
 i.singleton_key,
 to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
-    * i.singleton_seconds) AS singleton_on
-        FROM (SELECT %(name)s::text AS name, %(data)s::jsonb AS data, %(priority)s::integer AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds) AS i
+    * i.singleton_seconds) AS singleton_on,
+i.group_key
+        FROM (SELECT %(name)s::text AS name, %(data)s::jsonb AS data, %(priority)s::integer AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, %(group_key)s::text AS group_key) AS i
         JOIN "pgqueue".queue q ON q.name = i.name
         ON CONFLICT DO NOTHING
         RETURNING id, name, start_after
@@ -304,6 +367,7 @@ to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
 retry_delay float8, retry_backoff boolean, retry_delay_max float8, expire_in float8,
 heartbeat_seconds float8, retention float8, delete_after float8, dead_letter text,
 start_after timestamptz, start_in float8, singleton_key text, singleton_seconds integer,
+group_key text,
             ord integer, singleton_next_slot boolean)
     ),
     missing AS (
@@ -332,28 +396,29 @@ COALESCE(i.start_after, "pgqueue".clock() + make_interval(secs => COALESCE(i.sta
                                   315360000)) AS keep_until,
 i.singleton_key,
 to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
-    * i.singleton_seconds) AS singleton_on
+    * i.singleton_seconds) AS singleton_on,
+i.group_key
         FROM input i JOIN "pgqueue".queue q ON q.name = i.name
         WHERE NOT EXISTS (SELECT FROM missing)
     ),
     first AS (
         INSERT INTO "pgqueue".job (id, name, data, priority, retry_limit, retry_delay, retry_backoff,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
-start_after, keep_until, singleton_key, singleton_on)
+start_after, keep_until, singleton_key, singleton_on, group_key)
         SELECT id, name, data, priority, retry_limit, retry_delay, retry_backoff,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
-start_after, keep_until, singleton_key, singleton_on FROM resolved ORDER BY ord
+start_after, keep_until, singleton_key, singleton_on, group_key FROM resolved ORDER BY ord
         ON CONFLICT DO NOTHING
         RETURNING id, name, start_after
     ),
     next_slot AS (
         INSERT INTO "pgqueue".job (id, name, data, priority, retry_limit, retry_delay, retry_backoff,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
-start_after, keep_until, singleton_key, singleton_on)
+start_after, keep_until, singleton_key, singleton_on, group_key)
         SELECT id, name, data, priority, retry_limit, retry_delay, retry_backoff,
             retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter,
             policy, GREATEST(start_after, slot), keep_until + (slot - singleton_on),
-            singleton_key, slot
+            singleton_key, slot, group_key
         FROM (SELECT r.*, r.singleton_on + make_interval(secs => r.singleton_seconds)
                   AS slot
               FROM resolved r
@@ -376,7 +441,7 @@ start_after, keep_until, singleton_key, singleton_on)
     WITH inserted AS (
         INSERT INTO "pgqueue".job (name, data, priority, retry_limit, retry_delay, retry_backoff,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
-start_after, keep_until, singleton_key, singleton_on)
+start_after, keep_until, singleton_key, singleton_on, group_key)
         SELECT i.name, i.data, COALESCE(i.priority, 0) AS priority,
 COALESCE(i.retry_limit, q.retry_limit, 2) AS retry_limit,
 COALESCE(i.retry_delay, q.retry_delay, 0) AS retry_delay,
@@ -394,8 +459,9 @@ COALESCE(i.start_after, "pgqueue".clock() + make_interval(secs => COALESCE(i.sta
                                   315360000)) AS keep_until,
 i.singleton_key,
 to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
-    * i.singleton_seconds) AS singleton_on
-        FROM (SELECT s.queue AS name, %(data)s::jsonb AS data, %(priority)s::integer AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds FROM "pgqueue".subscription s
+    * i.singleton_seconds) AS singleton_on,
+i.group_key
+        FROM (SELECT s.queue AS name, %(data)s::jsonb AS data, %(priority)s::integer AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, %(group_key)s::text AS group_key FROM "pgqueue".subscription s
               WHERE s.event = %(event)s) AS i
         JOIN "pgqueue".queue q ON q.name = i.name
         ON CONFLICT DO NOTHING
@@ -549,15 +615,17 @@ ROLLBACK TO SAVEPOINT pgqueue_maintenance_step;
 -- name: queue_create
     INSERT INTO "pgqueue".queue (name, policy, retry_limit, retry_delay, retry_backoff,
         retry_delay_max, expire_in, heartbeat_seconds, retention, delete_after,
-        dead_letter, description, concurrency, rate_count, rate_seconds)
+        dead_letter, description, concurrency, rate_count, rate_seconds,
+        group_concurrency, ordered)
     SELECT %(name)s, COALESCE(o.policy, 'standard'), o.retry_limit, o.retry_delay,
         o.retry_backoff, o.retry_delay_max, o.expire_in, o.heartbeat_seconds, o.retention,
         o.delete_after, o.dead_letter, o.description, o.concurrency,
-        (o.rate_limit ->> 0)::integer, (o.rate_limit ->> 1)::float8
+        (o.rate_limit ->> 0)::integer, (o.rate_limit ->> 1)::float8, o.group_concurrency,
+        COALESCE(o.ordered, false)
     FROM jsonb_to_record(%(options)s::jsonb) AS o(policy text, retry_limit integer, retry_delay float8,
 retry_backoff boolean, retry_delay_max float8, expire_in float8, heartbeat_seconds float8,
 retention float8, delete_after float8, dead_letter text, description text,
-concurrency integer, rate_limit jsonb)
+concurrency integer, rate_limit jsonb, group_concurrency integer, ordered boolean)
     ON CONFLICT (name) DO NOTHING
     RETURNING name;
 
@@ -577,17 +645,18 @@ SELECT pg_try_advisory_xact_lock(hashtext('pgqueue.fetch.pgqueue.' || %(name)s))
 -- name: queue_get
 SELECT name, policy, retry_limit, retry_delay, retry_backoff, retry_delay_max,
     expire_in, heartbeat_seconds, retention, delete_after, dead_letter, description, paused,
-    created_at, updated_at, concurrency,
+    created_at, updated_at, concurrency, group_concurrency, ordered,
     CASE WHEN rate_count IS NOT NULL THEN ARRAY[rate_count, rate_seconds] END AS rate_limit FROM "pgqueue".queue WHERE name = %(name)s;
 
 -- name: queue_list
 SELECT name, policy, retry_limit, retry_delay, retry_backoff, retry_delay_max,
     expire_in, heartbeat_seconds, retention, delete_after, dead_letter, description, paused,
-    created_at, updated_at, concurrency,
+    created_at, updated_at, concurrency, group_concurrency, ordered,
     CASE WHEN rate_count IS NOT NULL THEN ARRAY[rate_count, rate_seconds] END AS rate_limit FROM "pgqueue".queue ORDER BY name;
 
 -- name: queue_policy
-SELECT policy, paused, (concurrency IS NOT NULL OR rate_count IS NOT NULL) AS limited FROM "pgqueue".queue WHERE name = %(name)s;
+SELECT policy, paused, (concurrency IS NOT NULL OR rate_count IS NOT NULL OR group_concurrency IS NOT NULL
+    OR ordered) AS limited FROM "pgqueue".queue WHERE name = %(name)s;
 
 -- name: queue_purge
 DELETE FROM "pgqueue".job WHERE name = %(name)s AND state < 'active' RETURNING id;
@@ -611,7 +680,7 @@ WHERE name = %(name)s AND rate_count IS NOT NULL;
     inserted AS (
         INSERT INTO "pgqueue".job (id, name, data, priority, retry_limit, retry_delay, retry_backoff,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
-start_after, keep_until, singleton_key, singleton_on)
+start_after, keep_until, singleton_key, singleton_on, group_key)
         SELECT i.id, i.name, i.data, COALESCE(i.priority, 0) AS priority,
 COALESCE(i.retry_limit, q.retry_limit, 2) AS retry_limit,
 COALESCE(i.retry_delay, q.retry_delay, 0) AS retry_delay,
@@ -629,9 +698,10 @@ COALESCE(i.start_after, "pgqueue".clock() + make_interval(secs => COALESCE(i.sta
                                   315360000)) AS keep_until,
 i.singleton_key,
 to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
-    * i.singleton_seconds) AS singleton_on
+    * i.singleton_seconds) AS singleton_on,
+i.group_key
         FROM (SELECT m.id,
-                  m.origin AS name, m.data AS data, m.priority AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds
+                  m.origin AS name, m.data AS data, m.priority AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, %(group_key)s::text AS group_key
               FROM picked m) AS i
         JOIN "pgqueue".queue q ON q.name = i.name
         ON CONFLICT DO NOTHING
@@ -651,15 +721,18 @@ SELECT GREATEST(LEAST(%(limit)s,
                          WHERE a.state = 'active' AND a.name = q.name),
         q.rate_count - r.recent), 0)::integer AS room,
     extract(epoch FROM r.oldest + make_interval(secs => q.rate_seconds) - "pgqueue".clock())::float8
-        AS wait
+        AS wait,
+    CASE WHEN q.ordered THEN 1 ELSE q.group_concurrency END AS group_limit,
+    q.ordered
 FROM "pgqueue".queue q,
     LATERAL (SELECT count(*) AS recent, min(s) AS oldest FROM unnest(q.rate_starts) s
              WHERE s > "pgqueue".clock() - make_interval(secs => q.rate_seconds)) AS r
 WHERE q.name = %(name)s;
 
 -- name: queue_rules
-SELECT name, policy, paused, (concurrency IS NOT NULL OR rate_count IS NOT NULL) AS limited
-FROM "pgqueue".queue WHERE name = ANY(%(names)s::text[]);
+    SELECT name, policy, paused, (concurrency IS NOT NULL OR rate_count IS NOT NULL OR group_concurrency IS NOT NULL
+OR ordered) AS limited
+    FROM "pgqueue".queue WHERE name = ANY(%(names)s::text[]);
 
 -- name: queue_set_paused
 WITH changed AS (
@@ -713,11 +786,15 @@ GROUP BY q.name, j.state, r.rate_used ORDER BY q.name;
             THEN (o.rate_limit ->> 0)::integer ELSE q.rate_count END,
         rate_seconds = CASE WHEN %(options)s::jsonb ? 'rate_limit'
             THEN (o.rate_limit ->> 1)::float8 ELSE q.rate_seconds END,
+        group_concurrency = CASE WHEN %(options)s::jsonb ? 'group_concurrency'
+            THEN o.group_concurrency ELSE q.group_concurrency END,
+        ordered = CASE WHEN %(options)s::jsonb ? 'ordered'
+            THEN COALESCE(o.ordered, false) ELSE q.ordered END,
         updated_at = "pgqueue".clock()
     FROM jsonb_to_record(%(options)s::jsonb) AS o(policy text, retry_limit integer, retry_delay float8,
 retry_backoff boolean, retry_delay_max float8, expire_in float8, heartbeat_seconds float8,
 retention float8, delete_after float8, dead_letter text, description text,
-concurrency integer, rate_limit jsonb)
+concurrency integer, rate_limit jsonb, group_concurrency integer, ordered boolean)
     WHERE q.name = %(name)s
     RETURNING q.name, q.policy, pg_notify('pgqueue_jobs', q.name || ' changed');
 

@@ -151,12 +151,14 @@ def test_claimed_columns_line_up_with_the_job_fields() -> None:
 
     columns = [c.strip() for c in JOB_COLUMNS.split(",")]
     names = [f.name for f in fields(pgqueue.Job)][: len(columns)]
-    assert names == [*columns[:-1], "last_progress"] and columns[-1] == "progress"
+    assert names == [*columns[:-2], "last_progress", "group"]
+    assert columns[-2:] == ["progress", "group_key"]
     values = tuple(range(len(columns)))
     job = pgqueue.Job.from_values((1, "q", {"a": 1}, "active", *values[4:]))
-    assert (job.id, job.state, job.priority, job.last_progress) == (
+    assert (job.id, job.state, job.priority, job.last_progress, job.group) == (
         1,
         pgqueue.JobState.active,
         4,
+        len(columns) - 2,
         len(columns) - 1,
     )

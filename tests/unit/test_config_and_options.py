@@ -152,6 +152,9 @@ BAD_VALUES: dict[str, list[Any]] = {
     "delete_after": [-1, True, float("inf"), "x", 1e16],
     "dead_letter": ["bad name", "", 5, True, "x" * 101],
     "concurrency": [0, -1, 1.5, True, "3", 2**31, float("inf")],
+    "group_concurrency": [0, -1, 1.5, True, "3", 2**31],
+    "ordered": ["yes", 1, 0, "true", 1.0],
+    "group": ["", "x" * 256, 5, True, "a\x00b", ["a"]],
     "rate_limit": [
         50,
         (50,),

@@ -39,7 +39,7 @@ JOB_COLUMNS = """id, name, data, state, priority, retry_count, attempt, run_id, 
     retry_delay,
     retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
     created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-    delete_after, output, progress"""
+    delete_after, output, progress, group_key"""
 
 # A claim: the jobs become active, held by %(worker_id)s, in a new attempt, as a new run
 # with a random token (run_id: every later write of this run names it, and a token never
@@ -60,24 +60,27 @@ CLAIM = f"""UPDATE {{schema}}.job j
         {CLAIM_RETURNING}"""
 
 # Whether a queue (its row in scope) has limits across workers: its fetchers take turns.
-LIMITED = "(concurrency IS NOT NULL OR rate_count IS NOT NULL)"
+LIMITED = """(concurrency IS NOT NULL OR rate_count IS NOT NULL OR group_concurrency IS NOT NULL
+    OR ordered)"""
 
 # Every column of job, for moving rows to the archive (which has them all, plus archived_at).
 ALL_JOB_COLUMNS = """id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,
     retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
     created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
-    policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat"""
+    policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat,
+    group_key"""
 
 # Columns of job that an insert sets (besides id), in the order of RESOLVED_NO_ID.
 INSERT_COLUMNS_NO_ID = """name, data, priority, retry_limit, retry_delay, retry_backoff,
     retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
-    start_after, keep_until, singleton_key, singleton_on"""
+    start_after, keep_until, singleton_key, singleton_on, group_key"""
 
 # A job's input: its name, data and the options the sender gave (NULL when left out).
 INPUT_COLUMNS = """name text, data jsonb, priority integer, retry_limit integer,
     retry_delay float8, retry_backoff boolean, retry_delay_max float8, expire_in float8,
     heartbeat_seconds float8, retention float8, delete_after float8, dead_letter text,
-    start_after timestamptz, start_in float8, singleton_key text, singleton_seconds integer"""
+    start_after timestamptz, start_in float8, singleton_key text, singleton_seconds integer,
+    group_key text"""
 
 
 def job_input(**given: str) -> str:
@@ -111,7 +114,8 @@ RESOLVED_NO_ID = """i.name, i.data, COALESCE(i.priority, 0) AS priority,
                                       {max_seconds})) AS keep_until,
     i.singleton_key,
     to_timestamp(floor(extract(epoch FROM {now}) / i.singleton_seconds)
-        * i.singleton_seconds) AS singleton_on"""
+        * i.singleton_seconds) AS singleton_on,
+    i.group_key"""
 
 # The retry delay of a job that has just failed for the (retry_count + 1)th time:
 # retry_delay, doubled per earlier retry with equal jitter when retry_backoff, capped by

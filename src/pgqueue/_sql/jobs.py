@@ -102,7 +102,7 @@ class JobStatements:
             SELECT id, name, data, priority, retry_limit, retry_delay, retry_backoff,
                 retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter,
                 policy, GREATEST(start_after, slot), keep_until + (slot - singleton_on),
-                singleton_key, slot
+                singleton_key, slot, group_key
             FROM (SELECT r.*, r.singleton_on + make_interval(secs => r.singleton_seconds)
                       AS slot
                   FROM resolved r
@@ -188,6 +188,65 @@ class JobStatements:
         claimed AS ({CLAIM})
         SELECT claimed.*, scanned.count AS scanned
         FROM (SELECT count(*) FROM win) AS scanned LEFT JOIN claimed ON true""")
+    # A grouped queue's claim (the caller holds its turn). The groups with waiting jobs are
+    # found by skipping through job_group_idx from one group to the next; each group gives
+    # as many of its next runnable jobs as %(group_limit)s leaves room for beside its active
+    # ones (for an ordered queue: its first waiting job, if it is due and none is active, so
+    # a job waiting to retry holds back the group's later ones). Jobs without a group form
+    # one group more. Jobs are taken by their place in their group counting its active
+    # jobs, so the groups with the fewest running go first: one group's backlog delays no
+    # other group's next job by more than a claim.
+    job_fetch_grouped = Template(f"""
+        WITH RECURSIVE grp AS (
+            (SELECT group_key FROM {{schema}}.job
+             WHERE name = %(name)s AND state < 'active' AND group_key IS NOT NULL
+             ORDER BY group_key LIMIT 1)
+            UNION ALL
+            SELECT (SELECT j.group_key FROM {{schema}}.job j
+                    WHERE j.name = %(name)s AND j.state < 'active' AND j.group_key IS NOT NULL
+                        AND j.group_key > g.group_key
+                    ORDER BY j.group_key LIMIT 1)
+            FROM grp g WHERE g.group_key IS NOT NULL
+        ),
+        cand AS (
+            SELECT c.id, c.priority, a.n + c.nth AS place
+            FROM grp g
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS n FROM {{schema}}.job a
+                WHERE a.name = %(name)s AND a.group_key = g.group_key
+                    AND a.state = 'active' AND g.group_key IS NOT NULL) a
+            CROSS JOIN LATERAL (
+                SELECT h.*, row_number() OVER (ORDER BY h.priority DESC, h.id) AS nth
+                FROM (SELECT j.id, j.priority, j.start_after FROM {{schema}}.job j
+                      WHERE j.name = %(name)s AND j.group_key = g.group_key
+                          AND j.state < 'active'
+                          AND (%(ordered)s OR j.start_after <= {{now}})
+                      ORDER BY j.priority DESC, j.id
+                      LIMIT LEAST(GREATEST(%(group_limit)s - a.n, 0), %(limit)s)) h) c
+            WHERE c.start_after <= {{now}}
+            UNION ALL
+            SELECT c.id, c.priority, a.n + c.nth
+            FROM (SELECT count(*) AS n FROM {{schema}}.job a
+                  WHERE a.name = %(name)s AND a.group_key IS NULL AND a.state = 'active') a
+            CROSS JOIN LATERAL (
+                SELECT h.*, row_number() OVER (ORDER BY h.priority DESC, h.id) AS nth
+                FROM (SELECT j.id, j.priority, j.start_after FROM {{schema}}.job j
+                      WHERE j.name = %(name)s AND j.group_key IS NULL AND j.state < 'active'
+                          AND (%(ordered)s OR j.start_after <= {{now}})
+                      ORDER BY j.priority DESC, j.id
+                      LIMIT LEAST(GREATEST(%(group_limit)s - a.n, 0), %(limit)s)) h) c
+            WHERE c.start_after <= {{now}}
+        ),
+        next AS (
+            SELECT j.id FROM {{schema}}.job j JOIN cand c ON c.id = j.id
+            WHERE j.state < 'active'
+                AND NOT EXISTS (SELECT FROM {{schema}}.queue
+                                WHERE name = %(name)s AND paused)
+            ORDER BY c.place, c.priority DESC, c.id
+            LIMIT %(limit)s
+            FOR UPDATE OF j SKIP LOCKED
+        )
+        {CLAIM}""")
     queue_policy = Template(
         f"SELECT policy, paused, {LIMITED} AS limited FROM {{schema}}.queue WHERE name = %(name)s"
     )
@@ -199,7 +258,9 @@ class JobStatements:
                                  WHERE a.state = 'active' AND a.name = q.name),
                 q.rate_count - r.recent), 0)::integer AS room,
             extract(epoch FROM r.oldest + make_interval(secs => q.rate_seconds) - {now})::float8
-                AS wait
+                AS wait,
+            CASE WHEN q.ordered THEN 1 ELSE q.group_concurrency END AS group_limit,
+            q.ordered
         FROM {schema}.queue q,
             LATERAL (SELECT count(*) AS recent, min(s) AS oldest FROM unnest(q.rate_starts) s
                      WHERE s > {now} - make_interval(secs => q.rate_seconds)) AS r

@@ -11,11 +11,11 @@ __all__ = ["QueueStatements"]
 _QUEUE_OPTIONS = """policy text, retry_limit integer, retry_delay float8,
     retry_backoff boolean, retry_delay_max float8, expire_in float8, heartbeat_seconds float8,
     retention float8, delete_after float8, dead_letter text, description text,
-    concurrency integer, rate_limit jsonb"""
+    concurrency integer, rate_limit jsonb, group_concurrency integer, ordered boolean"""
 # A queue as QueueInfo shows it.
 _QUEUE_INFO = """name, policy, retry_limit, retry_delay, retry_backoff, retry_delay_max,
     expire_in, heartbeat_seconds, retention, delete_after, dead_letter, description, paused,
-    created_at, updated_at, concurrency,
+    created_at, updated_at, concurrency, group_concurrency, ordered,
     CASE WHEN rate_count IS NOT NULL THEN ARRAY[rate_count, rate_seconds] END AS rate_limit"""
 
 
@@ -26,11 +26,13 @@ class QueueStatements:
     queue_create = Template(f"""
         INSERT INTO {{schema}}.queue (name, policy, retry_limit, retry_delay, retry_backoff,
             retry_delay_max, expire_in, heartbeat_seconds, retention, delete_after,
-            dead_letter, description, concurrency, rate_count, rate_seconds)
+            dead_letter, description, concurrency, rate_count, rate_seconds,
+            group_concurrency, ordered)
         SELECT %(name)s, COALESCE(o.policy, 'standard'), o.retry_limit, o.retry_delay,
             o.retry_backoff, o.retry_delay_max, o.expire_in, o.heartbeat_seconds, o.retention,
             o.delete_after, o.dead_letter, o.description, o.concurrency,
-            (o.rate_limit ->> 0)::integer, (o.rate_limit ->> 1)::float8
+            (o.rate_limit ->> 0)::integer, (o.rate_limit ->> 1)::float8, o.group_concurrency,
+            COALESCE(o.ordered, false)
         FROM jsonb_to_record(%(options)s::jsonb) AS o({_QUEUE_OPTIONS})
         ON CONFLICT (name) DO NOTHING
         RETURNING name""")
@@ -66,6 +68,10 @@ class QueueStatements:
                 THEN (o.rate_limit ->> 0)::integer ELSE q.rate_count END,
             rate_seconds = CASE WHEN %(options)s::jsonb ? 'rate_limit'
                 THEN (o.rate_limit ->> 1)::float8 ELSE q.rate_seconds END,
+            group_concurrency = CASE WHEN %(options)s::jsonb ? 'group_concurrency'
+                THEN o.group_concurrency ELSE q.group_concurrency END,
+            ordered = CASE WHEN %(options)s::jsonb ? 'ordered'
+                THEN COALESCE(o.ordered, false) ELSE q.ordered END,
             updated_at = {{now}}
         FROM jsonb_to_record(%(options)s::jsonb) AS o({_QUEUE_OPTIONS})
         WHERE q.name = %(name)s
@@ -132,7 +138,8 @@ class QueueStatements:
             extract(epoch FROM {now} - min(j.created_at)
                 FILTER (WHERE j.state < 'active' AND j.start_after <= {now}))::float8
                 AS oldest_waiting,
-            q.concurrency, q.rate_count, q.rate_seconds, r.rate_used
+            q.concurrency, q.rate_count, q.rate_seconds, r.rate_used, q.group_concurrency,
+            q.ordered
         FROM {schema}.queue q
         CROSS JOIN LATERAL (
             SELECT count(*) AS rate_used FROM unnest(q.rate_starts) s
@@ -140,6 +147,13 @@ class QueueStatements:
         LEFT JOIN {schema}.job j ON j.name = q.name
         WHERE %(name)s::text IS NULL OR q.name = %(name)s
         GROUP BY q.name, j.state, r.rate_used ORDER BY q.name""")
+    # The groups of a queue with the most waiting jobs, and their active jobs.
+    queue_group_stats = Template("""
+        SELECT group_key, count(*) FILTER (WHERE state < 'active') AS waiting,
+            count(*) FILTER (WHERE state = 'active') AS active
+        FROM {schema}.job
+        WHERE name = %(name)s AND state <= 'active' AND group_key IS NOT NULL
+        GROUP BY group_key ORDER BY waiting DESC, group_key LIMIT %(top)s""")
     # -- schedules -------------------------------------------------------------------------
     # A changed cron or time zone restarts the schedule from %(last_slot)s (the latest slot
     # at declaration), so it neither fires at once nor replays old slots.
