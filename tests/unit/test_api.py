@@ -154,11 +154,11 @@ def test_claimed_columns_line_up_with_the_job_fields() -> None:
     assert names == [*columns[:-2], "last_progress", "group"]
     assert columns[-2:] == ["progress", "group_key"]
     values = tuple(range(len(columns)))
-    job = pgqueue.Job.from_values((1, "q", {"a": 1}, "active", *values[4:]))
+    job = pgqueue.Job.from_values((1, "q", {"a": 1}, "active", *values[4:-1], "tenant"))
     assert (job.id, job.state, job.priority, job.last_progress, job.group) == (
         1,
         pgqueue.JobState.active,
         4,
         len(columns) - 2,
-        len(columns) - 1,
+        "tenant",
     )
