@@ -18,15 +18,19 @@ from pgqueue import AsyncPgQueue
 from .database import fresh_database, vacuum_analyze
 from .settings import QUEUE
 
-SETUPS: dict[str, dict[str, Any]] = {
-    "no limits": {},
-    "concurrency=10,000": {"concurrency": 10_000},
-    "rate_limit=(10,000, 1 s)": {"rate_limit": (10_000, 1)},
+# Each setup: the queue's options, and how many groups the jobs are spread over.
+SETUPS: dict[str, tuple[dict[str, Any], int]] = {
+    "no limits": ({}, 0),
+    "concurrency=10,000": ({"concurrency": 10_000}, 0),
+    "rate_limit=(10,000, 1 s)": ({"rate_limit": (10_000, 1)}, 0),
+    "group_concurrency=10,000, 10 groups": ({"group_concurrency": 10_000}, 10),
+    "ordered, 1,000 groups": ({"ordered": True}, 1000),
 }
 
 
-async def drain(jobs: int, limits: dict[str, Any]) -> float:
-    """Jobs per second of one drain of ``jobs`` no-op jobs under ``limits``."""
+async def drain(jobs: int, limits: dict[str, Any], groups: int) -> float:
+    """Jobs per second of one drain of ``jobs`` no-op jobs under ``limits``, spread over
+    ``groups`` groups (none if 0)."""
     async with fresh_database("limits") as dsn:
         pq = AsyncPgQueue(dsn, maintenance=False)
 
@@ -38,7 +42,16 @@ async def drain(jobs: int, limits: dict[str, Any]) -> float:
             await pq.create_queue(QUEUE)
             if limits:
                 await pq.update_queue(QUEUE, **limits)
-            await pq.insert([{"name": QUEUE, "data": {"n": i}} for i in range(jobs)])
+            await pq.insert(
+                [
+                    {
+                        "name": QUEUE,
+                        "data": {"n": i},
+                        **({"group": f"g{i % groups}"} if groups else {}),
+                    }
+                    for i in range(jobs)
+                ]
+            )
             await vacuum_analyze(dsn)
             began = time.perf_counter()
             await pq.work(until_empty=True)
@@ -53,13 +66,13 @@ async def main() -> None:
     args = parser.parse_args()
     rates: dict[str, list[float]] = {name: [] for name in SETUPS}
     for _ in range(args.repeat):
-        for name, limits in SETUPS.items():
-            rates[name].append(await drain(args.jobs, limits))
+        for name, (limits, groups) in SETUPS.items():
+            rates[name].append(await drain(args.jobs, limits, groups))
     base = statistics.median(rates["no limits"])
     for name, values in rates.items():
         median = statistics.median(values)
         print(
-            f"{name:26} {median:9,.0f} jobs/s  {median / base:5.2f}x  "
+            f"{name:36} {median:9,.0f} jobs/s  {median / base:5.2f}x  "
             f"({1e6 / median - 1e6 / base:+.0f} us per job)"
         )
 

@@ -171,13 +171,13 @@ def test_dead_letter_redrive(pq: PgQueue) -> None:
     pq.send("dlq")  # no source: not redriven
     pq.create_queue("dlq2")
     pq.create_queue("work2", dead_letter="dlq2", retry_limit=0)
-    other = pq.send("work2", {"n": 2})
+    other = pq.send("work2", {"n": 2}, group="tenant")
     pq.fetch("work2")
     pq.fail(other or 0, "broken")
     (new_id,) = pq.redrive("dlq2")
     job = pq.get_job_by_id(new_id)
     assert job is not None and job.name == "work2" and job.data == {"n": 2}
-    assert job.state is JobState.created
+    assert job.state is JobState.created and job.group == "tenant"  # kept through both
 
 
 def test_maintenance_expires_archives_and_deletes(

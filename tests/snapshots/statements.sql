@@ -164,11 +164,12 @@ CASE WHEN j.retry_backoff
         RETURNING j.*
     ),
     dead AS (
-        INSERT INTO "pgqueue".job (name, data, priority, keep_until, policy, output)
+        INSERT INTO "pgqueue".job (name, data, priority, keep_until, policy, output,
+            group_key)
         SELECT f.dead_letter, f.data, f.priority, "pgqueue".clock() + interval '14 days',
             COALESCE(q.policy, 'standard'),
             jsonb_build_object('source_queue', f.name, 'source_id', f.id,
-                               'error', f.output)
+                               'error', f.output), f.group_key
         FROM failed f JOIN "pgqueue".queue q ON q.name = f.dead_letter
         WHERE f.state > 'active' AND f.state <> 'cancelled'
         ON CONFLICT DO NOTHING
@@ -648,6 +649,13 @@ SELECT name, policy, retry_limit, retry_delay, retry_backoff, retry_delay_max,
     created_at, updated_at, concurrency, group_concurrency, ordered,
     CASE WHEN rate_count IS NOT NULL THEN ARRAY[rate_count, rate_seconds] END AS rate_limit FROM "pgqueue".queue WHERE name = %(name)s;
 
+-- name: queue_group_stats
+SELECT group_key, count(*) FILTER (WHERE state < 'active') AS waiting,
+    count(*) FILTER (WHERE state = 'active') AS active
+FROM "pgqueue".job
+WHERE name = %(name)s AND state <= 'active' AND group_key IS NOT NULL
+GROUP BY group_key ORDER BY waiting DESC, group_key LIMIT %(top)s;
+
 -- name: queue_list
 SELECT name, policy, retry_limit, retry_delay, retry_backoff, retry_delay_max,
     expire_in, heartbeat_seconds, retention, delete_after, dead_letter, description, paused,
@@ -671,7 +679,7 @@ WHERE name = %(name)s AND rate_count IS NOT NULL;
 
 -- name: queue_redrive
     WITH picked AS MATERIALIZED (
-        SELECT id AS old_id, nextval('"pgqueue".job_id_seq') AS id, data, priority,
+        SELECT id AS old_id, nextval('"pgqueue".job_id_seq') AS id, data, priority, group_key,
             output->>'source_queue' AS origin
         FROM (SELECT * FROM "pgqueue".job
               WHERE name = %(name)s AND state < 'active' AND output ? 'source_queue'
@@ -701,7 +709,7 @@ to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
     * i.singleton_seconds) AS singleton_on,
 i.group_key
         FROM (SELECT m.id,
-                  m.origin AS name, m.data AS data, m.priority AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, %(group_key)s::text AS group_key
+                  m.origin AS name, m.data AS data, m.priority AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, m.group_key AS group_key
               FROM picked m) AS i
         JOIN "pgqueue".queue q ON q.name = i.name
         ON CONFLICT DO NOTHING
@@ -747,7 +755,8 @@ SELECT q.name, j.state::text AS state, count(j.id) AS count,
     extract(epoch FROM "pgqueue".clock() - min(j.created_at)
         FILTER (WHERE j.state < 'active' AND j.start_after <= "pgqueue".clock()))::float8
         AS oldest_waiting,
-    q.concurrency, q.rate_count, q.rate_seconds, r.rate_used
+    q.concurrency, q.rate_count, q.rate_seconds, r.rate_used, q.group_concurrency,
+    q.ordered
 FROM "pgqueue".queue q
 CROSS JOIN LATERAL (
     SELECT count(*) AS rate_used FROM unnest(q.rate_starts) s

@@ -324,11 +324,12 @@ class JobStatements:
             RETURNING j.*
         ),
         dead AS (
-            INSERT INTO {{schema}}.job (name, data, priority, keep_until, policy, output)
+            INSERT INTO {{schema}}.job (name, data, priority, keep_until, policy, output,
+                group_key)
             SELECT f.dead_letter, f.data, f.priority, {{now}} + interval '14 days',
                 COALESCE(q.policy, 'standard'),
                 jsonb_build_object('source_queue', f.name, 'source_id', f.id,
-                                   'error', f.output)
+                                   'error', f.output), f.group_key
             FROM failed f JOIN {{schema}}.queue q ON q.name = f.dead_letter
             WHERE f.state > 'active' AND f.state <> 'cancelled'
             ON CONFLICT DO NOTHING

@@ -110,7 +110,7 @@ class QueueStatements:
     # whose origin is gone, or whose origin's singleton or policy refuses it, stays put.
     queue_redrive = Template(f"""
         WITH picked AS MATERIALIZED (
-            SELECT id AS old_id, nextval({{job_seq}}) AS id, data, priority,
+            SELECT id AS old_id, nextval({{job_seq}}) AS id, data, priority, group_key,
                 output->>'source_queue' AS origin
             FROM (SELECT * FROM {{schema}}.job
                   WHERE name = %(name)s AND state < 'active' AND output ? 'source_queue'
@@ -120,7 +120,8 @@ class QueueStatements:
             INSERT INTO {{schema}}.job (id, {INSERT_COLUMNS_NO_ID})
             SELECT i.id, {RESOLVED_NO_ID}
             FROM (SELECT m.id,
-                      {job_input(name="m.origin", data="m.data", priority="m.priority")}
+                      {job_input(name="m.origin", data="m.data", priority="m.priority",
+                                 group_key="m.group_key")}
                   FROM picked m) AS i
             JOIN {{schema}}.queue q ON q.name = i.name
             ON CONFLICT DO NOTHING
