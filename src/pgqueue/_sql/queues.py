@@ -120,8 +120,9 @@ class QueueStatements:
             INSERT INTO {{schema}}.job (id, {INSERT_COLUMNS_NO_ID})
             SELECT i.id, {RESOLVED_NO_ID}
             FROM (SELECT m.id,
-                      {job_input(name="m.origin", data="m.data", priority="m.priority",
-                                 group_key="m.group_key")}
+                      {
+        job_input(name="m.origin", data="m.data", priority="m.priority", group_key="m.group_key")
+    }
                   FROM picked m) AS i
             JOIN {{schema}}.queue q ON q.name = i.name
             ON CONFLICT DO NOTHING
