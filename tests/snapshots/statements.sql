@@ -217,7 +217,7 @@ cand AS (
     CROSS JOIN LATERAL (
         SELECT count(*) AS n FROM "pgqueue".job a
         WHERE a.name = %(name)s AND a.group_key = g.group_key
-            AND a.state = 'active' AND g.group_key IS NOT NULL) a
+            AND a.state = 'active') a
     CROSS JOIN LATERAL (
         SELECT h.*, row_number() OVER (ORDER BY h.priority DESC, h.id) AS nth
         FROM (SELECT j.id, j.priority, j.start_after FROM "pgqueue".job j
@@ -228,13 +228,17 @@ cand AS (
               LIMIT LEAST(GREATEST(%(group_limit)s - a.n, 0), %(limit)s)) h) c
     WHERE c.start_after <= "pgqueue".clock()
     UNION ALL
-    SELECT c.id, c.priority, a.n + c.nth
-    FROM (SELECT count(*) AS n FROM "pgqueue".job a
-          WHERE a.name = %(name)s AND a.group_key IS NULL AND a.state = 'active') a
+    SELECT c.id, c.priority, a.n + c.nth AS place
+    FROM (SELECT) AS g
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM "pgqueue".job a
+        WHERE a.name = %(name)s AND a.group_key IS NULL
+            AND a.state = 'active') a
     CROSS JOIN LATERAL (
         SELECT h.*, row_number() OVER (ORDER BY h.priority DESC, h.id) AS nth
         FROM (SELECT j.id, j.priority, j.start_after FROM "pgqueue".job j
-              WHERE j.name = %(name)s AND j.group_key IS NULL AND j.state < 'active'
+              WHERE j.name = %(name)s AND j.group_key IS NULL
+                  AND j.state < 'active'
                   AND (%(ordered)s OR j.start_after <= "pgqueue".clock())
               ORDER BY j.priority DESC, j.id
               LIMIT LEAST(GREATEST(%(group_limit)s - a.n, 0), %(limit)s)) h) c

@@ -22,6 +22,27 @@ from .template import Template
 __all__ = ["JobStatements"]
 
 
+def _group_next(groups: str, in_group: str) -> str:
+    """For each of ``groups``, its next runnable jobs (``in_group`` tests table ``{t}``'s
+    row), at most %(group_limit)s less its active jobs, each with its place in the group
+    counting those (an ordered queue's group gives its first waiting job, if it is due)."""
+    return f"""SELECT c.id, c.priority, a.n + c.nth AS place
+            FROM {groups}
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS n FROM {{schema}}.job a
+                WHERE a.name = %(name)s AND {in_group.format(t="a")}
+                    AND a.state = 'active') a
+            CROSS JOIN LATERAL (
+                SELECT h.*, row_number() OVER (ORDER BY h.priority DESC, h.id) AS nth
+                FROM (SELECT j.id, j.priority, j.start_after FROM {{schema}}.job j
+                      WHERE j.name = %(name)s AND {in_group.format(t="j")}
+                          AND j.state < 'active'
+                          AND (%(ordered)s OR j.start_after <= {{now}})
+                      ORDER BY j.priority DESC, j.id
+                      LIMIT LEAST(GREATEST(%(group_limit)s - a.n, 0), %(limit)s)) h) c
+            WHERE c.start_after <= {{now}}"""
+
+
 class JobStatements:
     """Statements on jobs: producing, consuming and managing them."""
 
@@ -209,33 +230,9 @@ class JobStatements:
             FROM grp g WHERE g.group_key IS NOT NULL
         ),
         cand AS (
-            SELECT c.id, c.priority, a.n + c.nth AS place
-            FROM grp g
-            CROSS JOIN LATERAL (
-                SELECT count(*) AS n FROM {{schema}}.job a
-                WHERE a.name = %(name)s AND a.group_key = g.group_key
-                    AND a.state = 'active' AND g.group_key IS NOT NULL) a
-            CROSS JOIN LATERAL (
-                SELECT h.*, row_number() OVER (ORDER BY h.priority DESC, h.id) AS nth
-                FROM (SELECT j.id, j.priority, j.start_after FROM {{schema}}.job j
-                      WHERE j.name = %(name)s AND j.group_key = g.group_key
-                          AND j.state < 'active'
-                          AND (%(ordered)s OR j.start_after <= {{now}})
-                      ORDER BY j.priority DESC, j.id
-                      LIMIT LEAST(GREATEST(%(group_limit)s - a.n, 0), %(limit)s)) h) c
-            WHERE c.start_after <= {{now}}
+            {_group_next("grp g", "{t}.group_key = g.group_key")}
             UNION ALL
-            SELECT c.id, c.priority, a.n + c.nth
-            FROM (SELECT count(*) AS n FROM {{schema}}.job a
-                  WHERE a.name = %(name)s AND a.group_key IS NULL AND a.state = 'active') a
-            CROSS JOIN LATERAL (
-                SELECT h.*, row_number() OVER (ORDER BY h.priority DESC, h.id) AS nth
-                FROM (SELECT j.id, j.priority, j.start_after FROM {{schema}}.job j
-                      WHERE j.name = %(name)s AND j.group_key IS NULL AND j.state < 'active'
-                          AND (%(ordered)s OR j.start_after <= {{now}})
-                      ORDER BY j.priority DESC, j.id
-                      LIMIT LEAST(GREATEST(%(group_limit)s - a.n, 0), %(limit)s)) h) c
-            WHERE c.start_after <= {{now}}
+            {_group_next("(SELECT) AS g", "{t}.group_key IS NULL")}
         ),
         next AS (
             SELECT j.id FROM {{schema}}.job j JOIN cand c ON c.id = j.id
