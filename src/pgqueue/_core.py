@@ -52,8 +52,9 @@ class QueueBusy(Exception):
         self.retry_in = retry_in
 
 
-# Seconds before a fetcher tries again a queue whose turn another fetcher held.
-_BUSY_RETRY = 0.25
+# Seconds before a fetcher tries again a queue whose turn another fetcher held (a turn
+# is one short transaction, unless a caller's own holds it).
+_BUSY_RETRY = 0.1
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,10 @@ DEFAULT_THREADS = 10
 # while the last one's jobs run; only for queues whose runs are short (below
 # _PREFETCH_RUNS_UNDER seconds on average), so that no job waits long behind a slow one.
 _PREFETCH_RUNS_UNDER = 0.05
+# Seconds a job claimed ahead waits for a slot at most: then the queue's runs have become
+# slower than when it was claimed, and the worker hands it back for any worker to take
+# (as it does a job whose expire_in ran out while it waited).
+_PREFETCH_WAIT = 1.0
 # Seconds an async handler gets to honour its cancellation before the worker lets it go.
 CANCEL_GRACE = 5.0
 # Seconds between two checks that the runs the database counts as this worker's are the
@@ -262,6 +266,8 @@ class Worker:
                 state.dirty = True
                 if state.rules.paused or changed:  # resumed or changed: look before claiming
                     self._refresh = True
+                if changed:  # limits that held it back may be gone
+                    state.retry_at = 0.0
                 self._wake.set()
         elif channel == self._core.sql.cancel_channel:  # "<job id>:<run id>"
             job_id, _, run_id = payload.partition(":")
@@ -461,8 +467,9 @@ class Worker:
             claimed = [job for job in jobs if isinstance(job, RunningJob)]
             assert self._loop is not None and len(claimed) == len(jobs)
             Deadline.arm(claimed, self._loop)
-            for job in claimed:
-                self._start(job, state)
+            ahead = [job for job in claimed if not self._start(job, state)]
+            if ahead:
+                self._loop.call_later(_PREFETCH_WAIT, self._hand_back, state, ahead)
 
     async def _follow_policy(self, state: _QueueState) -> bool:
         """Bring jobs sent with the queue's previous policy in line (a send that raced a
@@ -498,8 +505,8 @@ class Worker:
 
     # -- running -----------------------------------------------------------------------------
 
-    def _start(self, job: RunningJob, state: _QueueState) -> None:
-        """Hold a claimed job: run it if a slot is free, else it waits for one."""
+    def _start(self, job: RunningJob, state: _QueueState) -> bool:
+        """Hold a claimed job: run it if a slot is free (True), else it waits for one."""
         earlier = self._active.get(job.id)
         if earlier is not None:  # the job was taken from that run and came back to us
             log.warning(
@@ -515,9 +522,49 @@ class Worker:
         self._heartbeat_loop.arrived(job)
         if self._free(state) > 0:
             self._begin(job, state)
-        else:
-            state.waiting.append(job)
-            self._waiting += 1
+            return True
+        state.waiting.append(job)
+        self._waiting += 1
+        return False
+
+    def _hand_back(self, state: _QueueState, jobs: list[RunningJob]) -> None:
+        """Hand back those of ``jobs``, claimed ahead, that still wait for a slot."""
+        waiting = set(map(id, state.waiting))
+        late = [job for job in jobs if id(job) in waiting]
+        if late and not self._stopping.is_set():  # (a stop hands back every job held)
+            gone = set(map(id, late))
+            state.waiting = deque(job for job in state.waiting if id(job) not in gone)
+            self._waiting -= len(late)
+            self._give_back(state, late)
+
+    def _give_back(self, state: _QueueState, jobs: list[RunningJob]) -> None:
+        """Release jobs claimed ahead that waited too long for a slot (no longer in the
+        queue's waiting line), for any worker to take; the queue's runs are slow now, so
+        it is not claimed ahead again until short runs bring its average down."""
+        state.run_time = max(state.run_time, _PREFETCH_WAIT)
+        for job in jobs:
+            job._slot = None
+            Deadline.release(job)
+            if self._active.get(job.id) is job:
+                del self._active[job.id]
+        log.info(
+            "queue %s: handing back %d jobs claimed ahead that waited too long for a slot",
+            state.definition.name,
+            len(jobs),
+        )
+        task = asyncio.create_task(self._release_ahead([(j.id, j.run_id) for j in jobs]))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _release_ahead(self, runs: list[tuple[int, int | None]]) -> None:
+        try:
+            await write_apart(self._release, runs, self._release_refused)
+        except PgQueueError as exc:
+            log.warning(
+                "handing back jobs claimed ahead failed (%s): they run again once their "
+                "heartbeat lapses",
+                exc,
+            )
 
     def _begin(self, job: RunningJob, state: _QueueState) -> None:
         state.active += 1
@@ -529,11 +576,19 @@ class Worker:
         task.add_done_callback(self._tasks.discard)
 
     def _begin_waiting(self) -> None:
-        """Start held jobs that wait for a slot, while slots are free."""
+        """Start held jobs that wait for a slot, while slots are free; one whose time ran
+        out while it waited never started: it goes back instead."""
         for state in self._states.values():
+            late: list[RunningJob] = []
             while state.waiting and self._free(state) > 0:
                 self._waiting -= 1
-                self._begin(state.waiting.popleft(), state)
+                job = state.waiting.popleft()
+                if job._expired:
+                    late.append(job)
+                else:
+                    self._begin(job, state)
+            if late:
+                self._give_back(state, late)
 
     async def _execute(self, job: RunningJob, state: _QueueState) -> None:
         began = self._time()
@@ -575,6 +630,8 @@ class Worker:
         self._running -= 1
         if not state.definition.is_async:
             self._sync_active -= 1
+        if state.rules.take_turns:  # its slot frees once the outcome is written: claim then
+            state.retry_at = max(state.retry_at, self._time() + _LIMITED_RETRY)
         if self._waiting and not self._stopping.is_set():
             self._begin_waiting()
         self._wake.set()

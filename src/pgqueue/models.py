@@ -170,9 +170,9 @@ class QueueOptions(_Options):
         if (
             isinstance(seconds, bool)
             or not isinstance(seconds, int | float)
-            or not 0 < seconds <= MAX_SECONDS  # NaN fails this too
+            or not 0.001 <= seconds <= MAX_SECONDS  # NaN fails this too
         ):
-            raise ValueError(f"the seconds must be a number above 0 and at most {MAX_SECONDS}")
+            raise ValueError(f"the seconds must be a number from 0.001 to {MAX_SECONDS}")
         return (count, float(seconds))
 
     @field_validator("description")

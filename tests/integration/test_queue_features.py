@@ -523,3 +523,69 @@ def test_groups_and_one_per_key_policies_do_not_mix(pq: PgQueue) -> None:
         pq.update_queue("s", ordered=True)
     info = pq.get_queue("s")
     assert info is not None and not info.ordered and info.group_concurrency is None
+
+
+async def test_a_full_concurrency_limit_is_tried_again_soon_whatever_the_rate_limit(
+    apq: AsyncPgQueue,
+) -> None:
+    done: list[int] = []
+
+    @apq.job("api")
+    async def api(data: int) -> None:
+        done.append(data)
+
+    await apq.start()
+    await apq.update_queue("api", concurrency=1, rate_limit=(600, 3600))
+    await apq.insert([{"name": "api", "data": i} for i in range(3)])
+    (held,) = await apq.fetch("api")  # the one slot, taken by a manual consumer
+    listening = asyncio.Event()
+    apq.on("listening", lambda _: listening.set())
+    task = asyncio.create_task(apq.work(poll_interval=30))
+    await asyncio.wait_for(listening.wait(), 15)
+    await asyncio.sleep(0.3)  # time for the worker to find the slot taken (the rate has room)
+    await apq.complete(held.id)
+    await _until(lambda: len(done) == 2, timeout=5)  # not the rate window's hour
+    apq.stop_working()
+    await asyncio.wait_for(task, 15)
+
+
+async def test_clearing_a_rate_limit_wakes_a_worker_waiting_on_it(apq: AsyncPgQueue) -> None:
+    done: list[int] = []
+
+    @apq.job("api")
+    async def api(data: int) -> None:
+        done.append(data)
+
+    await apq.start()
+    await apq.update_queue("api", rate_limit=(1, 3600))
+    await apq.insert([{"name": "api", "data": i} for i in range(3)])
+    task = asyncio.create_task(apq.work(poll_interval=30))
+    await _until(lambda: len(done) == 1)
+    await apq.update_queue("api", rate_limit=None)
+    await _until(lambda: len(done) == 3, timeout=5)
+    apq.stop_working()
+    await asyncio.wait_for(task, 15)
+
+
+def test_fetch_on_an_autocommit_connection_keeps_the_limits(pq: PgQueue, dsn: str) -> None:
+    pq.create_queue("api", concurrency=2)
+    pq.insert([{"name": "api"} for _ in range(20)])
+    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(4)]
+    try:
+        claimed = run_concurrently(
+            4, lambda i: sum(len(pq.fetch("api", 2, conn=conns[i])) for _ in range(5))
+        )
+    finally:
+        for c in conns:
+            c.close()
+    assert sum(claimed) == 2
+
+
+def test_a_rate_limit_ignores_starts_after_the_clock_was_set_back(pq: PgQueue) -> None:
+    pq.create_queue("api", rate_limit=(1, 60))
+    pq.insert([{"name": "api"} for _ in range(3)])
+    pq.move_clock(7200)
+    assert len(pq.fetch("api", 5)) == 1
+    pq.move_clock(-3600)  # that start is now an hour ahead of the clock
+    assert len(pq.fetch("api", 5)) == 1
+    assert pq.fetch("api", 5) == []

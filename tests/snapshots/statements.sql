@@ -677,6 +677,7 @@ DELETE FROM "pgqueue".job WHERE name = %(name)s AND state < 'active' RETURNING i
 UPDATE "pgqueue".queue
 SET rate_starts = ARRAY(SELECT s FROM unnest(rate_starts) s
                         WHERE s > "pgqueue".clock() - make_interval(secs => rate_seconds)
+                            AND s <= "pgqueue".clock()
                         ORDER BY s)
     || array_fill("pgqueue".clock(), ARRAY[%(count)s::integer])
 WHERE name = %(name)s AND rate_count IS NOT NULL;
@@ -732,13 +733,14 @@ SELECT GREATEST(LEAST(%(limit)s,
         q.concurrency - (SELECT count(*) FROM "pgqueue".job a
                          WHERE a.state = 'active' AND a.name = q.name),
         q.rate_count - r.recent), 0)::integer AS room,
-    extract(epoch FROM r.oldest + make_interval(secs => q.rate_seconds) - "pgqueue".clock())::float8
-        AS wait,
+    CASE WHEN q.rate_count <= r.recent THEN extract(epoch FROM
+        r.oldest + make_interval(secs => q.rate_seconds) - "pgqueue".clock())::float8 END AS wait,
     CASE WHEN q.ordered THEN 1 ELSE q.group_concurrency END AS group_limit,
     q.ordered
 FROM "pgqueue".queue q,
     LATERAL (SELECT count(*) AS recent, min(s) AS oldest FROM unnest(q.rate_starts) s
-             WHERE s > "pgqueue".clock() - make_interval(secs => q.rate_seconds)) AS r
+             WHERE s > "pgqueue".clock() - make_interval(secs => q.rate_seconds)
+                 AND s <= "pgqueue".clock()) AS r
 WHERE q.name = %(name)s;
 
 -- name: queue_rules
@@ -764,7 +766,7 @@ SELECT q.name, j.state::text AS state, count(j.id) AS count,
 FROM "pgqueue".queue q
 CROSS JOIN LATERAL (
     SELECT count(*) AS rate_used FROM unnest(q.rate_starts) s
-    WHERE s > "pgqueue".clock() - make_interval(secs => q.rate_seconds)) AS r
+    WHERE s > "pgqueue".clock() - make_interval(secs => q.rate_seconds) AND s <= "pgqueue".clock()) AS r
 LEFT JOIN "pgqueue".job j ON j.name = q.name
 WHERE %(name)s::text IS NULL OR q.name = %(name)s
 GROUP BY q.name, j.state, r.rate_used ORDER BY q.name;

@@ -220,6 +220,9 @@ class AsyncPgQueue(QueueBase):
                 # )
                 # </sync>
             await self._declare_queues()
+            if atomic and conn.autocommit:  # outside a transaction of the caller's
+                async with conn.transaction():
+                    return await run_async(conn, plan)
             return await run_async(conn, plan)
         if self._runner is None:
             plan.close()

@@ -248,25 +248,29 @@ class JobStatements:
         f"SELECT policy, paused, {LIMITED} AS limited FROM {{schema}}.queue WHERE name = %(name)s"
     )
     # How many jobs a queue with limits lets the fetcher holding its turn claim now (at
-    # most %(limit)s), and when its rate limit next lets one start (seconds, or NULL).
+    # most %(limit)s), and, when its rate limit is what holds them back, in how many
+    # seconds it lets one start (else NULL). Starts stamped after now (the clock was set
+    # back) are not counted: by the clock, they have not happened.
     queue_room = Template("""
         SELECT GREATEST(LEAST(%(limit)s,
                 q.concurrency - (SELECT count(*) FROM {schema}.job a
                                  WHERE a.state = 'active' AND a.name = q.name),
                 q.rate_count - r.recent), 0)::integer AS room,
-            extract(epoch FROM r.oldest + make_interval(secs => q.rate_seconds) - {now})::float8
-                AS wait,
+            CASE WHEN q.rate_count <= r.recent THEN extract(epoch FROM
+                r.oldest + make_interval(secs => q.rate_seconds) - {now})::float8 END AS wait,
             CASE WHEN q.ordered THEN 1 ELSE q.group_concurrency END AS group_limit,
             q.ordered
         FROM {schema}.queue q,
             LATERAL (SELECT count(*) AS recent, min(s) AS oldest FROM unnest(q.rate_starts) s
-                     WHERE s > {now} - make_interval(secs => q.rate_seconds)) AS r
+                     WHERE s > {now} - make_interval(secs => q.rate_seconds)
+                         AND s <= {now}) AS r
         WHERE q.name = %(name)s""")
     # A rate-limited queue's starts: those still in the window, and %(count)s more now.
     queue_rate_take = Template("""
         UPDATE {schema}.queue
         SET rate_starts = ARRAY(SELECT s FROM unnest(rate_starts) s
                                 WHERE s > {now} - make_interval(secs => rate_seconds)
+                                    AND s <= {now}
                                 ORDER BY s)
             || array_fill({now}, ARRAY[%(count)s::integer])
         WHERE name = %(name)s AND rate_count IS NOT NULL""")

@@ -145,7 +145,7 @@ class QueueStatements:
         FROM {schema}.queue q
         CROSS JOIN LATERAL (
             SELECT count(*) AS rate_used FROM unnest(q.rate_starts) s
-            WHERE s > {now} - make_interval(secs => q.rate_seconds)) AS r
+            WHERE s > {now} - make_interval(secs => q.rate_seconds) AND s <= {now}) AS r
         LEFT JOIN {schema}.job j ON j.name = q.name
         WHERE %(name)s::text IS NULL OR q.name = %(name)s
         GROUP BY q.name, j.state, r.rate_used ORDER BY q.name""")

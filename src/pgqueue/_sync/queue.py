@@ -209,6 +209,9 @@ class PgQueue(QueueBase):
                     "(use AsyncPgQueue with an async connection)"
                 )
             self._declare_queues()
+            if atomic and conn.autocommit:  # outside a transaction of the caller's
+                with conn.transaction():
+                    return run_sync(conn, plan)
             return run_sync(conn, plan)
         if self._runner is None:
             plan.close()
