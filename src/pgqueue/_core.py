@@ -402,6 +402,8 @@ class Core:
             raise _groups_with_policy(name) from None
         if not rows:
             raise QueueNotFoundError(name)
+        if "group_concurrency" in options or "ordered" in options:
+            yield Stmt(self.sql.job_group_the_ungrouped, {"name": name, "limit": _INT4})
         if "policy" in options:
             policy = rows[0]["policy"]
             try:

@@ -55,6 +55,7 @@ class MaintenanceResult:
     expired_waiting: int = 0
     archived: int = 0
     deleted: int = 0
+    grouped: int = 0  # jobs of grouped queues sent without a group, given group ''
     errors: list[str] = field(default_factory=list)  # steps that failed and were rolled back
 
 
@@ -85,6 +86,7 @@ def maintain_plan(
         ("expired_waiting", lambda: _batches(core.sql.job_expire_waiting, params)),
         ("archived", lambda: _batches(core.sql.job_archive, params)),
         ("deleted", lambda: _batches(core.sql.archive_delete, params)),
+        ("grouped", lambda: _batches(core.sql.job_group_the_ungrouped, {**params, "name": None})),
     )
     for attr, step in steps:
         # Each step in a savepoint: one that fails (a row it cannot move, say) is rolled

@@ -102,6 +102,17 @@ def _waits(dsn: str, schema: str, group: str) -> list[float]:
     return [row[0] for row in rows]
 
 
+def _by_group_and_state(dsn: str, schema: str) -> str:
+    """What the queue holds when a wait failed, for the failure's message."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT group_key, state::text, count(*) FROM {}.job GROUP BY 1, 2 ORDER BY 1, 2"
+            ).format(sql.Identifier(schema))
+        ).fetchall()
+    return ", ".join(f"{group} {state} {count}" for group, state, count in rows)
+
+
 def _p99(values: list[float]) -> float:
     return sorted(values)[max(0, round(len(values) * 0.99) - 1)]
 
@@ -125,7 +136,11 @@ def test_one_groups_backlog_hardly_delays_another_group(
         for i in range(100):
             pq.send("tenants", i, group="b")
             time.sleep(0.02)
-        poll_until(lambda: len(_waits(dsn, schema, "b")) == 100, 60, "b's jobs, behind a")
+        try:
+            poll_until(lambda: len(_waits(dsn, schema, "b")) == 100, 60, "b's jobs, behind a")
+        except pytest.fail.Exception:
+            seen = _by_group_and_state(dsn, schema)
+            pytest.fail(f"b's jobs did not all run: {seen}\n{workers.stderr()[-3000:]}")
         waiting_a = pq.get_queue_stats("tenants")[0].waiting
     assert waiting_a > 0  # a's backlog was still there when b's last job ran
     alone, behind = _p99(_waits(dsn, schema, "alone")), _p99(_waits(dsn, schema, "b"))

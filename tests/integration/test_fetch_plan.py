@@ -150,3 +150,42 @@ def test_one_per_key_fetch_reads_a_window_not_the_queue(
     claimed = pq.fetch("sg", 10)
     assert len({j.singleton_key for j in claimed}) == 10
     assert all(j.priority == 2 for j in claimed)
+
+
+@pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
+def test_a_grouped_claim_reads_only_index_ranges(
+    pq: PgQueue, conn: psycopg.Connection[Any], mode: str
+) -> None:
+    pq.create_queue("tenants", group_concurrency=20)
+    for _ in range(20):
+        pq.insert([{"name": "tenants", "group": "a"} for _ in range(1000)])
+    pq.insert([{"name": "tenants", "group": "b"} for _ in range(5)])
+    for _ in range(5):  # some finished, as in a drain under way
+        pq.complete([j.id for j in pq.fetch("tenants", 20)])
+    query = Statements(pq.schema).job_fetch_grouped
+    params = {
+        "name": "tenants",
+        "limit": 100,
+        "worker_id": "w",
+        "heartbeat": 30.0,
+        "group_limit": 20,
+        "ordered": False,
+    }
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", query)))
+    numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m[1]) + 1}", query)
+    conn.execute("PREPARE pgqueue_grouped AS " + numbered.replace("%%", "%"))
+    conn.execute(sql.SQL("SET plan_cache_mode = {}").format(sql.Identifier(mode)))
+    nodes = _plan(
+        conn,
+        sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE pgqueue_grouped ({})")
+        .format(sql.SQL(", ").join(sql.Literal(params[n]) for n in names))
+        .as_string(conn),
+        None,
+    )
+    assert not [n for n in nodes if n["Node Type"] == "Seq Scan"]
+    # Ranges of the group indexes, and primary-key probes for the ids chosen: nothing
+    # reads a whole queue's jobs.
+    indexes = {n["Index Name"] for n in nodes if "Index Name" in n}
+    assert indexes <= {"job_group_idx", "job_group_active_idx", "job_pkey", "queue_pkey"}, indexes
+    bitmaps = {n["Index Name"] for n in nodes if n["Node Type"] == "Bitmap Index Scan"}
+    assert bitmaps <= {"job_pkey"}, bitmaps

@@ -472,11 +472,11 @@ def test_group_concurrency_caps_each_group_and_claims_fairly(pq: PgQueue) -> Non
     pq.create_queue("tenants", group_concurrency=2)
     pq.insert([{"name": "tenants", "data": f"a{i}", "group": "a"} for i in range(50)])
     pq.insert([{"name": "tenants", "data": f"b{i}", "group": "b"} for i in range(3)])
-    pq.insert([{"name": "tenants", "data": f"none{i}"} for i in range(3)])  # a group too
+    pq.insert([{"name": "tenants", "data": f"none{i}"} for i in range(3)])
     first = pq.fetch("tenants", 3)
     # One job of each group before a second of any: a's backlog delays b by nothing.
     assert sorted(j.data for j in first) == ["a0", "b0", "none0"]
-    assert {j.group for j in first} == {"a", "b", None}
+    assert {j.group for j in first} == {"a", "b", ""}  # sent without one: group ""
     second = pq.fetch("tenants", 10)
     assert sorted(j.data for j in second) == ["a1", "b1", "none1"]  # two each: the cap
     assert pq.fetch("tenants", 10) == []
@@ -486,8 +486,8 @@ def test_group_concurrency_caps_each_group_and_claims_fairly(pq: PgQueue) -> Non
     assert job is not None and job.group == first[0].group
     (stats,) = pq.get_queue_stats("tenants")
     assert stats.group_concurrency == 2
-    assert stats.groups == {"a": (47, 2), "b": (1, 2)}  # (waiting, active), most waiting first
-    assert list(stats.groups) == ["a", "b"]
+    assert stats.groups == {"a": (47, 2), "b": (1, 2), "": (1, 2)}  # (waiting, active)
+    assert list(stats.groups) == ["a", "", "b"]  # most waiting first
 
 
 def test_a_group_with_running_jobs_yields_to_a_group_with_none(pq: PgQueue) -> None:
@@ -589,3 +589,13 @@ def test_a_rate_limit_ignores_starts_after_the_clock_was_set_back(pq: PgQueue) -
     pq.move_clock(-3600)  # that start is now an hour ahead of the clock
     assert len(pq.fetch("api", 5)) == 1
     assert pq.fetch("api", 5) == []
+
+
+def test_jobs_sent_without_a_group_join_one_when_their_queue_becomes_grouped(
+    pq: PgQueue,
+) -> None:
+    pq.create_queue("tenants")
+    pq.insert([{"name": "tenants", "data": i} for i in range(3)])
+    pq.update_queue("tenants", group_concurrency=1)
+    assert [j.data for j in pq.fetch("tenants", 10)] == [0]  # one group: ""
+    assert pq.fetch("tenants", 10) == []

@@ -227,39 +227,16 @@ cand AS (
               ORDER BY j.priority DESC, j.id
               LIMIT LEAST(GREATEST(%(group_limit)s - a.n, 0), %(limit)s)) h) c
     WHERE c.start_after <= "pgqueue".clock()
-    UNION ALL
-    SELECT c.id, c.priority, a.n + c.nth AS place
-    FROM (SELECT) AS g
-    CROSS JOIN LATERAL (
-        SELECT count(*) AS n FROM "pgqueue".job a
-        WHERE a.name = %(name)s AND a.group_key IS NULL
-            AND a.state = 'active') a
-    CROSS JOIN LATERAL (
-        SELECT h.*, row_number() OVER (ORDER BY h.priority DESC, h.id) AS nth
-        FROM (SELECT j.id, j.priority, j.start_after FROM "pgqueue".job j
-              WHERE j.name = %(name)s AND j.group_key IS NULL
-                  AND j.state < 'active'
-                  AND (%(ordered)s OR j.start_after <= "pgqueue".clock())
-              ORDER BY j.priority DESC, j.id
-              LIMIT LEAST(GREATEST(%(group_limit)s - a.n, 0), %(limit)s)) h) c
-    WHERE c.start_after <= "pgqueue".clock()
-),
-next AS (
-    SELECT j.id FROM "pgqueue".job j JOIN cand c ON c.id = j.id
-    WHERE j.state < 'active'
-        AND NOT EXISTS (SELECT FROM "pgqueue".queue
-                        WHERE name = %(name)s AND paused)
-    ORDER BY c.place, c.priority DESC, c.id
-    LIMIT %(limit)s
-    FOR UPDATE OF j SKIP LOCKED
 )
 UPDATE "pgqueue".job j
 SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
     worker_id = %(worker_id)s, attempt = j.attempt + 1,
     run_id = floor(random() * 9.2e18)::bigint,
     run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)
-FROM next
-WHERE j.id = next.id
+WHERE j.id = ANY(ARRAY(
+    SELECT id FROM cand ORDER BY place, priority DESC, id LIMIT %(limit)s))
+    AND j.state < 'active'
+    AND NOT EXISTS (SELECT FROM "pgqueue".queue WHERE name = %(name)s AND paused)
 RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key;
 
 -- name: job_fetch_one_per_key
@@ -328,6 +305,15 @@ created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
 delete_after, output, progress, group_key, true AS archived FROM "pgqueue".archive WHERE id = %(id)s
     LIMIT 1;
 
+-- name: job_group_the_ungrouped
+UPDATE "pgqueue".job SET group_key = ''
+WHERE id IN (
+    SELECT j.id FROM "pgqueue".job j JOIN "pgqueue".queue q ON q.name = j.name
+    WHERE (q.group_concurrency IS NOT NULL OR q.ordered) AND j.group_key IS NULL AND j.state <= 'active'
+        AND (%(name)s::text IS NULL OR q.name = %(name)s)
+    LIMIT %(limit)s)
+RETURNING id;
+
 -- name: job_held_by
 SELECT id, run_id FROM "pgqueue".job
 WHERE state = 'active' AND worker_id = %(worker_id)s;
@@ -355,7 +341,8 @@ COALESCE(i.start_after, "pgqueue".clock() + make_interval(secs => COALESCE(i.sta
 i.singleton_key,
 to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
     * i.singleton_seconds) AS singleton_on,
-i.group_key
+COALESCE(i.group_key, CASE WHEN q.group_concurrency IS NOT NULL OR q.ordered THEN ''
+    END) AS group_key
         FROM (SELECT %(name)s::text AS name, %(data)s::jsonb AS data, %(priority)s::integer AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, %(group_key)s::text AS group_key) AS i
         JOIN "pgqueue".queue q ON q.name = i.name
         ON CONFLICT DO NOTHING
@@ -402,7 +389,8 @@ COALESCE(i.start_after, "pgqueue".clock() + make_interval(secs => COALESCE(i.sta
 i.singleton_key,
 to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
     * i.singleton_seconds) AS singleton_on,
-i.group_key
+COALESCE(i.group_key, CASE WHEN q.group_concurrency IS NOT NULL OR q.ordered THEN ''
+    END) AS group_key
         FROM input i JOIN "pgqueue".queue q ON q.name = i.name
         WHERE NOT EXISTS (SELECT FROM missing)
     ),
@@ -465,7 +453,8 @@ COALESCE(i.start_after, "pgqueue".clock() + make_interval(secs => COALESCE(i.sta
 i.singleton_key,
 to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
     * i.singleton_seconds) AS singleton_on,
-i.group_key
+COALESCE(i.group_key, CASE WHEN q.group_concurrency IS NOT NULL OR q.ordered THEN ''
+    END) AS group_key
         FROM (SELECT s.queue AS name, %(data)s::jsonb AS data, %(priority)s::integer AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, %(group_key)s::text AS group_key FROM "pgqueue".subscription s
               WHERE s.event = %(event)s) AS i
         JOIN "pgqueue".queue q ON q.name = i.name
@@ -712,7 +701,8 @@ COALESCE(i.start_after, "pgqueue".clock() + make_interval(secs => COALESCE(i.sta
 i.singleton_key,
 to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
     * i.singleton_seconds) AS singleton_on,
-i.group_key
+COALESCE(i.group_key, CASE WHEN q.group_concurrency IS NOT NULL OR q.ordered THEN ''
+    END) AS group_key
         FROM (SELECT m.id,
                   m.origin AS name, m.data AS data, m.priority AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, m.group_key AS group_key
               FROM picked m) AS i

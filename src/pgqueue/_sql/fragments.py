@@ -9,6 +9,7 @@ __all__ = [
     "CLAIM_RETURNING",
     "CLAIM_SET",
     "GRANT",
+    "GROUPED",
     "INPUT_COLUMNS",
     "INSERT_COLUMNS_NO_ID",
     "JOB_COLUMNS",
@@ -58,6 +59,9 @@ CLAIM = f"""UPDATE {{schema}}.job j
         FROM next
         WHERE j.id = next.id
         {CLAIM_RETURNING}"""
+
+# Whether queue q groups its jobs.
+GROUPED = "(q.group_concurrency IS NOT NULL OR q.ordered)"
 
 # Whether a queue (its row in scope) has limits across workers: its fetchers take turns.
 LIMITED = """(concurrency IS NOT NULL OR rate_count IS NOT NULL OR group_concurrency IS NOT NULL
@@ -115,7 +119,8 @@ RESOLVED_NO_ID = """i.name, i.data, COALESCE(i.priority, 0) AS priority,
     i.singleton_key,
     to_timestamp(floor(extract(epoch FROM {now}) / i.singleton_seconds)
         * i.singleton_seconds) AS singleton_on,
-    i.group_key"""
+    COALESCE(i.group_key, CASE WHEN q.group_concurrency IS NOT NULL OR q.ordered THEN ''
+        END) AS group_key"""
 
 # The retry delay of a job that has just failed for the (retry_count + 1)th time:
 # retry_delay, doubled per earlier retry with equal jitter when retry_backoff, capped by

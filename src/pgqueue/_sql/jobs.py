@@ -6,6 +6,7 @@ from .fragments import (
     CLAIM,
     CLAIM_RETURNING,
     CLAIM_SET,
+    GROUPED,
     INPUT_COLUMNS,
     INSERT_COLUMNS_NO_ID,
     JOB_COLUMNS,
@@ -20,27 +21,6 @@ from .fragments import (
 from .template import Template
 
 __all__ = ["JobStatements"]
-
-
-def _group_next(groups: str, in_group: str) -> str:
-    """For each of ``groups``, its next runnable jobs (``in_group`` tests table ``{t}``'s
-    row), at most %(group_limit)s less its active jobs, each with its place in the group
-    counting those (an ordered queue's group gives its first waiting job, if it is due)."""
-    return f"""SELECT c.id, c.priority, a.n + c.nth AS place
-            FROM {groups}
-            CROSS JOIN LATERAL (
-                SELECT count(*) AS n FROM {{schema}}.job a
-                WHERE a.name = %(name)s AND {in_group.format(t="a")}
-                    AND a.state = 'active') a
-            CROSS JOIN LATERAL (
-                SELECT h.*, row_number() OVER (ORDER BY h.priority DESC, h.id) AS nth
-                FROM (SELECT j.id, j.priority, j.start_after FROM {{schema}}.job j
-                      WHERE j.name = %(name)s AND {in_group.format(t="j")}
-                          AND j.state < 'active'
-                          AND (%(ordered)s OR j.start_after <= {{now}})
-                      ORDER BY j.priority DESC, j.id
-                      LIMIT LEAST(GREATEST(%(group_limit)s - a.n, 0), %(limit)s)) h) c
-            WHERE c.start_after <= {{now}}"""
 
 
 class JobStatements:
@@ -213,10 +193,11 @@ class JobStatements:
     # found by skipping through job_group_idx from one group to the next; each group gives
     # as many of its next runnable jobs as %(group_limit)s leaves room for beside its active
     # ones (for an ordered queue: its first waiting job, if it is due and none is active, so
-    # a job waiting to retry holds back the group's later ones). Jobs without a group form
-    # one group more. Jobs are taken by their place in their group counting its active
-    # jobs, so the groups with the fewest running go first: one group's backlog delays no
-    # other group's next job by more than a claim.
+    # a job waiting to retry holds back the group's later ones). Jobs are taken by their
+    # place in their group counting its active jobs, so the groups with the fewest running
+    # go first: one group's backlog delays no other group's next job by more than a claim.
+    # A grouped queue's jobs all have a group (those sent without one are in group ''), so
+    # every part of this is an index range; the chosen ids drive primary-key probes.
     job_fetch_grouped = Template(f"""
         WITH RECURSIVE grp AS (
             (SELECT group_key FROM {{schema}}.job
@@ -230,20 +211,39 @@ class JobStatements:
             FROM grp g WHERE g.group_key IS NOT NULL
         ),
         cand AS (
-            {_group_next("grp g", "{t}.group_key = g.group_key")}
-            UNION ALL
-            {_group_next("(SELECT) AS g", "{t}.group_key IS NULL")}
-        ),
-        next AS (
-            SELECT j.id FROM {{schema}}.job j JOIN cand c ON c.id = j.id
-            WHERE j.state < 'active'
-                AND NOT EXISTS (SELECT FROM {{schema}}.queue
-                                WHERE name = %(name)s AND paused)
-            ORDER BY c.place, c.priority DESC, c.id
-            LIMIT %(limit)s
-            FOR UPDATE OF j SKIP LOCKED
+            SELECT c.id, c.priority, a.n + c.nth AS place
+            FROM grp g
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS n FROM {{schema}}.job a
+                WHERE a.name = %(name)s AND a.group_key = g.group_key
+                    AND a.state = 'active') a
+            CROSS JOIN LATERAL (
+                SELECT h.*, row_number() OVER (ORDER BY h.priority DESC, h.id) AS nth
+                FROM (SELECT j.id, j.priority, j.start_after FROM {{schema}}.job j
+                      WHERE j.name = %(name)s AND j.group_key = g.group_key
+                          AND j.state < 'active'
+                          AND (%(ordered)s OR j.start_after <= {{now}})
+                      ORDER BY j.priority DESC, j.id
+                      LIMIT LEAST(GREATEST(%(group_limit)s - a.n, 0), %(limit)s)) h) c
+            WHERE c.start_after <= {{now}}
         )
-        {CLAIM}""")
+        UPDATE {{schema}}.job j
+        {CLAIM_SET}
+        WHERE j.id = ANY(ARRAY(
+            SELECT id FROM cand ORDER BY place, priority DESC, id LIMIT %(limit)s))
+            AND j.state < 'active'
+            AND NOT EXISTS (SELECT FROM {{schema}}.queue WHERE name = %(name)s AND paused)
+        {CLAIM_RETURNING}""")
+    # Jobs of a grouped queue without a group (sent while it was not grouped, or as it
+    # became so) join group ''.
+    job_group_the_ungrouped = Template(f"""
+        UPDATE {{schema}}.job SET group_key = ''
+        WHERE id IN (
+            SELECT j.id FROM {{schema}}.job j JOIN {{schema}}.queue q ON q.name = j.name
+            WHERE {GROUPED} AND j.group_key IS NULL AND j.state <= 'active'
+                AND (%(name)s::text IS NULL OR q.name = %(name)s)
+            LIMIT %(limit)s)
+        RETURNING id""")
     queue_policy = Template(
         f"SELECT policy, paused, {LIMITED} AS limited FROM {{schema}}.queue WHERE name = %(name)s"
     )
