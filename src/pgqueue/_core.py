@@ -212,7 +212,7 @@ class Core:
                 (turn,) = yield Stmt(self.sql.queue_fetch_try_lock, {"name": name})
                 if not turn["locked"]:
                     raise QueueBusy(name, _BUSY_RETRY)
-        grouped = False
+        grouped = rated = False
         if rules.limited:
             found = yield Stmt(self.sql.queue_room, {"name": name, "limit": batch_size})
             if not found:
@@ -223,7 +223,7 @@ class Core:
                 if wait:
                     return []
                 raise QueueBusy(name, room["wait"])
-            grouped = room["group_limit"] is not None
+            grouped, rated = room["group_limit"] is not None, room["rated"]
             params.update(group_limit=room["group_limit"], ordered=room["ordered"])
         rows: list[tuple[Any, ...]] = []
         if grouped:
@@ -242,7 +242,7 @@ class Core:
                 window *= 4
         else:
             rows = yield Stmt(self.sql.job_fetch, params, tuples=True)
-        if rules.limited and rows:
+        if rated and rows:
             yield Stmt(self.sql.queue_rate_take, {"name": name, "count": len(rows)})
         rows.sort(key=_claim_order)
         return [factory(r) for r in rows]
@@ -536,9 +536,7 @@ class Core:
                 ordered=row["ordered"],
                 groups=groups.get(n, {}),
                 concurrency=row["concurrency"],
-                rate_limit=None
-                if row["rate_count"] is None
-                else (row["rate_count"], row["rate_seconds"]),
+                rate_limit=_rate_limit(row),
                 rate_left=None
                 if row["rate_count"] is None
                 else max(row["rate_count"] - row["rate_used"], 0),
@@ -607,9 +605,15 @@ def _groups_with_policy(name: str) -> InvalidOptionError:
     )
 
 
+def _rate_limit(row: Row) -> tuple[int, float] | None:
+    """A queue row's rate limit as (count, seconds), or None."""
+    count = row["rate_count"]
+    return None if count is None else (count, row["rate_seconds"])
+
+
 def _queue_info(row: Row) -> QueueInfo:
-    rate = row["rate_limit"]
-    return QueueInfo(**{**row, "rate_limit": None if rate is None else (int(rate[0]), rate[1])})
+    info = {k: v for k, v in row.items() if k not in ("rate_count", "rate_seconds")}
+    return QueueInfo(**info, rate_limit=_rate_limit(row))
 
 
 # The most JSON one per-batch statement carries: jsonb holds 256 MiB in one value, and a

@@ -78,6 +78,9 @@ class _QueueState:
     rules: QueueRules = field(default_factory=QueueRules)
     failures: int = 0  # claims in a row that failed for this queue alone
     retry_at: float = 0.0  # loop time before which a failing queue is not claimed from
+    # Times something said to claim again at once (its rules changed, its runs' outcomes
+    # were written): a claim under way when it came must not put the queue back to sleep.
+    hurried: int = 0
     waiting: deque[RunningJob] = field(default_factory=deque)  # claimed, no slot yet
     run_time: float = 1.0  # moving average of its runs' seconds: prefetch only if short
 
@@ -123,8 +126,7 @@ class Worker:
         self._threads = min(threads, concurrency)
         self._sync_active = 0  # runs of sync handlers: each holds a thread
         self._running = 0  # runs under way (the other jobs held wait for a slot)
-        self._prefetch = concurrency  # at most this many held jobs wait for a slot
-        self._waiting = 0
+        self._waiting = 0  # held jobs that wait for a slot: at most concurrency of them
         self._poll_interval = poll_interval
         self._shutdown_timeout = shutdown_timeout
         self._until_empty = until_empty
@@ -267,7 +269,7 @@ class Worker:
                 if state.rules.paused or changed:  # resumed or changed: look before claiming
                     self._refresh = True
                 if changed:  # limits that held it back may be gone
-                    state.retry_at = 0.0
+                    self._hurry(state)
                 self._wake.set()
         elif channel == self._core.sql.cancel_channel:  # "<job id>:<run id>"
             job_id, _, run_id = payload.partition(":")
@@ -288,8 +290,14 @@ class Worker:
         for state in self._states.values():
             if state.rules.take_turns and (not state.dirty or state.retry_at > 0):
                 state.dirty = True
-                state.retry_at = 0.0
+                self._hurry(state)
                 self._wake.set()
+
+    @staticmethod
+    def _hurry(state: _QueueState) -> None:
+        """Let the queue be claimed from at once, whatever held it back."""
+        state.retry_at = 0.0
+        state.hurried += 1
 
     def _listening(self) -> None:
         # (Re)connected: whatever was sent meanwhile went unannounced.
@@ -413,7 +421,7 @@ class Worker:
         last one's jobs run); not for a queue with limits, whose jobs start when claimed."""
         room = max(self._free(state), 0)
         if state.run_time < _PREFETCH_RUNS_UNDER and not state.rules.limited:
-            room += max(min(self._prefetch - self._waiting, state.limit - len(state.waiting)), 0)
+            room += max(min(self._concurrency - self._waiting, state.limit - len(state.waiting)), 0)
         return room
 
     async def _claim_round(self) -> None:
@@ -424,6 +432,7 @@ class Worker:
             if not self._claimable(state, now):
                 continue
             free = self._room(state)
+            hurried = state.hurried
             plan = self._core.fetch(
                 state.definition.name,
                 free,
@@ -437,8 +446,9 @@ class Worker:
                 # One statement, except for policies whose fetchers take turns under a lock.
                 jobs: list[Job] = await self._runner.run(plan, None, atomic=state.rules.take_turns)
             except QueueBusy as busy:  # another fetcher's turn, or the limits let none start
-                retry_in = _LIMITED_RETRY if busy.retry_in is None else busy.retry_in
-                state.retry_at = now + max(retry_in, 0.01)
+                if state.hurried == hurried:  # (else: claim again at once)
+                    retry_in = _LIMITED_RETRY if busy.retry_in is None else busy.retry_in
+                    state.retry_at = now + max(retry_in, 0.01)
                 continue
             except ConnectError:
                 raise

@@ -69,3 +69,38 @@ def test_idle_archive_and_delete_steps_read_only_due_rows(
     # Once due, the same steps find them.
     params["failed_after"] = 0
     assert buffers_read(conn, statements.job_archive, params) > 50
+
+
+def test_the_group_repair_reads_only_grouped_queues(
+    pq: PgQueue, conn: psycopg.Connection[Any]
+) -> None:
+    # 50,000 waiting jobs without a group in a queue that is not grouped, and a grouped
+    # queue whose jobs all have one: the pass that gives grouped queues' jobs a group
+    # reads neither table wholesale.
+    schema = sql.Identifier(pq.schema)
+    pq.create_queue("plain")
+    pq.create_queue("tenants", group_concurrency=2)
+    conn.execute(
+        sql.SQL(
+            """INSERT INTO {0}.job (name, keep_until, group_key)
+               SELECT CASE WHEN i % 10 = 0 THEN 'tenants' ELSE 'plain' END,
+                   now() + interval '1 day', CASE WHEN i % 10 = 0 THEN 'a' END
+               FROM generate_series(1, 50000) AS i"""
+        ).format(schema)
+    )
+    conn.execute(sql.SQL("ANALYZE {}.job").format(schema))
+    query = Statements(pq.schema).job_group_the_ungrouped
+    with conn.transaction(force_rollback=True):
+        row = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + query, {"name": None, "limit": 1000}
+        ).fetchone()
+    assert row is not None
+    plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    nodes, rows_read = [plan[0]["Plan"]], 0
+    while nodes:
+        node = nodes.pop()
+        nodes += node.get("Plans", [])
+        assert node["Node Type"] != "Seq Scan" or node["Relation Name"] != "job", node
+        if node.get("Relation Name") == "job":
+            rows_read += node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+    assert rows_read <= 5000, rows_read  # the grouped queue's jobs, none of the others

@@ -307,11 +307,15 @@ delete_after, output, progress, group_key, true AS archived FROM "pgqueue".archi
 
 -- name: job_group_the_ungrouped
 UPDATE "pgqueue".job SET group_key = ''
-WHERE id IN (
-    SELECT j.id FROM "pgqueue".job j JOIN "pgqueue".queue q ON q.name = j.name
-    WHERE (q.group_concurrency IS NOT NULL OR q.ordered) AND j.group_key IS NULL AND j.state <= 'active'
-        AND (%(name)s::text IS NULL OR q.name = %(name)s)
-    LIMIT %(limit)s)
+WHERE id = ANY(ARRAY(
+    SELECT u.id FROM "pgqueue".queue q
+    CROSS JOIN LATERAL (
+        SELECT j.id FROM "pgqueue".job j
+        WHERE j.name = q.name AND j.state < 'active' AND j.group_key IS NULL
+        ORDER BY j.priority DESC, j.id
+        LIMIT %(limit)s) u
+    WHERE (q.group_concurrency IS NOT NULL OR q.ordered) AND (%(name)s::text IS NULL OR q.name = %(name)s)
+    LIMIT %(limit)s))
 RETURNING id;
 
 -- name: job_held_by
@@ -639,8 +643,7 @@ SELECT pg_try_advisory_xact_lock(hashtext('pgqueue.fetch.pgqueue.' || %(name)s))
 -- name: queue_get
 SELECT name, policy, retry_limit, retry_delay, retry_backoff, retry_delay_max,
     expire_in, heartbeat_seconds, retention, delete_after, dead_letter, description, paused,
-    created_at, updated_at, concurrency, group_concurrency, ordered,
-    CASE WHEN rate_count IS NOT NULL THEN ARRAY[rate_count, rate_seconds] END AS rate_limit FROM "pgqueue".queue WHERE name = %(name)s;
+    created_at, updated_at, concurrency, group_concurrency, ordered, rate_count, rate_seconds FROM "pgqueue".queue WHERE name = %(name)s;
 
 -- name: queue_group_stats
 SELECT group_key, count(*) FILTER (WHERE state < 'active') AS waiting,
@@ -652,8 +655,7 @@ GROUP BY group_key ORDER BY waiting DESC, group_key LIMIT %(top)s;
 -- name: queue_list
 SELECT name, policy, retry_limit, retry_delay, retry_backoff, retry_delay_max,
     expire_in, heartbeat_seconds, retention, delete_after, dead_letter, description, paused,
-    created_at, updated_at, concurrency, group_concurrency, ordered,
-    CASE WHEN rate_count IS NOT NULL THEN ARRAY[rate_count, rate_seconds] END AS rate_limit FROM "pgqueue".queue ORDER BY name;
+    created_at, updated_at, concurrency, group_concurrency, ordered, rate_count, rate_seconds FROM "pgqueue".queue ORDER BY name;
 
 -- name: queue_policy
 SELECT policy, paused, (concurrency IS NOT NULL OR rate_count IS NOT NULL OR group_concurrency IS NOT NULL
@@ -726,7 +728,7 @@ SELECT GREATEST(LEAST(%(limit)s,
     CASE WHEN q.rate_count <= r.recent THEN extract(epoch FROM
         r.oldest + make_interval(secs => q.rate_seconds) - "pgqueue".clock())::float8 END AS wait,
     CASE WHEN q.ordered THEN 1 ELSE q.group_concurrency END AS group_limit,
-    q.ordered
+    q.ordered, q.rate_count IS NOT NULL AS rated
 FROM "pgqueue".queue q,
     LATERAL (SELECT count(*) AS recent, min(s) AS oldest FROM unnest(q.rate_starts) s
              WHERE s > "pgqueue".clock() - make_interval(secs => q.rate_seconds)

@@ -234,15 +234,22 @@ class JobStatements:
             AND j.state < 'active'
             AND NOT EXISTS (SELECT FROM {{schema}}.queue WHERE name = %(name)s AND paused)
         {CLAIM_RETURNING}""")
-    # Jobs of a grouped queue without a group (sent while it was not grouped, or as it
-    # became so) join group ''.
+    # Waiting jobs of a grouped queue without a group (sent while it was not grouped, or
+    # as it became so) join group '', where its claims find them. Driven by the grouped
+    # queues, each read through its range of job_fetch_idx: a pass costs nothing where no
+    # queue is grouped (a job that was running when its queue became grouped joins if it
+    # comes back to retry).
     job_group_the_ungrouped = Template(f"""
         UPDATE {{schema}}.job SET group_key = ''
-        WHERE id IN (
-            SELECT j.id FROM {{schema}}.job j JOIN {{schema}}.queue q ON q.name = j.name
-            WHERE {GROUPED} AND j.group_key IS NULL AND j.state <= 'active'
-                AND (%(name)s::text IS NULL OR q.name = %(name)s)
-            LIMIT %(limit)s)
+        WHERE id = ANY(ARRAY(
+            SELECT u.id FROM {{schema}}.queue q
+            CROSS JOIN LATERAL (
+                SELECT j.id FROM {{schema}}.job j
+                WHERE j.name = q.name AND j.state < 'active' AND j.group_key IS NULL
+                ORDER BY j.priority DESC, j.id
+                LIMIT %(limit)s) u
+            WHERE {GROUPED} AND (%(name)s::text IS NULL OR q.name = %(name)s)
+            LIMIT %(limit)s))
         RETURNING id""")
     queue_policy = Template(
         f"SELECT policy, paused, {LIMITED} AS limited FROM {{schema}}.queue WHERE name = %(name)s"
@@ -259,7 +266,7 @@ class JobStatements:
             CASE WHEN q.rate_count <= r.recent THEN extract(epoch FROM
                 r.oldest + make_interval(secs => q.rate_seconds) - {now})::float8 END AS wait,
             CASE WHEN q.ordered THEN 1 ELSE q.group_concurrency END AS group_limit,
-            q.ordered
+            q.ordered, q.rate_count IS NOT NULL AS rated
         FROM {schema}.queue q,
             LATERAL (SELECT count(*) AS recent, min(s) AS oldest FROM unnest(q.rate_starts) s
                      WHERE s > {now} - make_interval(secs => q.rate_seconds)

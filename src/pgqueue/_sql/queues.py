@@ -15,8 +15,7 @@ _QUEUE_OPTIONS = """policy text, retry_limit integer, retry_delay float8,
 # A queue as QueueInfo shows it.
 _QUEUE_INFO = """name, policy, retry_limit, retry_delay, retry_backoff, retry_delay_max,
     expire_in, heartbeat_seconds, retention, delete_after, dead_letter, description, paused,
-    created_at, updated_at, concurrency, group_concurrency, ordered,
-    CASE WHEN rate_count IS NOT NULL THEN ARRAY[rate_count, rate_seconds] END AS rate_limit"""
+    created_at, updated_at, concurrency, group_concurrency, ordered, rate_count, rate_seconds"""
 
 
 class QueueStatements:
