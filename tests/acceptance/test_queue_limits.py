@@ -26,18 +26,20 @@ def _most_at_once(spans: list[tuple[float, float]]) -> int:
     return most
 
 
-def _spans(workers: Workers, killed_at: float) -> list[tuple[float, float]]:
-    """Every handler run as (start, end); a run cut by the kill ends at the kill."""
-    spans = []
+def _spans(workers: Workers, killed_at: float = 0.0) -> dict[str, list[tuple[float, float]]]:
+    """Every handler run as (start, end), by the group its lines name ("" if none); a run
+    cut by a kill ends at ``killed_at``."""
+    spans: dict[str, list[tuple[float, float]]] = {}
     for path in workers.out.glob("*.spans"):
         started: dict[str, float] = {}
         for line in path.read_text().splitlines():
-            kind, job_id, at = line.split()[:2] + line.split()[-1:]
+            kind, job_id, *group, at = line.split()
+            key = group[0] if group else ""
             if kind == "start":
                 started[job_id] = float(at)
             else:
-                spans.append((started.pop(job_id), float(at)))
-        spans += [(start, killed_at) for start in started.values()]
+                spans.setdefault(key, []).append((started.pop(job_id), float(at)))
+        spans.setdefault("", []).extend((start, killed_at) for start in started.values())
     return spans
 
 
@@ -54,7 +56,7 @@ def test_a_queue_runs_at_most_its_concurrency_over_4_processes_and_a_kill(
     killed_at = time.time()
     poll_until(lambda: count_state(dsn, schema, "completed") == 2000, 240, "2,000 completions")
     assert workers.stop_all()[1:] == [0, 0, 0], workers.stderr()
-    spans = _spans(workers, killed_at)
+    spans = _spans(workers, killed_at)[""]
     assert len(spans) >= 2000
     assert _most_at_once(spans) == 3  # the limit, and all of it used
 
@@ -172,13 +174,8 @@ def test_an_ordered_queue_keeps_each_groups_order_through_failures_over_4_proces
     for ids in by_group.values():
         assert ids == sorted(ids)  # completed in the order they were sent
     assert sum(retries for _, _, retries in rows) > 100  # failures did happen
-    spans: dict[str, list[tuple[float, float]]] = {}
-    for path in workers.out.glob("*.spans"):
-        started: dict[str, tuple[str, float]] = {}
-        for line in path.read_text().splitlines():
-            kind, job_id, group, at = line.split()
-            if kind == "start":
-                started[job_id] = (group, float(at))
-            else:
-                spans.setdefault(group, []).append((started.pop(job_id)[1], float(at)))
-    assert all(_most_at_once(s) == 1 for s in spans.values())  # never two of a group at once
+    by_group_spans = _spans(workers)
+    assert len(by_group_spans.pop("")) == 0  # every run ended (none was killed)
+    assert len(by_group_spans) == 50
+    # never two of a group at once
+    assert all(_most_at_once(spans) == 1 for spans in by_group_spans.values())

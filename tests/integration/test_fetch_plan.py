@@ -34,6 +34,28 @@ def _plan(
     return _nodes(plan[0]["Plan"])
 
 
+def _prepared_plan(
+    conn: psycopg.Connection[Any], query: str, params: dict[str, Any], mode: str
+) -> list[dict[str, Any]]:
+    """The plan of ``query`` prepared (as psycopg prepares it after a few executions) and
+    executed with ``params`` under plan_cache_mode ``mode``."""
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", query)))
+    numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m[1]) + 1}", query)
+    conn.execute("PREPARE pgqueue_plan AS " + numbered.replace("%%", "%"))
+    conn.execute(sql.SQL("SET plan_cache_mode = {}").format(sql.Identifier(mode)))
+    try:
+        return _plan(
+            conn,
+            sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE pgqueue_plan ({})")
+            .format(sql.SQL(", ").join(sql.Literal(params[n]) for n in names))
+            .as_string(conn),
+            None,
+        )
+    finally:
+        conn.execute("RESET plan_cache_mode")
+        conn.execute("DEALLOCATE pgqueue_plan")
+
+
 @pytest.mark.slow
 def test_fetch_is_an_index_scan_without_sort_over_a_million_jobs(
     pq: PgQueue, conn: psycopg.Connection[Any]
@@ -63,17 +85,7 @@ def test_fetch_is_an_index_scan_without_sort_over_a_million_jobs(
     # The plan for these values, and the generic plan that psycopg's prepared statement
     # may switch to after a few executions.
     custom = _plan(conn, "EXPLAIN (FORMAT JSON) " + query, params)
-    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", query)))
-    numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m[1]) + 1}", query)
-    conn.execute("PREPARE pgqueue_fetch AS " + numbered.replace("%%", "%"))
-    conn.execute("SET plan_cache_mode = force_generic_plan")
-    generic = _plan(
-        conn,
-        sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE pgqueue_fetch ({})")
-        .format(sql.SQL(", ").join(sql.Literal(params[n]) for n in names))
-        .as_string(conn),
-        None,
-    )
+    generic = _prepared_plan(conn, query, params, "force_generic_plan")
     assert any(re.search(r"\$\d", n.get("Index Cond", "")) for n in generic)  # it is generic
     for kind, nodes in (("custom", custom), ("generic", generic)):
         types = [n["Node Type"] for n in nodes]
@@ -82,8 +94,6 @@ def test_fetch_is_an_index_scan_without_sort_over_a_million_jobs(
             n for n in nodes if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "job"
         ], (kind, types)
         assert any(n.get("Index Name") == "job_fetch_idx" for n in nodes), (kind, types)
-    conn.execute("RESET plan_cache_mode")
-    conn.execute("DEALLOCATE pgqueue_fetch")
 
     # It claims in priority-then-creation order: exactly the first due, waiting jobs.
     expected = [
@@ -171,17 +181,7 @@ def test_a_grouped_claim_reads_only_index_ranges(
         "group_limit": 20,
         "ordered": False,
     }
-    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", query)))
-    numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m[1]) + 1}", query)
-    conn.execute("PREPARE pgqueue_grouped AS " + numbered.replace("%%", "%"))
-    conn.execute(sql.SQL("SET plan_cache_mode = {}").format(sql.Identifier(mode)))
-    nodes = _plan(
-        conn,
-        sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE pgqueue_grouped ({})")
-        .format(sql.SQL(", ").join(sql.Literal(params[n]) for n in names))
-        .as_string(conn),
-        None,
-    )
+    nodes = _prepared_plan(conn, query, params, mode)
     assert not [n for n in nodes if n["Node Type"] == "Seq Scan"]
     # Ranges of the group indexes, and primary-key probes for the ids chosen: nothing
     # reads a whole queue's jobs.

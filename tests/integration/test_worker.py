@@ -548,6 +548,17 @@ def test_the_sync_worker_keeps_the_pool_settings(dsn: str, schema: str) -> None:
     assert seen == [6 + 6 + 1]  # its own pool, the worker's, the listener
 
 
+async def _warm_up(pq: AsyncPgQueue, started: list[int], data: dict[str, Any]) -> None:
+    """Run 40 instant jobs of queue "fast" (whose handler appends to ``started``), so the
+    worker knows its runs are short and claims ahead."""
+    await pq.insert([{"name": "fast", "data": data} for _ in range(40)])
+
+    async def warmed() -> bool:
+        return len(started) == 40
+
+    await wait_until(warmed)
+
+
 async def _held(pq: AsyncPgQueue, ids: list[int]) -> list[int]:
     """The jobs among ``ids`` that are active (held by a worker)."""
     return [i for i in ids if await state_of(pq, i) is JobState.active]
@@ -566,13 +577,8 @@ async def test_short_runs_are_claimed_ahead_and_a_stop_hands_back_those_waiting(
             await gate.wait()
 
     await apq.start()
-    await apq.insert([{"name": "fast", "data": {"hold": False}} for _ in range(40)])
     task = asyncio.create_task(apq.work(concurrency=2, shutdown_timeout=0.2, poll_interval=0.2))
-
-    async def warmed() -> bool:
-        return len(started) == 40
-
-    await wait_until(warmed)
+    await _warm_up(apq, started, {"hold": False})
     # Its runs are short now: two run, and two more are claimed to wait for a slot.
     held = [i for i in await apq.insert([{"name": "fast", "data": {"hold": True}}] * 6) if i]
 
@@ -638,13 +644,8 @@ async def test_a_job_claimed_ahead_whose_time_runs_out_while_it_waits_goes_back(
         await asyncio.sleep(data["seconds"])
 
     await apq.start()
-    await apq.insert([{"name": "fast", "data": {"seconds": 0}} for _ in range(40)])
     async with working(apq, concurrency=1):
-
-        async def warmed() -> bool:
-            return len(started) == 40
-
-        await wait_until(warmed)
+        await _warm_up(apq, started, {"seconds": 0})
         blocker, late = await apq.insert(
             [
                 {"name": "fast", "data": {"seconds": 0.8}},
@@ -669,13 +670,8 @@ async def test_jobs_claimed_ahead_go_back_when_the_queue_slows_down(apq: AsyncPg
             await gate.wait()
 
     await apq.start()
-    await apq.insert([{"name": "fast", "data": {"hold": False}} for _ in range(40)])
     async with working(apq, concurrency=2):
-
-        async def warmed() -> bool:
-            return len(started) == 40
-
-        await wait_until(warmed)
+        await _warm_up(apq, started, {"hold": False})
         held = [i for i in await apq.insert([{"name": "fast", "data": {"hold": True}}] * 4) if i]
 
         async def two_run_and_two_went_back() -> bool:
