@@ -24,7 +24,16 @@ from .errors import (
     QueueNotFoundError,
     WorkerError,
 )
-from .models import Job, JobOptions, JobState, QueueInfo, QueueOptions, QueueStats, ScheduleInfo
+from .models import (
+    GroupStats,
+    Job,
+    JobOptions,
+    JobState,
+    QueueInfo,
+    QueueOptions,
+    QueueStats,
+    ScheduleInfo,
+)
 
 __version__ = "0.1.0"
 
@@ -34,6 +43,7 @@ __all__ = [
     "ConnectError",
     "DatabaseError",
     "EmbeddedServerError",
+    "GroupStats",
     "InvalidDsnError",
     "InvalidInputError",
     "InvalidNameError",

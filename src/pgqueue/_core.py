@@ -6,6 +6,7 @@ Input is validated here, before any statement is yielded, so bad input never wri
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from .errors import (
     QueueNotFoundError,
 )
 from .models import (
+    GroupStats,
     Job,
     JobOptions,
     JobState,
@@ -223,8 +225,14 @@ class Core:
                 if wait:
                     return []
                 raise QueueBusy(name, room["wait"])
-            grouped, rated = room["group_limit"] is not None, room["rated"]
-            params.update(group_limit=room["group_limit"], ordered=room["ordered"])
+            grouped, rated = room["grouped"], room["rated"]
+            params.update(
+                group_limit=room["group_limit"],
+                ordered=room["ordered"],
+                group_rate_count=room["group_rate_count"],
+                group_rate_seconds=room["group_rate_seconds"],
+                cursor=room["group_cursor"],
+            )
         rows: list[tuple[Any, ...]] = []
         if grouped:
             rows = yield Stmt(self.sql.job_fetch_grouped, params, tuples=True)
@@ -244,6 +252,21 @@ class Core:
             rows = yield Stmt(self.sql.job_fetch, params, tuples=True)
         if rated and rows:
             yield Stmt(self.sql.queue_rate_take, {"name": name, "count": len(rows)})
+        if grouped and params["group_rate_count"] is not None:
+            if rows:
+                taken = Counter(row[_GROUP] for row in rows)
+                yield Stmt(
+                    self.sql.group_rate_take,
+                    {
+                        "name": name,
+                        "taken": encode_json(taken),
+                        "seconds": params["group_rate_seconds"],
+                    },
+                )
+            elif not wait:  # when the next start a group's rate limit holds back is due
+                (held,) = yield Stmt(self.sql.group_rate_wait, {"name": name})
+                if held["wait"] is not None:
+                    raise QueueBusy(name, held["wait"])
         rows.sort(key=_claim_order)
         return [factory(r) for r in rows]
 
@@ -402,7 +425,7 @@ class Core:
             raise _groups_with_policy(name) from None
         if not rows:
             raise QueueNotFoundError(name)
-        if "group_concurrency" in options or "ordered" in options:
+        if options.keys() & {"group_concurrency", "ordered", "group_rate_limit"}:
             yield Stmt(self.sql.job_group_the_ungrouped, {"name": name, "limit": _INT4})
         if "policy" in options:
             policy = rows[0]["policy"]
@@ -522,17 +545,29 @@ class Core:
                 counts[JobState(row["state"])] = row["count"]
             if row["oldest_waiting"] is not None:
                 ages.append(row["oldest_waiting"])
-        groups: dict[str, dict[str, tuple[int, int]]] = {}
+        groups: dict[str, dict[str, GroupStats]] = {}
         for n, (_, _, row) in stats.items():
-            if row["group_concurrency"] is not None or row["ordered"]:
-                found = yield Stmt(self.sql.queue_group_stats, {"name": n, "top": _TOP_GROUPS})
-                groups[n] = {r["group_key"]: (r["waiting"], r["active"]) for r in found}
+            if row["grouped"]:
+                limit = _rate_limit(row, "group_")
+                found = yield Stmt(
+                    self.sql.queue_group_stats,
+                    {"name": n, "top": _TOP_GROUPS, "seconds": limit and limit[1]},
+                )
+                groups[n] = {
+                    r["group_key"]: GroupStats(
+                        r["waiting"],
+                        r["active"],
+                        None if limit is None else max(limit[0] - r["rate_used"], 0),
+                    )
+                    for r in found
+                }
         return [
             QueueStats(
                 n,
                 counts,
                 max(ages) if ages else None,
                 group_concurrency=row["group_concurrency"],
+                group_rate_limit=_rate_limit(row, "group_"),
                 ordered=row["ordered"],
                 groups=groups.get(n, {}),
                 concurrency=row["concurrency"],
@@ -584,6 +619,7 @@ class Core:
 
 _JOB_COLUMN_NAMES = [c.strip() for c in JOB_COLUMNS.split(",")]
 _PRIORITY, _ID = _JOB_COLUMN_NAMES.index("priority"), _JOB_COLUMN_NAMES.index("id")
+_GROUP = _JOB_COLUMN_NAMES.index("group_key")
 
 
 def _claim_order(row: tuple[Any, ...]) -> tuple[int, int]:
@@ -600,20 +636,27 @@ def _spec(ord: int, name: str, record: dict[str, Any], payload: str) -> str:
 
 def _groups_with_policy(name: str) -> InvalidOptionError:
     return InvalidOptionError(
-        f"queue {name!r}: group_concurrency and ordered apply to the standard and short "
+        f"queue {name!r}: group_concurrency, group_rate_limit and ordered apply to the "
+        "standard and short "
         "policies (singleton and stately already run one job per singleton key)"
     )
 
 
-def _rate_limit(row: Row) -> tuple[int, float] | None:
-    """A queue row's rate limit as (count, seconds), or None."""
-    count = row["rate_count"]
-    return None if count is None else (count, row["rate_seconds"])
+def _rate_limit(row: Row, prefix: str = "") -> tuple[int, float] | None:
+    """A queue row's rate limit (or its groups', with ``prefix`` "group_") as (count,
+    seconds), or None."""
+    count = row[f"{prefix}rate_count"]
+    return None if count is None else (count, row[f"{prefix}rate_seconds"])
+
+
+_RATE_COLUMNS = ("rate_count", "rate_seconds", "group_rate_count", "group_rate_seconds")
 
 
 def _queue_info(row: Row) -> QueueInfo:
-    info = {k: v for k, v in row.items() if k not in ("rate_count", "rate_seconds")}
-    return QueueInfo(**info, rate_limit=_rate_limit(row))
+    info = {k: v for k, v in row.items() if k not in _RATE_COLUMNS}
+    return QueueInfo(
+        **info, rate_limit=_rate_limit(row), group_rate_limit=_rate_limit(row, "group_")
+    )
 
 
 # The most JSON one per-batch statement carries: jsonb holds 256 MiB in one value, and a

@@ -56,6 +56,7 @@ class MaintenanceResult:
     archived: int = 0
     deleted: int = 0
     grouped: int = 0  # jobs of grouped queues sent without a group, given group ''
+    rate_windows: int = 0  # groups' rate windows dropped, holding no start
     errors: list[str] = field(default_factory=list)  # steps that failed and were rolled back
 
 
@@ -87,6 +88,7 @@ def maintain_plan(
         ("archived", lambda: _batches(core.sql.job_archive, params)),
         ("deleted", lambda: _batches(core.sql.archive_delete, params)),
         ("grouped", lambda: _batches(core.sql.job_group_the_ungrouped, {**params, "name": None})),
+        ("rate_windows", lambda: _batches(core.sql.group_rate_prune, params)),
     )
     for attr, step in steps:
         # Each step in a savepoint: one that fails (a row it cannot move, say) is rolled

@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     queues = commands.add_parser("queues", help="every queue: its jobs per state, paused or not")
     database_options(queues)
     queues.set_defaults(run=_queues)
+    groups = commands.add_parser(
+        "groups", help="a grouped queue's groups with the most waiting jobs, and their limits"
+    )
+    groups.add_argument("queue")
+    database_options(groups)
+    groups.set_defaults(run=_groups)
 
     show = commands.add_parser("job", help="one job (looking in the archive too), as JSON")
     database_options(show)
@@ -308,12 +314,38 @@ def _queues(args: argparse.Namespace) -> int:
                 "yes" if paused.get(queue.name) else "no",
             )
         )
+    _print_table(rows)
+    return 0
+
+
+def _groups(args: argparse.Namespace) -> int:
+    with _operator_queue(args) as pq:
+        (queue,) = pq.get_queue_stats(args.queue)
+    limit = 1 if queue.ordered else queue.group_concurrency
+    rate = queue.group_rate_limit
+    if limit is None and rate is None:
+        print(f"pgqueue: queue {queue.name} has no groups", file=sys.stderr)
+        return 1
+    rows = [("group", "waiting", "active", "rate")]
+    for group, counts in queue.groups.items():
+        rows.append(
+            (
+                group or '""',
+                str(counts.waiting),
+                f"{counts.active}/{limit}" if limit else str(counts.active),
+                "-" if rate is None else f"{rate[0]}/{rate[1]:g}s ({counts.rate_left} left)",
+            )
+        )
+    _print_table(rows)
+    return 0
+
+
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
-    return 0
 
 
 def _show_job(args: argparse.Namespace) -> int:

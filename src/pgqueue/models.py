@@ -7,7 +7,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -151,11 +151,13 @@ class QueueOptions(_Options):
     # Limits across every worker: jobs active at once, and starts per window of seconds.
     concurrency: int | None = Field(None, ge=1, le=_INT4)
     rate_limit: tuple[int, float] | None = None
-    # Groups of the queue's jobs: active jobs per group, and one at a time in order.
+    # Groups of the queue's jobs: active jobs per group, starts per group per window of
+    # seconds, and one at a time in order.
     group_concurrency: int | None = Field(None, ge=1, le=_INT4)
+    group_rate_limit: tuple[int, float] | None = None
     ordered: bool | None = None
 
-    @field_validator("rate_limit", mode="before")
+    @field_validator("rate_limit", "group_rate_limit", mode="before")
     @classmethod
     def _rate_limit(cls, value: object) -> object:
         if value is None:
@@ -292,6 +294,16 @@ class QueueInfo:
     rate_limit: tuple[int, float] | None = None  # (count, seconds): starts per window
     group_concurrency: int | None = None  # jobs of one group active at once
     ordered: bool = False  # a group's jobs run one at a time, in order
+    group_rate_limit: tuple[int, float] | None = None  # (count, seconds): starts per group
+
+
+class GroupStats(NamedTuple):
+    """One group of a grouped queue: its waiting and active jobs, and the starts its rate
+    limit allows now (None: the queue has no group rate limit)."""
+
+    waiting: int
+    active: int
+    rate_left: int | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -306,8 +318,9 @@ class QueueStats:
     rate_left: int | None = None  # starts its rate limit allows now
     group_concurrency: int | None = None  # its limit of active jobs per group
     ordered: bool = False
-    # The groups with the most waiting jobs (at most ten): (waiting, active) of each.
-    groups: dict[str, tuple[int, int]] = field(default_factory=dict)
+    group_rate_limit: tuple[int, float] | None = None  # (count, seconds): starts per group
+    # The groups with the most waiting jobs (at most ten), most waiting first.
+    groups: dict[str, GroupStats] = field(default_factory=dict)
 
     @property
     def waiting(self) -> int:

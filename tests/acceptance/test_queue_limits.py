@@ -61,6 +61,35 @@ def test_a_queue_runs_at_most_its_concurrency_over_4_processes_and_a_kill(
     assert _most_at_once(spans) == 3  # the limit, and all of it used
 
 
+def _starts(dsn: str, schema: str, group: str | None = None) -> list[float]:
+    """Seconds from the first start of the queue's jobs (of ``group``) to each one's."""
+    with psycopg.connect(dsn) as conn:
+        starts: list[datetime] = [
+            row[0]
+            for row in conn.execute(
+                sql.SQL(
+                    "SELECT started_at FROM {}.job WHERE %s::text IS NULL OR group_key = %s"
+                    " ORDER BY started_at"
+                ).format(sql.Identifier(schema)),
+                (group, group),
+            )
+        ]
+    return [(s - starts[0]).total_seconds() for s in starts]
+
+
+def _assert_rate_kept_and_used(seconds: list[float], count: int) -> None:
+    """Every window of one second, starting at each start, holds at most ``count`` starts;
+    and the limit is used: the starts after the first ``count`` took about as many seconds
+    as the limit needs, not much more."""
+    ahead = 0
+    for first, at in enumerate(seconds):
+        while ahead < len(seconds) and seconds[ahead] < at + 1:
+            ahead += 1
+        assert ahead - first <= count, f"{ahead - first} starts in the second from {at:.3f}s"
+    needed = (len(seconds) - count) / count
+    assert seconds[-1] <= needed / 0.9, f"{len(seconds)} starts took {seconds[-1]:.1f}s"
+
+
 def test_a_rate_limit_holds_over_every_window_across_4_processes(
     dsn: str, schema: str, workers: Workers
 ) -> None:
@@ -71,24 +100,21 @@ def test_a_rate_limit_holds_over_every_window_across_4_processes(
         workers.start("--queues", "limited")
     poll_until(lambda: count_state(dsn, schema, "completed") == 550, 60, "550 completions")
     assert workers.stop_all() == [0, 0, 0, 0], workers.stderr()
-    with psycopg.connect(dsn) as conn:
-        starts: list[datetime] = [
-            row[0]
-            for row in conn.execute(
-                sql.SQL("SELECT started_at FROM {}.job ORDER BY started_at").format(
-                    sql.Identifier(schema)
-                )
-            )
-        ]
-    seconds = [(s - starts[0]).total_seconds() for s in starts]
-    # Every window of one second, starting at each start, holds at most 50 starts.
-    ahead = 0
-    for first, at in enumerate(seconds):
-        while ahead < len(seconds) and seconds[ahead] < at + 1:
-            ahead += 1
-        assert ahead - first <= 50, f"{ahead - first} starts in the second from {at:.3f}s"
-    # And the limit is used: 500 starts after the first 50 took about 10 s, not much more.
-    assert seconds[-1] <= 500 / 50 / 0.9, f"550 starts took {seconds[-1]:.1f}s"
+    _assert_rate_kept_and_used(_starts(dsn, schema), 50)
+
+
+def test_each_groups_rate_limit_holds_across_4_processes(
+    dsn: str, schema: str, workers: Workers
+) -> None:
+    with pgqueue.PgQueue(dsn, schema=schema) as pq:
+        pq.create_queue("limited", group_rate_limit=(25, 1))
+        pq.insert([{"name": "limited", "group": g} for _ in range(275) for g in "ab"])
+    for _ in range(4):
+        workers.start("--queues", "limited")
+    poll_until(lambda: count_state(dsn, schema, "completed") == 550, 60, "550 completions")
+    assert workers.stop_all() == [0, 0, 0, 0], workers.stderr()
+    for group in "ab":  # each its own quota, side by side
+        _assert_rate_kept_and_used(_starts(dsn, schema, group), 25)
 
 
 def _waits(dsn: str, schema: str, group: str) -> list[float]:

@@ -122,7 +122,7 @@ def test_subcommands_are_listed() -> None:
         set(commands.choices)
         == set(listed)
         == {
-            *("migrate", "worker", "jobs", "send", "queues", "job", "grant"),
+            *("migrate", "worker", "jobs", "send", "queues", "groups", "job", "grant"),
             *("retry", "cancel", "resume", "pause", "unpause"),
         }
     )
@@ -151,6 +151,22 @@ def test_operator_commands(dsn: str, schema: str, capsys: Capture) -> None:
     assert lines[0][:5] == ["queue", "waiting", "active", "completed", "failed"]
     assert lines[1][:5] == ["emails", "2", "0", "0", "1"] and lines[1][-1] == "no"
     assert lines[2] == ["reports", "0", "0/2", "0", "0", "-", "10/60s", "(10", "left)", "no"]
+
+    assert main(["groups", "reports", *base]) == 1
+    assert "has no groups" in capsys.readouterr().err
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        pq.update_queue("reports", group_concurrency=2, group_rate_limit=(5, 60))
+        pq.insert([{"name": "reports", "group": g} for g in ("acme", "acme", "acme", "zeta")])
+        pq.send("reports")
+        pq.fetch("reports", 2)  # the queue's limit: "" and acme, the first groups
+    assert main(["groups", "reports", *base]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert lines == [
+        ["group", "waiting", "active", "rate"],
+        ["acme", "2", "1/2", "5/60s", "(4", "left)"],
+        ["zeta", "1", "0/2", "5/60s", "(5", "left)"],
+        ['""', "0", "1/2", "5/60s", "(4", "left)"],
+    ]
 
     assert main(["job", str(first), *base]) == 0
     shown = json.loads(capsys.readouterr().out)

@@ -180,12 +180,21 @@ def test_a_grouped_claim_reads_only_index_ranges(
         "heartbeat": 30.0,
         "group_limit": 20,
         "ordered": False,
+        "group_rate_count": 1000,
+        "group_rate_seconds": 60.0,
+        "cursor": "a",
     }
     nodes = _prepared_plan(conn, query, params, mode)
     assert not [n for n in nodes if n["Node Type"] == "Seq Scan"]
     # Ranges of the group indexes, and primary-key probes for the ids chosen: nothing
     # reads a whole queue's jobs.
     indexes = {n["Index Name"] for n in nodes if "Index Name" in n}
-    assert indexes <= {"job_group_idx", "job_group_active_idx", "job_pkey", "queue_pkey"}, indexes
+    assert indexes <= {
+        "job_group_idx",
+        "job_group_active_idx",
+        "job_pkey",
+        "queue_pkey",
+        "group_rate_pkey",
+    }, indexes
     bitmaps = {n["Index Name"] for n in nodes if n["Node Type"] == "Bitmap Index Scan"}
     assert bitmaps <= {"job_pkey"}, bitmaps

@@ -486,7 +486,8 @@ def test_group_concurrency_caps_each_group_and_claims_fairly(pq: PgQueue) -> Non
     assert job is not None and job.group == first[0].group
     (stats,) = pq.get_queue_stats("tenants")
     assert stats.group_concurrency == 2
-    assert stats.groups == {"a": (47, 2), "b": (1, 2), "": (1, 2)}  # (waiting, active)
+    assert stats.groups == {"a": (47, 2, None), "b": (1, 2, None), "": (1, 2, None)}
+    assert stats.groups["a"].waiting == 47 and stats.groups["a"].active == 2
     assert list(stats.groups) == ["a", "", "b"]  # most waiting first
 
 
@@ -599,3 +600,111 @@ def test_jobs_sent_without_a_group_join_one_when_their_queue_becomes_grouped(
     pq.update_queue("tenants", group_concurrency=1)
     assert [j.data for j in pq.fetch("tenants", 10)] == [0]  # one group: ""
     assert pq.fetch("tenants", 10) == []
+
+
+def test_a_group_rate_limit_counts_each_groups_starts_on_the_database_clock(
+    pq: PgQueue,
+) -> None:
+    start = (pq.now() + timedelta(days=1)).replace(microsecond=0)
+    pq.set_clock(start)
+    pq.create_queue("api", group_rate_limit=(2, 3600))
+    info = pq.get_queue("api")
+    assert info is not None and info.group_rate_limit == (2, 3600.0)
+    pq.insert([{"name": "api", "data": f"a{i}", "group": "a"} for i in range(5)])
+    pq.insert([{"name": "api", "data": f"b{i}", "group": "b"} for i in range(3)])
+    pq.send("api", "none")  # group ""
+    assert sorted(j.data for j in pq.fetch("api", 3)) == ["a0", "b0", "none"]
+    assert sorted(j.data for j in pq.fetch("api", 10)) == ["a1", "b1"]
+    assert pq.fetch("api", 10) == []  # each group started two this hour (completing frees none)
+    (stats,) = pq.get_queue_stats("api")
+    assert stats.group_rate_limit == (2, 3600.0)
+    assert stats.groups == {"a": (3, 2, 0), "b": (1, 2, 0), "": (0, 1, 1)}
+    pq.send("api", "c0", group="c")  # a group of its own has its own quota
+    assert [j.data for j in pq.fetch("api", 10)] == ["c0"]
+    pq.set_clock(start + timedelta(seconds=3599))
+    assert pq.fetch("api", 10) == []
+    pq.set_clock(start + timedelta(seconds=3601))
+    assert sorted(j.data for j in pq.fetch("api", 10)) == ["a2", "a3", "b2"]
+
+
+def test_a_group_rate_limit_works_with_the_other_limits(pq: PgQueue) -> None:
+    pq.create_queue("api", group_rate_limit=(3, 3600), group_concurrency=1, concurrency=2)
+    pq.insert([{"name": "api", "group": g} for g in "abc" for _ in range(5)])
+    first = pq.fetch("api", 10)
+    assert sorted(j.group or "" for j in first) == ["a", "b"]  # the queue's two slots
+    pq.complete([j.id for j in first])
+    second = pq.fetch("api", 10)
+    assert sorted(j.group or "" for j in second) == ["a", "c"]  # c had none running
+    pq.complete([j.id for j in second])
+    pq.complete([j.id for j in pq.fetch("api", 10)])
+    pq.complete([j.id for j in pq.fetch("api", 10)])
+    # Three starts each (one at a time, two at once): a and b are at their rate limit.
+    fetched = pq.fetch("api", 10)
+    assert [j.group for j in fetched] == ["c"]
+    pq.update_queue("api", group_rate_limit=None)
+    pq.complete([j.id for j in fetched])
+    assert len(pq.fetch("api", 10)) == 2
+
+
+def test_group_rate_limits_refuse_bad_values_and_one_per_key_policies(pq: PgQueue) -> None:
+    for bad in [(0, 1), (5, 0), (5,), "5/s", (True, 1), (10_001, 1)]:
+        with pytest.raises(pgqueue.InvalidOptionError, match="group_rate_limit"):
+            pq.create_queue("api", group_rate_limit=bad)
+    assert pq.get_queue("api") is None
+    with pytest.raises(pgqueue.InvalidOptionError, match="group_rate_limit"):
+        pq.create_queue("api", policy="singleton", group_rate_limit=(5, 1))
+    assert pq.get_queue("api") is None
+
+
+def test_maintenance_drops_group_rate_windows_that_hold_no_start(pq: PgQueue) -> None:
+    pq.create_queue("api", group_rate_limit=(5, 60))
+    pq.create_queue("other", group_rate_limit=(5, 60))
+    pq.insert([{"name": n, "group": g} for n in ("api", "other") for g in "ab"])
+    assert len(pq.fetch("api", 10)) == 2 and len(pq.fetch("other", 10)) == 2
+    assert pq.maintain().rate_windows == 0  # all four still hold a start
+    pq.move_clock(61)
+    pq.send("api", group="a")
+    assert len(pq.fetch("api", 10)) == 1  # a's window of api starts again
+    pq.update_queue("other", group_rate_limit=None)
+    assert pq.maintain().rate_windows == 3  # api's b, and other's two: no limit now
+    pq.send("api", group="a")
+    pq.send("api", group="b")
+    assert len(pq.fetch("api", 10)) == 2
+    (stats,) = pq.get_queue_stats("api")
+    assert stats.groups["a"].rate_left == 3 and stats.groups["b"].rate_left == 4
+
+
+async def test_a_worker_held_back_by_a_group_rate_limit_claims_when_it_allows(
+    apq: AsyncPgQueue,
+) -> None:
+    starts: list[float] = []
+
+    @apq.job("api")
+    async def api(data: int) -> None:
+        starts.append(time.monotonic())
+
+    await apq.start()
+    await apq.update_queue("api", group_rate_limit=(1, 1.0))
+    await apq.insert([{"name": "api", "data": i, "group": "a"} for i in range(3)])
+    task = asyncio.create_task(apq.work(poll_interval=30))
+    await _until(lambda: len(starts) == 3, timeout=10)  # woken by the window, not the poll
+    apq.stop_working()
+    await asyncio.wait_for(task, 15)
+    assert all(b - a > 0.9 for a, b in itertools.pairwise(starts)), starts
+
+
+def test_claims_take_the_groups_in_turn(pq: PgQueue) -> None:
+    # One job at a time (the queue's limit), each done before the next claim: every group
+    # has none running at each claim, and the groups still take turns (the oldest jobs,
+    # all of group a, do not go first).
+    pq.create_queue("tenants", group_concurrency=100, concurrency=1)
+    pq.insert([{"name": "tenants", "group": g} for g in "abc" for _ in range(10)])
+    order: list[str | None] = []
+    for _ in range(7):
+        (job,) = pq.fetch("tenants", 5)
+        order.append(job.group)
+        pq.complete(job.id)
+    assert order == ["a", "b", "c", "a", "b", "c", "a"]
+    pq.send("tenants", group="0")  # a new group sorting first waits for its turn too
+    pq.complete([j.id for j in pq.fetch("tenants", 1)])
+    assert [j.group for j in pq.fetch("tenants", 1)] == ["c"]

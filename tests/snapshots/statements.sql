@@ -41,6 +41,39 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA "pgqueue"
     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO "worker";
 ALTER DEFAULT PRIVILEGES IN SCHEMA "pgqueue" GRANT USAGE, SELECT ON SEQUENCES TO "worker";
 
+-- name: group_rate_prune
+DELETE FROM "pgqueue".group_rate r
+USING "pgqueue".queue q
+WHERE q.name = r.name
+    AND (q.group_rate_seconds IS NULL
+         OR NOT EXISTS (SELECT FROM unnest(r.starts) s
+                        WHERE s > "pgqueue".clock() - make_interval(secs => q.group_rate_seconds)))
+RETURNING r.name;
+
+-- name: group_rate_take
+INSERT INTO "pgqueue".group_rate AS r (name, group_key, starts)
+SELECT %(name)s, t.key, array_fill("pgqueue".clock(), ARRAY[t.value::integer])
+FROM jsonb_each_text(%(taken)s::jsonb) AS t
+ON CONFLICT (name, group_key) DO UPDATE
+SET starts = ARRAY(SELECT s FROM unnest(r.starts) s
+                   WHERE s > "pgqueue".clock() - make_interval(secs => %(seconds)s::float8)
+                       AND s <= "pgqueue".clock()
+                   ORDER BY s) || excluded.starts;
+
+-- name: group_rate_wait
+SELECT extract(epoch FROM min(w.at) - "pgqueue".clock())::float8 AS wait
+FROM "pgqueue".queue q
+JOIN "pgqueue".group_rate r ON r.name = q.name
+CROSS JOIN LATERAL (
+    SELECT s + make_interval(secs => q.group_rate_seconds) AS at
+    FROM unnest(r.starts) s
+    WHERE s > "pgqueue".clock() - make_interval(secs => q.group_rate_seconds) AND s <= "pgqueue".clock()
+    ORDER BY s DESC OFFSET q.group_rate_count - 1 LIMIT 1) w
+WHERE q.name = %(name)s
+    AND EXISTS (SELECT FROM "pgqueue".job j
+                WHERE j.name = r.name AND j.group_key = r.group_key
+                    AND j.state < 'active');
+
 -- name: job_archive
     WITH completed AS MATERIALIZED (
         SELECT id FROM "pgqueue".job
@@ -193,7 +226,7 @@ CASE WHEN j.retry_backoff
         WHERE name = %(name)s AND state < 'active' AND start_after <= "pgqueue".clock()
             AND NOT EXISTS (SELECT FROM "pgqueue".queue
                             WHERE name = %(name)s AND (paused OR NOT %(turn)s AND (concurrency IS NOT NULL OR rate_count IS NOT NULL OR group_concurrency IS NOT NULL
-OR ordered)))
+OR ordered OR group_rate_count IS NOT NULL)))
         ORDER BY priority DESC, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED))
@@ -212,12 +245,19 @@ WITH RECURSIVE grp AS (
     FROM grp g WHERE g.group_key IS NOT NULL
 ),
 cand AS (
-    SELECT c.id, c.priority, a.n + c.nth AS place
+    SELECT c.id, c.priority, a.n + c.nth AS place, g.group_key,
+        (%(cursor)s::text IS NULL OR g.group_key > %(cursor)s) AS next_turn
     FROM grp g
     CROSS JOIN LATERAL (
         SELECT count(*) AS n FROM "pgqueue".job a
         WHERE a.name = %(name)s AND a.group_key = g.group_key
             AND a.state = 'active') a
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM "pgqueue".group_rate r, unnest(r.starts) s
+        WHERE %(group_rate_count)s::integer IS NOT NULL
+            AND r.name = %(name)s AND r.group_key = g.group_key
+            AND s > "pgqueue".clock() - make_interval(secs => %(group_rate_seconds)s::float8)
+            AND s <= "pgqueue".clock()) r
     CROSS JOIN LATERAL (
         SELECT h.*, row_number() OVER (ORDER BY h.priority DESC, h.id) AS nth
         FROM (SELECT j.id, j.priority, j.start_after FROM "pgqueue".job j
@@ -225,16 +265,29 @@ cand AS (
                   AND j.state < 'active'
                   AND (%(ordered)s OR j.start_after <= "pgqueue".clock())
               ORDER BY j.priority DESC, j.id
-              LIMIT LEAST(GREATEST(%(group_limit)s - a.n, 0), %(limit)s)) h) c
+              LIMIT GREATEST(LEAST(%(group_limit)s::integer - a.n,
+                                   %(group_rate_count)s::integer - r.n,
+                                   %(limit)s), 0)) h) c
     WHERE c.start_after <= "pgqueue".clock()
+),
+picked AS MATERIALIZED (
+    SELECT id, group_key,
+        row_number() OVER (ORDER BY place, priority DESC, next_turn DESC, group_key, id)
+            AS turn
+    FROM cand
+    ORDER BY turn LIMIT %(limit)s
+),
+turned AS (
+    UPDATE "pgqueue".queue
+    SET group_cursor = (SELECT group_key FROM picked ORDER BY turn DESC LIMIT 1)
+    WHERE name = %(name)s AND EXISTS (SELECT FROM picked)
 )
 UPDATE "pgqueue".job j
 SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
     worker_id = %(worker_id)s, attempt = j.attempt + 1,
     run_id = floor(random() * 9.2e18)::bigint,
     run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)
-WHERE j.id = ANY(ARRAY(
-    SELECT id FROM cand ORDER BY place, priority DESC, id LIMIT %(limit)s))
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     AND j.state < 'active'
     AND NOT EXISTS (SELECT FROM "pgqueue".queue WHERE name = %(name)s AND paused)
 RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key;
@@ -314,7 +367,7 @@ WHERE id = ANY(ARRAY(
         WHERE j.name = q.name AND j.state < 'active' AND j.group_key IS NULL
         ORDER BY j.priority DESC, j.id
         LIMIT %(limit)s) u
-    WHERE (q.group_concurrency IS NOT NULL OR q.ordered) AND (%(name)s::text IS NULL OR q.name = %(name)s)
+    WHERE (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) AND (%(name)s::text IS NULL OR q.name = %(name)s)
     LIMIT %(limit)s))
 RETURNING id;
 
@@ -345,8 +398,7 @@ COALESCE(i.start_after, "pgqueue".clock() + make_interval(secs => COALESCE(i.sta
 i.singleton_key,
 to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
     * i.singleton_seconds) AS singleton_on,
-COALESCE(i.group_key, CASE WHEN q.group_concurrency IS NOT NULL OR q.ordered THEN ''
-    END) AS group_key
+COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) THEN '' END) AS group_key
         FROM (SELECT %(name)s::text AS name, %(data)s::jsonb AS data, %(priority)s::integer AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, %(group_key)s::text AS group_key) AS i
         JOIN "pgqueue".queue q ON q.name = i.name
         ON CONFLICT DO NOTHING
@@ -393,8 +445,7 @@ COALESCE(i.start_after, "pgqueue".clock() + make_interval(secs => COALESCE(i.sta
 i.singleton_key,
 to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
     * i.singleton_seconds) AS singleton_on,
-COALESCE(i.group_key, CASE WHEN q.group_concurrency IS NOT NULL OR q.ordered THEN ''
-    END) AS group_key
+COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) THEN '' END) AS group_key
         FROM input i JOIN "pgqueue".queue q ON q.name = i.name
         WHERE NOT EXISTS (SELECT FROM missing)
     ),
@@ -457,8 +508,7 @@ COALESCE(i.start_after, "pgqueue".clock() + make_interval(secs => COALESCE(i.sta
 i.singleton_key,
 to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
     * i.singleton_seconds) AS singleton_on,
-COALESCE(i.group_key, CASE WHEN q.group_concurrency IS NOT NULL OR q.ordered THEN ''
-    END) AS group_key
+COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) THEN '' END) AS group_key
         FROM (SELECT s.queue AS name, %(data)s::jsonb AS data, %(priority)s::integer AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, %(group_key)s::text AS group_key FROM "pgqueue".subscription s
               WHERE s.event = %(event)s) AS i
         JOIN "pgqueue".queue q ON q.name = i.name
@@ -614,16 +664,18 @@ ROLLBACK TO SAVEPOINT pgqueue_maintenance_step;
     INSERT INTO "pgqueue".queue (name, policy, retry_limit, retry_delay, retry_backoff,
         retry_delay_max, expire_in, heartbeat_seconds, retention, delete_after,
         dead_letter, description, concurrency, rate_count, rate_seconds,
-        group_concurrency, ordered)
+        group_concurrency, ordered, group_rate_count, group_rate_seconds)
     SELECT %(name)s, COALESCE(o.policy, 'standard'), o.retry_limit, o.retry_delay,
         o.retry_backoff, o.retry_delay_max, o.expire_in, o.heartbeat_seconds, o.retention,
         o.delete_after, o.dead_letter, o.description, o.concurrency,
         (o.rate_limit ->> 0)::integer, (o.rate_limit ->> 1)::float8, o.group_concurrency,
-        COALESCE(o.ordered, false)
+        COALESCE(o.ordered, false), (o.group_rate_limit ->> 0)::integer,
+        (o.group_rate_limit ->> 1)::float8
     FROM jsonb_to_record(%(options)s::jsonb) AS o(policy text, retry_limit integer, retry_delay float8,
 retry_backoff boolean, retry_delay_max float8, expire_in float8, heartbeat_seconds float8,
 retention float8, delete_after float8, dead_letter text, description text,
-concurrency integer, rate_limit jsonb, group_concurrency integer, ordered boolean)
+concurrency integer, rate_limit jsonb, group_concurrency integer, ordered boolean,
+group_rate_limit jsonb)
     ON CONFLICT (name) DO NOTHING
     RETURNING name;
 
@@ -643,23 +695,30 @@ SELECT pg_try_advisory_xact_lock(hashtext('pgqueue.fetch.pgqueue.' || %(name)s))
 -- name: queue_get
 SELECT name, policy, retry_limit, retry_delay, retry_backoff, retry_delay_max,
     expire_in, heartbeat_seconds, retention, delete_after, dead_letter, description, paused,
-    created_at, updated_at, concurrency, group_concurrency, ordered, rate_count, rate_seconds FROM "pgqueue".queue WHERE name = %(name)s;
+    created_at, updated_at, concurrency, group_concurrency, ordered, rate_count, rate_seconds,
+    group_rate_count, group_rate_seconds FROM "pgqueue".queue WHERE name = %(name)s;
 
 -- name: queue_group_stats
-SELECT group_key, count(*) FILTER (WHERE state < 'active') AS waiting,
-    count(*) FILTER (WHERE state = 'active') AS active
-FROM "pgqueue".job
-WHERE name = %(name)s AND state <= 'active' AND group_key IS NOT NULL
-GROUP BY group_key ORDER BY waiting DESC, group_key LIMIT %(top)s;
+SELECT g.*, (SELECT count(*) FROM "pgqueue".group_rate r, unnest(r.starts) s
+             WHERE r.name = %(name)s AND r.group_key = g.group_key
+                 AND s > "pgqueue".clock() - make_interval(secs => %(seconds)s::float8)
+                 AND s <= "pgqueue".clock()) AS rate_used
+FROM (SELECT group_key, count(*) FILTER (WHERE state < 'active') AS waiting,
+          count(*) FILTER (WHERE state = 'active') AS active
+      FROM "pgqueue".job
+      WHERE name = %(name)s AND state <= 'active' AND group_key IS NOT NULL
+      GROUP BY group_key ORDER BY waiting DESC, group_key LIMIT %(top)s) g
+ORDER BY g.waiting DESC, g.group_key;
 
 -- name: queue_list
 SELECT name, policy, retry_limit, retry_delay, retry_backoff, retry_delay_max,
     expire_in, heartbeat_seconds, retention, delete_after, dead_letter, description, paused,
-    created_at, updated_at, concurrency, group_concurrency, ordered, rate_count, rate_seconds FROM "pgqueue".queue ORDER BY name;
+    created_at, updated_at, concurrency, group_concurrency, ordered, rate_count, rate_seconds,
+    group_rate_count, group_rate_seconds FROM "pgqueue".queue ORDER BY name;
 
 -- name: queue_policy
 SELECT policy, paused, (concurrency IS NOT NULL OR rate_count IS NOT NULL OR group_concurrency IS NOT NULL
-    OR ordered) AS limited FROM "pgqueue".queue WHERE name = %(name)s;
+    OR ordered OR group_rate_count IS NOT NULL) AS limited FROM "pgqueue".queue WHERE name = %(name)s;
 
 -- name: queue_purge
 DELETE FROM "pgqueue".job WHERE name = %(name)s AND state < 'active' RETURNING id;
@@ -703,8 +762,7 @@ COALESCE(i.start_after, "pgqueue".clock() + make_interval(secs => COALESCE(i.sta
 i.singleton_key,
 to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
     * i.singleton_seconds) AS singleton_on,
-COALESCE(i.group_key, CASE WHEN q.group_concurrency IS NOT NULL OR q.ordered THEN ''
-    END) AS group_key
+COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) THEN '' END) AS group_key
         FROM (SELECT m.id,
                   m.origin AS name, m.data AS data, m.priority AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, m.group_key AS group_key
               FROM picked m) AS i
@@ -728,7 +786,8 @@ SELECT GREATEST(LEAST(%(limit)s,
     CASE WHEN q.rate_count <= r.recent THEN extract(epoch FROM
         r.oldest + make_interval(secs => q.rate_seconds) - "pgqueue".clock())::float8 END AS wait,
     CASE WHEN q.ordered THEN 1 ELSE q.group_concurrency END AS group_limit,
-    q.ordered, q.rate_count IS NOT NULL AS rated
+    q.ordered, q.rate_count IS NOT NULL AS rated, (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) AS grouped,
+    q.group_rate_count, q.group_rate_seconds, q.group_cursor
 FROM "pgqueue".queue q,
     LATERAL (SELECT count(*) AS recent, min(s) AS oldest FROM unnest(q.rate_starts) s
              WHERE s > "pgqueue".clock() - make_interval(secs => q.rate_seconds)
@@ -737,7 +796,7 @@ WHERE q.name = %(name)s;
 
 -- name: queue_rules
     SELECT name, policy, paused, (concurrency IS NOT NULL OR rate_count IS NOT NULL OR group_concurrency IS NOT NULL
-OR ordered) AS limited
+OR ordered OR group_rate_count IS NOT NULL) AS limited
     FROM "pgqueue".queue WHERE name = ANY(%(names)s::text[]);
 
 -- name: queue_set_paused
@@ -754,7 +813,7 @@ SELECT q.name, j.state::text AS state, count(j.id) AS count,
         FILTER (WHERE j.state < 'active' AND j.start_after <= "pgqueue".clock()))::float8
         AS oldest_waiting,
     q.concurrency, q.rate_count, q.rate_seconds, r.rate_used, q.group_concurrency,
-    q.ordered
+    q.ordered, q.group_rate_count, q.group_rate_seconds, (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) AS grouped
 FROM "pgqueue".queue q
 CROSS JOIN LATERAL (
     SELECT count(*) AS rate_used FROM unnest(q.rate_starts) s
@@ -797,11 +856,16 @@ GROUP BY q.name, j.state, r.rate_used ORDER BY q.name;
             THEN o.group_concurrency ELSE q.group_concurrency END,
         ordered = CASE WHEN %(options)s::jsonb ? 'ordered'
             THEN COALESCE(o.ordered, false) ELSE q.ordered END,
+        group_rate_count = CASE WHEN %(options)s::jsonb ? 'group_rate_limit'
+            THEN (o.group_rate_limit ->> 0)::integer ELSE q.group_rate_count END,
+        group_rate_seconds = CASE WHEN %(options)s::jsonb ? 'group_rate_limit'
+            THEN (o.group_rate_limit ->> 1)::float8 ELSE q.group_rate_seconds END,
         updated_at = "pgqueue".clock()
     FROM jsonb_to_record(%(options)s::jsonb) AS o(policy text, retry_limit integer, retry_delay float8,
 retry_backoff boolean, retry_delay_max float8, expire_in float8, heartbeat_seconds float8,
 retention float8, delete_after float8, dead_letter text, description text,
-concurrency integer, rate_limit jsonb, group_concurrency integer, ordered boolean)
+concurrency integer, rate_limit jsonb, group_concurrency integer, ordered boolean,
+group_rate_limit jsonb)
     WHERE q.name = %(name)s
     RETURNING q.name, q.policy, pg_notify('pgqueue_jobs', q.name || ' changed');
 

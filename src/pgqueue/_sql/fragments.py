@@ -61,11 +61,11 @@ CLAIM = f"""UPDATE {{schema}}.job j
         {CLAIM_RETURNING}"""
 
 # Whether queue q groups its jobs.
-GROUPED = "(q.group_concurrency IS NOT NULL OR q.ordered)"
+GROUPED = "(q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL)"
 
 # Whether a queue (its row in scope) has limits across workers: its fetchers take turns.
 LIMITED = """(concurrency IS NOT NULL OR rate_count IS NOT NULL OR group_concurrency IS NOT NULL
-    OR ordered)"""
+    OR ordered OR group_rate_count IS NOT NULL)"""
 
 # Every column of job, for moving rows to the archive (which has them all, plus archived_at).
 ALL_JOB_COLUMNS = """id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,
@@ -101,7 +101,8 @@ SINGLE_INPUT = job_input()
 # Each option resolved: the sender's value, else the queue's (q), else the default. A start
 # is a date (start_after) or a delay from now (start_in); time slots (singleton_seconds) are
 # cut from the clock.
-RESOLVED_NO_ID = """i.name, i.data, COALESCE(i.priority, 0) AS priority,
+RESOLVED_NO_ID = (
+    """i.name, i.data, COALESCE(i.priority, 0) AS priority,
     COALESCE(i.retry_limit, q.retry_limit, 2) AS retry_limit,
     COALESCE(i.retry_delay, q.retry_delay, 0) AS retry_delay,
     COALESCE(i.retry_backoff, q.retry_backoff, false) AS retry_backoff,
@@ -119,8 +120,10 @@ RESOLVED_NO_ID = """i.name, i.data, COALESCE(i.priority, 0) AS priority,
     i.singleton_key,
     to_timestamp(floor(extract(epoch FROM {now}) / i.singleton_seconds)
         * i.singleton_seconds) AS singleton_on,
-    COALESCE(i.group_key, CASE WHEN q.group_concurrency IS NOT NULL OR q.ordered THEN ''
-        END) AS group_key"""
+    COALESCE(i.group_key, CASE WHEN """
+    + GROUPED
+    + """ THEN '' END) AS group_key"""
+)
 
 # The retry delay of a job that has just failed for the (retry_count + 1)th time:
 # retry_delay, doubled per earlier retry with equal jitter when retry_backoff, capped by

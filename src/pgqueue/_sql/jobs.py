@@ -193,9 +193,12 @@ class JobStatements:
     # found by skipping through job_group_idx from one group to the next; each group gives
     # as many of its next runnable jobs as %(group_limit)s leaves room for beside its active
     # ones (for an ordered queue: its first waiting job, if it is due and none is active, so
-    # a job waiting to retry holds back the group's later ones). Jobs are taken by their
-    # place in their group counting its active jobs, so the groups with the fewest running
-    # go first: one group's backlog delays no other group's next job by more than a claim.
+    # a job waiting to retry holds back the group's later ones), and as many as its rate
+    # limit (if any) leaves beside its starts in the window. Jobs are taken by their place in
+    # their group counting its active jobs, so the groups with the fewest running go first:
+    # one group's backlog delays no other group's next job by more than a claim. Among equal
+    # places (and priorities), groups take turns: those after the queue's group_cursor (the
+    # group the last claim ended with) first, so claims go round the groups.
     # A grouped queue's jobs all have a group (those sent without one are in group ''), so
     # every part of this is an index range; the chosen ids drive primary-key probes.
     job_fetch_grouped = Template(f"""
@@ -211,12 +214,19 @@ class JobStatements:
             FROM grp g WHERE g.group_key IS NOT NULL
         ),
         cand AS (
-            SELECT c.id, c.priority, a.n + c.nth AS place
+            SELECT c.id, c.priority, a.n + c.nth AS place, g.group_key,
+                (%(cursor)s::text IS NULL OR g.group_key > %(cursor)s) AS next_turn
             FROM grp g
             CROSS JOIN LATERAL (
                 SELECT count(*) AS n FROM {{schema}}.job a
                 WHERE a.name = %(name)s AND a.group_key = g.group_key
                     AND a.state = 'active') a
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS n FROM {{schema}}.group_rate r, unnest(r.starts) s
+                WHERE %(group_rate_count)s::integer IS NOT NULL
+                    AND r.name = %(name)s AND r.group_key = g.group_key
+                    AND s > {{now}} - make_interval(secs => %(group_rate_seconds)s::float8)
+                    AND s <= {{now}}) r
             CROSS JOIN LATERAL (
                 SELECT h.*, row_number() OVER (ORDER BY h.priority DESC, h.id) AS nth
                 FROM (SELECT j.id, j.priority, j.start_after FROM {{schema}}.job j
@@ -224,13 +234,26 @@ class JobStatements:
                           AND j.state < 'active'
                           AND (%(ordered)s OR j.start_after <= {{now}})
                       ORDER BY j.priority DESC, j.id
-                      LIMIT LEAST(GREATEST(%(group_limit)s - a.n, 0), %(limit)s)) h) c
+                      LIMIT GREATEST(LEAST(%(group_limit)s::integer - a.n,
+                                           %(group_rate_count)s::integer - r.n,
+                                           %(limit)s), 0)) h) c
             WHERE c.start_after <= {{now}}
+        ),
+        picked AS MATERIALIZED (
+            SELECT id, group_key,
+                row_number() OVER (ORDER BY place, priority DESC, next_turn DESC, group_key, id)
+                    AS turn
+            FROM cand
+            ORDER BY turn LIMIT %(limit)s
+        ),
+        turned AS (
+            UPDATE {{schema}}.queue
+            SET group_cursor = (SELECT group_key FROM picked ORDER BY turn DESC LIMIT 1)
+            WHERE name = %(name)s AND EXISTS (SELECT FROM picked)
         )
         UPDATE {{schema}}.job j
         {CLAIM_SET}
-        WHERE j.id = ANY(ARRAY(
-            SELECT id FROM cand ORDER BY place, priority DESC, id LIMIT %(limit)s))
+        WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
             AND j.state < 'active'
             AND NOT EXISTS (SELECT FROM {{schema}}.queue WHERE name = %(name)s AND paused)
         {CLAIM_RETURNING}""")
@@ -258,7 +281,8 @@ class JobStatements:
     # most %(limit)s), and, when its rate limit is what holds them back, in how many
     # seconds it lets one start (else NULL). Starts stamped after now (the clock was set
     # back) are not counted: by the clock, they have not happened.
-    queue_room = Template("""
+    queue_room = Template(
+        """
         SELECT GREATEST(LEAST(%(limit)s,
                 q.concurrency - (SELECT count(*) FROM {schema}.job a
                                  WHERE a.state = 'active' AND a.name = q.name),
@@ -266,12 +290,16 @@ class JobStatements:
             CASE WHEN q.rate_count <= r.recent THEN extract(epoch FROM
                 r.oldest + make_interval(secs => q.rate_seconds) - {now})::float8 END AS wait,
             CASE WHEN q.ordered THEN 1 ELSE q.group_concurrency END AS group_limit,
-            q.ordered, q.rate_count IS NOT NULL AS rated
+            q.ordered, q.rate_count IS NOT NULL AS rated, """
+        + GROUPED
+        + """ AS grouped,
+            q.group_rate_count, q.group_rate_seconds, q.group_cursor
         FROM {schema}.queue q,
             LATERAL (SELECT count(*) AS recent, min(s) AS oldest FROM unnest(q.rate_starts) s
                      WHERE s > {now} - make_interval(secs => q.rate_seconds)
                          AND s <= {now}) AS r
-        WHERE q.name = %(name)s""")
+        WHERE q.name = %(name)s"""
+    )
     # A rate-limited queue's starts: those still in the window, and %(count)s more now.
     queue_rate_take = Template("""
         UPDATE {schema}.queue
@@ -281,6 +309,32 @@ class JobStatements:
                                 ORDER BY s)
             || array_fill({now}, ARRAY[%(count)s::integer])
         WHERE name = %(name)s AND rate_count IS NOT NULL""")
+    # A group rate limit's starts: each group's still in the window (of %(seconds)s), and
+    # as many more now as %(taken)s, a JSON object {group: count}, says.
+    group_rate_take = Template("""
+        INSERT INTO {schema}.group_rate AS r (name, group_key, starts)
+        SELECT %(name)s, t.key, array_fill({now}, ARRAY[t.value::integer])
+        FROM jsonb_each_text(%(taken)s::jsonb) AS t
+        ON CONFLICT (name, group_key) DO UPDATE
+        SET starts = ARRAY(SELECT s FROM unnest(r.starts) s
+                           WHERE s > {now} - make_interval(secs => %(seconds)s::float8)
+                               AND s <= {now}
+                           ORDER BY s) || excluded.starts""")
+    # In how many seconds a group with waiting jobs whose rate limit is used up in the
+    # window may start one (NULL: no such group).
+    group_rate_wait = Template("""
+        SELECT extract(epoch FROM min(w.at) - {now})::float8 AS wait
+        FROM {schema}.queue q
+        JOIN {schema}.group_rate r ON r.name = q.name
+        CROSS JOIN LATERAL (
+            SELECT s + make_interval(secs => q.group_rate_seconds) AS at
+            FROM unnest(r.starts) s
+            WHERE s > {now} - make_interval(secs => q.group_rate_seconds) AND s <= {now}
+            ORDER BY s DESC OFFSET q.group_rate_count - 1 LIMIT 1) w
+        WHERE q.name = %(name)s
+            AND EXISTS (SELECT FROM {schema}.job j
+                        WHERE j.name = r.name AND j.group_key = r.group_key
+                            AND j.state < 'active')""")
     # Outcomes, heartbeats and releases name the run they belong to: the job's id and its
     # run_id. A run that no longer holds the job (its run_id is not the job's, or the job is
     # no longer active) changes nothing, and its id is not returned. A NULL run (a manual

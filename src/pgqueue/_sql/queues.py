@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .fragments import INSERT_COLUMNS_NO_ID, LIMITED, RESOLVED_NO_ID, job_input
+from .fragments import GROUPED, INSERT_COLUMNS_NO_ID, LIMITED, RESOLVED_NO_ID, job_input
 from .template import Template
 
 __all__ = ["QueueStatements"]
@@ -11,11 +11,13 @@ __all__ = ["QueueStatements"]
 _QUEUE_OPTIONS = """policy text, retry_limit integer, retry_delay float8,
     retry_backoff boolean, retry_delay_max float8, expire_in float8, heartbeat_seconds float8,
     retention float8, delete_after float8, dead_letter text, description text,
-    concurrency integer, rate_limit jsonb, group_concurrency integer, ordered boolean"""
+    concurrency integer, rate_limit jsonb, group_concurrency integer, ordered boolean,
+    group_rate_limit jsonb"""
 # A queue as QueueInfo shows it.
 _QUEUE_INFO = """name, policy, retry_limit, retry_delay, retry_backoff, retry_delay_max,
     expire_in, heartbeat_seconds, retention, delete_after, dead_letter, description, paused,
-    created_at, updated_at, concurrency, group_concurrency, ordered, rate_count, rate_seconds"""
+    created_at, updated_at, concurrency, group_concurrency, ordered, rate_count, rate_seconds,
+    group_rate_count, group_rate_seconds"""
 
 
 class QueueStatements:
@@ -26,12 +28,13 @@ class QueueStatements:
         INSERT INTO {{schema}}.queue (name, policy, retry_limit, retry_delay, retry_backoff,
             retry_delay_max, expire_in, heartbeat_seconds, retention, delete_after,
             dead_letter, description, concurrency, rate_count, rate_seconds,
-            group_concurrency, ordered)
+            group_concurrency, ordered, group_rate_count, group_rate_seconds)
         SELECT %(name)s, COALESCE(o.policy, 'standard'), o.retry_limit, o.retry_delay,
             o.retry_backoff, o.retry_delay_max, o.expire_in, o.heartbeat_seconds, o.retention,
             o.delete_after, o.dead_letter, o.description, o.concurrency,
             (o.rate_limit ->> 0)::integer, (o.rate_limit ->> 1)::float8, o.group_concurrency,
-            COALESCE(o.ordered, false)
+            COALESCE(o.ordered, false), (o.group_rate_limit ->> 0)::integer,
+            (o.group_rate_limit ->> 1)::float8
         FROM jsonb_to_record(%(options)s::jsonb) AS o({_QUEUE_OPTIONS})
         ON CONFLICT (name) DO NOTHING
         RETURNING name""")
@@ -71,6 +74,10 @@ class QueueStatements:
                 THEN o.group_concurrency ELSE q.group_concurrency END,
             ordered = CASE WHEN %(options)s::jsonb ? 'ordered'
                 THEN COALESCE(o.ordered, false) ELSE q.ordered END,
+            group_rate_count = CASE WHEN %(options)s::jsonb ? 'group_rate_limit'
+                THEN (o.group_rate_limit ->> 0)::integer ELSE q.group_rate_count END,
+            group_rate_seconds = CASE WHEN %(options)s::jsonb ? 'group_rate_limit'
+                THEN (o.group_rate_limit ->> 1)::float8 ELSE q.group_rate_seconds END,
             updated_at = {{now}}
         FROM jsonb_to_record(%(options)s::jsonb) AS o({_QUEUE_OPTIONS})
         WHERE q.name = %(name)s
@@ -134,27 +141,33 @@ class QueueStatements:
         SELECT id, (SELECT count(pg_notify({{jobs_channel}}, d.name))
                     FROM (SELECT DISTINCT name FROM inserted) AS d) AS notified
         FROM inserted""")
-    queue_stats = Template("""
+    queue_stats = Template(f"""
         SELECT q.name, j.state::text AS state, count(j.id) AS count,
-            extract(epoch FROM {now} - min(j.created_at)
-                FILTER (WHERE j.state < 'active' AND j.start_after <= {now}))::float8
+            extract(epoch FROM {{now}} - min(j.created_at)
+                FILTER (WHERE j.state < 'active' AND j.start_after <= {{now}}))::float8
                 AS oldest_waiting,
             q.concurrency, q.rate_count, q.rate_seconds, r.rate_used, q.group_concurrency,
-            q.ordered
-        FROM {schema}.queue q
+            q.ordered, q.group_rate_count, q.group_rate_seconds, {GROUPED} AS grouped
+        FROM {{schema}}.queue q
         CROSS JOIN LATERAL (
             SELECT count(*) AS rate_used FROM unnest(q.rate_starts) s
-            WHERE s > {now} - make_interval(secs => q.rate_seconds) AND s <= {now}) AS r
-        LEFT JOIN {schema}.job j ON j.name = q.name
+            WHERE s > {{now}} - make_interval(secs => q.rate_seconds) AND s <= {{now}}) AS r
+        LEFT JOIN {{schema}}.job j ON j.name = q.name
         WHERE %(name)s::text IS NULL OR q.name = %(name)s
         GROUP BY q.name, j.state, r.rate_used ORDER BY q.name""")
-    # The groups of a queue with the most waiting jobs, and their active jobs.
+    # The groups of a queue with the most waiting jobs, their active jobs, and their starts
+    # in the window of the queue's group rate limit (%(seconds)s; 0 without one).
     queue_group_stats = Template("""
-        SELECT group_key, count(*) FILTER (WHERE state < 'active') AS waiting,
-            count(*) FILTER (WHERE state = 'active') AS active
-        FROM {schema}.job
-        WHERE name = %(name)s AND state <= 'active' AND group_key IS NOT NULL
-        GROUP BY group_key ORDER BY waiting DESC, group_key LIMIT %(top)s""")
+        SELECT g.*, (SELECT count(*) FROM {schema}.group_rate r, unnest(r.starts) s
+                     WHERE r.name = %(name)s AND r.group_key = g.group_key
+                         AND s > {now} - make_interval(secs => %(seconds)s::float8)
+                         AND s <= {now}) AS rate_used
+        FROM (SELECT group_key, count(*) FILTER (WHERE state < 'active') AS waiting,
+                  count(*) FILTER (WHERE state = 'active') AS active
+              FROM {schema}.job
+              WHERE name = %(name)s AND state <= 'active' AND group_key IS NOT NULL
+              GROUP BY group_key ORDER BY waiting DESC, group_key LIMIT %(top)s) g
+        ORDER BY g.waiting DESC, g.group_key""")
     # -- schedules -------------------------------------------------------------------------
     # A changed cron or time zone restarts the schedule from %(last_slot)s (the latest slot
     # at declaration), so it neither fires at once nor replays old slots.

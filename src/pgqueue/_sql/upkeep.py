@@ -124,3 +124,14 @@ class UpkeepStatements:
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED)
         RETURNING id""")
+    # Groups' rate windows that hold no start any more (or whose queue has no group rate
+    # limit now): a claim starts a new one when the group runs again. (The test is on the
+    # row itself, so a claim's concurrent write is seen before the row is deleted.)
+    group_rate_prune = Template("""
+        DELETE FROM {schema}.group_rate r
+        USING {schema}.queue q
+        WHERE q.name = r.name
+            AND (q.group_rate_seconds IS NULL
+                 OR NOT EXISTS (SELECT FROM unnest(r.starts) s
+                                WHERE s > {now} - make_interval(secs => q.group_rate_seconds)))
+        RETURNING r.name""")
