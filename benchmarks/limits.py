@@ -25,6 +25,7 @@ SETUPS: dict[str, tuple[dict[str, Any], int]] = {
     "rate_limit=(10,000, 1 s)": ({"rate_limit": (10_000, 1)}, 0),
     "group_concurrency=10,000, 10 groups": ({"group_concurrency": 10_000}, 10),
     "ordered, 1,000 groups": ({"ordered": True}, 1000),
+    "group_rate_limit=(10,000, 1 s), 10 groups": ({"group_rate_limit": (10_000, 1)}, 10),
 }
 
 
@@ -72,7 +73,7 @@ async def main() -> None:
     for name, values in rates.items():
         median = statistics.median(values)
         print(
-            f"{name:36} {median:9,.0f} jobs/s  {median / base:5.2f}x  "
+            f"{name:44} {median:9,.0f} jobs/s  {median / base:5.2f}x  "
             f"({1e6 / median - 1e6 / base:+.0f} us per job)"
         )
 

@@ -47,11 +47,16 @@ _INT4 = 2**31 - 1
 class QueueBusy(Exception):
     """Nothing was claimed: another fetcher has the turn of a queue whose fetchers take
     turns, or the queue's limits let no job start now; try again in ``retry_in`` seconds
-    (None: when a run of the queue ends)."""
+    (None: when a run of the queue ends). ``some_groups``: only the limits of the groups
+    with waiting jobs held them back, so a job sent meanwhile (of another group) may start
+    sooner."""
 
-    def __init__(self, name: str, retry_in: float | None = None) -> None:
+    def __init__(
+        self, name: str, retry_in: float | None = None, *, some_groups: bool = False
+    ) -> None:
         super().__init__(name)
         self.retry_in = retry_in
+        self.some_groups = some_groups
 
 
 # Seconds before a fetcher tries again a queue whose turn another fetcher held (a turn
@@ -208,12 +213,15 @@ class Core:
             "turn": rules.take_turns,
         }
         if rules.take_turns:
-            if wait:
-                yield Stmt(self.sql.queue_fetch_lock, {"name": name})
-            else:
-                (turn,) = yield Stmt(self.sql.queue_fetch_try_lock, {"name": name})
-                if not turn["locked"]:
-                    raise QueueBusy(name, _BUSY_RETRY)
+            lock = self.sql.queue_fetch_lock if wait else self.sql.queue_fetch_try_lock
+            (turn,) = yield Stmt(lock, {"name": name})
+            if turn["isolation"] != "read committed":
+                raise InvalidInputError(
+                    f"queue {name!r} has limits or a one-per-key policy: fetch it in a READ "
+                    f"COMMITTED transaction, not {turn['isolation'].upper()}"
+                )
+            if not wait and not turn["locked"]:
+                raise QueueBusy(name, _BUSY_RETRY)
         grouped = rated = False
         if rules.limited:
             found = yield Stmt(self.sql.queue_room, {"name": name, "limit": batch_size})
@@ -232,6 +240,7 @@ class Core:
                 group_rate_count=room["group_rate_count"],
                 group_rate_seconds=room["group_rate_seconds"],
                 cursor=room["group_cursor"],
+                at=room["at"],
             )
         rows: list[tuple[Any, ...]] = []
         if grouped:
@@ -254,19 +263,19 @@ class Core:
             yield Stmt(self.sql.queue_rate_take, {"name": name, "count": len(rows)})
         if grouped and params["group_rate_count"] is not None:
             if rows:
-                taken = Counter(row[_GROUP] for row in rows)
                 yield Stmt(
                     self.sql.group_rate_take,
                     {
                         "name": name,
-                        "taken": encode_json(taken),
+                        "taken": encode_json(Counter(row[_GROUP] for row in rows)),
+                        "count": params["group_rate_count"],
                         "seconds": params["group_rate_seconds"],
                     },
                 )
             elif not wait:  # when the next start a group's rate limit holds back is due
-                (held,) = yield Stmt(self.sql.group_rate_wait, {"name": name})
+                (held,) = yield Stmt(self.sql.group_rate_wait, {"name": name, "at": room["at"]})
                 if held["wait"] is not None:
-                    raise QueueBusy(name, held["wait"])
+                    raise QueueBusy(name, held["wait"], some_groups=True)
         rows.sort(key=_claim_order)
         return [factory(r) for r in rows]
 

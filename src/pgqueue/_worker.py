@@ -81,6 +81,8 @@ class _QueueState:
     # Times something said to claim again at once (its rules changed, its runs' outcomes
     # were written): a claim under way when it came must not put the queue back to sleep.
     hurried: int = 0
+    # Held back only by its groups' limits: a job sent meanwhile may be of another group.
+    groups_held: bool = False
     waiting: deque[RunningJob] = field(default_factory=deque)  # claimed, no slot yet
     run_time: float = 1.0  # moving average of its runs' seconds: prefetch only if short
 
@@ -268,7 +270,7 @@ class Worker:
                 state.dirty = True
                 if state.rules.paused or changed:  # resumed or changed: look before claiming
                     self._refresh = True
-                if changed:  # limits that held it back may be gone
+                if changed or state.groups_held:  # what held it back may not hold now
                     self._hurry(state)
                 self._wake.set()
         elif channel == self._core.sql.cancel_channel:  # "<job id>:<run id>"
@@ -298,6 +300,7 @@ class Worker:
         """Let the queue be claimed from at once, whatever held it back."""
         state.retry_at = 0.0
         state.hurried += 1
+        state.groups_held = False
 
     def _listening(self) -> None:
         # (Re)connected: whatever was sent meanwhile went unannounced.
@@ -448,7 +451,8 @@ class Worker:
             except QueueBusy as busy:  # another fetcher's turn, or the limits let none start
                 if state.hurried == hurried:  # (else: claim again at once)
                     retry_in = _LIMITED_RETRY if busy.retry_in is None else busy.retry_in
-                    state.retry_at = now + max(retry_in, 0.01)
+                    state.retry_at = self._time() + max(retry_in, 0.01)
+                    state.groups_held = busy.some_groups
                 continue
             except ConnectError:
                 raise

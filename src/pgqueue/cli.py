@@ -320,7 +320,11 @@ def _queues(args: argparse.Namespace) -> int:
 
 def _groups(args: argparse.Namespace) -> int:
     with _operator_queue(args) as pq:
-        (queue,) = pq.get_queue_stats(args.queue)
+        found = pq.get_queue_stats(args.queue)
+    if not found:
+        print(f"pgqueue: no queue {args.queue}", file=sys.stderr)
+        return 1
+    (queue,) = found
     limit = 1 if queue.ordered else queue.group_concurrency
     rate = queue.group_rate_limit
     if limit is None and rate is None:
@@ -330,7 +334,7 @@ def _groups(args: argparse.Namespace) -> int:
     for group, counts in queue.groups.items():
         rows.append(
             (
-                group or '""',
+                group if group.isprintable() and group.strip() == group and group else repr(group),
                 str(counts.waiting),
                 f"{counts.active}/{limit}" if limit else str(counts.active),
                 "-" if rate is None else f"{rate[0]}/{rate[1]:g}s ({counts.rate_left} left)",

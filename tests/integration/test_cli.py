@@ -154,6 +154,8 @@ def test_operator_commands(dsn: str, schema: str, capsys: Capture) -> None:
 
     assert main(["groups", "reports", *base]) == 1
     assert "has no groups" in capsys.readouterr().err
+    assert main(["groups", "nope", *base]) == 1
+    assert "no queue nope" in capsys.readouterr().err
     with PgQueue(dsn, schema=schema, maintenance=False) as pq:
         pq.update_queue("reports", group_concurrency=2, group_rate_limit=(5, 60))
         pq.insert([{"name": "reports", "group": g} for g in ("acme", "acme", "acme", "zeta")])
@@ -165,7 +167,7 @@ def test_operator_commands(dsn: str, schema: str, capsys: Capture) -> None:
         ["group", "waiting", "active", "rate"],
         ["acme", "2", "1/2", "5/60s", "(4", "left)"],
         ["zeta", "1", "0/2", "5/60s", "(5", "left)"],
-        ['""', "0", "1/2", "5/60s", "(4", "left)"],
+        ["''", "0", "1/2", "5/60s", "(4", "left)"],
     ]
 
     assert main(["job", str(first), *base]) == 0

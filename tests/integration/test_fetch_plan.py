@@ -183,6 +183,7 @@ def test_a_grouped_claim_reads_only_index_ranges(
         "group_rate_count": 1000,
         "group_rate_seconds": 60.0,
         "cursor": "a",
+        "at": pq.now(),
     }
     nodes = _prepared_plan(conn, query, params, mode)
     assert not [n for n in nodes if n["Node Type"] == "Seq Scan"]

@@ -708,3 +708,61 @@ def test_claims_take_the_groups_in_turn(pq: PgQueue) -> None:
     pq.send("tenants", group="0")  # a new group sorting first waits for its turn too
     pq.complete([j.id for j in pq.fetch("tenants", 1)])
     assert [j.group for j in pq.fetch("tenants", 1)] == ["c"]
+
+
+async def test_a_group_held_by_its_rate_limit_holds_back_no_other_group(
+    apq: AsyncPgQueue,
+) -> None:
+    started: dict[str, float] = {}
+
+    @apq.job("api")
+    async def api(data: str) -> None:
+        started[data] = time.monotonic()
+
+    await apq.start()
+    await apq.update_queue("api", group_rate_limit=(1, 3600))
+    await apq.insert([{"name": "api", "data": f"a{i}", "group": "a"} for i in range(2)])
+    task = asyncio.create_task(apq.work(poll_interval=30))
+    await _until(lambda: "a0" in started)
+    await asyncio.sleep(0.3)  # the worker finds a1 held back by a's window for an hour
+    sent = time.monotonic()
+    await apq.send("api", "b0", group="b")
+    await _until(lambda: "b0" in started, timeout=5)  # not the hour, nor the poll
+    apq.stop_working()
+    await asyncio.wait_for(task, 15)
+    assert started["b0"] - sent < 5 and "a1" not in started
+
+
+@pytest.mark.parametrize("limit", ["rate_limit", "group_rate_limit"])
+def test_rate_windows_count_starts_again_when_the_clock_comes_back(pq: PgQueue, limit: str) -> None:
+    options: dict[str, Any] = {limit: (3, 60)}
+    pq.create_queue("api", **options)
+    pq.insert([{"name": "api", "group": "a"} for _ in range(3)])
+    assert len(pq.fetch("api", 10)) == 3
+    pq.move_clock(-3600)  # those starts are an hour ahead of the clock: not yet happened
+    pq.insert([{"name": "api", "group": "a"} for _ in range(6)])
+    assert len(pq.fetch("api", 10)) == 3
+    pq.move_clock(3600)  # back: the first three are in the window again
+    assert pq.fetch("api", 10) == []
+    pq.move_clock(61)
+    assert len(pq.fetch("api", 10)) == 3
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+@pytest.mark.parametrize(
+    "options", [{"concurrency": 1}, {"group_concurrency": 1}, {"policy": "singleton"}]
+)
+def test_a_turn_taking_fetch_refuses_an_older_snapshot(
+    pq: PgQueue, dsn: str, isolation: str, options: dict[str, Any]
+) -> None:
+    pq.create_queue("api", **options)
+    pq.insert([{"name": "api", "singleton_key": f"k{i}"} for i in range(3)])
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+        with pytest.raises(pgqueue.InvalidInputError, match="READ COMMITTED"):
+            pq.fetch("api", 1, conn=conn)
+        conn.rollback()
+    with psycopg.connect(dsn) as conn:  # READ COMMITTED: claimed within the limit
+        assert len(pq.fetch("api", 1, conn=conn)) == 1
+    (stats,) = pq.get_queue_stats("api")
+    assert stats.active == 1

@@ -55,19 +55,22 @@ INSERT INTO "pgqueue".group_rate AS r (name, group_key, starts)
 SELECT %(name)s, t.key, array_fill("pgqueue".clock(), ARRAY[t.value::integer])
 FROM jsonb_each_text(%(taken)s::jsonb) AS t
 ON CONFLICT (name, group_key) DO UPDATE
-SET starts = ARRAY(SELECT s FROM unnest(r.starts) s
-                   WHERE s > "pgqueue".clock() - make_interval(secs => %(seconds)s::float8)
-                       AND s <= "pgqueue".clock()
-                   ORDER BY s) || excluded.starts;
+SET starts = (ARRAY(SELECT s FROM unnest(r.starts) s
+              WHERE s > "pgqueue".clock() - make_interval(secs => %(seconds)s::float8)
+                  AND s <= "pgqueue".clock())
+    || ARRAY(SELECT s FROM unnest(r.starts) s WHERE s > "pgqueue".clock()
+             ORDER BY s DESC LIMIT %(count)s::integer))
+    || excluded.starts;
 
 -- name: group_rate_wait
-SELECT extract(epoch FROM min(w.at) - "pgqueue".clock())::float8 AS wait
+SELECT GREATEST(extract(epoch FROM min(w.at) - "pgqueue".clock()), 0)::float8 AS wait
 FROM "pgqueue".queue q
 JOIN "pgqueue".group_rate r ON r.name = q.name
 CROSS JOIN LATERAL (
     SELECT s + make_interval(secs => q.group_rate_seconds) AS at
     FROM unnest(r.starts) s
-    WHERE s > "pgqueue".clock() - make_interval(secs => q.group_rate_seconds) AND s <= "pgqueue".clock()
+    WHERE s > %(at)s::timestamptz - make_interval(secs => q.group_rate_seconds)
+        AND s <= %(at)s::timestamptz
     ORDER BY s DESC OFFSET q.group_rate_count - 1 LIMIT 1) w
 WHERE q.name = %(name)s
     AND EXISTS (SELECT FROM "pgqueue".job j
@@ -256,8 +259,9 @@ cand AS (
         SELECT count(*) AS n FROM "pgqueue".group_rate r, unnest(r.starts) s
         WHERE %(group_rate_count)s::integer IS NOT NULL
             AND r.name = %(name)s AND r.group_key = g.group_key
-            AND s > "pgqueue".clock() - make_interval(secs => %(group_rate_seconds)s::float8)
-            AND s <= "pgqueue".clock()) r
+            AND s > %(at)s::timestamptz
+                - make_interval(secs => %(group_rate_seconds)s::float8)
+            AND s <= %(at)s::timestamptz) r
     CROSS JOIN LATERAL (
         SELECT h.*, row_number() OVER (ORDER BY h.priority DESC, h.id) AS nth
         FROM (SELECT j.id, j.priority, j.start_after FROM "pgqueue".job j
@@ -677,7 +681,7 @@ retention float8, delete_after float8, dead_letter text, description text,
 concurrency integer, rate_limit jsonb, group_concurrency integer, ordered boolean,
 group_rate_limit jsonb)
     ON CONFLICT (name) DO NOTHING
-    RETURNING name;
+    RETURNING name, pg_notify('pgqueue_jobs', name || ' changed');
 
 -- name: queue_delete
 WITH jobs AS (DELETE FROM "pgqueue".job WHERE name = %(name)s)
@@ -687,10 +691,16 @@ DELETE FROM "pgqueue".queue WHERE name = %(name)s RETURNING name;
 SELECT EXISTS (SELECT FROM "pgqueue".queue WHERE name = %(name)s) AS exists;
 
 -- name: queue_fetch_lock
-SELECT pg_advisory_xact_lock(hashtext('pgqueue.fetch.pgqueue.' || %(name)s));
+SELECT current_setting('transaction_isolation') AS isolation,
+    CASE WHEN current_setting('transaction_isolation') = 'read committed'
+        THEN pg_advisory_xact_lock(hashtext('pgqueue.fetch.pgqueue.' || %(name)s)) IS NULL
+    END;
 
 -- name: queue_fetch_try_lock
-SELECT pg_try_advisory_xact_lock(hashtext('pgqueue.fetch.pgqueue.' || %(name)s)) AS locked;
+SELECT current_setting('transaction_isolation') AS isolation,
+    CASE WHEN current_setting('transaction_isolation') = 'read committed'
+        THEN pg_try_advisory_xact_lock(hashtext('pgqueue.fetch.pgqueue.' || %(name)s))
+    END AS locked;
 
 -- name: queue_get
 SELECT name, policy, retry_limit, retry_delay, retry_backoff, retry_delay_max,
@@ -725,10 +735,11 @@ DELETE FROM "pgqueue".job WHERE name = %(name)s AND state < 'active' RETURNING i
 
 -- name: queue_rate_take
 UPDATE "pgqueue".queue
-SET rate_starts = ARRAY(SELECT s FROM unnest(rate_starts) s
-                        WHERE s > "pgqueue".clock() - make_interval(secs => rate_seconds)
-                            AND s <= "pgqueue".clock()
-                        ORDER BY s)
+SET rate_starts = (ARRAY(SELECT s FROM unnest(rate_starts) s
+              WHERE s > "pgqueue".clock() - make_interval(secs => rate_seconds)
+                  AND s <= "pgqueue".clock())
+    || ARRAY(SELECT s FROM unnest(rate_starts) s WHERE s > "pgqueue".clock()
+             ORDER BY s DESC LIMIT rate_count))
     || array_fill("pgqueue".clock(), ARRAY[%(count)s::integer])
 WHERE name = %(name)s AND rate_count IS NOT NULL;
 
@@ -779,7 +790,7 @@ COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR
     FROM inserted;
 
 -- name: queue_room
-SELECT GREATEST(LEAST(%(limit)s,
+SELECT "pgqueue".clock() AS at, GREATEST(LEAST(%(limit)s,
         q.concurrency - (SELECT count(*) FROM "pgqueue".job a
                          WHERE a.state = 'active' AND a.name = q.name),
         q.rate_count - r.recent), 0)::integer AS room,

@@ -24,6 +24,7 @@ __all__ = [
     "clashes",
     "in_state",
     "job_input",
+    "kept_starts",
 ]
 
 # The embedded server's own statements (no schema): its database, and a small WAL.
@@ -66,6 +67,18 @@ GROUPED = "(q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count I
 # Whether a queue (its row in scope) has limits across workers: its fetchers take turns.
 LIMITED = """(concurrency IS NOT NULL OR rate_count IS NOT NULL OR group_concurrency IS NOT NULL
     OR ordered OR group_rate_count IS NOT NULL)"""
+
+
+def kept_starts(starts: str, count: str, seconds: str) -> str:
+    """A rate window's starts to keep: those of the last ``seconds``, and those stamped
+    after now (the clock was set back), the newest ``count`` of them, which count again
+    once the clock is back there."""
+    return f"""(ARRAY(SELECT s FROM unnest({starts}) s
+                      WHERE s > {{now}} - make_interval(secs => {seconds})
+                          AND s <= {{now}})
+            || ARRAY(SELECT s FROM unnest({starts}) s WHERE s > {{now}}
+                     ORDER BY s DESC LIMIT {count}))"""
+
 
 # Every column of job, for moving rows to the archive (which has them all, plus archived_at).
 ALL_JOB_COLUMNS = """id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,

@@ -17,6 +17,7 @@ from .fragments import (
     clashes,
     in_state,
     job_input,
+    kept_starts,
 )
 from .template import Template
 
@@ -147,11 +148,18 @@ class JobStatements:
     # fewer than %(limit)s jobs. Keys are checked against jobs outside the window too.
     # Returns the claimed jobs, each with the window's size, or one row of NULLs and the
     # window's size when nothing was claimed.
-    queue_fetch_lock = Template(
-        "SELECT pg_advisory_xact_lock(hashtext({fetch_lock_prefix} || %(name)s))"
-    )
+    # The turn is taken only in a READ COMMITTED transaction: in another, the snapshot may be
+    # older than the turn, and miss the claims of the fetcher that held it before.
+    queue_fetch_lock = Template("""
+        SELECT current_setting('transaction_isolation') AS isolation,
+            CASE WHEN current_setting('transaction_isolation') = 'read committed'
+                THEN pg_advisory_xact_lock(hashtext({fetch_lock_prefix} || %(name)s)) IS NULL
+            END""")
     queue_fetch_try_lock = Template("""
-        SELECT pg_try_advisory_xact_lock(hashtext({fetch_lock_prefix} || %(name)s)) AS locked""")
+        SELECT current_setting('transaction_isolation') AS isolation,
+            CASE WHEN current_setting('transaction_isolation') = 'read committed'
+                THEN pg_try_advisory_xact_lock(hashtext({fetch_lock_prefix} || %(name)s))
+            END AS locked""")
     job_fetch_one_per_key = Template(f"""
         WITH win AS MATERIALIZED (
             SELECT id, priority, start_after, state, policy,
@@ -225,8 +233,9 @@ class JobStatements:
                 SELECT count(*) AS n FROM {{schema}}.group_rate r, unnest(r.starts) s
                 WHERE %(group_rate_count)s::integer IS NOT NULL
                     AND r.name = %(name)s AND r.group_key = g.group_key
-                    AND s > {{now}} - make_interval(secs => %(group_rate_seconds)s::float8)
-                    AND s <= {{now}}) r
+                    AND s > %(at)s::timestamptz
+                        - make_interval(secs => %(group_rate_seconds)s::float8)
+                    AND s <= %(at)s::timestamptz) r
             CROSS JOIN LATERAL (
                 SELECT h.*, row_number() OVER (ORDER BY h.priority DESC, h.id) AS nth
                 FROM (SELECT j.id, j.priority, j.start_after FROM {{schema}}.job j
@@ -279,57 +288,51 @@ class JobStatements:
     )
     # How many jobs a queue with limits lets the fetcher holding its turn claim now (at
     # most %(limit)s), and, when its rate limit is what holds them back, in how many
-    # seconds it lets one start (else NULL). Starts stamped after now (the clock was set
-    # back) are not counted: by the clock, they have not happened.
-    queue_room = Template(
-        """
-        SELECT GREATEST(LEAST(%(limit)s,
-                q.concurrency - (SELECT count(*) FROM {schema}.job a
+    # seconds it lets one start (else NULL); and the moment it counted at. Starts stamped
+    # after now (the clock was set back) are not counted: by the clock, they have not
+    # happened.
+    queue_room = Template(f"""
+        SELECT {{now}} AS at, GREATEST(LEAST(%(limit)s,
+                q.concurrency - (SELECT count(*) FROM {{schema}}.job a
                                  WHERE a.state = 'active' AND a.name = q.name),
                 q.rate_count - r.recent), 0)::integer AS room,
             CASE WHEN q.rate_count <= r.recent THEN extract(epoch FROM
-                r.oldest + make_interval(secs => q.rate_seconds) - {now})::float8 END AS wait,
+                r.oldest + make_interval(secs => q.rate_seconds) - {{now}})::float8 END AS wait,
             CASE WHEN q.ordered THEN 1 ELSE q.group_concurrency END AS group_limit,
-            q.ordered, q.rate_count IS NOT NULL AS rated, """
-        + GROUPED
-        + """ AS grouped,
+            q.ordered, q.rate_count IS NOT NULL AS rated, {GROUPED} AS grouped,
             q.group_rate_count, q.group_rate_seconds, q.group_cursor
-        FROM {schema}.queue q,
+        FROM {{schema}}.queue q,
             LATERAL (SELECT count(*) AS recent, min(s) AS oldest FROM unnest(q.rate_starts) s
-                     WHERE s > {now} - make_interval(secs => q.rate_seconds)
-                         AND s <= {now}) AS r
-        WHERE q.name = %(name)s"""
-    )
+                     WHERE s > {{now}} - make_interval(secs => q.rate_seconds)
+                         AND s <= {{now}}) AS r
+        WHERE q.name = %(name)s""")
     # A rate-limited queue's starts: those still in the window, and %(count)s more now.
-    queue_rate_take = Template("""
-        UPDATE {schema}.queue
-        SET rate_starts = ARRAY(SELECT s FROM unnest(rate_starts) s
-                                WHERE s > {now} - make_interval(secs => rate_seconds)
-                                    AND s <= {now}
-                                ORDER BY s)
-            || array_fill({now}, ARRAY[%(count)s::integer])
+    queue_rate_take = Template(f"""
+        UPDATE {{schema}}.queue
+        SET rate_starts = {kept_starts("rate_starts", "rate_count", "rate_seconds")}
+            || array_fill({{now}}, ARRAY[%(count)s::integer])
         WHERE name = %(name)s AND rate_count IS NOT NULL""")
-    # A group rate limit's starts: each group's still in the window (of %(seconds)s), and
-    # as many more now as %(taken)s, a JSON object {group: count}, says.
-    group_rate_take = Template("""
-        INSERT INTO {schema}.group_rate AS r (name, group_key, starts)
-        SELECT %(name)s, t.key, array_fill({now}, ARRAY[t.value::integer])
+    # A group rate limit's starts (%(count)s per %(seconds)s), kept as a queue's are: each
+    # group's, and as many more now as %(taken)s, a JSON object {{group: count}}, says.
+    group_rate_take = Template(f"""
+        INSERT INTO {{schema}}.group_rate AS r (name, group_key, starts)
+        SELECT %(name)s, t.key, array_fill({{now}}, ARRAY[t.value::integer])
         FROM jsonb_each_text(%(taken)s::jsonb) AS t
         ON CONFLICT (name, group_key) DO UPDATE
-        SET starts = ARRAY(SELECT s FROM unnest(r.starts) s
-                           WHERE s > {now} - make_interval(secs => %(seconds)s::float8)
-                               AND s <= {now}
-                           ORDER BY s) || excluded.starts""")
-    # In how many seconds a group with waiting jobs whose rate limit is used up in the
-    # window may start one (NULL: no such group).
+        SET starts = {kept_starts("r.starts", "%(count)s::integer", "%(seconds)s::float8")}
+            || excluded.starts""")
+    # In how many seconds (0 if already) a group with waiting jobs whose rate limit was used
+    # up at %(at)s, the moment its claim counted the windows at, may start one; NULL: no
+    # such group.
     group_rate_wait = Template("""
-        SELECT extract(epoch FROM min(w.at) - {now})::float8 AS wait
+        SELECT GREATEST(extract(epoch FROM min(w.at) - {now}), 0)::float8 AS wait
         FROM {schema}.queue q
         JOIN {schema}.group_rate r ON r.name = q.name
         CROSS JOIN LATERAL (
             SELECT s + make_interval(secs => q.group_rate_seconds) AS at
             FROM unnest(r.starts) s
-            WHERE s > {now} - make_interval(secs => q.group_rate_seconds) AND s <= {now}
+            WHERE s > %(at)s::timestamptz - make_interval(secs => q.group_rate_seconds)
+                AND s <= %(at)s::timestamptz
             ORDER BY s DESC OFFSET q.group_rate_count - 1 LIMIT 1) w
         WHERE q.name = %(name)s
             AND EXISTS (SELECT FROM {schema}.job j

@@ -24,6 +24,8 @@ class QueueStatements:
     """Statements on queues, subscriptions and schedules."""
 
     # -- queues ----------------------------------------------------------------------------
+    # Workers are told ("<name> changed"): one may hold the rules of a queue of that name
+    # that was deleted.
     queue_create = Template(f"""
         INSERT INTO {{schema}}.queue (name, policy, retry_limit, retry_delay, retry_backoff,
             retry_delay_max, expire_in, heartbeat_seconds, retention, delete_after,
@@ -37,7 +39,7 @@ class QueueStatements:
             (o.group_rate_limit ->> 1)::float8
         FROM jsonb_to_record(%(options)s::jsonb) AS o({_QUEUE_OPTIONS})
         ON CONFLICT (name) DO NOTHING
-        RETURNING name""")
+        RETURNING name, pg_notify({{jobs_channel}}, name || ' changed')""")
     # Only the options present in %(options)s change; a JSON null clears one. Workers are
     # told ("<name> changed"), to read the queue's rules again.
     queue_update = Template(f"""
