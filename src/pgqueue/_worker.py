@@ -83,7 +83,8 @@ class _QueueState:
     hurried: int = 0
     # Held back only by its groups' limits: a job sent meanwhile may be of another group.
     groups_held: bool = False
-    waiting: deque[RunningJob] = field(default_factory=deque)  # claimed, no slot yet
+    # Claimed, no slot yet: (loop time it began to wait, job), the longest waiting first.
+    waiting: deque[tuple[float, RunningJob]] = field(default_factory=deque)
     run_time: float = 1.0  # moving average of its runs' seconds: prefetch only if short
 
 
@@ -351,14 +352,20 @@ class Worker:
                 notifier.task.result()  # a dead notifier is a bug: surface it
                 raise WorkerError("the notification listener stopped")
             now = self._time()
+            if self._waiting:
+                self._hand_back_late(now)
             if any(self._claimable(s, now) for s in self._states.values()):
                 continue
             # Sleep until something wakes a queue, the poll interval, the moment a queue
-            # whose claims failed may be tried again, or the next reconciliation.
+            # whose claims failed may be tried again, the moment a job claimed ahead has
+            # waited too long, or the next reconciliation.
             later = [
                 s.retry_at - now
                 for s in self._states.values()
                 if s.dirty and not s.rules.paused and s.retry_at > now
+            ]
+            later += [
+                s.waiting[0][0] + _PREFETCH_WAIT - now for s in self._states.values() if s.waiting
             ]
             timeout = min([self._poll_interval, self._reconcile_at - now, *later])
             try:
@@ -481,9 +488,9 @@ class Worker:
             claimed = [job for job in jobs if isinstance(job, RunningJob)]
             assert self._loop is not None and len(claimed) == len(jobs)
             Deadline.arm(claimed, self._loop)
-            ahead = [job for job in claimed if not self._start(job, state)]
-            if ahead:
-                self._loop.call_later(_PREFETCH_WAIT, self._hand_back, state, ahead)
+            since = self._time()
+            for job in claimed:
+                self._start(job, state, since)
 
     async def _follow_policy(self, state: _QueueState) -> bool:
         """Bring jobs sent with the queue's previous policy in line (a send that raced a
@@ -519,8 +526,9 @@ class Worker:
 
     # -- running -----------------------------------------------------------------------------
 
-    def _start(self, job: RunningJob, state: _QueueState) -> bool:
-        """Hold a claimed job: run it if a slot is free (True), else it waits for one."""
+    def _start(self, job: RunningJob, state: _QueueState, since: float) -> None:
+        """Hold a claimed job: run it if a slot is free, else it waits for one (from
+        ``since``)."""
         earlier = self._active.get(job.id)
         if earlier is not None:  # the job was taken from that run and came back to us
             log.warning(
@@ -536,20 +544,19 @@ class Worker:
         self._heartbeat_loop.arrived(job)
         if self._free(state) > 0:
             self._begin(job, state)
-            return True
-        state.waiting.append(job)
-        self._waiting += 1
-        return False
+        else:
+            state.waiting.append((since, job))
+            self._waiting += 1
 
-    def _hand_back(self, state: _QueueState, jobs: list[RunningJob]) -> None:
-        """Hand back those of ``jobs``, claimed ahead, that still wait for a slot."""
-        waiting = set(map(id, state.waiting))
-        late = [job for job in jobs if id(job) in waiting]
-        if late and not self._stopping.is_set():  # (a stop hands back every job held)
-            gone = set(map(id, late))
-            state.waiting = deque(job for job in state.waiting if id(job) not in gone)
-            self._waiting -= len(late)
-            self._give_back(state, late)
+    def _hand_back_late(self, now: float) -> None:
+        """Hand back the jobs claimed ahead that have waited _PREFETCH_WAIT for a slot."""
+        for state in self._states.values():
+            late: list[RunningJob] = []
+            while state.waiting and state.waiting[0][0] + _PREFETCH_WAIT <= now:
+                late.append(state.waiting.popleft()[1])
+            if late:
+                self._waiting -= len(late)
+                self._give_back(state, late)
 
     def _give_back(self, state: _QueueState, jobs: list[RunningJob]) -> None:
         """Release jobs claimed ahead that waited too long for a slot (no longer in the
@@ -596,7 +603,7 @@ class Worker:
             late: list[RunningJob] = []
             while state.waiting and self._free(state) > 0:
                 self._waiting -= 1
-                job = state.waiting.popleft()
+                _, job = state.waiting.popleft()
                 if job._expired:
                     late.append(job)
                 else:
