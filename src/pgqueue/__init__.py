@@ -2,11 +2,13 @@
 
 from ._async.function import AsyncJobFunction
 from ._async.queue import AsyncPgQueue
+from ._async.results import AsyncJobHandle
 from ._executor import RunningJob
 from ._maintenance import MaintenanceResult, MaintenanceSettings
 from ._migrate import MigrationStatus
 from ._sync.function import JobFunction
 from ._sync.queue import PgQueue
+from ._sync.results import JobHandle
 from .errors import (
     ConnectError,
     DatabaseError,
@@ -17,11 +19,13 @@ from .errors import (
     InvalidOptionError,
     InvalidPayloadError,
     InvalidScheduleError,
+    JobFailedError,
     JobNotFoundError,
     MigrationError,
     NotFoundError,
     PgQueueError,
     QueueNotFoundError,
+    ResultTimeoutError,
     WorkerError,
 )
 from .models import (
@@ -39,6 +43,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncJobFunction",
+    "AsyncJobHandle",
     "AsyncPgQueue",
     "ConnectError",
     "DatabaseError",
@@ -51,7 +56,9 @@ __all__ = [
     "InvalidPayloadError",
     "InvalidScheduleError",
     "Job",
+    "JobFailedError",
     "JobFunction",
+    "JobHandle",
     "JobNotFoundError",
     "JobOptions",
     "JobState",
@@ -66,6 +73,7 @@ __all__ = [
     "QueueNotFoundError",
     "QueueOptions",
     "QueueStats",
+    "ResultTimeoutError",
     "RunningJob",
     "ScheduleInfo",
     "WorkerError",

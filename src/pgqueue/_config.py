@@ -19,6 +19,7 @@ __all__ = [
     "check_dsn",
     "check_name",
     "check_schema",
+    "check_seconds",
     "describe_dsn",
     "resolve_dsn",
 ]
@@ -42,6 +43,18 @@ def check_count(what: str, value: object, most: int | None = None) -> int:
     ):
         raise InvalidOptionError(f"{what} must be a positive integer, got {value!r}")
     return value
+
+
+def check_seconds(what: str, value: object) -> float:
+    """``value`` as a number of seconds from 0 to a year (an int or float, not a bool).
+    Raises InvalidOptionError naming ``what``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= 366 * 86400  # NaN fails this too
+    ):
+        raise InvalidOptionError(f"{what} must be seconds from 0 to a year, got {value!r}")
+    return float(value)
 
 
 def renamed(name: str, value: T | None, old: str, old_value: T | None) -> T | None:

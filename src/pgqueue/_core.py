@@ -401,6 +401,23 @@ class Core:
         rows = yield Stmt(self.sql.job_get, {"id": id_value})
         return Job.from_row(rows[0]) if rows else None
 
+    def get_jobs(self, ids: list[int]) -> Plan[dict[int, Job]]:
+        """Plan: the jobs of ``ids`` there are, by id, from the job table or the archive."""
+        rows = yield Stmt(self.sql.job_get_many, {"ids": ids})
+        return {row["id"]: Job.from_row(row) for row in rows}
+
+    def await_jobs(self, ids: list[int]) -> Plan[set[int]]:
+        """Plan: the ids among ``ids`` of jobs that have not ended, whose ends will now be
+        announced on the done channel."""
+        rows = yield Stmt(self.sql.job_await, {"ids": ids})
+        return {row["id"] for row in rows}
+
+    def unended(self, ids: list[int]) -> Plan[set[int]]:
+        """Plan: the ids among ``ids`` of jobs that have not ended (the others ended or are
+        gone)."""
+        rows = yield Stmt(self.sql.job_unended, {"ids": ids})
+        return {row["id"] for row in rows}
+
     # -- queues ------------------------------------------------------------------------------
 
     def _queue_options(self, options: Mapping[str, Any]) -> str:

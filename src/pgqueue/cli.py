@@ -20,7 +20,7 @@ from ._compat import run_loop
 from ._config import DSN_ENV
 from ._sync.queue import PgQueue
 from ._worker import DEFAULT_CONCURRENCY, DEFAULT_HEARTBEAT, DEFAULT_THREADS
-from .errors import InvalidPayloadError, PgQueueError
+from .errors import InvalidPayloadError, JobFailedError, PgQueueError, ResultTimeoutError
 from .models import JobState
 
 __all__ = ["build_parser", "main"]
@@ -259,17 +259,30 @@ def _send(args: argparse.Namespace) -> int:
             print(job_id)
             return 0
         deadline = time.monotonic() + args.timeout
+        progress = None
         while True:
-            job = sync.get_job_by_id(job_id)
-            if job is not None and job.state.finished:
-                print(json.dumps(job.output, indent=2, default=str))
-                return 0 if job.state is JobState.completed else 1
-            if time.monotonic() > deadline:
-                print(
-                    f"job {job_id} is still {job.state.value if job else 'gone'}", file=sys.stderr
-                )
+            try:
+                output = job_id.result(timeout=max(min(1.0, deadline - time.monotonic()), 0))
+            except JobFailedError as failed:
+                print(json.dumps(failed.error, indent=2, default=str))
+                print(f"job {job_id} {failed.state.value}", file=sys.stderr)
                 return 1
-            time.sleep(0.2)
+            except ResultTimeoutError:
+                job = sync.get_job_by_id(job_id)
+                if (
+                    job is not None
+                    and job.last_progress is not None
+                    and job.last_progress != progress
+                ):
+                    progress = job.last_progress
+                    print(f"progress: {json.dumps(progress, default=str)}", file=sys.stderr)
+                if time.monotonic() >= deadline:
+                    state = job.state.value if job else "gone"
+                    print(f"job {job_id} is still {state}", file=sys.stderr)
+                    return 1
+                continue
+            print(json.dumps(output, indent=2, default=str))
+            return 0
 
 
 @contextlib.contextmanager

@@ -16,10 +16,14 @@
     │   ├── ConnectError                        the server cannot be reached (names the host)
     │   └── MigrationError                      the schema cannot be brought up to date
     ├── EmbeddedServerError                     the embedded PostgreSQL cannot start
-    └── WorkerError                             a worker cannot run (no handlers, already running)
+    ├── WorkerError                             a worker cannot run (no handlers, already running)
+    ├── JobFailedError                          an awaited job failed, expired or was cancelled
+    └── ResultTimeoutError (also TimeoutError)  an awaited job did not end in time
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "ConnectError",
@@ -31,11 +35,13 @@ __all__ = [
     "InvalidOptionError",
     "InvalidPayloadError",
     "InvalidScheduleError",
+    "JobFailedError",
     "JobNotFoundError",
     "MigrationError",
     "NotFoundError",
     "PgQueueError",
     "QueueNotFoundError",
+    "ResultTimeoutError",
     "WorkerError",
 ]
 
@@ -109,3 +115,24 @@ class EmbeddedServerError(PgQueueError):
 
 class WorkerError(PgQueueError):
     """A worker cannot run as asked."""
+
+
+class JobFailedError(PgQueueError):
+    """An awaited job ended without a result: it failed, expired or was cancelled.
+    ``state`` is its final state (a JobState), ``error`` its output (for a failure, the
+    error its handler raised: type, message and traceback)."""
+
+    def __init__(self, job_id: int, name: str, state: str, error: Any) -> None:
+        self.job_id = job_id
+        self.name = name
+        self.state = state
+        self.error = error
+        message = error.get("message") if isinstance(error, dict) else None
+        detail = f": {message}" if message else ""
+        super().__init__(f"job {job_id} ({name}) {state}{detail}")
+
+
+class ResultTimeoutError(PgQueueError, TimeoutError):
+    """An awaited job did not end within the timeout (it may still end later)."""
+
+    transient = True

@@ -110,6 +110,16 @@ group_key, "pgqueue".clock(),
     FROM moved
     RETURNING id;
 
+-- name: job_await
+WITH marked AS (
+    UPDATE "pgqueue".job SET awaited = true
+    WHERE id = ANY(%(ids)s::bigint[]) AND state < 'completed' AND NOT awaited
+    RETURNING id)
+SELECT id FROM marked
+UNION ALL
+SELECT id FROM "pgqueue".job
+WHERE id = ANY(%(ids)s::bigint[]) AND state < 'completed' AND awaited;
+
 -- name: job_cancel_many
 WITH cancelled AS (
     UPDATE "pgqueue".job
@@ -361,6 +371,21 @@ retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, start
 created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
 delete_after, output, progress, group_key, true AS archived FROM "pgqueue".archive WHERE id = %(id)s
     LIMIT 1;
+
+-- name: job_get_many
+    SELECT id, name, data, state, priority, retry_count, attempt, run_id, retry_limit,
+retry_delay,
+retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
+created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
+delete_after, output, progress, group_key, false AS archived FROM "pgqueue".job
+    WHERE id = ANY(%(ids)s::bigint[])
+    UNION ALL
+    SELECT id, name, data, state, priority, retry_count, attempt, run_id, retry_limit,
+retry_delay,
+retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
+created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
+delete_after, output, progress, group_key, true AS archived FROM "pgqueue".archive
+    WHERE id = ANY(%(ids)s::bigint[]);
 
 -- name: job_group_the_ungrouped
 UPDATE "pgqueue".job SET group_key = ''
@@ -636,8 +661,14 @@ WHERE j.id = (t.v ->> 0)::bigint AND j.state::text = 'active'
     AND j.run_id = COALESCE((t.v ->> 1)::bigint, j.run_id)
 RETURNING j.id;
 
+-- name: job_unended
+SELECT id FROM "pgqueue".job WHERE id = ANY(%(ids)s::bigint[]) AND state < 'completed';
+
 -- name: listen_cancel
 LISTEN "pgqueue_cancel";
+
+-- name: listen_done
+LISTEN "pgqueue_done";
 
 -- name: listen_jobs
 LISTEN "pgqueue_jobs";

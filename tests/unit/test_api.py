@@ -62,6 +62,7 @@ def _same_flavour(annotation: Any) -> str:
         ("AsyncPgQueue", "PgQueue"),
         ("AsyncJobFunction", "JobFunction"),
         ("AsyncJobDecorator", "JobDecorator"),
+        ("AsyncJobHandle", "JobHandle"),
         ("AsyncIterator", "Iterator"),
     ):
         text = text.replace(async_name, sync_name)

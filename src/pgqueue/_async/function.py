@@ -9,6 +9,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, over
 from .._base import StartAfter
 from .._executor import RunningJob
 from .._registry import JobDefinition
+from .results import AsyncJobHandle
 from .runner import AsyncConn
 
 __all__ = ["AsyncJobDecorator", "AsyncJobFunction", "AsyncSender"]
@@ -29,7 +30,7 @@ class AsyncSender(Protocol):
         *,
         conn: AsyncConn | None = None,
         **options: Any,
-    ) -> int | None: ...
+    ) -> AsyncJobHandle | None: ...
 
     async def send_after(
         self,
@@ -39,7 +40,7 @@ class AsyncSender(Protocol):
         *,
         conn: AsyncConn | None = None,
         **options: Any,
-    ) -> int | None: ...
+    ) -> AsyncJobHandle | None: ...
 
     async def insert(
         self,
@@ -73,14 +74,14 @@ class AsyncJobFunction(Generic[D, P, R]):
         *,
         conn: AsyncConn | None = None,
         **options: Any,
-    ) -> int | None: ...
+    ) -> AsyncJobHandle | None: ...
     @overload
     async def send(
         self, data: D, *, conn: AsyncConn | None = None, **options: Any
-    ) -> int | None: ...
+    ) -> AsyncJobHandle | None: ...
     async def send(
         self, data: Any = None, *, conn: AsyncConn | None = None, **options: Any
-    ) -> int | None:
+    ) -> AsyncJobHandle | None:
         """Send a job to this handler's queue (``data`` may be left out only when the
         handler takes none); its id, or None when a singleton or policy blocked it."""
         return await self._queue.send(self.name, data, conn=conn, **options)
@@ -92,7 +93,7 @@ class AsyncJobFunction(Generic[D, P, R]):
         *,
         conn: AsyncConn | None = None,
         **options: Any,
-    ) -> int | None:
+    ) -> AsyncJobHandle | None:
         """Send a job that starts after a datetime, a timedelta or a number of seconds."""
         return await self._queue.send_after(self.name, data, start_after, conn=conn, **options)
 

@@ -16,7 +16,7 @@ import psycopg
 
 from .._base import QueueBase, StartAfter
 from .._compat import ALock, ato_thread
-from .._config import renamed
+from .._config import check_seconds, renamed
 from .._cron import check_cron, check_timezone
 from .._db import Plan
 from .._maintenance import MaintenanceResult, MaintenanceSettings
@@ -26,6 +26,7 @@ from .._worker import DEFAULT_CONCURRENCY, DEFAULT_HEARTBEAT, DEFAULT_THREADS
 from ..errors import InvalidInputError, PgQueueError
 from ..models import Job, QueueInfo, QueueStats, ScheduleInfo
 from .function import AsyncJobDecorator, AsyncJobFunction
+from .results import AsyncJobHandle, AsyncResults, job_result
 from .runner import AsyncConn, AsyncPeriodic, AsyncRunner, run_async
 
 # <sync>
@@ -71,6 +72,7 @@ class AsyncPgQueue(QueueBase):
         )
         self._runner: AsyncRunner | None = None
         self._maintenance: AsyncPeriodic | None = None
+        self._results: AsyncResults | None = None
         self._declare_lock = ALock()
 
     # -- handlers ----------------------------------------------------------------------------
@@ -185,6 +187,9 @@ class AsyncPgQueue(QueueBase):
         maintenance, self._maintenance = self._maintenance, None
         if maintenance is not None:
             await maintenance.stop()
+        results, self._results = self._results, None
+        if results is not None:
+            await results.stop()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.close(timeout=timeout)
@@ -319,9 +324,11 @@ class AsyncPgQueue(QueueBase):
         *,
         conn: AsyncConn | None = None,
         **options: Any,
-    ) -> int | None:
-        """Send a job; returns its id, or None when a singleton or policy blocked it."""
-        return await self._run(self._core.send(name, data, options), conn, atomic=False)
+    ) -> AsyncJobHandle | None:
+        """Send a job; returns its id (a handle: ``await handle.result()`` waits for its
+        output), or None when a singleton or policy blocked it."""
+        job_id = await self._run(self._core.send(name, data, options), conn, atomic=False)
+        return None if job_id is None else AsyncJobHandle(job_id, self)
 
     async def send_after(
         self,
@@ -331,10 +338,9 @@ class AsyncPgQueue(QueueBase):
         *,
         conn: AsyncConn | None = None,
         **options: Any,
-    ) -> int | None:
+    ) -> AsyncJobHandle | None:
         """Send a job that starts after a datetime, a timedelta or a number of seconds."""
-        options = self._send_options(options, start_after)
-        return await self._run(self._core.send(name, data, options), conn, atomic=False)
+        return await self.send(name, data, conn=conn, **self._send_options(options, start_after))
 
     async def insert(
         self,
@@ -342,8 +348,30 @@ class AsyncPgQueue(QueueBase):
         *,
         conn: AsyncConn | None = None,
     ) -> list[int | None]:
-        """Send many jobs in one statement (mappings of ``name``, ``data`` and options)."""
+        """Send many jobs in one statement (mappings of ``name``, ``data`` and options);
+        their ids, None where one was blocked (:meth:`result` waits for any of them)."""
         return await self._run(self._core.insert_many(jobs), conn, atomic=False)
+
+    async def result(self, job: Job | int, *, timeout: float | None = None) -> Any:
+        """Wait for a job to end and return its output (what its handler returned).
+
+        Raises JobFailedError (with the job's final state and error) if it failed,
+        expired or was cancelled; ResultTimeoutError if it has not ended within
+        ``timeout`` seconds (None: no limit); JobNotFoundError if there is no such job.
+        The waiters of one queue object share one listening connection; a poll every few
+        seconds backs up its notifications."""
+        ids, _ = job_runs(job)
+        if len(ids) != 1:
+            raise InvalidInputError(f"result() waits for one job, got {job!r}")
+        if timeout is not None:
+            check_seconds("timeout", timeout)
+        if self._runner is None:
+            raise PgQueueError("AsyncPgQueue is not started: call start() first")
+        if self._results is None:
+            self._results = AsyncResults(
+                self._runner.dsn, self._core, lambda plan: self._run(plan, None, atomic=False)
+            )
+        return job_result(await self._results.wait(ids[0], timeout))
 
     # -- consuming ---------------------------------------------------------------------------
 

@@ -62,6 +62,7 @@ class Statements(QueueStatements, JobStatements, UpkeepStatements):
             "cancel_channel": sql.Literal(self.cancel_channel),
             "jobs_channel_ident": sql.Identifier(self.jobs_channel),
             "cancel_channel_ident": sql.Identifier(self.cancel_channel),
+            "done_channel_ident": sql.Identifier(self.done_channel),
             "now": sql.Composed([ident, sql.SQL(".clock()")]),
             "max_seconds": sql.Literal(MAX_SECONDS),
         }
@@ -93,6 +94,12 @@ class Statements(QueueStatements, JobStatements, UpkeepStatements):
     def cancel_channel(self) -> str:
         """The NOTIFY channel that announces cancelled active jobs (payload: job id)."""
         return f"{self.schema}_cancel"
+
+    @property
+    def done_channel(self) -> str:
+        """The NOTIFY channel that announces the end of awaited jobs (payload: job id; the
+        trigger of migration 9 names it the same way)."""
+        return f"{self.schema}_done"
 
     def grant(self, role: str) -> str:
         """The statements that let ``role`` run pgqueue on this schema: produce, work,

@@ -461,12 +461,34 @@ class JobStatements:
         WHERE j.id = ANY(%(ids)s::bigint[]) AND {in_state("j", "cancelled")}""")
     listen_jobs = Template("LISTEN {jobs_channel_ident}")
     listen_cancel = Template("LISTEN {cancel_channel_ident}")
+    listen_done = Template("LISTEN {done_channel_ident}")
     # -- jobs: management ------------------------------------------------------------------
     job_get = Template(f"""
         SELECT {JOB_COLUMNS}, false AS archived FROM {{schema}}.job WHERE id = %(id)s
         UNION ALL
         SELECT {JOB_COLUMNS}, true AS archived FROM {{schema}}.archive WHERE id = %(id)s
         LIMIT 1""")
+    job_get_many = Template(f"""
+        SELECT {JOB_COLUMNS}, false AS archived FROM {{schema}}.job
+        WHERE id = ANY(%(ids)s::bigint[])
+        UNION ALL
+        SELECT {JOB_COLUMNS}, true AS archived FROM {{schema}}.archive
+        WHERE id = ANY(%(ids)s::bigint[])""")
+    # The jobs among %(ids)s that have not ended, each marked awaited so that its end (or
+    # its deletion) will be announced on the done channel. A job ending meanwhile is either
+    # seen ended here or announced: the mark waits for its row.
+    job_await = Template("""
+        WITH marked AS (
+            UPDATE {schema}.job SET awaited = true
+            WHERE id = ANY(%(ids)s::bigint[]) AND state < 'completed' AND NOT awaited
+            RETURNING id)
+        SELECT id FROM marked
+        UNION ALL
+        SELECT id FROM {schema}.job
+        WHERE id = ANY(%(ids)s::bigint[]) AND state < 'completed' AND awaited""")
+    # The jobs among %(ids)s that have not ended (the others ended, or are gone).
+    job_unended = Template("""
+        SELECT id FROM {schema}.job WHERE id = ANY(%(ids)s::bigint[]) AND state < 'completed'""")
     job_cancel_many = Template("""
         WITH cancelled AS (
             UPDATE {schema}.job

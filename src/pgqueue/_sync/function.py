@@ -10,6 +10,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, over
 from .._base import StartAfter
 from .._executor import RunningJob
 from .._registry import JobDefinition
+from .results import JobHandle
 from .runner import Conn
 
 __all__ = ["JobDecorator", "JobFunction", "Sender"]
@@ -30,7 +31,7 @@ class Sender(Protocol):
         *,
         conn: Conn | None = None,
         **options: Any,
-    ) -> int | None: ...
+    ) -> JobHandle | None: ...
 
     def send_after(
         self,
@@ -40,7 +41,7 @@ class Sender(Protocol):
         *,
         conn: Conn | None = None,
         **options: Any,
-    ) -> int | None: ...
+    ) -> JobHandle | None: ...
 
     def insert(
         self,
@@ -74,10 +75,12 @@ class JobFunction(Generic[D, P, R]):
         *,
         conn: Conn | None = None,
         **options: Any,
-    ) -> int | None: ...
+    ) -> JobHandle | None: ...
     @overload
-    def send(self, data: D, *, conn: Conn | None = None, **options: Any) -> int | None: ...
-    def send(self, data: Any = None, *, conn: Conn | None = None, **options: Any) -> int | None:
+    def send(self, data: D, *, conn: Conn | None = None, **options: Any) -> JobHandle | None: ...
+    def send(
+        self, data: Any = None, *, conn: Conn | None = None, **options: Any
+    ) -> JobHandle | None:
         """Send a job to this handler's queue (``data`` may be left out only when the
         handler takes none); its id, or None when a singleton or policy blocked it."""
         return self._queue.send(self.name, data, conn=conn, **options)
@@ -89,7 +92,7 @@ class JobFunction(Generic[D, P, R]):
         *,
         conn: Conn | None = None,
         **options: Any,
-    ) -> int | None:
+    ) -> JobHandle | None:
         """Send a job that starts after a datetime, a timedelta or a number of seconds."""
         return self._queue.send_after(self.name, data, start_after, conn=conn, **options)
 

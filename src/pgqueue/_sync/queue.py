@@ -18,7 +18,7 @@ import psycopg
 from .._async.runner import AsyncRunner
 from .._base import QueueBase, StartAfter
 from .._compat import Lock, run_loop, to_thread
-from .._config import renamed
+from .._config import check_seconds, renamed
 from .._cron import check_cron, check_timezone
 from .._db import Plan
 from .._maintenance import MaintenanceResult, MaintenanceSettings
@@ -28,6 +28,7 @@ from .._worker import DEFAULT_CONCURRENCY, DEFAULT_HEARTBEAT, DEFAULT_THREADS
 from ..errors import InvalidInputError, PgQueueError
 from ..models import Job, QueueInfo, QueueStats, ScheduleInfo
 from .function import JobDecorator, JobFunction
+from .results import JobHandle, Results, job_result
 from .runner import Conn, Periodic, Runner, run_sync
 
 __all__ = ["PgQueue"]
@@ -68,6 +69,7 @@ class PgQueue(QueueBase):
         )
         self._runner: Runner | None = None
         self._maintenance: Periodic | None = None
+        self._results: Results | None = None
         self._declare_lock = Lock()
 
     # -- handlers ----------------------------------------------------------------------------
@@ -182,6 +184,9 @@ class PgQueue(QueueBase):
         maintenance, self._maintenance = self._maintenance, None
         if maintenance is not None:
             maintenance.stop()
+        results, self._results = self._results, None
+        if results is not None:
+            results.stop()
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.close(timeout=timeout)
@@ -296,9 +301,11 @@ class PgQueue(QueueBase):
         *,
         conn: Conn | None = None,
         **options: Any,
-    ) -> int | None:
-        """Send a job; returns its id, or None when a singleton or policy blocked it."""
-        return self._run(self._core.send(name, data, options), conn, atomic=False)
+    ) -> JobHandle | None:
+        """Send a job; returns its id (a handle: ``handle.result()`` waits for its
+        output), or None when a singleton or policy blocked it."""
+        job_id = self._run(self._core.send(name, data, options), conn, atomic=False)
+        return None if job_id is None else JobHandle(job_id, self)
 
     def send_after(
         self,
@@ -308,10 +315,9 @@ class PgQueue(QueueBase):
         *,
         conn: Conn | None = None,
         **options: Any,
-    ) -> int | None:
+    ) -> JobHandle | None:
         """Send a job that starts after a datetime, a timedelta or a number of seconds."""
-        options = self._send_options(options, start_after)
-        return self._run(self._core.send(name, data, options), conn, atomic=False)
+        return self.send(name, data, conn=conn, **self._send_options(options, start_after))
 
     def insert(
         self,
@@ -319,8 +325,30 @@ class PgQueue(QueueBase):
         *,
         conn: Conn | None = None,
     ) -> list[int | None]:
-        """Send many jobs in one statement (mappings of ``name``, ``data`` and options)."""
+        """Send many jobs in one statement (mappings of ``name``, ``data`` and options);
+        their ids, None where one was blocked (:meth:`result` waits for any of them)."""
         return self._run(self._core.insert_many(jobs), conn, atomic=False)
+
+    def result(self, job: Job | int, *, timeout: float | None = None) -> Any:
+        """Wait for a job to end and return its output (what its handler returned).
+
+        Raises JobFailedError (with the job's final state and error) if it failed,
+        expired or was cancelled; ResultTimeoutError if it has not ended within
+        ``timeout`` seconds (None: no limit); JobNotFoundError if there is no such job.
+        The waiters of one queue object share one listening connection; a poll every few
+        seconds backs up its notifications."""
+        ids, _ = job_runs(job)
+        if len(ids) != 1:
+            raise InvalidInputError(f"result() waits for one job, got {job!r}")
+        if timeout is not None:
+            check_seconds("timeout", timeout)
+        if self._runner is None:
+            raise PgQueueError("PgQueue is not started: call start() first")
+        if self._results is None:
+            self._results = Results(
+                self._runner.dsn, self._core, lambda plan: self._run(plan, None, atomic=False)
+            )
+        return job_result(self._results.wait(ids[0], timeout))
 
     # -- consuming ---------------------------------------------------------------------------
 

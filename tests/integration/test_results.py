@@ -1,0 +1,162 @@
+"""Waiting for jobs' results: handles, errors, timeouts, many waiters on one connection."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+import pgqueue
+from pgqueue import AsyncPgQueue, JobState, PgQueue
+
+
+async def _work_until(queue: AsyncPgQueue, done: asyncio.Event) -> None:
+    task = asyncio.create_task(queue.work(poll_interval=0.2))
+    await asyncio.wait_for(done.wait(), 30)
+    queue.stop_working()
+    await asyncio.wait_for(task, 15)
+
+
+async def test_a_handle_waits_for_the_output(apq: AsyncPgQueue) -> None:
+    @apq.job("double")
+    async def double(n: int) -> int:
+        return n * 2
+
+    handle = await double.send(21)
+    assert handle is not None and isinstance(handle, int) and handle == int(handle)
+    assert pickle.loads(pickle.dumps(handle)) == handle  # an id wherever it goes
+    task = asyncio.create_task(apq.work(poll_interval=0.2))
+    assert await handle.result(timeout=10) == 42
+    assert await apq.result(handle, timeout=1) == 42  # ended: answered at once
+    apq.stop_working()
+    await asyncio.wait_for(task, 15)
+
+
+async def test_a_failed_or_cancelled_job_raises_with_its_state_and_error(
+    apq: AsyncPgQueue,
+) -> None:
+    @apq.job("broken", retry_limit=0)
+    async def broken(data: Any) -> None:
+        raise ValueError("no such customer")
+
+    failing = await broken.send(1)
+    assert failing is not None
+    task = asyncio.create_task(apq.work(poll_interval=0.2))
+    with pytest.raises(pgqueue.JobFailedError, match="no such customer") as failed:
+        await failing.result(timeout=10)
+    assert failed.value.state is JobState.failed
+    assert failed.value.error["type"] == "ValueError"
+    assert failed.value.job_id == failing and failed.value.name == "broken"
+    apq.stop_working()
+    await asyncio.wait_for(task, 15)
+
+    waiting = await broken.send(2)
+    assert waiting is not None
+    waiter = asyncio.create_task(waiting.result(timeout=10))
+    await asyncio.sleep(0.2)  # the waiter is waiting
+    await apq.cancel(waiting)
+    with pytest.raises(pgqueue.JobFailedError) as cancelled:
+        await waiter
+    assert cancelled.value.state is JobState.cancelled
+
+
+async def test_a_waiter_times_out_cleanly_and_a_deleted_job_is_not_found(
+    apq: AsyncPgQueue,
+) -> None:
+    await apq.create_queue("never")
+    handle = await apq.send("never", {"x": 1})
+    assert handle is not None
+    began = time.monotonic()
+    with pytest.raises(pgqueue.ResultTimeoutError):
+        await handle.result(timeout=0.5)
+    assert 0.5 <= time.monotonic() - began < 5
+    (job,) = await apq.fetch("never")  # the wait changed nothing about the job
+    assert job.id == handle and job.attempt == 1
+    waiter = asyncio.create_task(handle.result(timeout=10))
+    await asyncio.sleep(0.2)
+    await apq.delete_job(handle)
+    with pytest.raises(pgqueue.JobNotFoundError):
+        await waiter
+    with pytest.raises(pgqueue.JobNotFoundError):
+        await apq.result(999_999_999, timeout=1)
+
+
+async def test_bad_waits_are_refused(apq: AsyncPgQueue) -> None:
+    for bad in ("1", 1.5, True, [1, 2], None):
+        with pytest.raises(pgqueue.InvalidInputError):
+            await apq.result(bad)  # type: ignore[arg-type]
+    for timeout in (-1, float("nan"), True, "5"):
+        with pytest.raises(pgqueue.InvalidOptionError):
+            await apq.result(1, timeout=timeout)  # type: ignore[arg-type]
+
+
+async def test_a_thousand_waiters_share_one_listening_connection(dsn: str, schema: str) -> None:
+    waiter_dsn = make_conninfo(dsn, application_name=f"waiter-{schema}")
+    async with (
+        AsyncPgQueue(waiter_dsn, schema=schema, maintenance=False, pool_max_size=2) as waiter,
+        AsyncPgQueue(dsn, schema=schema, maintenance=False) as worker,
+    ):
+
+        @worker.job("square")
+        async def square(n: int) -> int:
+            return n * n
+
+        await worker.create_queue("square")
+        handles = await waiter.insert([{"name": "square", "data": n} for n in range(1000)])
+        results = asyncio.gather(*(waiter.result(h or 0, timeout=60) for h in handles))
+        await asyncio.sleep(0.5)  # all waiting
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                (f"waiter-{schema}",),
+            )
+            row = await cur.fetchone()
+        assert row is not None and row[0] <= 3  # its pool of two, and the listener
+        task = asyncio.create_task(worker.work(poll_interval=0.2))
+        assert await results == [n * n for n in range(1000)]
+        worker.stop_working()
+        await asyncio.wait_for(task, 15)
+
+
+async def test_results_arrive_though_the_listening_connection_is_killed(
+    dsn: str, schema: str, apq: AsyncPgQueue
+) -> None:
+    waiter_dsn = make_conninfo(dsn, application_name=f"listener-{schema}")
+    await apq.create_queue("q")
+    handle = await apq.send("q", "x")
+    assert handle is not None
+    async with AsyncPgQueue(waiter_dsn, schema=schema, maintenance=False) as waiter:
+        result = asyncio.create_task(waiter.result(handle, timeout=30))
+        await asyncio.sleep(0.3)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            killed = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = %s AND query LIKE 'LISTEN%%'",
+                (f"listener-{schema}",),
+            ).fetchone()
+        assert killed == (1,)
+        (job,) = await apq.fetch("q")
+        await apq.complete(job, {"ok": True})  # announced to no one: the poll finds it
+        assert await result == {"ok": True}
+
+
+def test_a_blocking_wait_gets_the_result_from_another_thread(pq: PgQueue) -> None:
+    pq.create_queue("q")
+    handle = pq.send("q", 5)
+    assert handle is not None
+    got: list[Any] = []
+    waiter = threading.Thread(target=lambda: got.append(handle.result(timeout=10)))
+    waiter.start()
+    time.sleep(0.2)
+    (job,) = pq.fetch("q")
+    pq.complete(job, "five")
+    waiter.join(15)
+    assert got == ["five"]
+    with pytest.raises(pgqueue.ResultTimeoutError):
+        pq.result(pq.send("q") or 0, timeout=0.2)
