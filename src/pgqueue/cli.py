@@ -265,7 +265,7 @@ def _send(args: argparse.Namespace) -> int:
                 output = job_id.result(timeout=max(min(1.0, deadline - time.monotonic()), 0))
             except JobFailedError as failed:
                 print(json.dumps(failed.error, indent=2, default=str))
-                print(f"job {job_id} {failed.state.value}", file=sys.stderr)
+                print(f"pgqueue: {failed}", file=sys.stderr)
                 return 1
             except ResultTimeoutError:
                 job = sync.get_job_by_id(job_id)

@@ -129,7 +129,8 @@ class JobFailedError(PgQueueError):
         self.error = error
         message = error.get("message") if isinstance(error, dict) else None
         detail = f": {message}" if message else ""
-        super().__init__(f"job {job_id} ({name}) {state}{detail}")
+        state_name = getattr(state, "value", state)  # a JobState, or its name
+        super().__init__(f"job {job_id} ({name}) {state_name}{detail}")
 
 
 class ResultTimeoutError(PgQueueError, TimeoutError):
