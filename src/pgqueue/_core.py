@@ -275,7 +275,7 @@ class Core:
             elif not wait:  # when the next start a group's rate limit holds back is due
                 (held,) = yield Stmt(self.sql.group_rate_wait, {"name": name, "at": room["at"]})
                 if held["wait"] is not None:
-                    raise QueueBusy(name, held["wait"], some_groups=True)
+                    raise QueueBusy(name, max(held["wait"], 0.0), some_groups=True)
         rows.sort(key=_claim_order)
         return [factory(r) for r in rows]
 

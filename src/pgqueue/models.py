@@ -244,6 +244,9 @@ class Job:
     output: Any = None
     last_progress: Any = None  # the latest value a running handler passed to job.progress()
     group: str | None = None  # the group it belongs to in its queue (a tenant, say)
+    # Its failed attempts, oldest first (the last 20): each {attempt, worker,
+    # started_at, ended_at, error}. None until one failed.
+    errors: list[dict[str, Any]] | None = None
     archived: bool = False
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 

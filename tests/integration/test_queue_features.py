@@ -710,6 +710,32 @@ def test_claims_take_the_groups_in_turn(pq: PgQueue) -> None:
     assert [j.group for j in pq.fetch("tenants", 1)] == ["c"]
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"group_rate_limit": (10_000, 1)},
+        {"group_rate_limit": (5, 1), "concurrency": 2},
+        {"rate_limit": (10_000, 1), "group_concurrency": 3},
+    ],
+)
+async def test_a_worker_drains_a_limited_queue_and_then_rests(
+    apq: AsyncPgQueue, limits: dict[str, Any]
+) -> None:
+    done: list[int] = []
+
+    @apq.job("api")
+    async def api(data: int) -> None:
+        done.append(data)
+
+    await apq.start()
+    await apq.update_queue("api", **limits)
+    await apq.insert([{"name": "api", "data": i, "group": f"g{i % 10}"} for i in range(80)])
+    # Until the queue is empty (a group's quota of five a second holds its last three back
+    # for a second), and then it stops: an empty limited queue is not claimed in a loop.
+    await asyncio.wait_for(apq.work(until_empty=True), 20)
+    assert sorted(done) == list(range(80))
+
+
 async def test_a_group_held_by_its_rate_limit_holds_back_no_other_group(
     apq: AsyncPgQueue,
 ) -> None:

@@ -160,3 +160,56 @@ def test_a_blocking_wait_gets_the_result_from_another_thread(pq: PgQueue) -> Non
     assert got == ["five"]
     with pytest.raises(pgqueue.ResultTimeoutError):
         pq.result(pq.send("q") or 0, timeout=0.2)
+
+
+def test_each_failed_attempt_keeps_its_error(pq: PgQueue) -> None:
+    pq.create_queue("flaky", retry_limit=30, retry_delay=0)
+    job_id = pq.send("flaky", "x")
+    assert job_id is not None
+    for n in range(3):
+        (job,) = pq.fetch("flaky")
+        assert job.output is None  # a running job shows no earlier attempt's error
+        if n:
+            assert job.errors is not None and len(job.errors) == n
+        pq.fail(job, {"message": f"boom {n + 1}"})
+    waiting = pq.get_job_by_id(job_id)
+    assert waiting is not None and waiting.state is JobState.retry
+    assert waiting.output == {"message": "boom 3"}  # why it waits to retry
+    assert waiting.errors is not None
+    assert [e["attempt"] for e in waiting.errors] == [1, 2, 3]
+    assert [e["error"] for e in waiting.errors] == [{"message": f"boom {n}"} for n in (1, 2, 3)]
+    first = waiting.errors[0]
+    assert first["started_at"] <= first["ended_at"] and first["worker"] is None
+    for _ in range(22):
+        pq.fail(pq.fetch("flaky"), "again")
+    kept = pq.get_job_by_id(job_id)
+    assert kept is not None and kept.errors is not None
+    assert len(kept.errors) == 20  # the last twenty
+    assert [e["attempt"] for e in kept.errors] == list(range(6, 26))
+
+
+async def test_a_handlers_errors_are_kept_through_its_retries_and_the_archive(
+    apq: AsyncPgQueue,
+) -> None:
+    @apq.job("flaky", retry_limit=2, retry_delay=0)
+    async def flaky(data: Any, job: pgqueue.RunningJob) -> str:
+        if job.attempt < 3:
+            raise RuntimeError(f"attempt {job.attempt} broke")
+        return "fine"
+
+    handle = await flaky.send(None)
+    assert handle is not None
+    task = asyncio.create_task(apq.work(poll_interval=0.2))
+    assert await handle.result(timeout=15) == "fine"
+    apq.stop_working()
+    await asyncio.wait_for(task, 15)
+    await apq.move_clock(7200)  # past archive_completed_after
+    assert (await apq.maintain()).archived == 1
+    job = await apq.get_job_by_id(handle)
+    assert job is not None and job.archived and job.errors is not None
+    assert [(e["attempt"], e["error"]["message"]) for e in job.errors] == [
+        (1, "attempt 1 broke"),
+        (2, "attempt 2 broke"),
+    ]
+    assert "RuntimeError" in job.errors[0]["error"]["traceback"]
+    assert job.errors[0]["worker"] is not None

@@ -36,7 +36,8 @@ def test_a_stale_manual_run_changes_nothing(pq: PgQueue) -> None:
     running = pq.get_job_by_id(second.id)
     assert running is not None and running.state is JobState.active
     # Its output is still the expiry's record, its progress nobody's.
-    assert (running.attempt, running.output["type"], running.last_progress) == (2, "expired", None)
+    assert (running.attempt, running.output, running.last_progress) == (2, None, None)
+    assert running.errors is not None and running.errors[-1]["error"]["type"] == "expired"
 
     assert pq.touch([second], {"step": 1}) == [job_id]
     assert pq.complete([second], {"from": "second"}) == [job_id]

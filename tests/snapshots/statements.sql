@@ -63,7 +63,7 @@ SET starts = (ARRAY(SELECT s FROM unnest(r.starts) s
     || excluded.starts;
 
 -- name: group_rate_wait
-SELECT GREATEST(extract(epoch FROM min(w.at) - "pgqueue".clock()), 0)::float8 AS wait
+SELECT extract(epoch FROM min(w.at) - "pgqueue".clock())::float8 AS wait
 FROM "pgqueue".queue q
 JOIN "pgqueue".group_rate r ON r.name = q.name
 CROSS JOIN LATERAL (
@@ -100,12 +100,12 @@ WHERE q.name = %(name)s
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
 created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
 policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat,
-group_key, archived_at, delete_at)
+group_key, errors, archived_at, delete_at)
     SELECT id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
 created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
 policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat,
-group_key, "pgqueue".clock(),
+group_key, errors, "pgqueue".clock(),
         "pgqueue".clock() + make_interval(secs => LEAST(delete_after, 315360000))
     FROM moved
     RETURNING id;
@@ -203,7 +203,12 @@ CASE WHEN j.retry_backoff
                 THEN "pgqueue".clock() + f.delay + (j.keep_until - j.start_after)
                 ELSE j.keep_until END,
             completed_at = CASE WHEN f.again THEN NULL ELSE "pgqueue".clock() END,
-            output = f.output
+            output = f.output,
+            errors = jsonb_path_query_array(COALESCE(j.errors, '[]'),
+                                            '$[last - 18 to last]')
+                || jsonb_build_array(jsonb_build_object(
+                    'attempt', j.attempt, 'worker', j.worker_id,
+                    'started_at', j.started_at, 'ended_at', "pgqueue".clock(), 'error', f.output))
         FROM input f
         WHERE j.id = f.id AND j.state::text = 'active'
             AND (f.run IS NULL OR j.run_id = f.run)
@@ -231,6 +236,7 @@ CASE WHEN j.retry_backoff
 -- name: job_fetch
     UPDATE "pgqueue".job j
     SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
+        output = CASE WHEN j.state = 'retry' THEN NULL ELSE j.output END,
         worker_id = %(worker_id)s, attempt = j.attempt + 1,
         run_id = floor(random() * 9.2e18)::bigint,
         run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)
@@ -243,7 +249,7 @@ OR ordered OR group_rate_count IS NOT NULL)))
         ORDER BY priority DESC, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED))
-    RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key;
+    RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors;
 
 -- name: job_fetch_grouped
 WITH RECURSIVE grp AS (
@@ -298,13 +304,14 @@ turned AS (
 )
 UPDATE "pgqueue".job j
 SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
+    output = CASE WHEN j.state = 'retry' THEN NULL ELSE j.output END,
     worker_id = %(worker_id)s, attempt = j.attempt + 1,
     run_id = floor(random() * 9.2e18)::bigint,
     run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     AND j.state < 'active'
     AND NOT EXISTS (SELECT FROM "pgqueue".queue WHERE name = %(name)s AND paused)
-RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key;
+RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors;
 
 -- name: job_fetch_one_per_key
 WITH win AS MATERIALIZED (
@@ -342,12 +349,13 @@ next AS (
 ),
 claimed AS (UPDATE "pgqueue".job j
 SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
+    output = CASE WHEN j.state = 'retry' THEN NULL ELSE j.output END,
     worker_id = %(worker_id)s, attempt = j.attempt + 1,
     run_id = floor(random() * 9.2e18)::bigint,
     run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)
 FROM next
 WHERE j.id = next.id
-RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key)
+RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors)
 SELECT claimed.*, scanned.count AS scanned
 FROM (SELECT count(*) FROM win) AS scanned LEFT JOIN claimed ON true;
 
@@ -363,13 +371,13 @@ RETURNING j.id;
 retry_delay,
 retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
 created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-delete_after, output, progress, group_key, false AS archived FROM "pgqueue".job WHERE id = %(id)s
+delete_after, output, progress, group_key, errors, false AS archived FROM "pgqueue".job WHERE id = %(id)s
     UNION ALL
     SELECT id, name, data, state, priority, retry_count, attempt, run_id, retry_limit,
 retry_delay,
 retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
 created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-delete_after, output, progress, group_key, true AS archived FROM "pgqueue".archive WHERE id = %(id)s
+delete_after, output, progress, group_key, errors, true AS archived FROM "pgqueue".archive WHERE id = %(id)s
     LIMIT 1;
 
 -- name: job_get_many
@@ -377,14 +385,14 @@ delete_after, output, progress, group_key, true AS archived FROM "pgqueue".archi
 retry_delay,
 retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
 created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-delete_after, output, progress, group_key, false AS archived FROM "pgqueue".job
+delete_after, output, progress, group_key, errors, false AS archived FROM "pgqueue".job
     WHERE id = ANY(%(ids)s::bigint[])
     UNION ALL
     SELECT id, name, data, state, priority, retry_count, attempt, run_id, retry_limit,
 retry_delay,
 retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
 created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-delete_after, output, progress, group_key, true AS archived FROM "pgqueue".archive
+delete_after, output, progress, group_key, errors, true AS archived FROM "pgqueue".archive
     WHERE id = ANY(%(ids)s::bigint[]);
 
 -- name: job_group_the_ungrouped

@@ -152,14 +152,15 @@ def test_claimed_columns_line_up_with_the_job_fields() -> None:
 
     columns = [c.strip() for c in JOB_COLUMNS.split(",")]
     names = [f.name for f in fields(pgqueue.Job)][: len(columns)]
-    assert names == [*columns[:-2], "last_progress", "group"]
-    assert columns[-2:] == ["progress", "group_key"]
+    assert names == [*columns[:-3], "last_progress", "group", "errors"]
+    assert columns[-3:] == ["progress", "group_key", "errors"]
     values = tuple(range(len(columns)))
-    job = pgqueue.Job.from_values((1, "q", {"a": 1}, "active", *values[4:-1], "tenant"))
-    assert (job.id, job.state, job.priority, job.last_progress, job.group) == (
+    job = pgqueue.Job.from_values((1, "q", {"a": 1}, "active", *values[4:-2], "tenant", []))
+    assert (job.id, job.state, job.priority, job.last_progress, job.group, job.errors) == (
         1,
         pgqueue.JobState.active,
         4,
-        len(columns) - 2,
+        len(columns) - 3,
         "tenant",
+        [],
     )

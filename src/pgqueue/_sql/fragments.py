@@ -14,6 +14,7 @@ __all__ = [
     "INSERT_COLUMNS_NO_ID",
     "JOB_COLUMNS",
     "LIMITED",
+    "MAX_ERRORS",
     "RESOLVED_NO_ID",
     "RETRY_DELAY",
     "SERVER_DATABASE_CREATE",
@@ -41,14 +42,20 @@ JOB_COLUMNS = """id, name, data, state, priority, retry_count, attempt, run_id, 
     retry_delay,
     retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
     created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-    delete_after, output, progress, group_key"""
+    delete_after, output, progress, group_key, errors"""
+
+# The most errors of failed attempts a job keeps (the last ones; see Job.errors).
+MAX_ERRORS = 20
 
 # A claim: the jobs become active, held by %(worker_id)s, in a new attempt, as a new run
 # with a random token (run_id: every later write of this run names it, and a token never
 # comes back, unlike a count when a claim rolls back). A run's first heartbeat is its start
-# (heartbeat_at stays NULL until it beats). PostgreSQL plans a claim at every run (its
-# LIMIT varies), so claims are written to be cheap to plan.
+# (heartbeat_at stays NULL until it beats). A job back to retry drops the error it last
+# failed with from its output (job.errors keeps it): a running job shows no earlier
+# attempt's error. PostgreSQL plans a claim at every run (its LIMIT varies), so claims are
+# written to be cheap to plan.
 CLAIM_SET = """SET state = 'active', started_at = {now}, heartbeat_at = NULL,
+            output = CASE WHEN j.state = 'retry' THEN NULL ELSE j.output END,
             worker_id = %(worker_id)s, attempt = j.attempt + 1,
             run_id = floor(random() * 9.2e18)::bigint,
             run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)"""
@@ -85,7 +92,7 @@ ALL_JOB_COLUMNS = """id, priority, retry_count, retry_limit, retry_delay, retry_
     retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
     created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
     policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat,
-    group_key"""
+    group_key, errors"""
 
 # Columns of job that an insert sets (besides id), in the order of RESOLVED_NO_ID.
 INSERT_COLUMNS_NO_ID = """name, data, priority, retry_limit, retry_delay, retry_backoff,

@@ -11,6 +11,7 @@ from .fragments import (
     INSERT_COLUMNS_NO_ID,
     JOB_COLUMNS,
     LIMITED,
+    MAX_ERRORS,
     RESOLVED_NO_ID,
     RETRY_DELAY,
     SINGLE_INPUT,
@@ -321,11 +322,11 @@ class JobStatements:
         ON CONFLICT (name, group_key) DO UPDATE
         SET starts = {kept_starts("r.starts", "%(count)s::integer", "%(seconds)s::float8")}
             || excluded.starts""")
-    # In how many seconds (0 if already) a group with waiting jobs whose rate limit was used
-    # up at %(at)s, the moment its claim counted the windows at, may start one; NULL: no
-    # such group.
+    # In how many seconds (0 or less: already) a group with waiting jobs whose rate limit
+    # was used up at %(at)s, the moment its claim counted the windows at, may start one;
+    # NULL: no such group.
     group_rate_wait = Template("""
-        SELECT GREATEST(extract(epoch FROM min(w.at) - {now}), 0)::float8 AS wait
+        SELECT extract(epoch FROM min(w.at) - {now})::float8 AS wait
         FROM {schema}.queue q
         JOIN {schema}.group_rate r ON r.name = q.name
         CROSS JOIN LATERAL (
@@ -382,7 +383,12 @@ class JobStatements:
                     THEN {{now}} + f.delay + (j.keep_until - j.start_after)
                     ELSE j.keep_until END,
                 completed_at = CASE WHEN f.again THEN NULL ELSE {{now}} END,
-                output = f.output
+                output = f.output,
+                errors = jsonb_path_query_array(COALESCE(j.errors, '[]'),
+                                                '$[last - {MAX_ERRORS - 2} to last]')
+                    || jsonb_build_array(jsonb_build_object(
+                        'attempt', j.attempt, 'worker', j.worker_id,
+                        'started_at', j.started_at, 'ended_at', {{now}}, 'error', f.output))
             FROM input f
             WHERE j.id = f.id AND {in_state("j", "active")}
                 AND (f.run IS NULL OR j.run_id = f.run)
