@@ -35,7 +35,7 @@ from .models import (
     parse_options,
 )
 
-__all__ = ["ONE_ACTIVE_PER_KEY", "Core", "QueueBusy"]
+__all__ = ["ONE_ACTIVE_PER_KEY", "UNCHANGED", "Core", "QueueBusy"]
 
 _JOB_OPTION_NAMES = frozenset(JobOptions.model_fields)
 # Policies that allow one active job per singleton key: fetchers take turns on such queues.
@@ -78,6 +78,19 @@ class QueueRules:
         """Whether its fetchers claim one at a time (in a transaction, under a lock)."""
         return self.limited or self.policy in ONE_ACTIVE_PER_KEY
 
+
+# The most jobs one find_jobs call returns (pages of them follow with ``after``).
+_MAX_FOUND = 10_000
+
+
+class _Unchanged:
+    """A value left as it is (update_job's data, where None is a value to set)."""
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Any = _Unchanged()
 
 # How many groups a grouped queue's stats show (those with the most waiting jobs).
 _TOP_GROUPS = 10
@@ -399,6 +412,78 @@ class Core:
         """Plan: one job by id, from the job table or the archive."""
         (id_value,) = job_ids(id)
         rows = yield Stmt(self.sql.job_get, {"id": id_value})
+        return Job.from_row(rows[0]) if rows else None
+
+    def find_jobs(
+        self,
+        queue: str | None,
+        states: Iterable[JobState | str] | JobState | str | None,
+        key: str | None,
+        group: str | None,
+        data_contains: Mapping[str, Any] | None,
+        limit: int,
+        after: int,
+        archived: bool,
+    ) -> Plan[list[Job]]:
+        """Plan: the jobs that match every filter given, in id order after ``after``, at
+        most ``limit``; from the archive too when ``archived``."""
+        params: dict[str, Any] = {"limit": check_count("limit", limit, _MAX_FOUND)}
+        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < 2**63:
+            raise InvalidInputError(f"after must be a job id (0 or more), got {after!r}")
+        params["after"] = after
+        if queue is not None:
+            params["name"] = check_name(queue)
+        if states is not None:
+            given = [states] if isinstance(states, str) else list(states)
+            try:
+                params["states"] = [JobState(s).value for s in given]
+            except ValueError:
+                raise InvalidInputError(f"unknown job state in {states!r}") from None
+        for what, value in (("key", key), ("group", group)):
+            if value is not None:
+                if not isinstance(value, str):
+                    raise InvalidInputError(f"{what} must be a string, got {value!r}")
+                params[what] = value
+        if data_contains is not None:
+            if not isinstance(data_contains, Mapping):
+                raise InvalidInputError(
+                    f"data_contains must be a mapping, got {type(data_contains).__name__}"
+                )
+            params["data"] = encode_json(dict(data_contains), "data_contains")
+        filters = tuple(f for f in ("name", "states", "key", "group", "data") if f in params)
+        # Planned for its values: a queue of a few jobs and one of millions want different
+        # plans (its own index range, or the primary key in id order).
+        rows = yield Stmt(self.sql.job_find(filters, bool(archived)), params, prepare=False)
+        return [Job.from_row(row) for row in rows]
+
+    def update_job(
+        self, id: int, data: Any, priority: int | None, start_after: Any
+    ) -> Plan[Job | None]:
+        """Plan: change a job that has not started (``data`` unless UNCHANGED, and the
+        options given); the job as changed, or None if there is none that has not
+        started. Data is validated by the model of the queue's handler, if it has one."""
+        (job_id,) = job_ids(id)
+        options = {
+            k: v for k, v in (("priority", priority), ("start_after", start_after)) if v is not None
+        }
+        parsed: JobOptions = parse_options(JobOptions, options)
+        params: dict[str, Any] = {
+            "id": job_id,
+            "data": None,
+            "priority": parsed.priority,
+            "start_after": None,
+            "start_in": None,
+        }
+        if isinstance(parsed.start_after, float):
+            params["start_in"] = parsed.start_after
+        else:
+            params["start_after"] = parsed.start_after
+        if data is not UNCHANGED:
+            found = yield Stmt(self.sql.job_get, {"id": job_id})
+            if found and found[0]["name"] in self.registry:
+                data = self.registry[found[0]["name"]].parse_data(data)
+            params["data"] = encode_json(data)
+        rows = yield Stmt(self.sql.job_update, params)
         return Job.from_row(rows[0]) if rows else None
 
     def get_jobs(self, ids: list[int]) -> Plan[dict[int, Job]]:

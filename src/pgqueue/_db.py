@@ -37,11 +37,14 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class Stmt:
     """One statement of a plan: the query and its parameters; rows come back as dicts,
-    or as tuples when ``tuples`` (the hot path, where building dicts costs)."""
+    or as tuples when ``tuples`` (the hot path, where building dicts costs). ``prepare``
+    False keeps psycopg from preparing it: planned for its values every time (a generic
+    plan would suit some values and read a whole table for others)."""
 
     query: str
     params: Mapping[str, Any] | None = None
     tuples: bool = False
+    prepare: bool | None = None
 
 
 Plan = Generator[Stmt, list[Any], T]

@@ -56,30 +56,37 @@ def _prepared_plan(
         conn.execute("DEALLOCATE pgqueue_plan")
 
 
-@pytest.mark.slow
-def test_fetch_is_an_index_scan_without_sort_over_a_million_jobs(
-    pq: PgQueue, conn: psycopg.Connection[Any]
-) -> None:
+def _load_a_million(pq: PgQueue, conn: psycopg.Connection[Any]) -> None:
+    """Mixed states over several queues, loaded in one statement; most rows are finished,
+    as in a busy production table whose archiving is behind."""
     ident = sql.Identifier(pq.schema)
     for i in range(QUEUES):
         pq.create_queue(f"q{i}")
-    # Mixed states over several queues, loaded in one statement; most rows are finished, as in
-    # a busy production table whose archiving is behind.
     conn.execute(
         sql.SQL(
             """
-            INSERT INTO {0}.job (name, priority, state, keep_until, completed_at, start_after)
+            INSERT INTO {0}.job (name, priority, state, keep_until, completed_at, start_after,
+                data)
             SELECT 'q' || (i %% %(queues)s), i %% 7,
                 (ARRAY['created', 'completed', 'failed', 'completed', 'retry', 'cancelled',
                        'completed', 'active'])[i %% 8 + 1]::{0}.job_state,
                 now() + interval '1 day', now(),
-                now() - CASE WHEN i %% 5 = 0 THEN interval '-1 hour' ELSE interval '1 hour' END
+                now() - CASE WHEN i %% 5 = 0 THEN interval '-1 hour' ELSE interval '1 hour' END,
+                jsonb_build_object('customer', i %% 1000)
             FROM generate_series(1, %(jobs)s) AS i
             """
         ).format(ident),
         {"queues": QUEUES, "jobs": JOBS},
     )
     conn.execute(sql.SQL("ANALYZE {}.job").format(ident))
+
+
+@pytest.mark.slow
+def test_fetch_is_an_index_scan_without_sort_over_a_million_jobs(
+    pq: PgQueue, conn: psycopg.Connection[Any]
+) -> None:
+    ident = sql.Identifier(pq.schema)
+    _load_a_million(pq, conn)
     query = Statements(pq.schema).job_fetch
     params = {"name": "q3", "limit": 10, "worker_id": "w", "heartbeat": 30.0, "turn": False}
     # The plan for these values, and the generic plan that psycopg's prepared statement
@@ -199,3 +206,44 @@ def test_a_grouped_claim_reads_only_index_ranges(
     }, indexes
     bitmaps = {n["Index Name"] for n in nodes if n["Node Type"] == "Bitmap Index Scan"}
     assert bitmaps <= {"job_pkey"}, bitmaps
+
+
+@pytest.mark.slow
+def test_find_jobs_reads_a_queues_index_over_a_million_jobs(
+    pq: PgQueue, conn: psycopg.Connection[Any]
+) -> None:
+    pq.create_queue("rare")
+    pq.insert([{"name": "rare", "data": {"customer": 7}} for _ in range(50)])
+    _load_a_million(pq, conn)
+    statements = Statements(pq.schema)
+    # Planned for its values (find_jobs never prepares it): a queue of a ninth of the rows
+    # in id order through the primary key (its first hundred come soon), a queue of fifty
+    # jobs through its range of an index on the queue (its waiting ones: the fetch index).
+    own = {"job_name_id_idx"}
+    for filters, given, indexes in (
+        (("name",), {"name": "q3"}, {"job_pkey"}),
+        (("name", "states"), {"name": "q3", "states": ["failed"]}, {"job_pkey"}),
+        (("name",), {"name": "rare"}, own),
+        (("name", "states"), {"name": "rare", "states": ["created"]}, {*own, "job_fetch_idx"}),
+        (("name", "data"), {"name": "rare", "data": '{"customer": 7}'}, own),
+    ):
+        params = {"after": 0, "limit": 100, **given}
+        nodes = _plan(conn, "EXPLAIN (FORMAT JSON) " + statements.job_find(filters, False), params)
+        assert "Seq Scan" not in [n["Node Type"] for n in nodes], filters
+        used = [n["Index Name"] for n in nodes if n.get("Index Name")]
+        assert len(used) == 1 and used[0] in indexes, (filters, used)
+    # Page by page, the same jobs as a plain query in id order.
+    expected = [
+        row[0]
+        for row in conn.execute(
+            sql.SQL(
+                "SELECT id FROM {}.job WHERE name = 'q3' AND state = 'failed' "
+                "AND data @> '{{\"customer\": 10}}' ORDER BY id LIMIT 30"
+            ).format(sql.Identifier(pq.schema))
+        )
+    ]
+    first = pq.find_jobs("q3", state="failed", data_contains={"customer": 10}, limit=20)
+    rest = pq.find_jobs(
+        "q3", state="failed", data_contains={"customer": 10}, limit=10, after=first[-1].id
+    )
+    assert [j.id for j in first + rest] == expected and len(expected) == 30

@@ -672,6 +672,28 @@ RETURNING j.id;
 -- name: job_unended
 SELECT id FROM "pgqueue".job WHERE id = ANY(%(ids)s::bigint[]) AND state < 'completed';
 
+-- name: job_update
+    WITH changed AS (
+        UPDATE "pgqueue".job j
+        SET data = COALESCE(%(data)s::jsonb, j.data),
+            priority = COALESCE(%(priority)s::integer, j.priority),
+            start_after = n.start_after,
+            keep_until = j.keep_until + (n.start_after - j.start_after)
+        FROM (SELECT id, COALESCE(%(start_after)s::timestamptz,
+                                  "pgqueue".clock() + make_interval(secs => %(start_in)s::float8),
+                                  start_after) AS start_after
+              FROM "pgqueue".job WHERE id = %(id)s) AS n
+        WHERE j.id = n.id AND j.state < 'active'
+        RETURNING j.*
+    )
+    SELECT id, name, data, state, priority, retry_count, attempt, run_id, retry_limit,
+retry_delay,
+retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
+created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
+delete_after, output, progress, group_key, errors, false AS archived,
+        CASE WHEN start_after <= "pgqueue".clock() THEN pg_notify('pgqueue_jobs', name) END
+    FROM changed;
+
 -- name: listen_cancel
 LISTEN "pgqueue_cancel";
 

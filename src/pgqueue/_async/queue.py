@@ -17,6 +17,7 @@ import psycopg
 from .._base import QueueBase, StartAfter
 from .._compat import ALock, ato_thread
 from .._config import check_seconds, renamed
+from .._core import UNCHANGED
 from .._cron import check_cron, check_timezone
 from .._db import Plan
 from .._maintenance import MaintenanceResult, MaintenanceSettings
@@ -24,7 +25,7 @@ from .._migrate import MigrationStatus, status_plan
 from .._payload import error_output, job_runs
 from .._worker import DEFAULT_CONCURRENCY, DEFAULT_HEARTBEAT, DEFAULT_THREADS
 from ..errors import InvalidInputError, PgQueueError
-from ..models import Job, QueueInfo, QueueStats, ScheduleInfo
+from ..models import Job, JobState, QueueInfo, QueueStats, ScheduleInfo
 from .function import AsyncJobDecorator, AsyncJobFunction
 from .results import AsyncJobHandle, AsyncResults, job_result
 from .runner import AsyncConn, AsyncPeriodic, AsyncRunner, run_async
@@ -470,6 +471,41 @@ class AsyncPgQueue(QueueBase):
     async def get_job_by_id(self, id: int, *, conn: AsyncConn | None = None) -> Job | None:
         """A job by id, looking in the archive too; None if there is none."""
         return await self._run(self._core.get_job_by_id(id), conn)
+
+    async def find_jobs(
+        self,
+        queue: str | None = None,
+        *,
+        state: JobState | str | Iterable[JobState | str] | None = None,
+        key: str | None = None,
+        group: str | None = None,
+        data_contains: Mapping[str, Any] | None = None,
+        limit: int = 100,
+        after: int = 0,
+        archived: bool = False,
+        conn: AsyncConn | None = None,
+    ) -> list[Job]:
+        """The jobs that match every filter given (a queue, one state or several, a
+        singleton key, a group, data containing ``data_contains`` as JSON containment),
+        in id order, at most ``limit`` (up to 10,000); the next page starts ``after`` the
+        last id. ``archived`` looks in the archive too."""
+        plan = self._core.find_jobs(queue, state, key, group, data_contains, limit, after, archived)
+        return await self._run(plan, conn, atomic=False)
+
+    async def update_job(
+        self,
+        id: int,
+        *,
+        data: Any = UNCHANGED,
+        priority: int | None = None,
+        start_after: StartAfter | None = None,
+        conn: AsyncConn | None = None,
+    ) -> Job | None:
+        """Change a job that has not started: its data (validated as ``send`` does), its
+        priority, its start (a datetime, a timedelta or seconds from now). Returns the job
+        as changed, or None if no job of that id is waiting to start."""
+        plan = self._core.update_job(id, data, priority, start_after)
+        return await self._run(plan, conn)
 
     # -- queues ------------------------------------------------------------------------------
 

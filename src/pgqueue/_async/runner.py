@@ -28,7 +28,7 @@ async def run_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
         while True:
             try:
                 async with conn.cursor(row_factory=tuple_row if stmt.tuples else dict_row) as cur:
-                    await cur.execute(stmt.query, stmt.params)
+                    await cur.execute(stmt.query, stmt.params, prepare=stmt.prepare)
                     rows = await cur.fetchall() if has_rows(cur) else []
             except psycopg.Error as exc:
                 stmt = plan.throw(exc)

@@ -25,7 +25,7 @@ from .fragments import (
     SERVER_WAL_LIMIT,
     SERVER_WAL_SETTINGS,
 )
-from .jobs import JobStatements
+from .jobs import JobStatements, find_statement
 from .queues import QueueStatements
 from .template import Template
 from .upkeep import UpkeepStatements
@@ -49,6 +49,7 @@ class Statements(QueueStatements, JobStatements, UpkeepStatements):
 
     def __init__(self, schema: str) -> None:
         self.schema = schema
+        self._finds: dict[tuple[tuple[str, ...], bool], str] = {}
         ident = sql.Identifier(schema)
         params = {
             "schema": ident,
@@ -100,6 +101,16 @@ class Statements(QueueStatements, JobStatements, UpkeepStatements):
         """The NOTIFY channel that announces the end of awaited jobs (payload: job id; the
         trigger of migration 9 names it the same way)."""
         return f"{self.schema}_done"
+
+    def job_find(self, filters: tuple[str, ...], archived: bool) -> str:
+        """The find_jobs statement for these filters (see jobs.find_statement)."""
+        key = (filters, archived)
+        found = self._finds.get(key)
+        if found is None:
+            text = find_statement(filters, archived)
+            found = sql.SQL(text).format(schema=sql.Identifier(self.schema)).as_string()
+            self._finds[key] = found
+        return found
 
     def grant(self, role: str) -> str:
         """The statements that let ``role`` run pgqueue on this schema: produce, work,

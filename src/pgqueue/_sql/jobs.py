@@ -22,7 +22,33 @@ from .fragments import (
 )
 from .template import Template
 
-__all__ = ["JobStatements"]
+__all__ = ["FIND_FILTERS", "JobStatements", "find_statement"]
+
+# find_jobs: each filter given narrows the jobs. The statement names only those given, and
+# is planned for its values (never prepared), so a small queue's jobs are read through its
+# range of job_name_id_idx and a large one's through the primary key in id order.
+FIND_FILTERS = {
+    "name": "name = %(name)s",
+    "states": "state = ANY(%(states)s::{schema}.job_state[])",
+    "key": "singleton_key = %(key)s",
+    "group": "group_key = %(group)s",
+    "data": "data @> %(data)s::jsonb",
+}
+
+
+def find_statement(filters: tuple[str, ...], archived: bool) -> str:
+    """The find_jobs statement for the given filters (names of FIND_FILTERS): jobs after
+    %(after)s in id order, at most %(limit)s, from the archive too when ``archived``."""
+    where = "".join(f" AND {FIND_FILTERS[f]}" for f in filters)
+    tables = [("job", "false")] + ([("archive", "true")] if archived else [])
+    parts = [
+        f"(SELECT {JOB_COLUMNS}, {flag} AS archived FROM {{schema}}.{table}"
+        f" WHERE id > %(after)s{where} ORDER BY id LIMIT %(limit)s)"
+        for table, flag in tables
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return f"SELECT * FROM ({' UNION ALL '.join(parts)}) AS found ORDER BY id LIMIT %(limit)s"
 
 
 class JobStatements:
@@ -480,6 +506,25 @@ class JobStatements:
         UNION ALL
         SELECT {JOB_COLUMNS}, true AS archived FROM {{schema}}.archive
         WHERE id = ANY(%(ids)s::bigint[])""")
+    # A job not yet started, changed: its data, priority and start (the time it may be kept
+    # moves with its start); NULL leaves one as it is. Its queue is told when it is due.
+    job_update = Template(f"""
+        WITH changed AS (
+            UPDATE {{schema}}.job j
+            SET data = COALESCE(%(data)s::jsonb, j.data),
+                priority = COALESCE(%(priority)s::integer, j.priority),
+                start_after = n.start_after,
+                keep_until = j.keep_until + (n.start_after - j.start_after)
+            FROM (SELECT id, COALESCE(%(start_after)s::timestamptz,
+                                      {{now}} + make_interval(secs => %(start_in)s::float8),
+                                      start_after) AS start_after
+                  FROM {{schema}}.job WHERE id = %(id)s) AS n
+            WHERE j.id = n.id AND j.state < 'active'
+            RETURNING j.*
+        )
+        SELECT {JOB_COLUMNS}, false AS archived,
+            CASE WHEN start_after <= {{now}} THEN pg_notify({{jobs_channel}}, name) END
+        FROM changed""")
     # The jobs among %(ids)s that have not ended, each marked awaited so that its end (or
     # its deletion) will be announced on the done channel. A job ending meanwhile is either
     # seen ended here or announced: the mark waits for its row.

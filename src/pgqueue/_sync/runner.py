@@ -29,7 +29,7 @@ def run_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
         while True:
             try:
                 with conn.cursor(row_factory=tuple_row if stmt.tuples else dict_row) as cur:
-                    cur.execute(stmt.query, stmt.params)
+                    cur.execute(stmt.query, stmt.params, prepare=stmt.prepare)
                     rows = cur.fetchall() if has_rows(cur) else []
             except psycopg.Error as exc:
                 stmt = plan.throw(exc)
