@@ -3,7 +3,7 @@
 from ._async.function import AsyncJobFunction
 from ._async.queue import AsyncPgQueue
 from ._async.results import AsyncJobHandle
-from ._executor import RunningJob
+from ._executor import RunningJob, Snooze
 from ._maintenance import MaintenanceResult, MaintenanceSettings
 from ._migrate import MigrationStatus
 from ._sync.function import JobFunction
@@ -76,6 +76,7 @@ __all__ = [
     "ResultTimeoutError",
     "RunningJob",
     "ScheduleInfo",
+    "Snooze",
     "WorkerError",
     "__version__",
 ]

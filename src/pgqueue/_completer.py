@@ -238,7 +238,8 @@ class Completer:
 
     async def _write(self, batch: list[Outcome]) -> list[int]:
         done = [o for o in batch if o.kind == "completed"]
-        failed = [o for o in batch if o.kind != "completed"]
+        snoozed = [o for o in batch if o.kind == "snoozed"]
+        failed = [o for o in batch if o.kind not in ("completed", "snoozed")]
         if done:
             recorded = await self._run(
                 self._core.complete(
@@ -260,6 +261,15 @@ class Completer:
                 )
             )
             _report_stale(failed, recorded)
+        if snoozed:
+            recorded = await self._run(
+                self._core.release(
+                    [o.job_id for o in snoozed],
+                    [o.run_id for o in snoozed],
+                    [o.delay for o in snoozed],
+                )
+            )
+            _report_stale(snoozed, recorded)
         return []
 
 

@@ -359,14 +359,17 @@ class Core:
             held += [r[0] for r in rows]
         return held
 
-    def release(self, ids: list[int], runs: list[int | None]) -> Plan[list[int]]:
-        """Plan: hand a stopping worker's unfinished runs back to retry, to run at once (a
-        stately job whose key's retry place is taken fails instead, saying why); returns
-        the ids no longer held."""
+    def release(
+        self, ids: list[int], runs: list[int | None], delays: list[float] | None = None
+    ) -> Plan[list[int]]:
+        """Plan: hand unfinished runs back to retry, to run at once or each after its delay
+        in seconds (a stopping worker's, a snoozed job's; a stately job whose key's retry
+        place is taken fails instead, saying why); returns the ids no longer held."""
         if not ids:
             return []
         released: list[int] = []
-        for batch in _batches(ids, runs):
+        values = () if delays is None else ([repr(float(d)) for d in delays],)
+        for batch in _batches(ids, runs, values):
             rows = yield Stmt(self.sql.job_release_many, {"batch": batch})
             released += [r["id"] for r in rows]
         return released

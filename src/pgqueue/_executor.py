@@ -13,12 +13,12 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from ._payload import encode_json, error_output
 from ._registry import JobDefinition
-from .errors import InvalidPayloadError
-from .models import Job
+from .errors import InvalidOptionError, InvalidPayloadError
+from .models import MAX_SECONDS, Job
 
 __all__ = ["Deadline", "Executor", "Outcome", "Raised", "RunOwner", "RunningJob", "Threads"]
 
@@ -33,6 +33,24 @@ class RunOwner(Protocol):
 
     def interrupted(self, job: RunningJob) -> None:
         """A run was asked to stop."""
+
+
+class Snooze(BaseException):
+    """Raised by :meth:`RunningJob.snooze` (or by a handler itself) to end the run and
+    start the job again ``seconds`` later, spending no retry. A BaseException, so that a
+    handler's ``except Exception`` does not swallow it."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 <= seconds <= MAX_SECONDS  # NaN fails this too
+        ):
+            raise InvalidOptionError(
+                f"snooze takes seconds from 0 to {MAX_SECONDS:g}, got {seconds!r}"
+            )
+        self.seconds = float(seconds)
 
 
 @dataclass(slots=True)
@@ -67,6 +85,11 @@ class RunningJob(Job):
         """Give back progress taken for a write that failed, unless a newer one came."""
         if self._progress is None:
             self._progress = value
+
+    def snooze(self, seconds: float) -> NoReturn:
+        """End this run now and run the job again in ``seconds``, spending no retry (the
+        job waits in ``retry`` meanwhile; its attempt count still grows)."""
+        raise Snooze(seconds)
 
     def interrupt(self) -> None:
         """Flag the job cancelled and cancel the task running it."""
@@ -129,10 +152,11 @@ class Outcome:
     job_id: int
     attempt: int
     run_id: int | None
-    kind: str  # completed | failed | expired
+    kind: str  # completed | failed | expired | snoozed
     output: str | None
     terminal: bool = False
     progress: str | None = None
+    delay: float = 0.0  # snoozed: seconds until it starts again
 
     @classmethod
     def error(cls, job: Job, kind: str, error: object, terminal: bool = False) -> Outcome:
@@ -297,7 +321,13 @@ class Executor:
             raise
         except BaseException as exc:  # none may stop the worker (cancellation is above)
             _exit_if_forked(self._pid, exc)
-            error = error_output(exc.error if isinstance(exc, Raised) else exc)
+            raised = exc.error if isinstance(exc, Raised) else exc
+            if isinstance(raised, Snooze):
+                log.info("job %s (%s) snoozed for %gs", job.id, job.name, raised.seconds)
+                return Outcome(
+                    job.id, job.attempt, job.run_id, "snoozed", None, delay=raised.seconds
+                )
+            error = error_output(raised)
             log.info(
                 "job %s (%s) failed: %s: %.500s", job.id, job.name, error["type"], error["message"]
             )

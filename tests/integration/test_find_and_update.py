@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -99,3 +100,54 @@ def test_update_job_changes_a_waiting_job_and_nothing_else(pq: PgQueue) -> None:
     later = pq.update_job(orders.send(Order(sku="z", qty=9)) or 0, start_after=timedelta(hours=1))
     assert later is not None and later.start_after is not None
     assert pq.fetch("orders") == []
+
+
+async def test_a_handler_snoozes_its_job_without_spending_a_retry(
+    apq: pgqueue.AsyncPgQueue,
+) -> None:
+    seen: list[int] = []
+
+    @apq.job("poll", retry_limit=0)
+    async def poll(data: None, job: pgqueue.RunningJob) -> str:
+        seen.append(job.attempt)
+        if job.attempt < 3:
+            try:
+                job.snooze(0.2)
+            except Exception:  # a handler's catch-all does not swallow it
+                raise AssertionError("snooze was caught") from None
+        return "ready"
+
+    @apq.job("sync_poll", retry_limit=0)
+    def sync_poll(data: None, job: pgqueue.RunningJob) -> str:
+        if job.attempt == 1:
+            raise pgqueue.Snooze(0)
+        return "ready too"
+
+    handle = await poll.send(None)
+    other = await sync_poll.send(None)
+    assert handle is not None and other is not None
+    task = asyncio.create_task(apq.work(poll_interval=0.1))
+    assert await handle.result(timeout=15) == "ready"
+    assert await other.result(timeout=15) == "ready too"
+    apq.stop_working()
+    await asyncio.wait_for(task, 15)
+    assert seen == [1, 2, 3]
+    job = await apq.get_job_by_id(handle)
+    assert job is not None and job.retry_count == 0 and job.errors is None  # not failures
+    with pytest.raises(pgqueue.InvalidOptionError):
+        pgqueue.Snooze(-1)
+
+
+async def test_a_snoozed_job_waits_its_delay(apq: pgqueue.AsyncPgQueue) -> None:
+    @apq.job("later")
+    async def later(data: None, job: pgqueue.RunningJob) -> None:
+        job.snooze(3600)
+
+    job_id = await later.send(None)
+    assert job_id is not None
+    await apq.work(until_empty=True)
+    job = await apq.get_job_by_id(job_id)
+    assert job is not None and job.state is JobState.retry and job.attempt == 1
+    assert job.start_after is not None and job.created_at is not None
+    assert job.start_after - job.created_at >= timedelta(minutes=59)
+    assert await apq.fetch("later") == []

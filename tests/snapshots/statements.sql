@@ -575,15 +575,16 @@ OR (j.policy = 'stately'
     AND EXISTS (SELECT FROM "pgqueue".job o
         WHERE o.name = j.name AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '') AND o.id <> j.id
             AND o.state = 'retry' AND o.policy = 'stately')))) AS blocked
-    FROM (SELECT (v ->> 0)::bigint AS id, (v ->> 1)::bigint AS run
+    FROM (SELECT (v ->> 0)::bigint AS id, (v ->> 1)::bigint AS run,
+                 make_interval(secs => COALESCE((v ->> 2)::float8, 0)) AS delay
           FROM jsonb_array_elements(%(batch)s::jsonb) AS v) AS r
 ),
 released AS (
     UPDATE "pgqueue".job j
     SET state = CASE WHEN r.blocked THEN 'failed' ELSE 'retry' END::"pgqueue".job_state,
-        start_after = CASE WHEN r.blocked THEN j.start_after ELSE "pgqueue".clock() END,
+        start_after = CASE WHEN r.blocked THEN j.start_after ELSE "pgqueue".clock() + r.delay END,
         keep_until = CASE WHEN r.blocked THEN j.keep_until
-            ELSE "pgqueue".clock() + (j.keep_until - j.start_after) END,
+            ELSE "pgqueue".clock() + r.delay + (j.keep_until - j.start_after) END,
         started_at = CASE WHEN r.blocked THEN j.started_at END,
         completed_at = CASE WHEN r.blocked THEN "pgqueue".clock() END,
         output = CASE WHEN r.blocked THEN jsonb_build_object('type', 'released',
@@ -594,10 +595,11 @@ released AS (
     FROM input r
     WHERE j.id = r.id AND j.state::text = 'active'
         AND j.run_id = COALESCE(r.run, j.run_id)
-    RETURNING j.id, j.name, j.state
+    RETURNING j.id, j.name, j.state, j.start_after
 )
 SELECT id, state::text, (SELECT count(pg_notify('pgqueue_jobs', n.name))
-            FROM (SELECT DISTINCT name FROM released WHERE state = 'retry') AS n)
+            FROM (SELECT DISTINCT name FROM released
+                  WHERE state = 'retry' AND start_after <= "pgqueue".clock()) AS n)
         AS notified
 FROM released;
 

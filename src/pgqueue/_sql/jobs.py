@@ -448,7 +448,8 @@ class JobStatements:
             AND j.run_id = COALESCE((t.v ->> 1)::bigint, j.run_id)
         RETURNING j.id""")
     # A stopping worker hands back the jobs it did not finish, to run again at once
-    # elsewhere; this is not a failure, so retry_count stays. A stately job whose key
+    # elsewhere, and a snoozed job goes back to start after its delay (each run's third
+    # element, in seconds); this is not a failure, so retry_count stays. A stately job whose key
     # already has a job waiting to retry cannot go back (the policy allows one): it fails,
     # saying why, rather than stay active for nobody.
     job_release_many = Template(f"""
@@ -457,15 +458,16 @@ class JobStatements:
                     SELECT FROM {{schema}}.job j
                     WHERE j.id = r.id AND j.policy = 'stately'
                         AND {clashes("retry", ("stately",))}) AS blocked
-            FROM (SELECT (v ->> 0)::bigint AS id, (v ->> 1)::bigint AS run
+            FROM (SELECT (v ->> 0)::bigint AS id, (v ->> 1)::bigint AS run,
+                         make_interval(secs => COALESCE((v ->> 2)::float8, 0)) AS delay
                   FROM jsonb_array_elements(%(batch)s::jsonb) AS v) AS r
         ),
         released AS (
             UPDATE {{schema}}.job j
             SET state = CASE WHEN r.blocked THEN 'failed' ELSE 'retry' END::{{schema}}.job_state,
-                start_after = CASE WHEN r.blocked THEN j.start_after ELSE {{now}} END,
+                start_after = CASE WHEN r.blocked THEN j.start_after ELSE {{now}} + r.delay END,
                 keep_until = CASE WHEN r.blocked THEN j.keep_until
-                    ELSE {{now}} + (j.keep_until - j.start_after) END,
+                    ELSE {{now}} + r.delay + (j.keep_until - j.start_after) END,
                 started_at = CASE WHEN r.blocked THEN j.started_at END,
                 completed_at = CASE WHEN r.blocked THEN {{now}} END,
                 output = CASE WHEN r.blocked THEN jsonb_build_object('type', 'released',
@@ -476,10 +478,11 @@ class JobStatements:
             FROM input r
             WHERE j.id = r.id AND {in_state("j", "active")}
                 AND j.run_id = COALESCE(r.run, j.run_id)
-            RETURNING j.id, j.name, j.state
+            RETURNING j.id, j.name, j.state, j.start_after
         )
         SELECT id, state::text, (SELECT count(pg_notify({{jobs_channel}}, n.name))
-                    FROM (SELECT DISTINCT name FROM released WHERE state = 'retry') AS n)
+                    FROM (SELECT DISTINCT name FROM released
+                          WHERE state = 'retry' AND start_after <= {{now}}) AS n)
                 AS notified
         FROM released""")
     # The runs the database counts as a worker's: it compares them with the runs it has.
