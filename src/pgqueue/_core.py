@@ -494,11 +494,12 @@ class Core:
         rows = yield Stmt(self.sql.job_get_many, {"ids": ids})
         return {row["id"]: Job.from_row(row) for row in rows}
 
-    def await_jobs(self, ids: list[int]) -> Plan[set[int]]:
-        """Plan: the ids among ``ids`` of jobs that have not ended, whose ends will now be
-        announced on the done channel."""
+    def await_jobs(self, ids: list[int]) -> Plan[dict[int, bool]]:
+        """Plan: the jobs among ``ids`` that have not ended, each with whether its end
+        will be announced on the done channel (not when another transaction held its row:
+        it was not marked then, and never waited for)."""
         rows = yield Stmt(self.sql.job_await, {"ids": ids})
-        return {row["id"] for row in rows}
+        return {row["id"]: row["announced"] for row in rows}
 
     def unended(self, ids: list[int]) -> Plan[set[int]]:
         """Plan: the ids among ``ids`` of jobs that have not ended (the others ended or are

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._async.queue import AsyncPgQueue
 from ._compat import run_loop
-from ._config import DSN_ENV
+from ._config import DSN_ENV, check_seconds
 from ._sync.queue import PgQueue
 from ._worker import DEFAULT_CONCURRENCY, DEFAULT_HEARTBEAT, DEFAULT_THREADS
 from .errors import InvalidPayloadError, JobFailedError, PgQueueError, ResultTimeoutError
@@ -258,7 +258,7 @@ def _send(args: argparse.Namespace) -> int:
         if not args.wait:
             print(job_id)
             return 0
-        deadline = time.monotonic() + args.timeout
+        deadline = time.monotonic() + check_seconds("--timeout", args.timeout)
         progress = None
         while True:
             try:

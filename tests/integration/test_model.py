@@ -160,7 +160,7 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
             got = pq.fetch("q", batch)
             assert [j.id for j in got] == [j.id for j in due]
             for job, model in zip(got, due, strict=True):
-                if model.state is JobState.retry:  # its last error is in its errors now
+                if model.attempt > 0:  # it ran before: its last error is in its errors now
                     model.output = None
                 model.state, model.attempt = JobState.active, model.attempt + 1
                 model.run_id = job.run_id

@@ -213,3 +213,91 @@ async def test_a_handlers_errors_are_kept_through_its_retries_and_the_archive(
     ]
     assert "RuntimeError" in job.errors[0]["error"]["traceback"]
     assert job.errors[0]["worker"] is not None
+
+
+async def test_stop_wakes_waiters_with_an_error(dsn: str, schema: str) -> None:
+    queue = AsyncPgQueue(dsn, schema=schema, maintenance=False)
+    await queue.start()
+    await queue.create_queue("q")
+    handle = await queue.send("q")
+    assert handle is not None
+    waiters = [asyncio.create_task(queue.result(handle)) for _ in range(3)]
+    await asyncio.sleep(0.3)
+    began = time.monotonic()
+    await queue.stop()
+    for waiter in waiters:
+        with pytest.raises(pgqueue.PgQueueError, match="stopped"):
+            await asyncio.wait_for(waiter, 5)
+    assert time.monotonic() - began < 5
+
+
+def test_many_threads_share_one_listener_and_none_outlives_stop(dsn: str, schema: str) -> None:
+    with PgQueue(dsn, schema=schema, maintenance=False) as queue:
+        queue.create_queue("q")
+        ids = queue.insert([{"name": "q", "data": i} for i in range(32)])
+        got: list[Any] = []
+        threads = [
+            threading.Thread(target=lambda i=i: got.append(queue.result(i or 0, timeout=20)))
+            for i in ids
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        assert sum(t.name == "pgqueue-results" for t in threading.enumerate()) == 1
+        for job in queue.fetch("q", 32):
+            queue.complete(job, job.data)
+        for thread in threads:
+            thread.join(20)
+        assert sorted(got) == list(range(32))
+    assert not [t for t in threading.enumerate() if t.name == "pgqueue-results"]
+
+
+async def test_a_waiter_outlasts_its_connections_being_cut(dsn: str, schema: str) -> None:
+    name = f"cut-{schema}"
+    async with (
+        AsyncPgQueue(make_conninfo(dsn, application_name=name), schema=schema) as waiter,
+        AsyncPgQueue(dsn, schema=schema, maintenance=False) as other,
+    ):
+        await other.create_queue("q")
+        handle = await other.send("q")
+        assert handle is not None
+        result = asyncio.create_task(waiter.result(handle, timeout=30))
+        await asyncio.sleep(0.3)
+        with psycopg.connect(dsn, autocommit=True) as conn:  # its pool's and its listener's
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (name,),
+            )
+        (job,) = await other.fetch("q")
+        await other.complete(job, "still here")
+        assert await result == "still here"
+
+
+async def test_a_locked_row_neither_blocks_a_waiter_past_its_timeout_nor_hides_the_end(
+    apq: AsyncPgQueue, dsn: str
+) -> None:
+    await apq.create_queue("q")
+    handle = await apq.send("q")
+    assert handle is not None
+    (job,) = await apq.fetch("q")
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        await apq.touch(job, conn=conn)  # a consumer's open transaction holds the row
+        began = time.monotonic()
+        with pytest.raises(pgqueue.ResultTimeoutError):
+            await handle.result(timeout=1)
+        assert time.monotonic() - began < 3
+        waiter = asyncio.create_task(handle.result(timeout=10))
+        await apq.complete(job, "done", conn=conn)
+        await conn.commit()
+    assert await waiter == "done"  # not announced (never marked): seen by a look
+
+
+def test_a_resumed_job_shows_no_old_error_while_it_runs(pq: PgQueue) -> None:
+    pq.create_queue("q", retry_limit=1, retry_delay=3600)
+    job_id = pq.send("q")
+    assert job_id is not None
+    pq.fail(pq.fetch("q"), "attempt 1 failed")
+    assert pq.cancel(job_id) == [job_id] and pq.resume(job_id) == [job_id]  # to created
+    (again,) = pq.fetch("q")
+    assert again.output is None and again.errors is not None and len(again.errors) == 1

@@ -112,13 +112,15 @@ group_key, errors, "pgqueue".clock(),
 
 -- name: job_await
 WITH marked AS (
-    UPDATE "pgqueue".job SET awaited = true
-    WHERE id = ANY(%(ids)s::bigint[]) AND state < 'completed' AND NOT awaited
-    RETURNING id)
-SELECT id FROM marked
-UNION ALL
-SELECT id FROM "pgqueue".job
-WHERE id = ANY(%(ids)s::bigint[]) AND state < 'completed' AND awaited;
+    UPDATE "pgqueue".job j SET awaited = true
+    FROM (SELECT id FROM "pgqueue".job
+          WHERE id = ANY(%(ids)s::bigint[]) AND state < 'completed' AND NOT awaited
+          FOR UPDATE SKIP LOCKED) AS s
+    WHERE j.id = s.id
+    RETURNING j.id)
+SELECT j.id, j.awaited OR m.id IS NOT NULL AS announced
+FROM "pgqueue".job j LEFT JOIN marked m ON m.id = j.id
+WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state < 'completed';
 
 -- name: job_cancel_many
 WITH cancelled AS (
@@ -236,7 +238,7 @@ CASE WHEN j.retry_backoff
 -- name: job_fetch
     UPDATE "pgqueue".job j
     SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
-        output = CASE WHEN j.state = 'retry' THEN NULL ELSE j.output END,
+        output = CASE WHEN j.attempt > 0 THEN NULL ELSE j.output END,
         worker_id = %(worker_id)s, attempt = j.attempt + 1,
         run_id = floor(random() * 9.2e18)::bigint,
         run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)
@@ -304,7 +306,7 @@ turned AS (
 )
 UPDATE "pgqueue".job j
 SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
-    output = CASE WHEN j.state = 'retry' THEN NULL ELSE j.output END,
+    output = CASE WHEN j.attempt > 0 THEN NULL ELSE j.output END,
     worker_id = %(worker_id)s, attempt = j.attempt + 1,
     run_id = floor(random() * 9.2e18)::bigint,
     run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)
@@ -349,7 +351,7 @@ next AS (
 ),
 claimed AS (UPDATE "pgqueue".job j
 SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
-    output = CASE WHEN j.state = 'retry' THEN NULL ELSE j.output END,
+    output = CASE WHEN j.attempt > 0 THEN NULL ELSE j.output END,
     worker_id = %(worker_id)s, attempt = j.attempt + 1,
     run_id = floor(random() * 9.2e18)::bigint,
     run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 import pgqueue
-from pgqueue._config import check_dsn, check_name, check_schema, describe_dsn, resolve_dsn
+from pgqueue._config import (
+    check_dsn,
+    check_name,
+    check_schema,
+    check_seconds,
+    describe_dsn,
+    resolve_dsn,
+)
 from pgqueue._payload import encode_json, error_output
 from pgqueue.models import JobOptions, JobState, QueueOptions, parse_options
 
@@ -350,3 +357,13 @@ def test_state_order_and_finished() -> None:
         JobState.cancelled,
         JobState.failed,
     }
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1, -0.5, True, "5", None, 1e9])
+def test_a_wait_in_seconds_refuses_what_is_not_a_sane_number(bad: object) -> None:
+    with pytest.raises(pgqueue.InvalidOptionError, match="--timeout"):
+        check_seconds("--timeout", bad)
+
+
+def test_a_wait_in_seconds_takes_zero_to_a_year() -> None:
+    assert [check_seconds("t", v) for v in (0, 1, 2.5, 366 * 86400)] == [0.0, 1.0, 2.5, 31622400.0]

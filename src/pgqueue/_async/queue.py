@@ -15,7 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 import psycopg
 
 from .._base import QueueBase, StartAfter
-from .._compat import ALock, ato_thread
+from .._compat import ALock, Lock, ato_thread
 from .._config import check_seconds, renamed
 from .._core import UNCHANGED
 from .._cron import check_cron, check_timezone
@@ -74,6 +74,7 @@ class AsyncPgQueue(QueueBase):
         self._runner: AsyncRunner | None = None
         self._maintenance: AsyncPeriodic | None = None
         self._results: AsyncResults | None = None
+        self._results_lock = Lock()
         self._declare_lock = ALock()
 
     # -- handlers ----------------------------------------------------------------------------
@@ -368,11 +369,13 @@ class AsyncPgQueue(QueueBase):
             check_seconds("timeout", timeout)
         if self._runner is None:
             raise PgQueueError("AsyncPgQueue is not started: call start() first")
-        if self._results is None:
-            self._results = AsyncResults(
-                self._runner.dsn, self._core, lambda plan: self._run(plan, None, atomic=False)
-            )
-        return job_result(await self._results.wait(ids[0], timeout))
+        with self._results_lock:  # (one listener, whichever thread asks first)
+            if self._results is None:
+                self._results = AsyncResults(
+                    self._runner.dsn, self._core, lambda plan: self._run(plan, None, atomic=False)
+                )
+            results = self._results
+        return job_result(await results.wait(ids[0], timeout))
 
     # -- consuming ---------------------------------------------------------------------------
 

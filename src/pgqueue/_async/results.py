@@ -10,10 +10,16 @@ from typing import Any, Protocol, TypeVar
 
 import psycopg
 
-from .._compat import ABackground, AEvent, aend, aspawn, await_event
+from .._compat import ABackground, AEvent, Lock, aend, aspawn, await_event
 from .._core import Core
 from .._db import Plan
-from ..errors import DatabaseError, JobFailedError, JobNotFoundError, ResultTimeoutError
+from ..errors import (
+    DatabaseError,
+    JobFailedError,
+    JobNotFoundError,
+    PgQueueError,
+    ResultTimeoutError,
+)
 from ..models import Job, JobState
 from .runner import run_async
 
@@ -71,6 +77,7 @@ class AsyncResults:
         self._run = run
         self._poll_interval = poll_interval
         self._events: dict[int, set[AEvent]] = {}  # each waiter's, by the job it waits for
+        self._lock = Lock()  # (waiters may be threads)
         self._listening = AEvent()
         self._tried = AEvent()  # the first connection attempt ended, either way
         self._stopping = AEvent()
@@ -78,59 +85,86 @@ class AsyncResults:
 
     async def wait(self, job_id: int, timeout: float | None) -> Job:
         """The job once it ended; raises ResultTimeoutError if it has not within
-        ``timeout`` seconds, JobNotFoundError if it is gone."""
+        ``timeout`` seconds, JobNotFoundError if it is gone, PgQueueError if the queue
+        object stops meanwhile."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        await self._start()
+        self._start()
+        await await_event(self._tried, 10.0)
         event = AEvent()
-        self._events.setdefault(job_id, set()).add(event)
+        with self._lock:
+            self._events.setdefault(job_id, set()).add(event)
         try:
-            unended = await self._run(self._core.await_jobs([job_id]))
             while True:
+                # Not ended: marked so that its end is announced, unless its row was locked
+                # (then it is looked at again every half second).
+                unended = await self._look(lambda: self._core.await_jobs([job_id]), deadline)
                 if job_id not in unended:
-                    job: Job | None = (await self._run(self._core.get_jobs([job_id]))).get(job_id)
+                    jobs = await self._look(lambda: self._core.get_jobs([job_id]), deadline)
+                    job: Job | None = jobs.get(job_id)
                     if job is None:
                         raise JobNotFoundError(f"job {job_id} does not exist")
                     if job.state.finished:
                         return job
-                    # Sent back to run again (resumed, retried) since: wait for its end.
-                    unended = await self._run(self._core.await_jobs([job_id]))
-                    continue
+                    continue  # sent back to run again since (resumed, retried)
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise ResultTimeoutError(f"job {job_id} did not end within {timeout} s")
-                listening = self._listening.is_set()
-                # Not listening (the connection is down): look every half second.
-                slice_ = 3600.0 if listening else 0.5
-                if await await_event(event, slice_ if left is None else min(left, slice_)):
-                    event.clear()
-                    unended = set()
-                elif not listening:
-                    unended = await self._run(self._core.unended([job_id]))
+                told = self._listening.is_set() and unended[job_id]
+                slice_ = 3600.0 if told else 0.5
+                await await_event(event, slice_ if left is None else min(left, slice_))
+                event.clear()
+                if self._stopping.is_set():
+                    raise PgQueueError(f"stopped while waiting for job {job_id}")
         finally:
-            waiting = self._events.get(job_id)
-            if waiting is not None:
-                waiting.discard(event)
-                if not waiting:
-                    del self._events[job_id]
+            with self._lock:
+                waiting = self._events.get(job_id)
+                if waiting is not None:
+                    waiting.discard(event)
+                    if not waiting:
+                        del self._events[job_id]
 
-    async def _start(self) -> None:
-        if self._background is None:
-            self._stopping.clear()
-            self._background = aspawn(self._listen, "pgqueue-results")
-        await await_event(self._tried, 10.0)
+    async def _look(self, plan: Callable[[], Plan[T]], deadline: float | None) -> T:
+        """Run a plan, trying again while the database is out of reach (until the
+        deadline: then ResultTimeoutError)."""
+        backoff = 0.1
+        while True:
+            try:
+                result: T = await self._run(plan())
+                return result
+            except PgQueueError as exc:
+                if not exc.transient:
+                    raise
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise ResultTimeoutError(f"the database was out of reach: {exc}") from exc
+                if self._stopping.is_set():
+                    raise PgQueueError(f"stopped while waiting: {exc}") from exc
+                await await_event(self._stopping, backoff if left is None else min(left, backoff))
+                backoff = min(backoff * 2, 5.0)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._background is None:
+                self._stopping.clear()
+                self._background = aspawn(self._listen, "pgqueue-results")
 
     async def stop(self) -> None:
-        """Stop listening. Idempotent."""
-        background, self._background = self._background, None
-        if background is not None:
+        """Stop listening, and wake every waiter (each raises PgQueueError). Idempotent."""
+        with self._lock:
+            background, self._background = self._background, None
             self._stopping.set()
+            waiting = [e for events in self._events.values() for e in events]
+        for event in waiting:
+            event.set()
+        if background is not None:
             await aend(background)
         self._listening.clear()
 
     def _wake(self, ids: list[int]) -> None:
-        for job_id in ids:
-            for event in list(self._events.get(job_id, ())):
-                event.set()
+        with self._lock:
+            woken = [e for job_id in ids for e in self._events.get(job_id, ())]
+        for event in woken:
+            event.set()
 
     async def _listen(self) -> None:
         backoff = 0.1
@@ -146,7 +180,8 @@ class AsyncResults:
                     while not self._stopping.is_set():
                         if time.monotonic() - polled >= self._poll_interval:
                             polled = time.monotonic()
-                            waited = list(self._events)
+                            with self._lock:
+                                waited = list(self._events)
                             if waited:
                                 unended = await run_async(conn, self._core.unended(waited))
                                 self._wake([i for i in waited if i not in unended])

@@ -50,12 +50,13 @@ MAX_ERRORS = 20
 # A claim: the jobs become active, held by %(worker_id)s, in a new attempt, as a new run
 # with a random token (run_id: every later write of this run names it, and a token never
 # comes back, unlike a count when a claim rolls back). A run's first heartbeat is its start
-# (heartbeat_at stays NULL until it beats). A job back to retry drops the error it last
-# failed with from its output (job.errors keeps it): a running job shows no earlier
-# attempt's error. PostgreSQL plans a claim at every run (its LIMIT varies), so claims are
-# written to be cheap to plan.
+# (heartbeat_at stays NULL until it beats). A job that ran before (back to retry, or
+# resumed) drops its output, the error it last failed with (job.errors keeps it): a
+# running job shows no earlier attempt's outcome. (A job never run keeps what it was sent
+# with: a dead-letter copy's source.) PostgreSQL plans a claim at every run (its LIMIT
+# varies), so claims are written to be cheap to plan.
 CLAIM_SET = """SET state = 'active', started_at = {now}, heartbeat_at = NULL,
-            output = CASE WHEN j.state = 'retry' THEN NULL ELSE j.output END,
+            output = CASE WHEN j.attempt > 0 THEN NULL ELSE j.output END,
             worker_id = %(worker_id)s, attempt = j.attempt + 1,
             run_id = floor(random() * 9.2e18)::bigint,
             run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)"""

@@ -529,17 +529,20 @@ class JobStatements:
             CASE WHEN start_after <= {{now}} THEN pg_notify({{jobs_channel}}, name) END
         FROM changed""")
     # The jobs among %(ids)s that have not ended, each marked awaited so that its end (or
-    # its deletion) will be announced on the done channel. A job ending meanwhile is either
-    # seen ended here or announced: the mark waits for its row.
+    # its deletion) will be announced on the done channel: announced. A row another
+    # transaction holds is not waited for (the waiter looks again soon): a job ending
+    # meanwhile is seen ended by the next look.
     job_await = Template("""
         WITH marked AS (
-            UPDATE {schema}.job SET awaited = true
-            WHERE id = ANY(%(ids)s::bigint[]) AND state < 'completed' AND NOT awaited
-            RETURNING id)
-        SELECT id FROM marked
-        UNION ALL
-        SELECT id FROM {schema}.job
-        WHERE id = ANY(%(ids)s::bigint[]) AND state < 'completed' AND awaited""")
+            UPDATE {schema}.job j SET awaited = true
+            FROM (SELECT id FROM {schema}.job
+                  WHERE id = ANY(%(ids)s::bigint[]) AND state < 'completed' AND NOT awaited
+                  FOR UPDATE SKIP LOCKED) AS s
+            WHERE j.id = s.id
+            RETURNING j.id)
+        SELECT j.id, j.awaited OR m.id IS NOT NULL AS announced
+        FROM {schema}.job j LEFT JOIN marked m ON m.id = j.id
+        WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state < 'completed'""")
     # The jobs among %(ids)s that have not ended (the others ended, or are gone).
     job_unended = Template("""
         SELECT id FROM {schema}.job WHERE id = ANY(%(ids)s::bigint[]) AND state < 'completed'""")

@@ -71,6 +71,7 @@ class PgQueue(QueueBase):
         self._runner: Runner | None = None
         self._maintenance: Periodic | None = None
         self._results: Results | None = None
+        self._results_lock = Lock()
         self._declare_lock = Lock()
 
     # -- handlers ----------------------------------------------------------------------------
@@ -345,11 +346,13 @@ class PgQueue(QueueBase):
             check_seconds("timeout", timeout)
         if self._runner is None:
             raise PgQueueError("PgQueue is not started: call start() first")
-        if self._results is None:
-            self._results = Results(
-                self._runner.dsn, self._core, lambda plan: self._run(plan, None, atomic=False)
-            )
-        return job_result(self._results.wait(ids[0], timeout))
+        with self._results_lock:  # (one listener, whichever thread asks first)
+            if self._results is None:
+                self._results = Results(
+                    self._runner.dsn, self._core, lambda plan: self._run(plan, None, atomic=False)
+                )
+            results = self._results
+        return job_result(results.wait(ids[0], timeout))
 
     # -- consuming ---------------------------------------------------------------------------
 
