@@ -137,7 +137,6 @@ def test_bad_options_name_the_option(options: dict[str, Any], named: str) -> Non
         parse_options(JobOptions, options)
 
 
-# Bad values for every option; a test below fails when an option is added without entries.
 # A limit of (count, seconds) refuses these, for the queue and for each group.
 _BAD_RATE_LIMITS: list[object] = [
     50,
@@ -159,6 +158,7 @@ _BAD_RATE_LIMITS: list[object] = [
     "50/s",
 ]
 
+# Bad values for every option; a test below fails when an option is added without entries.
 BAD_VALUES: dict[str, list[Any]] = {
     "retry_limit": [-1, 1.5, "many", True, 2**31, float("nan"), "3"],
     "retry_delay": [-1, "soon", True, float("inf"), float("nan"), timedelta(seconds=-1), 1e16, "3"],
