@@ -175,6 +175,25 @@ class Core:
         job_id: int | None = rows[0]["id"] if rows else None
         return job_id
 
+    def upsert(self, name: str, data: Any, options: Mapping[str, Any]) -> Plan[int | None]:
+        """Plan (in a transaction): the waiting job of queue ``name`` with the singleton key
+        of ``options`` takes ``data`` (and the priority given), else a job is sent; its id,
+        or None when the key's job runs (or a time slot or policy blocks a new one)."""
+        record, payload = self.job_record(name, data, options)
+        key = record.get("singleton_key")
+        if key is None:
+            raise InvalidOptionError("upsert needs a singleton_key: the job it replaces")
+        change = {"name": name, "key": key, "data": payload, "priority": record.get("priority")}
+        for _ in range(2):  # a concurrent upsert may insert the key's job between the two
+            rows = yield Stmt(self.sql.job_upsert_data, change)
+            if rows:
+                job_id: int = rows[0]["id"]
+                return job_id
+            sent = yield from self.send(name, data, options)
+            if sent is not None:
+                return sent
+        return None
+
     def insert_many(self, jobs: Iterable[Mapping[str, Any]]) -> Plan[list[int | None]]:
         """Plan: insert many jobs given as mappings with ``name``, ``data`` and options."""
         specs = []

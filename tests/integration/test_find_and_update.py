@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import timedelta
 
 import pytest
@@ -151,3 +152,36 @@ async def test_a_snoozed_job_waits_its_delay(apq: pgqueue.AsyncPgQueue) -> None:
     assert job.start_after is not None and job.created_at is not None
     assert job.start_after - job.created_at >= timedelta(minutes=59)
     assert await apq.fetch("later") == []
+
+
+def test_upsert_gives_the_waiting_job_of_a_key_the_latest_data(pq: PgQueue) -> None:
+    pq.create_queue("sync")
+    first = pq.upsert("sync", {"v": 1}, singleton_key="acct-1")
+    assert first is not None
+    assert pq.upsert("sync", {"v": 2}, singleton_key="acct-1", priority=7) == first
+    assert pq.upsert("sync", {"v": 1}, singleton_key="acct-2") not in (None, first)
+    job = pq.get_job_by_id(first)
+    assert job is not None and job.data == {"v": 2} and job.priority == 7
+    (running,) = [j for j in pq.fetch("sync", 2) if j.id == first]
+    assert pq.upsert("sync", {"v": 3}, singleton_key="acct-1") is None  # its job runs
+    pq.complete(running)
+    after = pq.upsert("sync", {"v": 4}, singleton_key="acct-1")
+    assert after not in (None, first)
+    with pytest.raises(pgqueue.InvalidOptionError):
+        pq.upsert("sync", {"v": 5}, singleton_key="")
+
+
+def test_concurrent_upserts_leave_one_waiting_job_per_key(pq: PgQueue) -> None:
+    pq.create_queue("sync")
+    ids: list[int | None] = []
+    threads = [
+        threading.Thread(target=lambda i=i: ids.append(pq.upsert("sync", i, singleton_key="k")))
+        for i in range(16)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(ids) == 16 and len(set(ids)) == 1 and ids[0] is not None
+    (job,) = pq.find_jobs("sync")
+    assert job.id == ids[0] and job.data in range(16)

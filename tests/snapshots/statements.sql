@@ -698,6 +698,16 @@ delete_after, output, progress, group_key, errors, false AS archived,
         CASE WHEN start_after <= "pgqueue".clock() THEN pg_notify('pgqueue_jobs', name) END
     FROM changed;
 
+-- name: job_upsert_data
+UPDATE "pgqueue".job j
+SET data = %(data)s::jsonb, priority = COALESCE(%(priority)s::integer, j.priority)
+WHERE j.id = (SELECT id FROM "pgqueue".job
+              WHERE name = %(name)s AND singleton_key = %(key)s
+                  AND state < 'active'
+              ORDER BY id LIMIT 1 FOR UPDATE)
+    AND j.state < 'active'
+RETURNING j.id;
+
 -- name: listen_cancel
 LISTEN "pgqueue_cancel";
 

@@ -344,6 +344,21 @@ class AsyncPgQueue(QueueBase):
         """Send a job that starts after a datetime, a timedelta or a number of seconds."""
         return await self.send(name, data, conn=conn, **self._send_options(options, start_after))
 
+    async def upsert(
+        self,
+        name: str,
+        data: Any = None,
+        *,
+        singleton_key: str,
+        conn: AsyncConn | None = None,
+        **options: Any,
+    ) -> int | None:
+        """Send a job unless one of ``singleton_key`` waits in the queue: then that job
+        takes ``data`` (and ``priority``, if given) instead, the latest data winning. Its
+        id, or None when the key's job is running (a singleton key allows one at a time)."""
+        plan = self._core.upsert(name, data, {**options, "singleton_key": singleton_key})
+        return await self._run(plan, conn)
+
     async def insert(
         self,
         jobs: Iterable[Mapping[str, Any]],

@@ -509,6 +509,17 @@ class JobStatements:
         UNION ALL
         SELECT {JOB_COLUMNS}, true AS archived FROM {{schema}}.archive
         WHERE id = ANY(%(ids)s::bigint[])""")
+    # upsert: the waiting job of a queue's singleton key takes new data (and priority, if
+    # given); the oldest one if the policy lets several wait.
+    job_upsert_data = Template("""
+        UPDATE {schema}.job j
+        SET data = %(data)s::jsonb, priority = COALESCE(%(priority)s::integer, j.priority)
+        WHERE j.id = (SELECT id FROM {schema}.job
+                      WHERE name = %(name)s AND singleton_key = %(key)s
+                          AND state < 'active'
+                      ORDER BY id LIMIT 1 FOR UPDATE)
+            AND j.state < 'active'
+        RETURNING j.id""")
     # A job not yet started, changed: its data, priority and start (the time it may be kept
     # moves with its start); NULL leaves one as it is. Its queue is told when it is due.
     job_update = Template(f"""
