@@ -163,7 +163,7 @@ ALTER TABLE pgqueue.version ADD CONSTRAINT version_pkey PRIMARY KEY (version);
 
 -- indexes
 CREATE INDEX archive_delete_at_idx ON pgqueue.archive USING btree (delete_at);
-CREATE INDEX archive_name_id_idx ON pgqueue.archive USING btree (name, id);
+CREATE INDEX archive_name_id_idx ON pgqueue.archive USING btree (name, id) WHERE (name IS NOT NULL);
 CREATE UNIQUE INDEX archive_pkey ON pgqueue.archive USING btree (id);
 CREATE UNIQUE INDEX group_rate_pkey ON pgqueue.group_rate USING btree (name, group_key);
 CREATE INDEX job_active_idx ON pgqueue.job USING btree (started_at) WHERE (state = 'active'::pgqueue.job_state);
@@ -172,7 +172,7 @@ CREATE INDEX job_finished_state_idx ON pgqueue.job USING btree (state, completed
 CREATE INDEX job_group_active_idx ON pgqueue.job USING btree (name, group_key) WHERE ((state = 'active'::pgqueue.job_state) AND (group_key IS NOT NULL));
 CREATE INDEX job_group_idx ON pgqueue.job USING btree (name, group_key, priority DESC, id) INCLUDE (start_after) WHERE ((state < 'active'::pgqueue.job_state) AND (group_key IS NOT NULL));
 CREATE INDEX job_keep_until_idx ON pgqueue.job USING btree (keep_until) WHERE (state < 'active'::pgqueue.job_state);
-CREATE INDEX job_name_id_idx ON pgqueue.job USING btree (name, id);
+CREATE INDEX job_name_id_idx ON pgqueue.job USING btree (name, id) WHERE (name IS NOT NULL);
 CREATE UNIQUE INDEX job_pkey ON pgqueue.job USING btree (id);
 CREATE UNIQUE INDEX job_policy_short_idx ON pgqueue.job USING btree (name, COALESCE(singleton_key, ''::text)) WHERE ((state = 'created'::pgqueue.job_state) AND (policy = 'short'::text));
 CREATE UNIQUE INDEX job_policy_singleton_idx ON pgqueue.job USING btree (name, COALESCE(singleton_key, ''::text)) WHERE ((state = 'active'::pgqueue.job_state) AND (policy = 'singleton'::text));
