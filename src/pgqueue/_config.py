@@ -45,15 +45,15 @@ def check_count(what: str, value: object, most: int | None = None) -> int:
     return value
 
 
-def check_seconds(what: str, value: object) -> float:
-    """``value`` as a number of seconds from 0 to a year (an int or float, not a bool).
-    Raises InvalidOptionError naming ``what``."""
+def check_seconds(what: str, value: object, most: float = 366 * 86400) -> float:
+    """``value`` as a number of seconds from 0 to ``most`` (a year unless given): an int or
+    float, not a bool. Raises InvalidOptionError naming ``what``."""
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not 0 <= value <= 366 * 86400  # NaN fails this too
+        or not 0 <= value <= most  # NaN fails this too
     ):
-        raise InvalidOptionError(f"{what} must be seconds from 0 to a year, got {value!r}")
+        raise InvalidOptionError(f"{what} must be seconds from 0 to {most:g}, got {value!r}")
     return float(value)
 
 

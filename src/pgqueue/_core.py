@@ -433,8 +433,8 @@ class Core:
     def get_job_by_id(self, id: int) -> Plan[Job | None]:
         """Plan: one job by id, from the job table or the archive."""
         (id_value,) = job_ids(id)
-        rows = yield Stmt(self.sql.job_get, {"id": id_value})
-        return Job.from_row(rows[0]) if rows else None
+        found = yield from self.get_jobs([id_value])
+        return found.get(id_value)
 
     def find_jobs(
         self,
@@ -501,9 +501,9 @@ class Core:
         else:
             params["start_after"] = parsed.start_after
         if data is not UNCHANGED:
-            found = yield Stmt(self.sql.job_get, {"id": job_id})
-            if found and found[0]["name"] in self.registry:
-                data = self.registry[found[0]["name"]].parse_data(data)
+            job = (yield from self.get_jobs([job_id])).get(job_id)
+            if job is not None and job.name in self.registry:
+                data = self.registry[job.name].parse_data(data)
             params["data"] = encode_json(data)
         rows = yield Stmt(self.sql.job_update, params)
         return Job.from_row(rows[0]) if rows else None
@@ -771,8 +771,8 @@ def _spec(ord: int, name: str, record: dict[str, Any], payload: str) -> str:
 def _groups_with_policy(name: str) -> InvalidOptionError:
     return InvalidOptionError(
         f"queue {name!r}: group_concurrency, group_rate_limit and ordered apply to the "
-        "standard and short "
-        "policies (singleton and stately already run one job per singleton key)"
+        "standard and short policies (singleton and stately already run one job per "
+        "singleton key)"
     )
 
 

@@ -15,9 +15,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
+from ._config import check_seconds
 from ._payload import encode_json, error_output
 from ._registry import JobDefinition
-from .errors import InvalidOptionError, InvalidPayloadError
+from .errors import InvalidPayloadError
 from .models import MAX_SECONDS, Job
 
 __all__ = ["Deadline", "Executor", "Outcome", "Raised", "RunOwner", "RunningJob", "Threads"]
@@ -42,15 +43,7 @@ class Snooze(BaseException):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(seconds)
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not 0 <= seconds <= MAX_SECONDS  # NaN fails this too
-        ):
-            raise InvalidOptionError(
-                f"snooze takes seconds from 0 to {MAX_SECONDS:g}, got {seconds!r}"
-            )
-        self.seconds = float(seconds)
+        self.seconds = check_seconds("snooze", seconds, MAX_SECONDS)
 
 
 @dataclass(slots=True)

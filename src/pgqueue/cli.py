@@ -247,6 +247,7 @@ def _send(args: argparse.Namespace) -> int:
         data = json.loads(args.data)
     except json.JSONDecodeError as exc:
         raise InvalidPayloadError(f"--data is not JSON: {exc}") from None
+    wait_for = check_seconds("--timeout", args.timeout)
     sync = PgQueue(app.dsn, schema=app.schema, maintenance=False)
     sync.registry = app.registry
     with sync:  # a job of the app's is validated by its model and gets its defaults
@@ -258,7 +259,7 @@ def _send(args: argparse.Namespace) -> int:
         if not args.wait:
             print(job_id)
             return 0
-        deadline = time.monotonic() + check_seconds("--timeout", args.timeout)
+        deadline = time.monotonic() + wait_for
         progress = None
         while True:
             try:
@@ -311,10 +312,6 @@ def _queues(args: argparse.Namespace) -> int:
     ]
     for queue in stats:
         oldest = queue.oldest_waiting_seconds
-        rate = "-"
-        if queue.rate_limit is not None:
-            count, seconds = queue.rate_limit
-            rate = f"{count}/{seconds:g}s ({queue.rate_left} left)"
         rows.append(
             (
                 queue.name,
@@ -323,7 +320,7 @@ def _queues(args: argparse.Namespace) -> int:
                 str(queue.counts[JobState.completed]),
                 str(queue.counts[JobState.failed]),
                 "-" if oldest is None else f"{oldest:.0f} s",
-                rate,
+                _rate_cell(queue.rate_limit, queue.rate_left),
                 "yes" if paused.get(queue.name) else "no",
             )
         )
@@ -350,11 +347,16 @@ def _groups(args: argparse.Namespace) -> int:
                 group if group.isprintable() and group.strip() == group and group else repr(group),
                 str(counts.waiting),
                 f"{counts.active}/{limit}" if limit else str(counts.active),
-                "-" if rate is None else f"{rate[0]}/{rate[1]:g}s ({counts.rate_left} left)",
+                _rate_cell(rate, counts.rate_left),
             )
         )
     _print_table(rows)
     return 0
+
+
+def _rate_cell(limit: tuple[int, float] | None, left: int | None) -> str:
+    """A rate limit and the starts it allows now, for a table."""
+    return "-" if limit is None else f"{limit[0]}/{limit[1]:g}s ({left} left)"
 
 
 def _print_table(rows: Sequence[tuple[str, ...]]) -> None:

@@ -368,20 +368,6 @@ WHERE q.name = %(name)s AND j.name = q.name AND j.state <= 'active'
     AND j.policy <> q.policy
 RETURNING j.id;
 
--- name: job_get
-    SELECT id, name, data, state, priority, retry_count, attempt, run_id, retry_limit,
-retry_delay,
-retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
-created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-delete_after, output, progress, group_key, errors, false AS archived FROM "pgqueue".job WHERE id = %(id)s
-    UNION ALL
-    SELECT id, name, data, state, priority, retry_count, attempt, run_id, retry_limit,
-retry_delay,
-retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
-created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-delete_after, output, progress, group_key, errors, true AS archived FROM "pgqueue".archive WHERE id = %(id)s
-    LIMIT 1;
-
 -- name: job_get_many
     SELECT id, name, data, state, priority, retry_count, attempt, run_id, retry_limit,
 retry_delay,

@@ -498,11 +498,6 @@ class JobStatements:
     listen_cancel = Template("LISTEN {cancel_channel_ident}")
     listen_done = Template("LISTEN {done_channel_ident}")
     # -- jobs: management ------------------------------------------------------------------
-    job_get = Template(f"""
-        SELECT {JOB_COLUMNS}, false AS archived FROM {{schema}}.job WHERE id = %(id)s
-        UNION ALL
-        SELECT {JOB_COLUMNS}, true AS archived FROM {{schema}}.archive WHERE id = %(id)s
-        LIMIT 1""")
     job_get_many = Template(f"""
         SELECT {JOB_COLUMNS}, false AS archived FROM {{schema}}.job
         WHERE id = ANY(%(ids)s::bigint[])
