@@ -12,6 +12,7 @@ from ._sync.results import JobHandle
 from .errors import (
     ConnectError,
     DatabaseError,
+    DependencyError,
     EmbeddedServerError,
     InvalidDsnError,
     InvalidInputError,
@@ -28,6 +29,7 @@ from .errors import (
     ResultTimeoutError,
     WorkerError,
 )
+from .flow import Flow, FlowStep
 from .models import (
     GroupStats,
     Job,
@@ -47,7 +49,10 @@ __all__ = [
     "AsyncPgQueue",
     "ConnectError",
     "DatabaseError",
+    "DependencyError",
     "EmbeddedServerError",
+    "Flow",
+    "FlowStep",
     "GroupStats",
     "InvalidDsnError",
     "InvalidInputError",

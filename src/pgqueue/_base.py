@@ -166,11 +166,17 @@ class QueueBase:
         )
 
     def _declare_cron(
-        self, queue: str, expression: str, tz: str, data: Any, definition: JobDefinition
+        self,
+        queue: str,
+        expression: str,
+        tz: str,
+        data: Any,
+        definition: JobDefinition,
+        key: str | None = None,
     ) -> None:
-        """Keep the schedule ``@pq.cron`` declares, to be written on start; data and options
-        are validated now."""
-        self._cron.declare(queue, expression, tz, data, definition.send_options)
+        """Keep the schedule ``@pq.cron`` declares, to be written on start; data, options
+        and key are validated now."""
+        self._cron.declare(queue, expression, tz, data, definition.send_options, key)
 
     @overload
     def on(self, event: Literal["listening"], callback: Callable[[str], object]) -> None: ...

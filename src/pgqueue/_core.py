@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,10 +20,13 @@ from ._payload import encode_json, job_ids
 from ._registry import JobDefinition, Registry
 from ._sql import JOB_COLUMNS, Statements
 from .errors import (
+    DependencyError,
     InvalidInputError,
     InvalidOptionError,
+    JobNotFoundError,
     QueueNotFoundError,
 )
+from .flow import Flow, FlowStep
 from .models import (
     GroupStats,
     Job,
@@ -38,6 +41,10 @@ from .models import (
 __all__ = ["ONE_ACTIVE_PER_KEY", "UNCHANGED", "Core", "QueueBusy"]
 
 _JOB_OPTION_NAMES = frozenset(JobOptions.model_fields)
+# Options of a job that depends on others (see Flow): not handler defaults.
+_DEPENDENCY_OPTIONS = frozenset({"depends_on", "on_parent_failure"})
+# The most parents one job may wait for.
+MAX_PARENTS = 100_000
 # Policies that allow one active job per singleton key: fetchers take turns on such queues.
 ONE_ACTIVE_PER_KEY = frozenset({"singleton", "stately"})
 
@@ -132,6 +139,18 @@ class Core:
                 options = {**definition.send_options, **options}
             data = definition.parse_data(data)
         record: dict[str, Any] = {}
+        if not _DEPENDENCY_OPTIONS.isdisjoint(options):
+            options = dict(options)
+            parents = _parent_ids(options.pop("depends_on", None) or ())
+            failure = options.pop("on_parent_failure", "cancel")
+            if failure not in ("cancel", "run"):
+                raise InvalidOptionError(
+                    f"on_parent_failure must be 'cancel' or 'run', got {failure!r}"
+                )
+            if parents:
+                record["depends_on"] = parents
+            if failure == "run":
+                record["run_anyway"] = True
         if options:
             unknown = set(options) - _JOB_OPTION_NAMES
             if unknown:
@@ -139,7 +158,7 @@ class Core:
                     "unknown option " + ", ".join(repr(u) for u in sorted(unknown))
                 )
             parsed: JobOptions = parse_options(JobOptions, dict(options))
-            record = parsed.model_dump(mode="json", exclude_none=True)
+            record.update(parsed.model_dump(mode="json", exclude_none=True))
             if isinstance(parsed.start_after, float):  # a delay: the database adds it
                 record["start_in"] = record.pop("start_after")
             if "group" in record:  # a reserved word in SQL
@@ -159,6 +178,9 @@ class Core:
     def send(self, name: str, data: Any, options: Mapping[str, Any]) -> Plan[int | None]:
         """Plan: insert one job (with the lean statement unless it needs the batch one)."""
         record, payload = self.job_record(name, data, options)
+        if "depends_on" in record:
+            ids = yield from self.insert_steps([_step(name, record, payload)])
+            return ids[0]
         if "dead_letter" in record or record.get("singleton_next_slot"):
             ids = yield from self.insert([_spec(0, name, record, payload)])
             return ids[0]
@@ -205,8 +227,95 @@ class Core:
                 raise InvalidInputError(f"job #{i} has no 'name'")
             name = rest.pop("name")
             record, payload = self.job_record(name, rest.pop("data", None), rest)
-            specs.append(_spec(i, name, record, payload))
-        return (yield from self.insert(specs))
+            specs.append((name, record, payload))
+        if any("depends_on" in record for _, record, _ in specs):
+            return (yield from self.insert_steps([_step(*spec) for spec in specs]))
+        return (yield from self.insert([_spec(i, *spec) for i, spec in enumerate(specs)]))
+
+    def send_flow(self, flow: Flow) -> Plan[list[int | None]]:
+        """Plan (in a transaction): insert the jobs of ``flow``, all or none; their ids in
+        the order they were added (None where a singleton or policy blocked one that no
+        other job of the flow depends on)."""
+        if not isinstance(flow, Flow):
+            raise InvalidInputError(f"send_flow takes a Flow, got {type(flow).__name__}")
+        steps = []
+        for step in flow.steps:
+            options = {**step.options, "on_parent_failure": step.on_parent_failure}
+            record, payload = self.job_record(step.name, step.data, options)
+            record.pop("depends_on", None)  # (the options cannot name steps)
+            if "singleton_next_slot" in record:
+                raise InvalidOptionError("a flow's jobs cannot use singleton_next_slot")
+            ids = [p for p in step.parents if not isinstance(p, FlowStep)]
+            steps.append(
+                _Step(
+                    step.name,
+                    record,
+                    payload,
+                    _parent_ids(ids),
+                    sorted({p.index for p in step.parents if isinstance(p, FlowStep)}),
+                )
+            )
+        return (yield from self.insert_steps(steps))
+
+    def insert_steps(self, steps: list[_Step]) -> Plan[list[int | None]]:
+        """Plan (in a transaction): insert jobs that may depend on jobs sent before (ids)
+        and on one another (indexes into ``steps``); ids in order, None where a singleton
+        or policy blocked a job no other of ``steps`` depends on.
+
+        The parents are looked up and held first (job_depend): a job is inserted waiting
+        for those that have not completed, or cancelled at once, with the reason, if one
+        ended otherwise (unless it runs anyway, on_parent_failure="run")."""
+        order = _topological(steps)
+        parents = sorted({p for step in steps for p in step.parents})
+        names = sorted(
+            {s.name for s in steps}
+            | {s.record["dead_letter"] for s in steps if "dead_letter" in s.record}
+        )
+        (found,) = yield Stmt(
+            self.sql.job_depend, {"parents": parents, "names": names, "count": len(steps)}
+        )
+        if found["missing"]:
+            raise QueueNotFoundError(list(found["missing"]))
+        if found["unknown"]:
+            raise DependencyError(
+                "no job " + ", ".join(str(i) for i in found["unknown"]) + " to depend on"
+            )
+        states: dict[str, str] = found["states"] or {}
+        ids: list[int] = found["ids"]
+        with_children = {p for step in steps for p in step.steps}
+        ended: dict[int, dict[str, Any] | None] = {}
+        specs = []
+        for i in order:
+            step, left, reason = steps[i], 0, None
+            ends = [(p, states.get(str(p), "deleted")) for p in step.parents]
+            ends += [(ids[q], "pending" if ended[q] is None else "cancelled") for q in step.steps]
+            for parent, state in ends:
+                if state in _PENDING:
+                    left += 1
+                elif state != "completed" and not step.run_anyway and reason is None:
+                    reason = parent_ended(parent, state)
+            ended[i] = reason
+            record = {**step.record, "given_id": ids[i]}
+            record["depends_on"] = [*step.parents, *(ids[q] for q in step.steps)] or None
+            if reason is not None:
+                record["ended"] = reason
+            elif left:
+                record.update(parents_left=left, run_anyway=step.run_anyway)
+            if i in with_children:
+                record["dependents"] = True
+            specs.append(_spec(i, step.name, record, step.payload))
+        try:
+            inserted = yield from self.insert(specs)
+        except psycopg.Error as exc:
+            if exc.sqlstate != "PGQ01":
+                raise
+            blocked = (exc.diag.message_primary or "").rpartition(": ")[2]
+            raise DependencyError(
+                "a singleton key or queue policy blocked "
+                + ", ".join(f"step #{n} ({steps[int(n)].name!r})" for n in blocked.split(","))
+                + ", which other jobs of the flow depend on: nothing was sent"
+            ) from None
+        return inserted
 
     # -- consuming ---------------------------------------------------------------------------
 
@@ -431,10 +540,29 @@ class Core:
         return self._by_ids(self.sql.job_delete_many, ids)
 
     def get_job_by_id(self, id: int) -> Plan[Job | None]:
-        """Plan: one job by id, from the job table or the archive."""
+        """Plan: one job by id, from the job table or the archive, with the jobs that
+        depend on it and how many of its parents it waits for."""
         (id_value,) = job_ids(id)
-        found = yield from self.get_jobs([id_value])
-        return found.get(id_value)
+        job = (yield from self.get_jobs([id_value])).get(id_value)
+        if job is not None:
+            (relatives,) = yield Stmt(self.sql.job_relatives, {"id": id_value})
+            job.children = list(relatives["children"])
+            job.parents_left = relatives["parents_left"] or 0
+        return job
+
+    def parents(self, job: Job | int) -> Plan[list[Job]]:
+        """Plan: the jobs ``job`` depends on, in the order given (those deleted since are
+        left out)."""
+        if isinstance(job, Job):
+            parents = job.depends_on or []
+        else:
+            (job_id,) = job_ids(job)
+            found = (yield from self.get_jobs([job_id])).get(job_id)
+            if found is None:
+                raise JobNotFoundError(job_id)
+            parents = found.depends_on or []
+        jobs = yield from self.get_jobs(parents)
+        return [jobs[p] for p in parents if p in jobs]
 
     def find_jobs(
         self,
@@ -635,8 +763,9 @@ class Core:
         """Plan: one job per subscribed queue, in one statement; returns their ids."""
         check_name(event, "event")
         record, payload = self.job_record("publish", data, options, registered=False)
-        if "singleton_next_slot" in record:
-            raise InvalidOptionError("option 'singleton_next_slot' is not supported by publish")
+        for option in ("singleton_next_slot", "depends_on"):
+            if option in record:
+                raise InvalidOptionError(f"option {option!r} is not supported by publish")
         params = dict.fromkeys(_SINGLE_PARAMS)
         params.update(record, data=payload, event=event)
         rows = yield Stmt(self.sql.job_publish, params)
@@ -759,6 +888,91 @@ _GROUP = _JOB_COLUMN_NAMES.index("group_key")
 def _claim_order(row: tuple[Any, ...]) -> tuple[int, int]:
     # Priority first, then age: UPDATE ... RETURNING does not keep the CTE's order.
     return -row[_PRIORITY], row[_ID]
+
+
+@dataclass(slots=True)
+class _Step:
+    """A job to insert with :meth:`Core.insert_steps`: its validated record and payload,
+    its parents sent before (ids) and among the other steps (indexes)."""
+
+    name: str
+    record: dict[str, Any]
+    payload: str
+    parents: list[int] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+
+    @property
+    def run_anyway(self) -> bool:
+        return bool(self.record.get("run_anyway"))
+
+
+def _step(name: str, record: dict[str, Any], payload: str) -> _Step:
+    return _Step(name, record, payload, record.get("depends_on", []))
+
+
+# The states of a parent not ended yet ("pending": a step of the same flow).
+_PENDING = frozenset({"created", "retry", "active", "pending"})
+
+
+def parent_ended(parent: int, state: str) -> dict[str, Any]:
+    """The output of a job cancelled because ``parent`` ended in ``state`` (failed,
+    expired, cancelled, deleted) without completing: what the trigger of migration 12
+    writes too."""
+    how = state if state in ("failed", "expired") else f"was {state}"
+    return {
+        "type": "ParentFailed",
+        "message": f"job {parent}, which it depends on, {how}",
+        "parent": parent,
+        "parent_state": state,
+    }
+
+
+def _parent_ids(value: Any) -> list[int]:
+    """The ids a job depends on (jobs, handles or ids), each once, in the order given."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise InvalidOptionError(f"depends_on must be a list of job ids, got {value!r}")
+    ids: dict[int, None] = {}
+    for item in value:
+        job_id = item.id if isinstance(item, Job) else item
+        if isinstance(job_id, bool) or not isinstance(job_id, int) or not 0 < job_id < 2**63:
+            raise InvalidOptionError(f"depends_on must hold job ids, got {item!r}")
+        ids[int(job_id)] = None
+    if len(ids) > MAX_PARENTS:
+        raise InvalidOptionError(f"a job depends on at most {MAX_PARENTS} jobs, got {len(ids)}")
+    return list(ids)
+
+
+def _topological(steps: list[_Step]) -> list[int]:
+    """The indexes of ``steps``, each after the steps it depends on; DependencyError
+    naming the steps of a cycle if there is one."""
+    order: list[int] = []
+    state = [0] * len(steps)  # 0 unseen, 1 on the current path, 2 placed
+    for root in range(len(steps)):
+        stack = [(root, iter(steps[root].steps))]
+        if state[root]:
+            continue
+        state[root] = 1
+        path = [root]
+        while stack:
+            node, parents = stack[-1]
+            for parent in parents:
+                if state[parent] == 1:
+                    cycle = path[path.index(parent) :]
+                    raise DependencyError(
+                        "the flow has a cycle: "
+                        + " -> ".join(f"#{n} ({steps[n].name!r})" for n in [*cycle, parent])
+                    )
+                if state[parent] == 0:
+                    state[parent] = 1
+                    path.append(parent)
+                    stack.append((parent, iter(steps[parent].steps)))
+                    break
+            else:
+                stack.pop()
+                path.pop()
+                state[node] = 2
+                order.append(node)
+    return order
 
 
 def _spec(ord: int, name: str, record: dict[str, Any], payload: str) -> str:

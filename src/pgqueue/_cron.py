@@ -113,6 +113,22 @@ def _step(move: Callable[[type[datetime]], datetime], expression: str) -> dateti
         raise InvalidScheduleError(f"cron expression {expression!r} has no slot: {exc}") from None
 
 
+def label(info: ScheduleInfo) -> str:
+    """How logs name a schedule: its queue, and its key if it has one."""
+    return info.name if info.key is None else f"{info.name} (key {info.key!r})"
+
+
+def schedule_key(key: object) -> str:
+    """A schedule's key as stored: '' for none (None, or '')."""
+    if key is None:
+        return ""
+    if not isinstance(key, str) or len(key) > 255 or "\x00" in key:
+        raise InvalidScheduleError(
+            f"a schedule key is a string of at most 255 characters, got {key!r}"
+        )
+    return key
+
+
 class Schedules:
     """Every schedule plan, and the schedules an application declares in code (``@pq.cron``)
     until they are written: declaration, slots, claiming and sending, in one place."""
@@ -120,7 +136,7 @@ class Schedules:
     def __init__(self, core: Core) -> None:
         self._core = core
         self.sql = core.sql
-        self._declared: dict[str, tuple[str, str, Any, dict[str, Any]]] = {}
+        self._declared: dict[tuple[str, str], tuple[str, str, Any, dict[str, Any]]] = {}
         self.synced = True  # every schedule declared in code is written
 
     def params(
@@ -131,17 +147,20 @@ class Schedules:
         tz: str,
         options: Mapping[str, Any],
         from_code: bool,
+        key: str | None = None,
     ) -> dict[str, Any]:
-        """A schedule row, validated (cron, time zone, options, data); its ``last_slot`` is
-        set by the plan that writes it, from the database's clock."""
+        """A schedule row, validated (cron, time zone, options, data, key); its
+        ``last_slot`` is set by the plan that writes it, from the database's clock."""
         check_cron(cron)
         check_timezone(tz)
         record, payload = self._core.job_record(name, data, options)
-        for refused in ("start_after", "singleton_next_slot"):
+        for refused in ("start_after", "singleton_next_slot", "depends_on", "run_anyway"):
             if refused in record:
+                refused = {"run_anyway": "on_parent_failure"}.get(refused, refused)
                 raise InvalidOptionError(f"option {refused!r} is not supported by schedules")
         return {
             "name": name,
+            "key": schedule_key(key),
             "cron": cron,
             "tz": tz,
             "data": payload,
@@ -149,11 +168,19 @@ class Schedules:
             "from_code": from_code,
         }
 
-    def declare(self, name: str, cron: str, tz: str, data: Any, options: Mapping[str, Any]) -> None:
+    def declare(
+        self,
+        name: str,
+        cron: str,
+        tz: str,
+        data: Any,
+        options: Mapping[str, Any],
+        key: str | None = None,
+    ) -> None:
         """Keep a schedule declared in code, to be written by :meth:`write_declared`; its
-        data and options are validated now."""
-        self.params(name, cron, data, tz, options, True)
-        self._declared[name] = (cron, tz, data, dict(options))
+        data, options and key are validated now."""
+        self.params(name, cron, data, tz, options, True, key)
+        self._declared[(name, schedule_key(key))] = (cron, tz, data, dict(options))
         self.synced = False
 
     def write_declared(self) -> Plan[None]:
@@ -161,15 +188,18 @@ class Schedules:
         declared (only when this application declares any, so a process that imports no
         schedules never removes them)."""
         rows = [
-            self.params(name, cron, data, tz, options, True)
-            for name, (cron, tz, data, options) in self._declared.items()
+            self.params(name, cron, data, tz, options, True, key)
+            for (name, key), (cron, tz, data, options) in self._declared.items()
         ]
         if not rows:
             return
         now = yield from self._core.now()
         for params in rows:
             yield Stmt(self.sql.schedule_upsert, self._with_last_slot(params, now))
-        yield Stmt(self.sql.schedule_prune_code, {"names": [p["name"] for p in rows]})
+        yield Stmt(
+            self.sql.schedule_prune_code,
+            {"names": [p["name"] for p in rows], "keys": [p["key"] for p in rows]},
+        )
 
     def _with_last_slot(self, params: dict[str, Any], now: datetime) -> dict[str, Any]:
         return {**params, "last_slot": latest_slot(params["cron"], params["tz"], now)}
@@ -182,16 +212,16 @@ class Schedules:
         now = yield from self._core.now()
         yield Stmt(self.sql.schedule_upsert, self._with_last_slot(params, now))
 
-    def delete(self, name: str) -> Plan[bool]:
-        """Plan: delete a schedule; False if there was none."""
+    def delete(self, name: str, key: str | None = None) -> Plan[bool]:
+        """Plan: delete a schedule (of ``key``); False if there was none."""
         check_name(name)
-        rows = yield Stmt(self.sql.schedule_delete, {"name": name})
+        rows = yield Stmt(self.sql.schedule_delete, {"name": name, "key": schedule_key(key)})
         return bool(rows)
 
     def all(self) -> Plan[list[ScheduleInfo]]:
         """Plan: every schedule, by name."""
         rows = yield Stmt(self.sql.schedule_list)
-        return [ScheduleInfo(**r) for r in rows]
+        return [ScheduleInfo(**{**r, "key": r["key"] or None}) for r in rows]
 
     def due(self) -> Plan[list[tuple[ScheduleInfo, datetime]]]:
         """Plan: the schedules whose latest slot by the database's clock has not been sent,
@@ -207,7 +237,7 @@ class Schedules:
             try:  # a row may hold what no check of today lets in
                 slot = latest_slot(check_cron(info.cron), info.tz, now)
             except InvalidScheduleError as exc:
-                log.error("schedule %s is skipped: %s", info.name, exc)
+                log.error("schedule %s is skipped: %s", label(info), exc)
                 continue
             if info.last_slot is None or slot > info.last_slot:
                 due.append((info, slot))
@@ -218,7 +248,13 @@ class Schedules:
         instance claimed it first."""
         claimed = yield Stmt(
             self.sql.schedule_claim_slot,
-            {"name": info.name, "cron": info.cron, "tz": info.tz, "slot": slot},
+            {
+                "name": info.name,
+                "key": info.key or "",
+                "cron": info.cron,
+                "tz": info.tz,
+                "slot": slot,
+            },
         )
         if not claimed:
             return None

@@ -28,6 +28,7 @@ from typing import Any
 __all__ = [
     "ConnectError",
     "DatabaseError",
+    "DependencyError",
     "EmbeddedServerError",
     "InvalidDsnError",
     "InvalidInputError",
@@ -72,6 +73,11 @@ class InvalidPayloadError(InvalidInputError):
 
 class InvalidScheduleError(InvalidInputError):
     """A cron expression or time zone is invalid."""
+
+
+class DependencyError(InvalidInputError):
+    """Jobs' dependencies cannot be met: an unknown parent, a cycle in a flow, or a parent
+    of a flow blocked by its singleton key or queue policy. Nothing was sent."""
 
 
 class InvalidDsnError(InvalidInputError):

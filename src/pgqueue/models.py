@@ -247,7 +247,12 @@ class Job:
     # Its failed attempts, oldest first (the last 20): each {attempt, worker,
     # started_at, ended_at, error}. None until one failed.
     errors: list[dict[str, Any]] | None = None
+    depends_on: list[int] | None = None  # the jobs it waits for (see send's depends_on)
     archived: bool = False
+    # Read by get_job_by_id only (None elsewhere, and left out of comparisons): the jobs
+    # that depend on it, and how many of its parents it still waits for (0 once it may run).
+    children: list[int] | None = field(default=None, compare=False)
+    parents_left: int | None = field(default=None, compare=False)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -349,3 +354,4 @@ class ScheduleInfo:
     last_slot: datetime | None
     created_at: datetime
     updated_at: datetime
+    key: str | None = None  # tells several schedules of one queue apart

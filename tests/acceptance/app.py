@@ -82,3 +82,30 @@ async def in_order(data: Any, job: Job) -> None:
     _spans.write(f"end {job.id} {job.group} {time.time()}\n")
     if hash((job.id, job.attempt)) % 5 == 0:
         raise RuntimeError("a failure on purpose")
+
+
+@pq.job("wf_node", heartbeat_seconds=1, retry_delay=0)
+async def wf_node(data: dict[str, int], job: Job) -> int:
+    """A workflow step: its ``add`` plus the sum of its parents' outputs."""
+    record(job)
+    parents = await pq.parents(job)
+    assert len(parents) == len(job.depends_on or []), "a parent is missing"
+    assert all(p.state == "completed" for p in parents), "a parent has not completed"
+    outputs: list[int] = [p.output for p in parents]
+    return data["add"] + sum(outputs)
+
+
+@pq.job("wf_map", heartbeat_seconds=1, retry_delay=0)
+async def wf_map(data: dict[str, int], job: Job) -> int:
+    """One item of a map/reduce: its square."""
+    record(job)
+    await asyncio.sleep(0.001)
+    return data["n"] ** 2
+
+
+@pq.job("wf_reduce", heartbeat_seconds=1, retry_delay=0)
+async def wf_reduce(data: Any, job: Job) -> int:
+    """The reduce of a map/reduce: the sum of its parents' outputs."""
+    record(job)
+    outputs: list[int] = [p.output for p in await pq.parents(job)]
+    return sum(outputs)

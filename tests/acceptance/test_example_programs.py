@@ -336,3 +336,23 @@ def test_long_running_progress_cancel_and_resume(
     assert done(cancelled) < 600
     status = run(example_db, "examples/long_running.py", "status", str(resumed))
     assert status.startswith("completed progress=") and "'done': 16" in status
+
+
+def test_document_pipeline(example_db: str) -> None:
+    lines = run(example_db, "examples/document_pipeline.py").splitlines()
+    assert lines == [
+        "report: 3 pages",
+        "report: FIRST PAGE / SECOND PAGE / THIRD PAGE",
+        "  page job 2: completed",
+        "  page job 3: completed",
+        "  page job 4: completed",
+        "scan: 3 pages",
+        "scan: assembly cancelled: job 8, which it depends on, failed",
+        "  page job 7: completed",
+        "  page job 8: failed",
+        "  page job 9: completed",
+    ]
+    assembly = job(example_db, 10)
+    assert assembly["depends_on"] == [7, 8, 9]
+    assert assembly["output"]["parent"] == 8
+    assert job(example_db, 8)["retry_count"] == 1  # retried once, then failed for good

@@ -202,3 +202,56 @@ def test_a_schedule_whose_slot_cannot_be_computed_stops_no_other(
         assert job is not None and job.name == "fine"
         assert "schedule elsewhere is skipped" in caplog.text
         assert "schedule garbled is skipped" in caplog.text
+
+
+def test_a_queue_has_one_schedule_per_key_each_sent_in_its_slots(pq: PgQueue) -> None:
+    pq.set_clock(datetime(2026, 6, 1, 12, 0, 30, tzinfo=timezone.utc))
+    pq.create_queue("report")
+    pq.schedule("report", "0 * * * *", {"for": "all"})
+    pq.schedule("report", "*/30 * * * *", {"for": "eu"}, key="eu")
+    pq.schedule("report", "*/20 * * * *", {"for": "us"}, key="us")
+    pq.schedule("report", "*/15 * * * *", {"for": "us"}, key="us")  # replaces its key's
+    schedules = pq.get_schedules()
+    assert [(s.key, s.cron) for s in schedules] == [
+        (None, "0 * * * *"),
+        ("eu", "*/30 * * * *"),
+        ("us", "*/15 * * * *"),
+    ]
+    pq.move_clock(timedelta(minutes=30))  # 12:30: eu's and us's slots, not the hourly one
+    sent = pq.run_schedules()
+    assert sorted(j.data["for"] for j in pq.find_jobs("report") if j.id in sent) == ["eu", "us"]
+    for bad in ("x" * 256, 5, "a\x00b"):
+        with pytest.raises(pgqueue.InvalidScheduleError, match="key"):
+            pq.schedule("report", "0 * * * *", key=bad)  # type: ignore[arg-type]
+    with pytest.raises(pgqueue.InvalidOptionError, match="depends_on"):
+        pq.schedule("report", "0 * * * *", depends_on=[1])
+    assert pq.unschedule("report", key="eu") is True
+    assert pq.unschedule("report", key="eu") is False
+    assert [s.key for s in pq.get_schedules()] == [None, "us"]
+    assert pq.unschedule("report") is True
+    assert [s.key for s in pq.get_schedules()] == ["us"]
+
+
+def test_stacked_cron_decorators_give_one_job_several_keyed_schedules(
+    dsn: str, schema: str
+) -> None:
+    first = PgQueue(dsn, schema=schema, maintenance=False)
+
+    @first.cron("0 8 * * *", key="morning", data={"at": "8"})
+    @first.cron("0 20 * * *", key="evening", data={"at": "20"})
+    def digest(data: Any) -> None: ...
+
+    with first:
+        assert [(s.name, s.key, s.from_code) for s in first.get_schedules()] == [
+            ("digest", "evening", True),
+            ("digest", "morning", True),
+        ]
+    second = PgQueue(dsn, schema=schema, maintenance=False)
+
+    @second.cron("0 8 * * *", key="morning", data={"at": "8"})
+    def digest_again(data: Any) -> None: ...
+
+    with second:  # the evening schedule is no longer declared: it goes
+        assert [s.key for s in second.get_schedules()] == ["morning"]
+    with pytest.raises(pgqueue.InvalidInputError, match="stacked"):
+        second.cron("0 9 * * *", key="x", priority=3)(digest_again)

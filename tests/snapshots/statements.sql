@@ -100,12 +100,12 @@ WHERE q.name = %(name)s
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
 created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
 policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat,
-group_key, errors, archived_at, delete_at)
+group_key, errors, depends_on, dependents, archived_at, delete_at)
     SELECT id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
 created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
 policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat,
-group_key, errors, "pgqueue".clock(),
+group_key, errors, depends_on, dependents, "pgqueue".clock(),
         "pgqueue".clock() + make_interval(secs => LEAST(delete_after, 315360000))
     FROM moved
     RETURNING id;
@@ -152,6 +152,34 @@ RETURNING j.id;
 WITH j AS (DELETE FROM "pgqueue".job WHERE id = ANY(%(ids)s::bigint[]) RETURNING id),
      a AS (DELETE FROM "pgqueue".archive WHERE id = ANY(%(ids)s::bigint[]) RETURNING id)
 SELECT id FROM j UNION SELECT id FROM a;
+
+-- name: job_depend
+WITH known AS (
+    SELECT id FROM "pgqueue".job WHERE id = ANY(%(parents)s::bigint[])
+    UNION ALL
+    SELECT id FROM "pgqueue".archive WHERE id = ANY(%(parents)s::bigint[])
+),
+missing AS (
+    SELECT unnest(%(names)s::text[]) AS name EXCEPT SELECT name FROM "pgqueue".queue
+),
+unknown AS (
+    SELECT unnest(%(parents)s::bigint[]) AS id EXCEPT SELECT id FROM known
+),
+refused AS (SELECT EXISTS (SELECT FROM missing) OR EXISTS (SELECT FROM unknown) AS no),
+marked AS (
+    UPDATE "pgqueue".job SET dependents = true
+    WHERE id = ANY(%(parents)s::bigint[]) AND NOT (SELECT no FROM refused)
+    RETURNING id, state
+)
+SELECT ARRAY(SELECT name FROM missing ORDER BY name) AS missing,
+    ARRAY(SELECT id FROM unknown ORDER BY id) AS unknown,
+    (SELECT jsonb_object_agg(id, state) FROM (
+        SELECT id, state FROM marked
+        UNION ALL
+        SELECT id, state FROM "pgqueue".archive WHERE id = ANY(%(parents)s::bigint[])
+     ) AS s) AS states,
+    ARRAY(SELECT nextval('"pgqueue".job_id_seq') FROM generate_series(1, %(count)s)
+          WHERE NOT (SELECT no FROM refused)) AS ids;
 
 -- name: job_expire_waiting
 WITH late AS (
@@ -251,7 +279,7 @@ OR ordered OR group_rate_count IS NOT NULL)))
         ORDER BY priority DESC, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED))
-    RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors;
+    RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors, j.depends_on;
 
 -- name: job_fetch_grouped
 WITH RECURSIVE grp AS (
@@ -313,7 +341,7 @@ SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     AND j.state < 'active'
     AND NOT EXISTS (SELECT FROM "pgqueue".queue WHERE name = %(name)s AND paused)
-RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors;
+RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors, j.depends_on;
 
 -- name: job_fetch_one_per_key
 WITH win AS MATERIALIZED (
@@ -357,7 +385,7 @@ SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
     run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)
 FROM next
 WHERE j.id = next.id
-RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors)
+RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors, j.depends_on)
 SELECT claimed.*, scanned.count AS scanned
 FROM (SELECT count(*) FROM win) AS scanned LEFT JOIN claimed ON true;
 
@@ -373,14 +401,14 @@ RETURNING j.id;
 retry_delay,
 retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
 created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-delete_after, output, progress, group_key, errors, false AS archived FROM "pgqueue".job
+delete_after, output, progress, group_key, errors, depends_on, false AS archived FROM "pgqueue".job
     WHERE id = ANY(%(ids)s::bigint[])
     UNION ALL
     SELECT id, name, data, state, priority, retry_count, attempt, run_id, retry_limit,
 retry_delay,
 retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
 created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-delete_after, output, progress, group_key, errors, true AS archived FROM "pgqueue".archive
+delete_after, output, progress, group_key, errors, depends_on, true AS archived FROM "pgqueue".archive
     WHERE id = ANY(%(ids)s::bigint[]);
 
 -- name: job_group_the_ungrouped
@@ -435,13 +463,15 @@ COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR
 
 -- name: job_insert_many
     WITH input AS MATERIALIZED (
-        SELECT nextval('"pgqueue".job_id_seq') AS id, i.*
+        SELECT COALESCE(i.given_id, nextval('"pgqueue".job_id_seq')) AS id, i.*
         FROM jsonb_to_recordset(%(jobs)s::jsonb) AS i(name text, data jsonb, priority integer, retry_limit integer,
 retry_delay float8, retry_backoff boolean, retry_delay_max float8, expire_in float8,
 heartbeat_seconds float8, retention float8, delete_after float8, dead_letter text,
 start_after timestamptz, start_in float8, singleton_key text, singleton_seconds integer,
 group_key text,
-            ord integer, singleton_next_slot boolean)
+            ord integer, singleton_next_slot boolean, given_id bigint,
+            depends_on bigint[], dependents boolean, parents_left integer,
+            run_anyway boolean, ended jsonb)
     ),
     missing AS (
         SELECT name FROM input i
@@ -452,7 +482,10 @@ group_key text,
             AND NOT EXISTS (SELECT FROM "pgqueue".queue q WHERE q.name = i.dead_letter)
     ),
     resolved AS (
-        SELECT i.id, i.ord, i.singleton_seconds, i.singleton_next_slot, i.name, i.data, COALESCE(i.priority, 0) AS priority,
+        SELECT i.id, i.ord, i.singleton_seconds, i.singleton_next_slot, i.depends_on,
+            COALESCE(i.dependents, false) AS dependents,
+            COALESCE(i.parents_left, 0) > 0 AS held, i.parents_left, i.run_anyway,
+            i.ended, i.name, i.data, COALESCE(i.priority, 0) AS priority,
 COALESCE(i.retry_limit, q.retry_limit, 2) AS retry_limit,
 COALESCE(i.retry_delay, q.retry_delay, 0) AS retry_delay,
 COALESCE(i.retry_backoff, q.retry_backoff, false) AS retry_backoff,
@@ -477,12 +510,22 @@ COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR
     first AS (
         INSERT INTO "pgqueue".job (id, name, data, priority, retry_limit, retry_delay, retry_backoff,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
-start_after, keep_until, singleton_key, singleton_on, group_key)
-        SELECT id, name, data, priority, retry_limit, retry_delay, retry_backoff,
-retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
-start_after, keep_until, singleton_key, singleton_on, group_key FROM resolved ORDER BY ord
+start_after, keep_until, singleton_key, singleton_on, group_key, depends_on, dependents,
+            state, output, completed_at)
+        SELECT id, name, data, priority, retry_limit, retry_delay, retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy, CASE WHEN held THEN '9000-01-01 00:00:00+00'::timestamptz ELSE start_after END, CASE WHEN held THEN '9000-01-01 00:00:00+00'::timestamptz ELSE keep_until END, singleton_key, singleton_on, group_key, depends_on, dependents,
+            CASE WHEN ended IS NULL THEN 'created' ELSE 'cancelled' END::"pgqueue".job_state,
+            ended, CASE WHEN ended IS NOT NULL THEN "pgqueue".clock() END
+        FROM resolved ORDER BY ord
         ON CONFLICT DO NOTHING
         RETURNING id, name, start_after
+    ),
+    waits AS (
+        INSERT INTO "pgqueue".job_wait (job_id, parents_left, start_after, keep_for,
+            run_anyway)
+        SELECT r.id, r.parents_left, r.start_after, r.keep_until - r.start_after,
+            COALESCE(r.run_anyway, false)
+        FROM resolved r JOIN first f ON f.id = r.id
+        WHERE r.held
     ),
     next_slot AS (
         INSERT INTO "pgqueue".job (id, name, data, priority, retry_limit, retry_delay, retry_backoff,
@@ -504,6 +547,10 @@ start_after, keep_until, singleton_key, singleton_on, group_key)
     inserted AS (SELECT * FROM first UNION ALL SELECT * FROM next_slot)
     SELECT i.ord, n.id,
         (SELECT array_agg(name ORDER BY name) FROM missing) AS missing,
+        (SELECT "pgqueue".refuse_blocked_parents(array_agg(r.ord ORDER BY r.ord))
+         FROM resolved r
+         WHERE r.dependents AND NOT EXISTS (SELECT FROM first f WHERE f.id = r.id))
+            AS parents_inserted,
         (SELECT count(pg_notify('pgqueue_jobs', w.name))
          FROM (SELECT DISTINCT name FROM inserted WHERE start_after <= "pgqueue".clock()) AS w)
             AS notified
@@ -544,6 +591,15 @@ COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR
                       FROM (SELECT DISTINCT name FROM inserted
                             WHERE start_after <= "pgqueue".clock()) AS w) AS notified
     FROM inserted ORDER BY name;
+
+-- name: job_relatives
+SELECT ARRAY(SELECT id FROM "pgqueue".job WHERE depends_on @> ARRAY[%(id)s::bigint]
+             UNION ALL
+             SELECT id FROM "pgqueue".archive
+             WHERE depends_on @> ARRAY[%(id)s::bigint]
+             ORDER BY id) AS children,
+    (SELECT w.parents_left FROM "pgqueue".job_wait w JOIN "pgqueue".job j ON j.id = w.job_id
+     WHERE w.job_id = %(id)s AND j.state = 'created') AS parents_left;
 
 -- name: job_release_many
 WITH input AS (
@@ -663,15 +719,24 @@ RETURNING j.id;
 SELECT id FROM "pgqueue".job WHERE id = ANY(%(ids)s::bigint[]) AND state < 'completed';
 
 -- name: job_update
-    WITH changed AS (
+    WITH held AS (
+        UPDATE "pgqueue".job_wait w
+        SET start_after = COALESCE(%(start_after)s::timestamptz,
+                                   "pgqueue".clock() + make_interval(secs => %(start_in)s::float8),
+                                   w.start_after)
+        WHERE w.job_id = %(id)s AND w.parents_left > 0
+        RETURNING w.job_id
+    ),
+    changed AS (
         UPDATE "pgqueue".job j
         SET data = COALESCE(%(data)s::jsonb, j.data),
             priority = COALESCE(%(priority)s::integer, j.priority),
             start_after = n.start_after,
             keep_until = j.keep_until + (n.start_after - j.start_after)
-        FROM (SELECT id, COALESCE(%(start_after)s::timestamptz,
-                                  "pgqueue".clock() + make_interval(secs => %(start_in)s::float8),
-                                  start_after) AS start_after
+        FROM (SELECT id, CASE WHEN EXISTS (SELECT FROM held) THEN start_after
+                          ELSE COALESCE(%(start_after)s::timestamptz,
+                                        "pgqueue".clock() + make_interval(secs => %(start_in)s::float8),
+                                        start_after) END AS start_after
               FROM "pgqueue".job WHERE id = %(id)s) AS n
         WHERE j.id = n.id AND j.state < 'active'
         RETURNING j.*
@@ -680,7 +745,7 @@ SELECT id FROM "pgqueue".job WHERE id = ANY(%(ids)s::bigint[]) AND state < 'comp
 retry_delay,
 retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
 created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-delete_after, output, progress, group_key, errors, false AS archived,
+delete_after, output, progress, group_key, errors, depends_on, false AS archived,
         CASE WHEN start_after <= "pgqueue".clock() THEN pg_notify('pgqueue_jobs', name) END
     FROM changed;
 
@@ -946,26 +1011,28 @@ ROLLBACK;
 
 -- name: schedule_claim_slot
 UPDATE "pgqueue".schedule SET last_slot = %(slot)s
-WHERE name = %(name)s AND cron = %(cron)s AND tz = %(tz)s
+WHERE name = %(name)s AND key = %(key)s AND cron = %(cron)s AND tz = %(tz)s
     AND (last_slot IS NULL OR last_slot < %(slot)s) AND %(slot)s <= "pgqueue".clock()
 RETURNING name, data, options;
 
 -- name: schedule_delete
-DELETE FROM "pgqueue".schedule WHERE name = %(name)s RETURNING name;
+DELETE FROM "pgqueue".schedule WHERE name = %(name)s AND key = %(key)s RETURNING name;
 
 -- name: schedule_list
-SELECT name, cron, tz, data, options, from_code, last_slot, created_at, updated_at
-FROM "pgqueue".schedule ORDER BY name;
+SELECT name, key, cron, tz, data, options, from_code, last_slot, created_at, updated_at
+FROM "pgqueue".schedule ORDER BY name, key;
 
 -- name: schedule_prune_code
 DELETE FROM "pgqueue".schedule
-WHERE from_code AND NOT (name = ANY(%(names)s::text[])) RETURNING name;
+WHERE from_code AND (name, key) NOT IN (
+    SELECT * FROM unnest(%(names)s::text[], %(keys)s::text[]))
+RETURNING name;
 
 -- name: schedule_upsert
-INSERT INTO "pgqueue".schedule (name, cron, tz, data, options, from_code, last_slot)
-VALUES (%(name)s, %(cron)s, %(tz)s, %(data)s::jsonb, %(options)s::jsonb,
+INSERT INTO "pgqueue".schedule (name, key, cron, tz, data, options, from_code, last_slot)
+VALUES (%(name)s, %(key)s, %(cron)s, %(tz)s, %(data)s::jsonb, %(options)s::jsonb,
         %(from_code)s, %(last_slot)s)
-ON CONFLICT (name) DO UPDATE SET
+ON CONFLICT (name, key) DO UPDATE SET
     cron = EXCLUDED.cron, tz = EXCLUDED.tz, data = EXCLUDED.data,
     options = EXCLUDED.options, from_code = EXCLUDED.from_code, updated_at = "pgqueue".clock(),
     last_slot = CASE WHEN schedule.cron = EXCLUDED.cron AND schedule.tz = EXCLUDED.tz

@@ -17,7 +17,7 @@ PREAMBLE = """\
 from typing import Any
 import psycopg
 from pydantic import BaseModel
-from pgqueue import AsyncPgQueue, JobFailedError, ResultTimeoutError, RunningJob
+from pgqueue import AsyncPgQueue, Flow, Job, JobFailedError, ResultTimeoutError, RunningJob
 
 pq = AsyncPgQueue()
 dsn = email = name = p = ""

@@ -10,6 +10,7 @@ __all__ = [
     "CLAIM_SET",
     "GRANT",
     "GROUPED",
+    "HELD",
     "INPUT_COLUMNS",
     "INSERT_COLUMNS_NO_ID",
     "JOB_COLUMNS",
@@ -23,6 +24,7 @@ __all__ = [
     "SERVER_WAL_SETTINGS",
     "SINGLE_INPUT",
     "clashes",
+    "held_values",
     "in_state",
     "job_input",
     "kept_starts",
@@ -42,7 +44,7 @@ JOB_COLUMNS = """id, name, data, state, priority, retry_count, attempt, run_id, 
     retry_delay,
     retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
     created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-    delete_after, output, progress, group_key, errors"""
+    delete_after, output, progress, group_key, errors, depends_on"""
 
 # The most errors of failed attempts a job keeps (the last ones; see Job.errors).
 MAX_ERRORS = 20
@@ -88,17 +90,32 @@ def kept_starts(starts: str, count: str, seconds: str) -> str:
                      ORDER BY s DESC LIMIT {count}))"""
 
 
+# The start and retention of a job waiting for its parents (see migrations/0012): far
+# enough ahead that no claim takes it and no retention expires it, and a date Python reads.
+HELD = "'9000-01-01 00:00:00+00'::timestamptz"
+
 # Every column of job, for moving rows to the archive (which has them all, plus archived_at).
 ALL_JOB_COLUMNS = """id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,
     retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
     created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
     policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat,
-    group_key, errors"""
+    group_key, errors, depends_on, dependents"""
 
 # Columns of job that an insert sets (besides id), in the order of RESOLVED_NO_ID.
 INSERT_COLUMNS_NO_ID = """name, data, priority, retry_limit, retry_delay, retry_backoff,
     retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
     start_after, keep_until, singleton_key, singleton_on, group_key"""
+
+
+def held_values(columns: str) -> str:
+    """``columns`` (of INSERT_COLUMNS_NO_ID) as a select list of CTE "resolved", with the
+    start and retention of a job waiting for its parents (``held``) at HELD."""
+    names = [c.strip() for c in columns.split(",")]
+    return ", ".join(
+        f"CASE WHEN held THEN {HELD} ELSE {c} END" if c in ("start_after", "keep_until") else c
+        for c in names
+    )
+
 
 # A job's input: its name, data and the options the sender gave (NULL when left out).
 INPUT_COLUMNS = """name text, data jsonb, priority integer, retry_limit integer,

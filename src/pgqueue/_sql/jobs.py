@@ -16,6 +16,7 @@ from .fragments import (
     RETRY_DELAY,
     SINGLE_INPUT,
     clashes,
+    held_values,
     in_state,
     job_input,
     kept_starts,
@@ -97,15 +98,21 @@ class JobStatements:
     subscription_list = Template("""
         SELECT event, queue, created_at FROM {schema}.subscription
         WHERE %(event)s::text IS NULL OR event = %(event)s ORDER BY event, queue""")
-    # Many jobs (or one with dead_letter or singleton_next_slot): refuse the whole batch if a
-    # queue is missing, insert (singleton conflicts are skipped, and a blocked
+    # Many jobs (or one with dead_letter, singleton_next_slot or parents): refuse the whole
+    # batch if a queue is missing, insert (singleton conflicts are skipped, and a blocked
     # singleton_next_slot job tries the next slot), then wake workers for the queues that
     # got runnable jobs. Returns one row per input job, in input order.
+    # Jobs with parents come with ids drawn by job_depend and what it found: how many
+    # parents they wait for (held until then, with a row in job_wait), whether other jobs
+    # of the batch depend on them (a flow: if such a job is blocked the statement fails,
+    # as its dependents would wait for nothing), or the reason they are born cancelled.
     job_insert_many = Template(f"""
         WITH input AS MATERIALIZED (
-            SELECT nextval({{job_seq}}) AS id, i.*
+            SELECT COALESCE(i.given_id, nextval({{job_seq}})) AS id, i.*
             FROM jsonb_to_recordset(%(jobs)s::jsonb) AS i({INPUT_COLUMNS},
-                ord integer, singleton_next_slot boolean)
+                ord integer, singleton_next_slot boolean, given_id bigint,
+                depends_on bigint[], dependents boolean, parents_left integer,
+                run_anyway boolean, ended jsonb)
         ),
         missing AS (
             SELECT name FROM input i
@@ -116,15 +123,30 @@ class JobStatements:
                 AND NOT EXISTS (SELECT FROM {{schema}}.queue q WHERE q.name = i.dead_letter)
         ),
         resolved AS (
-            SELECT i.id, i.ord, i.singleton_seconds, i.singleton_next_slot, {RESOLVED_NO_ID}
+            SELECT i.id, i.ord, i.singleton_seconds, i.singleton_next_slot, i.depends_on,
+                COALESCE(i.dependents, false) AS dependents,
+                COALESCE(i.parents_left, 0) > 0 AS held, i.parents_left, i.run_anyway,
+                i.ended, {RESOLVED_NO_ID}
             FROM input i JOIN {{schema}}.queue q ON q.name = i.name
             WHERE NOT EXISTS (SELECT FROM missing)
         ),
         first AS (
-            INSERT INTO {{schema}}.job (id, {INSERT_COLUMNS_NO_ID})
-            SELECT id, {INSERT_COLUMNS_NO_ID} FROM resolved ORDER BY ord
+            INSERT INTO {{schema}}.job (id, {INSERT_COLUMNS_NO_ID}, depends_on, dependents,
+                state, output, completed_at)
+            SELECT id, {held_values(INSERT_COLUMNS_NO_ID)}, depends_on, dependents,
+                CASE WHEN ended IS NULL THEN 'created' ELSE 'cancelled' END::{{schema}}.job_state,
+                ended, CASE WHEN ended IS NOT NULL THEN {{now}} END
+            FROM resolved ORDER BY ord
             ON CONFLICT DO NOTHING
             RETURNING id, name, start_after
+        ),
+        waits AS (
+            INSERT INTO {{schema}}.job_wait (job_id, parents_left, start_after, keep_for,
+                run_anyway)
+            SELECT r.id, r.parents_left, r.start_after, r.keep_until - r.start_after,
+                COALESCE(r.run_anyway, false)
+            FROM resolved r JOIN first f ON f.id = r.id
+            WHERE r.held
         ),
         next_slot AS (
             INSERT INTO {{schema}}.job (id, {INSERT_COLUMNS_NO_ID})
@@ -144,11 +166,58 @@ class JobStatements:
         inserted AS (SELECT * FROM first UNION ALL SELECT * FROM next_slot)
         SELECT i.ord, n.id,
             (SELECT array_agg(name ORDER BY name) FROM missing) AS missing,
+            (SELECT {{schema}}.refuse_blocked_parents(array_agg(r.ord ORDER BY r.ord))
+             FROM resolved r
+             WHERE r.dependents AND NOT EXISTS (SELECT FROM first f WHERE f.id = r.id))
+                AS parents_inserted,
             (SELECT count(pg_notify({{jobs_channel}}, w.name))
              FROM (SELECT DISTINCT name FROM inserted WHERE start_after <= {{now}}) AS w)
                 AS notified
         FROM input i LEFT JOIN inserted n ON n.id = i.id
         ORDER BY i.ord""")
+    # Before jobs with parents are inserted: refuse them if a queue (%(names)s) or a parent
+    # (%(parents)s) is missing, else mark the parents as having dependents, which holds
+    # them until the caller commits (a parent ending meanwhile waits, and then counts the
+    # new jobs among its dependents), and return each parent's state (one missing from
+    # states ended since it was looked up) and %(count)s new job ids.
+    job_depend = Template("""
+        WITH known AS (
+            SELECT id FROM {schema}.job WHERE id = ANY(%(parents)s::bigint[])
+            UNION ALL
+            SELECT id FROM {schema}.archive WHERE id = ANY(%(parents)s::bigint[])
+        ),
+        missing AS (
+            SELECT unnest(%(names)s::text[]) AS name EXCEPT SELECT name FROM {schema}.queue
+        ),
+        unknown AS (
+            SELECT unnest(%(parents)s::bigint[]) AS id EXCEPT SELECT id FROM known
+        ),
+        refused AS (SELECT EXISTS (SELECT FROM missing) OR EXISTS (SELECT FROM unknown) AS no),
+        marked AS (
+            UPDATE {schema}.job SET dependents = true
+            WHERE id = ANY(%(parents)s::bigint[]) AND NOT (SELECT no FROM refused)
+            RETURNING id, state
+        )
+        SELECT ARRAY(SELECT name FROM missing ORDER BY name) AS missing,
+            ARRAY(SELECT id FROM unknown ORDER BY id) AS unknown,
+            (SELECT jsonb_object_agg(id, state) FROM (
+                SELECT id, state FROM marked
+                UNION ALL
+                SELECT id, state FROM {schema}.archive WHERE id = ANY(%(parents)s::bigint[])
+             ) AS s) AS states,
+            ARRAY(SELECT nextval({job_seq}) FROM generate_series(1, %(count)s)
+                  WHERE NOT (SELECT no FROM refused)) AS ids""")
+    # What get_job_by_id adds to a job: the jobs that depend on it, and how many of its
+    # parents it still waits for.
+    job_relatives = Template("""
+        SELECT ARRAY(SELECT id FROM {schema}.job WHERE depends_on @> ARRAY[%(id)s::bigint]
+                     UNION ALL
+                     SELECT id FROM {schema}.archive
+                     WHERE depends_on @> ARRAY[%(id)s::bigint]
+                     ORDER BY id) AS children,
+            (SELECT w.parents_left FROM {schema}.job_wait w JOIN {schema}.job j ON j.id = w.job_id
+             WHERE w.job_id = %(id)s AND j.state = 'created') AS parents_left""")
+
     # -- jobs: consuming -------------------------------------------------------------------
     # The ids to claim come as an array from a sub-select (rather than a CTE joined to the
     # table): a plan without a join, about 10% cheaper to make. A queue with limits is
@@ -517,16 +586,26 @@ class JobStatements:
         RETURNING j.id""")
     # A job not yet started, changed: its data, priority and start (the time it may be kept
     # moves with its start); NULL leaves one as it is. Its queue is told when it is due.
+    # A job waiting for its parents keeps its new start in job_wait until they complete.
     job_update = Template(f"""
-        WITH changed AS (
+        WITH held AS (
+            UPDATE {{schema}}.job_wait w
+            SET start_after = COALESCE(%(start_after)s::timestamptz,
+                                       {{now}} + make_interval(secs => %(start_in)s::float8),
+                                       w.start_after)
+            WHERE w.job_id = %(id)s AND w.parents_left > 0
+            RETURNING w.job_id
+        ),
+        changed AS (
             UPDATE {{schema}}.job j
             SET data = COALESCE(%(data)s::jsonb, j.data),
                 priority = COALESCE(%(priority)s::integer, j.priority),
                 start_after = n.start_after,
                 keep_until = j.keep_until + (n.start_after - j.start_after)
-            FROM (SELECT id, COALESCE(%(start_after)s::timestamptz,
-                                      {{now}} + make_interval(secs => %(start_in)s::float8),
-                                      start_after) AS start_after
+            FROM (SELECT id, CASE WHEN EXISTS (SELECT FROM held) THEN start_after
+                              ELSE COALESCE(%(start_after)s::timestamptz,
+                                            {{now}} + make_interval(secs => %(start_in)s::float8),
+                                            start_after) END AS start_after
                   FROM {{schema}}.job WHERE id = %(id)s) AS n
             WHERE j.id = n.id AND j.state < 'active'
             RETURNING j.*

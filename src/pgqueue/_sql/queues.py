@@ -174,27 +174,31 @@ class QueueStatements:
     # A changed cron or time zone restarts the schedule from %(last_slot)s (the latest slot
     # at declaration), so it neither fires at once nor replays old slots.
     schedule_upsert = Template("""
-        INSERT INTO {schema}.schedule (name, cron, tz, data, options, from_code, last_slot)
-        VALUES (%(name)s, %(cron)s, %(tz)s, %(data)s::jsonb, %(options)s::jsonb,
+        INSERT INTO {schema}.schedule (name, key, cron, tz, data, options, from_code, last_slot)
+        VALUES (%(name)s, %(key)s, %(cron)s, %(tz)s, %(data)s::jsonb, %(options)s::jsonb,
                 %(from_code)s, %(last_slot)s)
-        ON CONFLICT (name) DO UPDATE SET
+        ON CONFLICT (name, key) DO UPDATE SET
             cron = EXCLUDED.cron, tz = EXCLUDED.tz, data = EXCLUDED.data,
             options = EXCLUDED.options, from_code = EXCLUDED.from_code, updated_at = {now},
             last_slot = CASE WHEN schedule.cron = EXCLUDED.cron AND schedule.tz = EXCLUDED.tz
                 THEN schedule.last_slot ELSE EXCLUDED.last_slot END
         RETURNING name""")
-    schedule_delete = Template("DELETE FROM {schema}.schedule WHERE name = %(name)s RETURNING name")
-    # Schedules declared in code by an earlier version of the application and no longer.
+    schedule_delete = Template("""
+        DELETE FROM {schema}.schedule WHERE name = %(name)s AND key = %(key)s RETURNING name""")
+    # Schedules declared in code by an earlier version of the application and no longer
+    # (%(names)s and %(keys)s: the pairs declared now).
     schedule_prune_code = Template("""
         DELETE FROM {schema}.schedule
-        WHERE from_code AND NOT (name = ANY(%(names)s::text[])) RETURNING name""")
+        WHERE from_code AND (name, key) NOT IN (
+            SELECT * FROM unnest(%(names)s::text[], %(keys)s::text[]))
+        RETURNING name""")
     schedule_list = Template("""
-        SELECT name, cron, tz, data, options, from_code, last_slot, created_at, updated_at
-        FROM {schema}.schedule ORDER BY name""")
+        SELECT name, key, cron, tz, data, options, from_code, last_slot, created_at, updated_at
+        FROM {schema}.schedule ORDER BY name, key""")
     # Compare-and-set: only the instance that moves last_slot forward sends the slot's job.
     # A slot is claimed only once it has come by the clock, whatever the caller's clock.
     schedule_claim_slot = Template("""
         UPDATE {schema}.schedule SET last_slot = %(slot)s
-        WHERE name = %(name)s AND cron = %(cron)s AND tz = %(tz)s
+        WHERE name = %(name)s AND key = %(key)s AND cron = %(cron)s AND tz = %(tz)s
             AND (last_slot IS NULL OR last_slot < %(slot)s) AND %(slot)s <= {now}
         RETURNING name, data, options""")

@@ -20,13 +20,14 @@ from .._base import QueueBase, StartAfter
 from .._compat import Lock, run_loop, to_thread
 from .._config import check_seconds, renamed
 from .._core import UNCHANGED
-from .._cron import check_cron, check_timezone
+from .._cron import check_cron, check_timezone, label
 from .._db import Plan
 from .._maintenance import MaintenanceResult, MaintenanceSettings
 from .._migrate import MigrationStatus, status_plan
 from .._payload import error_output, job_runs
 from .._worker import DEFAULT_CONCURRENCY, DEFAULT_HEARTBEAT, DEFAULT_THREADS
 from ..errors import InvalidInputError, PgQueueError
+from ..flow import Flow
 from ..models import Job, JobState, QueueInfo, QueueStats, ScheduleInfo
 from .function import JobDecorator, JobFunction
 from .results import JobHandle, Results, job_result
@@ -111,6 +112,7 @@ class PgQueue(QueueBase):
         name: str | None = None,
         tz: str = "UTC",
         data: Any = None,
+        key: str | None = None,
         description: str | None = None,
         **options: Any,
     ) -> JobDecorator:
@@ -118,16 +120,23 @@ class PgQueue(QueueBase):
         name) and send it ``data`` at every slot of the cron ``expression`` in time zone
         ``tz``. Schedules declared in code are written on start; code schedules no longer
         declared are then deleted. Bad expressions or zones raise InvalidScheduleError here.
+        A job may have several schedules, each with its own ``key``: stack the decorators
+        (the outer ones take the options of the job the innermost one registered).
         """
         check_cron(expression)
         check_timezone(tz)
 
         def register(func: Callable[..., Any]) -> JobFunction[Any, Any, Any]:
-            queue: str = name or str(getattr(func, "__name__", ""))
-            job: JobFunction[Any, Any, Any] = self.job(queue, description=description, **options)(
-                func
-            )
-            self._declare_cron(queue, expression, tz, data, job.definition)
+            if isinstance(func, JobFunction):  # a schedule more for a registered job
+                if (name is not None and name != func.definition.name) or options:
+                    raise InvalidInputError(
+                        "a stacked @cron takes the name and options of the job it schedules"
+                    )
+                job = func
+            else:
+                queue: str = name or str(getattr(func, "__name__", ""))
+                job = self.job(queue, description=description, **options)(func)
+            self._declare_cron(job.definition.name, expression, tz, data, job.definition, key)
             return job
 
         return register
@@ -306,7 +315,8 @@ class PgQueue(QueueBase):
     ) -> JobHandle | None:
         """Send a job; returns its id (a handle: ``handle.result()`` waits for its
         output), or None when a singleton or policy blocked it."""
-        job_id = self._run(self._core.send(name, data, options), conn, atomic=False)
+        plan = self._core.send(name, data, options)
+        job_id = self._run(plan, conn, atomic="depends_on" in options)
         return None if job_id is None else JobHandle(job_id, self)
 
     def send_after(
@@ -344,7 +354,23 @@ class PgQueue(QueueBase):
     ) -> list[int | None]:
         """Send many jobs in one statement (mappings of ``name``, ``data`` and options);
         their ids, None where one was blocked (:meth:`result` waits for any of them)."""
-        return self._run(self._core.insert_many(jobs), conn, atomic=False)
+        jobs = list(jobs)
+        atomic = any(isinstance(job, Mapping) and "depends_on" in job for job in jobs)
+        return self._run(self._core.insert_many(jobs), conn, atomic)
+
+    def send_flow(self, flow: Flow, *, conn: Conn | None = None) -> list[JobHandle | None]:
+        """Send the jobs of a :class:`~pgqueue.Flow` at once, all or none; their handles in
+        the order they were added (None where a singleton or policy blocked a job no
+        other job of the flow depends on). DependencyError, nothing sent, for a cycle, a
+        missing parent, or a blocked job that others depend on."""
+        ids = self._run(self._core.send_flow(flow), conn)
+        return [None if i is None else JobHandle(i, self) for i in ids]
+
+    def parents(self, job: Job | int, *, conn: Conn | None = None) -> list[Job]:
+        """The jobs ``job`` depends on, in the order given (a handler reads its parents'
+        outputs so: ``[p.output for p in pq.parents(job)]``). Parents deleted since
+        (by retention) are left out."""
+        return self._run(self._core.parents(job), conn, atomic=False)
 
     def result(self, job: Job | int, *, timeout: float | None = None) -> Any:
         """Wait for a job to end and return its output (what its handler returned).
@@ -619,17 +645,19 @@ class PgQueue(QueueBase):
         data: Any = None,
         *,
         tz: str = "UTC",
+        key: str | None = None,
         conn: Conn | None = None,
         **options: Any,
     ) -> None:
         """Send ``data`` to queue ``name`` at every slot of ``cron`` (in time zone ``tz``),
-        once per slot however many instances run. Replaces a schedule of the same name."""
-        params = self._cron.params(name, cron, data, tz, options, False)
+        once per slot however many instances run. Replaces the queue's schedule of the
+        same ``key``: a queue has one schedule per key (None is a key too)."""
+        params = self._cron.params(name, cron, data, tz, options, False, key)
         self._run(self._cron.upsert(params), conn)
 
-    def unschedule(self, name: str, *, conn: Conn | None = None) -> bool:
-        """Delete the schedule ``name``; False if there was none."""
-        return self._run(self._cron.delete(name), conn)
+    def unschedule(self, name: str, *, key: str | None = None, conn: Conn | None = None) -> bool:
+        """Delete the schedule of queue ``name`` and ``key``; False if there was none."""
+        return self._run(self._cron.delete(name, key), conn)
 
     def get_schedules(self, *, conn: Conn | None = None) -> list[ScheduleInfo]:
         """Every schedule, by name."""
@@ -644,7 +672,7 @@ class PgQueue(QueueBase):
             try:
                 job_id = self._run(self._cron.fire(info, slot), None)
             except PgQueueError as exc:
-                log.error("schedule %s could not send its job for %s: %s", info.name, slot, exc)
+                log.error("schedule %s could not send its job for %s: %s", label(info), slot, exc)
                 continue
             if job_id is not None:
                 sent.append(job_id)

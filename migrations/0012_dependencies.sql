@@ -1,0 +1,107 @@
+-- pgqueue schema, version 12: jobs that depend on other jobs (workflows).
+
+-- A job's parents: the jobs it waits for (NULL: none). The list moves to the archive and is
+-- deleted with the job, so a job's edges live and go with it. "dependents" marks a job
+-- some other job depends on: only such jobs pay for the trigger below.
+ALTER TABLE {schema}.job ADD COLUMN depends_on bigint[];
+ALTER TABLE {schema}.job ADD COLUMN dependents boolean NOT NULL DEFAULT false;
+ALTER TABLE {schema}.archive ADD COLUMN depends_on bigint[];
+ALTER TABLE {schema}.archive ADD COLUMN dependents boolean NOT NULL DEFAULT false;
+-- A job's children, found by the parent's id (the trigger, get_job_by_id).
+CREATE INDEX job_depends_on_idx ON {schema}.job USING gin (depends_on)
+    WHERE depends_on IS NOT NULL;
+CREATE INDEX archive_depends_on_idx ON {schema}.archive USING gin (depends_on)
+    WHERE depends_on IS NOT NULL;
+
+-- A job whose parents have not all completed waits here: how many have not, the start and
+-- the retention it was sent with, and whether it runs once they have all ended, however
+-- they ended. Meanwhile its row in job waits in state created with start_after and
+-- keep_until at the year 9000, so that no claim takes it and no retention expires it.
+CREATE TABLE {schema}.job_wait (
+    job_id bigint PRIMARY KEY,
+    parents_left integer NOT NULL,
+    start_after timestamptz NOT NULL,
+    keep_for interval NOT NULL,
+    run_anyway boolean NOT NULL DEFAULT false
+);
+
+-- Refuses a flow one of whose parents a singleton key or a queue policy blocked: its
+-- dependents would wait for a job that does not exist. The statement fails, writing nothing.
+CREATE FUNCTION {schema}.refuse_blocked_parents(ords integer[]) RETURNS boolean
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF ords IS NOT NULL THEN
+        RAISE EXCEPTION 'blocked parents: %', array_to_string(ords, ',')
+            USING ERRCODE = 'PGQ01';
+    END IF;
+    RETURN true;
+END $$;
+
+-- A parent ended (or was deleted before it ended). Its waiting children that may now run
+-- count one parent fewer (all of them when it completed, those that run anyway
+-- otherwise), and start when none is left. When it did not complete, the waiting jobs
+-- that depend on it, directly or through others, and would not run anyway are cancelled
+-- at once with the reason (one statement, however deep the graph: the triggers this
+-- fires find those jobs ended and stop there).
+CREATE FUNCTION {schema}.parent_ended() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    parent {schema}.job;
+    ended text;
+    notified bigint;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        parent := OLD;
+        ended := 'deleted';
+    ELSE
+        parent := NEW;
+        ended := NEW.state::text;
+    END IF;
+    IF ended <> 'completed' THEN
+        WITH RECURSIVE doomed(id) AS (
+            SELECT c.id FROM {schema}.job c JOIN {schema}.job_wait w ON w.job_id = c.id
+            WHERE c.depends_on @> ARRAY[parent.id] AND c.state = 'created'
+                AND NOT w.run_anyway
+            UNION
+            SELECT c.id FROM doomed d
+            JOIN {schema}.job c ON c.depends_on @> ARRAY[d.id]
+            JOIN {schema}.job_wait w ON w.job_id = c.id
+            WHERE c.state = 'created' AND NOT w.run_anyway
+        )
+        UPDATE {schema}.job j SET state = 'cancelled', completed_at = {schema}.clock(),
+            output = jsonb_build_object(
+                'type', 'ParentFailed',
+                'message', format('job %s, which it depends on, %s', parent.id,
+                                  CASE ended WHEN 'failed' THEN 'failed' WHEN 'expired' THEN 'expired'
+                                      ELSE 'was ' || ended END),
+                'parent', parent.id, 'parent_state', ended)
+        FROM doomed WHERE j.id = doomed.id;
+    END IF;
+    WITH counted AS (
+        UPDATE {schema}.job_wait w SET parents_left = w.parents_left - 1
+        FROM {schema}.job c
+        WHERE c.depends_on @> ARRAY[parent.id] AND w.job_id = c.id AND c.state = 'created'
+            AND (ended = 'completed' OR w.run_anyway)
+        RETURNING w.job_id, w.parents_left, w.start_after, w.keep_for
+    ),
+    ready AS (
+        UPDATE {schema}.job j
+        SET start_after = GREATEST(c.start_after, {schema}.clock()),
+            keep_until = GREATEST(c.start_after, {schema}.clock()) + c.keep_for
+        FROM counted c WHERE j.id = c.job_id AND c.parents_left = 0
+        RETURNING j.name, j.start_after
+    )
+    SELECT count(pg_notify(TG_TABLE_SCHEMA || '_jobs', r.name)) INTO notified
+    FROM (SELECT DISTINCT name FROM ready WHERE start_after <= {schema}.clock()) AS r;
+    DELETE FROM {schema}.job_wait w
+    USING {schema}.job c
+    WHERE c.depends_on @> ARRAY[parent.id] AND w.job_id = c.id
+        AND (w.parents_left <= 0 OR c.state <> 'created');
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER job_parent_ended AFTER UPDATE OF state ON {schema}.job
+    FOR EACH ROW WHEN (NEW.dependents AND NEW.state >= 'completed' AND OLD.state < 'completed')
+    EXECUTE FUNCTION {schema}.parent_ended();
+CREATE TRIGGER job_parent_deleted AFTER DELETE ON {schema}.job
+    FOR EACH ROW WHEN (OLD.dependents AND OLD.state < 'completed')
+    EXECUTE FUNCTION {schema}.parent_ended();
