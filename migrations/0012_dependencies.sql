@@ -13,15 +13,14 @@ CREATE INDEX job_depends_on_idx ON {schema}.job USING gin (depends_on)
 CREATE INDEX archive_depends_on_idx ON {schema}.archive USING gin (depends_on)
     WHERE depends_on IS NOT NULL;
 
--- A job whose parents have not all completed waits here: how many have not, the start and
--- the retention it was sent with, and whether it runs once they have all ended, however
--- they ended. Meanwhile its row in job waits in state created with start_after and
--- keep_until at the year 9000, so that no claim takes it and no retention expires it.
+-- A job whose parents have not all completed waits here: how many have not, the start it
+-- was sent with, and whether it runs once they have all ended, however they ended.
+-- Meanwhile its row in job waits in state created with start_after at the year 9000 (and
+-- keep_until its retention later), so that no claim takes it and no retention expires it.
 CREATE TABLE {schema}.job_wait (
     job_id bigint PRIMARY KEY,
     parents_left integer NOT NULL,
     start_after timestamptz NOT NULL,
-    keep_for interval NOT NULL,
     run_anyway boolean NOT NULL DEFAULT false
 );
 
@@ -81,12 +80,12 @@ BEGIN
         FROM {schema}.job c
         WHERE c.depends_on @> ARRAY[parent.id] AND w.job_id = c.id AND c.state = 'created'
             AND (ended = 'completed' OR w.run_anyway)
-        RETURNING w.job_id, w.parents_left, w.start_after, w.keep_for
+        RETURNING w.job_id, w.parents_left, w.start_after
     ),
     ready AS (
         UPDATE {schema}.job j
         SET start_after = GREATEST(c.start_after, {schema}.clock()),
-            keep_until = GREATEST(c.start_after, {schema}.clock()) + c.keep_for
+            keep_until = GREATEST(c.start_after, {schema}.clock()) + (j.keep_until - j.start_after)
         FROM counted c WHERE j.id = c.job_id AND c.parents_left = 0
         RETURNING j.name, j.start_after
     )

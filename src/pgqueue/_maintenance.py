@@ -57,6 +57,7 @@ class MaintenanceResult:
     deleted: int = 0
     grouped: int = 0  # jobs of grouped queues sent without a group, given group ''
     rate_windows: int = 0  # groups' rate windows dropped, holding no start
+    waits: int = 0  # waits for parents dropped, of jobs cancelled or deleted meanwhile
     errors: list[str] = field(default_factory=list)  # steps that failed and were rolled back
 
 
@@ -89,6 +90,7 @@ def maintain_plan(
         ("deleted", lambda: _batches(core.sql.archive_delete, params)),
         ("grouped", lambda: _batches(core.sql.job_group_the_ungrouped, {**params, "name": None})),
         ("rate_windows", lambda: _batches(core.sql.group_rate_prune, params)),
+        ("waits", lambda: _batches(core.sql.job_wait_prune, params)),
     )
     for attr, step in steps:
         # Each step in a savepoint: one that fails (a row it cannot move, say) is rolled

@@ -291,3 +291,27 @@ def test_a_held_job_keeps_a_new_start_until_its_parents_completed(pq: PgQueue) -
     job = pq.get_job_by_id(child)
     assert job is not None and job.start_after is not None and job.parents_left == 0
     assert 3500 < (job.start_after - pq.now()).total_seconds() <= 3600
+
+
+def test_a_held_job_cancelled_and_resumed_runs_now_and_its_wait_goes(
+    pq: PgQueue, schema: str, conn: psycopg.Connection[Any]
+) -> None:
+    pq.create_queue("q", retention=600)
+    parent = pq.send("q", "parent")
+    child = pq.send("q", "child", depends_on=[parent])
+    other = pq.send("q", "other", depends_on=[parent])
+    assert parent is not None and child is not None and other is not None
+    held = pq.get_job_by_id(child)
+    assert held is not None and held.start_after is not None and held.keep_until is not None
+    assert held.start_after.year == 9000
+    assert (held.keep_until - held.start_after).total_seconds() == 600  # its retention
+    pq.cancel([child, other])
+    assert pq.resume(child) == [child]
+    resumed = pq.get_job_by_id(child)
+    assert resumed is not None and resumed.keep_until and resumed.start_after
+    assert (resumed.keep_until - resumed.start_after).total_seconds() == 600
+    assert resumed.parents_left == 0
+    assert {j.id for j in pq.fetch("q", 10)} == {parent, child}  # the user said run it
+    assert _rows(conn, schema, "job_wait") == 1  # the cancelled one's
+    assert pq.maintain().waits == 1
+    assert _rows(conn, schema, "job_wait") == 0

@@ -94,7 +94,6 @@ CREATE TABLE pgqueue.job_wait (
     job_id bigint NOT NULL,
     parents_left integer NOT NULL,
     start_after timestamp with time zone NOT NULL,
-    keep_for interval NOT NULL,
     run_anyway boolean NOT NULL DEFAULT false
 );
 
@@ -265,12 +264,12 @@ BEGIN
         FROM "pgqueue".job c
         WHERE c.depends_on @> ARRAY[parent.id] AND w.job_id = c.id AND c.state = 'created'
             AND (ended = 'completed' OR w.run_anyway)
-        RETURNING w.job_id, w.parents_left, w.start_after, w.keep_for
+        RETURNING w.job_id, w.parents_left, w.start_after
     ),
     ready AS (
         UPDATE "pgqueue".job j
         SET start_after = GREATEST(c.start_after, "pgqueue".clock()),
-            keep_until = GREATEST(c.start_after, "pgqueue".clock()) + c.keep_for
+            keep_until = GREATEST(c.start_after, "pgqueue".clock()) + (j.keep_until - j.start_after)
         FROM counted c WHERE j.id = c.job_id AND c.parents_left = 0
         RETURNING j.name, j.start_after
     )

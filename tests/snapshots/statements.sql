@@ -512,7 +512,7 @@ COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
 start_after, keep_until, singleton_key, singleton_on, group_key, depends_on, dependents,
             state, output, completed_at)
-        SELECT id, name, data, priority, retry_limit, retry_delay, retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy, CASE WHEN held THEN '9000-01-01 00:00:00+00'::timestamptz ELSE start_after END, CASE WHEN held THEN '9000-01-01 00:00:00+00'::timestamptz ELSE keep_until END, singleton_key, singleton_on, group_key, depends_on, dependents,
+        SELECT id, name, data, priority, retry_limit, retry_delay, retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy, CASE WHEN held THEN '9000-01-01 00:00:00+00'::timestamptz ELSE start_after END, CASE WHEN held THEN '9000-01-01 00:00:00+00'::timestamptz + (keep_until - start_after) ELSE keep_until END, singleton_key, singleton_on, group_key, depends_on, dependents,
             CASE WHEN ended IS NULL THEN 'created' ELSE 'cancelled' END::"pgqueue".job_state,
             ended, CASE WHEN ended IS NOT NULL THEN "pgqueue".clock() END
         FROM resolved ORDER BY ord
@@ -520,10 +520,8 @@ start_after, keep_until, singleton_key, singleton_on, group_key, depends_on, dep
         RETURNING id, name, start_after
     ),
     waits AS (
-        INSERT INTO "pgqueue".job_wait (job_id, parents_left, start_after, keep_for,
-            run_anyway)
-        SELECT r.id, r.parents_left, r.start_after, r.keep_until - r.start_after,
-            COALESCE(r.run_anyway, false)
+        INSERT INTO "pgqueue".job_wait (job_id, parents_left, start_after, run_anyway)
+        SELECT r.id, r.parents_left, r.start_after, COALESCE(r.run_anyway, false)
         FROM resolved r JOIN first f ON f.id = r.id
         WHERE r.held
     ),
@@ -648,11 +646,12 @@ SELECT id, state::text, (SELECT count(pg_notify('pgqueue_jobs', n.name))
 FROM released;
 
 -- name: job_resume_many
-UPDATE "pgqueue".job j
-SET state = 'created', completed_at = NULL, started_at = NULL,
-    keep_until = "pgqueue".clock() + (keep_until - start_after), start_after = "pgqueue".clock()
-WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'
-    AND NOT ((j.policy = 'standard' AND j.singleton_key IS NOT NULL AND j.singleton_on IS NULL
+WITH resumed AS (
+    UPDATE "pgqueue".job j
+    SET state = 'created', completed_at = NULL, started_at = NULL,
+        keep_until = "pgqueue".clock() + (keep_until - start_after), start_after = "pgqueue".clock()
+    WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'
+        AND NOT ((j.policy = 'standard' AND j.singleton_key IS NOT NULL AND j.singleton_on IS NULL
     AND EXISTS (SELECT FROM "pgqueue".job o
         WHERE o.name = j.name AND o.singleton_key = j.singleton_key AND o.id <> j.id
             AND o.state <= 'active' AND o.singleton_on IS NULL
@@ -669,7 +668,10 @@ OR (j.policy = 'stately'
     AND EXISTS (SELECT FROM "pgqueue".job o
         WHERE o.name = j.name AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '') AND o.id <> j.id
             AND o.state = 'created' AND o.policy = 'stately')))
-RETURNING id;
+    RETURNING id
+),
+released AS (DELETE FROM "pgqueue".job_wait w USING resumed r WHERE w.job_id = r.id)
+SELECT id FROM resumed;
 
 -- name: job_retry_many
 UPDATE "pgqueue".job j
@@ -758,6 +760,15 @@ WHERE j.id = (SELECT id FROM "pgqueue".job
               ORDER BY id LIMIT 1 FOR UPDATE)
     AND j.state < 'active'
 RETURNING j.id;
+
+-- name: job_wait_prune
+DELETE FROM "pgqueue".job_wait w
+WHERE w.job_id IN (
+    SELECT v.job_id FROM "pgqueue".job_wait v
+    WHERE NOT EXISTS (SELECT FROM "pgqueue".job j
+                      WHERE j.id = v.job_id AND j.state = 'created')
+    LIMIT %(limit)s)
+RETURNING w.job_id;
 
 -- name: listen_cancel
 LISTEN "pgqueue_cancel";

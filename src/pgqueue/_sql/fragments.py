@@ -90,8 +90,9 @@ def kept_starts(starts: str, count: str, seconds: str) -> str:
                      ORDER BY s DESC LIMIT {count}))"""
 
 
-# The start and retention of a job waiting for its parents (see migrations/0012): far
-# enough ahead that no claim takes it and no retention expires it, and a date Python reads.
+# The start of a job waiting for its parents (see migrations/0012): far enough ahead that
+# no claim takes it and no retention expires it (keep_until is its retention later), and a
+# date Python reads.
 HELD = "'9000-01-01 00:00:00+00'::timestamptz"
 
 # Every column of job, for moving rows to the archive (which has them all, plus archived_at).
@@ -109,10 +110,14 @@ INSERT_COLUMNS_NO_ID = """name, data, priority, retry_limit, retry_delay, retry_
 
 def held_values(columns: str) -> str:
     """``columns`` (of INSERT_COLUMNS_NO_ID) as a select list of CTE "resolved", with the
-    start and retention of a job waiting for its parents (``held``) at HELD."""
+    start of a job waiting for its parents (``held``) at HELD, and its retention after."""
     names = [c.strip() for c in columns.split(",")]
     return ", ".join(
-        f"CASE WHEN held THEN {HELD} ELSE {c} END" if c in ("start_after", "keep_until") else c
+        {
+            "start_after": f"CASE WHEN held THEN {HELD} ELSE start_after END",
+            "keep_until": f"CASE WHEN held THEN {HELD} + (keep_until - start_after)"
+            " ELSE keep_until END",
+        }.get(c, c)
         for c in names
     )
 

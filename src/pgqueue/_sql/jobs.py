@@ -141,10 +141,8 @@ class JobStatements:
             RETURNING id, name, start_after
         ),
         waits AS (
-            INSERT INTO {{schema}}.job_wait (job_id, parents_left, start_after, keep_for,
-                run_anyway)
-            SELECT r.id, r.parents_left, r.start_after, r.keep_until - r.start_after,
-                COALESCE(r.run_anyway, false)
+            INSERT INTO {{schema}}.job_wait (job_id, parents_left, start_after, run_anyway)
+            SELECT r.id, r.parents_left, r.start_after, COALESCE(r.run_anyway, false)
             FROM resolved r JOIN first f ON f.id = r.id
             WHERE r.held
         ),
@@ -645,13 +643,18 @@ class JobStatements:
         FROM cancelled""")
     # Resume and manual retry leave alone the jobs that another job's singleton key, slot
     # or policy limit blocks (they are not in the ids returned).
+    # A resumed job runs now, whatever became of the parents it waited for.
     job_resume_many = Template(f"""
-        UPDATE {{schema}}.job j
-        SET state = 'created', completed_at = NULL, started_at = NULL,
-            keep_until = {{now}} + (keep_until - start_after), start_after = {{now}}
-        WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'
-            AND NOT {clashes("created", ("short", "stately"))}
-        RETURNING id""")
+        WITH resumed AS (
+            UPDATE {{schema}}.job j
+            SET state = 'created', completed_at = NULL, started_at = NULL,
+                keep_until = {{now}} + (keep_until - start_after), start_after = {{now}}
+            WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'
+                AND NOT {clashes("created", ("short", "stately"))}
+            RETURNING id
+        ),
+        released AS (DELETE FROM {{schema}}.job_wait w USING resumed r WHERE w.job_id = r.id)
+        SELECT id FROM resumed""")
     # A failed or expired job runs again, with one more retry allowed if it had used them.
     job_retry_many = Template(f"""
         UPDATE {{schema}}.job j
