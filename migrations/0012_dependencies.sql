@@ -7,14 +7,16 @@ ALTER TABLE {schema}.job ADD COLUMN depends_on bigint[];
 ALTER TABLE {schema}.job ADD COLUMN dependents boolean NOT NULL DEFAULT false;
 ALTER TABLE {schema}.archive ADD COLUMN depends_on bigint[];
 ALTER TABLE {schema}.archive ADD COLUMN dependents boolean NOT NULL DEFAULT false;
--- A job's children, found by the parent's id (the trigger, get_job_by_id).
+-- A job's children, found by the parent's id (the trigger, get_job_by_id). Without a
+-- pending list (fastupdate), which every lookup would read whole until a vacuum empties it.
 CREATE INDEX job_depends_on_idx ON {schema}.job USING gin (depends_on)
-    WHERE depends_on IS NOT NULL;
+    WITH (fastupdate = off) WHERE depends_on IS NOT NULL;
 CREATE INDEX archive_depends_on_idx ON {schema}.archive USING gin (depends_on)
-    WHERE depends_on IS NOT NULL;
+    WITH (fastupdate = off) WHERE depends_on IS NOT NULL;
 
 -- A job whose parents have not all completed waits here: how many have not, the start it
--- was sent with, and whether it runs once they have all ended, however they ended.
+-- was sent with, and whether it runs once they have all ended, however they ended. (Rows
+-- of jobs released, cancelled or deleted are left to maintenance, off the parents' path.)
 -- Meanwhile its row in job waits in state created with start_after at the year 9000 (and
 -- keep_until its retention later), so that no claim takes it and no retention expires it.
 CREATE TABLE {schema}.job_wait (
@@ -36,18 +38,25 @@ BEGIN
     RETURN true;
 END $$;
 
--- A parent ended (or was deleted before it ended). Its waiting children that may now run
+-- (Children are read through job_depends_on_idx: their state is compared as text, so that
+-- no partial index on state joins in, reading every waiting job.)
+-- A parent ended (or was deleted before it ended). The releases of a schema take turns
+-- (a transaction-level advisory lock): two transactions that each end parents of the same
+-- children would otherwise lock those children in opposite orders, and deadlock.
+-- Its waiting children that may now run
 -- count one parent fewer (all of them when it completed, those that run anyway
 -- otherwise), and start when none is left. When it did not complete, the waiting jobs
 -- that depend on it, directly or through others, and would not run anyway are cancelled
 -- at once with the reason (one statement, however deep the graph: the triggers this
--- fires find those jobs ended and stop there).
+-- fires find those jobs ended and stop there). A parent ends once: retry and resume clear
+-- its "dependents", as its dependents have heard of its end.
 CREATE FUNCTION {schema}.parent_ended() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     parent {schema}.job;
     ended text;
     notified bigint;
 BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('pgqueue.dependents.' || TG_TABLE_SCHEMA));
     IF TG_OP = 'DELETE' THEN
         parent := OLD;
         ended := 'deleted';
@@ -58,13 +67,13 @@ BEGIN
     IF ended <> 'completed' THEN
         WITH RECURSIVE doomed(id) AS (
             SELECT c.id FROM {schema}.job c JOIN {schema}.job_wait w ON w.job_id = c.id
-            WHERE c.depends_on @> ARRAY[parent.id] AND c.state = 'created'
+            WHERE c.depends_on @> ARRAY[parent.id] AND c.state::text = 'created'
                 AND NOT w.run_anyway
             UNION
             SELECT c.id FROM doomed d
             JOIN {schema}.job c ON c.depends_on @> ARRAY[d.id]
             JOIN {schema}.job_wait w ON w.job_id = c.id
-            WHERE c.state = 'created' AND NOT w.run_anyway
+            WHERE c.state::text = 'created' AND NOT w.run_anyway
         )
         UPDATE {schema}.job j SET state = 'cancelled', completed_at = {schema}.clock(),
             output = jsonb_build_object(
@@ -78,8 +87,8 @@ BEGIN
     WITH counted AS (
         UPDATE {schema}.job_wait w SET parents_left = w.parents_left - 1
         FROM {schema}.job c
-        WHERE c.depends_on @> ARRAY[parent.id] AND w.job_id = c.id AND c.state = 'created'
-            AND (ended = 'completed' OR w.run_anyway)
+        WHERE c.depends_on @> ARRAY[parent.id] AND w.job_id = c.id AND c.state::text = 'created'
+            AND w.parents_left > 0 AND (ended = 'completed' OR w.run_anyway)
         RETURNING w.job_id, w.parents_left, w.start_after
     ),
     ready AS (
@@ -91,10 +100,6 @@ BEGIN
     )
     SELECT count(pg_notify(TG_TABLE_SCHEMA || '_jobs', r.name)) INTO notified
     FROM (SELECT DISTINCT name FROM ready WHERE start_after <= {schema}.clock()) AS r;
-    DELETE FROM {schema}.job_wait w
-    USING {schema}.job c
-    WHERE c.depends_on @> ARRAY[parent.id] AND w.job_id = c.id
-        AND (w.parents_left <= 0 OR c.state <> 'created');
     RETURN NULL;
 END $$;
 

@@ -57,7 +57,7 @@ class MaintenanceResult:
     deleted: int = 0
     grouped: int = 0  # jobs of grouped queues sent without a group, given group ''
     rate_windows: int = 0  # groups' rate windows dropped, holding no start
-    waits: int = 0  # waits for parents dropped, of jobs cancelled or deleted meanwhile
+    waits: int = 0  # waits for parents dropped: of jobs released, cancelled or deleted
     errors: list[str] = field(default_factory=list)  # steps that failed and were rolled back
 
 

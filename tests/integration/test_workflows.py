@@ -315,3 +315,23 @@ def test_a_held_job_cancelled_and_resumed_runs_now_and_its_wait_goes(
     assert _rows(conn, schema, "job_wait") == 1  # the cancelled one's
     assert pq.maintain().waits == 1
     assert _rows(conn, schema, "job_wait") == 0
+
+
+def test_a_parent_retried_after_it_failed_is_not_counted_twice(pq: PgQueue) -> None:
+    pq.create_queue("q", retry_limit=0)
+    first = pq.send("q", "first")
+    second = pq.send("q", "second", priority=-1)
+    child = pq.send("q", "child", depends_on=[first, second], on_parent_failure="run")
+    assert first is not None and second is not None and child is not None
+    [running] = pq.fetch("q")
+    assert running.id == first
+    pq.fail(running, "broken")  # the child runs anyway: one parent fewer to wait for
+    assert getattr(pq.get_job_by_id(child), "parents_left", None) == 1
+    assert pq.retry(first) == [first]
+    [again] = pq.fetch("q")
+    assert again.id == first
+    pq.complete(again)  # its end was counted already
+    assert getattr(pq.get_job_by_id(child), "parents_left", None) == 1
+    assert [j.id for j in pq.fetch("q", 10)] == [second]
+    pq.complete(second)
+    assert [j.id for j in pq.fetch("q", 10)] == [child]

@@ -176,12 +176,12 @@ ALTER TABLE pgqueue.version ADD CONSTRAINT version_pkey PRIMARY KEY (version);
 
 -- indexes
 CREATE INDEX archive_delete_at_idx ON pgqueue.archive USING btree (delete_at);
-CREATE INDEX archive_depends_on_idx ON pgqueue.archive USING gin (depends_on) WHERE (depends_on IS NOT NULL);
+CREATE INDEX archive_depends_on_idx ON pgqueue.archive USING gin (depends_on) WITH (fastupdate=off) WHERE (depends_on IS NOT NULL);
 CREATE INDEX archive_name_id_idx ON pgqueue.archive USING btree (name, id) WHERE (name IS NOT NULL);
 CREATE UNIQUE INDEX archive_pkey ON pgqueue.archive USING btree (id);
 CREATE UNIQUE INDEX group_rate_pkey ON pgqueue.group_rate USING btree (name, group_key);
 CREATE INDEX job_active_idx ON pgqueue.job USING btree (started_at) WHERE (state = 'active'::pgqueue.job_state);
-CREATE INDEX job_depends_on_idx ON pgqueue.job USING gin (depends_on) WHERE (depends_on IS NOT NULL);
+CREATE INDEX job_depends_on_idx ON pgqueue.job USING gin (depends_on) WITH (fastupdate=off) WHERE (depends_on IS NOT NULL);
 CREATE INDEX job_fetch_idx ON pgqueue.job USING btree (name, priority DESC, id) INCLUDE (start_after) WHERE (state < 'active'::pgqueue.job_state);
 CREATE INDEX job_finished_state_idx ON pgqueue.job USING btree (state, completed_at) WHERE (state > 'active'::pgqueue.job_state);
 CREATE INDEX job_group_active_idx ON pgqueue.job USING btree (name, group_key) WHERE ((state = 'active'::pgqueue.job_state) AND (group_key IS NOT NULL));
@@ -232,6 +232,7 @@ DECLARE
     ended text;
     notified bigint;
 BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('pgqueue.dependents.' || TG_TABLE_SCHEMA));
     IF TG_OP = 'DELETE' THEN
         parent := OLD;
         ended := 'deleted';
@@ -242,13 +243,13 @@ BEGIN
     IF ended <> 'completed' THEN
         WITH RECURSIVE doomed(id) AS (
             SELECT c.id FROM "pgqueue".job c JOIN "pgqueue".job_wait w ON w.job_id = c.id
-            WHERE c.depends_on @> ARRAY[parent.id] AND c.state = 'created'
+            WHERE c.depends_on @> ARRAY[parent.id] AND c.state::text = 'created'
                 AND NOT w.run_anyway
             UNION
             SELECT c.id FROM doomed d
             JOIN "pgqueue".job c ON c.depends_on @> ARRAY[d.id]
             JOIN "pgqueue".job_wait w ON w.job_id = c.id
-            WHERE c.state = 'created' AND NOT w.run_anyway
+            WHERE c.state::text = 'created' AND NOT w.run_anyway
         )
         UPDATE "pgqueue".job j SET state = 'cancelled', completed_at = "pgqueue".clock(),
             output = jsonb_build_object(
@@ -262,8 +263,8 @@ BEGIN
     WITH counted AS (
         UPDATE "pgqueue".job_wait w SET parents_left = w.parents_left - 1
         FROM "pgqueue".job c
-        WHERE c.depends_on @> ARRAY[parent.id] AND w.job_id = c.id AND c.state = 'created'
-            AND (ended = 'completed' OR w.run_anyway)
+        WHERE c.depends_on @> ARRAY[parent.id] AND w.job_id = c.id AND c.state::text = 'created'
+            AND w.parents_left > 0 AND (ended = 'completed' OR w.run_anyway)
         RETURNING w.job_id, w.parents_left, w.start_after
     ),
     ready AS (
@@ -275,10 +276,6 @@ BEGIN
     )
     SELECT count(pg_notify(TG_TABLE_SCHEMA || '_jobs', r.name)) INTO notified
     FROM (SELECT DISTINCT name FROM ready WHERE start_after <= "pgqueue".clock()) AS r;
-    DELETE FROM "pgqueue".job_wait w
-    USING "pgqueue".job c
-    WHERE c.depends_on @> ARRAY[parent.id] AND w.job_id = c.id
-        AND (w.parents_left <= 0 OR c.state <> 'created');
     RETURN NULL;
 END $function$;
 

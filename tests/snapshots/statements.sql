@@ -168,7 +168,9 @@ unknown AS (
 refused AS (SELECT EXISTS (SELECT FROM missing) OR EXISTS (SELECT FROM unknown) AS no),
 marked AS (
     UPDATE "pgqueue".job SET dependents = true
-    WHERE id = ANY(%(parents)s::bigint[]) AND NOT (SELECT no FROM refused)
+    WHERE id IN (SELECT id FROM "pgqueue".job
+                 WHERE id = ANY(%(parents)s::bigint[]) AND NOT (SELECT no FROM refused)
+                 ORDER BY id FOR UPDATE)
     RETURNING id, state
 )
 SELECT ARRAY(SELECT name FROM missing ORDER BY name) AS missing,
@@ -649,7 +651,8 @@ FROM released;
 WITH resumed AS (
     UPDATE "pgqueue".job j
     SET state = 'created', completed_at = NULL, started_at = NULL,
-        keep_until = "pgqueue".clock() + (keep_until - start_after), start_after = "pgqueue".clock()
+        keep_until = "pgqueue".clock() + (keep_until - start_after), start_after = "pgqueue".clock(),
+        dependents = false
     WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'
         AND NOT ((j.policy = 'standard' AND j.singleton_key IS NOT NULL AND j.singleton_on IS NULL
     AND EXISTS (SELECT FROM "pgqueue".job o
@@ -675,7 +678,7 @@ SELECT id FROM resumed;
 
 -- name: job_retry_many
 UPDATE "pgqueue".job j
-SET state = 'retry', completed_at = NULL, start_after = "pgqueue".clock(),
+SET state = 'retry', completed_at = NULL, start_after = "pgqueue".clock(), dependents = false,
     retry_limit = GREATEST(retry_limit, retry_count + 1),
     keep_until = "pgqueue".clock() + (keep_until - start_after)
 WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('failed', 'expired')
@@ -765,8 +768,9 @@ RETURNING j.id;
 DELETE FROM "pgqueue".job_wait w
 WHERE w.job_id IN (
     SELECT v.job_id FROM "pgqueue".job_wait v
-    WHERE NOT EXISTS (SELECT FROM "pgqueue".job j
-                      WHERE j.id = v.job_id AND j.state = 'created')
+    WHERE v.parents_left <= 0
+        OR NOT EXISTS (SELECT FROM "pgqueue".job j
+                       WHERE j.id = v.job_id AND j.state = 'created')
     LIMIT %(limit)s)
 RETURNING w.job_id;
 

@@ -177,7 +177,8 @@ class JobStatements:
     # (%(parents)s) is missing, else mark the parents as having dependents, which holds
     # them until the caller commits (a parent ending meanwhile waits, and then counts the
     # new jobs among its dependents), and return each parent's state (one missing from
-    # states ended since it was looked up) and %(count)s new job ids.
+    # states ended since it was looked up) and %(count)s new job ids. Parents are locked in
+    # id order, so senders that share some never deadlock.
     job_depend = Template("""
         WITH known AS (
             SELECT id FROM {schema}.job WHERE id = ANY(%(parents)s::bigint[])
@@ -193,7 +194,9 @@ class JobStatements:
         refused AS (SELECT EXISTS (SELECT FROM missing) OR EXISTS (SELECT FROM unknown) AS no),
         marked AS (
             UPDATE {schema}.job SET dependents = true
-            WHERE id = ANY(%(parents)s::bigint[]) AND NOT (SELECT no FROM refused)
+            WHERE id IN (SELECT id FROM {schema}.job
+                         WHERE id = ANY(%(parents)s::bigint[]) AND NOT (SELECT no FROM refused)
+                         ORDER BY id FOR UPDATE)
             RETURNING id, state
         )
         SELECT ARRAY(SELECT name FROM missing ORDER BY name) AS missing,
@@ -643,22 +646,25 @@ class JobStatements:
         FROM cancelled""")
     # Resume and manual retry leave alone the jobs that another job's singleton key, slot
     # or policy limit blocks (they are not in the ids returned).
-    # A resumed job runs now, whatever became of the parents it waited for.
+    # A resumed job runs now, whatever became of the parents it waited for; its own
+    # dependents heard of its end already (see migrations/0012).
     job_resume_many = Template(f"""
         WITH resumed AS (
             UPDATE {{schema}}.job j
             SET state = 'created', completed_at = NULL, started_at = NULL,
-                keep_until = {{now}} + (keep_until - start_after), start_after = {{now}}
+                keep_until = {{now}} + (keep_until - start_after), start_after = {{now}},
+                dependents = false
             WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'
                 AND NOT {clashes("created", ("short", "stately"))}
             RETURNING id
         ),
         released AS (DELETE FROM {{schema}}.job_wait w USING resumed r WHERE w.job_id = r.id)
         SELECT id FROM resumed""")
-    # A failed or expired job runs again, with one more retry allowed if it had used them.
+    # A failed or expired job runs again, with one more retry allowed if it had used them;
+    # its dependents heard of its end already (see migrations/0012).
     job_retry_many = Template(f"""
         UPDATE {{schema}}.job j
-        SET state = 'retry', completed_at = NULL, start_after = {{now}},
+        SET state = 'retry', completed_at = NULL, start_after = {{now}}, dependents = false,
             retry_limit = GREATEST(retry_limit, retry_count + 1),
             keep_until = {{now}} + (keep_until - start_after)
         WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('failed', 'expired')

@@ -127,13 +127,14 @@ class UpkeepStatements:
     # Groups' rate windows that hold no start any more (or whose queue has no group rate
     # limit now): a claim starts a new one when the group runs again. (The test is on the
     # row itself, so a claim's concurrent write is seen before the row is deleted.)
-    # The waits of jobs that no longer wait (cancelled or deleted while they waited).
+    # The waits of jobs that no longer wait: released, or cancelled or deleted meanwhile.
     job_wait_prune = Template("""
         DELETE FROM {schema}.job_wait w
         WHERE w.job_id IN (
             SELECT v.job_id FROM {schema}.job_wait v
-            WHERE NOT EXISTS (SELECT FROM {schema}.job j
-                              WHERE j.id = v.job_id AND j.state = 'created')
+            WHERE v.parents_left <= 0
+                OR NOT EXISTS (SELECT FROM {schema}.job j
+                               WHERE j.id = v.job_id AND j.state = 'created')
             LIMIT %(limit)s)
         RETURNING w.job_id""")
     group_rate_prune = Template("""
