@@ -230,9 +230,9 @@ AS $function$
 DECLARE
     parent "pgqueue".job;
     ended text;
+    children bigint[];
     notified bigint;
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('pgqueue.dependents.' || TG_TABLE_SCHEMA));
     IF TG_OP = 'DELETE' THEN
         parent := OLD;
         ended := 'deleted';
@@ -240,31 +240,38 @@ BEGIN
         parent := NEW;
         ended := NEW.state::text;
     END IF;
+    children := ARRAY(SELECT c.id FROM "pgqueue".job c
+                      WHERE c.depends_on @> ARRAY[parent.id] AND c.state::text = 'created');
+    IF cardinality(children) = 0 THEN
+        RETURN NULL;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('pgqueue.dependents.' || TG_TABLE_SCHEMA));
     IF ended <> 'completed' THEN
         WITH RECURSIVE doomed(id) AS (
-            SELECT c.id FROM "pgqueue".job c JOIN "pgqueue".job_wait w ON w.job_id = c.id
-            WHERE c.depends_on @> ARRAY[parent.id] AND c.state::text = 'created'
-                AND NOT w.run_anyway
+            SELECT k.id FROM unnest(children) AS k(id)
+            WHERE (SELECT NOT w.run_anyway AND w.parents_left > 0
+                   FROM "pgqueue".job_wait w WHERE w.job_id = k.id)
             UNION
-            SELECT c.id FROM doomed d
-            JOIN "pgqueue".job c ON c.depends_on @> ARRAY[d.id]
-            JOIN "pgqueue".job_wait w ON w.job_id = c.id
-            WHERE c.state::text = 'created' AND NOT w.run_anyway
+            SELECT k.id FROM doomed d
+            CROSS JOIN LATERAL unnest(ARRAY(
+                SELECT c.id FROM "pgqueue".job c
+                WHERE c.depends_on @> ARRAY[d.id] AND c.state::text = 'created')) AS k(id)
+            WHERE (SELECT NOT w.run_anyway AND w.parents_left > 0
+                   FROM "pgqueue".job_wait w WHERE w.job_id = k.id)
         )
         UPDATE "pgqueue".job j SET state = 'cancelled', completed_at = "pgqueue".clock(),
             output = jsonb_build_object(
                 'type', 'ParentFailed',
                 'message', format('job %s, which it depends on, %s', parent.id,
-                                  CASE ended WHEN 'failed' THEN 'failed' WHEN 'expired' THEN 'expired'
+                                  CASE WHEN ended IN ('failed', 'expired') THEN ended
                                       ELSE 'was ' || ended END),
                 'parent', parent.id, 'parent_state', ended)
-        FROM doomed WHERE j.id = doomed.id;
+        WHERE j.id = ANY(ARRAY(SELECT id FROM doomed)) AND j.state::text = 'created';
     END IF;
     WITH counted AS (
         UPDATE "pgqueue".job_wait w SET parents_left = w.parents_left - 1
-        FROM "pgqueue".job c
-        WHERE c.depends_on @> ARRAY[parent.id] AND w.job_id = c.id AND c.state::text = 'created'
-            AND w.parents_left > 0 AND (ended = 'completed' OR w.run_anyway)
+        WHERE w.job_id = ANY(children) AND w.parents_left > 0
+            AND (ended = 'completed' OR w.run_anyway)
         RETURNING w.job_id, w.parents_left, w.start_after
     ),
     ready AS (
