@@ -256,3 +256,24 @@ def test_a_schema_owner_migrates_and_a_granted_role_runs_everything(
         for role in (worker, owner):
             conn.execute(sql.SQL("DROP OWNED BY {}").format(ident(role)))
             conn.execute(sql.SQL("DROP ROLE {}").format(ident(role)))
+
+
+def test_the_job_command_shows_parents_children_and_attempts(
+    dsn: str, schema: str, capsys: Capture
+) -> None:
+    from pgqueue import Flow, PgQueue
+
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        pq.create_queue("steps", retry_limit=1, retry_delay=0)
+        flow = Flow()
+        flow.add("steps", "second", depends_on=[flow.add("steps", "first")])
+        parent, child = pq.send_flow(flow)
+        pq.fail(pq.fetch("steps"), "flaky")  # its first attempt fails; it waits to retry
+    base = ["--dsn", dsn, "--schema", schema]
+    assert main(["job", str(parent), *base]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["children"] == [child] and shown["depends_on"] is None
+    assert [e["error"]["message"] for e in shown["errors"]] == ["flaky"]
+    assert main(["job", str(child), *base]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["depends_on"], shown["parents_left"], shown["children"]) == ([parent], 1, [])
