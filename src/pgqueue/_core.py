@@ -148,6 +148,11 @@ class Core:
                     f"on_parent_failure must be 'cancel' or 'run', got {failure!r}"
                 )
             if parents:
+                if options.get("singleton_next_slot"):
+                    raise InvalidOptionError(
+                        "depends_on cannot be combined with singleton_next_slot (or "
+                        "send_debounced): the next slot's job would not wait"
+                    )
                 record["depends_on"] = parents
             if failure == "run":
                 record["run_anyway"] = True
@@ -205,6 +210,8 @@ class Core:
         key = record.get("singleton_key")
         if key is None:
             raise InvalidOptionError("upsert needs a singleton_key: the job it replaces")
+        if "depends_on" in record:
+            raise InvalidOptionError("upsert cannot take depends_on: send the job instead")
         change = {"name": name, "key": key, "data": payload, "priority": record.get("priority")}
         for _ in range(2):  # a concurrent upsert may insert the key's job between the two
             rows = yield Stmt(self.sql.job_upsert_data, change)
@@ -266,6 +273,9 @@ class Core:
         for those that have not completed, or cancelled at once, with the reason, if one
         ended otherwise (unless it runs anyway, on_parent_failure="run")."""
         order = _topological(steps)
+        with_children = {p for step in steps for p in step.steps}
+        if with_children:  # a flow: in a savepoint, so that a refusal leaves nothing
+            yield Stmt(self.sql.step_begin)
         parents = sorted({p for step in steps for p in step.parents})
         names = sorted(
             {s.name for s in steps}
@@ -277,12 +287,15 @@ class Core:
         if found["missing"]:
             raise QueueNotFoundError(list(found["missing"]))
         if found["unknown"]:
-            raise DependencyError(
-                "no job " + ", ".join(str(i) for i in found["unknown"]) + " to depend on"
-            )
+            unknown = [str(i) for i in found["unknown"]]
+            more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
+            raise DependencyError(f"no job {', '.join(unknown[:10])}{more} to depend on")
         states: dict[str, str] = found["states"] or {}
         ids: list[int] = found["ids"]
-        with_children = {p for step in steps for p in step.steps}
+        vanished = [p for p in parents if str(p) not in states]
+        if vanished:  # moved to the archive (or deleted) since the statement began
+            for job in (yield from self.get_jobs(vanished)).values():
+                states[str(job.id)] = job.state.value
         ended: dict[int, dict[str, Any] | None] = {}
         specs = []
         for i in order:
@@ -309,12 +322,15 @@ class Core:
         except psycopg.Error as exc:
             if exc.sqlstate != "PGQ01":
                 raise
+            yield Stmt(self.sql.step_undo)  # (the caller's transaction goes on)
             blocked = (exc.diag.message_primary or "").rpartition(": ")[2]
             raise DependencyError(
                 "a singleton key or queue policy blocked "
                 + ", ".join(f"step #{n} ({steps[int(n)].name!r})" for n in blocked.split(","))
                 + ", which other jobs of the flow depend on: nothing was sent"
             ) from None
+        if with_children:
+            yield Stmt(self.sql.step_end)
         return inserted
 
     # -- consuming ---------------------------------------------------------------------------
@@ -1022,12 +1038,15 @@ def _batches(
     ``_BATCH_BYTES`` (one run at least); the values are JSON texts already (joined, never
     re-encoded), and an ``optional`` None is left out, so the statement keeps what the job
     has. Ids and runs are ints (checked by ``job_runs``, or read from the database). Built
-    column by column: it runs for every batch a worker writes."""
+    column by column: it runs for every batch a worker writes. In id order: the statements
+    lock the jobs in that order, as a sender of dependents locks their parents, so writers
+    never deadlock over them."""
     rows = [f"[{i},{'null' if r is None else r}" for i, r in zip(ids, runs, strict=True)]
     for column in values:
         rows = [f"{row},{v}" for row, v in zip(rows, column, strict=True)]
     if optional is not None:
         rows = [row if v is None else f"{row},{v}" for row, v in zip(rows, optional, strict=True)]
+    rows = [rows[k] for k in sorted(range(len(rows)), key=ids.__getitem__)]
     if sum(map(len, rows)) <= _BATCH_BYTES:  # characters, a lower bound of the bytes
         return ["[" + "],".join(rows) + "]]"]
     batches: list[str] = []

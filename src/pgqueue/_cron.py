@@ -180,7 +180,12 @@ class Schedules:
         """Keep a schedule declared in code, to be written by :meth:`write_declared`; its
         data, options and key are validated now."""
         self.params(name, cron, data, tz, options, True, key)
-        self._declared[(name, schedule_key(key))] = (cron, tz, data, dict(options))
+        declared = (cron, tz, data, dict(options))
+        if self._declared.setdefault((name, schedule_key(key)), declared) != declared:
+            raise InvalidScheduleError(
+                f"job {name!r} has a schedule of key {key!r} already: give each of its "
+                "schedules a key of its own"
+            )
         self.synced = False
 
     def write_declared(self) -> Plan[None]:

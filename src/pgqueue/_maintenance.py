@@ -95,7 +95,7 @@ def maintain_plan(
     for attr, step in steps:
         # Each step in a savepoint: one that fails (a row it cannot move, say) is rolled
         # back and reported, and the others still run.
-        yield Stmt(core.sql.maintenance_step_begin)
+        yield Stmt(core.sql.step_begin)
         try:
             for _ in range(settings.max_batches):
                 done = yield from step()
@@ -103,12 +103,12 @@ def maintain_plan(
                 if done < settings.batch_size:
                     break
         except psycopg.Error as exc:
-            yield Stmt(core.sql.maintenance_step_undo)
+            yield Stmt(core.sql.step_undo)
             setattr(result, attr, 0)
             result.errors.append(f"{attr}: {type(exc).__name__}: {exc}")
             log.error("maintenance step %s failed and was rolled back: %s", attr, exc)
         else:
-            yield Stmt(core.sql.maintenance_step_end)
+            yield Stmt(core.sql.step_end)
     return result
 
 
@@ -124,7 +124,7 @@ def _expire_active(core: Core, params: dict[str, Any]) -> Plan[int]:
 def _expire_apart(core: Core, runs: list[tuple[int, int | None]]) -> Plan[int]:
     """Expire these runs; when the database refuses (a trigger on one row, say), expire
     them in halves down to the rows it refuses, which are logged and left as they are."""
-    yield Stmt(core.sql.maintenance_step_begin)
+    yield Stmt(core.sql.step_begin)
     try:
         yield from core.fail(
             [i for i, _ in runs],
@@ -133,8 +133,8 @@ def _expire_apart(core: Core, runs: list[tuple[int, int | None]]) -> Plan[int]:
             final_states=["expired"] * len(runs),
         )
     except psycopg.Error as exc:
-        yield Stmt(core.sql.maintenance_step_undo)
-        yield Stmt(core.sql.maintenance_step_end)
+        yield Stmt(core.sql.step_undo)
+        yield Stmt(core.sql.step_end)
         if len(runs) == 1:
             log.error("maintenance cannot expire job %s: %s", runs[0][0], exc)
             return 0
@@ -142,7 +142,7 @@ def _expire_apart(core: Core, runs: list[tuple[int, int | None]]) -> Plan[int]:
         first = yield from _expire_apart(core, runs[:middle])
         second = yield from _expire_apart(core, runs[middle:])
         return first + second
-    yield Stmt(core.sql.maintenance_step_end)
+    yield Stmt(core.sql.step_end)
     return len(runs)
 
 

@@ -255,3 +255,5 @@ def test_stacked_cron_decorators_give_one_job_several_keyed_schedules(
         assert [s.key for s in second.get_schedules()] == ["morning"]
     with pytest.raises(pgqueue.InvalidInputError, match="stacked"):
         second.cron("0 9 * * *", key="x", priority=3)(digest_again)
+    with pytest.raises(pgqueue.InvalidScheduleError, match="a key of its own"):
+        second.cron("0 9 * * *", key="morning")(digest_again)  # the key is taken

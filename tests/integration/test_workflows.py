@@ -4,6 +4,7 @@ dependents, and everything refused before anything is written."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -12,6 +13,7 @@ from psycopg import sql
 
 import pgqueue
 from pgqueue import DependencyError, Flow, JobFailedError, JobState, PgQueue
+from pgqueue._sql.fragments import ALL_JOB_COLUMNS
 
 
 def _run_one(pq: PgQueue, queue: str, output: Any = None) -> pgqueue.Job:
@@ -293,7 +295,7 @@ def test_a_held_job_keeps_a_new_start_until_its_parents_completed(pq: PgQueue) -
     assert 3500 < (job.start_after - pq.now()).total_seconds() <= 3600
 
 
-def test_a_held_job_cancelled_and_resumed_runs_now_and_its_wait_goes(
+def test_a_cancelled_dependent_resumes_once_its_parents_completed(
     pq: PgQueue, schema: str, conn: psycopg.Connection[Any]
 ) -> None:
     pq.create_queue("q", retention=600)
@@ -306,13 +308,17 @@ def test_a_held_job_cancelled_and_resumed_runs_now_and_its_wait_goes(
     assert held.start_after.year == 9000
     assert (held.keep_until - held.start_after).total_seconds() == 600  # its retention
     pq.cancel([child, other])
+    assert pq.resume(child) == []  # its parent has not completed: it stays cancelled
+    [running] = pq.fetch("q", 10)
+    assert running.id == parent
+    pq.complete(running)
+    assert pq.fetch("q", 10) == []  # cancelled jobs are not released
     assert pq.resume(child) == [child]
     resumed = pq.get_job_by_id(child)
     assert resumed is not None and resumed.keep_until and resumed.start_after
     assert (resumed.keep_until - resumed.start_after).total_seconds() == 600
-    assert resumed.parents_left == 0
-    assert {j.id for j in pq.fetch("q", 10)} == {parent, child}  # the user said run it
-    assert _rows(conn, schema, "job_wait") == 1  # the cancelled one's
+    assert [j.id for j in pq.fetch("q", 10)] == [child]
+    assert _rows(conn, schema, "job_wait") == 1  # the other cancelled one's
     assert pq.maintain().waits == 1
     assert _rows(conn, schema, "job_wait") == 0
 
@@ -335,3 +341,112 @@ def test_a_parent_retried_after_it_failed_is_not_counted_twice(pq: PgQueue) -> N
     assert [j.id for j in pq.fetch("q", 10)] == [second]
     pq.complete(second)
     assert [j.id for j in pq.fetch("q", 10)] == [child]
+
+
+def test_a_parent_moved_to_the_archive_while_a_dependent_is_sent_counts_as_completed(
+    pq: PgQueue, dsn: str, schema: str
+) -> None:
+    """The sender finds its parent gone from the job table (the archive pass moved it
+    meanwhile) and looks again: it completed, so the dependent runs."""
+    pq.create_queue("q")
+    parent = pq.send("q", "parent")
+    _run_one(pq, "q", "done")
+    ident = sql.Identifier(schema)
+    with psycopg.connect(dsn) as archiver:  # an archive pass, not committed yet
+        archiver.execute(
+            sql.SQL(
+                "WITH moved AS (DELETE FROM {0}.job WHERE id = %s RETURNING *) "
+                "INSERT INTO {0}.archive ({1}, delete_at) SELECT {1}, now() FROM moved"
+            ).format(ident, sql.SQL(ALL_JOB_COLUMNS)),
+            (parent,),
+        )
+        sent: list[int | None] = []
+        sender = threading.Thread(target=lambda: sent.append(pq.send("q", depends_on=[parent])))
+        sender.start()
+        sender.join(0.5)
+        assert sender.is_alive()  # waiting for the parent's row
+        archiver.commit()
+    sender.join(10)
+    child = pq.get_job_by_id(sent[0] or 0)
+    assert child is not None and child.state == JobState.created and child.parents_left == 0
+    assert [j.id for j in pq.fetch("q")] == [child.id]
+
+
+def test_options_that_would_drop_a_dependency_are_refused(pq: PgQueue) -> None:
+    pq.create_queue("q")
+    parent = pq.send("q")
+    sends: list[Callable[[], object]] = [
+        lambda: pq.send(
+            "q",
+            depends_on=[parent],
+            singleton_key="k",
+            singleton_seconds=60,
+            singleton_next_slot=True,
+        ),
+        lambda: pq.send_debounced("q", None, 60, "k", depends_on=[parent]),
+        lambda: pq.upsert("q", singleton_key="k", depends_on=[parent]),
+    ]
+    for send in sends:
+        with pytest.raises(pgqueue.InvalidOptionError, match="depends_on"):
+            send()
+    assert len(pq.find_jobs("q")) == 1
+
+
+def test_a_held_job_of_an_ordered_queue_does_not_hold_its_group(pq: PgQueue) -> None:
+    pq.create_queue("q", ordered=True)
+    parent = pq.send("q", "parent", group="g", priority=-1)
+    child = pq.send("q", "child", group="g", priority=5, depends_on=[parent])
+    after = pq.send("q", "after", group="g", priority=-2)
+    [first] = pq.fetch("q", 10)  # the held child is not in line: its parent goes first
+    assert first.id == parent
+    pq.complete(first)
+    assert [j.id for j in pq.fetch("q", 10)] == [child]  # released, it takes its place
+    pq.complete(child or 0)
+    assert [j.id for j in pq.fetch("q", 10)] == [after]
+
+
+def test_completions_and_senders_lock_jobs_in_one_order(pq: PgQueue, dsn: str) -> None:
+    """A sender holds the parents it names until it commits; a completion of several of
+    them locks them in id order too, so the two wait for each other, never deadlock."""
+    pq.create_queue("q")
+    first, second = pq.insert([{"name": "q"}, {"name": "q"}])
+    claimed = pq.fetch("q", 2)
+    done: list[list[int]] = []
+    with psycopg.connect(dsn) as own:
+        pq.send("q", depends_on=[first], conn=own)  # holds the first
+        completer = threading.Thread(target=lambda: done.append(pq.complete(claimed[::-1])))
+        completer.start()
+        completer.join(0.5)
+        assert completer.is_alive()
+        pq.send("q", depends_on=[second], conn=own)  # no deadlock: the second is free
+        own.commit()
+    completer.join(10)
+    assert sorted(done[0]) == sorted([first or 0, second or 0])
+    assert len(pq.fetch("q", 10)) == 2  # both dependents released
+
+
+def test_a_refused_flow_leaves_the_callers_transaction_usable(
+    pq: PgQueue, dsn: str, schema: str
+) -> None:
+    pq.create_queue("q")
+    pq.send("q", singleton_key="only")
+    with psycopg.connect(dsn) as own:
+        kept = pq.send("q", "kept", conn=own)
+        flow = Flow()
+        flow.add("q", depends_on=[flow.add("q", singleton_key="only")])
+        with pytest.raises(DependencyError, match="blocked"):
+            pq.send_flow(flow, conn=own)
+        also = pq.send("q", "also", conn=own)  # the transaction goes on
+        own.commit()
+    assert {j.data for j in pq.find_jobs("q")} == {None, "kept", "also"}
+    assert kept is not None and also is not None
+
+
+def test_a_long_list_of_unknown_parents_is_named_in_short(pq: PgQueue) -> None:
+    pq.create_queue("q")
+    with pytest.raises(DependencyError) as raised:
+        pq.send("q", depends_on=range(1000, 1100))
+    assert str(raised.value) == (
+        "no job 1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009 (and 90 more) "
+        "to depend on"
+    )

@@ -315,7 +315,8 @@ cand AS (
         FROM (SELECT j.id, j.priority, j.start_after FROM "pgqueue".job j
               WHERE j.name = %(name)s AND j.group_key = g.group_key
                   AND j.state < 'active'
-                  AND (%(ordered)s OR j.start_after <= "pgqueue".clock())
+                  AND (%(ordered)s AND j.start_after < '9000-01-01 00:00:00+00'::timestamptz
+                       OR j.start_after <= "pgqueue".clock())
               ORDER BY j.priority DESC, j.id
               LIMIT GREATEST(LEAST(%(group_limit)s::integer - a.n,
                                    %(group_rate_count)s::integer - r.n,
@@ -671,6 +672,12 @@ OR (j.policy = 'stately'
     AND EXISTS (SELECT FROM "pgqueue".job o
         WHERE o.name = j.name AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '') AND o.id <> j.id
             AND o.state = 'created' AND o.policy = 'stately')))
+        AND NOT EXISTS (
+            SELECT FROM unnest(j.depends_on) AS p(id)
+            WHERE NOT EXISTS (SELECT FROM "pgqueue".job x
+                              WHERE x.id = p.id AND x.state = 'completed')
+                AND NOT EXISTS (SELECT FROM "pgqueue".archive x
+                                WHERE x.id = p.id AND x.state = 'completed'))
     RETURNING id
 ),
 released AS (DELETE FROM "pgqueue".job_wait w USING resumed r WHERE w.job_id = r.id)
@@ -795,15 +802,6 @@ RETURNING version;
 
 -- name: maintenance_lock
 SELECT pg_try_advisory_xact_lock(hashtext('pgqueue.maintain.pgqueue')) AS locked;
-
--- name: maintenance_step_begin
-SAVEPOINT pgqueue_maintenance_step;
-
--- name: maintenance_step_end
-RELEASE SAVEPOINT pgqueue_maintenance_step;
-
--- name: maintenance_step_undo
-ROLLBACK TO SAVEPOINT pgqueue_maintenance_step;
 
 -- name: queue_create
     INSERT INTO "pgqueue".queue (name, policy, retry_limit, retry_delay, retry_backoff,
@@ -1059,6 +1057,15 @@ CREATE SCHEMA IF NOT EXISTS "pgqueue";
 
 -- name: schema_exists
 SELECT to_regnamespace('"pgqueue"') IS NOT NULL AS exists;
+
+-- name: step_begin
+SAVEPOINT pgqueue_step;
+
+-- name: step_end
+RELEASE SAVEPOINT pgqueue_step;
+
+-- name: step_undo
+ROLLBACK TO SAVEPOINT pgqueue_step;
 
 -- name: subscription_add
 INSERT INTO "pgqueue".subscription (event, queue) VALUES (%(event)s, %(queue)s)

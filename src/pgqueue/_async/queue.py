@@ -593,7 +593,7 @@ class AsyncPgQueue(QueueBase):
     ) -> int | None:
         """Send at most one job per ``seconds``-long window (per ``key``); extras return None."""
         options.update(singleton_seconds=seconds, singleton_key=key)
-        return await self._run(self._core.send(name, data, options), conn, atomic=False)
+        return await self.send(name, data, conn=conn, **options)
 
     async def send_debounced(
         self,
@@ -608,7 +608,7 @@ class AsyncPgQueue(QueueBase):
         """Like :meth:`send_throttled`, but a send into a taken window goes to the next one
         (which then starts when that window opens); None when both are taken."""
         options.update(singleton_seconds=seconds, singleton_key=key, singleton_next_slot=True)
-        return await self._run(self._core.send(name, data, options), conn, atomic=False)
+        return await self.send(name, data, conn=conn, **options)
 
     async def subscribe(self, event: str, queue: str, *, conn: AsyncConn | None = None) -> bool:
         """Deliver every job published as ``event`` to ``queue`` too."""

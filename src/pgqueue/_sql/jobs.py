@@ -7,6 +7,7 @@ from .fragments import (
     CLAIM_RETURNING,
     CLAIM_SET,
     GROUPED,
+    HELD,
     INPUT_COLUMNS,
     INSERT_COLUMNS_NO_ID,
     JOB_COLUMNS,
@@ -298,7 +299,8 @@ class JobStatements:
     # found by skipping through job_group_idx from one group to the next; each group gives
     # as many of its next runnable jobs as %(group_limit)s leaves room for beside its active
     # ones (for an ordered queue: its first waiting job, if it is due and none is active, so
-    # a job waiting to retry holds back the group's later ones), and as many as its rate
+    # a job waiting to retry holds back the group's later ones; a job waiting for its
+    # parents is not in line until they completed), and as many as its rate
     # limit (if any) leaves beside its starts in the window. Jobs are taken by their place in
     # their group counting its active jobs, so the groups with the fewest running go first:
     # one group's backlog delays no other group's next job by more than a claim. Among equal
@@ -338,7 +340,8 @@ class JobStatements:
                 FROM (SELECT j.id, j.priority, j.start_after FROM {{schema}}.job j
                       WHERE j.name = %(name)s AND j.group_key = g.group_key
                           AND j.state < 'active'
-                          AND (%(ordered)s OR j.start_after <= {{now}})
+                          AND (%(ordered)s AND j.start_after < {HELD}
+                               OR j.start_after <= {{now}})
                       ORDER BY j.priority DESC, j.id
                       LIMIT GREATEST(LEAST(%(group_limit)s::integer - a.n,
                                            %(group_rate_count)s::integer - r.n,
@@ -646,8 +649,9 @@ class JobStatements:
         FROM cancelled""")
     # Resume and manual retry leave alone the jobs that another job's singleton key, slot
     # or policy limit blocks (they are not in the ids returned).
-    # A resumed job runs now, whatever became of the parents it waited for; its own
-    # dependents heard of its end already (see migrations/0012).
+    # A resumed job runs now. One that depends on others is resumed once they have all
+    # completed (a job cancelled while it waited for them, or because one failed, is left
+    # as it is until then). Its own dependents heard of its end already (migrations/0012).
     job_resume_many = Template(f"""
         WITH resumed AS (
             UPDATE {{schema}}.job j
@@ -656,6 +660,12 @@ class JobStatements:
                 dependents = false
             WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'
                 AND NOT {clashes("created", ("short", "stately"))}
+                AND NOT EXISTS (
+                    SELECT FROM unnest(j.depends_on) AS p(id)
+                    WHERE NOT EXISTS (SELECT FROM {{schema}}.job x
+                                      WHERE x.id = p.id AND x.state = 'completed')
+                        AND NOT EXISTS (SELECT FROM {{schema}}.archive x
+                                        WHERE x.id = p.id AND x.state = 'completed'))
             RETURNING id
         ),
         released AS (DELETE FROM {{schema}}.job_wait w USING resumed r WHERE w.job_id = r.id)

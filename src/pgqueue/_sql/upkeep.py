@@ -51,9 +51,10 @@ class UpkeepStatements:
     maintenance_lock = Template(
         "SELECT pg_try_advisory_xact_lock(hashtext({maintenance_key})) AS locked"
     )
-    maintenance_step_begin = Template("SAVEPOINT pgqueue_maintenance_step")
-    maintenance_step_end = Template("RELEASE SAVEPOINT pgqueue_maintenance_step")
-    maintenance_step_undo = Template("ROLLBACK TO SAVEPOINT pgqueue_maintenance_step")
+    # A step of a plan that can be undone alone (a maintenance step, a flow's insert).
+    step_begin = Template("SAVEPOINT pgqueue_step")
+    step_end = Template("RELEASE SAVEPOINT pgqueue_step")
+    step_undo = Template("ROLLBACK TO SAVEPOINT pgqueue_step")
     # The periodic pass, once per %(interval)s seconds cluster-wide (database time, so the
     # instances' clocks need not agree): it runs if it moves maintained_on forward.
     maintenance_due = Template("""

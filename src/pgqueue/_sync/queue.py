@@ -562,7 +562,7 @@ class PgQueue(QueueBase):
     ) -> int | None:
         """Send at most one job per ``seconds``-long window (per ``key``); extras return None."""
         options.update(singleton_seconds=seconds, singleton_key=key)
-        return self._run(self._core.send(name, data, options), conn, atomic=False)
+        return self.send(name, data, conn=conn, **options)
 
     def send_debounced(
         self,
@@ -577,7 +577,7 @@ class PgQueue(QueueBase):
         """Like :meth:`send_throttled`, but a send into a taken window goes to the next one
         (which then starts when that window opens); None when both are taken."""
         options.update(singleton_seconds=seconds, singleton_key=key, singleton_next_slot=True)
-        return self._run(self._core.send(name, data, options), conn, atomic=False)
+        return self.send(name, data, conn=conn, **options)
 
     def subscribe(self, event: str, queue: str, *, conn: Conn | None = None) -> bool:
         """Deliver every job published as ``event`` to ``queue`` too."""
