@@ -7,8 +7,8 @@ ALTER TABLE {schema}.job ADD COLUMN depends_on bigint[];
 ALTER TABLE {schema}.job ADD COLUMN dependents boolean NOT NULL DEFAULT false;
 ALTER TABLE {schema}.archive ADD COLUMN depends_on bigint[];
 ALTER TABLE {schema}.archive ADD COLUMN dependents boolean NOT NULL DEFAULT false;
--- A job's children, found by the parent's id (the trigger, get_job_by_id). Without a
--- pending list (fastupdate), which every lookup would read whole until a vacuum empties it.
+-- A job's children, found by the parent's id (get_job_by_id). Without a pending list
+-- (fastupdate), which every lookup would read whole until a vacuum empties it.
 CREATE INDEX job_depends_on_idx ON {schema}.job USING gin (depends_on)
     WITH (fastupdate = off) WHERE depends_on IS NOT NULL;
 CREATE INDEX archive_depends_on_idx ON {schema}.archive USING gin (depends_on)
@@ -25,6 +25,14 @@ CREATE TABLE {schema}.job_wait (
     start_after timestamptz NOT NULL,
     run_anyway boolean NOT NULL DEFAULT false
 );
+-- The parents a waiting job has yet to hear from: one row per parent not ended when the job
+-- was sent, deleted when that parent ends, so each parent counts once for each child
+-- however often it ends (resumed or retried, and ending again).
+CREATE TABLE {schema}.job_edge (
+    parent_id bigint NOT NULL,
+    job_id bigint NOT NULL,
+    PRIMARY KEY (parent_id, job_id)
+);
 
 -- Refuses a flow one of whose parents a singleton key or a queue policy blocked: its
 -- dependents would wait for a job that does not exist. The statement fails, writing nothing.
@@ -38,20 +46,16 @@ BEGIN
     RETURN true;
 END $$;
 
--- Its statements are planned once for any parent (plpgsql keeps generic plans), so each
--- is written to leave the planner one way: children through job_depends_on_idx (their
--- state compared as text, so that no partial index on state joins in), their waits by
--- primary key, one row at a time.
--- A parent ended (or was deleted before it ended). The releases of a schema take turns
--- (a transaction-level advisory lock): two transactions that each end parents of the same
--- children would otherwise lock those children in opposite orders, and deadlock.
--- Its waiting children that may now run
--- count one parent fewer (all of them when it completed, those that run anyway
--- otherwise), and start when none is left. When it did not complete, the waiting jobs
--- that depend on it, directly or through others, and would not run anyway are cancelled
--- at once with the reason (one statement, however deep the graph: the triggers this
--- fires find those jobs ended and stop there). A parent ends once: retry and resume clear
--- its "dependents", as its dependents have heard of its end.
+-- A parent ended (or was deleted before it ended): its edges go, and the children they
+-- lead to hear of it. Those that may now run count one parent fewer (all of them when it
+-- completed, those that run anyway otherwise) and start when none is left. When it did
+-- not complete, the waiting jobs that depend on it, directly or through others, and would
+-- not run anyway are cancelled at once with the reason (one statement, however deep the
+-- graph: the triggers this fires find those jobs' children ended and stop there).
+-- The releases of a schema take turns (a transaction-level advisory lock): two transactions
+-- that each end parents of the same children would otherwise lock those children in
+-- opposite orders, and deadlock. Each statement is planned once for any parent (plpgsql
+-- keeps generic plans), so each reaches its rows by primary key, one way only.
 CREATE FUNCTION {schema}.parent_ended() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     parent {schema}.job;
@@ -66,8 +70,9 @@ BEGIN
         parent := NEW;
         ended := NEW.state::text;
     END IF;
-    children := ARRAY(SELECT c.id FROM {schema}.job c
-                      WHERE c.depends_on @> ARRAY[parent.id] AND c.state::text = 'created');
+    WITH heard AS (DELETE FROM {schema}.job_edge e WHERE e.parent_id = parent.id
+                   RETURNING e.job_id)
+    SELECT ARRAY(SELECT job_id FROM heard) INTO children;
     IF cardinality(children) = 0 THEN
         RETURN NULL;
     END IF;
@@ -80,8 +85,7 @@ BEGIN
             UNION
             SELECT k.id FROM doomed d
             CROSS JOIN LATERAL unnest(ARRAY(
-                SELECT c.id FROM {schema}.job c
-                WHERE c.depends_on @> ARRAY[d.id] AND c.state::text = 'created')) AS k(id)
+                SELECT e.job_id FROM {schema}.job_edge e WHERE e.parent_id = d.id)) AS k(id)
             WHERE (SELECT NOT w.run_anyway AND w.parents_left > 0
                    FROM {schema}.job_wait w WHERE w.job_id = k.id)
         )
@@ -104,7 +108,8 @@ BEGIN
         UPDATE {schema}.job j
         SET start_after = GREATEST(c.start_after, {schema}.clock()),
             keep_until = GREATEST(c.start_after, {schema}.clock()) + (j.keep_until - j.start_after)
-        FROM counted c WHERE j.id = c.job_id AND c.parents_left = 0
+        FROM counted c
+        WHERE j.id = c.job_id AND c.parents_left = 0 AND j.state::text = 'created'
         RETURNING j.name, j.start_after
     )
     SELECT count(pg_notify(TG_TABLE_SCHEMA || '_jobs', r.name)) INTO notified

@@ -299,12 +299,12 @@ class Core:
         ended: dict[int, dict[str, Any] | None] = {}
         specs = []
         for i in order:
-            step, left, reason = steps[i], 0, None
+            step, waits_for, reason = steps[i], [], None
             ends = [(p, states.get(str(p), "deleted")) for p in step.parents]
             ends += [(ids[q], "pending" if ended[q] is None else "cancelled") for q in step.steps]
             for parent, state in ends:
                 if state in _PENDING:
-                    left += 1
+                    waits_for.append(parent)
                 elif state != "completed" and not step.run_anyway and reason is None:
                     reason = parent_ended(parent, state)
             ended[i] = reason
@@ -312,8 +312,8 @@ class Core:
             record["depends_on"] = [*step.parents, *(ids[q] for q in step.steps)] or None
             if reason is not None:
                 record["ended"] = reason
-            elif left:
-                record.update(parents_left=left, run_anyway=step.run_anyway)
+            elif waits_for:
+                record.update(waits_for=waits_for, run_anyway=step.run_anyway)
             if i in with_children:
                 record["dependents"] = True
             specs.append(_spec(i, step.name, record, step.payload))

@@ -58,6 +58,7 @@ class MaintenanceResult:
     grouped: int = 0  # jobs of grouped queues sent without a group, given group ''
     rate_windows: int = 0  # groups' rate windows dropped, holding no start
     waits: int = 0  # waits for parents dropped: of jobs released, cancelled or deleted
+    edges: int = 0  # edges to such jobs from parents that have not ended, dropped
     errors: list[str] = field(default_factory=list)  # steps that failed and were rolled back
 
 
@@ -91,6 +92,7 @@ def maintain_plan(
         ("grouped", lambda: _batches(core.sql.job_group_the_ungrouped, {**params, "name": None})),
         ("rate_windows", lambda: _batches(core.sql.group_rate_prune, params)),
         ("waits", lambda: _batches(core.sql.job_wait_prune, params)),
+        ("edges", lambda: _batches(core.sql.job_edge_prune, params)),
     )
     for attr, step in steps:
         # Each step in a savepoint: one that fails (a row it cannot move, say) is rolled

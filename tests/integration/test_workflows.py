@@ -450,3 +450,43 @@ def test_a_long_list_of_unknown_parents_is_named_in_short(pq: PgQueue) -> None:
         "no job 1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009 (and 90 more) "
         "to depend on"
     )
+
+
+@pytest.mark.parametrize("again", ["resume", "retry"])
+def test_a_parent_ending_again_with_new_dependents_counts_once_for_the_old(
+    pq: PgQueue, again: str
+) -> None:
+    pq.create_queue("q", retry_limit=0)
+    parent = pq.send("q", "parent")
+    later = pq.send("q", "later", start_after=3600)
+    anyway = pq.send("q", "anyway", depends_on=[parent, later], on_parent_failure="run")
+    assert parent is not None and anyway is not None
+    if again == "resume":
+        pq.cancel(parent)
+        assert pq.resume(parent) == [parent]
+    else:
+        pq.fail(pq.fetch("q"), "broken")
+        assert pq.retry(parent) == [parent]
+    assert getattr(pq.get_job_by_id(anyway), "parents_left", None) == 1
+    newer = pq.send("q", "newer", depends_on=[parent])  # the parent has dependents again
+    [running] = pq.fetch("q")
+    pq.complete(running)  # tells "newer", not "anyway" a second time
+    assert getattr(pq.get_job_by_id(anyway), "parents_left", None) == 1
+    assert [j.id for j in pq.fetch("q", 10)] == [newer]
+
+
+def test_a_cancelled_dependent_resumes_once_none_of_its_parents_is_to_run(
+    pq: PgQueue,
+) -> None:
+    pq.create_queue("q", retry_limit=0)
+    gone = pq.send("q", "gone")
+    failed = pq.send("q", "failed")
+    pq.complete(pq.fetch("q"))
+    pq.fail(pq.fetch("q"), "broken")
+    child = pq.send("q", "child", depends_on=[gone], start_after=3600)
+    anyway = pq.send("q", "anyway", depends_on=[failed], on_parent_failure="run")
+    assert gone is not None and child is not None and anyway is not None
+    pq.delete_job(gone)
+    pq.cancel([child, anyway])
+    # A parent deleted after it completed, or one that failed, holds nothing back.
+    assert sorted(pq.resume([child, anyway])) == sorted([child, anyway])

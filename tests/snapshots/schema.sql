@@ -90,6 +90,11 @@ CREATE TABLE pgqueue.job (
     dependents boolean NOT NULL DEFAULT false
 ) WITH (fillfactor=80);
 
+CREATE TABLE pgqueue.job_edge (
+    parent_id bigint NOT NULL,
+    job_id bigint NOT NULL
+);
+
 CREATE TABLE pgqueue.job_wait (
     job_id bigint NOT NULL,
     parents_left integer NOT NULL,
@@ -155,6 +160,7 @@ ALTER TABLE pgqueue.archive ADD CONSTRAINT archive_pkey PRIMARY KEY (id);
 ALTER TABLE pgqueue.group_rate ADD CONSTRAINT group_rate_name_fkey FOREIGN KEY (name) REFERENCES pgqueue.queue(name) ON DELETE CASCADE;
 ALTER TABLE pgqueue.group_rate ADD CONSTRAINT group_rate_pkey PRIMARY KEY (name, group_key);
 ALTER TABLE pgqueue.job ADD CONSTRAINT job_pkey PRIMARY KEY (id);
+ALTER TABLE pgqueue.job_edge ADD CONSTRAINT job_edge_pkey PRIMARY KEY (parent_id, job_id);
 ALTER TABLE pgqueue.job_wait ADD CONSTRAINT job_wait_pkey PRIMARY KEY (job_id);
 ALTER TABLE pgqueue.queue ADD CONSTRAINT queue_concurrency_check CHECK ((concurrency > 0));
 ALTER TABLE pgqueue.queue ADD CONSTRAINT queue_dead_letter_fkey FOREIGN KEY (dead_letter) REFERENCES pgqueue.queue(name) ON DELETE SET NULL;
@@ -194,6 +200,7 @@ CREATE UNIQUE INDEX job_policy_singleton_idx ON pgqueue.job USING btree (name, C
 CREATE UNIQUE INDEX job_policy_stately_idx ON pgqueue.job USING btree (name, state, COALESCE(singleton_key, ''::text)) WHERE ((state <= 'active'::pgqueue.job_state) AND (policy = 'stately'::text));
 CREATE UNIQUE INDEX job_singleton_key_idx ON pgqueue.job USING btree (name, singleton_key) WHERE ((state <= 'active'::pgqueue.job_state) AND (singleton_key IS NOT NULL) AND (singleton_on IS NULL) AND (policy = 'standard'::text));
 CREATE UNIQUE INDEX job_singleton_slot_idx ON pgqueue.job USING btree (name, singleton_on, COALESCE(singleton_key, ''::text)) WHERE ((state <> 'cancelled'::pgqueue.job_state) AND (singleton_on IS NOT NULL));
+CREATE UNIQUE INDEX job_edge_pkey ON pgqueue.job_edge USING btree (parent_id, job_id);
 CREATE UNIQUE INDEX job_wait_pkey ON pgqueue.job_wait USING btree (job_id);
 CREATE UNIQUE INDEX queue_pkey ON pgqueue.queue USING btree (name);
 CREATE UNIQUE INDEX schedule_pkey ON pgqueue.schedule USING btree (name, key);
@@ -240,8 +247,9 @@ BEGIN
         parent := NEW;
         ended := NEW.state::text;
     END IF;
-    children := ARRAY(SELECT c.id FROM "pgqueue".job c
-                      WHERE c.depends_on @> ARRAY[parent.id] AND c.state::text = 'created');
+    WITH heard AS (DELETE FROM "pgqueue".job_edge e WHERE e.parent_id = parent.id
+                   RETURNING e.job_id)
+    SELECT ARRAY(SELECT job_id FROM heard) INTO children;
     IF cardinality(children) = 0 THEN
         RETURN NULL;
     END IF;
@@ -254,8 +262,7 @@ BEGIN
             UNION
             SELECT k.id FROM doomed d
             CROSS JOIN LATERAL unnest(ARRAY(
-                SELECT c.id FROM "pgqueue".job c
-                WHERE c.depends_on @> ARRAY[d.id] AND c.state::text = 'created')) AS k(id)
+                SELECT e.job_id FROM "pgqueue".job_edge e WHERE e.parent_id = d.id)) AS k(id)
             WHERE (SELECT NOT w.run_anyway AND w.parents_left > 0
                    FROM "pgqueue".job_wait w WHERE w.job_id = k.id)
         )
@@ -278,7 +285,8 @@ BEGIN
         UPDATE "pgqueue".job j
         SET start_after = GREATEST(c.start_after, "pgqueue".clock()),
             keep_until = GREATEST(c.start_after, "pgqueue".clock()) + (j.keep_until - j.start_after)
-        FROM counted c WHERE j.id = c.job_id AND c.parents_left = 0
+        FROM counted c
+        WHERE j.id = c.job_id AND c.parents_left = 0 AND j.state::text = 'created'
         RETURNING j.name, j.start_after
     )
     SELECT count(pg_notify(TG_TABLE_SCHEMA || '_jobs', r.name)) INTO notified

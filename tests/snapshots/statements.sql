@@ -183,6 +183,14 @@ SELECT ARRAY(SELECT name FROM missing ORDER BY name) AS missing,
     ARRAY(SELECT nextval('"pgqueue".job_id_seq') FROM generate_series(1, %(count)s)
           WHERE NOT (SELECT no FROM refused)) AS ids;
 
+-- name: job_edge_prune
+DELETE FROM "pgqueue".job_edge e
+WHERE (e.parent_id, e.job_id) IN (
+    SELECT f.parent_id, f.job_id FROM "pgqueue".job_edge f
+    WHERE NOT EXISTS (SELECT FROM "pgqueue".job_wait w WHERE w.job_id = f.job_id)
+    LIMIT %(limit)s)
+RETURNING e.job_id;
+
 -- name: job_expire_waiting
 WITH late AS (
     SELECT id FROM "pgqueue".job
@@ -473,7 +481,7 @@ heartbeat_seconds float8, retention float8, delete_after float8, dead_letter tex
 start_after timestamptz, start_in float8, singleton_key text, singleton_seconds integer,
 group_key text,
             ord integer, singleton_next_slot boolean, given_id bigint,
-            depends_on bigint[], dependents boolean, parents_left integer,
+            depends_on bigint[], dependents boolean, waits_for bigint[],
             run_anyway boolean, ended jsonb)
     ),
     missing AS (
@@ -487,7 +495,7 @@ group_key text,
     resolved AS (
         SELECT i.id, i.ord, i.singleton_seconds, i.singleton_next_slot, i.depends_on,
             COALESCE(i.dependents, false) AS dependents,
-            COALESCE(i.parents_left, 0) > 0 AS held, i.parents_left, i.run_anyway,
+            COALESCE(cardinality(i.waits_for), 0) > 0 AS held, i.waits_for, i.run_anyway,
             i.ended, i.name, i.data, COALESCE(i.priority, 0) AS priority,
 COALESCE(i.retry_limit, q.retry_limit, 2) AS retry_limit,
 COALESCE(i.retry_delay, q.retry_delay, 0) AS retry_delay,
@@ -524,8 +532,14 @@ start_after, keep_until, singleton_key, singleton_on, group_key, depends_on, dep
     ),
     waits AS (
         INSERT INTO "pgqueue".job_wait (job_id, parents_left, start_after, run_anyway)
-        SELECT r.id, r.parents_left, r.start_after, COALESCE(r.run_anyway, false)
+        SELECT r.id, cardinality(r.waits_for), r.start_after, COALESCE(r.run_anyway, false)
         FROM resolved r JOIN first f ON f.id = r.id
+        WHERE r.held
+    ),
+    edges AS (
+        INSERT INTO "pgqueue".job_edge (parent_id, job_id)
+        SELECT p.id, r.id
+        FROM resolved r JOIN first f ON f.id = r.id, unnest(r.waits_for) AS p(id)
         WHERE r.held
     ),
     next_slot AS (
@@ -652,8 +666,7 @@ FROM released;
 WITH resumed AS (
     UPDATE "pgqueue".job j
     SET state = 'created', completed_at = NULL, started_at = NULL,
-        keep_until = "pgqueue".clock() + (keep_until - start_after), start_after = "pgqueue".clock(),
-        dependents = false
+        keep_until = "pgqueue".clock() + (keep_until - start_after), start_after = "pgqueue".clock()
     WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'
         AND NOT ((j.policy = 'standard' AND j.singleton_key IS NOT NULL AND j.singleton_on IS NULL
     AND EXISTS (SELECT FROM "pgqueue".job o
@@ -672,12 +685,8 @@ OR (j.policy = 'stately'
     AND EXISTS (SELECT FROM "pgqueue".job o
         WHERE o.name = j.name AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '') AND o.id <> j.id
             AND o.state = 'created' AND o.policy = 'stately')))
-        AND NOT EXISTS (
-            SELECT FROM unnest(j.depends_on) AS p(id)
-            WHERE NOT EXISTS (SELECT FROM "pgqueue".job x
-                              WHERE x.id = p.id AND x.state = 'completed')
-                AND NOT EXISTS (SELECT FROM "pgqueue".archive x
-                                WHERE x.id = p.id AND x.state = 'completed'))
+        AND NOT EXISTS (SELECT FROM "pgqueue".job x
+                        WHERE x.id = ANY(j.depends_on) AND x.state < 'completed')
     RETURNING id
 ),
 released AS (DELETE FROM "pgqueue".job_wait w USING resumed r WHERE w.job_id = r.id)
@@ -685,7 +694,7 @@ SELECT id FROM resumed;
 
 -- name: job_retry_many
 UPDATE "pgqueue".job j
-SET state = 'retry', completed_at = NULL, start_after = "pgqueue".clock(), dependents = false,
+SET state = 'retry', completed_at = NULL, start_after = "pgqueue".clock(),
     retry_limit = GREATEST(retry_limit, retry_count + 1),
     keep_until = "pgqueue".clock() + (keep_until - start_after)
 WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('failed', 'expired')

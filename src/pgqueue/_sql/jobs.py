@@ -103,8 +103,9 @@ class JobStatements:
     # batch if a queue is missing, insert (singleton conflicts are skipped, and a blocked
     # singleton_next_slot job tries the next slot), then wake workers for the queues that
     # got runnable jobs. Returns one row per input job, in input order.
-    # Jobs with parents come with ids drawn by job_depend and what it found: how many
-    # parents they wait for (held until then, with a row in job_wait), whether other jobs
+    # Jobs with parents come with ids drawn by job_depend and what it found: the parents
+    # they wait for (held until then, with a row in job_wait and an edge from each of those
+    # parents in job_edge), whether other jobs
     # of the batch depend on them (a flow: if such a job is blocked the statement fails,
     # as its dependents would wait for nothing), or the reason they are born cancelled.
     job_insert_many = Template(f"""
@@ -112,7 +113,7 @@ class JobStatements:
             SELECT COALESCE(i.given_id, nextval({{job_seq}})) AS id, i.*
             FROM jsonb_to_recordset(%(jobs)s::jsonb) AS i({INPUT_COLUMNS},
                 ord integer, singleton_next_slot boolean, given_id bigint,
-                depends_on bigint[], dependents boolean, parents_left integer,
+                depends_on bigint[], dependents boolean, waits_for bigint[],
                 run_anyway boolean, ended jsonb)
         ),
         missing AS (
@@ -126,7 +127,7 @@ class JobStatements:
         resolved AS (
             SELECT i.id, i.ord, i.singleton_seconds, i.singleton_next_slot, i.depends_on,
                 COALESCE(i.dependents, false) AS dependents,
-                COALESCE(i.parents_left, 0) > 0 AS held, i.parents_left, i.run_anyway,
+                COALESCE(cardinality(i.waits_for), 0) > 0 AS held, i.waits_for, i.run_anyway,
                 i.ended, {RESOLVED_NO_ID}
             FROM input i JOIN {{schema}}.queue q ON q.name = i.name
             WHERE NOT EXISTS (SELECT FROM missing)
@@ -143,8 +144,14 @@ class JobStatements:
         ),
         waits AS (
             INSERT INTO {{schema}}.job_wait (job_id, parents_left, start_after, run_anyway)
-            SELECT r.id, r.parents_left, r.start_after, COALESCE(r.run_anyway, false)
+            SELECT r.id, cardinality(r.waits_for), r.start_after, COALESCE(r.run_anyway, false)
             FROM resolved r JOIN first f ON f.id = r.id
+            WHERE r.held
+        ),
+        edges AS (
+            INSERT INTO {{schema}}.job_edge (parent_id, job_id)
+            SELECT p.id, r.id
+            FROM resolved r JOIN first f ON f.id = r.id, unnest(r.waits_for) AS p(id)
             WHERE r.held
         ),
         next_slot AS (
@@ -649,32 +656,26 @@ class JobStatements:
         FROM cancelled""")
     # Resume and manual retry leave alone the jobs that another job's singleton key, slot
     # or policy limit blocks (they are not in the ids returned).
-    # A resumed job runs now. One that depends on others is resumed once they have all
-    # completed (a job cancelled while it waited for them, or because one failed, is left
-    # as it is until then). Its own dependents heard of its end already (migrations/0012).
+    # A resumed job runs now. One that depends on others is resumed once none of them is
+    # still to run (a job cancelled while it waited for them is left as it is until then).
     job_resume_many = Template(f"""
         WITH resumed AS (
             UPDATE {{schema}}.job j
             SET state = 'created', completed_at = NULL, started_at = NULL,
-                keep_until = {{now}} + (keep_until - start_after), start_after = {{now}},
-                dependents = false
+                keep_until = {{now}} + (keep_until - start_after), start_after = {{now}}
             WHERE id = ANY(%(ids)s::bigint[]) AND state = 'cancelled'
                 AND NOT {clashes("created", ("short", "stately"))}
-                AND NOT EXISTS (
-                    SELECT FROM unnest(j.depends_on) AS p(id)
-                    WHERE NOT EXISTS (SELECT FROM {{schema}}.job x
-                                      WHERE x.id = p.id AND x.state = 'completed')
-                        AND NOT EXISTS (SELECT FROM {{schema}}.archive x
-                                        WHERE x.id = p.id AND x.state = 'completed'))
+                AND NOT EXISTS (SELECT FROM {{schema}}.job x
+                                WHERE x.id = ANY(j.depends_on) AND x.state < 'completed')
             RETURNING id
         ),
         released AS (DELETE FROM {{schema}}.job_wait w USING resumed r WHERE w.job_id = r.id)
         SELECT id FROM resumed""")
-    # A failed or expired job runs again, with one more retry allowed if it had used them;
-    # its dependents heard of its end already (see migrations/0012).
+    # A failed or expired job runs again, with one more retry allowed if it had used them
+    # (its dependents heard of its end already: see migrations/0012).
     job_retry_many = Template(f"""
         UPDATE {{schema}}.job j
-        SET state = 'retry', completed_at = NULL, start_after = {{now}}, dependents = false,
+        SET state = 'retry', completed_at = NULL, start_after = {{now}},
             retry_limit = GREATEST(retry_limit, retry_count + 1),
             keep_until = {{now}} + (keep_until - start_after)
         WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('failed', 'expired')

@@ -138,6 +138,14 @@ class UpkeepStatements:
                                WHERE j.id = v.job_id AND j.state = 'created')
             LIMIT %(limit)s)
         RETURNING w.job_id""")
+    # The edges to jobs that no longer wait (their waits pruned above).
+    job_edge_prune = Template("""
+        DELETE FROM {schema}.job_edge e
+        WHERE (e.parent_id, e.job_id) IN (
+            SELECT f.parent_id, f.job_id FROM {schema}.job_edge f
+            WHERE NOT EXISTS (SELECT FROM {schema}.job_wait w WHERE w.job_id = f.job_id)
+            LIMIT %(limit)s)
+        RETURNING e.job_id""")
     group_rate_prune = Template("""
         DELETE FROM {schema}.group_rate r
         USING {schema}.queue q
