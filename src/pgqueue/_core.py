@@ -18,7 +18,7 @@ from ._config import check_count, check_name
 from ._db import Plan, Row, Stmt
 from ._payload import encode_json, job_ids
 from ._registry import JobDefinition, Registry
-from ._sql import JOB_COLUMNS, Statements
+from ._sql import FIND_KINDS, JOB_COLUMNS, Statements, state_kind
 from .errors import (
     DependencyError,
     InvalidInputError,
@@ -617,9 +617,15 @@ class Core:
                 )
             params["data"] = encode_json(dict(data_contains), "data_contains")
         filters = tuple(f for f in ("name", "states", "key", "group", "data") if f in params)
-        # Planned for its values: a queue of a few jobs and one of millions want different
-        # plans (its own index range, or the primary key in id order).
-        rows = yield Stmt(self.sql.job_find(filters, bool(archived)), params, prepare=False)
+        # A queue's jobs are read by kind of state, each through an index (see FIND_KINDS),
+        # and planned for its values: a queue of a few jobs and one of millions want
+        # different plans (its index ranges, or the primary key in id order).
+        kinds: tuple[str, ...] = ()
+        if "name" in params:
+            wanted = {state_kind(s) for s in params.get("states", [s.value for s in JobState])}
+            kinds = tuple(k for k in FIND_KINDS if k in wanted)
+        statement = self.sql.job_find(filters, bool(archived), kinds)
+        rows = yield Stmt(statement, params, prepare=False)
         return [Job.from_row(row) for row in rows]
 
     def update_job(

@@ -25,18 +25,20 @@ from .fragments import (
     SERVER_WAL_LIMIT,
     SERVER_WAL_SETTINGS,
 )
-from .jobs import JobStatements, find_statement
+from .jobs import FIND_KINDS, JobStatements, find_statement, state_kind
 from .queues import QueueStatements
 from .template import Template
 from .upkeep import UpkeepStatements
 
 __all__ = [
+    "FIND_KINDS",
     "JOB_COLUMNS",
     "SERVER_DATABASE_CREATE",
     "SERVER_DATABASE_EXISTS",
     "SERVER_WAL_LIMIT",
     "SERVER_WAL_SETTINGS",
     "Statements",
+    "state_kind",
 ]
 
 
@@ -49,7 +51,7 @@ class Statements(QueueStatements, JobStatements, UpkeepStatements):
 
     def __init__(self, schema: str) -> None:
         self.schema = schema
-        self._finds: dict[tuple[tuple[str, ...], bool], str] = {}
+        self._finds: dict[tuple[tuple[str, ...], bool, tuple[str, ...]], str] = {}
         ident = sql.Identifier(schema)
         params = {
             "schema": ident,
@@ -102,12 +104,14 @@ class Statements(QueueStatements, JobStatements, UpkeepStatements):
         trigger of migration 9 names it the same way)."""
         return f"{self.schema}_done"
 
-    def job_find(self, filters: tuple[str, ...], archived: bool) -> str:
+    def job_find(
+        self, filters: tuple[str, ...], archived: bool, kinds: tuple[str, ...] = ()
+    ) -> str:
         """The find_jobs statement for these filters (see jobs.find_statement)."""
-        key = (filters, archived)
+        key = (filters, archived, kinds)
         found = self._finds.get(key)
         if found is None:
-            text = find_statement(filters, archived)
+            text = find_statement(filters, archived, kinds)
             found = sql.SQL(text).format(schema=sql.Identifier(self.schema)).as_string()
             self._finds[key] = found
         return found

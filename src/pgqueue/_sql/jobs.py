@@ -24,11 +24,11 @@ from .fragments import (
 )
 from .template import Template
 
-__all__ = ["FIND_FILTERS", "JobStatements", "find_statement"]
+__all__ = ["FIND_FILTERS", "FIND_KINDS", "JobStatements", "find_statement", "state_kind"]
 
 # find_jobs: each filter given narrows the jobs. The statement names only those given, and
 # is planned for its values (never prepared), so a small queue's jobs are read through its
-# range of job_name_id_idx and a large one's through the primary key in id order.
+# ranges of the indexes below and a large one's through the primary key in id order.
 FIND_FILTERS = {
     "name": "name = %(name)s",
     "states": "state = ANY(%(states)s::{schema}.job_state[])",
@@ -36,17 +36,34 @@ FIND_FILTERS = {
     "group": "group_key = %(group)s",
     "data": "data @> %(data)s::jsonb",
 }
+# A queue's jobs in the job table, by the kind of state they are in, each kind read in id
+# order through an index of its own: waiting ones through the fetch index, active ones
+# through job_active_idx (there are few), finished ones through job_name_id_idx. (One index
+# on (name, id) for every state would be written at every claim and every completion.)
+FIND_KINDS = {
+    "waiting": "state < 'active'",
+    "active": "state = 'active'",
+    "finished": "state > 'active'",
+}
 
 
-def find_statement(filters: tuple[str, ...], archived: bool) -> str:
+def state_kind(state: str) -> str:
+    """The kind (of FIND_KINDS) of a job state."""
+    return {"created": "waiting", "retry": "waiting", "active": "active"}.get(state, "finished")
+
+
+def find_statement(filters: tuple[str, ...], archived: bool, kinds: tuple[str, ...] = ()) -> str:
     """The find_jobs statement for the given filters (names of FIND_FILTERS): jobs after
-    %(after)s in id order, at most %(limit)s, from the archive too when ``archived``."""
+    %(after)s in id order, at most %(limit)s, read from the job table for each of ``kinds``
+    (names of FIND_KINDS; none: in one read), and from the archive too when ``archived``."""
     where = "".join(f" AND {FIND_FILTERS[f]}" for f in filters)
-    tables = [("job", "false")] + ([("archive", "true")] if archived else [])
+    reads = [("job", "false", f" AND {FIND_KINDS[k]}") for k in kinds] or [("job", "false", "")]
+    if archived:
+        reads.append(("archive", "true", ""))
     parts = [
         f"(SELECT {JOB_COLUMNS}, {flag} AS archived FROM {{schema}}.{table}"
-        f" WHERE id > %(after)s{where} ORDER BY id LIMIT %(limit)s)"
-        for table, flag in tables
+        f" WHERE id > %(after)s{where}{kind} ORDER BY id LIMIT %(limit)s)"
+        for table, flag, kind in reads
     ]
     if len(parts) == 1:
         return parts[0]
