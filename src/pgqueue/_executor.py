@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -271,6 +273,42 @@ class Executor:
         self.threads.shutdown()
 
     async def run(self, job: RunningJob, definition: JobDefinition) -> Outcome | None:
+        """Run the handler in the current task (see :meth:`_call`), logging its start
+        (DEBUG) and its end: completed or snoozed at INFO, failed or expired at WARNING
+        with the error and its traceback. Each line carries the job's queue, id, attempt
+        and the run's duration as record attributes (``extra``), for structured logs."""
+        fields = {"queue": job.name, "job_id": job.id, "attempt": job.attempt}
+        log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt, extra=fields)
+        began = time.monotonic()
+        outcome = await self._call(job, definition)
+        if outcome is None or not log.isEnabledFor(
+            logging.INFO if outcome.kind in ("completed", "snoozed") else logging.WARNING
+        ):
+            return outcome
+        fields["duration"] = round(time.monotonic() - began, 6)
+        head = f"job {job.id} ({job.name}) attempt {job.attempt} {outcome.kind}"
+        took = f"{fields['duration']:.3f}s"
+        if outcome.kind == "completed":
+            log.info("%s in %s", head, took, extra=fields)
+        elif outcome.kind == "snoozed":
+            log.info("%s for %gs after %s", head, outcome.delay, took, extra=fields)
+        else:
+            error = json.loads(outcome.output or "null")
+            if not isinstance(error, dict):
+                error = {"message": error}
+            trace = error.get("traceback")
+            log.warning(
+                "%s after %s: %s: %.500s%s",
+                head,
+                took,
+                error.get("type", outcome.kind),
+                error.get("message"),
+                f"\n{trace.rstrip()}" if isinstance(trace, str) else "",
+                extra=fields,
+            )
+        return outcome
+
+    async def _call(self, job: RunningJob, definition: JobDefinition) -> Outcome | None:
         """Run the handler in the current task; None when the job was cancelled.
 
         The job's :class:`Deadline` (armed by the caller) expires it.
@@ -316,15 +354,10 @@ class Executor:
             _exit_if_forked(self._pid, exc)
             raised = exc.error if isinstance(exc, Raised) else exc
             if isinstance(raised, Snooze):
-                log.info("job %s (%s) snoozed for %gs", job.id, job.name, raised.seconds)
                 return Outcome(
                     job.id, job.attempt, job.run_id, "snoozed", None, delay=raised.seconds
                 )
-            error = error_output(raised)
-            log.info(
-                "job %s (%s) failed: %s: %.500s", job.id, job.name, error["type"], error["message"]
-            )
-            return Outcome.error(job, "failed", error)
+            return Outcome.error(job, "failed", error_output(raised))
         finally:
             job._task = None
         _exit_if_forked(self._pid, None)

@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import importlib
 import json
-import logging
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 from ._async.queue import AsyncPgQueue
 from ._compat import run_loop
 from ._config import DSN_ENV, check_seconds
+from ._logs import configure
 from ._sync.queue import PgQueue
 from ._worker import DEFAULT_CONCURRENCY, DEFAULT_HEARTBEAT, DEFAULT_THREADS
 from .errors import InvalidPayloadError, JobFailedError, PgQueueError, ResultTimeoutError
@@ -30,17 +30,34 @@ Command = Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="pgqueue", description=__doc__)
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    # The log options, before the command or after it (the later one wins), in any case.
+    logs = argparse.ArgumentParser(add_help=False)
+    logs.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=argparse.SUPPRESS,
+        help="the least severe log records shown (default: INFO)",
     )
+    logs.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=["plain", "json"],
+        default=argparse.SUPPRESS,
+        help="plain lines, or one JSON object per line (default: plain)",
+    )
+    parser = argparse.ArgumentParser(prog="pgqueue", description=__doc__, parents=[logs])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(name, parents=[logs], **kwargs)
+        return sub
 
     def database_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--dsn", help=f"database URL (default: ${DSN_ENV}, else embedded)")
         sub.add_argument("--schema", default="pgqueue", help="schema name (default: pgqueue)")
 
-    migrate = commands.add_parser("migrate", help="create or upgrade pgqueue's schema")
+    migrate = command("migrate", help="create or upgrade pgqueue's schema")
     database_options(migrate)
     migrate.add_argument(
         "--status",
@@ -49,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(run=_migrate)
 
-    worker = commands.add_parser("worker", help="run the handlers of an application")
+    worker = command("worker", help="run the handlers of an application")
     worker.add_argument("app", help="the queue object, as module:attribute (myapp.jobs:pq)")
     worker.add_argument("--queues", help="comma-separated queues to work (default: all)")
     worker.add_argument(
@@ -88,11 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(run=_worker)
 
-    jobs = commands.add_parser("jobs", help="list an application's jobs and their options")
+    jobs = command("jobs", help="list an application's jobs and their options")
     jobs.add_argument("app", help="the queue object, as module:attribute")
     jobs.set_defaults(run=_jobs)
 
-    send = commands.add_parser("send", help="send a job of an application by name")
+    send = command("send", help="send a job of an application by name")
     send.add_argument("app", help="the queue object, as module:attribute")
     send.add_argument("name", help="the job (queue) name")
     send.add_argument("--data", default="null", help="the job's data as JSON (default: null)")
@@ -104,17 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.set_defaults(run=_send)
 
-    queues = commands.add_parser("queues", help="every queue: its jobs per state, paused or not")
+    queues = command("queues", help="every queue: its jobs per state, paused or not")
     database_options(queues)
     queues.set_defaults(run=_queues)
-    groups = commands.add_parser(
+    groups = command(
         "groups", help="a grouped queue's groups with the most waiting jobs, and their limits"
     )
     groups.add_argument("queue")
     database_options(groups)
     groups.set_defaults(run=_groups)
 
-    show = commands.add_parser("job", help="one job (looking in the archive too), as JSON")
+    show = command("job", help="one job (looking in the archive too), as JSON")
     database_options(show)
     show.add_argument("id", type=int)
     show.set_defaults(run=_show_job)
@@ -124,12 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("cancel", "cancel", "cancel created, retry or active jobs"),
         ("resume", "resume", "send cancelled jobs back to created"),
     ):
-        sub = commands.add_parser(name, help=what)
+        sub = command(name, help=what)
         database_options(sub)
         sub.add_argument("ids", type=int, nargs="+", metavar="ID")
         sub.set_defaults(run=_job_action, verb=verb)
 
-    grant = commands.add_parser(
+    grant = command(
         "grant", help="let a role run workers and producers on the schema (run as its owner)"
     )
     database_options(grant)
@@ -137,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     grant.set_defaults(run=_grant)
 
     for name, paused in (("pause", True), ("unpause", False)):
-        sub = commands.add_parser(
+        sub = command(
             name,
             help="stop workers claiming a queue's jobs"
             if paused
@@ -152,9 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "plain"))
     run: Command = args.run
     try:
         return run(args)

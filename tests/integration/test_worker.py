@@ -688,3 +688,36 @@ async def test_jobs_claimed_ahead_go_back_when_the_queue_slows_down(apq: AsyncPg
             return all([await state_of(apq, i) is JobState.completed for i in held])
 
         await wait_until(all_done)
+
+
+async def test_each_run_logs_its_start_and_its_end_with_the_job_fields(
+    dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    pq = AsyncPgQueue(dsn, schema=schema, maintenance=False)
+
+    @pq.job("logged", retry_limit=0)
+    async def logged(data: str) -> str:
+        if data == "bad":
+            raise ValueError("no good")
+        return data
+
+    caplog.set_level("DEBUG", logger="pgqueue.worker")
+    async with pq:
+        good = await pq.send("logged", "fine")
+        bad = await pq.send("logged", "bad")
+        await pq.work(until_empty=True)
+    runs = [r for r in caplog.records if getattr(r, "job_id", None) in (good, bad)]
+    started = [r for r in runs if r.levelname == "DEBUG"]
+    assert [r.getMessage() for r in started] == [
+        f"job {good} (logged) attempt 1 started",
+        f"job {bad} (logged) attempt 1 started",
+    ]
+    [done] = [r for r in runs if r.levelname == "INFO"]
+    assert done.getMessage().startswith(f"job {good} (logged) attempt 1 completed in ")
+    assert (done.queue, done.job_id, done.attempt) == ("logged", good, 1)  # type: ignore[attr-defined]
+    assert 0 <= done.duration < 5  # type: ignore[attr-defined]
+    [failed] = [r for r in runs if r.levelname == "WARNING"]
+    message = failed.getMessage()
+    assert message.startswith(f"job {bad} (logged) attempt 1 failed after ")
+    assert ": ValueError: no good\nTraceback (most recent call last):" in message
+    assert 'raise ValueError("no good")' in message
