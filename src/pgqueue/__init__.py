@@ -9,6 +9,7 @@ from ._migrate import MigrationStatus
 from ._sync.function import JobFunction
 from ._sync.queue import PgQueue
 from ._sync.results import JobHandle
+from ._version import VERSION as __version__
 from .errors import (
     ConnectError,
     DatabaseError,
@@ -40,8 +41,6 @@ from .models import (
     QueueStats,
     ScheduleInfo,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AsyncJobFunction",

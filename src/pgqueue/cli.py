@@ -19,9 +19,10 @@ from ._compat import run_loop
 from ._config import DSN_ENV, check_seconds
 from ._logs import configure
 from ._sync.queue import PgQueue
+from ._version import VERSION
 from ._worker import DEFAULT_CONCURRENCY, DEFAULT_HEARTBEAT, DEFAULT_THREADS
 from .errors import InvalidPayloadError, JobFailedError, PgQueueError, ResultTimeoutError
-from .models import JobState
+from .models import Job, JobState
 
 __all__ = ["build_parser", "main"]
 
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="plain lines, or one JSON object per line (default: plain)",
     )
     parser = argparse.ArgumentParser(prog="pgqueue", description=__doc__, parents=[logs])
+    parser.add_argument("--version", action="version", version=f"pgqueue {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
@@ -105,8 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(run=_worker)
 
-    jobs = command("jobs", help="list an application's jobs and their options")
-    jobs.add_argument("app", help="the queue object, as module:attribute")
+    jobs = command(
+        "jobs",
+        help="list an application's jobs and their options (jobs APP), or the jobs in the "
+        "database that match filters (jobs list)",
+    )
+    jobs.add_argument("app", help="the queue object, as module:attribute; or: list")
+    database_options(jobs)
+    jobs.add_argument("--queue", help="jobs of this queue")
+    jobs.add_argument(
+        "--state", action="append", help="jobs in this state (repeat it, or a,b, for several)"
+    )
+    jobs.add_argument("--key", help="jobs of this singleton key")
+    jobs.add_argument("--group", help="jobs of this group")
+    jobs.add_argument("--data", help="jobs whose data contains this JSON object")
+    jobs.add_argument("--limit", type=int, default=100, help="at most this many (default: 100)")
+    jobs.add_argument("--after", type=int, default=0, help="jobs after this id (the next page)")
+    jobs.add_argument("--archived", action="store_true", help="look in the archive too")
+    jobs.add_argument("--json", action="store_true", help="one JSON object per job")
     jobs.set_defaults(run=_jobs)
 
     send = command("send", help="send a job of an application by name")
@@ -246,6 +264,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _jobs(args: argparse.Namespace) -> int:
+    if args.app == "list":
+        return _list_jobs(args)
     app = load_app(args.app)
     for definition in app.registry.definitions():
         options = ", ".join(f"{k}={v!r}" for k, v in sorted(definition.options.items()))
@@ -382,15 +402,62 @@ def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
         )
 
 
+def _list_jobs(args: argparse.Namespace) -> int:
+    states = [s for given in args.state or [] for s in given.split(",")] or None
+    data = None
+    if args.data is not None:
+        try:
+            data = json.loads(args.data)
+        except json.JSONDecodeError as exc:
+            raise InvalidPayloadError(f"--data is not JSON: {exc}") from None
+    with _operator_queue(args) as pq:
+        jobs = pq.find_jobs(
+            args.queue,
+            state=states,
+            key=args.key,
+            group=args.group,
+            data_contains=data,
+            limit=args.limit,
+            after=args.after,
+            archived=args.archived,
+        )
+    if args.json:
+        for job in jobs:
+            print(json.dumps(_job_fields(job), default=str))
+        return 0
+    rows: list[tuple[str, ...]] = [
+        ("id", "queue", "state", "attempt", "created", "started", "ended", "key", "group")
+    ]
+    for job in jobs:
+        times = (job.created_at, job.started_at, job.completed_at)
+        rows.append(
+            (
+                str(job.id),
+                job.name,
+                job.state.value + (" (archived)" if job.archived else ""),
+                str(job.attempt),
+                *("-" if t is None else t.isoformat(timespec="seconds") for t in times),
+                job.singleton_key or "-",
+                job.group or "-",
+            )
+        )
+    _print_table(rows)
+    return 0
+
+
+def _job_fields(job: Job) -> dict[str, Any]:
+    fields = dataclasses.asdict(job)
+    fields.pop("extra", None)
+    return fields
+
+
 def _show_job(args: argparse.Namespace) -> int:
     with _operator_queue(args) as pq:
         job = pq.get_job_by_id(args.id)
     if job is None:
         print(f"pgqueue: no job {args.id}", file=sys.stderr)
         return 1
-    fields = dataclasses.asdict(job)
-    fields.pop("extra", None)
-    print(json.dumps(fields, indent=2, default=str))
+    print(json.dumps(_job_fields(job), indent=2, default=str))
     return 0
 
 

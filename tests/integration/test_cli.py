@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -277,3 +278,65 @@ def test_the_job_command_shows_parents_children_and_attempts(
     assert main(["job", str(child), *base]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert (shown["depends_on"], shown["parents_left"], shown["children"]) == ([parent], 1, [])
+
+
+def test_jobs_list_finds_jobs_by_filters_page_by_page(
+    dsn: str, schema: str, capsys: Capture
+) -> None:
+    from pgqueue import PgQueue
+
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        pq.create_queue("emails", retry_limit=0)
+        pq.create_queue("other")
+        ids = pq.insert(
+            [{"name": "emails", "data": {"to": f"u{n}"}, "group": f"g{n % 2}"} for n in range(4)]
+        )
+        pq.send("other", {"to": "u1"}, singleton_key="k")
+        pq.fail(pq.fetch("emails"), "smtp down")
+    base = ["--dsn", dsn, "--schema", schema]
+    assert main(["jobs", "list", "--queue", "emails", "--state", "created", *base]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert lines[0] == [
+        "id",
+        "queue",
+        "state",
+        "attempt",
+        "created",
+        "started",
+        "ended",
+        "key",
+        "group",
+    ]
+    assert [int(line[0]) for line in lines[1:]] == ids[1:]
+    assert all(line[2] == "created" and line[5:7] == ["-", "-"] for line in lines[1:])
+    assert datetime.fromisoformat(lines[1][4]).utcoffset() is not None  # ISO 8601, with zone
+    assert (
+        main(["jobs", "list", "--state", "failed,created", "--group", "g0", "--json", *base]) == 0
+    )
+    found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(j["id"], j["state"]) for j in found] == [(ids[0], "failed"), (ids[2], "created")]
+    assert found[0]["output"]["message"] == "smtp down"
+    assert main(["jobs", "list", "--data", '{"to": "u1"}', "--limit", "1", "--json", *base]) == 0
+    (first,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert first["id"] == ids[1]
+    after = ["--after", str(first["id"]), "--json"]
+    assert main(["jobs", "list", "--data", '{"to": "u1"}', *after, *base]) == 0
+    (second,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (second["name"], second["singleton_key"]) == ("other", "k")
+    assert main(["jobs", "list", "--state", "lost", *base]) == 1
+    assert "unknown job state" in capsys.readouterr().err
+    assert main(["jobs", "list", "--data", "{", *base]) == 1
+    assert "--data is not JSON" in capsys.readouterr().err
+
+
+def test_version_and_python_dash_m(capsys: Capture) -> None:
+    import pgqueue
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"pgqueue {pgqueue.__version__}\n"
+    out = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert (out.returncode, out.stdout) == (0, f"pgqueue {pgqueue.__version__}\n")

@@ -1,0 +1,5 @@
+"""``python -m pgqueue``: the ``pgqueue`` command."""
+
+from .cli import main
+
+raise SystemExit(main())
