@@ -21,7 +21,13 @@ from ._logs import configure
 from ._sync.queue import PgQueue
 from ._version import VERSION
 from ._worker import DEFAULT_CONCURRENCY, DEFAULT_HEARTBEAT, DEFAULT_THREADS
-from .errors import InvalidPayloadError, JobFailedError, PgQueueError, ResultTimeoutError
+from .errors import (
+    InvalidInputError,
+    InvalidPayloadError,
+    JobFailedError,
+    PgQueueError,
+    ResultTimeoutError,
+)
 from .models import Job, JobState
 
 __all__ = ["build_parser", "main"]
@@ -141,12 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     queues = command("queues", help="every queue: its jobs per state, paused or not")
     database_options(queues)
+    queues.add_argument("--json", action="store_true", help="one JSON object per queue")
     queues.set_defaults(run=_queues)
     groups = command(
         "groups", help="a grouped queue's groups with the most waiting jobs, and their limits"
     )
     groups.add_argument("queue")
     database_options(groups)
+    groups.add_argument("--json", action="store_true", help="one JSON object per group")
     groups.set_defaults(run=_groups)
 
     show = command("job", help="one job (looking in the archive too), as JSON")
@@ -159,9 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("cancel", "cancel", "cancel created, retry or active jobs"),
         ("resume", "resume", "send cancelled jobs back to created"),
     ):
-        sub = command(name, help=what)
+        sub = command(name, help=f"{what}: by id, or all those of --queue and --state")
         database_options(sub)
-        sub.add_argument("ids", type=int, nargs="+", metavar="ID")
+        sub.add_argument("ids", type=int, nargs="*", metavar="ID")
+        sub.add_argument("--queue", help="the jobs of this queue (with no ids)")
+        sub.add_argument(
+            "--state", help="...in these states, as a,b (default: every state it applies to)"
+        )
         sub.set_defaults(run=_job_action, verb=verb)
 
     grant = command(
@@ -342,6 +354,13 @@ def _queues(args: argparse.Namespace) -> int:
     with _operator_queue(args) as pq:
         paused = {q.name: q.paused for q in pq.get_queues()}
         stats = pq.get_queue_stats()
+    if args.json:
+        for queue in stats:
+            fields = dataclasses.asdict(queue)
+            fields["counts"] = {state.value: n for state, n in queue.counts.items()}
+            fields.update(waiting=queue.waiting, active=queue.active, paused=paused[queue.name])
+            print(json.dumps(fields, default=str))
+        return 0
     rows = [
         ("queue", "waiting", "active", "completed", "failed", "oldest waiting", "rate", "paused")
     ]
@@ -375,6 +394,10 @@ def _groups(args: argparse.Namespace) -> int:
     if limit is None and rate is None:
         print(f"pgqueue: queue {queue.name} has no groups", file=sys.stderr)
         return 1
+    if args.json:
+        for group, counts in queue.groups.items():
+            print(json.dumps({"group": group, **counts._asdict()}))
+        return 0
     rows = [("group", "waiting", "active", "rate")]
     for group, counts in queue.groups.items():
         rows.append(
@@ -462,14 +485,37 @@ def _show_job(args: argparse.Namespace) -> int:
 
 
 def _job_action(args: argparse.Namespace) -> int:
+    if bool(args.ids) == bool(args.queue) or (args.state and not args.queue):
+        raise InvalidInputError(f"{args.verb} takes job ids, or --queue (and --state)")
     with _operator_queue(args) as pq:
-        done: list[int] = getattr(pq, args.verb)(args.ids)
-    skipped = sorted(set(args.ids) - set(done))
+        ids: list[int] = args.ids
+        if args.queue:
+            ids, after = [], 0
+            states = args.state.split(",") if args.state else _ACTION_STATES[args.verb]
+            while page := pq.find_jobs(args.queue, state=states, limit=10_000, after=after):
+                ids += [job.id for job in page]
+                after = page[-1].id
+        done: list[int] = getattr(pq, args.verb)(ids)
+    skipped = sorted(set(ids) - set(done))
     print(
-        f"{args.verb}: {len(done)} of {len(args.ids)} jobs"
-        + (f" (not in a state that allows it: {', '.join(map(str, skipped))})" if skipped else "")
+        f"{args.verb}: {len(done)} of {len(ids)} jobs"
+        + (f" (not in a state that allows it: {_some(skipped)})" if skipped else "")
     )
     return 0 if not skipped else 1
+
+
+# The states each action applies to: the jobs of a queue it takes when given no --state.
+_ACTION_STATES = {
+    "retry": ["failed", "expired"],
+    "cancel": ["created", "retry", "active"],
+    "resume": ["cancelled"],
+}
+
+
+def _some(ids: list[int], most: int = 20) -> str:
+    """Ids for a message: the first ``most``, and how many more."""
+    more = f" and {len(ids) - most} more" if len(ids) > most else ""
+    return ", ".join(map(str, ids[:most])) + more
 
 
 def _grant(args: argparse.Namespace) -> int:

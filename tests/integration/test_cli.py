@@ -340,3 +340,38 @@ def test_version_and_python_dash_m(capsys: Capture) -> None:
         [sys.executable, "-m", "pgqueue", "--version"], capture_output=True, text=True, timeout=60
     )
     assert (out.returncode, out.stdout) == (0, f"pgqueue {pgqueue.__version__}\n")
+
+
+def test_actions_take_a_queue_and_state_instead_of_ids_and_read_commands_print_json(
+    dsn: str, schema: str, capsys: Capture
+) -> None:
+    from pgqueue import PgQueue
+
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        pq.create_queue("emails", retry_limit=0, group_concurrency=2)
+        ids = pq.insert([{"name": "emails", "data": n, "group": "g"} for n in range(5)])
+        pq.fail(pq.fetch("emails", 2), "smtp down")
+        pq.cancel(ids[4] or 0)
+    base = ["--dsn", dsn, "--schema", schema]
+    assert main(["retry", "--queue", "emails", *base]) == 0  # the failed ones
+    assert capsys.readouterr().out == "retry: 2 of 2 jobs\n"
+    assert main(["resume", "--queue", "emails", "--state", "cancelled", *base]) == 0
+    assert capsys.readouterr().out == "resume: 1 of 1 jobs\n"
+    assert main(["cancel", "--queue", "emails", "--state", "created,retry", *base]) == 0
+    assert capsys.readouterr().out == "cancel: 5 of 5 jobs\n"
+    assert main(["retry", "--queue", "emails", "--state", "cancelled", *base]) == 1
+    assert capsys.readouterr().out == (
+        f"retry: 0 of 5 jobs (not in a state that allows it: {', '.join(map(str, ids))})\n"
+    )
+    for wrong in (["retry", *base], ["retry", "1", "--queue", "emails", *base]):
+        assert main(wrong) == 1
+        assert "takes job ids, or --queue" in capsys.readouterr().err
+    assert main(["queues", "--json", *base]) == 0
+    (queue,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (queue["name"], queue["counts"]["cancelled"], queue["paused"]) == ("emails", 5, False)
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        pq.insert([{"name": "emails", "group": "h"}, {"name": "emails", "group": "h"}])
+    assert main(["groups", "emails", "--json", *base]) == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == [
+        {"group": "h", "waiting": 2, "active": 0, "rate_left": None}
+    ]
