@@ -26,7 +26,7 @@ from .errors import (
     JobNotFoundError,
     QueueNotFoundError,
 )
-from .flow import Flow, FlowStep
+from .flow import Flow, FlowStep, check_on_parent_failure
 from .models import (
     GroupStats,
     Job,
@@ -142,11 +142,7 @@ class Core:
         if not _DEPENDENCY_OPTIONS.isdisjoint(options):
             options = dict(options)
             parents = _parent_ids(options.pop("depends_on", None) or ())
-            failure = options.pop("on_parent_failure", "cancel")
-            if failure not in ("cancel", "run"):
-                raise InvalidOptionError(
-                    f"on_parent_failure must be 'cancel' or 'run', got {failure!r}"
-                )
+            failure = check_on_parent_failure(options.pop("on_parent_failure", "cancel"))
             if parents:
                 if options.get("singleton_next_slot"):
                     raise InvalidOptionError(
@@ -249,7 +245,6 @@ class Core:
         for step in flow.steps:
             options = {**step.options, "on_parent_failure": step.on_parent_failure}
             record, payload = self.job_record(step.name, step.data, options)
-            record.pop("depends_on", None)  # (the options cannot name steps)
             if "singleton_next_slot" in record:
                 raise InvalidOptionError("a flow's jobs cannot use singleton_next_slot")
             ids = [p for p in step.parents if not isinstance(p, FlowStep)]
@@ -970,11 +965,10 @@ def _topological(steps: list[_Step]) -> list[int]:
     order: list[int] = []
     state = [0] * len(steps)  # 0 unseen, 1 on the current path, 2 placed
     for root in range(len(steps)):
-        stack = [(root, iter(steps[root].steps))]
         if state[root]:
             continue
         state[root] = 1
-        path = [root]
+        stack, path = [(root, iter(steps[root].steps))], [root]
         while stack:
             node, parents = stack[-1]
             for parent in parents:

@@ -5,14 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, InvalidOptionError
 
-__all__ = ["Flow", "FlowStep", "OnParentFailure"]
+__all__ = ["Flow", "FlowStep", "OnParentFailure", "check_on_parent_failure"]
 
 # What a job does when a job it depends on fails, expires, is cancelled or deleted:
 # it is cancelled with the reason (and so are the jobs that depend on it), or it runs
 # once all its parents have ended, however they ended.
 OnParentFailure = Literal["cancel", "run"]
+
+
+def check_on_parent_failure(value: object) -> OnParentFailure:
+    """``value`` if it is an OnParentFailure, else InvalidOptionError."""
+    if value == "cancel" or value == "run":
+        return value
+    raise InvalidOptionError(f"on_parent_failure must be 'cancel' or 'run', got {value!r}")
 
 
 class FlowStep:
@@ -85,10 +92,7 @@ class Flow:
     ) -> FlowStep:
         """Add a job of queue ``name`` (options as for ``send``), waiting for the steps
         or the ids of jobs sent before in ``depends_on``."""
-        if on_parent_failure not in ("cancel", "run"):
-            raise InvalidInputError(
-                f"on_parent_failure must be 'cancel' or 'run', got {on_parent_failure!r}"
-            )
+        check_on_parent_failure(on_parent_failure)
         if isinstance(depends_on, FlowStep | int | str):
             raise InvalidInputError(f"depends_on must be a list, got {depends_on!r}")
         step = FlowStep(self, len(self.steps), name, data, on_parent_failure, options)

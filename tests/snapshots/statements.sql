@@ -740,11 +740,13 @@ RETURNING j.id;
 SELECT id FROM "pgqueue".job WHERE id = ANY(%(ids)s::bigint[]) AND state < 'completed';
 
 -- name: job_update
-    WITH held AS (
+    WITH asked AS (
+        SELECT COALESCE(%(start_after)s::timestamptz,
+                        "pgqueue".clock() + make_interval(secs => %(start_in)s::float8)) AS start
+    ),
+    held AS (
         UPDATE "pgqueue".job_wait w
-        SET start_after = COALESCE(%(start_after)s::timestamptz,
-                                   "pgqueue".clock() + make_interval(secs => %(start_in)s::float8),
-                                   w.start_after)
+        SET start_after = COALESCE((SELECT start FROM asked), w.start_after)
         WHERE w.job_id = %(id)s AND w.parents_left > 0
         RETURNING w.job_id
     ),
@@ -755,9 +757,8 @@ SELECT id FROM "pgqueue".job WHERE id = ANY(%(ids)s::bigint[]) AND state < 'comp
             start_after = n.start_after,
             keep_until = j.keep_until + (n.start_after - j.start_after)
         FROM (SELECT id, CASE WHEN EXISTS (SELECT FROM held) THEN start_after
-                          ELSE COALESCE(%(start_after)s::timestamptz,
-                                        "pgqueue".clock() + make_interval(secs => %(start_in)s::float8),
-                                        start_after) END AS start_after
+                          ELSE COALESCE((SELECT start FROM asked), start_after)
+                          END AS start_after
               FROM "pgqueue".job WHERE id = %(id)s) AS n
         WHERE j.id = n.id AND j.state < 'active'
         RETURNING j.*

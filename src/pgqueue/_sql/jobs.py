@@ -616,11 +616,13 @@ class JobStatements:
     # moves with its start); NULL leaves one as it is. Its queue is told when it is due.
     # A job waiting for its parents keeps its new start in job_wait until they complete.
     job_update = Template(f"""
-        WITH held AS (
+        WITH asked AS (
+            SELECT COALESCE(%(start_after)s::timestamptz,
+                            {{now}} + make_interval(secs => %(start_in)s::float8)) AS start
+        ),
+        held AS (
             UPDATE {{schema}}.job_wait w
-            SET start_after = COALESCE(%(start_after)s::timestamptz,
-                                       {{now}} + make_interval(secs => %(start_in)s::float8),
-                                       w.start_after)
+            SET start_after = COALESCE((SELECT start FROM asked), w.start_after)
             WHERE w.job_id = %(id)s AND w.parents_left > 0
             RETURNING w.job_id
         ),
@@ -631,9 +633,8 @@ class JobStatements:
                 start_after = n.start_after,
                 keep_until = j.keep_until + (n.start_after - j.start_after)
             FROM (SELECT id, CASE WHEN EXISTS (SELECT FROM held) THEN start_after
-                              ELSE COALESCE(%(start_after)s::timestamptz,
-                                            {{now}} + make_interval(secs => %(start_in)s::float8),
-                                            start_after) END AS start_after
+                              ELSE COALESCE((SELECT start FROM asked), start_after)
+                              END AS start_after
                   FROM {{schema}}.job WHERE id = %(id)s) AS n
             WHERE j.id = n.id AND j.state < 'active'
             RETURNING j.*
