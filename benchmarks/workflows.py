@@ -2,7 +2,9 @@
 completed in one statement, when nothing depends on them, when each has one waiting child,
 and when one job waits for them all (a fan-in). Then a drain by one worker: ``--jobs``
 no-op jobs alone, and the same jobs as the parents of four fan-ins that each wait for half
-of them (medians of repeated runs, interleaved; ratios to the runs without dependents).
+of them. Last, failing a parent whose ``--jobs`` dependents are cancelled with it, as a
+fan-out and as a chain (medians of repeated runs, interleaved; ratios to the runs without
+dependents).
 
     python -m benchmarks.workflows [--jobs 5000] [--repeat 3]
 """
@@ -49,6 +51,24 @@ async def complete(jobs: int, shape: str) -> float:
         return time.perf_counter() - began
 
 
+async def cancel(jobs: int, shape: str) -> float:
+    """Seconds to fail a parent whose ``jobs`` dependents (a fan-out, or a chain) are
+    cancelled with it, in one statement."""
+    async with fresh_database("workflows") as dsn, AsyncPgQueue(dsn, maintenance=False) as pq:
+        await pq.create_queue("parent", retry_limit=0)
+        await pq.create_queue("child")
+        flow = Flow()
+        step = head = flow.add("parent")
+        for _ in range(jobs):
+            step = flow.add("child", depends_on=[head if shape == "fan-out" else step])
+        await pq.send_flow(flow)
+        await vacuum_analyze(dsn)
+        claimed = await pq.fetch("parent")
+        began = time.perf_counter()
+        await pq.fail(claimed, "failed on purpose")
+        return time.perf_counter() - began
+
+
 async def drain(jobs: int, shape: str) -> float:
     """Seconds for one worker to run ``jobs`` parents and the children of ``shape``."""
     async with fresh_database("workflows") as dsn:
@@ -84,11 +104,14 @@ async def main() -> None:
     args = parser.parse_args()
     completions: dict[str, list[float]] = {shape: [] for shape in SHAPES}
     drains: dict[str, list[float]] = {shape: [] for shape in ("no dependents", "four fan-ins")}
+    cancels: dict[str, list[float]] = {shape: [] for shape in ("fan-out", "chain")}
     for _ in range(args.repeat):
         for shape in SHAPES:
             completions[shape].append(await complete(args.jobs, shape))
         for shape in drains:
             drains[shape].append(await drain(args.jobs, shape))
+        for shape in cancels:
+            cancels[shape].append(await cancel(args.jobs, shape))
     print(f"completing {args.jobs:,} parents in one statement:")
     base = statistics.median(completions["no dependents"])
     for shape, values in completions.items():
@@ -99,6 +122,10 @@ async def main() -> None:
     for shape, values in drains.items():
         median = statistics.median(values)
         print(f"  {shape:16} {args.jobs / median:9,.0f} parents/s  {median / base:5.2f}x the time")
+    print(f"failing a parent that {args.jobs:,} waiting jobs depend on:")
+    for shape, values in cancels.items():
+        median = statistics.median(values)
+        print(f"  {shape:16} {median * 1e6 / args.jobs:7.1f} us per job cancelled")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ END $$;
 -- completed, those that run anyway otherwise) and start when none is left. When it did
 -- not complete, the waiting jobs that depend on it, directly or through others, and would
 -- not run anyway are cancelled at once with the reason (one statement, however deep the
--- graph: the triggers this fires find those jobs' children ended and stop there).
+-- graph: the triggers this fires find those jobs' children cancelled and stop there).
 -- The releases of a schema take turns (a transaction-level advisory lock): two transactions
 -- that each end parents of the same children would otherwise lock those children in
 -- opposite orders, and deadlock. Each statement is planned once for any parent (plpgsql
@@ -80,14 +80,16 @@ BEGIN
     IF ended <> 'completed' THEN
         WITH RECURSIVE doomed(id) AS (
             SELECT k.id FROM unnest(children) AS k(id)
-            WHERE (SELECT NOT w.run_anyway AND w.parents_left > 0
-                   FROM {schema}.job_wait w WHERE w.job_id = k.id)
+            WHERE (SELECT NOT w.run_anyway AND w.parents_left > 0 AND j.state::text = 'created'
+                   FROM {schema}.job_wait w JOIN {schema}.job j ON j.id = w.job_id
+                   WHERE w.job_id = k.id)
             UNION
             SELECT k.id FROM doomed d
             CROSS JOIN LATERAL unnest(ARRAY(
                 SELECT e.job_id FROM {schema}.job_edge e WHERE e.parent_id = d.id)) AS k(id)
-            WHERE (SELECT NOT w.run_anyway AND w.parents_left > 0
-                   FROM {schema}.job_wait w WHERE w.job_id = k.id)
+            WHERE (SELECT NOT w.run_anyway AND w.parents_left > 0 AND j.state::text = 'created'
+                   FROM {schema}.job_wait w JOIN {schema}.job j ON j.id = w.job_id
+                   WHERE w.job_id = k.id)
         )
         UPDATE {schema}.job j SET state = 'cancelled', completed_at = {schema}.clock(),
             output = jsonb_build_object(

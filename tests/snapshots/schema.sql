@@ -257,14 +257,16 @@ BEGIN
     IF ended <> 'completed' THEN
         WITH RECURSIVE doomed(id) AS (
             SELECT k.id FROM unnest(children) AS k(id)
-            WHERE (SELECT NOT w.run_anyway AND w.parents_left > 0
-                   FROM "pgqueue".job_wait w WHERE w.job_id = k.id)
+            WHERE (SELECT NOT w.run_anyway AND w.parents_left > 0 AND j.state::text = 'created'
+                   FROM "pgqueue".job_wait w JOIN "pgqueue".job j ON j.id = w.job_id
+                   WHERE w.job_id = k.id)
             UNION
             SELECT k.id FROM doomed d
             CROSS JOIN LATERAL unnest(ARRAY(
                 SELECT e.job_id FROM "pgqueue".job_edge e WHERE e.parent_id = d.id)) AS k(id)
-            WHERE (SELECT NOT w.run_anyway AND w.parents_left > 0
-                   FROM "pgqueue".job_wait w WHERE w.job_id = k.id)
+            WHERE (SELECT NOT w.run_anyway AND w.parents_left > 0 AND j.state::text = 'created'
+                   FROM "pgqueue".job_wait w JOIN "pgqueue".job j ON j.id = w.job_id
+                   WHERE w.job_id = k.id)
         )
         UPDATE "pgqueue".job j SET state = 'cancelled', completed_at = "pgqueue".clock(),
             output = jsonb_build_object(
