@@ -253,6 +253,10 @@ class Job:
     # that depend on it, and how many of its parents it still waits for (0 once it may run).
     children: list[int] | None = field(default=None, compare=False)
     parents_left: int | None = field(default=None, compare=False)
+    # Read by get_job_by_id only: what its last attempts logged (job.log() and captured
+    # logging records), oldest first, each {attempt, lines, dropped}; a line is {at, level,
+    # message}. None until a run logs something.
+    logs: list[dict[str, Any]] | None = field(default=None, compare=False)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod

@@ -100,12 +100,12 @@ WHERE q.name = %(name)s
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
 created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
 policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat,
-group_key, errors, depends_on, dependents, archived_at, delete_at)
+group_key, errors, depends_on, dependents, logs, trace, archived_at, delete_at)
     SELECT id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
 created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
 policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat,
-group_key, errors, depends_on, dependents, "pgqueue".clock(),
+group_key, errors, depends_on, dependents, logs, trace, "pgqueue".clock(),
         "pgqueue".clock() + make_interval(secs => LEAST(delete_after, 315360000))
     FROM moved
     RETURNING id;
@@ -412,14 +412,14 @@ RETURNING j.id;
 retry_delay,
 retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
 created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-delete_after, output, progress, group_key, errors, depends_on, false AS archived FROM "pgqueue".job
+delete_after, output, progress, group_key, errors, depends_on, false AS archived, logs FROM "pgqueue".job
     WHERE id = ANY(%(ids)s::bigint[])
     UNION ALL
     SELECT id, name, data, state, priority, retry_count, attempt, run_id, retry_limit,
 retry_delay,
 retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
 created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-delete_after, output, progress, group_key, errors, depends_on, true AS archived FROM "pgqueue".archive
+delete_after, output, progress, group_key, errors, depends_on, true AS archived, logs FROM "pgqueue".archive
     WHERE id = ANY(%(ids)s::bigint[]);
 
 -- name: job_group_the_ungrouped

@@ -100,7 +100,7 @@ ALL_JOB_COLUMNS = """id, priority, retry_count, retry_limit, retry_delay, retry_
     retry_delay_max, expire_in, heartbeat_seconds, delete_after, start_after, keep_until,
     created_at, started_at, heartbeat_at, completed_at, singleton_on, name, singleton_key,
     policy, dead_letter, worker_id, data, output, progress, attempt, run_id, run_heartbeat,
-    group_key, errors, depends_on, dependents"""
+    group_key, errors, depends_on, dependents, logs, trace"""
 
 # Columns of job that an insert sets (besides id), in the order of RESOLVED_NO_ID.
 INSERT_COLUMNS_NO_ID = """name, data, priority, retry_limit, retry_delay, retry_backoff,

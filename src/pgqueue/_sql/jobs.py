@@ -596,10 +596,10 @@ class JobStatements:
     listen_done = Template("LISTEN {done_channel_ident}")
     # -- jobs: management ------------------------------------------------------------------
     job_get_many = Template(f"""
-        SELECT {JOB_COLUMNS}, false AS archived FROM {{schema}}.job
+        SELECT {JOB_COLUMNS}, false AS archived, logs FROM {{schema}}.job
         WHERE id = ANY(%(ids)s::bigint[])
         UNION ALL
-        SELECT {JOB_COLUMNS}, true AS archived FROM {{schema}}.archive
+        SELECT {JOB_COLUMNS}, true AS archived, logs FROM {{schema}}.archive
         WHERE id = ANY(%(ids)s::bigint[])""")
     # upsert: the waiting job of a queue's singleton key takes new data (and priority, if
     # given); the oldest one if the policy lets several wait.
