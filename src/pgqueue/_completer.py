@@ -190,6 +190,8 @@ class Completer:
                 size += len(outcome.output)
             if outcome.progress is not None:
                 size += len(outcome.progress)
+            if outcome.logs is not None:
+                size += len(outcome.logs)
             if size > self._max_bytes and count:
                 return self._pending[:count]
         return self._pending[: self._max_batch]
@@ -247,6 +249,7 @@ class Completer:
                     [o.run_id for o in done],
                     [o.output for o in done],
                     [o.progress for o in done],
+                    _logs(done),
                 )
             )
             _report_stale(done, recorded)
@@ -258,6 +261,7 @@ class Completer:
                     [o.output for o in failed],
                     terminal=[o.terminal for o in failed],
                     final_states=["expired" if o.kind == "expired" else "failed" for o in failed],
+                    logs=_logs(failed),
                 )
             )
             _report_stale(failed, recorded)
@@ -267,10 +271,18 @@ class Completer:
                     [o.job_id for o in snoozed],
                     [o.run_id for o in snoozed],
                     [o.delay for o in snoozed],
+                    _logs(snoozed),
                 )
             )
             _report_stale(snoozed, recorded)
         return []
+
+
+def _logs(outcomes: list[Outcome]) -> list[str | None] | None:
+    """The outcomes' logs, or None when none logged anything (the common case)."""
+    if all(o.logs is None for o in outcomes):
+        return None
+    return [o.logs for o in outcomes]
 
 
 def _report_stale(outcomes: list[Outcome], recorded: list[int]) -> None:

@@ -446,12 +446,14 @@ class Core:
         runs: list[int | None],
         outputs: list[str | None],
         progress: list[str | None] | None = None,
+        logs: list[str | None] | None = None,
     ) -> Plan[list[int]]:
-        """Plan: complete runs, each with its JSON output (and last progress)."""
+        """Plan: complete runs, each with its JSON output (and last progress, and logs)."""
         if not ids:
             return []
         done: list[int] = []
-        for batch in _batches(ids, runs, ([o or "null" for o in outputs],), progress):
+        extras = _extras(progress, logs)
+        for batch in _batches(ids, runs, ([o or "null" for o in outputs],), extras):
             rows = yield Stmt(self.sql.job_complete_many, {"batch": batch}, tuples=True)
             done += [r[0] for r in rows]
         return done
@@ -464,11 +466,12 @@ class Core:
         *,
         terminal: list[bool] | None = None,
         final_states: list[str] | None = None,
+        logs: list[str | None] | None = None,
     ) -> Plan[list[int]]:
         """Plan: fail runs (each job to retry, or to its final state).
 
         ``terminal[i]`` skips the retries; ``final_states[i]`` is ``failed`` (default) or
-        ``expired``.
+        ``expired``; ``logs[i]`` is what the run logged (None: nothing).
         """
         if not ids:
             return []
@@ -481,6 +484,7 @@ class Core:
                 ["true" if t else "false" for t in terminal or [False] * len(ids)],
                 [f'"{state}"' for state in final_states or ["failed"] * len(ids)],
             ),
+            _extras(None, logs),
         ):
             rows = yield Stmt(self.sql.job_fail_many, {"batch": batch})
             failed += [r["id"] for r in rows if r["state"] != "dead_letter"]
@@ -499,16 +503,24 @@ class Core:
         return held
 
     def release(
-        self, ids: list[int], runs: list[int | None], delays: list[float] | None = None
+        self,
+        ids: list[int],
+        runs: list[int | None],
+        delays: list[float] | None = None,
+        logs: list[str | None] | None = None,
     ) -> Plan[list[int]]:
         """Plan: hand unfinished runs back to retry, to run at once or each after its delay
-        in seconds (a stopping worker's, a snoozed job's; a stately job whose key's retry
-        place is taken fails instead, saying why); returns the ids no longer held."""
+        in seconds (a stopping worker's, a snoozed job's, with what it logged; a stately
+        job whose key's retry place is taken fails instead, saying why); returns the ids
+        no longer held."""
         if not ids:
             return []
         released: list[int] = []
+        extras = _extras(None, logs)
+        if extras is not None and delays is None:
+            delays = [0.0] * len(ids)
         values = () if delays is None else ([repr(float(d)) for d in delays],)
-        for batch in _batches(ids, runs, values):
+        for batch in _batches(ids, runs, values, extras):
             rows = yield Stmt(self.sql.job_release_many, {"batch": batch})
             released += [r["id"] for r in rows]
         return released
@@ -1026,6 +1038,27 @@ def _queue_info(row: Row) -> QueueInfo:
 # The most JSON one per-batch statement carries: jsonb holds 256 MiB in one value, and a
 # public call may give several runs the same large output.
 _BATCH_BYTES = 64 * 1024 * 1024
+
+
+def _extras(
+    progress: list[str | None] | None, logs: list[str | None] | None
+) -> list[str | None] | None:
+    """The optional last element of each run's outcome: a JSON object with its last
+    progress and its logs (JSON texts already), None for a run with neither."""
+    if progress is None and logs is None:
+        return None
+    count = len(progress if progress is not None else logs or [])
+    extras: list[str | None] = []
+    for p, g in zip(progress or [None] * count, logs or [None] * count, strict=True):
+        if p is None and g is None:
+            extras.append(None)
+        elif g is None:
+            extras.append(f'{{"progress":{p}}}')
+        elif p is None:
+            extras.append(f'{{"logs":{g}}}')
+        else:
+            extras.append(f'{{"progress":{p},"logs":{g}}}')
+    return extras
 
 
 def _batches(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import dataclasses
 import functools
 import json
 import logging
@@ -20,6 +22,7 @@ from typing import Any, NoReturn, Protocol
 from ._config import check_seconds
 from ._payload import encode_json, error_output
 from ._registry import JobDefinition
+from ._runlog import RunLog, check_level, enter_run, leave_run
 from .errors import InvalidPayloadError
 from .models import MAX_SECONDS, Job
 
@@ -59,6 +62,7 @@ class RunningJob(Job):
     _deadline: Deadline | None = field(default=None, repr=False)
     _owner: RunOwner | None = field(default=None, repr=False)  # the worker running it
     _slot: Any = field(default=None, repr=False)  # the owner's, while the run takes a slot
+    _log: RunLog | None = field(default=None, repr=False)
 
     @property
     def cancelled(self) -> bool:
@@ -70,6 +74,20 @@ class RunningJob(Job):
         self._progress = encode_json(value, "progress")
         if self._owner is not None:
             self._owner.progress_reported()
+
+    def log(self, message: object, level: str = "info") -> None:
+        """Add a line to this attempt's log (stored with the attempt when the run ends, the
+        last 100 lines of up to 1,000 characters each; see ``Job.logs``). ``level`` is
+        debug, info, warning, error or critical."""
+        level = check_level(level)
+        if self._log is None:
+            self._log = RunLog()
+        self._log.add(level, message)
+
+    def take_logs(self) -> str | None:
+        """This attempt's log as JSON text, once (None if it logged nothing)."""
+        run_log, self._log = self._log, None
+        return None if run_log is None else run_log.encode(self.attempt)
 
     def take_progress(self) -> str | None:
         """The progress reported since the last call (None if none)."""
@@ -152,6 +170,7 @@ class Outcome:
     terminal: bool = False
     progress: str | None = None
     delay: float = 0.0  # snoozed: seconds until it starts again
+    logs: str | None = None  # what the run logged (RunLog.encode), stored with the attempt
 
     @classmethod
     def error(cls, job: Job, kind: str, error: object, terminal: bool = False) -> Outcome:
@@ -264,9 +283,10 @@ class Executor:
     """Calls handlers: async ones in the job's task, sync ones on :class:`Threads`, each
     under expire_in."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, capture: int | None = None) -> None:
         self.threads = Threads(threads)
         self._pid = os.getpid()
+        self._capture = capture  # the least logging level a run's log captures, if any
 
     def shutdown(self) -> None:
         """Stop the threads without waiting for stuck sync handlers."""
@@ -281,6 +301,8 @@ class Executor:
         log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt, extra=fields)
         began = time.monotonic()
         outcome = await self._call(job, definition)
+        if outcome is not None and job._log is not None:
+            outcome = dataclasses.replace(outcome, logs=job.take_logs())
         if outcome is None or not log.isEnabledFor(
             logging.INFO if outcome.kind in ("completed", "snoozed") else logging.WARNING
         ):
@@ -322,13 +344,20 @@ class Executor:
         except InvalidPayloadError as exc:
             return Outcome.error(job, "failed", exc, terminal=True)
         job._task = asyncio.current_task()
+        capture = None
+        if self._capture is not None:  # logging records of this context join the run's log
+            job._log = job._log or RunLog()
+            capture = enter_run(job._log)
         try:
             if job._cancelled:  # cancelled, or its time ran out, before it started
                 raise asyncio.CancelledError
             if definition.is_async:
                 result = await definition.func(*args, **kwargs)
             else:
-                future = self.threads.submit(functools.partial(definition.func, *args, **kwargs))
+                call = functools.partial(definition.func, *args, **kwargs)
+                if capture is not None:  # the thread runs in this context
+                    call = functools.partial(contextvars.copy_context().run, call)
+                future = self.threads.submit(call)
                 try:
                     result = await asyncio.wrap_future(future)
                 except asyncio.CancelledError:
@@ -360,6 +389,8 @@ class Executor:
             return Outcome.error(job, "failed", error_output(raised))
         finally:
             job._task = None
+            if capture is not None:
+                leave_run(capture)
         _exit_if_forked(self._pid, None)
         if job._cancelled:
             return None

@@ -32,6 +32,7 @@ from ._executor import Deadline, Executor, Outcome, RunningJob
 from ._heartbeat import Heartbeat
 from ._notifier import Notifier
 from ._registry import JobDefinition
+from ._runlog import capture_level, capturing
 from .errors import ConnectError, InvalidOptionError, PgQueueError, WorkerError
 from .models import MAX_SECONDS, MIN_HEARTBEAT, Job
 
@@ -104,6 +105,7 @@ class Worker:
         shutdown_timeout: float = 30.0,
         until_empty: bool = False,
         heartbeat_seconds: float = DEFAULT_HEARTBEAT,
+        capture_logs: bool | int | str = False,
         emit: Callable[[Any, object], None] = lambda event, value: None,
     ) -> None:
         concurrency = check_count("concurrency", concurrency)
@@ -111,6 +113,7 @@ class Worker:
         poll_interval = _seconds("poll_interval", poll_interval, 0.001)
         shutdown_timeout = _seconds("shutdown_timeout", shutdown_timeout, 0.0)
         self._heartbeat = _seconds("heartbeat_seconds", heartbeat_seconds, MIN_HEARTBEAT)
+        self._capture = capture_level(capture_logs)
         definitions = core.registry.definitions()
         if queues is not None:
             if isinstance(queues, str) or not all(isinstance(q, str) for q in queues):
@@ -150,7 +153,7 @@ class Worker:
         # A stop may come from another thread or a signal handler before run() starts.
         self._control = threading.RLock()
         self._stop_asked = False
-        self._executor = Executor(threads=self._threads)
+        self._executor = Executor(threads=self._threads, capture=self._capture)
         self._completer = Completer(self._run, self._core, written=self._outcomes_written)
         self._heartbeat_loop = Heartbeat(
             self._run, self._core, self._active, self._heartbeat, self._cancel_job
@@ -200,20 +203,21 @@ class Worker:
             self._concurrency,
             self._threads,
         )
-        try:
-            await self._fetch_until_stopped(notifier)
-        finally:
+        with capturing(self._capture):  # until the last runs end
             try:
-                await self._shutdown()
+                await self._fetch_until_stopped(notifier)
             finally:
-                toucher.cancel()
-                await asyncio.gather(toucher, return_exceptions=True)
-                await notifier.stop()
-                await self._completer.stop()
-                self._executor.shutdown()
-                for sig in signals:
-                    self._loop.remove_signal_handler(sig)
-                log.info("worker %s stopped after %d jobs", self.id, self.processed)
+                try:
+                    await self._shutdown()
+                finally:
+                    toucher.cancel()
+                    await asyncio.gather(toucher, return_exceptions=True)
+                    await notifier.stop()
+                    await self._completer.stop()
+                    self._executor.shutdown()
+                    for sig in signals:
+                        self._loop.remove_signal_handler(sig)
+                    log.info("worker %s stopped after %d jobs", self.id, self.processed)
 
     async def _fetch_until_stopped(self, notifier: Notifier) -> None:
         """Run the fetch loop; once a stop is asked, give the statement under way a few

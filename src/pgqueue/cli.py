@@ -111,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds of silence after which a run counts as dead and its "
         f"job runs again elsewhere (default: {DEFAULT_HEARTBEAT:g})",
     )
+    worker.add_argument(
+        "--capture-logs",
+        nargs="?",
+        const="info",
+        metavar="LEVEL",
+        help="store the logging records handlers emit (of LEVEL and above, default info) "
+        "with their runs, beside their job.log() lines",
+    )
     worker.set_defaults(run=_worker)
 
     jobs = command(
@@ -160,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     show = command("job", help="one job (looking in the archive too), as JSON")
     database_options(show)
     show.add_argument("id", type=int)
+    show.add_argument(
+        "--logs", action="store_true", help="print what its attempts logged, as text lines"
+    )
     show.set_defaults(run=_show_job)
 
     for name, verb, what in (
@@ -260,6 +271,7 @@ def _worker(args: argparse.Namespace) -> int:
         "poll_interval": args.poll_interval,
         "shutdown_timeout": args.shutdown_timeout,
         "heartbeat_seconds": args.heartbeat,
+        "capture_logs": args.capture_logs or False,
         "install_signal_handlers": True,
     }
     if isinstance(app, PgQueue):
@@ -480,7 +492,17 @@ def _show_job(args: argparse.Namespace) -> int:
     if job is None:
         print(f"pgqueue: no job {args.id}", file=sys.stderr)
         return 1
-    print(json.dumps(_job_fields(job), indent=2, default=str))
+    if not args.logs:
+        print(json.dumps(_job_fields(job), indent=2, default=str))
+        return 0
+    for entry in job.logs or []:
+        dropped = entry.get("dropped") or 0
+        print(
+            f"-- attempt {entry['attempt']}"
+            + (f" ({dropped} earlier lines dropped)" * bool(dropped))
+        )
+        for line in entry["lines"]:
+            print(f"{line['at']} {line['level'].upper():8} {line['message']}")
     return 0
 
 

@@ -142,7 +142,13 @@ WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state::text = 'cancelled';
 -- name: job_complete_many
 UPDATE "pgqueue".job j
 SET state = 'completed', completed_at = "pgqueue".clock(), output = o.v -> 2,
-    progress = CASE WHEN jsonb_array_length(o.v) > 3 THEN o.v -> 3 ELSE j.progress END
+    progress = CASE WHEN o.v -> 3 ? 'progress' THEN o.v -> 3 -> 'progress'
+        ELSE j.progress END,
+    logs = CASE WHEN (o.v -> 3) ? 'logs' THEN
+    jsonb_path_query_array(COALESCE(j.logs, '[]'),
+                           '$[last - 8 to last]')
+    || jsonb_build_array((o.v -> 3) -> 'logs')
+ELSE j.logs END
 FROM jsonb_array_elements(%(batch)s::jsonb) AS o(v)
 WHERE j.id = (o.v ->> 0)::bigint AND j.state::text = 'active'
     AND j.run_id = COALESCE((o.v ->> 1)::bigint, j.run_id)
@@ -229,7 +235,8 @@ CASE WHEN j.retry_backoff
                 AND o.state = 'retry' AND o.policy = 'stately'))))
                 AS again
         FROM (SELECT (v ->> 0)::bigint AS id, (v ->> 1)::bigint AS run, v -> 2 AS output,
-                     (v ->> 3)::boolean AS terminal, v ->> 4 AS final_state
+                     (v ->> 3)::boolean AS terminal, v ->> 4 AS final_state,
+                     v -> 5 AS extra
               FROM jsonb_array_elements(%(batch)s::jsonb) AS v) AS f
         JOIN "pgqueue".job j ON j.id = f.id
     ),
@@ -248,7 +255,12 @@ CASE WHEN j.retry_backoff
                                             '$[last - 18 to last]')
                 || jsonb_build_array(jsonb_build_object(
                     'attempt', j.attempt, 'worker', j.worker_id,
-                    'started_at', j.started_at, 'ended_at', "pgqueue".clock(), 'error', f.output))
+                    'started_at', j.started_at, 'ended_at', "pgqueue".clock(), 'error', f.output)),
+            logs = CASE WHEN f.extra ? 'logs' THEN
+        jsonb_path_query_array(COALESCE(j.logs, '[]'),
+                               '$[last - 8 to last]')
+        || jsonb_build_array(f.extra -> 'logs')
+    ELSE j.logs END
         FROM input f
         WHERE j.id = f.id AND j.state::text = 'active'
             AND (f.run IS NULL OR j.run_id = f.run)
@@ -635,7 +647,8 @@ OR (j.policy = 'stately'
         WHERE o.name = j.name AND COALESCE(o.singleton_key, '') = COALESCE(j.singleton_key, '') AND o.id <> j.id
             AND o.state = 'retry' AND o.policy = 'stately')))) AS blocked
     FROM (SELECT (v ->> 0)::bigint AS id, (v ->> 1)::bigint AS run,
-                 make_interval(secs => COALESCE((v ->> 2)::float8, 0)) AS delay
+                 make_interval(secs => COALESCE((v ->> 2)::float8, 0)) AS delay,
+                 v -> 3 AS extra
           FROM jsonb_array_elements(%(batch)s::jsonb) AS v) AS r
 ),
 released AS (
@@ -650,7 +663,12 @@ released AS (
             'message', 'its worker stopped before it finished, and it could not '
             || 'go back to retry: another job of its singleton key waits to retry '
             || '(stately policy); retry() it to run it again') ELSE j.output END,
-        worker_id = NULL
+        worker_id = NULL,
+        logs = CASE WHEN r.extra ? 'logs' THEN
+    jsonb_path_query_array(COALESCE(j.logs, '[]'),
+                           '$[last - 8 to last]')
+    || jsonb_build_array(r.extra -> 'logs')
+ELSE j.logs END
     FROM input r
     WHERE j.id = r.id AND j.state::text = 'active'
         AND j.run_id = COALESCE(r.run, j.run_id)

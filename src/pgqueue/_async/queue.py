@@ -258,13 +258,16 @@ class AsyncPgQueue(QueueBase):
         until_empty: bool = False,
         install_signal_handlers: bool = False,
         heartbeat_seconds: float = DEFAULT_HEARTBEAT,
+        capture_logs: bool | int | str = False,
     ) -> None:
         """Run the registered handlers until :meth:`stop` (or, with ``until_empty``, until no
         job is runnable). ``queues`` limits the handlers run; ``local_concurrency`` caps the
         jobs this worker runs at once (default 100; ``concurrency`` is its earlier name),
         and ``threads`` those of sync handlers (each takes a thread); runs beat every
         ``heartbeat_seconds`` / 3 and count as dead after ``heartbeat_seconds`` of silence
-        (unless their job sets ``heartbeat_seconds``)."""
+        (unless their job sets ``heartbeat_seconds``). With ``capture_logs`` (True for
+        INFO, or a level), the ``logging`` records a handler emits join its run's log,
+        beside its ``job.log()`` lines (see ``Job.logs``)."""
         if self._runner is None:
             raise PgQueueError("AsyncPgQueue is not started: call start() first")
         # <async>
@@ -284,6 +287,7 @@ class AsyncPgQueue(QueueBase):
             shutdown_timeout=shutdown_timeout,
             until_empty=until_empty,
             heartbeat_seconds=heartbeat_seconds,
+            capture_logs=capture_logs,
         )
         # <sync>
         #

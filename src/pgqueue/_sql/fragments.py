@@ -28,6 +28,7 @@ __all__ = [
     "in_state",
     "job_input",
     "kept_starts",
+    "logged",
 ]
 
 # The embedded server's own statements (no schema): its database, and a small WAL.
@@ -48,6 +49,19 @@ JOB_COLUMNS = """id, name, data, state, priority, retry_count, attempt, run_id, 
 
 # The most errors of failed attempts a job keeps (the last ones; see Job.errors).
 MAX_ERRORS = 20
+# The most attempts whose logs a job keeps (the last ones; see Job.logs).
+MAX_LOGGED_ATTEMPTS = 10
+
+
+def logged(extra: str) -> str:
+    """A run's new value of job.logs (of the job aliased j): its last attempts' logs plus
+    the ``logs`` of the run's ``extra`` JSON object, when it has some."""
+    return f"""CASE WHEN {extra} ? 'logs' THEN
+            jsonb_path_query_array(COALESCE(j.logs, '[]'),
+                                   '$[last - {MAX_LOGGED_ATTEMPTS - 2} to last]')
+            || jsonb_build_array({extra} -> 'logs')
+        ELSE j.logs END"""
+
 
 # A claim: the jobs become active, held by %(worker_id)s, in a new attempt, as a new run
 # with a random token (run_id: every later write of this run names it, and a token never

@@ -21,6 +21,7 @@ from .fragments import (
     in_state,
     job_input,
     kept_starts,
+    logged,
 )
 from .template import Template
 
@@ -467,15 +468,18 @@ class JobStatements:
     # no longer active) changes nothing, and its id is not returned. A NULL run (a manual
     # consumer that gave only ids) means whichever run holds the job.
     #
-    # Each takes the runs as %(batch)s, one JSON array of [id, run, ...] (complete: output
-    # and optional progress; fail: output, terminal, final state; touch: optional
-    # progress): one parameter however large the batch (arrays of text cost the client far
-    # more), and a set the planner counts as a hundred rows, so it probes the job table's
-    # primary key once per run rather than reading a table-sized side (see in_state).
+    # Each takes the runs as %(batch)s, one JSON array of [id, run, ...] (complete: output;
+    # fail: output, terminal, final state; release: delay; then, optional, an object with
+    # the run's last progress and its logs; touch: optional progress): one parameter
+    # however large the batch (arrays of text cost the client far more), and a set the
+    # planner counts as a hundred rows, so it probes the job table's primary key once per
+    # run rather than reading a table-sized side (see in_state).
     job_complete_many = Template(f"""
         UPDATE {{schema}}.job j
         SET state = 'completed', completed_at = {{now}}, output = o.v -> 2,
-            progress = CASE WHEN jsonb_array_length(o.v) > 3 THEN o.v -> 3 ELSE j.progress END
+            progress = CASE WHEN o.v -> 3 ? 'progress' THEN o.v -> 3 -> 'progress'
+                ELSE j.progress END,
+            logs = {logged("(o.v -> 3)")}
         FROM jsonb_array_elements(%(batch)s::jsonb) AS o(v)
         WHERE j.id = (o.v ->> 0)::bigint AND {in_state("j", "active")}
             AND j.run_id = COALESCE((o.v ->> 1)::bigint, j.run_id)
@@ -492,7 +496,8 @@ class JobStatements:
                     AND NOT (j.policy = 'stately' AND {clashes("retry", ("stately",))})
                     AS again
             FROM (SELECT (v ->> 0)::bigint AS id, (v ->> 1)::bigint AS run, v -> 2 AS output,
-                         (v ->> 3)::boolean AS terminal, v ->> 4 AS final_state
+                         (v ->> 3)::boolean AS terminal, v ->> 4 AS final_state,
+                         v -> 5 AS extra
                   FROM jsonb_array_elements(%(batch)s::jsonb) AS v) AS f
             JOIN {{schema}}.job j ON j.id = f.id
         ),
@@ -511,7 +516,8 @@ class JobStatements:
                                                 '$[last - {MAX_ERRORS - 2} to last]')
                     || jsonb_build_array(jsonb_build_object(
                         'attempt', j.attempt, 'worker', j.worker_id,
-                        'started_at', j.started_at, 'ended_at', {{now}}, 'error', f.output))
+                        'started_at', j.started_at, 'ended_at', {{now}}, 'error', f.output)),
+                logs = {logged("f.extra")}
             FROM input f
             WHERE j.id = f.id AND {in_state("j", "active")}
                 AND (f.run IS NULL OR j.run_id = f.run)
@@ -556,7 +562,8 @@ class JobStatements:
                     WHERE j.id = r.id AND j.policy = 'stately'
                         AND {clashes("retry", ("stately",))}) AS blocked
             FROM (SELECT (v ->> 0)::bigint AS id, (v ->> 1)::bigint AS run,
-                         make_interval(secs => COALESCE((v ->> 2)::float8, 0)) AS delay
+                         make_interval(secs => COALESCE((v ->> 2)::float8, 0)) AS delay,
+                         v -> 3 AS extra
                   FROM jsonb_array_elements(%(batch)s::jsonb) AS v) AS r
         ),
         released AS (
@@ -571,7 +578,8 @@ class JobStatements:
                     'message', 'its worker stopped before it finished, and it could not '
                     || 'go back to retry: another job of its singleton key waits to retry '
                     || '(stately policy); retry() it to run it again') ELSE j.output END,
-                worker_id = NULL
+                worker_id = NULL,
+                logs = {logged("r.extra")}
             FROM input r
             WHERE j.id = r.id AND {in_state("j", "active")}
                 AND j.run_id = COALESCE(r.run, j.run_id)
