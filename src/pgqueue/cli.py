@@ -9,6 +9,7 @@ import dataclasses
 import importlib
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +29,7 @@ from .errors import (
     PgQueueError,
     ResultTimeoutError,
 )
-from .models import Job, JobState
+from .models import Job, JobState, QueueStats
 
 __all__ = ["build_parser", "main"]
 
@@ -156,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     queues = command("queues", help="every queue: its jobs per state, paused or not")
     database_options(queues)
     queues.add_argument("--json", action="store_true", help="one JSON object per queue")
+    queues.add_argument(
+        "--watch",
+        nargs="?",
+        const=2.0,
+        type=float,
+        metavar="SECONDS",
+        help="show them again every SECONDS (default 2) with the jobs completed and failed "
+        "per second since the last look, until interrupted",
+    )
     queues.set_defaults(run=_queues)
     groups = command(
         "groups", help="a grouped queue's groups with the most waiting jobs, and their limits"
@@ -363,35 +373,82 @@ def _operator_queue(args: argparse.Namespace) -> Iterator[PgQueue]:
 
 
 def _queues(args: argparse.Namespace) -> int:
+    if args.watch is not None:
+        check_seconds("--watch", args.watch)
+        if not 0.1 <= args.watch <= 86_400:
+            raise InvalidInputError(f"--watch takes 0.1 to 86400 seconds, got {args.watch:g}")
     with _operator_queue(args) as pq:
-        paused = {q.name: q.paused for q in pq.get_queues()}
-        stats = pq.get_queue_stats()
-    if args.json:
-        for queue in stats:
-            fields = dataclasses.asdict(queue)
-            fields["counts"] = {state.value: n for state, n in queue.counts.items()}
-            fields.update(waiting=queue.waiting, active=queue.active, paused=paused[queue.name])
-            print(json.dumps(fields, default=str))
-        return 0
-    rows = [
-        ("queue", "waiting", "active", "completed", "failed", "oldest waiting", "rate", "paused")
-    ]
+        before: dict[str, tuple[int, int]] | None = None
+        looked = 0.0
+        while True:
+            paused = {q.name: q.paused for q in pq.get_queues()}
+            stats = pq.get_queue_stats()
+            now = time.monotonic()
+            ended = {
+                q.name: (q.counts[JobState.completed], q.counts[JobState.failed]) for q in stats
+            }
+            rates = {}
+            if before is not None:  # since the last look (archived jobs leave these counts)
+                seconds = max(now - looked, 1e-9)
+                rates = {
+                    name: tuple(
+                        max(n - b, 0) / seconds for n, b in zip(counts, before[name], strict=True)
+                    )
+                    for name, counts in ended.items()
+                    if name in before
+                }
+            if args.watch is not None and not args.json and sys.stdout.isatty():
+                print("\x1b[H\x1b[2J", end="")  # a fresh screen for each look
+            if args.json:
+                for queue in stats:
+                    fields = dataclasses.asdict(queue)
+                    fields["counts"] = {state.value: n for state, n in queue.counts.items()}
+                    fields.update(
+                        waiting=queue.waiting, active=queue.active, paused=paused[queue.name]
+                    )
+                    if queue.name in rates:
+                        fields["completed_per_second"], fields["failed_per_second"] = rates[
+                            queue.name
+                        ]
+                    print(json.dumps(fields, default=str))
+            else:
+                if args.watch is not None:
+                    print(f"{pq.now().isoformat(timespec='seconds')}  (every {args.watch:g} s)")
+                _print_table(_queue_rows(stats, paused, rates if args.watch is not None else None))
+            sys.stdout.flush()
+            if args.watch is None:
+                return 0
+            before, looked = ended, now
+            try:
+                time.sleep(args.watch)  # the pace of the display
+            except KeyboardInterrupt:  # how a watch ends
+                return 0
+
+
+def _queue_rows(
+    stats: list[QueueStats],
+    paused: dict[str, bool],
+    rates: dict[str, tuple[float, ...]] | None,
+) -> list[tuple[str, ...]]:
+    head = ("queue", "waiting", "active", "completed", "failed", "oldest waiting", "rate", "paused")
+    rows = [head + (("done/s", "failed/s") if rates is not None else ())]
     for queue in stats:
         oldest = queue.oldest_waiting_seconds
-        rows.append(
-            (
-                queue.name,
-                str(queue.waiting),
-                f"{queue.active}/{queue.concurrency}" if queue.concurrency else str(queue.active),
-                str(queue.counts[JobState.completed]),
-                str(queue.counts[JobState.failed]),
-                "-" if oldest is None else f"{oldest:.0f} s",
-                _rate_cell(queue.rate_limit, queue.rate_left),
-                "yes" if paused.get(queue.name) else "no",
-            )
+        row: tuple[str, ...] = (
+            queue.name,
+            str(queue.waiting),
+            f"{queue.active}/{queue.concurrency}" if queue.concurrency else str(queue.active),
+            str(queue.counts[JobState.completed]),
+            str(queue.counts[JobState.failed]),
+            "-" if oldest is None else f"{oldest:.0f} s",
+            _rate_cell(queue.rate_limit, queue.rate_left),
+            "yes" if paused.get(queue.name) else "no",
         )
-    _print_table(rows)
-    return 0
+        if rates is not None:
+            done, failed = rates.get(queue.name, (None, None))
+            row += tuple("-" if r is None else f"{r:.1f}" for r in (done, failed))
+        rows.append(row)
+    return rows
 
 
 def _groups(args: argparse.Namespace) -> int:
@@ -430,11 +487,20 @@ def _rate_cell(limit: tuple[int, float] | None, left: int | None) -> str:
 
 
 def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
+    """Print ``rows`` as aligned columns; on a terminal, the widest columns are cut (with
+    an ellipsis) until a row fits its width."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    if sys.stdout.isatty():
+        room = shutil.get_terminal_size().columns - 2 * (len(widths) - 1)
+        while sum(widths) > room and max(widths) > 8:
+            widest = widths.index(max(widths))
+            widths[widest] = max(8, widths[widest] - (sum(widths) - room))
     for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+        cells = [
+            cell if len(cell) <= width else cell[: width - 1] + "…"
+            for cell, width in zip(row, widths, strict=True)
+        ]
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
 
 
 def _list_jobs(args: argparse.Namespace) -> int:

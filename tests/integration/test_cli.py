@@ -375,3 +375,33 @@ def test_actions_take_a_queue_and_state_instead_of_ids_and_read_commands_print_j
     assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == [
         {"group": "h", "waiting": 2, "active": 0, "rate_left": None}
     ]
+
+
+def test_queues_watch_shows_the_queues_again_with_rates_until_interrupted(
+    dsn: str, schema: str, capsys: Capture
+) -> None:
+    import signal
+
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        pq.create_queue("watched")
+        pq.insert([{"name": "watched", "data": n} for n in range(6)])
+        command = [_command(), "queues", "--watch", "0.1", "--json", "--dsn", dsn]
+        with subprocess.Popen(
+            [*command, "--schema", schema], stdout=subprocess.PIPE, text=True
+        ) as watch:
+            assert watch.stdout is not None
+            first = json.loads(watch.stdout.readline())
+            assert (first["name"], first["waiting"]) == ("watched", 6)
+            assert "completed_per_second" not in first  # no earlier look to compare with
+            pq.complete(pq.fetch("watched", 6))
+            for line in watch.stdout:  # each look is one line per queue: poll to a deadline
+                look = json.loads(line)
+                if look["counts"]["completed"] == 6:
+                    break
+            assert look["completed_per_second"] > 0 and look["failed_per_second"] == 0
+            watch.send_signal(signal.SIGINT)
+            assert watch.wait(timeout=15) == 0
+    with pytest.raises(SystemExit):
+        main(["queues", "--watch", "nope", "--dsn", dsn])
+    assert main(["queues", "--watch", "0", "--dsn", dsn, "--schema", schema]) == 1
+    assert "--watch takes 0.1 to 86400 seconds" in capsys.readouterr().err
