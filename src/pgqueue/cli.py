@@ -13,11 +13,13 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from ._async.queue import AsyncPgQueue
 from ._compat import run_loop
 from ._config import DSN_ENV, check_seconds
+from ._cron import next_slot
 from ._logs import configure
 from ._sync.queue import PgQueue
 from ._version import VERSION
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="report the schema version and pending migrations only",
     )
+    migrate.add_argument("--json", action="store_true", help="with --status: as JSON")
     migrate.set_defaults(run=_migrate)
 
     worker = command("worker", help="run the handlers of an application")
@@ -139,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--limit", type=int, default=100, help="at most this many (default: 100)")
     jobs.add_argument("--after", type=int, default=0, help="jobs after this id (the next page)")
     jobs.add_argument("--archived", action="store_true", help="look in the archive too")
-    jobs.add_argument("--json", action="store_true", help="one JSON object per job")
+    jobs.add_argument(
+        "--json", action="store_true", help="one JSON object per job (or registered job)"
+    )
     jobs.set_defaults(run=_jobs)
 
     send = command("send", help="send a job of an application by name")
@@ -174,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     database_options(groups)
     groups.add_argument("--json", action="store_true", help="one JSON object per group")
     groups.set_defaults(run=_groups)
+
+    schedules = command("schedules", help="the cron schedules: next slot, last sent")
+    database_options(schedules)
+    schedules.add_argument("--json", action="store_true", help="one JSON object per schedule")
+    schedules.set_defaults(run=_schedules)
+    subscriptions = command("subscriptions", help="the queues each event is published to")
+    database_options(subscriptions)
+    subscriptions.add_argument("--json", action="store_true", help="one JSON object per pair")
+    subscriptions.set_defaults(run=_subscriptions)
 
     show = command("job", help="one job (looking in the archive too), as JSON")
     database_options(show)
@@ -237,6 +251,11 @@ def _migrate(args: argparse.Namespace) -> int:
     if args.status:
         with pq:
             status = pq.migration_status()
+        if args.json:
+            pending = [f"{m.version:04d}_{m.name}" for m in status.pending]
+            fields = {"schema": args.schema, "current": status.current, "latest": status.latest}
+            print(json.dumps({**fields, "pending": pending}))
+            return 0
         current = "not installed" if status.current is None else str(status.current)
         print(f"schema {args.schema}: version {current}, latest {status.latest}")
         for migration in status.pending:
@@ -302,6 +321,15 @@ def _jobs(args: argparse.Namespace) -> int:
         return _list_jobs(args)
     app = load_app(args.app)
     for definition in app.registry.definitions():
+        if args.json:
+            fields = {
+                "name": definition.name,
+                "description": definition.description,
+                "options": definition.options,
+                "concurrency": definition.concurrency,
+            }
+            print(json.dumps(fields, default=str))
+            continue
         options = ", ".join(f"{k}={v!r}" for k, v in sorted(definition.options.items()))
         extra = f" (concurrency {definition.concurrency})" if definition.concurrency else ""
         print(f"{definition.name}{extra}: {definition.description or '-'}")
@@ -413,7 +441,7 @@ def _queues(args: argparse.Namespace) -> int:
                     print(json.dumps(fields, default=str))
             else:
                 if args.watch is not None:
-                    print(f"{pq.now().isoformat(timespec='seconds')}  (every {args.watch:g} s)")
+                    print(f"{_iso(pq.now())}  (every {args.watch:g} s)")
                 _print_table(_queue_rows(stats, paused, rates if args.watch is not None else None))
             sys.stdout.flush()
             if args.watch is None:
@@ -451,6 +479,39 @@ def _queue_rows(
     return rows
 
 
+def _schedules(args: argparse.Namespace) -> int:
+    with _operator_queue(args) as pq:
+        schedules, now = pq.get_schedules(), pq.now()
+    rows = [("queue", "key", "cron", "time zone", "next slot", "last sent")]
+    for info in schedules:
+        upcoming = next_slot(info.cron, info.tz, now)
+        if args.json:
+            fields = dataclasses.asdict(info)
+            print(json.dumps({**fields, "next_slot": upcoming}, default=_iso))
+            continue
+        rows.append(
+            (
+                info.name,
+                info.key or "-",
+                info.cron,
+                info.tz,
+                _iso(upcoming),
+                "-" if info.last_slot is None else _iso(info.last_slot),
+            )
+        )
+    if not args.json:
+        _print_table(rows)
+    return 0
+
+
+def _subscriptions(args: argparse.Namespace) -> int:
+    with _operator_queue(args) as pq:
+        pairs = pq.get_subscriptions()
+    for event, queue in pairs:
+        print(json.dumps({"event": event, "queue": queue}) if args.json else f"{event} -> {queue}")
+    return 0
+
+
 def _groups(args: argparse.Namespace) -> int:
     with _operator_queue(args) as pq:
         found = pq.get_queue_stats(args.queue)
@@ -484,6 +545,11 @@ def _groups(args: argparse.Namespace) -> int:
 def _rate_cell(limit: tuple[int, float] | None, left: int | None) -> str:
     """A rate limit and the starts it allows now, for a table."""
     return "-" if limit is None else f"{limit[0]}/{limit[1]:g}s ({left} left)"
+
+
+def _iso(value: object) -> str:
+    """A time as ISO 8601 to the second (anything else as its text)."""
+    return value.isoformat(timespec="seconds") if isinstance(value, datetime) else str(value)
 
 
 def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
@@ -537,7 +603,7 @@ def _list_jobs(args: argparse.Namespace) -> int:
                 job.name,
                 job.state.value + (" (archived)" if job.archived else ""),
                 str(job.attempt),
-                *("-" if t is None else t.isoformat(timespec="seconds") for t in times),
+                *("-" if t is None else _iso(t) for t in times),
                 job.singleton_key or "-",
                 job.group or "-",
             )

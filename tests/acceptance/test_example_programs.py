@@ -274,6 +274,13 @@ def test_job_catalogue_lists_and_runs_jobs_by_name(
         "reindex (concurrency 1): Rebuild the search index (one at a time).",
         "    retry_backoff=True, retry_limit=5",
     ]
+    as_json = cli(example_db, "jobs", "examples.job_catalogue:pq", "--json")
+    assert [json.loads(line) for line in as_json.stdout.splitlines()][-1] == {
+        "name": "reindex",
+        "description": "Rebuild the search index (one at a time).",
+        "options": {"retry_backoff": True, "retry_limit": 5},
+        "concurrency": 1,
+    }
     start_worker(workers, example_db, "examples.job_catalogue:pq", tmp_path)
     added = cli(
         example_db,

@@ -11,6 +11,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -124,7 +125,7 @@ def test_subcommands_are_listed() -> None:
         == set(listed)
         == {
             *("migrate", "worker", "jobs", "send", "queues", "groups", "job", "grant"),
-            *("retry", "cancel", "resume", "pause", "unpause"),
+            *("retry", "cancel", "resume", "pause", "unpause", "schedules", "subscriptions"),
         }
     )
     assert all(listed.values()), listed
@@ -405,3 +406,48 @@ def test_queues_watch_shows_the_queues_again_with_rates_until_interrupted(
         main(["queues", "--watch", "nope", "--dsn", dsn])
     assert main(["queues", "--watch", "0", "--dsn", dsn, "--schema", schema]) == 1
     assert "--watch takes 0.1 to 86400 seconds" in capsys.readouterr().err
+
+
+def test_every_read_command_prints_json(dsn: str, schema: str, capsys: Capture) -> None:
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        pq.create_queue("nightly")
+        pq.create_queue("audit")
+        pq.schedule("nightly", "0 3 * * *", {"full": True}, tz="Europe/Paris", key="eu")
+        pq.subscribe("user.created", "audit")
+        now = pq.now()
+    base = ["--dsn", dsn, "--schema", schema]
+    assert main(["schedules", "--json", *base]) == 0
+    [schedule] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (schedule["name"], schedule["key"], schedule["data"]) == (
+        "nightly",
+        "eu",
+        {"full": True},
+    )
+    upcoming = datetime.fromisoformat(schedule["next_slot"])
+    assert now < upcoming and upcoming.astimezone(ZoneInfo("Europe/Paris")).hour == 3
+    assert main(["schedules", *base]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == [
+        "queue",
+        "key",
+        "cron",
+        "time",
+        "zone",
+        "next",
+        "slot",
+        "last",
+        "sent",
+    ]
+    assert table[1].startswith("nightly") and "Europe/Paris" in table[1]
+    assert main(["subscriptions", "--json", *base]) == 0
+    assert json.loads(capsys.readouterr().out) == {"event": "user.created", "queue": "audit"}
+    assert main(["subscriptions", *base]) == 0
+    assert capsys.readouterr().out == "user.created -> audit\n"
+    assert main(["migrate", "--status", "--json", *base]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status == {
+        "schema": schema,
+        "current": latest_version(),
+        "latest": latest_version(),
+        "pending": [],
+    }
