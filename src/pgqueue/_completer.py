@@ -208,6 +208,9 @@ class Completer:
             self._locked.append(outcome)
             self._locked_retry_at = asyncio.get_running_loop().time() + RETRY_LOCKED
             return []
+        if outcome.kind == "logged":  # only lines of a run cut short: nothing to fail
+            log.error("job %s: the database refused its run's logs (%s)", outcome.job_id, error)
+            return []
         log.error(
             "job %s: the database refused its %s outcome (%s); recording a failure instead",
             outcome.job_id,
@@ -241,7 +244,8 @@ class Completer:
     async def _write(self, batch: list[Outcome]) -> list[int]:
         done = [o for o in batch if o.kind == "completed"]
         snoozed = [o for o in batch if o.kind == "snoozed"]
-        failed = [o for o in batch if o.kind not in ("completed", "snoozed")]
+        logged = [o for o in batch if o.kind == "logged"]
+        failed = [o for o in batch if o.kind in ("failed", "expired")]
         if done:
             recorded = await self._run(
                 self._core.complete(
@@ -275,6 +279,12 @@ class Completer:
                 )
             )
             _report_stale(snoozed, recorded)
+        if logged:  # runs cut short: whatever state their jobs are in now
+            await self._run(
+                self._core.add_logs(
+                    [o.job_id for o in logged], [o.run_id for o in logged], _logs(logged) or []
+                )
+            )
         return []
 
 

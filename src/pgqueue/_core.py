@@ -525,6 +525,19 @@ class Core:
             released += [r["id"] for r in rows]
         return released
 
+    def add_logs(
+        self, ids: list[int], runs: list[int | None], logs: list[str | None]
+    ) -> Plan[list[int]]:
+        """Plan: store what runs logged with their attempts, whatever their jobs' state
+        (runs cut short); a job claimed again since is left alone."""
+        if not ids:
+            return []
+        kept: list[int] = []
+        for batch in _batches(ids, runs, (), _extras(None, logs)):
+            rows = yield Stmt(self.sql.job_log_many, {"batch": batch}, tuples=True)
+            kept += [r[0] for r in rows]
+        return kept
+
     def held_by(self, worker_id: str) -> Plan[list[tuple[int, int | None]]]:
         """Plan: the runs (job id, run id) the database counts as held by ``worker_id``."""
         rows = yield Stmt(self.sql.job_held_by, {"worker_id": worker_id})

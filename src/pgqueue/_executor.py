@@ -75,14 +75,14 @@ class RunningJob(Job):
         if self._owner is not None:
             self._owner.progress_reported()
 
-    def log(self, message: object, level: str = "info") -> None:
-        """Add a line to this attempt's log (stored with the attempt when the run ends, the
-        last 100 lines of up to 1,000 characters each; see ``Job.logs``). ``level`` is
-        debug, info, warning, error or critical."""
-        level = check_level(level)
+    def log(self, message: object, level: str | int = "info") -> None:
+        """Add a line to this attempt's log (stored with the attempt however the run ends,
+        the last 100 lines of up to 1,000 characters each; see ``Job.logs``). ``level`` is
+        debug, info, warning, error or critical, or a ``logging`` level number."""
+        number = check_level(level)
         if self._log is None:
             self._log = RunLog()
-        self._log.add(level, message)
+        self._log.add(number, message)
 
     def take_logs(self) -> str | None:
         """This attempt's log as JSON text, once (None if it logged nothing)."""
@@ -165,7 +165,7 @@ class Outcome:
     job_id: int
     attempt: int
     run_id: int | None
-    kind: str  # completed | failed | expired | snoozed
+    kind: str  # completed | failed | expired | snoozed | logged (cut short: its logs only)
     output: str | None
     terminal: bool = False
     progress: str | None = None
@@ -178,6 +178,17 @@ class Outcome:
         the error to store as it is)."""
         output = encode_json(error_output(error), "error")
         return cls(job.id, job.attempt, job.run_id, kind, output, terminal)
+
+    @classmethod
+    def logged(cls, job: RunningJob) -> Outcome | None:
+        """What a run cut short (cancelled, or stopped with its worker) logged, to store
+        with its attempt; None when it logged nothing."""
+        logs = job.take_logs()
+        return (
+            None
+            if logs is None
+            else cls(job.id, job.attempt, job.run_id, "logged", None, logs=logs)
+        )
 
 
 class Raised(Exception):
@@ -301,8 +312,8 @@ class Executor:
         log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempt, extra=fields)
         began = time.monotonic()
         outcome = await self._call(job, definition)
-        if outcome is not None and job._log is not None:
-            outcome = dataclasses.replace(outcome, logs=job.take_logs())
+        if outcome is not None and job._log is not None and (logs := job.take_logs()):
+            outcome = dataclasses.replace(outcome, logs=logs)
         if outcome is None or not log.isEnabledFor(
             logging.INFO if outcome.kind in ("completed", "snoozed") else logging.WARNING
         ):
@@ -346,7 +357,10 @@ class Executor:
         job._task = asyncio.current_task()
         capture = None
         if self._capture is not None:  # logging records of this context join the run's log
-            job._log = job._log or RunLog()
+            if job._log is None:
+                job._log = RunLog(self._capture)
+            else:
+                job._log.capture = self._capture
             capture = enter_run(job._log)
         try:
             if job._cancelled:  # cancelled, or its time ran out, before it started
@@ -373,11 +387,8 @@ class Executor:
                         )
                     raise
         except asyncio.CancelledError:
-            if job._expired:
-                message = f"job ran past its expire_in of {job.expire_in:g}s"
-                return Outcome.error(job, "expired", {"type": "expired", "message": message})
-            if job._cancelled:  # cancel(id) or shutdown: nothing to record here
-                return None
+            if job._cancelled:  # expired, cancel(id) or shutdown
+                return _cut_short(job)
             raise
         except BaseException as exc:  # none may stop the worker (cancellation is above)
             _exit_if_forked(self._pid, exc)
@@ -392,8 +403,8 @@ class Executor:
             if capture is not None:
                 leave_run(capture)
         _exit_if_forked(self._pid, None)
-        if job._cancelled:
-            return None
+        if job._cancelled:  # its handler returned although it was asked to stop
+            return _cut_short(job)
         try:
             output = encode_json(result, "output")
         except InvalidPayloadError as exc:
@@ -401,6 +412,15 @@ class Executor:
         return Outcome(
             job.id, job.attempt, job.run_id, "completed", output, False, job.take_progress()
         )
+
+
+def _cut_short(job: RunningJob) -> Outcome | None:
+    """The outcome of a run asked to stop: expired when its time ran out; None (nothing to
+    record) when it was cancelled or its worker stops."""
+    if not job._expired:
+        return None
+    message = f"job ran past its expire_in of {job.expire_in:g}s"
+    return Outcome.error(job, "expired", {"type": "expired", "message": message})
 
 
 # This process's pid, kept current across forks without a system call per job.

@@ -34,8 +34,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(level: str, form: str) -> None:
-    """Send the process's logs to standard error at ``level``, as ``form`` (plain, json)."""
+def configure(level: str, form: str, capture: str | None = None) -> None:
+    """Send the process's logs to standard error at ``level``, as ``form`` (plain, json).
+    With ``capture`` (a worker's --capture-logs level) below ``level``, records from
+    ``capture`` up are still made (for runs' logs), but only ``level`` and up printed."""
+    printed = logging.getLevelName(level.upper())
+    made = printed
+    if capture is not None and isinstance(logging.getLevelName(capture.upper()), int):
+        made = min(printed, logging.getLevelName(capture.upper()))
     handler = logging.StreamHandler()
+    handler.setLevel(printed)
     handler.setFormatter(JsonFormatter() if form == "json" else logging.Formatter(PLAIN))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.basicConfig(level=made, handlers=[handler], force=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -628,8 +629,10 @@ class Worker:
                 )
             elif outcome is not None:
                 self._completer.add(outcome)
-            elif self._stopping.is_set():  # cut short by the stop: hand it back
-                self._interrupted.append(job)
+            else:  # cancelled, or cut short by the stop (then handed back)
+                self._keep_logs(job)
+                if self._stopping.is_set():
+                    self._interrupted.append(job)
             self.processed += 1
             state.run_time += (self._time() - began - state.run_time) * 0.1
         except asyncio.CancelledError:  # cancelled before its handler started
@@ -685,13 +688,20 @@ class Worker:
                 f"job ran past its expire_in of {job.expire_in:g}s and its handler ignored "
                 "cancellation"
             )
-            self._completer.add(
-                Outcome.error(job, "expired", {"type": "expired", "message": message})
-            )
-        elif self._stopping.is_set():
-            self._interrupted.append(job)
+            expired = Outcome.error(job, "expired", {"type": "expired", "message": message})
+            self._completer.add(dataclasses.replace(expired, logs=job.take_logs()))
+        else:
+            self._keep_logs(job)
+            if self._stopping.is_set():
+                self._interrupted.append(job)
         self._tasks.discard(task)  # a stop does not wait for it either
         self._end(job)
+
+    def _keep_logs(self, job: RunningJob) -> None:
+        """Store what a run cut short logged (written before the stop hands it back)."""
+        logged = Outcome.logged(job)
+        if logged is not None:
+            self._completer.add(logged)
 
     async def _release(self, runs: list[tuple[int, int | None]]) -> list[int]:
         released: list[int] = await self._run(

@@ -19,7 +19,7 @@ from typing import Any
 from ._async.queue import AsyncPgQueue
 from ._compat import run_loop
 from ._config import DSN_ENV, check_seconds
-from ._cron import next_slot
+from ._cron import label, next_slot
 from ._logs import configure
 from ._sync.queue import PgQueue
 from ._version import VERSION
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="report the schema version and pending migrations only",
     )
-    migrate.add_argument("--json", action="store_true", help="with --status: as JSON")
+    migrate.add_argument("--json", action="store_true", help="report as JSON")
     migrate.set_defaults(run=_migrate)
 
     worker = command("worker", help="run the handlers of an application")
@@ -234,7 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    configure(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "plain"))
+    configure(
+        getattr(args, "log_level", "INFO"),
+        getattr(args, "log_format", "plain"),
+        # records below the level printed are still made for the runs' logs to capture
+        capture=getattr(args, "capture_logs", None),
+    )
     run: Command = args.run
     try:
         return run(args)
@@ -243,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (| head): stop quietly
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -265,7 +274,9 @@ def _migrate(args: argparse.Namespace) -> int:
         applied = pq.migrate()
     finally:
         pq.stop()  # stops an embedded server it started
-    if applied:
+    if args.json:
+        print(json.dumps({"schema": args.schema, "applied": applied}))
+    elif applied:
         print(f"schema {args.schema}: applied {', '.join(str(v) for v in applied)}")
     else:
         print(f"schema {args.schema}: up to date")
@@ -401,56 +412,65 @@ def _operator_queue(args: argparse.Namespace) -> Iterator[PgQueue]:
 
 
 def _queues(args: argparse.Namespace) -> int:
-    if args.watch is not None:
-        check_seconds("--watch", args.watch)
-        if not 0.1 <= args.watch <= 86_400:
-            raise InvalidInputError(f"--watch takes 0.1 to 86400 seconds, got {args.watch:g}")
+    every: float | None = args.watch
+    if every is not None and not 0.1 <= every <= 86_400:  # NaN fails this too
+        raise InvalidInputError(f"--watch takes 0.1 to 86400 seconds, got {every:g}")
     with _operator_queue(args) as pq:
-        before: dict[str, tuple[int, int]] | None = None
-        looked = 0.0
-        while True:
-            paused = {q.name: q.paused for q in pq.get_queues()}
-            stats = pq.get_queue_stats()
-            now = time.monotonic()
-            ended = {
-                q.name: (q.counts[JobState.completed], q.counts[JobState.failed]) for q in stats
-            }
-            rates = {}
-            if before is not None:  # since the last look (archived jobs leave these counts)
-                seconds = max(now - looked, 1e-9)
-                rates = {
-                    name: tuple(
-                        max(n - b, 0) / seconds for n, b in zip(counts, before[name], strict=True)
-                    )
-                    for name, counts in ended.items()
-                    if name in before
-                }
-            if args.watch is not None and not args.json and sys.stdout.isatty():
+        if every is None:
+            _show_queues(pq, args.json, None)
+            return 0
+        last: _Look | None = None
+        try:
+            while True:
+                try:
+                    last = _show_queues(pq, args.json, last, every)
+                except PgQueueError as exc:
+                    if not exc.transient:
+                        raise
+                    print(f"pgqueue: {exc}; looking again in {every:g} s", file=sys.stderr)
+                time.sleep(every)  # the pace of the display
+        except KeyboardInterrupt:  # how a watch ends
+            return 0
+
+
+# A look at the queues: when (monotonic seconds), and each queue's completed and failed.
+_Look = tuple[float, dict[str, tuple[int, int]]]
+
+
+def _show_queues(
+    pq: PgQueue, as_json: bool, last: _Look | None, every: float | None = None
+) -> _Look:
+    """Print the queues (with the jobs ended per second since ``last``, when watching)."""
+    paused = {q.name: q.paused for q in pq.get_queues()}
+    stats = pq.get_queue_stats()
+    now = time.monotonic()
+    ended = {q.name: (q.counts[JobState.completed], q.counts[JobState.failed]) for q in stats}
+    rates: dict[str, tuple[float, ...]] = {}
+    if last is not None:  # archived jobs leave these counts: a rate never goes below 0
+        seconds = max(now - last[0], 1e-9)
+        rates = {
+            name: tuple(max(n - b, 0) / seconds for n, b in zip(counts, last[1][name], strict=True))
+            for name, counts in ended.items()
+            if name in last[1]
+        }
+    if as_json:
+        for queue in stats:
+            fields = dataclasses.asdict(queue)
+            fields["counts"] = {state.value: n for state, n in queue.counts.items()}
+            fields.update(
+                waiting=queue.waiting, active=queue.active, paused=paused.get(queue.name, False)
+            )
+            if queue.name in rates:
+                fields["completed_per_second"], fields["failed_per_second"] = rates[queue.name]
+            print(json.dumps(fields, default=str))
+    else:
+        if every is not None:
+            if sys.stdout.isatty():
                 print("\x1b[H\x1b[2J", end="")  # a fresh screen for each look
-            if args.json:
-                for queue in stats:
-                    fields = dataclasses.asdict(queue)
-                    fields["counts"] = {state.value: n for state, n in queue.counts.items()}
-                    fields.update(
-                        waiting=queue.waiting, active=queue.active, paused=paused[queue.name]
-                    )
-                    if queue.name in rates:
-                        fields["completed_per_second"], fields["failed_per_second"] = rates[
-                            queue.name
-                        ]
-                    print(json.dumps(fields, default=str))
-            else:
-                if args.watch is not None:
-                    print(f"{_iso(pq.now())}  (every {args.watch:g} s)")
-                _print_table(_queue_rows(stats, paused, rates if args.watch is not None else None))
-            sys.stdout.flush()
-            if args.watch is None:
-                return 0
-            before, looked = ended, now
-            try:
-                time.sleep(args.watch)  # the pace of the display
-            except KeyboardInterrupt:  # how a watch ends
-                return 0
+            print(f"{_iso(pq.now())}  (every {every:g} s)")
+        _print_table(_queue_rows(stats, paused, rates if every is not None else None))
+    sys.stdout.flush()
+    return now, ended
 
 
 def _queue_rows(
@@ -484,7 +504,11 @@ def _schedules(args: argparse.Namespace) -> int:
         schedules, now = pq.get_schedules(), pq.now()
     rows = [("queue", "key", "cron", "time zone", "next slot", "last sent")]
     for info in schedules:
-        upcoming = next_slot(info.cron, info.tz, now)
+        try:
+            upcoming: datetime | None = next_slot(info.cron, info.tz, now)
+        except PgQueueError as exc:  # a row written by hand, or a zone this host lacks
+            print(f"pgqueue: schedule {label(info)}: {exc}", file=sys.stderr)
+            upcoming = None
         if args.json:
             fields = dataclasses.asdict(info)
             print(json.dumps({**fields, "next_slot": upcoming}, default=_iso))
@@ -495,7 +519,7 @@ def _schedules(args: argparse.Namespace) -> int:
                 info.key or "-",
                 info.cron,
                 info.tz,
-                _iso(upcoming),
+                "-" if upcoming is None else _iso(upcoming),
                 "-" if info.last_slot is None else _iso(info.last_slot),
             )
         )
@@ -590,7 +614,7 @@ def _list_jobs(args: argparse.Namespace) -> int:
         )
     if args.json:
         for job in jobs:
-            print(json.dumps(_job_fields(job), default=str))
+            print(json.dumps(_job_fields(job, found=True), default=str))
         return 0
     rows: list[tuple[str, ...]] = [
         ("id", "queue", "state", "attempt", "created", "started", "ended", "key", "group")
@@ -612,9 +636,12 @@ def _list_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _job_fields(job: Job) -> dict[str, Any]:
+def _job_fields(job: Job, found: bool = False) -> dict[str, Any]:
+    """A job as JSON fields; ``found`` by find_jobs, without those only get_job_by_id reads
+    (its logs, children and parents left)."""
     fields = dataclasses.asdict(job)
-    fields.pop("extra", None)
+    for name in ("extra", *(("logs", "children", "parents_left") if found else ())):
+        fields.pop(name, None)
     return fields
 
 
@@ -627,15 +654,25 @@ def _show_job(args: argparse.Namespace) -> int:
     if not args.logs:
         print(json.dumps(_job_fields(job), indent=2, default=str))
         return 0
-    for entry in job.logs or []:
+    if not job.logs:
+        print(f"job {job.id} has logged nothing", file=sys.stderr)
+        return 0
+    for entry in job.logs:
         dropped = entry.get("dropped") or 0
         print(
             f"-- attempt {entry['attempt']}"
             + (f" ({dropped} earlier lines dropped)" * bool(dropped))
         )
         for line in entry["lines"]:
-            print(f"{line['at']} {line['level'].upper():8} {line['message']}")
+            # A message's own lines are indented and its control characters shown escaped,
+            # so that a stored line can neither pass for another nor drive the terminal.
+            text = "\n    ".join(map(_printable, str(line["message"]).split("\n")))
+            print(f"{line['at']} {str(line['level']).upper():8} {text}")
     return 0
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
 
 
 def _job_action(args: argparse.Namespace) -> int:

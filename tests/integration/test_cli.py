@@ -451,3 +451,57 @@ def test_every_read_command_prints_json(dsn: str, schema: str, capsys: Capture) 
         "latest": latest_version(),
         "pending": [],
     }
+
+
+def test_job_logs_lists_and_pipes_print_safely(dsn: str, schema: str, capsys: Capture) -> None:
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        pq.create_queue("odd")
+        [quiet, noisy] = pq.insert([{"name": "odd"}, {"name": "odd"}])
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            logs = [
+                {
+                    "attempt": 1,
+                    "dropped": 0,
+                    "lines": [
+                        {"at": "t", "level": "info", "message": "a\nfake 2026 INFO line\x1b[2J"}
+                    ],
+                }
+            ]
+            conn.execute(
+                sql.SQL("UPDATE {}.job SET logs = %s WHERE id = %s").format(sql.Identifier(schema)),
+                (json.dumps(logs), noisy),
+            )
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {}.schedule (name, cron, tz, data, options, from_code, key) "
+                    "VALUES ('odd', '0 3 * * *', 'Mars/Olympus', 'null', '{{}}', false, 'x')"
+                ).format(sql.Identifier(schema))
+            )
+    base = ["--dsn", dsn, "--schema", schema]
+    assert main(["job", str(noisy), "--logs", *base]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "-- attempt 1",
+        "t INFO     a",
+        "    fake 2026 INFO line\\x1b[2J",  # indented, its escape shown, not run
+    ]
+    assert main(["job", str(quiet), "--logs", *base]) == 0
+    assert capsys.readouterr().err == f"job {quiet} has logged nothing\n"
+    assert main(["jobs", "list", "--json", *base]) == 0
+    found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [j["id"] for j in found] == [quiet, noisy] and "logs" not in found[1]
+    assert main(["schedules", *base]) == 0  # a row no host could compute is shown as such
+    out, err = capsys.readouterr()
+    assert "Mars/Olympus" in out.splitlines()[1] and "unknown time zone" in err
+    with subprocess.Popen(
+        [_command(), "queues", "--watch", "0.1", *base],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as watch:
+        assert watch.stdout is not None and watch.stderr is not None
+        assert watch.stdout.readline().endswith("(every 0.1 s)\n")
+        watch.stdout.close()  # as `| head -1` does
+        assert watch.wait(timeout=15) == 1
+        assert watch.stderr.read() == ""
+    assert main(["migrate", "--json", *base]) == 0
+    assert json.loads(capsys.readouterr().out) == {"schema": schema, "applied": []}

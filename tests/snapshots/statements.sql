@@ -584,6 +584,17 @@ start_after, keep_until, singleton_key, singleton_on, group_key)
     FROM input i LEFT JOIN inserted n ON n.id = i.id
     ORDER BY i.ord;
 
+-- name: job_log_many
+UPDATE "pgqueue".job j
+SET logs = CASE WHEN (o.v -> 2) ? 'logs' THEN
+    jsonb_path_query_array(COALESCE(j.logs, '[]'),
+                           '$[last - 8 to last]')
+    || jsonb_build_array((o.v -> 2) -> 'logs')
+ELSE j.logs END
+FROM jsonb_array_elements(%(batch)s::jsonb) AS o(v)
+WHERE j.id = (o.v ->> 0)::bigint AND j.run_id = COALESCE((o.v ->> 1)::bigint, j.run_id)
+RETURNING j.id;
+
 -- name: job_publish
     WITH inserted AS (
         INSERT INTO "pgqueue".job (name, data, priority, retry_limit, retry_delay, retry_backoff,

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from pgqueue._logs import JsonFormatter
+from pgqueue._logs import JsonFormatter, configure
+from pgqueue._runlog import MAX_LINE_CHARS, MAX_LINES, RunLog, _message
 from pgqueue.cli import build_parser
 
 
@@ -53,3 +54,46 @@ def test_the_json_format_keeps_the_job_fields_and_the_traceback() -> None:
     )
     assert entry["time"].endswith("+00:00")
     assert entry["traceback"].startswith("Traceback") and "ValueError: broken" in entry["traceback"]
+
+
+@pytest.mark.parametrize(
+    ("level", "capture", "made", "printed"),
+    [
+        ("INFO", None, logging.INFO, logging.INFO),
+        ("INFO", "debug", logging.DEBUG, logging.INFO),  # made for the runs, not printed
+        ("DEBUG", "error", logging.DEBUG, logging.DEBUG),
+    ],
+)
+def test_a_capture_level_below_the_printed_one_still_makes_its_records(
+    level: str, capture: str | None, made: int, printed: int
+) -> None:
+    root = logging.getLogger()
+    kept = (root.level, root.handlers[:])
+    try:
+        configure(level, "plain", capture=capture)
+        (handler,) = root.handlers
+        assert (root.level, handler.level) == (made, printed)
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        root.setLevel(kept[0])
+        for handler in kept[1]:
+            root.addHandler(handler)
+
+
+def test_run_log_lines_are_bounded_and_storable() -> None:
+    run = RunLog()
+    assert run.encode(1) is None
+    for n in range(MAX_LINES + 5):
+        run.add(logging.INFO + n % 3, f"line {n}")
+    run.add(35, "x" * 5000)
+    entry = json.loads(run.encode(3) or "")
+    assert (entry["attempt"], entry["dropped"], len(entry["lines"])) == (3, 6, MAX_LINES)
+    assert entry["lines"][0]["message"] == "line 6"
+    assert entry["lines"][-1]["level"] == "warning"  # 35: the standard level below it
+    assert len(entry["lines"][-1]["message"]) == MAX_LINE_CHARS
+
+
+def test_a_record_whose_message_cannot_be_formatted_is_kept_as_written() -> None:
+    record = logging.LogRecord("app", logging.INFO, __file__, 1, "bad %d", ("x",), None)
+    assert _message(record).startswith("'bad %d' % ('x',) (TypeError: ")

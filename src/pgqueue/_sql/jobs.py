@@ -590,6 +590,15 @@ class JobStatements:
                           WHERE state = 'retry' AND start_after <= {{now}}) AS n)
                 AS notified
         FROM released""")
+    # What runs cut short (cancelled, or stopped with their worker) logged, stored with
+    # their attempts whatever their jobs' state now; a job claimed again since (another
+    # run) is left alone.
+    job_log_many = Template(f"""
+        UPDATE {{schema}}.job j
+        SET logs = {logged("(o.v -> 2)")}
+        FROM jsonb_array_elements(%(batch)s::jsonb) AS o(v)
+        WHERE j.id = (o.v ->> 0)::bigint AND j.run_id = COALESCE((o.v ->> 1)::bigint, j.run_id)
+        RETURNING j.id""")
     # The runs the database counts as a worker's: it compares them with the runs it has.
     job_held_by = Template("""
         SELECT id, run_id FROM {schema}.job
