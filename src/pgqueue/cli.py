@@ -111,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds of silence after which a run counts as dead and its "
         f"job runs again elsewhere (default: {DEFAULT_HEARTBEAT:g})",
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics at /metrics on this port (needs pgqueue[metrics])",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="0.0.0.0",
+        help="the address the metrics are served on (default: 0.0.0.0, every interface)",
+    )
     worker.set_defaults(run=_worker)
 
     jobs = command(
@@ -262,6 +273,8 @@ def _worker(args: argparse.Namespace) -> int:
         "heartbeat_seconds": args.heartbeat,
         "install_signal_handlers": True,
     }
+    if args.metrics_port is not None:
+        options.update(metrics_port=args.metrics_port, metrics_host=args.metrics_host)
     if isinstance(app, PgQueue):
         with app:
             app.work(**options)
