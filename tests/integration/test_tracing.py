@@ -128,7 +128,7 @@ def test_an_insert_of_several_jobs_is_one_send_span(
         assert_child(run, send)
     assert send.attributes is not None
     assert send.attributes["messaging.batch.message_count"] == 3
-    assert list(send.attributes["pgqueue.job_ids"]) == [str(i) for i in ids]
+    assert send.attributes["pgqueue.job_ids"] == tuple(str(i) for i in ids)
 
 
 def test_a_failure_is_recorded_on_the_run_span(
