@@ -345,6 +345,7 @@ class Worker:
 
     async def _fetch_loop(self, notifier: Notifier) -> None:
         backoff = 0.1
+        failed_since: float | None = None  # the database out of reach since then
         while not self._stopping.is_set():
             try:
                 if self._refresh:
@@ -354,7 +355,15 @@ class Worker:
                     await self._reconcile()
                 await self._claim_round()
                 backoff = 0.1
+                if failed_since is not None:
+                    log.warning(
+                        "claiming jobs works again after %.1fs of failures",
+                        self._time() - failed_since,
+                    )
+                    failed_since = None
             except PgQueueError as exc:  # the database is out of reach: every queue waits
+                if failed_since is None:
+                    failed_since = self._time()
                 log.warning("claiming jobs failed (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep_or_stop(backoff)
                 backoff = min(backoff * 2, 5.0)
