@@ -179,17 +179,19 @@ class Metrics(Observer):
         self._workers.discard(worker)
 
     def run_started(self, job: RunningJob) -> object:
-        queue = self._of(job.name)
+        queue = self._queues.get(job.name) or self._of(job.name)
         queue.started.inc()
-        if job.started_at is not None:
-            due = max(d for d in (job.start_after, job.created_at, job.started_at) if d)
-            queue.wait_seconds.observe(max((job.started_at - due).total_seconds(), 0.0))
+        started, due = job.started_at, job.start_after
+        if started is not None and due is not None:
+            created = job.created_at
+            if created is not None and created > due:
+                due = created
+            queue.wait_seconds.observe(max((started - due).total_seconds(), 0.0))
         return time.perf_counter()
 
     def run_ended(self, job: RunningJob, token: object, outcome: Outcome | None) -> None:
-        assert isinstance(token, float)
-        queue = self._of(job.name)
-        queue.run_seconds.observe(time.perf_counter() - token)
+        queue = self._queues.get(job.name) or self._of(job.name)
+        queue.run_seconds.observe(time.perf_counter() - token)  # type: ignore[operator]
         if outcome is None:
             return
         kind = outcome.kind
