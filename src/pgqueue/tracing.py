@@ -30,6 +30,9 @@ from ._version import VERSION
 __all__ = ["Tracing", "instrument"]
 
 _SYSTEM = "pgqueue"
+# Parent contexts kept, by the headers they were read from: the jobs of one insert share
+# their send's, so each run need not parse it again. Cleared when full.
+_PARENTS_KEPT = 1024
 
 
 class _Observed(Protocol):
@@ -47,12 +50,20 @@ class Tracing(Observer):
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         self._tracer = trace.get_tracer("pgqueue", VERSION, tracer_provider=tracer_provider)
         self._propagator = TraceContextTextMapPropagator()
+        self._parents: dict[tuple[str | None, str | None], otel_context.Context] = {}
+        # The last span injected and its headers: an insert's jobs share them.
+        self._injected: tuple[object, dict[str, str] | None] = (None, None)
 
     def carrier(self) -> dict[str, str] | None:
         """The current trace context as W3C headers (None when no span is recording)."""
-        carrier: dict[str, str] = {}
-        self._propagator.inject(carrier)
-        return carrier or None
+        span = trace.get_current_span()
+        last, headers = self._injected
+        if span is not last:
+            headers = {}
+            self._propagator.inject(headers)
+            headers = headers or None
+            self._injected = (span, headers)
+        return headers
 
     def send_started(self, names: Sequence[str]) -> object:
         queues = sorted(set(names))
@@ -84,6 +95,7 @@ class Tracing(Observer):
         span, attached = token
         assert isinstance(span, Span)
         otel_context.detach(attached)
+        self._injected = (None, None)  # the span ends: let it go
         sent = [str(i) for i in ids if i is not None]
         if len(names) == 1 and sent:
             span.set_attribute("messaging.message.id", sent[0])
@@ -97,7 +109,14 @@ class Tracing(Observer):
     def run_started(self, job: RunningJob) -> object:
         # The sender's context when the job carries one; else a root span (not a child of
         # whatever the worker's task happens to hold).
-        parent = self._propagator.extract(job.trace or {}, context=otel_context.Context())
+        carrier = job.trace or {}
+        key = (carrier.get("traceparent"), carrier.get("tracestate"))
+        parent = self._parents.get(key)
+        if parent is None:
+            if len(self._parents) >= _PARENTS_KEPT:
+                self._parents.clear()
+            parent = self._propagator.extract(carrier, context=otel_context.Context())
+            self._parents[key] = parent
         span = self._tracer.start_span(
             f"run {job.name}",
             context=parent,

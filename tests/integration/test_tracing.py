@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import pgqueue
 import pgqueue.tracing
-from pgqueue import PgQueue
+from pgqueue import AsyncPgQueue, PgQueue
 
 
 @pytest.fixture
@@ -184,3 +184,23 @@ def test_a_job_sent_without_a_context_runs_in_a_root_span(
     pq.work(until_empty=True)
     (run,) = spans(exporter, "run emails")
     assert run.parent is None
+
+
+async def test_an_async_handlers_spans_are_children_of_its_run(
+    apq: AsyncPgQueue, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    tracer = provider.get_tracer("handler")
+
+    @apq.job("fetch")
+    async def fetch(data: None) -> None:
+        with tracer.start_as_current_span("http get"):
+            pass
+
+    pgqueue.tracing.instrument(apq, provider)
+    await apq.send("fetch")
+    await apq.work(until_empty=True)
+    (send,) = spans(exporter, "send fetch")
+    (run,) = spans(exporter, "run fetch")
+    (inner,) = spans(exporter, "http get")
+    assert_child(run, send)
+    assert_child(inner, run)
