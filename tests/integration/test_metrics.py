@@ -279,3 +279,28 @@ def test_the_worker_command_serves_metrics(dsn: str, schema: str) -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
+
+
+def test_a_blocking_worker_serves_metrics_while_it_works(pq: pgqueue.PgQueue) -> None:
+    @pq.job("q")
+    def q(data: int) -> int:
+        return data
+
+    scraped: list[Samples] = []
+
+    @pq.job("scrape")
+    def scrape_now(data: int) -> None:  # runs inside the worker, so the server is up
+        scraped.append(parse(httpx.get(f"http://127.0.0.1:{data}/metrics").text))
+
+    port = free_port()
+    pq.insert([{"name": "q", "data": i} for i in range(5)])
+    pq.send("scrape", port, start_after=0.0)
+    pq.work(until_empty=True, metrics_port=port, metrics_host="127.0.0.1", local_concurrency=1)
+    (during,) = scraped
+    assert value(during, "pgqueue_jobs_sent_total", queue="q") == 0  # sent before metrics
+    assert value(during, "pgqueue_jobs_completed_total", queue="q") == 5  # ran before it
+    assert value(during, "pgqueue_workers") == 1
+    assert value(during, "pgqueue_worker_busy_slots") == 1  # the scrape's own run
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/metrics")
+    pgqueue.metrics.enable(pq).close()
