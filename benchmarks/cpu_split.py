@@ -1,11 +1,14 @@
 """Split a drain's CPU between PostgreSQL and the worker: CPU microseconds per job on each side.
 
     python -m benchmarks.cpu_split [--jobs 100000] [--concurrency 200] [--repeat 3]
+                                   [--metrics] [--tracing]
 
 The worker runs in this process (``work(until_empty=True)``, no-op async handler); its CPU is
 ``getrusage``. PostgreSQL's is the sum of user and system time of every ``postgres`` process
 in ``/proc`` (Linux only), so the server must run on this machine and nothing else should
-use it meanwhile.
+use it meanwhile. ``--metrics`` keeps Prometheus metrics (pgqueue.metrics, not scraped) and
+``--tracing`` makes the spans of pgqueue.tracing (the OpenTelemetry SDK, spans batched to an
+exporter that drops them), to measure what each costs.
 """
 
 from __future__ import annotations
@@ -49,7 +52,36 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def measure(jobs: int, concurrency: int) -> tuple[float, float, float]:
+def observe(pq: AsyncPgQueue, metrics: bool, tracing: bool) -> None:
+    """Turn on what is asked of pgqueue.metrics and pgqueue.tracing."""
+    if metrics:
+        import pgqueue.metrics
+
+        pgqueue.metrics.enable(pq)
+    if tracing:
+        from collections.abc import Sequence
+
+        from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        import pgqueue.tracing
+
+        class Drop(SpanExporter):
+            def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Drop()))
+        pgqueue.tracing.instrument(pq, provider)
+
+
+async def measure(
+    jobs: int, concurrency: int, metrics: bool = False, tracing: bool = False
+) -> tuple[float, float, float]:
     """One drain: (jobs/s, PostgreSQL CPU us per job, worker CPU us per job)."""
     async with fresh_database("cpu_split") as dsn:
         pq = AsyncPgQueue(dsn, maintenance=False)
@@ -57,6 +89,8 @@ async def measure(jobs: int, concurrency: int) -> tuple[float, float, float]:
         @pq.job(QUEUE)
         async def bench(data: Any) -> None:
             return None
+
+        observe(pq, metrics, tracing)
 
         async with pq:
             await pq.insert([{"name": QUEUE, "data": {"n": i}} for i in range(jobs)])
@@ -74,8 +108,13 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--metrics", action="store_true", help="keep Prometheus metrics")
+    parser.add_argument("--tracing", action="store_true", help="make OpenTelemetry spans")
     args = parser.parse_args()
-    runs = [await measure(args.jobs, args.concurrency) for _ in range(args.repeat)]
+    runs = [
+        await measure(args.jobs, args.concurrency, args.metrics, args.tracing)
+        for _ in range(args.repeat)
+    ]
     for rate, server, worker in runs:
         print(
             f"{rate:,.0f} jobs/s: PostgreSQL {server:.1f} us, worker {worker:.1f} us of CPU per job"

@@ -22,6 +22,7 @@ from ._db import Plan, connect_error
 from ._embedded import EmbeddedServer, start_embedded
 from ._maintenance import MaintenanceResult, MaintenanceSettings, maintain_plan
 from ._migrate import migrate_plan
+from ._observe import Observer, combine
 from ._payload import encode_json
 from ._registry import JobDefinition, Registry
 from ._sql import Statements
@@ -100,6 +101,18 @@ class QueueBase:
         self._work_done.set()
         # Reentrant: stop_working() may run in a signal handler on the thread that holds it.
         self._work_lock = threading.RLock()
+        # Told of sends and runs (pgqueue.metrics, pgqueue.tracing): None while both are off.
+        self._observer: Observer | None = None
+        self._observing: dict[str, Observer] = {}  # each attached observer, by kind
+
+    def _observe(self, kind: str, observer: Observer) -> Observer:
+        """Attach ``observer`` (once per kind: the one attached first is kept and returned).
+        Workers that begin afterwards tell it of their runs."""
+        with self._work_lock:
+            if kind not in self._observing:
+                self._observing[kind] = observer
+                self._observer = combine(self._observer, observer)
+            return self._observing[kind]
 
     @property
     def registry(self) -> Registry:
@@ -255,7 +268,13 @@ class QueueBase:
         with self._work_lock:
             if not self._work_done.is_set():
                 raise WorkerError("this queue object is already working")
-            self._worker = Worker(runner, self._core, emit=self._listeners.emit, **options)
+            self._worker = Worker(
+                runner,
+                self._core,
+                emit=self._listeners.emit,
+                observer=self._observer,
+                **options,
+            )
             self._work_done.clear()
             return self._worker
 

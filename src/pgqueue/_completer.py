@@ -82,10 +82,12 @@ class Completer:
         max_batch: int = 1000,
         max_bytes: int = 16 << 20,
         written: Callable[[], None] = lambda: None,
+        failures: Callable[[list[Outcome], dict[int, str]], None] | None = None,
     ) -> None:
         self._run = run
         self._core = core
         self._written = written  # told after each write
+        self._failures = failures  # told the state each failed run's job went to
         self._max_batch = max_batch
         self._max_bytes = max_bytes
         self._pending: list[Outcome] = []
@@ -258,6 +260,7 @@ class Completer:
             )
             _report_stale(done, recorded)
         if failed:
+            states: dict[int, str] | None = None if self._failures is None else {}
             recorded = await self._run(
                 self._core.fail(
                     [o.job_id for o in failed],
@@ -266,9 +269,12 @@ class Completer:
                     terminal=[o.terminal for o in failed],
                     final_states=["expired" if o.kind == "expired" else "failed" for o in failed],
                     logs=_logs(failed),
+                    states=states,
                 )
             )
             _report_stale(failed, recorded)
+            if self._failures is not None and states is not None:
+                self._failures(failed, states)
         if snoozed:
             recorded = await self._run(
                 self._core.release(

@@ -112,6 +112,7 @@ _SINGLE_PARAMS = (
     "data",
     "start_in",
     "group_key",
+    "trace",
     *sorted(_JOB_OPTION_NAMES - {"singleton_next_slot", "group"}),
 )
 
@@ -124,14 +125,24 @@ class Core:
     def __init__(self, statements: Statements, registry: Registry | None = None) -> None:
         self.sql = statements
         self.registry = registry if registry is not None else Registry()
+        # Set by tracing: the current trace context as a carrier (traceparent, tracestate),
+        # stored with each job sent so that its runs join the sender's trace.
+        self.trace_context: Callable[[], dict[str, str] | None] | None = None
 
     # -- producing ---------------------------------------------------------------------------
 
     def job_record(
-        self, name: str, data: Any, options: Mapping[str, Any], *, registered: bool = True
+        self,
+        name: str,
+        data: Any,
+        options: Mapping[str, Any],
+        *,
+        registered: bool = True,
+        traced: bool = True,
     ) -> tuple[dict[str, Any], str]:
         """One job's validated options (only those given, over its handler's defaults when
-        ``registered``) and its data as JSON text (validated by its handler's model)."""
+        ``registered``) and its data as JSON text (validated by its handler's model); with
+        tracing on and ``traced``, the trace context it is sent in."""
         check_name(name)
         if registered and name in self.registry:
             definition = self.registry[name]
@@ -164,6 +175,10 @@ class Core:
                 record["start_in"] = record.pop("start_after")
             if "group" in record:  # a reserved word in SQL
                 record["group_key"] = record.pop("group")
+        if self.trace_context is not None and traced:
+            carrier = self.trace_context()
+            if carrier:
+                record["trace"] = carrier
         return record, encode_json(data)
 
     def insert(self, specs: list[str]) -> Plan[list[int | None]]:
@@ -187,6 +202,8 @@ class Core:
             return ids[0]
         params = dict.fromkeys(_SINGLE_PARAMS)
         params.update(record, name=name, data=payload)
+        if "trace" in record:
+            params["trace"] = encode_json(record["trace"])
         rows = yield Stmt(self.sql.job_insert, params)
         if not rows:
             # No such queue, or blocked. A queue created since the insert began is seen
@@ -467,11 +484,13 @@ class Core:
         terminal: list[bool] | None = None,
         final_states: list[str] | None = None,
         logs: list[str | None] | None = None,
+        states: dict[int, str] | None = None,
     ) -> Plan[list[int]]:
         """Plan: fail runs (each job to retry, or to its final state).
 
         ``terminal[i]`` skips the retries; ``final_states[i]`` is ``failed`` (default) or
-        ``expired``; ``logs[i]`` is what the run logged (None: nothing).
+        ``expired``; ``logs[i]`` is what the run logged (None: nothing). ``states``, if
+        given, gets the state each changed job went to.
         """
         if not ids:
             return []
@@ -488,6 +507,8 @@ class Core:
         ):
             rows = yield Stmt(self.sql.job_fail_many, {"batch": batch})
             failed += [r["id"] for r in rows if r["state"] != "dead_letter"]
+            if states is not None:
+                states.update((r["id"], r["state"]) for r in rows if r["state"] != "dead_letter")
         return failed
 
     def touch(

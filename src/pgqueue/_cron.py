@@ -153,7 +153,8 @@ class Schedules:
         ``last_slot`` is set by the plan that writes it, from the database's clock."""
         check_cron(cron)
         check_timezone(tz)
-        record, payload = self._core.job_record(name, data, options)
+        # A schedule's options, not a send: no trace context (each slot's job has none).
+        record, payload = self._core.job_record(name, data, options, traced=False)
         for refused in ("start_after", "singleton_next_slot", "depends_on", "run_anyway"):
             if refused in record:
                 refused = {"run_anyway": "on_parent_failure"}.get(refused, refused)

@@ -368,9 +368,9 @@ class Executor:
             if definition.is_async:
                 result = await definition.func(*args, **kwargs)
             else:
-                call = functools.partial(definition.func, *args, **kwargs)
-                if capture is not None:  # the thread runs in this context
-                    call = functools.partial(contextvars.copy_context().run, call)
+                # In this task's context: its run's log, the run's trace span.
+                context = contextvars.copy_context()
+                call = functools.partial(context.run, definition.func, *args, **kwargs)
                 future = self.threads.submit(call)
                 try:
                     result = await asyncio.wrap_future(future)

@@ -111,6 +111,11 @@ def maintain_plan(
             log.error("maintenance step %s failed and was rolled back: %s", attr, exc)
         else:
             yield Stmt(core.sql.step_end)
+    if result.expired_waiting:
+        log.warning(
+            "maintenance expired %d jobs that waited past their retention without starting",
+            result.expired_waiting,
+        )
     return result
 
 
@@ -128,7 +133,7 @@ def _expire_apart(core: Core, runs: list[tuple[int, int | None]]) -> Plan[int]:
     them in halves down to the rows it refuses, which are logged and left as they are."""
     yield Stmt(core.sql.step_begin)
     try:
-        yield from core.fail(
+        changed = yield from core.fail(
             [i for i, _ in runs],
             [r for _, r in runs],
             [_EXPIRED] * len(runs),
@@ -145,6 +150,14 @@ def _expire_apart(core: Core, runs: list[tuple[int, int | None]]) -> Plan[int]:
         second = yield from _expire_apart(core, runs[middle:])
         return first + second
     yield Stmt(core.sql.step_end)
+    if changed:
+        shown = ", ".join(map(str, changed[:20])) + (" ..." if len(changed) > 20 else "")
+        log.warning(
+            "maintenance expired %d running jobs that ran past expire_in or stopped beating "
+            "(their worker died or lost the database): %s",
+            len(changed),
+            shown,
+        )
     return len(runs)
 
 

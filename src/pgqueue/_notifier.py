@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -64,6 +65,7 @@ class Notifier:
 
     async def _loop(self) -> None:
         backoff = 0.1
+        lost_at: float | None = None  # when the connection was lost, until it is back
         while not self._stopping:
             try:
                 conn = await psycopg.AsyncConnection.connect(
@@ -80,6 +82,13 @@ class Notifier:
                     self.connected.set()
                     self._tried.set()
                     backoff = 0.1
+                    if lost_at is not None:
+                        log.warning(
+                            "notification connection back after %.1fs; looking for jobs "
+                            "sent meanwhile",
+                            time.monotonic() - lost_at,
+                        )
+                        lost_at = None
                     self._on_connect()
                     async for note in conn.notifies():
                         self._on_notify(note.channel, note.payload)
@@ -88,6 +97,8 @@ class Notifier:
                 self._tried.set()
                 if self._stopping:
                     return
+                if lost_at is None:
+                    lost_at = time.monotonic()
                 log.warning(
                     "notification connection lost (%s); reconnecting in %.1fs", exc, backoff
                 )

@@ -32,6 +32,7 @@ from ._db import Plan
 from ._executor import Deadline, Executor, Outcome, RunningJob
 from ._heartbeat import Heartbeat
 from ._notifier import Notifier
+from ._observe import Observer
 from ._registry import JobDefinition
 from ._runlog import capture_level, capturing
 from .errors import ConnectError, InvalidOptionError, PgQueueError, WorkerError
@@ -108,6 +109,7 @@ class Worker:
         heartbeat_seconds: float = DEFAULT_HEARTBEAT,
         capture_logs: bool | int | str = False,
         emit: Callable[[Any, object], None] = lambda event, value: None,
+        observer: Observer | None = None,
     ) -> None:
         concurrency = check_count("concurrency", concurrency)
         threads = check_count("threads", threads)
@@ -155,11 +157,27 @@ class Worker:
         self._control = threading.RLock()
         self._stop_asked = False
         self._executor = Executor(threads=self._threads, capture=self._capture)
-        self._completer = Completer(self._run, self._core, written=self._outcomes_written)
+        self._observer = observer  # metrics, tracing: None unless one is on
+        self._completer = Completer(
+            self._run,
+            self._core,
+            written=self._outcomes_written,
+            failures=None if observer is None else observer.failures_written,
+        )
         self._heartbeat_loop = Heartbeat(
             self._run, self._core, self._active, self._heartbeat, self._cancel_job
         )
         self.processed = 0
+
+    @property
+    def busy(self) -> int:
+        """Runs under way."""
+        return self._running
+
+    @property
+    def slots(self) -> int:
+        """Runs that may be under way at once."""
+        return self._concurrency
 
     async def _run(self, plan: Plan[Any]) -> Any:
         # Every statement of the worker is a plan of one statement: no transaction needed.
@@ -197,6 +215,8 @@ class Worker:
         await self._completer.start()
         await notifier.start()
         toucher = asyncio.create_task(self._heartbeat_loop.run(), name="pgqueue-heartbeat")
+        if self._observer is not None:
+            self._observer.worker_started(self)
         log.info(
             "worker %s started: queues %s, concurrency %d (threads %d)",
             self.id,
@@ -216,6 +236,8 @@ class Worker:
                     await notifier.stop()
                     await self._completer.stop()
                     self._executor.shutdown()
+                    if self._observer is not None:
+                        self._observer.worker_stopped(self)
                     for sig in signals:
                         self._loop.remove_signal_handler(sig)
                     log.info("worker %s stopped after %d jobs", self.id, self.processed)
@@ -328,6 +350,7 @@ class Worker:
 
     async def _fetch_loop(self, notifier: Notifier) -> None:
         backoff = 0.1
+        failed_since: float | None = None  # the database out of reach since then
         while not self._stopping.is_set():
             try:
                 if self._refresh:
@@ -337,7 +360,15 @@ class Worker:
                     await self._reconcile()
                 await self._claim_round()
                 backoff = 0.1
+                if failed_since is not None:
+                    log.warning(
+                        "claiming jobs works again after %.1fs of failures",
+                        self._time() - failed_since,
+                    )
+                    failed_since = None
             except PgQueueError as exc:  # the database is out of reach: every queue waits
+                if failed_since is None:
+                    failed_since = self._time()
                 log.warning("claiming jobs failed (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep_or_stop(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -618,6 +649,9 @@ class Worker:
 
     async def _execute(self, job: RunningJob, state: _QueueState) -> None:
         began = self._time()
+        observer = self._observer
+        seen = None if observer is None else observer.run_started(job)
+        outcome: Outcome | None = None
         try:
             outcome = await self._executor.run(job, state.definition)
             if job._slot is None:  # let go of earlier: see _let_go
@@ -640,8 +674,11 @@ class Worker:
         except Exception as exc:  # a bug in pgqueue, not in the handler
             log.exception("running job %s failed unexpectedly", job.id)
             if job._slot is not None:
-                self._completer.add(Outcome.error(job, "failed", exc))
+                outcome = Outcome.error(job, "failed", exc)
+                self._completer.add(outcome)
         finally:
+            if observer is not None:
+                observer.run_ended(job, seen, outcome)
             self._end(job)
 
     def _end(self, job: RunningJob) -> None:

@@ -123,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="store the logging records handlers emit (of LEVEL and above, default info) "
         "with their runs, beside their job.log() lines",
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics at /metrics on this port (needs pgqueue[metrics])",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="0.0.0.0",
+        help="the address the metrics are served on (default: 0.0.0.0, every interface)",
+    )
     worker.set_defaults(run=_worker)
 
     jobs = command(
@@ -314,6 +325,8 @@ def _worker(args: argparse.Namespace) -> int:
         "capture_logs": args.capture_logs or False,
         "install_signal_handlers": True,
     }
+    if args.metrics_port is not None:
+        options.update(metrics_port=args.metrics_port, metrics_host=args.metrics_host)
     if isinstance(app, PgQueue):
         with app:
             app.work(**options)

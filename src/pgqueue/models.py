@@ -248,6 +248,9 @@ class Job:
     # started_at, ended_at, error}. None until one failed.
     errors: list[dict[str, Any]] | None = None
     depends_on: list[int] | None = None  # the jobs it waits for (see send's depends_on)
+    # The trace context it was sent in (W3C traceparent and tracestate), when tracing was
+    # on where it was sent (see pgqueue.tracing); None otherwise.
+    trace: dict[str, str] | None = field(default=None, compare=False)
     archived: bool = False
     # Read by get_job_by_id only (None elsewhere, and left out of comparisons): the jobs
     # that depend on it, and how many of its parents it still waits for (0 once it may run).
@@ -275,7 +278,7 @@ class Job:
     @classmethod
     def from_values(cls, values: tuple[Any, ...]) -> Job:
         """Build a Job from the columns of ``sql.JOB_COLUMNS``, in that order (the order of
-        the fields up to ``group``)."""
+        the fields up to ``trace``)."""
         return cls(values[0], values[1], values[2], _STATES[values[3]], *values[4:])
 
 

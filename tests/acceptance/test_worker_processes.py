@@ -51,6 +51,10 @@ def test_postgres_restart_while_draining(
     assert proc.poll() is None, "the worker must survive the restart"
     assert workers.stop_all() == [0], workers.stderr()
     assert "reconnecting" in workers.stderr() or "failed" in workers.stderr()
+    # Each connection lost is logged, and so is its return.
+    assert "notification connection back after" in workers.stderr()
+    if "claiming jobs failed" in workers.stderr():
+        assert "claiming jobs works again after" in workers.stderr()
 
 
 def test_sigkilled_worker_jobs_run_again_elsewhere(dsn: str, schema: str, workers: Workers) -> None:

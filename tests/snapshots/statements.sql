@@ -301,7 +301,7 @@ OR ordered OR group_rate_count IS NOT NULL)))
         ORDER BY priority DESC, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED))
-    RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors, j.depends_on;
+    RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors, j.depends_on, j.trace;
 
 -- name: job_fetch_grouped
 WITH RECURSIVE grp AS (
@@ -364,7 +364,7 @@ SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     AND j.state < 'active'
     AND NOT EXISTS (SELECT FROM "pgqueue".queue WHERE name = %(name)s AND paused)
-RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors, j.depends_on;
+RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors, j.depends_on, j.trace;
 
 -- name: job_fetch_one_per_key
 WITH win AS MATERIALIZED (
@@ -408,7 +408,7 @@ SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
     run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)
 FROM next
 WHERE j.id = next.id
-RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors, j.depends_on)
+RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors, j.depends_on, j.trace)
 SELECT claimed.*, scanned.count AS scanned
 FROM (SELECT count(*) FROM win) AS scanned LEFT JOIN claimed ON true;
 
@@ -424,14 +424,14 @@ RETURNING j.id;
 retry_delay,
 retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
 created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-delete_after, output, progress, group_key, errors, depends_on, false AS archived, logs FROM "pgqueue".job
+delete_after, output, progress, group_key, errors, depends_on, trace, false AS archived, logs FROM "pgqueue".job
     WHERE id = ANY(%(ids)s::bigint[])
     UNION ALL
     SELECT id, name, data, state, priority, retry_count, attempt, run_id, retry_limit,
 retry_delay,
 retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
 created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-delete_after, output, progress, group_key, errors, depends_on, true AS archived, logs FROM "pgqueue".archive
+delete_after, output, progress, group_key, errors, depends_on, trace, true AS archived, logs FROM "pgqueue".archive
     WHERE id = ANY(%(ids)s::bigint[]);
 
 -- name: job_group_the_ungrouped
@@ -455,7 +455,7 @@ WHERE state = 'active' AND worker_id = %(worker_id)s;
     WITH inserted AS (
         INSERT INTO "pgqueue".job (name, data, priority, retry_limit, retry_delay, retry_backoff,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
-start_after, keep_until, singleton_key, singleton_on, group_key)
+start_after, keep_until, singleton_key, singleton_on, group_key, trace)
         SELECT i.name, i.data, COALESCE(i.priority, 0) AS priority,
 COALESCE(i.retry_limit, q.retry_limit, 2) AS retry_limit,
 COALESCE(i.retry_delay, q.retry_delay, 0) AS retry_delay,
@@ -474,8 +474,8 @@ COALESCE(i.start_after, "pgqueue".clock() + make_interval(secs => COALESCE(i.sta
 i.singleton_key,
 to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
     * i.singleton_seconds) AS singleton_on,
-COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) THEN '' END) AS group_key
-        FROM (SELECT %(name)s::text AS name, %(data)s::jsonb AS data, %(priority)s::integer AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, %(group_key)s::text AS group_key) AS i
+COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) THEN '' END) AS group_key, i.trace
+        FROM (SELECT %(name)s::text AS name, %(data)s::jsonb AS data, %(priority)s::integer AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, %(group_key)s::text AS group_key, %(trace)s::jsonb AS trace) AS i
         JOIN "pgqueue".queue q ON q.name = i.name
         ON CONFLICT DO NOTHING
         RETURNING id, name, start_after
@@ -491,7 +491,7 @@ COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR
 retry_delay float8, retry_backoff boolean, retry_delay_max float8, expire_in float8,
 heartbeat_seconds float8, retention float8, delete_after float8, dead_letter text,
 start_after timestamptz, start_in float8, singleton_key text, singleton_seconds integer,
-group_key text,
+group_key text, trace jsonb,
             ord integer, singleton_next_slot boolean, given_id bigint,
             depends_on bigint[], dependents boolean, waits_for bigint[],
             run_anyway boolean, ended jsonb)
@@ -526,16 +526,16 @@ COALESCE(i.start_after, "pgqueue".clock() + make_interval(secs => COALESCE(i.sta
 i.singleton_key,
 to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
     * i.singleton_seconds) AS singleton_on,
-COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) THEN '' END) AS group_key
+COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) THEN '' END) AS group_key, i.trace
         FROM input i JOIN "pgqueue".queue q ON q.name = i.name
         WHERE NOT EXISTS (SELECT FROM missing)
     ),
     first AS (
         INSERT INTO "pgqueue".job (id, name, data, priority, retry_limit, retry_delay, retry_backoff,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
-start_after, keep_until, singleton_key, singleton_on, group_key, depends_on, dependents,
+start_after, keep_until, singleton_key, singleton_on, group_key, trace, depends_on, dependents,
             state, output, completed_at)
-        SELECT id, name, data, priority, retry_limit, retry_delay, retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy, CASE WHEN held THEN '9000-01-01 00:00:00+00'::timestamptz ELSE start_after END, CASE WHEN held THEN '9000-01-01 00:00:00+00'::timestamptz + (keep_until - start_after) ELSE keep_until END, singleton_key, singleton_on, group_key, depends_on, dependents,
+        SELECT id, name, data, priority, retry_limit, retry_delay, retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy, CASE WHEN held THEN '9000-01-01 00:00:00+00'::timestamptz ELSE start_after END, CASE WHEN held THEN '9000-01-01 00:00:00+00'::timestamptz + (keep_until - start_after) ELSE keep_until END, singleton_key, singleton_on, group_key, trace, depends_on, dependents,
             CASE WHEN ended IS NULL THEN 'created' ELSE 'cancelled' END::"pgqueue".job_state,
             ended, CASE WHEN ended IS NOT NULL THEN "pgqueue".clock() END
         FROM resolved ORDER BY ord
@@ -557,11 +557,11 @@ start_after, keep_until, singleton_key, singleton_on, group_key, depends_on, dep
     next_slot AS (
         INSERT INTO "pgqueue".job (id, name, data, priority, retry_limit, retry_delay, retry_backoff,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
-start_after, keep_until, singleton_key, singleton_on, group_key)
+start_after, keep_until, singleton_key, singleton_on, group_key, trace)
         SELECT id, name, data, priority, retry_limit, retry_delay, retry_backoff,
             retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter,
             policy, GREATEST(start_after, slot), keep_until + (slot - singleton_on),
-            singleton_key, slot, group_key
+            singleton_key, slot, group_key, trace
         FROM (SELECT r.*, r.singleton_on + make_interval(secs => r.singleton_seconds)
                   AS slot
               FROM resolved r
@@ -599,7 +599,7 @@ RETURNING j.id;
     WITH inserted AS (
         INSERT INTO "pgqueue".job (name, data, priority, retry_limit, retry_delay, retry_backoff,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
-start_after, keep_until, singleton_key, singleton_on, group_key)
+start_after, keep_until, singleton_key, singleton_on, group_key, trace)
         SELECT i.name, i.data, COALESCE(i.priority, 0) AS priority,
 COALESCE(i.retry_limit, q.retry_limit, 2) AS retry_limit,
 COALESCE(i.retry_delay, q.retry_delay, 0) AS retry_delay,
@@ -618,8 +618,8 @@ COALESCE(i.start_after, "pgqueue".clock() + make_interval(secs => COALESCE(i.sta
 i.singleton_key,
 to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
     * i.singleton_seconds) AS singleton_on,
-COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) THEN '' END) AS group_key
-        FROM (SELECT s.queue AS name, %(data)s::jsonb AS data, %(priority)s::integer AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, %(group_key)s::text AS group_key FROM "pgqueue".subscription s
+COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) THEN '' END) AS group_key, i.trace
+        FROM (SELECT s.queue AS name, %(data)s::jsonb AS data, %(priority)s::integer AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, %(group_key)s::text AS group_key, %(trace)s::jsonb AS trace FROM "pgqueue".subscription s
               WHERE s.event = %(event)s) AS i
         JOIN "pgqueue".queue q ON q.name = i.name
         ON CONFLICT DO NOTHING
@@ -796,7 +796,7 @@ SELECT id FROM "pgqueue".job WHERE id = ANY(%(ids)s::bigint[]) AND state < 'comp
 retry_delay,
 retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
 created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-delete_after, output, progress, group_key, errors, depends_on, false AS archived,
+delete_after, output, progress, group_key, errors, depends_on, trace, false AS archived,
         CASE WHEN start_after <= "pgqueue".clock() THEN pg_notify('pgqueue_jobs', name) END
     FROM changed;
 
@@ -932,7 +932,7 @@ WHERE name = %(name)s AND rate_count IS NOT NULL;
     inserted AS (
         INSERT INTO "pgqueue".job (id, name, data, priority, retry_limit, retry_delay, retry_backoff,
 retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
-start_after, keep_until, singleton_key, singleton_on, group_key)
+start_after, keep_until, singleton_key, singleton_on, group_key, trace)
         SELECT i.id, i.name, i.data, COALESCE(i.priority, 0) AS priority,
 COALESCE(i.retry_limit, q.retry_limit, 2) AS retry_limit,
 COALESCE(i.retry_delay, q.retry_delay, 0) AS retry_delay,
@@ -951,9 +951,9 @@ COALESCE(i.start_after, "pgqueue".clock() + make_interval(secs => COALESCE(i.sta
 i.singleton_key,
 to_timestamp(floor(extract(epoch FROM "pgqueue".clock()) / i.singleton_seconds)
     * i.singleton_seconds) AS singleton_on,
-COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) THEN '' END) AS group_key
+COALESCE(i.group_key, CASE WHEN (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) THEN '' END) AS group_key, i.trace
         FROM (SELECT m.id,
-                  m.origin AS name, m.data AS data, m.priority AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, m.group_key AS group_key
+                  m.origin AS name, m.data AS data, m.priority AS priority, %(retry_limit)s::integer AS retry_limit, %(retry_delay)s::float8 AS retry_delay, %(retry_backoff)s::boolean AS retry_backoff, %(retry_delay_max)s::float8 AS retry_delay_max, %(expire_in)s::float8 AS expire_in, %(heartbeat_seconds)s::float8 AS heartbeat_seconds, %(retention)s::float8 AS retention, %(delete_after)s::float8 AS delete_after, %(dead_letter)s::text AS dead_letter, %(start_after)s::timestamptz AS start_after, %(start_in)s::float8 AS start_in, %(singleton_key)s::text AS singleton_key, %(singleton_seconds)s::integer AS singleton_seconds, m.group_key AS group_key, %(trace)s::jsonb AS trace
               FROM picked m) AS i
         JOIN "pgqueue".queue q ON q.name = i.name
         ON CONFLICT DO NOTHING

@@ -152,16 +152,20 @@ def test_claimed_columns_line_up_with_the_job_fields() -> None:
 
     columns = [c.strip() for c in JOB_COLUMNS.split(",")]
     names = [f.name for f in fields(pgqueue.Job)][: len(columns)]
-    assert names == [*columns[:-4], "last_progress", "group", "errors", "depends_on"]
-    assert columns[-4:] == ["progress", "group_key", "errors", "depends_on"]
+    assert names == [*columns[:-5], "last_progress", "group", "errors", "depends_on", "trace"]
+    assert columns[-5:] == ["progress", "group_key", "errors", "depends_on", "trace"]
     values = tuple(range(len(columns)))
-    job = pgqueue.Job.from_values((1, "q", {"a": 1}, "active", *values[4:-3], "tenant", [], [7]))
+    trace = {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
+    job = pgqueue.Job.from_values(
+        (1, "q", {"a": 1}, "active", *values[4:-4], "tenant", [], [7], trace)
+    )
     assert (job.id, job.state, job.priority, job.last_progress, job.group, job.errors) == (
         1,
         pgqueue.JobState.active,
         4,
-        len(columns) - 4,
+        len(columns) - 5,
         "tenant",
         [],
     )
     assert job.depends_on == [7]
+    assert job.trace == trace

@@ -55,9 +55,13 @@ class LostConnections(logging.Handler):
         super().__init__(logging.WARNING)
         self.notifier = notifier
         self.seen: asyncio.Queue[bool] = asyncio.Queue()
+        self.back: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.seen.put_nowait(self.notifier.connected.is_set())
+        if "connection lost" in record.getMessage():
+            self.seen.put_nowait(self.notifier.connected.is_set())
+        else:  # the other warning: the connection is back
+            self.back.append(record.getMessage())
 
 
 @contextmanager
@@ -152,6 +156,8 @@ async def test_reconnects_after_its_backend_is_killed(
             await notify(peer, name, "after")
             assert await recorder.next_notes(1) == [(name, "after")]
         assert lost.seen.empty()
+        (back,) = lost.back
+        assert back.startswith("notification connection back after")
     assert recorder.notes.empty()
 
 

@@ -259,6 +259,8 @@ class AsyncPgQueue(QueueBase):
         install_signal_handlers: bool = False,
         heartbeat_seconds: float = DEFAULT_HEARTBEAT,
         capture_logs: bool | int | str = False,
+        metrics_port: int | None = None,
+        metrics_host: str = "0.0.0.0",
     ) -> None:
         """Run the registered handlers until :meth:`stop` (or, with ``until_empty``, until no
         job is runnable). ``queues`` limits the handlers run; ``local_concurrency`` caps the
@@ -267,9 +269,16 @@ class AsyncPgQueue(QueueBase):
         ``heartbeat_seconds`` / 3 and count as dead after ``heartbeat_seconds`` of silence
         (unless their job sets ``heartbeat_seconds``). With ``capture_logs`` (True for
         INFO, or a level), the ``logging`` records a handler emits join its run's log,
-        beside its ``job.log()`` lines (see ``Job.logs``)."""
+        beside its ``job.log()`` lines (see ``Job.logs``). With ``metrics_port``,
+        Prometheus metrics are kept (see :mod:`pgqueue.metrics`) and served on
+        ``metrics_host``:``metrics_port`` while it works."""
         if self._runner is None:
             raise PgQueueError("AsyncPgQueue is not started: call start() first")
+        kept = None
+        if metrics_port is not None:
+            from .. import metrics  # needs the metrics extra: imported only when asked
+
+            kept = metrics.enable(self)  # before the worker is made, so that it tells them
         # <async>
         runner = self._runner
         # </async>
@@ -299,7 +308,10 @@ class AsyncPgQueue(QueueBase):
         #         await runner.close()
         #
         # </sync>
+        served = None
         try:
+            if kept is not None and metrics_port is not None:
+                served = kept.serve(metrics_port, metrics_host)
             await self._declare_queues()
             # <async>
             await worker.run(install_signal_handlers)
@@ -309,6 +321,8 @@ class AsyncPgQueue(QueueBase):
             # </sync>
         finally:
             self._end_work()
+            if served is not None:
+                served.close()
 
     # -- schema ------------------------------------------------------------------------------
 
@@ -343,7 +357,10 @@ class AsyncPgQueue(QueueBase):
         """Send a job; returns its id (a handle: ``await handle.result()`` waits for its
         output), or None when a singleton or policy blocked it."""
         plan = self._core.send(name, data, options)
-        job_id = await self._run(plan, conn, atomic="depends_on" in options)
+        if self._observer is None:
+            job_id = await self._run(plan, conn, atomic="depends_on" in options)
+        else:
+            job_id = await self._observed_send([name], plan, conn, "depends_on" in options)
         return None if job_id is None else AsyncJobHandle(job_id, self)
 
     async def send_after(
@@ -371,7 +388,10 @@ class AsyncPgQueue(QueueBase):
         takes ``data`` (and ``priority``, if given) instead, the latest data winning. Its
         id, or None when the key's job is running (a singleton key allows one at a time)."""
         plan = self._core.upsert(name, data, {**options, "singleton_key": singleton_key})
-        return await self._run(plan, conn)
+        if self._observer is None:
+            return await self._run(plan, conn)
+        job_id: int | None = await self._observed_send([name], plan, conn, True)
+        return job_id
 
     async def insert(
         self,
@@ -383,7 +403,13 @@ class AsyncPgQueue(QueueBase):
         their ids, None where one was blocked (:meth:`result` waits for any of them)."""
         jobs = list(jobs)
         atomic = any(isinstance(job, Mapping) and "depends_on" in job for job in jobs)
-        return await self._run(self._core.insert_many(jobs), conn, atomic)
+        if self._observer is None:
+            return await self._run(self._core.insert_many(jobs), conn, atomic)
+        names = [str(job.get("name")) if isinstance(job, Mapping) else "" for job in jobs]
+        ids: list[int | None] = await self._observed_send(
+            names, self._core.insert_many(jobs), conn, atomic
+        )
+        return ids
 
     async def send_flow(
         self, flow: Flow, *, conn: AsyncConn | None = None
@@ -392,8 +418,29 @@ class AsyncPgQueue(QueueBase):
         the order they were added (None where a singleton or policy blocked a job no
         other job of the flow depends on). DependencyError, nothing sent, for a cycle, a
         missing parent, or a blocked job that others depend on."""
-        ids = await self._run(self._core.send_flow(flow), conn)
+        if self._observer is None or not isinstance(flow, Flow):
+            ids = await self._run(self._core.send_flow(flow), conn)
+        else:
+            names = [step.name for step in flow.steps]
+            ids = await self._observed_send(names, self._core.send_flow(flow), conn, True)
         return [None if i is None else AsyncJobHandle(i, self) for i in ids]
+
+    async def _observed_send(
+        self, names: list[str], plan: Plan[T], conn: AsyncConn | None, atomic: bool
+    ) -> T:
+        """Run a producing plan, telling the observers (metrics, tracing) of it: the plan
+        runs within what ``send_started`` began (a trace's send span)."""
+        observer = self._observer
+        assert observer is not None
+        token = observer.send_started(names)
+        try:
+            result = await self._run(plan, conn, atomic)
+        except BaseException as exc:
+            observer.send_ended(token, names, [], exc)
+            raise
+        ids: list[Any] = result if isinstance(result, list) else [result]
+        observer.send_ended(token, names, ids, None)
+        return result
 
     async def parents(self, job: Job | int, *, conn: AsyncConn | None = None) -> list[Job]:
         """The jobs ``job`` depends on, in the order given (a handler reads its parents'

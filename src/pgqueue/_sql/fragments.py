@@ -45,7 +45,7 @@ JOB_COLUMNS = """id, name, data, state, priority, retry_count, attempt, run_id, 
     retry_delay,
     retry_backoff, retry_delay_max, expire_in, heartbeat_seconds, start_after, started_at,
     created_at, completed_at, keep_until, singleton_key, singleton_on, dead_letter,
-    delete_after, output, progress, group_key, errors, depends_on"""
+    delete_after, output, progress, group_key, errors, depends_on, trace"""
 
 # The most errors of failed attempts a job keeps (the last ones; see Job.errors).
 MAX_ERRORS = 20
@@ -119,7 +119,7 @@ ALL_JOB_COLUMNS = """id, priority, retry_count, retry_limit, retry_delay, retry_
 # Columns of job that an insert sets (besides id), in the order of RESOLVED_NO_ID.
 INSERT_COLUMNS_NO_ID = """name, data, priority, retry_limit, retry_delay, retry_backoff,
     retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter, policy,
-    start_after, keep_until, singleton_key, singleton_on, group_key"""
+    start_after, keep_until, singleton_key, singleton_on, group_key, trace"""
 
 
 def held_values(columns: str) -> str:
@@ -141,7 +141,7 @@ INPUT_COLUMNS = """name text, data jsonb, priority integer, retry_limit integer,
     retry_delay float8, retry_backoff boolean, retry_delay_max float8, expire_in float8,
     heartbeat_seconds float8, retention float8, delete_after float8, dead_letter text,
     start_after timestamptz, start_in float8, singleton_key text, singleton_seconds integer,
-    group_key text"""
+    group_key text, trace jsonb"""
 
 
 def job_input(**given: str) -> str:
@@ -179,7 +179,7 @@ RESOLVED_NO_ID = (
         * i.singleton_seconds) AS singleton_on,
     COALESCE(i.group_key, CASE WHEN """
     + GROUPED
-    + """ THEN '' END) AS group_key"""
+    + """ THEN '' END) AS group_key, i.trace"""
 )
 
 # The retry delay of a job that has just failed for the (retry_count + 1)th time:

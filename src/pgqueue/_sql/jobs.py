@@ -177,7 +177,7 @@ class JobStatements:
             SELECT id, name, data, priority, retry_limit, retry_delay, retry_backoff,
                 retry_delay_max, expire_in, heartbeat_seconds, delete_after, dead_letter,
                 policy, GREATEST(start_after, slot), keep_until + (slot - singleton_on),
-                singleton_key, slot, group_key
+                singleton_key, slot, group_key, trace
             FROM (SELECT r.*, r.singleton_on + make_interval(secs => r.singleton_seconds)
                       AS slot
                   FROM resolved r

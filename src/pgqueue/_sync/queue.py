@@ -248,6 +248,8 @@ class PgQueue(QueueBase):
         install_signal_handlers: bool = False,
         heartbeat_seconds: float = DEFAULT_HEARTBEAT,
         capture_logs: bool | int | str = False,
+        metrics_port: int | None = None,
+        metrics_host: str = "0.0.0.0",
     ) -> None:
         """Run the registered handlers until :meth:`stop` (or, with ``until_empty``, until no
         job is runnable). ``queues`` limits the handlers run; ``local_concurrency`` caps the
@@ -256,9 +258,16 @@ class PgQueue(QueueBase):
         ``heartbeat_seconds`` / 3 and count as dead after ``heartbeat_seconds`` of silence
         (unless their job sets ``heartbeat_seconds``). With ``capture_logs`` (True for
         INFO, or a level), the ``logging`` records a handler emits join its run's log,
-        beside its ``job.log()`` lines (see ``Job.logs``)."""
+        beside its ``job.log()`` lines (see ``Job.logs``). With ``metrics_port``,
+        Prometheus metrics are kept (see :mod:`pgqueue.metrics`) and served on
+        ``metrics_host``:``metrics_port`` while it works."""
         if self._runner is None:
             raise PgQueueError("PgQueue is not started: call start() first")
+        kept = None
+        if metrics_port is not None:
+            from .. import metrics  # needs the metrics extra: imported only when asked
+
+            kept = metrics.enable(self)  # before the worker is made, so that it tells them
         # The worker runs on an event loop of its own, with a pool like this object's.
         runner = self._runner_for(self._runner.dsn, AsyncRunner)
         local = renamed("local_concurrency", local_concurrency, "concurrency", concurrency)
@@ -281,11 +290,16 @@ class PgQueue(QueueBase):
             finally:
                 await runner.close()
 
+        served = None
         try:
+            if kept is not None and metrics_port is not None:
+                served = kept.serve(metrics_port, metrics_host)
             self._declare_queues()
             run_loop(main())
         finally:
             self._end_work()
+            if served is not None:
+                served.close()
 
     # -- schema ------------------------------------------------------------------------------
 
@@ -320,7 +334,10 @@ class PgQueue(QueueBase):
         """Send a job; returns its id (a handle: ``handle.result()`` waits for its
         output), or None when a singleton or policy blocked it."""
         plan = self._core.send(name, data, options)
-        job_id = self._run(plan, conn, atomic="depends_on" in options)
+        if self._observer is None:
+            job_id = self._run(plan, conn, atomic="depends_on" in options)
+        else:
+            job_id = self._observed_send([name], plan, conn, "depends_on" in options)
         return None if job_id is None else JobHandle(job_id, self)
 
     def send_after(
@@ -348,7 +365,10 @@ class PgQueue(QueueBase):
         takes ``data`` (and ``priority``, if given) instead, the latest data winning. Its
         id, or None when the key's job is running (a singleton key allows one at a time)."""
         plan = self._core.upsert(name, data, {**options, "singleton_key": singleton_key})
-        return self._run(plan, conn)
+        if self._observer is None:
+            return self._run(plan, conn)
+        job_id: int | None = self._observed_send([name], plan, conn, True)
+        return job_id
 
     def insert(
         self,
@@ -360,15 +380,40 @@ class PgQueue(QueueBase):
         their ids, None where one was blocked (:meth:`result` waits for any of them)."""
         jobs = list(jobs)
         atomic = any(isinstance(job, Mapping) and "depends_on" in job for job in jobs)
-        return self._run(self._core.insert_many(jobs), conn, atomic)
+        if self._observer is None:
+            return self._run(self._core.insert_many(jobs), conn, atomic)
+        names = [str(job.get("name")) if isinstance(job, Mapping) else "" for job in jobs]
+        ids: list[int | None] = self._observed_send(
+            names, self._core.insert_many(jobs), conn, atomic
+        )
+        return ids
 
     def send_flow(self, flow: Flow, *, conn: Conn | None = None) -> list[JobHandle | None]:
         """Send the jobs of a :class:`~pgqueue.Flow` at once, all or none; their handles in
         the order they were added (None where a singleton or policy blocked a job no
         other job of the flow depends on). DependencyError, nothing sent, for a cycle, a
         missing parent, or a blocked job that others depend on."""
-        ids = self._run(self._core.send_flow(flow), conn)
+        if self._observer is None or not isinstance(flow, Flow):
+            ids = self._run(self._core.send_flow(flow), conn)
+        else:
+            names = [step.name for step in flow.steps]
+            ids = self._observed_send(names, self._core.send_flow(flow), conn, True)
         return [None if i is None else JobHandle(i, self) for i in ids]
+
+    def _observed_send(self, names: list[str], plan: Plan[T], conn: Conn | None, atomic: bool) -> T:
+        """Run a producing plan, telling the observers (metrics, tracing) of it: the plan
+        runs within what ``send_started`` began (a trace's send span)."""
+        observer = self._observer
+        assert observer is not None
+        token = observer.send_started(names)
+        try:
+            result = self._run(plan, conn, atomic)
+        except BaseException as exc:
+            observer.send_ended(token, names, [], exc)
+            raise
+        ids: list[Any] = result if isinstance(result, list) else [result]
+        observer.send_ended(token, names, ids, None)
+        return result
 
     def parents(self, job: Job | int, *, conn: Conn | None = None) -> list[Job]:
         """The jobs ``job`` depends on, in the order given (a handler reads its parents'
