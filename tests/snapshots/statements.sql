@@ -982,6 +982,18 @@ LEFT JOIN "pgqueue".job j ON j.name = q.name
 WHERE %(name)s::text IS NULL OR q.name = %(name)s
 GROUP BY q.name, j.state, r.rate_used ORDER BY q.name;
 
+-- name: queue_throughput
+SELECT name, floor(extract(epoch FROM "pgqueue".clock() - completed_at)
+        / %(width)s::float8)::integer AS bucket,
+    count(*) FILTER (WHERE state = 'completed') AS completed,
+    count(*) FILTER (WHERE state <> 'completed') AS failed
+FROM "pgqueue".job
+WHERE state > 'active' AND state IN ('completed', 'failed', 'expired')
+    AND completed_at > "pgqueue".clock() - make_interval(secs => %(width)s::float8 * %(buckets)s)
+    AND completed_at <= "pgqueue".clock()
+    AND (%(name)s::text IS NULL OR name = %(name)s)
+GROUP BY name, bucket ORDER BY name, bucket;
+
 -- name: queue_update
     UPDATE "pgqueue".queue q SET
         policy = CASE WHEN %(options)s::jsonb ? 'policy'

@@ -170,6 +170,21 @@ class QueueStatements:
               WHERE name = %(name)s AND state <= 'active' AND group_key IS NOT NULL
               GROUP BY group_key ORDER BY waiting DESC, group_key LIMIT %(top)s) g
         ORDER BY g.waiting DESC, g.group_key""")
+    # Jobs that finished in each of the last %(buckets)s windows of %(width)s seconds, per
+    # queue (bucket 0 is the latest): each state a range of job_finished_state_idx, so only
+    # the window's rows are read. Finished jobs still in the job table only (completed ones
+    # move to the archive an hour after they end, by default).
+    queue_throughput = Template("""
+        SELECT name, floor(extract(epoch FROM {now} - completed_at)
+                / %(width)s::float8)::integer AS bucket,
+            count(*) FILTER (WHERE state = 'completed') AS completed,
+            count(*) FILTER (WHERE state <> 'completed') AS failed
+        FROM {schema}.job
+        WHERE state > 'active' AND state IN ('completed', 'failed', 'expired')
+            AND completed_at > {now} - make_interval(secs => %(width)s::float8 * %(buckets)s)
+            AND completed_at <= {now}
+            AND (%(name)s::text IS NULL OR name = %(name)s)
+        GROUP BY name, bucket ORDER BY name, bucket""")
     # -- schedules -------------------------------------------------------------------------
     # A changed cron or time zone restarts the schedule from %(last_slot)s (the latest slot
     # at declaration), so it neither fires at once nor replays old slots.
