@@ -193,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     dashboard.add_argument("--title", default="pgqueue", help="the pages' title")
     dashboard.add_argument(
+        "--counts-max-age",
+        type=float,
+        default=5.0,
+        help="seconds a count of the queues' jobs is reused (default: 5; 0: count at "
+        "every request)",
+    )
+    dashboard.add_argument(
         "--read-only", action="store_true", help="show everything, refuse every action"
     )
     who = dashboard.add_mutually_exclusive_group()

@@ -111,7 +111,10 @@ def served(
     worker = _spawn(["worker", APP, "--poll-interval", "0.2"], env, tmp_path / "worker.log")
     port = _free_port()
     dashboard = _spawn(
-        ["dashboard", APP, "--port", str(port), "--basic-auth", f"{USER}:{PASSWORD}"],
+        [
+            *("dashboard", APP, "--port", str(port), "--counts-max-age", "0"),
+            *("--basic-auth", f"{USER}:{PASSWORD}"),
+        ],
         env,
         tmp_path / "dashboard.log",
     )

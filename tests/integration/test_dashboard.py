@@ -104,6 +104,7 @@ async def _state(pq: pgqueue.AsyncPgQueue) -> tuple[Any, ...]:
 
 def _app(world: dict[str, Any], **options: Any) -> Starlette:
     options.setdefault("auth", BasicAuth(*CREDENTIALS))
+    options.setdefault("counts_max_age", 0)
     return create_app(world["pq"], **options)
 
 
@@ -315,6 +316,21 @@ async def test_job_and_queue_actions(world: dict[str, Any]) -> None:
         assert purged.json()["deleted"] >= 1
         assert (await client.post("/api/queues/nope/pause", headers=h)).status_code == 404
         assert (await client.post("/api/queues/nope/purge", headers=h)).status_code == 404
+
+
+async def test_counts_are_reused_for_a_while_and_taken_again_after_an_action(
+    world: dict[str, Any],
+) -> None:
+    pq = world["pq"]
+    async with _client(_app(world, counts_max_age=3600)) as client:
+        h = await _csrf(client)
+        before = (await client.get("/api/queues/plain")).json()["counts"]["created"]
+        await pq.send("plain", {"more": 1})
+        cached = (await client.get("/api/queues/plain")).json()
+        assert cached["counts"]["created"] == before and cached["counted_seconds_ago"] >= 0
+        assert (await client.post("/api/queues/plain/pause", headers=h)).is_success
+        after = (await client.get("/api/queues/plain")).json()["counts"]["created"]
+        assert after == before + 1
 
 
 async def test_run_by_name_validates_against_the_model(world: dict[str, Any]) -> None:

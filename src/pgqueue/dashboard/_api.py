@@ -13,6 +13,7 @@ from starlette.routing import Route
 from .._async.queue import AsyncPgQueue
 from ..errors import InvalidInputError, NotFoundError, PgQueueError
 from . import _service as service
+from ._counts import QueueCounts
 from ._present import dumps
 
 __all__ = ["MAX_BODY", "api_routes", "error_response", "json_response"]
@@ -39,6 +40,11 @@ def _queue(request: Request) -> AsyncPgQueue:
     return pq
 
 
+def _counts(request: Request) -> QueueCounts:
+    counts: QueueCounts = request.app.state.counts
+    return counts
+
+
 async def read_json(request: Request) -> Any:
     """The request's JSON body (None when empty); Refused(400/413) for a bad one."""
     body = await request.body()
@@ -58,7 +64,10 @@ def endpoint(handler: Callable[[Request], Awaitable[Any]]) -> Endpoint:
 
     async def run(request: Request) -> Response:
         try:
-            return json_response(await handler(request))
+            answer = await handler(request)
+            if request.method != "GET":  # an action: the queues' counts have changed
+                _counts(request).forget()
+            return json_response(answer)
         except service.Refused as exc:
             return error_response(exc.status, exc.message, exc.details)
         except NotFoundError as exc:
@@ -76,13 +85,13 @@ def endpoint(handler: Callable[[Request], Awaitable[Any]]) -> Endpoint:
 @endpoint
 async def get_queues(request: Request) -> Any:
     """Every queue: counts per state, limits, paused, last hour's throughput."""
-    return {"queues": await service.queues(_queue(request))}
+    return {"queues": await service.queues(_queue(request), _counts(request))}
 
 
 @endpoint
 async def get_queue(request: Request) -> Any:
     """One queue."""
-    (row,) = await service.queues(_queue(request), request.path_params["name"])
+    (row,) = await service.queues(_queue(request), _counts(request), request.path_params["name"])
     return row
 
 

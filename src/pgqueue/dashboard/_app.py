@@ -27,6 +27,7 @@ from ._auth import (
     action_refusal,
     is_allowed,
 )
+from ._counts import QueueCounts
 from ._pages import page_routes, render
 from ._service import Refused
 
@@ -147,6 +148,7 @@ def create_app(
     allow_anonymous: bool = False,
     read_only: bool = False,
     title: str = "pgqueue",
+    counts_max_age: float = 5.0,
     start_queue: bool = False,
 ) -> Starlette:
     """The dashboard of ``pq`` as an ASGI application (mount it in a Starlette or FastAPI
@@ -155,7 +157,9 @@ def create_app(
     ``auth`` is required: :class:`BasicAuth`, :class:`TokenAuth`, or a callable
     ``(request) -> bool`` (or an awaitable of one) that says whether a request may in;
     ``auth=None`` serves everyone, and only together with ``allow_anonymous=True``.
-    ``read_only`` refuses every action. ``start_queue`` starts ``pq`` when the app starts
+    ``read_only`` refuses every action. The queues' counts are taken at most once per
+    ``counts_max_age`` seconds (0: at every request; counting reads the whole job table,
+    see docs/dashboard.md). ``start_queue`` starts ``pq`` when the app starts
     and stops it after (for an app served alone; a mounted app's lifespan does not run).
     """
     if auth is None and not allow_anonymous:
@@ -191,4 +195,5 @@ def create_app(
     )
     app.state.pgqueue = pq
     app.state.settings = settings
+    app.state.counts = QueueCounts(pq, counts_max_age)
     return app

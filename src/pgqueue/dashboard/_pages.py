@@ -84,7 +84,8 @@ def _error_page(request: Request, exc: service.Refused) -> Response:
 
 async def queues_page(request: Request) -> Response:
     """Every queue: counts, throughput chart, limits, actions."""
-    return render(request, "queues.html", queues=await service.queues(_queue(request)))
+    rows = await service.queues(_queue(request), request.app.state.counts)
+    return render(request, "queues.html", queues=rows)
 
 
 async def jobs_page(request: Request) -> Response:

@@ -34,6 +34,8 @@ def auth_from_args(args: argparse.Namespace) -> Auth | None:
 def serve(load: Callable[[], AsyncPgQueue | PgQueue], args: argparse.Namespace) -> int:
     """Serve the dashboard of the application ``load`` imports until interrupted."""
     auth = auth_from_args(args)
+    if not args.counts_max_age >= 0:
+        raise InvalidInputError("--counts-max-age must be 0 or more seconds")
     app = load()
     # An instance of its own on the application's database and schema (or the ones
     # given), knowing the application's jobs: it runs no maintenance and never migrates.
@@ -50,6 +52,7 @@ def serve(load: Callable[[], AsyncPgQueue | PgQueue], args: argparse.Namespace) 
         allow_anonymous=auth is None,
         read_only=args.read_only,
         title=args.title,
+        counts_max_age=args.counts_max_age,
         start_queue=True,
     )
     uvicorn.run(dashboard, host=args.host, port=args.port, log_level="info")

@@ -12,10 +12,9 @@ from pydantic import ValidationError
 
 from .._async.queue import AsyncPgQueue
 from ..errors import InvalidInputError, NotFoundError
-from ..models import JobState
+from ..models import JobState, QueueStats
+from ._counts import QueueCounts
 from ._present import (
-    WINDOW_BUCKETS,
-    WINDOW_SECONDS,
     job_detail,
     job_summary,
     queue_row,
@@ -140,14 +139,22 @@ def _int(params: Mapping[str, Any], name: str, default: int, low: int, high: int
     return number
 
 
-async def queues(pq: AsyncPgQueue, name: str | None = None) -> list[dict[str, Any]]:
+async def queues(
+    pq: AsyncPgQueue, counts: QueueCounts, name: str | None = None
+) -> list[dict[str, Any]]:
     """Every queue (or one): counts, limits, last hour's throughput; Refused(404)."""
     infos = {q.name: q for q in await pq.get_queues()}
     if name is not None and name not in infos:
         raise Refused(404, f"no queue {name!r}")
-    stats = await pq.get_queue_stats(name)
-    rates = await pq.get_queue_throughput(name, window=WINDOW_SECONDS, buckets=WINDOW_BUCKETS)
-    return [queue_row(infos.get(s.name), s, rates.get(s.name)) for s in stats]
+    latest = await counts.get()
+    stats = {s.name: s for s in latest.stats}
+    rows = []
+    for queue in [name] if name is not None else sorted(infos):
+        found = stats.get(queue) or QueueStats(queue, dict.fromkeys(JobState, 0), None)
+        row = queue_row(infos[queue], found, latest.throughput.get(queue))
+        row["counted_seconds_ago"] = round(latest.age, 3)
+        rows.append(row)
+    return rows
 
 
 async def list_jobs(pq: AsyncPgQueue, flt: JobFilter) -> dict[str, Any]:
