@@ -2,7 +2,8 @@
 and every state (finished ones ending over the last day, some with singleton keys and
 groups), then each page of the JSON API and two HTML pages requested in turn, ``--repeat``
 times, in process (httpx's ASGI transport, so the time is pgqueue's and the app's, not a
-network's). Prints the median and the slowest run of each, in milliseconds.
+network's). Prints the median and the slowest run of each, in milliseconds. The queues'
+counts are timed twice: reused (as served, for up to five seconds) and taken at the request.
 
     python -m benchmarks.dashboard [--jobs 1000000] [--repeat 9]
 """
@@ -18,6 +19,8 @@ from typing import Any
 import httpx
 import psycopg
 from psycopg import sql
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from pgqueue import AsyncPgQueue
 from pgqueue.dashboard import create_app
@@ -77,6 +80,7 @@ def requests(jobs: int) -> dict[str, str]:
         "one job": f"/api/jobs/{jobs // 3}",
         "queues (counts, limits, last hour)": "/api/queues",
         "queues page (HTML)": "/",
+        "queues, counted at this request": "/fresh/api/queues",
         "jobs page (HTML)": "/jobs?queue=q3&state=failed",
     }
 
@@ -90,7 +94,14 @@ async def measure(jobs: int, repeat: int) -> dict[str, list[float]]:
         began = time.perf_counter()
         await fill(dsn, pq, jobs)
         print(f"filled {jobs:,} jobs in {time.perf_counter() - began:.0f} s")
-        app = create_app(pq, auth=None, allow_anonymous=True)
+        # The dashboard as served (counts reused for 5 s), and one that counts the queues'
+        # jobs at every request (what a page costs when its counts are taken).
+        app = Starlette(
+            routes=[
+                Mount("/fresh", create_app(pq, auth=None, allow_anonymous=True, counts_max_age=0)),
+                Mount("/", create_app(pq, auth=None, allow_anonymous=True)),
+            ]
+        )
         paths = requests(jobs)
         times: dict[str, list[float]] = {label: [] for label in paths}
         transport = httpx.ASGITransport(app=app)

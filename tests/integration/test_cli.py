@@ -124,7 +124,7 @@ def test_subcommands_are_listed() -> None:
         == set(listed)
         == {
             *("migrate", "worker", "jobs", "send", "queues", "groups", "job", "grant"),
-            *("retry", "cancel", "resume", "pause", "unpause"),
+            *("retry", "cancel", "resume", "pause", "unpause", "dashboard"),
         }
     )
     assert all(listed.values()), listed

@@ -143,20 +143,27 @@ class QueueStatements:
         SELECT id, (SELECT count(pg_notify({{jobs_channel}}, d.name))
                     FROM (SELECT DISTINCT name FROM inserted) AS d) AS notified
         FROM inserted""")
+    # The jobs are counted per queue and state before the queues join them: one pass over
+    # the job table (in parallel where the server allows), not a join of every row.
     queue_stats = Template(f"""
-        SELECT q.name, j.state::text AS state, count(j.id) AS count,
-            extract(epoch FROM {{now}} - min(j.created_at)
-                FILTER (WHERE j.state < 'active' AND j.start_after <= {{now}}))::float8
-                AS oldest_waiting,
-            q.concurrency, q.rate_count, q.rate_seconds, r.rate_used, q.group_concurrency,
-            q.ordered, q.group_rate_count, q.group_rate_seconds, {GROUPED} AS grouped
+        SELECT q.name, c.state::text AS state, COALESCE(c.count, 0) AS count,
+            c.oldest_waiting, q.concurrency, q.rate_count, q.rate_seconds, r.rate_used,
+            q.group_concurrency, q.ordered, q.group_rate_count, q.group_rate_seconds,
+            {GROUPED} AS grouped
         FROM {{schema}}.queue q
         CROSS JOIN LATERAL (
             SELECT count(*) AS rate_used FROM unnest(q.rate_starts) s
             WHERE s > {{now}} - make_interval(secs => q.rate_seconds) AND s <= {{now}}) AS r
-        LEFT JOIN {{schema}}.job j ON j.name = q.name
+        LEFT JOIN (
+            SELECT j.name, j.state, count(*) AS count,
+                extract(epoch FROM {{now}} - min(j.created_at)
+                    FILTER (WHERE j.state < 'active' AND j.start_after <= {{now}}))::float8
+                    AS oldest_waiting
+            FROM {{schema}}.job j
+            WHERE %(name)s::text IS NULL OR j.name = %(name)s
+            GROUP BY j.name, j.state) AS c ON c.name = q.name
         WHERE %(name)s::text IS NULL OR q.name = %(name)s
-        GROUP BY q.name, j.state, r.rate_used ORDER BY q.name""")
+        ORDER BY q.name""")
     # The groups of a queue with the most waiting jobs, their active jobs, and their starts
     # in the window of the queue's group rate limit (%(seconds)s; 0 without one).
     queue_group_stats = Template("""
