@@ -187,6 +187,7 @@ def test_the_dashboard_in_a_browser(served: str, pq: PgQueue, artifacts: Path, s
         expect(page.locator("#job-progress")).to_contain_text('"done": 6')
         expect(page.locator("#job-output")).to_contain_text('"counted": 6')
         assert _job_state(pq, run_id) is JobState.completed
+        shot("job-run")
 
         # A failed job, retried from its page, completes.
         flaky = int(pq.send("flaky", {"note": "retry me"}))  # type: ignore[arg-type]
@@ -219,6 +220,7 @@ def test_the_dashboard_in_a_browser(served: str, pq: PgQueue, artifacts: Path, s
         row.get_by_role("button", name="Pause").click()
         expect(page.locator('tr[data-queue="report"] .badge.paused')).to_have_text("paused")
         assert [q.paused for q in pq.get_queues() if q.name == "report"] == [True]
+        shot("queues-paused")
         resume = page.locator('tr[data-queue="report"]').get_by_role("button", name="Resume")
         expect(resume).to_be_visible()
 
