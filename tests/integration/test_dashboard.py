@@ -195,7 +195,7 @@ async def test_bad_filters_get_a_400(world: dict[str, Any], query: dict[str, str
 async def test_bad_job_ids_get_a_4xx(world: dict[str, Any]) -> None:
     async with _client(_app(world)) as client:
         headers = await _csrf(client)
-        for job_id in ("abc", "0", "-5", "1e3", "9" * 40, "99999999"):
+        for job_id in ("abc", "0", "-5", "1e3", "9" * 40, "9" * 5000, "1_0", "%201", "99999999"):
             assert (await client.get(f"/api/jobs/{job_id}")).status_code in (400, 404)
             before = await _state(world["pq"])
             posted = await client.post(f"/api/jobs/{job_id}/retry", headers=headers)
@@ -331,6 +331,44 @@ async def test_counts_are_reused_for_a_while_and_taken_again_after_an_action(
         assert (await client.post("/api/queues/plain/pause", headers=h)).is_success
         after = (await client.get("/api/queues/plain")).json()["counts"]["created"]
         assert after == before + 1
+
+
+async def test_queue_names_with_slashes_and_odd_bodies(world: dict[str, Any]) -> None:
+    pq = world["pq"]
+    await pq.create_queue("team/emails")
+    await pq.send("team/emails", {"to": "x"})
+    async with _client(_app(world)) as client:
+        h = await _csrf(client)
+        page = await client.get("/")
+        assert 'data-action="/api/queues/team/emails/pause"' in page.text
+        assert (await client.get("/api/queues/team/emails")).json()["counts"]["created"] == 1
+        assert (await client.post("/api/queues/team/emails/pause", headers=h)).is_success
+        assert [q.paused for q in await pq.get_queues() if q.name == "team/emails"] == [True]
+        before = await _state(pq)
+        huge = b'{"data": "' + b"x" * 1_100_000 + b'"}'
+        too_big = await client.post(
+            "/api/catalogue/plain/run",
+            headers={**h, "content-type": "application/json"},
+            content=huge,
+        )
+        assert too_big.status_code == 413
+        not_object = await client.post("/api/jobs/retry", headers=h, json=[1, 2])
+        assert not_object.status_code == 400
+        assert await _state(pq) == before
+
+
+async def test_a_job_whose_records_lack_fields_still_renders(
+    world: dict[str, Any], conn: psycopg.Connection[Any], schema: str
+) -> None:
+    conn.execute(
+        sql.SQL("UPDATE {}.job SET logs = %s::jsonb, errors = %s::jsonb WHERE id = %s").format(
+            sql.Identifier(schema)
+        ),
+        ('[{"lines": [{"message": "no level"}]}]', '[{"error": "just text"}]', world["waiting"]),
+    )
+    async with _client(_app(world)) as client:
+        page = await client.get(f"/jobs/{world['waiting']}")
+        assert page.status_code == 200 and "no level" in page.text and "just text" in page.text
 
 
 async def test_run_by_name_validates_against_the_model(world: dict[str, Any]) -> None:

@@ -47,9 +47,14 @@ def _counts(request: Request) -> QueueCounts:
 
 async def read_json(request: Request) -> Any:
     """The request's JSON body (None when empty); Refused(400/413) for a bad one."""
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise service.Refused(413, f"the body is larger than {MAX_BODY} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # read no more than MAX_BODY, whatever is sent
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise service.Refused(413, f"the body is larger than {MAX_BODY} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
     if not body.strip():
         return None
     try:
@@ -174,20 +179,21 @@ def api_routes() -> list[Route]:
     """The API's routes (mounted under ``/api``)."""
     return [
         Route("/queues", get_queues, methods=["GET"], name="api_queues"),
-        Route("/queues/{name}", get_queue, methods=["GET"], name="api_queue"),
+        # Queue names may hold "/": the action is the last segment.
         Route(
-            "/queues/{name}/{action:str}",
+            "/queues/{name:path}/{action}",
             post_queue_action,
             methods=["POST"],
             name="api_queue_action",
         ),
+        Route("/queues/{name:path}", get_queue, methods=["GET"], name="api_queue"),
         Route("/jobs", get_jobs, methods=["GET"], name="api_jobs"),
         Route("/jobs/retry", post_bulk_retry, methods=["POST"], name="api_bulk_retry"),
         Route("/jobs/{id}", get_job, methods=["GET"], name="api_job"),
         Route("/jobs/{id}", delete_job, methods=["DELETE"], name="api_job_delete"),
         Route("/jobs/{id}/{action}", post_job_action, methods=["POST"], name="api_job_action"),
         Route("/catalogue", get_catalogue, methods=["GET"], name="api_catalogue"),
-        Route("/catalogue/{name}/run", post_run, methods=["POST"], name="api_run"),
+        Route("/catalogue/{name:path}/run", post_run, methods=["POST"], name="api_run"),
         Route("/schedules", get_schedules, methods=["GET"], name="api_schedules"),
         Route("/subscriptions", get_subscriptions, methods=["GET"], name="api_subscriptions"),
     ]

@@ -22,7 +22,6 @@ __all__ = ["page_routes", "render"]
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=True,  # everything a job holds is shown as text, never as markup
-    undefined=jinja2.StrictUndefined,
 )
 _ENV.filters["json"] = lambda value: dumps(value, indent=2)
 _ENV.globals["chart_bars"] = chart_bars

@@ -66,15 +66,12 @@ JobFilter = dict[str, Any]
 
 def parse_job_id(text: object) -> int:
     """A job id from a path or body, or Refused(400)."""
-    if isinstance(text, bool):
-        raise Refused(400, f"not a job id: {text!r}")
-    try:
-        value = int(str(text), 10)
-    except ValueError:
-        raise Refused(400, f"not a job id: {str(text)[:40]!r}") from None
-    if not 1 <= value <= _MAX_ID:
-        raise Refused(400, f"not a job id: {value}")
-    return value
+    digits = str(text) if isinstance(text, int | str) and not isinstance(text, bool) else ""
+    # ASCII digits only: int() would take " 7", "7_0" and other scripts' digits too.
+    valid = digits.isascii() and digits.isdigit() and len(digits) <= 19
+    if not valid or not 1 <= int(digits) <= _MAX_ID:
+        raise Refused(400, f"not a job id: {str(text)[:40]!r}")
+    return int(digits)
 
 
 def _text(params: Mapping[str, Any], name: str) -> str | None:
