@@ -1,111 +1,24 @@
-"""The dashboard on a real database: every page and API route, what each refuses
-(unauthenticated, read-only, cross-site, bad input) and that a refusal writes nothing."""
+"""The dashboard on a real database: every page and API route, the actions, running a
+job by name, bulk retry, paging, mounting."""
 
 from __future__ import annotations
 
-import base64
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from psycopg import sql
-from pydantic import BaseModel
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import Mount
 
 import pgqueue
-from pgqueue.dashboard import BasicAuth, TokenAuth, create_app
 from pgqueue.dashboard import _service as service
 
-CREDENTIALS = ("admin", "s3cret")
-BASE = "http://dash.test"
-
-
-class Order(BaseModel):
-    order_id: int
-    email: str
-
-
-def _register(pq: pgqueue.AsyncPgQueue) -> None:
-    @pq.job("orders", description="Ships an order.", retry_limit=0)
-    async def ship(data: Order) -> dict[str, int]:
-        return {"shipped": data.order_id}
-
-    @pq.job("plain")
-    async def plain(data: Any) -> None:
-        return None
-
-
-@pytest.fixture
-async def world(
-    dsn: str, schema: str, conn: psycopg.Connection[Any]
-) -> AsyncIterator[dict[str, Any]]:
-    """A queue object with registered jobs, and one job in most states."""
-    async with pgqueue.AsyncPgQueue(dsn, schema=schema, maintenance=False) as pq:
-        _register(pq)
-        await pq.create_queue("events", concurrency=3, rate_limit=(10, 60.0))
-        first = await pq.send("orders", {"order_id": 1, "email": "a@example.com"})
-        fetched = await pq.fetch("orders")
-        await pq.fail(fetched, RuntimeError("no stock <img src=x onerror=alert(1)>"), retry=False)
-        done = await pq.send("plain", {"x": 1}, group="g1")
-        (claimed,) = await pq.fetch("plain", 1)
-        await pq.complete(claimed, {"ok": True})
-        waiting = await pq.send(
-            "plain", {"tenant": "<script>alert(1)</script>"}, singleton_key="k1"
-        )
-        child = await pq.send("plain", {"step": 2}, depends_on=[int(first)])  # type: ignore[arg-type]
-        await pq.schedule("plain", "*/5 * * * *", {"from": "cron"}, key="five")
-        await pq.subscribe("order.placed", "events")
-        conn.execute(
-            sql.SQL("UPDATE {}.job SET logs = %s::jsonb WHERE id = %s").format(
-                sql.Identifier(schema)
-            ),
-            (
-                '[{"attempt": 1, "dropped": 0, "lines": [{"at": "2026-01-01T00:00:00Z", '
-                '"level": "INFO", "message": "<b>bold</b> line"}]}]',
-                int(first),  # type: ignore[arg-type]
-            ),
-        )
-        yield {
-            "pq": pq,
-            "failed": int(first),  # type: ignore[arg-type]
-            "waiting": int(waiting),  # type: ignore[arg-type]
-            "child": int(child),  # type: ignore[arg-type]
-            "done": int(done),  # type: ignore[arg-type]
-            "completed": claimed.id,
-        }
-
-
-def _client(app: Starlette, auth: tuple[str, str] | None = CREDENTIALS) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE, auth=auth)
-
-
-async def _csrf(client: httpx.AsyncClient) -> dict[str, str]:
-    """Open a page (which sets the CSRF cookie) and return the header actions send."""
-    page = await client.get("/")
-    assert page.status_code == 200
-    match = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
-    assert match is not None and client.cookies.get("pgqueue_csrf") == match[1]
-    return {"x-csrf-token": match[1]}
-
-
-async def _state(pq: pgqueue.AsyncPgQueue) -> tuple[Any, ...]:
-    """Everything an action could change: every job, every queue."""
-    jobs = await pq.find_jobs(limit=10_000, archived=True)
-    queues = await pq.get_queues()
-    return (
-        [(j.id, j.state, j.attempt, j.retry_count) for j in jobs],
-        [(q.name, q.paused) for q in queues],
-    )
-
-
-def _app(world: dict[str, Any], **options: Any) -> Starlette:
-    options.setdefault("auth", BasicAuth(*CREDENTIALS))
-    options.setdefault("counts_max_age", 0)
-    return create_app(world["pq"], **options)
+from .dashboard_world import client as _client
+from .dashboard_world import csrf as _csrf
+from .dashboard_world import make_app as _app
+from .dashboard_world import state as _state
 
 
 async def test_every_page_renders_and_escapes_what_jobs_hold(world: dict[str, Any]) -> None:
@@ -172,126 +85,6 @@ async def test_the_api_reads_queues_jobs_catalogue_schedules_subscriptions(
         assert subs == [{"event": "order.placed", "queue": "events"}]
 
 
-@pytest.mark.parametrize(
-    "query",
-    [
-        {"limit": "100000"},
-        {"limit": "0"},
-        {"limit": "x"},
-        {"after": "-1"},
-        {"after": "9" * 30},
-        {"state": "exploded"},
-        {"data": "{not json"},
-        {"data": "[1, 2]"},
-        {"key": "k" * 300},
-    ],
-)
-async def test_bad_filters_get_a_400(world: dict[str, Any], query: dict[str, str]) -> None:
-    async with _client(_app(world)) as client:
-        response = await client.get("/api/jobs", params=query)
-        assert response.status_code == 400 and response.json()["error"]
-
-
-async def test_bad_job_ids_get_a_4xx(world: dict[str, Any]) -> None:
-    async with _client(_app(world)) as client:
-        headers = await _csrf(client)
-        for job_id in ("abc", "0", "-5", "1e3", "9" * 40, "9" * 5000, "1_0", "%201", "99999999"):
-            assert (await client.get(f"/api/jobs/{job_id}")).status_code in (400, 404)
-            before = await _state(world["pq"])
-            posted = await client.post(f"/api/jobs/{job_id}/retry", headers=headers)
-            assert posted.status_code in (400, 404), job_id
-            assert await _state(world["pq"]) == before
-
-
-def _action_routes(routes: list[BaseRoute], prefix: str = "") -> list[tuple[str, str]]:
-    """(method, path template) of every route that takes a method other than GET/HEAD."""
-    found = []
-    for route in routes:
-        if isinstance(route, Mount):
-            found += _action_routes(route.routes, prefix + route.path)
-        elif isinstance(route, Route):
-            for method in sorted((route.methods or set()) - {"GET", "HEAD"}):
-                found.append((method, prefix + route.path))
-    return found
-
-
-def _fill(template: str, world: dict[str, Any]) -> list[str]:
-    """Concrete paths for a route template: real ids and names, every action."""
-    paths = [template]
-    values = {
-        "id": [str(world["failed"]), str(world["waiting"])],
-        "name": ["orders"],
-        "action": ["retry", "cancel", "resume", "delete", "pause", "purge"],
-    }
-    for param, choices in values.items():
-        paths = [
-            re.sub(r"\{" + param + r"(:\w+)?\}", choice, p) for p in paths for choice in choices
-        ]
-    return sorted(set(paths))
-
-
-async def _refused_everywhere(
-    world: dict[str, Any],
-    client: httpx.AsyncClient,
-    statuses: set[int],
-    headers: dict[str, str] | None = None,
-    skip: frozenset[str] = frozenset(),
-) -> int:
-    app = client._transport.app  # type: ignore[attr-defined]
-    tried = 0
-    before = await _state(world["pq"])
-    for method, template in _action_routes(app.routes):
-        if template in skip:
-            continue
-        for path in _fill(template, world):
-            response = await client.request(
-                method, path, headers=headers, json={"data": {"order_id": 1, "email": "x"}}
-            )
-            assert response.status_code in statuses, (method, path, response.text)
-            tried += 1
-    assert await _state(world["pq"]) == before
-    return tried
-
-
-async def test_every_action_refuses_an_unauthenticated_request(world: dict[str, Any]) -> None:
-    for auth in (BasicAuth(*CREDENTIALS), TokenAuth("t0ken-value"), lambda request: False):
-        async with _client(_app(world, auth=auth), auth=None) as client:
-            tried = await _refused_everywhere(world, client, {401, 403}, skip=frozenset({"/login"}))
-            assert tried >= 12
-            assert (await client.get("/api/queues")).status_code == 401
-            assert (await client.get("/")).status_code in (401, 303)
-    async with _client(_app(world), auth=("admin", "wrong")) as client:
-        await _refused_everywhere(world, client, {401}, skip=frozenset({"/login"}))
-
-
-async def test_read_only_refuses_every_action_and_hides_the_buttons(
-    world: dict[str, Any],
-) -> None:
-    async with _client(_app(world, read_only=True)) as client:
-        headers = await _csrf(client)
-        await _refused_everywhere(world, client, {403}, headers, skip=frozenset({"/login"}))
-        for url in ("/", f"/jobs/{world['failed']}", "/catalogue", "/jobs"):
-            page = (await client.get(url)).text
-            assert "data-action" not in page and "data-run" not in page, url
-            assert "data-bulk-retry" not in page and "read-only" in page
-
-
-async def test_actions_need_the_csrf_token_and_the_same_origin(world: dict[str, Any]) -> None:
-    async with _client(_app(world)) as client:
-        headers = await _csrf(client)
-        skip = frozenset({"/login"})
-        await _refused_everywhere(world, client, {403})  # no token
-        await _refused_everywhere(world, client, {403}, {"x-csrf-token": "wrong"}, skip)
-        cross = {**headers, "origin": "https://evil.example"}
-        await _refused_everywhere(world, client, {403}, cross)
-        await _refused_everywhere(world, client, {403}, {**headers, "origin": "null"})
-        fetch_site = {**headers, "sec-fetch-site": "cross-site"}
-        await _refused_everywhere(world, client, {403}, fetch_site)
-        same = {**headers, "origin": BASE, "sec-fetch-site": "same-origin"}
-        done = await client.post(f"/api/jobs/{world['failed']}/retry", headers=same)
-        assert done.status_code == 200 and done.json()["done"] is True
-
-
 async def test_job_and_queue_actions(world: dict[str, Any]) -> None:
     pq = world["pq"]
     async with _client(_app(world)) as client:
@@ -331,30 +124,6 @@ async def test_counts_are_reused_for_a_while_and_taken_again_after_an_action(
         assert (await client.post("/api/queues/plain/pause", headers=h)).is_success
         after = (await client.get("/api/queues/plain")).json()["counts"]["created"]
         assert after == before + 1
-
-
-async def test_queue_names_with_slashes_and_odd_bodies(world: dict[str, Any]) -> None:
-    pq = world["pq"]
-    await pq.create_queue("team/emails")
-    await pq.send("team/emails", {"to": "x"})
-    async with _client(_app(world)) as client:
-        h = await _csrf(client)
-        page = await client.get("/")
-        assert 'data-action="/api/queues/team/emails/pause"' in page.text
-        assert (await client.get("/api/queues/team/emails")).json()["counts"]["created"] == 1
-        assert (await client.post("/api/queues/team/emails/pause", headers=h)).is_success
-        assert [q.paused for q in await pq.get_queues() if q.name == "team/emails"] == [True]
-        before = await _state(pq)
-        huge = b'{"data": "' + b"x" * 1_100_000 + b'"}'
-        too_big = await client.post(
-            "/api/catalogue/plain/run",
-            headers={**h, "content-type": "application/json"},
-            content=huge,
-        )
-        assert too_big.status_code == 413
-        not_object = await client.post("/api/jobs/retry", headers=h, json=[1, 2])
-        assert not_object.status_code == 400
-        assert await _state(pq) == before
 
 
 async def test_a_job_whose_records_lack_fields_still_renders(
@@ -454,30 +223,6 @@ async def test_job_lists_page_by_id(world: dict[str, Any]) -> None:
         assert second.status_code == 200 and "First page" in second.text
 
 
-async def test_token_auth_takes_a_bearer_header_or_a_signed_in_cookie(
-    world: dict[str, Any],
-) -> None:
-    app = _app(world, auth=TokenAuth("t0ken-value"))
-    async with _client(app, auth=None) as client:
-        assert (await client.get("/")).headers["location"] == "/login"
-        assert (await client.get("/login")).status_code == 200
-        bearer = {"authorization": "Bearer t0ken-value"}
-        assert (await client.get("/api/queues", headers=bearer)).status_code == 200
-        retried = await client.post(f"/api/jobs/{world['failed']}/retry", headers=bearer)
-        assert retried.status_code == 200  # no cookie, so no CSRF token needed
-        login_page = await client.get("/login")
-        token = re.search(r'name="csrf-token" content="([^"]+)"', login_page.text)
-        assert token is not None
-        h = {"x-csrf-token": token[1]}
-        wrong = await client.post("/login", headers=h, json={"token": "nope-nope"})
-        assert wrong.status_code == 401
-        signed = await client.post("/login", headers=h, json={"token": "t0ken-value"})
-        assert signed.status_code == 200 and client.cookies.get("pgqueue_token")
-        assert (await client.get("/")).status_code == 200
-        cancel = await client.post(f"/api/jobs/{world['failed']}/cancel")
-        assert cancel.status_code == 403  # signed in by cookie: the CSRF token is needed
-
-
 async def test_the_app_is_served_under_a_mount_path(world: dict[str, Any]) -> None:
     outer = Starlette(routes=[Mount("/admin/queues", app=_app(world))])
     async with _client(outer) as client:
@@ -494,48 +239,13 @@ async def test_the_app_is_served_under_a_mount_path(world: dict[str, Any]) -> No
         assert paused.status_code == 200
 
 
-async def test_create_app_needs_auth_or_an_explicit_anonymous(world: dict[str, Any]) -> None:
-    with pytest.raises(TypeError):
-        create_app(world["pq"])  # type: ignore[call-arg]
-    with pytest.raises(ValueError, match="allow_anonymous"):
-        create_app(world["pq"], auth=None)
-    app = create_app(world["pq"], auth=None, allow_anonymous=True)
-    async with _client(app, auth=None) as client:
-        assert (await client.get("/api/queues")).status_code == 200
-
-
-async def test_an_async_auth_callable_decides(world: dict[str, Any]) -> None:
-    async def only_header(request: Any) -> bool:
-        return bool(request.headers.get("x-user") == "ops")
-
-    async with _client(_app(world, auth=only_header), auth=None) as client:
-        assert (await client.get("/api/queues")).status_code == 401
-        assert (await client.get("/api/queues", headers={"x-user": "ops"})).status_code == 200
-
-
-def test_basic_auth_compares_the_whole_credential() -> None:
-    auth = BasicAuth("admin", "pw")
-
-    class Fake:
-        def __init__(self, value: str) -> None:
-            self.headers = {"authorization": value}
-
-    def header(text: str) -> str:
-        return "Basic " + base64.b64encode(text.encode()).decode()
-
-    assert auth(Fake(header("admin:pw")))  # type: ignore[arg-type]
-    for bad in ("admin:p", "admin:pwx", "adm:pw", ":"):
-        assert not auth(Fake(header(bad)))  # type: ignore[arg-type]
-    assert not auth(Fake("Basic !!!"))  # type: ignore[arg-type]
-    assert not auth(Fake("Bearer x"))  # type: ignore[arg-type]
-
-
-def test_the_command_refuses_to_serve_without_an_auth_choice(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    from pgqueue.cli import main
-
-    assert main(["dashboard", "tests.acceptance.app:pq"]) == 1
-    assert "--token, --basic-auth USER:PASS, or --no-auth" in capsys.readouterr().err
-    assert main(["dashboard", "tests.acceptance.app:pq", "--basic-auth", "nopass"]) == 1
-    assert "USER:PASS" in capsys.readouterr().err
+async def test_throughput_takes_a_sane_window(world: dict[str, Any]) -> None:
+    pq = world["pq"]
+    rates = await pq.get_queue_throughput("orders", window=60.0, buckets=3)
+    assert rates == {"orders": [(0, 0), (0, 0), (0, 1)]}
+    assert await pq.get_queue_throughput("events") == {}
+    for window, buckets in ((0.0, 12), (float("nan"), 12), (3600.0, 0), (3600.0, 1001)):
+        with pytest.raises(pgqueue.InvalidInputError):
+            await pq.get_queue_throughput(window=window, buckets=buckets)
+    with pytest.raises(pgqueue.InvalidNameError):
+        await pq.get_queue_throughput("bad name!")
