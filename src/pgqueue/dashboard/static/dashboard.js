@@ -146,6 +146,10 @@ function followJob() {
       window.setTimeout(tick, 2000);
       return;
     }
+    if (response.status === 404) {
+      flash("This job is gone (deleted, or removed by retention).", true);
+      return;
+    }
     if (response.ok) {
       const job = await response.json();
       const state = document.getElementById("job-state");
