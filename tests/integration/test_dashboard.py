@@ -249,3 +249,20 @@ async def test_throughput_takes_a_sane_window(world: dict[str, Any]) -> None:
             await pq.get_queue_throughput(window=window, buckets=buckets)
     with pytest.raises(pgqueue.InvalidNameError):
         await pq.get_queue_throughput("bad name!")
+
+
+async def test_an_archived_job_offers_only_delete(world: dict[str, Any]) -> None:
+    pq = world["pq"]
+    await pq.move_clock(30 * 86400)  # past every retention: maintenance archives it
+    await pq.maintain()
+    job = await pq.get_job_by_id(world["failed"])
+    assert job is not None and job.archived
+    async with _client(_app(world)) as client:
+        page = (await client.get(f"/jobs/{world['failed']}")).text
+        assert "it can only be deleted" in page and ">Retry<" not in page and ">Delete<" in page
+        h = await _csrf(client)
+        assert (
+            await client.post(f"/api/jobs/{world['failed']}/retry", headers=h)
+        ).status_code == 409
+        assert (await client.delete(f"/api/jobs/{world['failed']}", headers=h)).is_success
+        assert await pq.get_job_by_id(world["failed"]) is None
