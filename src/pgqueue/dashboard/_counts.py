@@ -1,5 +1,5 @@
 """The queues page's counts, kept for a few seconds: counting every job per queue and state
-reads the whole job table (0.4-0.6 s at a million jobs), so one count serves every page
+reads the whole job table (0.3-0.4 s at a million jobs), so one count serves every page
 and API request for ``max_age`` seconds. An older count is still served, for up to
 ``STALE_FACTOR`` times as long, while a fresh one is taken in the background; past that
 (or after an action that changes counts) the request waits for a fresh one."""

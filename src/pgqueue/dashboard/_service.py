@@ -204,10 +204,10 @@ async def bulk_retry(pq: AsyncPgQueue, body: Mapping[str, Any]) -> dict[str, Any
     )
     if flt["archived"]:
         raise Refused(400, "archived jobs cannot be retried")
-    retried = 0
+    retried = seen = 0
     after = flt["after"]
     more = True
-    while retried < BULK_MOST:
+    while seen < BULK_MOST:  # bounded by the jobs read, whatever became of them meanwhile
         page = await pq.find_jobs(
             flt["queue"],
             state=flt["state"],
@@ -221,6 +221,7 @@ async def bulk_retry(pq: AsyncPgQueue, body: Mapping[str, Any]) -> dict[str, Any
             more = False
             break
         retried += len(await pq.retry([j.id for j in page]))
+        seen += len(page)
         after = page[-1].id
     return {"retried": retried, "next_after": after if more else None}
 
