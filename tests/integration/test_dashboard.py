@@ -3,6 +3,7 @@ job by name, bulk retry, paging, mounting."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -14,6 +15,7 @@ from starlette.routing import Mount
 
 import pgqueue
 from pgqueue.dashboard import _service as service
+from pgqueue.dashboard._counts import QueueCounts
 
 from .dashboard_world import client as _client
 from .dashboard_world import csrf as _csrf
@@ -266,3 +268,28 @@ async def test_an_archived_job_offers_only_delete(world: dict[str, Any]) -> None
         ).status_code == 409
         assert (await client.delete(f"/api/jobs/{world['failed']}", headers=h)).is_success
         assert await pq.get_job_by_id(world["failed"]) is None
+
+
+async def test_an_old_count_is_served_while_a_new_one_is_taken(world: dict[str, Any]) -> None:
+    counts = QueueCounts(world["pq"], max_age=1.0)
+    taken = await counts.get()
+    # As if taken two seconds ago: past max_age, within twelve times it.
+    first = counts._latest = dataclasses.replace(taken, taken=taken.taken - 2.0)
+    assert await counts.get() is first  # stale: served, and a new count begins
+    taking = counts._taking
+    assert taking is not None
+    newer = await taking
+    assert newer.taken > first.taken and await counts.get() is newer
+    counts._latest = dataclasses.replace(newer, taken=newer.taken - 20.0)  # far too old
+    waited = await counts.get()
+    assert waited.age < 1.0
+
+
+async def test_a_count_begun_before_an_action_is_not_kept(world: dict[str, Any]) -> None:
+    counts = QueueCounts(world["pq"], max_age=3600)
+    first = await counts.get()
+    in_flight = counts._start()
+    counts.forget()  # an action ends while that count is under way
+    await in_flight
+    again = await counts.get()
+    assert again is not first and again is not in_flight.result()

@@ -45,10 +45,14 @@ class QueueCounts:
         self.max_age = max_age
         self._latest: Counts | None = None
         self._taking: asyncio.Task[Counts] | None = None
+        self._generation = 0  # counts begun before an action are not kept after it
 
     def forget(self) -> None:
-        """Drop the latest count (an action changed it): the next request counts again."""
+        """Drop the latest count (an action changed it): the next request counts again,
+        and a count under way, begun before the action, is not kept."""
         self._latest = None
+        self._taking = None
+        self._generation += 1
 
     async def get(self) -> Counts:
         """A count no older than max_age, or one a little older while a new one is taken."""
@@ -62,16 +66,18 @@ class QueueCounts:
 
     def _start(self) -> asyncio.Task[Counts]:
         if self._taking is None or self._taking.done():
-            self._taking = asyncio.get_running_loop().create_task(self._take())
+            take = self._take(self._generation)
+            self._taking = asyncio.get_running_loop().create_task(take)
             self._taking.add_done_callback(_log_failure)
         return self._taking
 
-    async def _take(self) -> Counts:
+    async def _take(self, generation: int) -> Counts:
         began = time.monotonic()
         stats = await self._pq.get_queue_stats()
         rates = await self._pq.get_queue_throughput(window=WINDOW_SECONDS, buckets=WINDOW_BUCKETS)
         counts = Counts(stats, rates, began)
-        self._latest = counts
+        if generation == self._generation:
+            self._latest = counts
         return counts
 
 
