@@ -199,6 +199,12 @@ async def test_bulk_retry_retries_the_filtered_failed_jobs_in_batches(
         assert {j.data.get("batch") for j in failed} == {0, None} and len(failed) >= 5
         bad = await client.post("/api/jobs/retry", headers=h, json={"data": "[1]"})
         assert bad.status_code == 400
+    monkeypatch.undo()  # the batch and bound as shipped
+    async with _client(_app(world)) as client:
+        h = await _csrf(client)
+        everything = await client.post("/api/jobs/retry", headers=h, json={"limit": 5})
+        assert everything.json() == {"retried": len(failed) + 1, "next_after": None}
+        assert await pq.find_jobs(state="failed") == []
 
 
 async def test_job_lists_page_by_id(world: dict[str, Any]) -> None:

@@ -33,6 +33,10 @@ from .dashboard_world import state as _state
         {"data": "{not json"},
         {"data": "[1, 2]"},
         {"key": "k" * 300},
+        {"key": "\x00"},
+        {"group": "a\x00b"},
+        {"data": '{"a": "\\u0000"}'},
+        {"data": "[" * 5000 + "]" * 5000},
     ],
 )
 async def test_bad_filters_get_a_400(world: dict[str, Any], query: dict[str, str]) -> None:
@@ -160,6 +164,13 @@ async def test_queue_names_with_slashes_and_odd_bodies(world: dict[str, Any]) ->
             content=huge,
         )
         assert too_big.status_code == 413
+        nested = b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        deep = await client.post(
+            "/api/catalogue/plain/run",
+            headers={**h, "content-type": "application/json"},
+            content=nested,
+        )
+        assert deep.status_code == 400
         not_object = await client.post("/api/jobs/retry", headers=h, json=[1, 2])
         assert not_object.status_code == 400
         assert await _state(pq) == before

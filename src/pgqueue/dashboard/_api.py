@@ -59,8 +59,8 @@ async def read_json(request: Request) -> Any:
         return None
     try:
         return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise service.Refused(400, f"the body is not JSON: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise service.Refused(400, f"the body is not JSON: {str(exc)[:200]}") from None
 
 
 def endpoint(handler: Callable[[Request], Awaitable[Any]]) -> Endpoint:

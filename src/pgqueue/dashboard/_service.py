@@ -5,6 +5,7 @@ input it will not act on (nothing is written then)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,6 +47,7 @@ DEFAULT_PAGE = 50
 BULK_BATCH = 1000  # jobs retried per transaction by a bulk retry
 BULK_MOST = 100_000  # the most one bulk retry request retries (send it again for more)
 _MAX_ID = 2**63 - 1
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 JOB_ACTIONS = ("retry", "cancel", "resume", "delete")
 QUEUE_ACTIONS = ("pause", "resume", "purge")
 
@@ -82,6 +84,8 @@ def _text(params: Mapping[str, Any], name: str) -> str | None:
         raise Refused(400, f"{name} must be a string")
     if len(value) > 255:
         raise Refused(400, f"{name} is longer than 255 characters")
+    if _UNSTORABLE.search(value):
+        raise Refused(400, f"{name} holds a NUL or lone surrogate, which no job's can")
     return value
 
 
@@ -109,8 +113,8 @@ def parse_filter(params: Mapping[str, Any], *, states: list[str] | None = None) 
             raise Refused(400, "data filter is longer than 10,000 characters")
         try:
             data = json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise Refused(400, f"data is not JSON: {exc}") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise Refused(400, f"data is not JSON: {str(exc)[:200]}") from None
     elif data == "":
         data = None
     if data is not None and not isinstance(data, dict):
@@ -199,9 +203,8 @@ async def job_action(pq: AsyncPgQueue, job_id: int, action: str) -> dict[str, An
 async def bulk_retry(pq: AsyncPgQueue, body: Mapping[str, Any]) -> dict[str, Any]:
     """Retry the failed and expired jobs matching a filter, in batches of BULK_BATCH (each
     its own transaction), at most BULK_MOST per request; says where to go on from."""
-    flt = parse_filter(
-        {**body, "limit": BULK_BATCH}, states=[JobState.failed.value, JobState.expired.value]
-    )
+    filters = {k: v for k, v in body.items() if k != "limit"}  # it reads BULK_BATCH a time
+    flt = parse_filter(filters, states=[JobState.failed.value, JobState.expired.value])
     if flt["archived"]:
         raise Refused(400, "archived jobs cannot be retried")
     retried = seen = 0
