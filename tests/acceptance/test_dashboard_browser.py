@@ -202,6 +202,21 @@ def test_the_dashboard_in_a_browser(served: str, pq: PgQueue, artifacts: Path, s
         expect(page.locator("#job-output")).to_contain_text("succeeded on attempt 2")
         shot("job")
 
+        # Bulk retry from the jobs page: every failed job the filters match.
+        batch = [int(pq.send("flaky", {"batch": n})) for n in range(3)]  # type: ignore[arg-type]
+        _wait_until(
+            lambda: all(_job_state(pq, j) is JobState.failed for j in batch), "three failures"
+        )
+        page.goto(served + "/jobs?queue=flaky&state=failed")
+        for job_id in batch:
+            expect(page.locator("table.jobs")).to_contain_text(str(job_id))
+        page.locator("#bulk-retry").click()
+        expect(page.locator("#flash")).to_have_text("Retried 3 jobs.")
+        _wait_until(
+            lambda: all(_job_state(pq, j) is JobState.completed for j in batch),
+            "the retried jobs to complete",
+        )
+
         # What a job holds is shown as text: nothing in it runs.
         hostile = {"html": "<img src=x onerror=\"document.title='owned'\">"}
         hostile["script"] = "<script>document.title='owned'</script>"
