@@ -28,6 +28,7 @@ from .errors import (
 )
 from .flow import Flow, FlowStep, check_on_parent_failure
 from .models import (
+    MAX_SECONDS,
     GroupStats,
     Job,
     JobOptions,
@@ -904,6 +905,28 @@ class Core:
             )
             for n, (counts, ages, row) in stats.items()
         ]
+
+    def queue_throughput(
+        self, name: str | None, window: float, buckets: int
+    ) -> Plan[dict[str, list[tuple[int, int]]]]:
+        """Plan: per queue, the jobs completed and failed (or expired) in each of
+        ``buckets`` equal parts of the last ``window`` seconds, oldest first; queues with
+        none are left out."""
+        if name is not None:
+            check_name(name)
+        check_count("buckets", buckets, 1000)
+        if isinstance(window, bool) or not 0 < window <= MAX_SECONDS:  # NaN fails this too
+            raise InvalidInputError(f"window must be 0 to {MAX_SECONDS} seconds, got {window!r}")
+        rows = yield Stmt(
+            self.sql.queue_throughput,
+            {"name": name, "width": window / buckets, "buckets": buckets},
+        )
+        found: dict[str, list[tuple[int, int]]] = {}
+        for row in rows:
+            series = found.setdefault(row["name"], [(0, 0)] * buckets)
+            if 0 <= row["bucket"] < buckets:
+                series[buckets - 1 - row["bucket"]] = (row["completed"], row["failed"])
+        return found
 
     def grant(self, role: str) -> Plan[None]:
         """Plan: let ``role`` run pgqueue on this schema (see Statements.grant)."""

@@ -229,6 +229,36 @@ def build_parser() -> argparse.ArgumentParser:
     grant.add_argument("role")
     grant.set_defaults(run=_grant)
 
+    dashboard = command(
+        "dashboard", help="serve the web dashboard of an application (pgqueue[dashboard])"
+    )
+    dashboard.add_argument("app", help="the queue object, as module:attribute")
+    dashboard.add_argument("--dsn", help="database URL (default: the application's)")
+    dashboard.add_argument("--schema", help="schema name (default: the application's)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    dashboard.add_argument("--title", default="pgqueue", help="the pages' title")
+    dashboard.add_argument(
+        "--counts-max-age",
+        type=float,
+        default=5.0,
+        help="seconds a count of the queues' jobs is reused (default: 5; 0: count at "
+        "every request)",
+    )
+    dashboard.add_argument(
+        "--read-only", action="store_true", help="show everything, refuse every action"
+    )
+    dashboard.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus metrics at /metrics too, behind the same auth (pgqueue[metrics])",
+    )
+    who = dashboard.add_mutually_exclusive_group()
+    who.add_argument("--token", help="require this bearer token (or sign in with it)")
+    who.add_argument("--basic-auth", metavar="USER:PASS", help="require basic auth")
+    who.add_argument("--no-auth", action="store_true", help="serve anyone who can reach the port")
+    dashboard.set_defaults(run=_dashboard)
+
     for name, paused in (("pause", True), ("unpause", False)):
         sub = command(
             name,
@@ -727,6 +757,21 @@ def _grant(args: argparse.Namespace) -> int:
         pq.grant(args.role)
     print(f"role {args.role} may now run pgqueue on schema {args.schema}")
     return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    if not (args.token or args.basic_auth or args.no_auth):
+        raise InvalidInputError(
+            "the dashboard needs --token, --basic-auth USER:PASS, or --no-auth (to serve "
+            "anyone who can reach it)"
+        )
+    try:
+        from .dashboard._serve import serve
+    except ImportError:
+        raise PgQueueError(
+            "the dashboard needs its extra: pip install 'pgqueue[dashboard]'"
+        ) from None
+    return serve(lambda: load_app(args.app), args)
 
 
 def _pause(args: argparse.Namespace) -> int:

@@ -126,6 +126,7 @@ def test_subcommands_are_listed() -> None:
         == {
             *("migrate", "worker", "jobs", "send", "queues", "groups", "job", "grant"),
             *("retry", "cancel", "resume", "pause", "unpause", "schedules", "subscriptions"),
+            "dashboard",
         }
     )
     assert all(listed.values()), listed

@@ -997,19 +997,36 @@ SELECT name, CASE WHEN NOT %(paused)s THEN pg_notify('pgqueue_jobs', name) END
 FROM changed;
 
 -- name: queue_stats
-SELECT q.name, j.state::text AS state, count(j.id) AS count,
-    extract(epoch FROM "pgqueue".clock() - min(j.created_at)
-        FILTER (WHERE j.state < 'active' AND j.start_after <= "pgqueue".clock()))::float8
-        AS oldest_waiting,
-    q.concurrency, q.rate_count, q.rate_seconds, r.rate_used, q.group_concurrency,
-    q.ordered, q.group_rate_count, q.group_rate_seconds, (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) AS grouped
+SELECT q.name, c.state::text AS state, COALESCE(c.count, 0) AS count,
+    c.oldest_waiting, q.concurrency, q.rate_count, q.rate_seconds, r.rate_used,
+    q.group_concurrency, q.ordered, q.group_rate_count, q.group_rate_seconds,
+    (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) AS grouped
 FROM "pgqueue".queue q
 CROSS JOIN LATERAL (
     SELECT count(*) AS rate_used FROM unnest(q.rate_starts) s
     WHERE s > "pgqueue".clock() - make_interval(secs => q.rate_seconds) AND s <= "pgqueue".clock()) AS r
-LEFT JOIN "pgqueue".job j ON j.name = q.name
+LEFT JOIN (
+    SELECT j.name, j.state, count(*) AS count,
+        extract(epoch FROM "pgqueue".clock() - min(j.created_at)
+            FILTER (WHERE j.state < 'active' AND j.start_after <= "pgqueue".clock()))::float8
+            AS oldest_waiting
+    FROM "pgqueue".job j
+    WHERE %(name)s::text IS NULL OR j.name = %(name)s
+    GROUP BY j.name, j.state) AS c ON c.name = q.name
 WHERE %(name)s::text IS NULL OR q.name = %(name)s
-GROUP BY q.name, j.state, r.rate_used ORDER BY q.name;
+ORDER BY q.name;
+
+-- name: queue_throughput
+SELECT name, floor(extract(epoch FROM "pgqueue".clock() - completed_at)
+        / %(width)s::float8)::integer AS bucket,
+    count(*) FILTER (WHERE state = 'completed') AS completed,
+    count(*) FILTER (WHERE state <> 'completed') AS failed
+FROM "pgqueue".job
+WHERE state > 'active' AND state IN ('completed', 'failed', 'expired')
+    AND completed_at > "pgqueue".clock() - make_interval(secs => %(width)s::float8 * %(buckets)s)
+    AND completed_at <= "pgqueue".clock()
+    AND (%(name)s::text IS NULL OR name = %(name)s)
+GROUP BY name, bucket ORDER BY name, bucket;
 
 -- name: queue_update
     UPDATE "pgqueue".queue q SET

@@ -143,20 +143,27 @@ class QueueStatements:
         SELECT id, (SELECT count(pg_notify({{jobs_channel}}, d.name))
                     FROM (SELECT DISTINCT name FROM inserted) AS d) AS notified
         FROM inserted""")
+    # The jobs are counted per queue and state before the queues join them: one pass over
+    # the job table (in parallel where the server allows), not a join of every row.
     queue_stats = Template(f"""
-        SELECT q.name, j.state::text AS state, count(j.id) AS count,
-            extract(epoch FROM {{now}} - min(j.created_at)
-                FILTER (WHERE j.state < 'active' AND j.start_after <= {{now}}))::float8
-                AS oldest_waiting,
-            q.concurrency, q.rate_count, q.rate_seconds, r.rate_used, q.group_concurrency,
-            q.ordered, q.group_rate_count, q.group_rate_seconds, {GROUPED} AS grouped
+        SELECT q.name, c.state::text AS state, COALESCE(c.count, 0) AS count,
+            c.oldest_waiting, q.concurrency, q.rate_count, q.rate_seconds, r.rate_used,
+            q.group_concurrency, q.ordered, q.group_rate_count, q.group_rate_seconds,
+            {GROUPED} AS grouped
         FROM {{schema}}.queue q
         CROSS JOIN LATERAL (
             SELECT count(*) AS rate_used FROM unnest(q.rate_starts) s
             WHERE s > {{now}} - make_interval(secs => q.rate_seconds) AND s <= {{now}}) AS r
-        LEFT JOIN {{schema}}.job j ON j.name = q.name
+        LEFT JOIN (
+            SELECT j.name, j.state, count(*) AS count,
+                extract(epoch FROM {{now}} - min(j.created_at)
+                    FILTER (WHERE j.state < 'active' AND j.start_after <= {{now}}))::float8
+                    AS oldest_waiting
+            FROM {{schema}}.job j
+            WHERE %(name)s::text IS NULL OR j.name = %(name)s
+            GROUP BY j.name, j.state) AS c ON c.name = q.name
         WHERE %(name)s::text IS NULL OR q.name = %(name)s
-        GROUP BY q.name, j.state, r.rate_used ORDER BY q.name""")
+        ORDER BY q.name""")
     # The groups of a queue with the most waiting jobs, their active jobs, and their starts
     # in the window of the queue's group rate limit (%(seconds)s; 0 without one).
     queue_group_stats = Template("""
@@ -170,6 +177,21 @@ class QueueStatements:
               WHERE name = %(name)s AND state <= 'active' AND group_key IS NOT NULL
               GROUP BY group_key ORDER BY waiting DESC, group_key LIMIT %(top)s) g
         ORDER BY g.waiting DESC, g.group_key""")
+    # Jobs that finished in each of the last %(buckets)s windows of %(width)s seconds, per
+    # queue (bucket 0 is the latest): each state a range of job_finished_state_idx, so only
+    # the window's rows are read. Finished jobs still in the job table only (completed ones
+    # move to the archive an hour after they end, by default).
+    queue_throughput = Template("""
+        SELECT name, floor(extract(epoch FROM {now} - completed_at)
+                / %(width)s::float8)::integer AS bucket,
+            count(*) FILTER (WHERE state = 'completed') AS completed,
+            count(*) FILTER (WHERE state <> 'completed') AS failed
+        FROM {schema}.job
+        WHERE state > 'active' AND state IN ('completed', 'failed', 'expired')
+            AND completed_at > {now} - make_interval(secs => %(width)s::float8 * %(buckets)s)
+            AND completed_at <= {now}
+            AND (%(name)s::text IS NULL OR name = %(name)s)
+        GROUP BY name, bucket ORDER BY name, bucket""")
     # -- schedules -------------------------------------------------------------------------
     # A changed cron or time zone restarts the schedule from %(last_slot)s (the latest slot
     # at declaration), so it neither fires at once nor replays old slots.

@@ -685,6 +685,20 @@ class PgQueue(QueueBase):
         """Job counts per state and the oldest waiting job's age, of one queue or of all."""
         return self._run(self._core.queue_stats(name), conn)
 
+    def get_queue_throughput(
+        self,
+        name: str | None = None,
+        *,
+        window: float = 3600.0,
+        buckets: int = 12,
+        conn: Conn | None = None,
+    ) -> dict[str, list[tuple[int, int]]]:
+        """Per queue, (completed, failed) job counts in each of ``buckets`` equal parts of
+        the last ``window`` seconds, oldest first (failed counts expired jobs too; queues
+        with none are left out). Counts jobs not yet archived: completed jobs move to the
+        archive after ``archive_completed_after`` (an hour by default)."""
+        return self._run(self._core.queue_throughput(name, window, buckets), conn)
+
     # -- schedules ---------------------------------------------------------------------------
 
     def schedule(
