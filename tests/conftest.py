@@ -6,6 +6,7 @@ else the embedded PostgreSQL, started once for the session.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +19,22 @@ import pgqueue
 from pgqueue._embedded import start_embedded
 
 TEST_DSN_ENV = "PGQUEUE_TEST_DATABASE_URL"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_kept() -> Iterator[None]:
+    """Give each test the root logger as it found it: the command line (main()) sets up
+    logging to the standard error of its test, which pytest closes after that test."""
+    root = logging.getLogger()
+    level, handlers = root.level, root.handlers[:]
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
