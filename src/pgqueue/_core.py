@@ -201,10 +201,7 @@ class Core:
         if "dead_letter" in record or record.get("singleton_next_slot"):
             ids = yield from self.insert([_spec(0, name, record, payload)])
             return ids[0]
-        params = dict.fromkeys(_SINGLE_PARAMS)
-        params.update(record, name=name, data=payload)
-        if "trace" in record:
-            params["trace"] = encode_json(record["trace"])
+        params = _single_params(record, name=name, data=payload)
         rows = yield Stmt(self.sql.job_insert, params)
         if not rows:
             # No such queue, or blocked. A queue created since the insert began is seen
@@ -830,9 +827,7 @@ class Core:
         for option in ("singleton_next_slot", "depends_on"):
             if option in record:
                 raise InvalidOptionError(f"option {option!r} is not supported by publish")
-        params = dict.fromkeys(_SINGLE_PARAMS)
-        params.update(record, data=payload, event=event)
-        rows = yield Stmt(self.sql.job_publish, params)
+        rows = yield Stmt(self.sql.job_publish, _single_params(record, data=payload, event=event))
         return [r["id"] for r in rows]
 
     # -- queue management --------------------------------------------------------------------
@@ -1095,6 +1090,16 @@ def _queue_info(row: Row) -> QueueInfo:
 # The most JSON one per-batch statement carries: jsonb holds 256 MiB in one value, and a
 # public call may give several runs the same large output.
 _BATCH_BYTES = 64 * 1024 * 1024
+
+
+def _single_params(record: dict[str, Any], **values: Any) -> dict[str, Any]:
+    """The parameters of a statement that inserts one job: its resolved ``record`` (every
+    option absent from it NULL, its trace context as JSON) and ``values``."""
+    params: dict[str, Any] = dict.fromkeys(_SINGLE_PARAMS)
+    params.update(record, **values)
+    if "trace" in record:
+        params["trace"] = encode_json(record["trace"])
+    return params
 
 
 def _extras(

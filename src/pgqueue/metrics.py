@@ -13,6 +13,7 @@ docs/observability.md for every metric.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -23,14 +24,14 @@ from typing import Any, Protocol
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder, make_asgi_app, start_http_server
+from prometheus_client.exposition import choose_encoder, start_http_server
 from prometheus_client.registry import Collector
 
 from ._core import Core
 from ._executor import Outcome, RunningJob
 from ._observe import Observer, WorkerView
 from ._sync.runner import run_sync
-from .errors import PgQueueError
+from .errors import InvalidOptionError, PgQueueError
 from .models import JobState, QueueStats
 
 __all__ = ["Metrics", "MetricsServer", "asgi_app", "enable", "render"]
@@ -123,7 +124,12 @@ class Metrics(Observer):
     def serve(self, port: int, host: str = "0.0.0.0") -> MetricsServer:
         """Serve the metrics over HTTP on ``host``:``port`` (0: any free port), from a
         thread of its own, until the returned server is closed."""
-        server, thread = start_http_server(port, host, registry=self.registry)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise InvalidOptionError(f"a metrics port is 0 to 65535, got {port!r}")
+        try:
+            server, thread = start_http_server(port, host, registry=self.registry)
+        except (OSError, OverflowError, ValueError) as exc:
+            raise PgQueueError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
         served = MetricsServer(server, thread)
         log.info("serving metrics on http://%s:%d/metrics", host, served.port)
         return served
@@ -246,7 +252,8 @@ class _DepthCollector(Collector):
         self._dsn = dsn
         self._workers = workers
         self._every = every
-        self._lock = threading.Lock()  # one reading at a time; the others wait for it
+        self._lock = threading.Lock()
+        self._reading: threading.Event | None = None  # set when the reading under way ends
         self._conn: psycopg.Connection[Any] | None = None
         self._read_at = -float("inf")
         self._stats: list[QueueStats] = []
@@ -286,18 +293,36 @@ class _DepthCollector(Collector):
         yield oldest
 
     def _read(self) -> list[QueueStats]:
+        """The latest reading: a new one when the last is older than ``every``. It is read
+        on a thread of its own, one at a time, and a scrape waits for it at most
+        _STATS_TIMEOUT seconds (then gets the last one): a database out of reach (packets
+        lost, not refused, which no server-side timeout ends) never holds a scrape."""
         with self._lock:
-            now = time.monotonic()
-            if now - self._read_at < self._every:
-                return self._stats
-            self._read_at = now
-            try:
-                self._stats = self._query()
-            except (psycopg.Error, PgQueueError) as exc:
-                log.warning("reading the queues' depth for metrics failed: %s", exc)
-                self.close()
-                self._stats = []
-            return self._stats
+            reading = self._reading
+            if reading is None and time.monotonic() - self._read_at >= self._every:
+                self._read_at = time.monotonic()
+                reading = self._reading = threading.Event()
+                threading.Thread(
+                    target=self._refresh, args=(reading,), name="pgqueue-metrics", daemon=True
+                ).start()
+        if reading is not None and not reading.wait(_STATS_TIMEOUT):
+            log.warning(
+                "reading the queues' depth for metrics takes over %ds: serving the last one",
+                _STATS_TIMEOUT,
+            )
+        return self._stats
+
+    def _refresh(self, done: threading.Event) -> None:
+        try:
+            stats = self._query()
+        except (psycopg.Error, PgQueueError) as exc:
+            log.warning("reading the queues' depth for metrics failed: %s", exc)
+            self.close()
+            stats = []
+        with self._lock:
+            self._stats = stats
+            self._reading = None
+        done.set()
 
     def _query(self) -> list[QueueStats]:
         if self._conn is None or self._conn.closed:
@@ -310,6 +335,12 @@ class _DepthCollector(Collector):
                 connect_timeout=_STATS_TIMEOUT,
                 options=f"-c statement_timeout={_STATS_TIMEOUT * 1000}",
                 application_name="pgqueue-metrics",
+                # A connection whose server went silent ends in seconds, not hours.
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=3,
+                tcp_user_timeout=_STATS_TIMEOUT * 2000,
             )
         return run_sync(self._conn, self._core.queue_stats(None))
 
@@ -351,6 +382,22 @@ def render(pq: _Observed | Metrics, accept: str | None = None) -> tuple[bytes, s
 
 def asgi_app(pq: _Observed | Metrics) -> Callable[..., Any]:
     """An ASGI app that serves the metrics of ``pq`` (enabled if they were not): mount it
-    at ``/metrics`` in a Starlette or FastAPI app."""
-    app: Callable[..., Any] = make_asgi_app(_metrics_of(pq).registry)
+    at ``/metrics`` in a Starlette or FastAPI app. Each scrape is rendered on a thread, so
+    that reading the queues' depth never holds the app's event loop."""
+    metrics = _metrics_of(pq)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":  # served alone: nothing to start or stop
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        accept = dict(scope.get("headers") or []).get(b"accept", b"").decode("latin-1")
+        body, content_type = await asyncio.to_thread(metrics.render, accept)
+        headers = [(b"content-type", content_type.encode("latin-1"))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
     return app

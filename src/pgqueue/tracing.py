@@ -109,7 +109,7 @@ class Tracing(Observer):
     def run_started(self, job: RunningJob) -> object:
         # The sender's context when the job carries one; else a root span (not a child of
         # whatever the worker's task happens to hold).
-        carrier = job.trace or {}
+        carrier = _headers(job.trace)
         key = (carrier.get("traceparent"), carrier.get("tracestate"))
         parent = self._parents.get(key)
         if parent is None:
@@ -153,6 +153,17 @@ class Tracing(Observer):
                 Status(StatusCode.ERROR, f"{event['exception.type']}: {event['exception.message']}")
             )
         span.end()
+
+
+def _headers(stored: object) -> dict[str, str]:
+    """The W3C headers a job's ``trace`` holds; none from anything else (a row written by
+    hand): its run then starts a trace of its own."""
+    if not isinstance(stored, dict):
+        return {}
+    return {k: v for k, v in stored.items() if k in _HEADERS and isinstance(v, str)}
+
+
+_HEADERS = ("traceparent", "tracestate")
 
 
 def _error(output: str | None) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 import prometheus_client
+import psycopg
+import psycopg.sql
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -304,3 +306,57 @@ def test_a_blocking_worker_serves_metrics_while_it_works(pq: pgqueue.PgQueue) ->
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/metrics")
     pgqueue.metrics.enable(pq).close()
+
+
+async def test_a_scrape_waiting_on_the_database_holds_neither_the_loop_nor_other_scrapes(
+    apq: AsyncPgQueue, dsn: str, schema: str
+) -> None:
+    # The depth is read on a thread: while the job table is locked, the app's event loop
+    # serves other requests, and concurrent scrapes share the one reading under way.
+    await apq.create_queue("q")
+    app = pgqueue.metrics.asgi_app(apq)
+    metrics = pgqueue.metrics.enable(apq)
+    transport = httpx.ASGITransport(app=app)
+    with psycopg.connect(dsn) as locker:
+        locker.execute(
+            psycopg.sql.SQL("LOCK TABLE {}.job IN ACCESS EXCLUSIVE MODE").format(
+                psycopg.sql.Identifier(schema)
+            )
+        )
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            scrapes = [asyncio.create_task(client.get("/metrics")) for _ in range(5)]
+            began = time.monotonic()
+            await asyncio.sleep(0)  # the loop goes on meanwhile
+            assert not any(s.done() for s in scrapes) and time.monotonic() - began < 1
+            with psycopg.connect(dsn, autocommit=True) as watcher:
+
+                async def waiting_readers() -> int:
+                    row = watcher.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                        " 'pgqueue-metrics' AND wait_event_type = 'Lock'"
+                    ).fetchone()
+                    return 0 if row is None else int(row[0])
+
+                await until(lambda: _positive(waiting_readers()))
+                readers = await waiting_readers()
+            locker.rollback()
+            responses = await asyncio.gather(*scrapes)
+    assert readers == 1
+    assert all(r.status_code == 200 for r in responses)
+    metrics.close()
+
+
+def test_a_metrics_port_that_cannot_be_served_is_a_clear_error(apq: AsyncPgQueue) -> None:
+    metrics = pgqueue.metrics.enable(apq)
+    for bad in (-1, 65536, 3.5, True):
+        with pytest.raises(pgqueue.InvalidOptionError, match="a metrics port is 0 to 65535"):
+            metrics.serve(bad)  # type: ignore[arg-type]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(pgqueue.PgQueueError, match=r"cannot serve metrics on 127\.0\.0\.1"):
+            metrics.serve(taken.getsockname()[1], "127.0.0.1")
+
+
+async def _positive(count: Awaitable[int]) -> bool:
+    return await count > 0

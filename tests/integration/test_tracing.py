@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import psycopg
+import psycopg.sql
+import psycopg.types.json
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -230,3 +232,43 @@ def test_spans_a_handler_starts_are_children_of_its_run_span(
         (inner,) = spans(exporter, f"inside {kind}")
         assert run.context is not None and inner.parent is not None
         assert inner.parent.span_id == run.context.span_id
+
+
+def test_a_publish_inside_a_span_carries_its_context(
+    pq: PgQueue, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    @pq.job("audit")
+    def audit(data: dict[str, str]) -> None:
+        pass
+
+    pgqueue.tracing.instrument(pq, provider)
+    pq.subscribe("user.created", "audit")
+    with provider.get_tracer("app").start_as_current_span("signup") as signup:
+        [job_id] = pq.publish("user.created", {"user": "ada"})
+    job = pq.get_job_by_id(job_id)
+    assert job is not None and job.trace is not None
+    pq.work(until_empty=True)
+    (run,) = spans(exporter, "run audit")
+    assert run.parent is not None and run.parent.span_id == signup.get_span_context().span_id
+
+
+def test_a_trace_column_holding_garbage_starts_a_trace_of_its_own(
+    pq: PgQueue, provider: TracerProvider, exporter: InMemorySpanExporter, dsn: str, schema: str
+) -> None:
+    traced_queue(pq, provider)
+    stored = [42, "x" * 1000, [1, 2], {"traceparent": 5}, {"traceparent": "zzz"}]
+    ids = [pq.send("emails", {"to": str(n)}) for n in range(len(stored))]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for job_id, value in zip(ids, stored, strict=True):
+            conn.execute(
+                psycopg.sql.SQL("UPDATE {}.job SET trace = %s WHERE id = %s").format(
+                    psycopg.sql.Identifier(schema)
+                ),
+                (psycopg.types.json.Jsonb(value), job_id),
+            )
+    pq.work(until_empty=True)
+    runs = spans(exporter, "run emails")
+    assert len(runs) == len(stored) and all(run.parent is None for run in runs)
+    assert all(
+        (job := pq.get_job_by_id(i or 0)) and job.state is pgqueue.JobState.completed for i in ids
+    )
