@@ -253,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve Prometheus metrics at /metrics too, behind the same auth (pgqueue[metrics])",
     )
+    dashboard.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a Host name the dashboard answers to (repeatable; '*': any); default: any, "
+        "but with --no-auth only localhost, 127.0.0.1, [::1] and --host",
+    )
     who = dashboard.add_mutually_exclusive_group()
     who.add_argument("--token", help="require this bearer token (or sign in with it)")
     who.add_argument("--basic-auth", metavar="USER:PASS", help="require basic auth")

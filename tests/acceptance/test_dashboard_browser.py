@@ -272,3 +272,57 @@ def test_the_dashboard_refuses_a_browser_without_credentials(served: str) -> Non
         assert refused.status == 401
         context.close()
         browser.close()
+
+
+def test_buttons_of_a_queue_named_like_a_path_act_on_that_queue(served: str, pq: PgQueue) -> None:
+    """Chromium resolves "/api/queues/z/../ok/purge" to "/api/queues/ok/purge": the pages
+    encode a queue's name as one path segment, so its buttons act on it alone."""
+    from playwright.sync_api import expect, sync_playwright
+
+    victim = int(pq.send("report", {"keep": "me"}, start_after=3600))  # type: ignore[arg-type]
+    pq.cancel(victim)
+    sneaky = f"q/../../jobs/{victim}"
+    for name in ("ok", "z/../ok", sneaky):
+        pq.create_queue(name)
+    kept = pq.insert([{"name": "ok", "data": {"n": n}} for n in range(3)])
+    pq.insert([{"name": "z/../ok", "data": {"n": n}} for n in range(2)])
+    pq.pause_queue(sneaky)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(http_credentials={"username": USER, "password": PASSWORD})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("dialog", lambda dialog: dialog.accept())
+        posted: list[str] = []
+        page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+
+        page.goto(served + "/")
+        row = page.locator('tr[data-queue="z/../ok"]')
+        expect(row).to_contain_text("z/../ok")
+        row.get_by_role("button", name="Purge").click()
+        _wait_until(lambda: pq.find_jobs("z/../ok") == [], "queue z/../ok to be purged")
+        assert [j.id for j in pq.find_jobs("ok")] == kept  # queue ok's jobs are untouched
+        page.wait_for_load_state()
+
+        page.goto(served + "/")
+        page.locator(f'tr[data-queue="{sneaky}"]').get_by_role("button", name="Resume").click()
+        _wait_until(
+            lambda: not {q.name: q.paused for q in pq.get_queues()}[sneaky],
+            f"queue {sneaky} to resume",
+        )
+        assert _job_state(pq, victim) is JobState.cancelled  # not job {victim}'s Resume
+        page.wait_for_load_state()
+
+        # Its jobs link filters by the whole name.
+        page.goto(served + "/")
+        page.locator('tr[data-queue="ok"] td a').first.click()
+        page.wait_for_url(re.compile(r".*/jobs\?queue=ok$"))
+        expect(page.locator("table.jobs tbody tr")).to_have_count(3)
+        assert errors == []
+        assert posted == [
+            served + "/api/queues/z%2F..%2Fok/purge",
+            served + f"/api/queues/q%2F..%2F..%2Fjobs%2F{victim}/resume",
+        ]
+        context.close()
+        browser.close()

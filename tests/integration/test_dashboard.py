@@ -301,16 +301,30 @@ async def test_a_count_begun_before_an_action_is_not_kept(world: dict[str, Any])
     assert again is not first and again is not in_flight.result()
 
 
-async def test_the_dashboard_serves_metrics_behind_its_auth(world: dict[str, Any]) -> None:
+def _metrics_connections(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE application_name = 'pgqueue-metrics' AND datname = current_database()"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_the_dashboard_serves_metrics_behind_its_auth(
+    world: dict[str, Any], conn: psycopg.Connection[Any]
+) -> None:
     app = _app(world, metrics=True)
-    async with _client(app, auth=None) as anonymous:
-        assert (await anonymous.get("/metrics/")).status_code == 401
-    async with _client(app) as client:
-        scraped = await client.get("/metrics/")
-        assert scraped.status_code == 200
-        depth = re.search(
-            r'pgqueue_queue_jobs\{queue="orders",state="failed"\} (\S+)', scraped.text
-        )
-        assert depth is not None and float(depth.group(1)) >= 1
+    async with app.router.lifespan_context(app):  # as a server runs it
+        async with _client(app, auth=None) as anonymous:
+            assert (await anonymous.get("/metrics/")).status_code == 401
+        async with _client(app) as client:
+            scraped = await client.get("/metrics/")
+            assert scraped.status_code == 200
+            depth = re.search(
+                r'pgqueue_queue_jobs\{queue="orders",state="failed"\} (\S+)', scraped.text
+            )
+            assert depth is not None and float(depth.group(1)) >= 1
+        assert _metrics_connections(conn) == 1  # the depth gauges' connection
+    assert _metrics_connections(conn) == 0  # the app's shutdown closed it
     async with _client(_app(world)) as client:  # not asked for: not served
         assert (await client.get("/metrics/")).status_code == 404

@@ -4,7 +4,7 @@ read-only mode, CSRF) before any of them."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,11 @@ from ._counts import QueueCounts
 from ._pages import page_routes, render
 from ._service import Refused
 
-__all__ = ["Settings", "create_app"]
+__all__ = ["LOCAL_HOSTS", "Settings", "create_app"]
+
+# The hosts an anonymous dashboard answers to unless told others: a page of another site
+# whose name resolves to this machine (DNS rebinding) sends its own name as Host.
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 # Sent with every response: no inline script or style runs, no other site frames the pages.
 _SECURITY_HEADERS = {
@@ -54,6 +58,38 @@ class Settings:
     auth: Auth | None
     read_only: bool
     title: str
+    allowed_hosts: tuple[str, ...] | None = None  # None: any Host
+
+
+def _host_name(header: str | None) -> str | None:
+    """The name of a Host header, lowercased, without its port (``[::1]`` for an IPv6
+    address); None for a missing or malformed one."""
+    text = (header or "").strip().lower()
+    if text.startswith("["):
+        end = text.find("]")
+        name, rest = text[: end + 1], text[end + 1 :]
+        if end < 0 or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:]
+    else:
+        name, _, port = text.partition(":")
+    if not name or (port and not (port.isascii() and port.isdigit())):
+        return None
+    return name
+
+
+def host_allowed(host_header: str | None, allowed: tuple[str, ...] | None) -> bool:
+    """Whether a request's Host header (its name, without the port) is one of ``allowed``:
+    a name, ``"*"`` for any, or ``"*.example.com"`` for the names under one."""
+    if allowed is None or "*" in allowed:
+        return True
+    host = _host_name(host_header)
+    if host is None:
+        return False
+    return any(
+        host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:]))
+        for pattern in allowed
+    )
 
 
 class _Guard:
@@ -85,6 +121,8 @@ class _Guard:
 
     async def _refusal(self, scope: Scope) -> Response | None:
         request = Request(scope)
+        if not host_allowed(request.headers.get("host"), self.settings.allowed_hosts):
+            return error_response(400, "this dashboard does not answer to that Host")
         root = scope.get("root_path", "")
         path = scope["path"][len(root) :] if scope["path"].startswith(root) else scope["path"]
         auth = self.settings.auth
@@ -151,6 +189,7 @@ def create_app(
     counts_max_age: float = 5.0,
     start_queue: bool = False,
     metrics: bool = False,
+    allowed_hosts: list[str] | tuple[str, ...] | None = None,
 ) -> Starlette:
     """The dashboard of ``pq`` as an ASGI application (mount it in a Starlette or FastAPI
     app, or serve it alone).
@@ -163,7 +202,13 @@ def create_app(
     see docs/dashboard.md). ``start_queue`` starts ``pq`` when the app starts
     and stops it after (for an app served alone; a mounted app's lifespan does not run).
     ``metrics`` serves ``pq``'s Prometheus metrics at ``/metrics`` behind the same auth
-    (needs pgqueue[metrics]; see :mod:`pgqueue.metrics`).
+    (needs pgqueue[metrics]; see :mod:`pgqueue.metrics`); the app's shutdown closes the
+    connection they are read on.
+    ``allowed_hosts`` are the names (the Host header without its port) the app answers
+    to; any other gets a 400 (``"*"``: any name, ``"*.example.com"``: the names under
+    it). None answers to any name, except that an anonymous app (``auth=None``) answers
+    only to localhost, 127.0.0.1 and [::1]: a site whose name was made to resolve to
+    this machine (DNS rebinding) could otherwise use it as its own.
     """
     if auth is None and not allow_anonymous:
         raise ValueError("auth=None serves everyone: pass allow_anonymous=True to mean it")
@@ -171,21 +216,34 @@ def create_app(
         raise TypeError(f"auth must be callable, got {auth!r}")
     if not isinstance(pq, AsyncPgQueue):
         raise TypeError("create_app takes an AsyncPgQueue")
-    settings = Settings(auth=auth, read_only=read_only, title=title)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if not start_queue:
-            yield
-            return
-        async with pq:
-            yield
-
+    if isinstance(allowed_hosts, str):
+        raise TypeError("allowed_hosts is a list of host names, not one string")
+    hosts = None if allowed_hosts is None else tuple(h.lower() for h in allowed_hosts)
+    if hosts is None and auth is None:
+        hosts = LOCAL_HOSTS
+    settings = Settings(auth=auth, read_only=read_only, title=title, allowed_hosts=hosts)
     scrape = []
+    closing: list[Callable[[], None]] = []
     if metrics:
         from .. import metrics as prometheus  # the metrics extra: imported only when asked
 
         scrape = [Mount("/metrics", app=prometheus.asgi_app(pq), name="metrics")]
+        # Scraping opens a connection of its own to read the queues' depth: closed when
+        # the app stops (a mounted app's lifespan does not run: see docs/dashboard.md).
+        closing.append(prometheus.enable(pq).close)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            if not start_queue:
+                yield
+                return
+            async with pq:
+                yield
+        finally:
+            for close in closing:
+                close()
+
     app = Starlette(
         routes=[
             *scrape,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import jinja2
 from starlette.requests import Request
@@ -17,7 +17,7 @@ from . import _service as service
 from ._auth import CSRF_COOKIE, new_csrf_token
 from ._present import STATES, chart_bars, dumps
 
-__all__ = ["page_routes", "render"]
+__all__ = ["page_routes", "render", "segment"]
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -40,6 +40,13 @@ def _age(seconds: float | None) -> str:
 
 
 _ENV.filters["age"] = _age
+# Names in a query string are encoded whole too ("/" and all), like path segments.
+_ENV.filters["segment"] = lambda value: quote(str(value), safe="")
+
+
+def segment(value: object) -> str:
+    """``value`` as one percent-encoded path segment (no "/" left in it)."""
+    return quote(str(value), safe="")
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> Response:
@@ -48,7 +55,11 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     settings = request.app.state.settings
 
     def path(route: str, /, **params: Any) -> str:
-        return str(request.url_for(route, **{k: str(v) for k, v in params.items()}).path)
+        # Each parameter (a queue or job name may hold "/" and "..") is one path segment,
+        # percent-encoded whole: a browser resolves "z/../ok" to "ok", but never
+        # "z%2F..%2Fok". The server decodes it back, and the routes whose names may hold
+        # "/" take the whole rest of the path but the last segment.
+        return str(request.url_for(route, **{k: segment(v) for k, v in params.items()}).path)
 
     html = _ENV.get_template(template).render(
         request=request,

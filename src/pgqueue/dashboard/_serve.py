@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from collections.abc import Callable
 
 import uvicorn
@@ -10,10 +11,10 @@ import uvicorn
 from .._async.queue import AsyncPgQueue
 from .._sync.queue import PgQueue
 from ..errors import InvalidInputError
-from ._app import create_app
+from ._app import LOCAL_HOSTS, create_app
 from ._auth import Auth, BasicAuth, TokenAuth
 
-__all__ = ["auth_from_args", "serve"]
+__all__ = ["allowed_hosts_from_args", "auth_from_args", "serve"]
 
 
 def auth_from_args(args: argparse.Namespace) -> Auth | None:
@@ -29,6 +30,32 @@ def auth_from_args(args: argparse.Namespace) -> Auth | None:
             raise InvalidInputError("--basic-auth takes USER:PASS")
         return BasicAuth(user, password)
     return None
+
+
+def allowed_hosts_from_args(args: argparse.Namespace, anonymous: bool) -> list[str] | None:
+    """The Host names the served dashboard answers to: those of --allowed-host; else, when
+    it serves anyone (--no-auth), localhost's and the --host it binds, if that is one
+    address or name (not 0.0.0.0 or ::); else any (None)."""
+    given: list[str] | None = getattr(args, "allowed_host", None)
+    if given:
+        return list(given)
+    if not anonymous:
+        return None
+    hosts = list(LOCAL_HOSTS)
+    bound = (args.host or "").strip().lower()
+    try:
+        address = ipaddress.ip_address(bound.strip("[]"))
+    except ValueError:
+        address = None
+    if address is not None and address.is_unspecified:
+        return hosts
+    if address is not None and address.version == 6:
+        bound = f"[{address.compressed}]"
+    elif address is not None:
+        bound = address.compressed
+    if bound and bound not in hosts:
+        hosts.append(bound)
+    return hosts
 
 
 def serve(load: Callable[[], AsyncPgQueue | PgQueue], args: argparse.Namespace) -> int:
@@ -55,6 +82,7 @@ def serve(load: Callable[[], AsyncPgQueue | PgQueue], args: argparse.Namespace) 
         counts_max_age=args.counts_max_age,
         start_queue=True,
         metrics=args.metrics,
+        allowed_hosts=allowed_hosts_from_args(args, anonymous=auth is None),
     )
     uvicorn.run(dashboard, host=args.host, port=args.port, log_level="info")
     return 0

@@ -131,10 +131,13 @@ def _int(params: Mapping[str, Any], name: str, default: int, low: int, high: int
     value = params.get(name)
     if value is None or value == "":
         return default
-    try:
-        number = int(str(value), 10) if not isinstance(value, bool) else None
-    except ValueError:
-        number = None
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):  # from a JSON body
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        # ASCII digits only, as parse_job_id: int() would take " 7", "+7", "7_0" and
+        # other scripts' digits ("١٢") too.
+        number = int(value)
     if number is None or not low <= number <= high:
         raise Refused(400, f"{name} must be an integer from {low} to {high}")
     return number
