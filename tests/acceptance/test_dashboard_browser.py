@@ -300,19 +300,19 @@ def test_buttons_of_a_queue_named_like_a_path_act_on_that_queue(served: str, pq:
         page.goto(served + "/")
         row = page.locator('tr[data-queue="z/../ok"]')
         expect(row).to_contain_text("z/../ok")
-        row.get_by_role("button", name="Purge").click()
+        with page.expect_navigation():  # the page reloads once the action is done
+            row.get_by_role("button", name="Purge").click()
         _wait_until(lambda: pq.find_jobs("z/../ok") == [], "queue z/../ok to be purged")
         assert [j.id for j in pq.find_jobs("ok")] == kept  # queue ok's jobs are untouched
-        page.wait_for_load_state()
 
         page.goto(served + "/")
-        page.locator(f'tr[data-queue="{sneaky}"]').get_by_role("button", name="Resume").click()
+        with page.expect_navigation():
+            page.locator(f'tr[data-queue="{sneaky}"]').get_by_role("button", name="Resume").click()
         _wait_until(
             lambda: not {q.name: q.paused for q in pq.get_queues()}[sneaky],
             f"queue {sneaky} to resume",
         )
         assert _job_state(pq, victim) is JobState.cancelled  # not job {victim}'s Resume
-        page.wait_for_load_state()
 
         # Its jobs link filters by the whole name.
         page.goto(served + "/")

@@ -26,6 +26,7 @@ from ._auth import (
     TokenAuth,
     action_refusal,
     is_allowed,
+    set_private_cookie,
 )
 from ._counts import QueueCounts
 from ._pages import page_routes, render
@@ -168,14 +169,7 @@ async def _login(request: Request) -> Response:
     if not isinstance(token, str) or not auth.matches(token):
         return error_response(401, "wrong token")
     response = json_response({"url": str(request.url_for("queues_page").path)})
-    response.set_cookie(
-        TOKEN_COOKIE,
-        token,
-        path=(request.scope.get("root_path") or "") + "/",
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    set_private_cookie(response, request, TOKEN_COOKIE, token)
     return response
 
 

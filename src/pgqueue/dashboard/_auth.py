@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
 
 __all__ = [
     "CSRF_COOKIE",
@@ -22,6 +23,7 @@ __all__ = [
     "action_refusal",
     "is_allowed",
     "new_csrf_token",
+    "set_private_cookie",
 ]
 
 Auth = Callable[[HTTPConnection], "bool | Awaitable[bool]"]
@@ -87,6 +89,19 @@ async def is_allowed(auth: Auth | None, request: HTTPConnection) -> bool:
     if inspect.isawaitable(verdict):
         verdict = await verdict
     return verdict is True
+
+
+def set_private_cookie(response: Response, request: HTTPConnection, name: str, value: str) -> None:
+    """Set a cookie only the dashboard's own pages send back and no script reads: for
+    its mount path, HttpOnly, SameSite=Strict, and Secure over https."""
+    response.set_cookie(
+        name,
+        value,
+        path=(request.scope.get("root_path") or "") + "/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
 
 
 def new_csrf_token() -> str:

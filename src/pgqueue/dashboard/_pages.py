@@ -14,7 +14,7 @@ from starlette.routing import Route
 from .._async.queue import AsyncPgQueue
 from ..errors import PgQueueError
 from . import _service as service
-from ._auth import CSRF_COOKIE, new_csrf_token
+from ._auth import CSRF_COOKIE, new_csrf_token, set_private_cookie
 from ._present import STATES, chart_bars, dumps
 
 __all__ = ["page_routes", "render", "segment"]
@@ -72,14 +72,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     )
     response = HTMLResponse(html, status_code=status)
     if request.cookies.get(CSRF_COOKIE) != token:
-        response.set_cookie(
-            CSRF_COOKIE,
-            token,
-            path=(request.scope.get("root_path") or "") + "/",
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-        )
+        set_private_cookie(response, request, CSRF_COOKIE, token)
     return response
 
 
