@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from .._async.queue import AsyncPgQueue
 from ..errors import InvalidInputError, NotFoundError
-from ..models import JobState, QueueStats
+from ..models import Job, JobState, QueueStats
 from ._counts import QueueCounts
 from ._present import (
     job_detail,
@@ -163,21 +163,26 @@ async def queues(
 
 async def list_jobs(pq: AsyncPgQueue, flt: JobFilter) -> dict[str, Any]:
     """One page of the jobs matching a filter, and the ``after`` of the next page."""
-    jobs = await pq.find_jobs(
-        flt["queue"],
-        state=flt["state"],
-        key=flt["key"],
-        group=flt["group"],
-        data_contains=flt["data"],
-        limit=flt["limit"],
-        after=flt["after"],
-        archived=flt["archived"],
-    )
+    jobs = await _find(pq, flt, flt["limit"], flt["after"])
     more = len(jobs) == flt["limit"]
     return {
         "jobs": [job_summary(j) for j in jobs],
         "next_after": jobs[-1].id if more and jobs else None,
     }
+
+
+async def _find(pq: AsyncPgQueue, flt: JobFilter, limit: int, after: int) -> list[Job]:
+    """The jobs matching a filter, ``limit`` of them after id ``after``."""
+    return await pq.find_jobs(
+        flt["queue"],
+        state=flt["state"],
+        key=flt["key"],
+        group=flt["group"],
+        data_contains=flt["data"],
+        limit=limit,
+        after=after,
+        archived=flt["archived"],
+    )
 
 
 async def get_job(pq: AsyncPgQueue, job_id: int) -> dict[str, Any]:
@@ -214,15 +219,7 @@ async def bulk_retry(pq: AsyncPgQueue, body: Mapping[str, Any]) -> dict[str, Any
     after = flt["after"]
     more = True
     while seen < BULK_MOST:  # bounded by the jobs read, whatever became of them meanwhile
-        page = await pq.find_jobs(
-            flt["queue"],
-            state=flt["state"],
-            key=flt["key"],
-            group=flt["group"],
-            data_contains=flt["data"],
-            limit=BULK_BATCH,
-            after=after,
-        )
+        page = await _find(pq, flt, BULK_BATCH, after)
         if not page:
             more = False
             break
