@@ -10,7 +10,9 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -469,18 +471,27 @@ def _queues(args: argparse.Namespace) -> int:
         if every is None:
             _show_queues(pq, args.json, None)
             return 0
-        last: _Look | None = None
+        # Ctrl-C (or SIGTERM) ends the watch between two looks: never inside a statement,
+        # whose connection an interruption would leave for the pool to clean up.
+        stop = threading.Event()
+        kept = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _STOP_SIGNALS}
         try:
-            while True:
+            last: _Look | None = None
+            while not stop.is_set():
                 try:
                     last = _show_queues(pq, args.json, last, every)
                 except PgQueueError as exc:
                     if not exc.transient:
                         raise
                     print(f"pgqueue: {exc}; looking again in {every:g} s", file=sys.stderr)
-                time.sleep(every)  # the pace of the display
-        except KeyboardInterrupt:  # how a watch ends
+                stop.wait(every)  # the pace of the display
             return 0
+        finally:
+            for sig, handler in kept.items():
+                signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 # A look at the queues: when (monotonic seconds), and each queue's completed and failed.
