@@ -68,12 +68,20 @@ JobFilter = dict[str, Any]
 
 def parse_job_id(text: object) -> int:
     """A job id from a path or body, or Refused(400)."""
-    digits = str(text) if isinstance(text, int | str) and not isinstance(text, bool) else ""
-    # ASCII digits only: int() would take " 7", "7_0" and other scripts' digits too.
-    valid = digits.isascii() and digits.isdigit() and len(digits) <= 19
-    if not valid or not 1 <= int(digits) <= _MAX_ID:
+    number = _whole(text)
+    if number is None or not 1 <= number <= _MAX_ID:
         raise Refused(400, f"not a job id: {str(text)[:40]!r}")
-    return int(digits)
+    return number
+
+
+def _whole(value: object) -> int | None:
+    """An integer from a JSON number or a string of ASCII digits (int() would take " 7",
+    "+7", "7_0" and other scripts' digits, "١٢", too); None from anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        return int(value)
+    return None
 
 
 def _text(params: Mapping[str, Any], name: str) -> str | None:
@@ -131,13 +139,7 @@ def _int(params: Mapping[str, Any], name: str, default: int, low: int, high: int
     value = params.get(name)
     if value is None or value == "":
         return default
-    number: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):  # from a JSON body
-        number = value
-    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
-        # ASCII digits only, as parse_job_id: int() would take " 7", "+7", "7_0" and
-        # other scripts' digits ("١٢") too.
-        number = int(value)
+    number = _whole(value)  # a query's text, or a JSON body's number
     if number is None or not low <= number <= high:
         raise Refused(400, f"{name} must be an integer from {low} to {high}")
     return number
