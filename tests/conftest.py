@@ -1,7 +1,10 @@
 """Fixtures: a real PostgreSQL for every test, isolated by a schema per test.
 
 The server is ``$PGQUEUE_TEST_DATABASE_URL`` when set (CI sets it to the system PostgreSQL),
-else the embedded PostgreSQL, started once for the session.
+else the embedded PostgreSQL, started once for the session. With
+``$PGQUEUE_TEST_PARTITION=1`` every schema the tests create (in this process and in the
+processes it starts) has the partitioned layout: the tests set pgqueue's own default,
+``$PGQUEUE_PARTITION``.
 """
 
 from __future__ import annotations
@@ -16,9 +19,14 @@ import pytest
 from psycopg import sql
 
 import pgqueue
+from pgqueue._config import PARTITION_ENV
 from pgqueue._embedded import start_embedded
 
 TEST_DSN_ENV = "PGQUEUE_TEST_DATABASE_URL"
+TEST_PARTITION_ENV = "PGQUEUE_TEST_PARTITION"
+PARTITIONED = os.environ.get(TEST_PARTITION_ENV, "") == "1"
+if PARTITIONED:
+    os.environ[PARTITION_ENV] = "1"
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar, get_args, overload
 import psycopg
 
 from ._async.runner import AsyncRunner
-from ._config import check_schema, describe_dsn, resolve_dsn
+from ._config import check_schema, describe_dsn, resolve_dsn, resolve_partition
 from ._core import Core
 from ._cron import Schedules
 from ._db import Plan, connect_error
@@ -74,8 +74,10 @@ class QueueBase:
         pool_max_size: int,
         connect_timeout: float,
         maintenance: MaintenanceSettings | bool,
+        partition: bool | None,
     ) -> None:
         self.schema = check_schema(schema)
+        self._partition = resolve_partition(partition)
         self._dsn = resolve_dsn(dsn)
         if pool_min_size < 0 or pool_max_size < max(1, pool_min_size):
             raise InvalidInputError(
@@ -159,7 +161,11 @@ class QueueBase:
         except psycopg.Error as exc:
             raise connect_error(dsn, exc) from exc
         with conn:
-            applied = run_sync(conn, migrate_plan(self.sql)) if self._migrate else []
+            applied = (
+                run_sync(conn, migrate_plan(self.sql, partition=self._partition))
+                if self._migrate
+                else []
+            )
         if applied:
             log.info("migrated schema %s to version %s", self.schema, applied[-1])
         log.debug("connected to %s", describe_dsn(dsn))

@@ -108,6 +108,20 @@ def check_dsn(dsn: str) -> str:
     return dsn
 
 
+PARTITION_ENV = "PGQUEUE_PARTITION"
+
+
+def resolve_partition(partition: bool | None) -> bool:
+    """Whether a schema created now gets the partitioned layout: the argument, else
+    ``$PGQUEUE_PARTITION`` (``1``, ``true``, ``yes`` or ``on``), else False."""
+    if partition is None:
+        value = os.environ.get(PARTITION_ENV, "").strip().lower()
+        return value in {"1", "true", "yes", "on"}
+    if not isinstance(partition, bool):
+        raise InvalidOptionError(f"partition must be True, False or None, got {partition!r}")
+    return partition
+
+
 def resolve_dsn(dsn: str | None) -> str | None:
     """The DSN to use: the argument, else $PGQUEUE_DATABASE_URL, else None (embedded)."""
     if dsn is None:

@@ -784,6 +784,7 @@ class Core:
         """Plan: delete a queue and its jobs; True if it existed."""
         check_name(name)
         rows = yield Stmt(self.sql.queue_delete, {"name": name})
+        yield Stmt(self.sql.queue_partition_drop, {"name": name})
         return bool(rows)
 
     def get_queue(self, name: str) -> Plan[QueueInfo | None]:

@@ -5,6 +5,10 @@ Migrations are the files ``NNNN_name.sql`` shipped in the package (``pgqueue/mig
 and recorded in ``version``; a session-level advisory lock per schema makes concurrent
 starters queue up, and each re-reads the version once it holds the lock, so every migration
 runs exactly once however many processes start together.
+
+A schema's layout is chosen when it is created: by default one job table; with
+``partition=True`` a job table partitioned by queue (``partitioned.sql``, applied with version 1,
+so that every later migration applies to the partitioned table).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 import psycopg
 from psycopg.errors import InsufficientPrivilege
 
+from ._config import resolve_partition
 from ._db import Plan, Stmt
 from ._sql import Statements
 from .errors import MigrationError
@@ -28,6 +33,7 @@ __all__ = [
     "latest_version",
     "load_migrations",
     "migrate_plan",
+    "partitioned_layout",
     "status_plan",
 ]
 
@@ -81,6 +87,12 @@ def load_migrations() -> tuple[Migration, ...]:
     return tuple(found)
 
 
+@cache
+def partitioned_layout() -> str:
+    """The text that turns a schema at version 1 into the partitioned layout."""
+    return (_migrations_dir() / "partitioned.sql").read_text("utf-8")
+
+
 def latest_version() -> int:
     """The version the code expects."""
     return load_migrations()[-1].version
@@ -108,12 +120,31 @@ def status_plan(stmts: Statements) -> Plan[MigrationStatus]:
     return _status(current)
 
 
-def migrate_plan(stmts: Statements, target: int | None = None) -> Plan[list[int]]:
+def _check_layout(stmts: Statements, status: MigrationStatus, partition: bool) -> Plan[None]:
+    """Plan: refuse the partitioned layout for a schema that exists without it."""
+    if not partition or status.current is None:
+        return
+    (row,) = yield Stmt(stmts.job_table_partitioned)
+    if not row["partitioned"]:
+        raise MigrationError(
+            f"schema {stmts.schema} exists with one job table, not partitioned by queue: the "
+            "partitioned layout is chosen when a schema is created (migrate into a new schema "
+            "and move the jobs, or leave partition off for this one)"
+        )
+
+
+def migrate_plan(
+    stmts: Statements, target: int | None = None, *, partition: bool | None = None
+) -> Plan[list[int]]:
     """Plan: apply pending migrations (up to ``target``); returns the versions applied.
 
-    Runs on an autocommit connection: it opens and commits its own transactions.
+    ``partition``: a schema created now gets the partitioned layout (None: the default,
+    ``$PGQUEUE_PARTITION``); one that exists without it raises MigrationError. Runs on an
+    autocommit connection: it opens and commits its own transactions.
     """
+    partition = resolve_partition(partition)
     status = yield from status_plan(stmts)
+    yield from _check_layout(stmts, status, partition)
     if status.up_to_date:
         return []
     yield Stmt(stmts.lock_migrations)
@@ -126,12 +157,15 @@ def migrate_plan(stmts: Statements, target: int | None = None) -> Plan[list[int]
         yield Stmt(stmts.version_create)
         yield Stmt(stmts.commit)
         status = yield from status_plan(stmts)  # another process may have migrated meanwhile
+        yield from _check_layout(stmts, status, partition)
         for migration in status.pending:
             if target is not None and migration.version > target:
                 break
             yield Stmt(stmts.begin)
             try:
                 yield Stmt(stmts.migration(migration.text))
+                if partition and migration.version == 1:
+                    yield Stmt(stmts.migration(partitioned_layout()))
             except psycopg.Error as exc:
                 raise MigrationError(
                     f"migration {migration.version:04d}_{migration.name} failed: {exc}"

@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="report the schema version and pending migrations only",
     )
+    migrate.add_argument(
+        "--partition",
+        action="store_true",
+        default=None,
+        help="create a new schema with the job table partitioned by queue "
+        "(default: $PGQUEUE_PARTITION; an existing schema keeps its layout)",
+    )
     migrate.add_argument("--json", action="store_true", help="report as JSON")
     migrate.set_defaults(run=_migrate)
 
@@ -306,7 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     # No maintenance: it would run against a schema that may not be installed yet.
-    pq = PgQueue(args.dsn, schema=args.schema, migrate=False, maintenance=False)
+    pq = PgQueue(
+        args.dsn, schema=args.schema, migrate=False, maintenance=False, partition=args.partition
+    )
     if args.status:
         with pq:
             status = pq.migration_status()

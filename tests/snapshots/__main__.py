@@ -1,5 +1,5 @@
 """Regenerate the snapshots: ``python -m tests.snapshots [statements | schema]`` (both when
-neither is named). The schema is made by migrating a scratch schema on
+neither is named). The schema of each layout is made by migrating a scratch schema on
 ``$PGQUEUE_TEST_DATABASE_URL``, else on the embedded server."""
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from psycopg import sql
 import pgqueue
 from pgqueue._embedded import start_embedded
 from tests.conftest import TEST_DSN_ENV
-from tests.snapshots import SCHEMA_SNAPSHOT, STATEMENTS_SNAPSHOT, render_schema, render_statements
+from tests.snapshots import SCHEMA_SNAPSHOTS, STATEMENTS_SNAPSHOT, render_schema, render_statements
 
 
-def _schema_snapshot(dsn: str) -> str:
+def _schema_snapshot(dsn: str, partition: bool) -> str:
     scratch = f"snapshot_{uuid.uuid4().hex[:12]}"
     try:
-        pgqueue.PgQueue(dsn, schema=scratch, migrate=False).migrate()
+        pgqueue.PgQueue(dsn, schema=scratch, migrate=False, partition=partition).migrate()
         with psycopg.connect(dsn, autocommit=True) as conn:
             return render_schema(conn, scratch)
     finally:
@@ -28,6 +28,12 @@ def _schema_snapshot(dsn: str) -> str:
             conn.execute(
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(scratch))
             )
+
+
+def _write_schemas(dsn: str) -> None:
+    for partition, path in SCHEMA_SNAPSHOTS.items():
+        path.write_text(_schema_snapshot(dsn, partition), "utf-8")
+        print(f"wrote {path}")
 
 
 def main(argv: list[str]) -> int:
@@ -41,14 +47,13 @@ def main(argv: list[str]) -> int:
     if "schema" in which:
         dsn = os.environ.get(TEST_DSN_ENV)
         if dsn:
-            SCHEMA_SNAPSHOT.write_text(_schema_snapshot(dsn), "utf-8")
+            _write_schemas(dsn)
         else:
             server = start_embedded(database="pgqueue_test")
             try:
-                SCHEMA_SNAPSHOT.write_text(_schema_snapshot(server.dsn), "utf-8")
+                _write_schemas(server.dsn)
             finally:
                 server.stop()
-        print(f"wrote {SCHEMA_SNAPSHOT}")
     return 0
 
 

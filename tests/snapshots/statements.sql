@@ -756,6 +756,10 @@ ORDER BY started_at
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
+-- name: job_table_partitioned
+SELECT coalesce((SELECT relkind = 'p' FROM pg_catalog.pg_class
+                 WHERE oid = to_regclass('"pgqueue".job')), false) AS partitioned;
+
 -- name: job_touch_many
 UPDATE "pgqueue".job j
 SET heartbeat_at = "pgqueue".clock(),
@@ -903,6 +907,9 @@ SELECT name, policy, retry_limit, retry_delay, retry_backoff, retry_delay_max,
     expire_in, heartbeat_seconds, retention, delete_after, dead_letter, description, paused,
     created_at, updated_at, concurrency, group_concurrency, ordered, rate_count, rate_seconds,
     group_rate_count, group_rate_seconds FROM "pgqueue".queue ORDER BY name;
+
+-- name: queue_partition_drop
+SELECT "pgqueue".job_partition_drop(%(name)s) AS dropped;
 
 -- name: queue_policy
 SELECT policy, paused, (concurrency IS NOT NULL OR rate_count IS NOT NULL OR group_concurrency IS NOT NULL

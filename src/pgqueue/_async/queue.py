@@ -50,6 +50,9 @@ class AsyncPgQueue(QueueBase):
 
     The database is ``dsn``, else ``$PGQUEUE_DATABASE_URL``, else an embedded PostgreSQL.
     Use ``async with AsyncPgQueue(...) as pq:`` or call :meth:`start` and :meth:`stop`.
+    ``partition=True`` creates a new schema with the job table partitioned by queue (None:
+    ``$PGQUEUE_PARTITION``; see docs/scaling.md); an existing schema keeps its layout, and
+    asking for the partitioned layout on one without it raises MigrationError.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class AsyncPgQueue(QueueBase):
         pool_max_size: int = 10,
         connect_timeout: float = 10.0,
         maintenance: MaintenanceSettings | bool = True,
+        partition: bool | None = None,
     ) -> None:
         super().__init__(
             dsn,
@@ -71,6 +75,7 @@ class AsyncPgQueue(QueueBase):
             pool_max_size=pool_max_size,
             connect_timeout=connect_timeout,
             maintenance=maintenance,
+            partition=partition,
         )
         self._runner: AsyncRunner | None = None
         self._maintenance: AsyncPeriodic | None = None

@@ -56,6 +56,7 @@ class Statements(QueueStatements, JobStatements, UpkeepStatements):
         params = {
             "schema": ident,
             "job_seq": sql.Literal(sql.Composed([ident, sql.SQL(".job_id_seq")]).as_string()),
+            "job_table": sql.Literal(sql.Composed([ident, sql.SQL(".job")]).as_string()),
             "version_table": sql.Literal(sql.Composed([ident, sql.SQL(".version")]).as_string()),
             "schema_name": sql.Literal(ident.as_string()),
             "lock_key": sql.Literal(f"pgqueue.migrate.{schema}"),

@@ -100,6 +100,9 @@ class QueueStatements:
     queue_delete = Template("""
         WITH jobs AS (DELETE FROM {schema}.job WHERE name = %(name)s)
         DELETE FROM {schema}.queue WHERE name = %(name)s RETURNING name""")
+    # The deleted queue's partition of the job table, in the partitioned layout (a statement
+    # cannot drop a table it used, so this follows queue_delete).
+    queue_partition_drop = Template("SELECT {schema}.job_partition_drop(%(name)s) AS dropped")
     queue_get = Template(f"SELECT {_QUEUE_INFO} FROM {{schema}}.queue WHERE name = %(name)s")
     queue_list = Template(f"SELECT {_QUEUE_INFO} FROM {{schema}}.queue ORDER BY name")
     queue_set_paused = Template("""

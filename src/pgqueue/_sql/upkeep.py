@@ -29,6 +29,10 @@ class UpkeepStatements:
         )""")
     version_table_exists = Template("SELECT to_regclass({version_table}) IS NOT NULL AS exists")
     version_current = Template("SELECT max(version) AS version FROM {schema}.version")
+    # True when the job table is partitioned by queue (the partitioned layout).
+    job_table_partitioned = Template("""
+        SELECT coalesce((SELECT relkind = 'p' FROM pg_catalog.pg_class
+                         WHERE oid = to_regclass({job_table})), false) AS partitioned""")
     version_insert = Template(
         "INSERT INTO {schema}.version (version, name) VALUES (%(version)s, %(name)s)"
     )

@@ -47,6 +47,9 @@ class PgQueue(QueueBase):
 
     The database is ``dsn``, else ``$PGQUEUE_DATABASE_URL``, else an embedded PostgreSQL.
     Use ``with PgQueue(...) as pq:`` or call :meth:`start` and :meth:`stop`.
+    ``partition=True`` creates a new schema with the job table partitioned by queue (None:
+    ``$PGQUEUE_PARTITION``; see docs/scaling.md); an existing schema keeps its layout, and
+    asking for the partitioned layout on one without it raises MigrationError.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class PgQueue(QueueBase):
         pool_max_size: int = 10,
         connect_timeout: float = 10.0,
         maintenance: MaintenanceSettings | bool = True,
+        partition: bool | None = None,
     ) -> None:
         super().__init__(
             dsn,
@@ -68,6 +72,7 @@ class PgQueue(QueueBase):
             pool_max_size=pool_max_size,
             connect_timeout=connect_timeout,
             maintenance=maintenance,
+            partition=partition,
         )
         self._runner: Runner | None = None
         self._maintenance: Periodic | None = None
