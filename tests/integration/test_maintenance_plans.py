@@ -10,6 +10,7 @@ from psycopg import sql
 
 from pgqueue import PgQueue
 from pgqueue._sql import Statements
+from tests.plans import as_one_table
 
 # Every column of the job table (the archive has them all, and more).
 JOB_TABLE_COLUMNS = """id, priority, retry_count, retry_limit, retry_delay, retry_backoff, state,
@@ -96,7 +97,7 @@ def test_the_group_repair_reads_only_grouped_queues(
         ).fetchone()
     assert row is not None
     plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
-    nodes, rows_read = [plan[0]["Plan"]], 0
+    nodes, rows_read = [as_one_table(conn, query, plan[0]["Plan"])], 0
     while nodes:
         node = nodes.pop()
         nodes += node.get("Plans", [])

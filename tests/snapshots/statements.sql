@@ -292,7 +292,7 @@ CASE WHEN j.retry_backoff
         worker_id = %(worker_id)s, attempt = j.attempt + 1,
         run_id = floor(random() * 9.2e18)::bigint,
         run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)
-    WHERE j.id = ANY(ARRAY(
+    WHERE j.name = %(name)s AND j.id = ANY(ARRAY(
         SELECT id FROM "pgqueue".job
         WHERE name = %(name)s AND state < 'active' AND start_after <= "pgqueue".clock()
             AND NOT EXISTS (SELECT FROM "pgqueue".queue
@@ -385,7 +385,7 @@ ranked AS (
 ),
 next AS (
     SELECT j.id FROM "pgqueue".job j JOIN ranked r ON r.id = j.id
-    WHERE r.nth = 1 AND r.start_after <= "pgqueue".clock()
+    WHERE j.name = %(name)s AND r.nth = 1 AND r.start_after <= "pgqueue".clock()
         AND NOT EXISTS (SELECT FROM "pgqueue".queue
                         WHERE name = %(name)s AND paused)
         AND NOT EXISTS (
@@ -407,7 +407,7 @@ SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
     run_id = floor(random() * 9.2e18)::bigint,
     run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)
 FROM next
-WHERE j.id = next.id
+WHERE j.name = %(name)s AND j.id = next.id
 RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors, j.depends_on, j.trace)
 SELECT claimed.*, scanned.count AS scanned
 FROM (SELECT count(*) FROM win) AS scanned LEFT JOIN claimed ON true;

@@ -78,11 +78,12 @@ CLAIM_SET = """SET state = 'active', started_at = {now}, heartbeat_at = NULL,
             run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)"""
 CLAIM_RETURNING = "RETURNING " + ", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))
 
-# Claim the jobs of CTE "next".
+# Claim the jobs of CTE "next" (of queue %(name)s: named, so that a partitioned job table
+# is read in that queue's partition only).
 CLAIM = f"""UPDATE {{schema}}.job j
         {CLAIM_SET}
         FROM next
-        WHERE j.id = next.id
+        WHERE j.name = %(name)s AND j.id = next.id
         {CLAIM_RETURNING}"""
 
 # Whether queue q groups its jobs.

@@ -248,11 +248,13 @@ class JobStatements:
     # -- jobs: consuming -------------------------------------------------------------------
     # The ids to claim come as an array from a sub-select (rather than a CTE joined to the
     # table): a plan without a join, about 10% cheaper to make. A queue with limits is
-    # claimed from only by the fetcher that holds its turn (%(turn)s).
+    # claimed from only by the fetcher that holds its turn (%(turn)s). The claimed rows are
+    # named by queue as well as id, so that in the partitioned layout the update reads the
+    # queue's partition only (the ids are of that queue's jobs anyway).
     job_fetch = Template(f"""
         UPDATE {{schema}}.job j
         {CLAIM_SET}
-        WHERE j.id = ANY(ARRAY(
+        WHERE j.name = %(name)s AND j.id = ANY(ARRAY(
             SELECT id FROM {{schema}}.job
             WHERE name = %(name)s AND state < 'active' AND start_after <= {{now}}
                 AND NOT EXISTS (SELECT FROM {{schema}}.queue
@@ -302,7 +304,7 @@ class JobStatements:
         ),
         next AS (
             SELECT j.id FROM {{schema}}.job j JOIN ranked r ON r.id = j.id
-            WHERE r.nth = 1 AND r.start_after <= {{now}}
+            WHERE j.name = %(name)s AND r.nth = 1 AND r.start_after <= {{now}}
                 AND NOT EXISTS (SELECT FROM {{schema}}.queue
                                 WHERE name = %(name)s AND paused)
                 AND NOT EXISTS (
