@@ -58,11 +58,13 @@ def _reads_empty(node: dict[str, Any], empty: set[str]) -> bool:
 
 
 def _rewrite(node: dict[str, Any], parent: dict[str, str], empty: set[str]) -> dict[str, Any]:
-    children = node.get("Plans", [])
+    children: list[dict[str, Any]] = node.get("Plans", [])
     if node["Node Type"] in {"Append", "MergeAppend"} and any(
         c.get("Relation Name") in parent for c in children
     ):
-        kept = [c for c in children if not _reads_empty(c, empty)] or children[:1]
+        kept: list[dict[str, Any]] = [
+            c for c in children if not _reads_empty(c, empty)
+        ] or children[:1]
         kept = [_rewrite(c, parent, empty) for c in kept]
         if len({_shape(c) for c in kept}) == 1:
             merged = kept[0]
