@@ -75,9 +75,10 @@ async def by_id(partition: bool, queues: int, calls: int) -> tuple[float, float]
         await vacuum_analyze(dsn)
         rng = random.Random(1)
         get = await _median_latency(calls, lambda _: pq.get_job_by_id(rng.choice(ids)))
-        claimed = [j.id for j in await pq.fetch("q0", calls)]
         await pq.insert([{"name": "q0", "data": {}} for _ in range(calls)])
-        claimed += [j.id for j in await pq.fetch("q0", calls - len(claimed))]
+        claimed: list[int] = []
+        while len(claimed) < calls:
+            claimed += [j.id for j in await pq.fetch("q0", min(100, calls - len(claimed)))]
         done = await _median_latency(len(claimed), lambda i: pq.complete(claimed[i]))
         return get, done
 

@@ -13,13 +13,41 @@ CREATE FUNCTION {schema}.job_partitioned() RETURNS boolean
     LANGUAGE sql STABLE
     AS $$ SELECT relkind = 'p' FROM pg_catalog.pg_class WHERE oid = '{schema}.job'::regclass $$;
 
+-- Names the indexes of a partition after the job table's (job_policy_singleton_idx becomes
+-- job_policy_singleton_idx_<the partition's suffix>), rather than after their columns as
+-- PostgreSQL does: an error names the index it comes from, and pgqueue tells a policy's
+-- refusal by its name. Run as its caller (the owner, in the function below or a migration).
+CREATE FUNCTION {schema}.job_partition_index_names(part text) RETURNS void
+    LANGUAGE plpgsql AS $fn$
+DECLARE
+    child text;
+    parent text;
+BEGIN
+    FOR child, parent IN
+        SELECT ci.relname, pi.relname
+        FROM pg_catalog.pg_index x
+        JOIN pg_catalog.pg_class ci ON ci.oid = x.indexrelid
+        JOIN pg_catalog.pg_inherits h ON h.inhrelid = x.indexrelid
+        JOIN pg_catalog.pg_class pi ON pi.oid = h.inhparent
+        WHERE x.indrelid = to_regclass(format('{schema}.%I', part))
+    LOOP
+        IF child <> parent || '_' || substr(part, 5) THEN
+            EXECUTE format('ALTER INDEX {schema}.%I RENAME TO %I',
+                           child, parent || '_' || substr(part, 5));
+        END IF;
+    END LOOP;
+END
+$fn$;
+
 -- Makes the queue's partition (true), unless the job table is not partitioned or the
 -- partition exists (false). Jobs of the queue in job_default (sent while it had no
 -- partition) move into it: job_default is swapped for a new one and its rows are inserted
 -- again through the job table, which fires no trigger (deleting them from job_default
 -- would announce their deletion to waiters and to their dependents).
+-- Both run as their owner, who migrated the schema: a role granted the use of pgqueue (see
+-- docs/operations.md) creates and deletes queues, but may not create tables in the schema.
 CREATE FUNCTION {schema}.job_partition_create(queue_name text) RETURNS boolean
-    LANGUAGE plpgsql AS $fn$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     part text := {schema}.job_partition_name(queue_name);
 BEGIN
@@ -36,10 +64,12 @@ BEGIN
                        'WITH (fillfactor = 80)', part, queue_name);
         INSERT INTO {schema}.job SELECT * FROM {schema}.job_default_moving;
         DROP TABLE {schema}.job_default_moving;
+        PERFORM {schema}.job_partition_index_names('job_default');
     ELSE
         EXECUTE format('CREATE TABLE {schema}.%I PARTITION OF {schema}.job FOR VALUES IN (%L) '
                        'WITH (fillfactor = 80)', part, queue_name);
     END IF;
+    PERFORM {schema}.job_partition_index_names(part);
     EXECUTE format('COMMENT ON TABLE {schema}.%I IS %L', part, 'jobs of queue ' || queue_name);
     RETURN true;
 END
@@ -48,7 +78,7 @@ $fn$;
 -- Drops the queue's partition (true) if it has one and its queue no longer exists; run
 -- after the queue and its jobs are deleted (a statement cannot drop a table it used).
 CREATE FUNCTION {schema}.job_partition_drop(queue_name text) RETURNS boolean
-    LANGUAGE plpgsql AS $fn$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     part text := {schema}.job_partition_name(queue_name);
 BEGIN
@@ -62,6 +92,11 @@ BEGIN
 END
 $fn$;
 
+-- Only roles granted them (pgqueue's grant) may call them.
+REVOKE ALL ON FUNCTION {schema}.job_partition_create(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION {schema}.job_partition_drop(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION {schema}.job_partition_index_names(text) FROM PUBLIC;
+
 CREATE FUNCTION {schema}.queue_created() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM {schema}.job_partition_create(NEW.name);
@@ -71,5 +106,7 @@ END $$;
 CREATE TRIGGER queue_partition_created AFTER INSERT ON {schema}.queue
     FOR EACH ROW EXECUTE FUNCTION {schema}.queue_created();
 
--- Queues that exist when a partitioned schema reaches this version get their partitions.
+-- In a partitioned schema: the default partition's indexes named as those made from now on,
+-- and the queues that exist get their partitions.
+SELECT {schema}.job_partition_index_names('job_default') WHERE {schema}.job_partitioned();
 SELECT {schema}.job_partition_create(name) FROM {schema}.queue;

@@ -239,6 +239,8 @@ AS $function$ SELECT pg_catalog.statement_timestamp() $function$;
 CREATE OR REPLACE FUNCTION pgqueue.job_partition_create(queue_name text)
  RETURNS boolean
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
     part text := "pgqueue".job_partition_name(queue_name);
@@ -256,10 +258,12 @@ BEGIN
                        'WITH (fillfactor = 80)', part, queue_name);
         INSERT INTO "pgqueue".job SELECT * FROM "pgqueue".job_default_moving;
         DROP TABLE "pgqueue".job_default_moving;
+        PERFORM "pgqueue".job_partition_index_names('job_default');
     ELSE
         EXECUTE format('CREATE TABLE "pgqueue".%I PARTITION OF "pgqueue".job FOR VALUES IN (%L) '
                        'WITH (fillfactor = 80)', part, queue_name);
     END IF;
+    PERFORM "pgqueue".job_partition_index_names(part);
     EXECUTE format('COMMENT ON TABLE "pgqueue".%I IS %L', part, 'jobs of queue ' || queue_name);
     RETURN true;
 END
@@ -268,6 +272,8 @@ $function$;
 CREATE OR REPLACE FUNCTION pgqueue.job_partition_drop(queue_name text)
  RETURNS boolean
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
     part text := "pgqueue".job_partition_name(queue_name);
@@ -279,6 +285,30 @@ BEGIN
     END IF;
     EXECUTE format('DROP TABLE "pgqueue".%I', part);
     RETURN true;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION pgqueue.job_partition_index_names(part text)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    child text;
+    parent text;
+BEGIN
+    FOR child, parent IN
+        SELECT ci.relname, pi.relname
+        FROM pg_catalog.pg_index x
+        JOIN pg_catalog.pg_class ci ON ci.oid = x.indexrelid
+        JOIN pg_catalog.pg_inherits h ON h.inhrelid = x.indexrelid
+        JOIN pg_catalog.pg_class pi ON pi.oid = h.inhparent
+        WHERE x.indrelid = to_regclass(format('"pgqueue".%I', part))
+    LOOP
+        IF child <> parent || '_' || substr(part, 5) THEN
+            EXECUTE format('ALTER INDEX "pgqueue".%I RENAME TO %I',
+                           child, parent || '_' || substr(part, 5));
+        END IF;
+    END LOOP;
 END
 $function$;
 

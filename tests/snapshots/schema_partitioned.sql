@@ -203,7 +203,7 @@ ALTER TABLE pgqueue.archive ADD CONSTRAINT archive_pkey PRIMARY KEY (id);
 ALTER TABLE pgqueue.group_rate ADD CONSTRAINT group_rate_name_fkey FOREIGN KEY (name) REFERENCES pgqueue.queue(name) ON DELETE CASCADE;
 ALTER TABLE pgqueue.group_rate ADD CONSTRAINT group_rate_pkey PRIMARY KEY (name, group_key);
 ALTER TABLE pgqueue.job ADD CONSTRAINT job_pkey PRIMARY KEY (id, name);
-ALTER TABLE pgqueue.job_default ADD CONSTRAINT job_default_pkey PRIMARY KEY (id, name);
+ALTER TABLE pgqueue.job_default ADD CONSTRAINT job_pkey_default PRIMARY KEY (id, name);
 ALTER TABLE pgqueue.job_edge ADD CONSTRAINT job_edge_pkey PRIMARY KEY (parent_id, job_id);
 ALTER TABLE pgqueue.job_wait ADD CONSTRAINT job_wait_pkey PRIMARY KEY (job_id);
 ALTER TABLE pgqueue.queue ADD CONSTRAINT queue_concurrency_check CHECK ((concurrency > 0));
@@ -246,22 +246,22 @@ CREATE UNIQUE INDEX job_policy_stately_idx ON ONLY pgqueue.job USING btree (name
 CREATE INDEX job_singleton_key_id_idx ON ONLY pgqueue.job USING btree (singleton_key, id) WHERE (singleton_key IS NOT NULL);
 CREATE UNIQUE INDEX job_singleton_key_idx ON ONLY pgqueue.job USING btree (name, singleton_key) WHERE ((state <= 'active'::pgqueue.job_state) AND (singleton_key IS NOT NULL) AND (singleton_on IS NULL) AND (policy = 'standard'::text));
 CREATE UNIQUE INDEX job_singleton_slot_idx ON ONLY pgqueue.job USING btree (name, singleton_on, COALESCE(singleton_key, ''::text)) WHERE ((state <> 'cancelled'::pgqueue.job_state) AND (singleton_on IS NOT NULL));
-CREATE INDEX job_default_depends_on_idx ON pgqueue.job_default USING gin (depends_on) WITH (fastupdate=off) WHERE (depends_on IS NOT NULL);
-CREATE INDEX job_default_group_key_id_idx ON pgqueue.job_default USING btree (group_key, id) WHERE (group_key IS NOT NULL);
-CREATE INDEX job_default_keep_until_idx ON pgqueue.job_default USING btree (keep_until) WHERE (state < 'active'::pgqueue.job_state);
-CREATE UNIQUE INDEX job_default_name_coalesce_idx ON pgqueue.job_default USING btree (name, COALESCE(singleton_key, ''::text)) WHERE ((state = 'created'::pgqueue.job_state) AND (policy = 'short'::text));
-CREATE UNIQUE INDEX job_default_name_coalesce_idx1 ON pgqueue.job_default USING btree (name, COALESCE(singleton_key, ''::text)) WHERE ((state = 'active'::pgqueue.job_state) AND (policy = 'singleton'::text));
-CREATE INDEX job_default_name_group_key_idx ON pgqueue.job_default USING btree (name, group_key) WHERE ((state = 'active'::pgqueue.job_state) AND (group_key IS NOT NULL));
-CREATE INDEX job_default_name_group_key_priority_id_start_after_idx ON pgqueue.job_default USING btree (name, group_key, priority DESC, id) INCLUDE (start_after) WHERE ((state < 'active'::pgqueue.job_state) AND (group_key IS NOT NULL));
-CREATE INDEX job_default_name_id_idx ON pgqueue.job_default USING btree (name, id) WHERE (state > 'active'::pgqueue.job_state);
-CREATE INDEX job_default_name_priority_id_start_after_idx ON pgqueue.job_default USING btree (name, priority DESC, id) INCLUDE (start_after) WHERE (state < 'active'::pgqueue.job_state);
-CREATE UNIQUE INDEX job_default_name_singleton_key_idx ON pgqueue.job_default USING btree (name, singleton_key) WHERE ((state <= 'active'::pgqueue.job_state) AND (singleton_key IS NOT NULL) AND (singleton_on IS NULL) AND (policy = 'standard'::text));
-CREATE UNIQUE INDEX job_default_name_singleton_on_coalesce_idx ON pgqueue.job_default USING btree (name, singleton_on, COALESCE(singleton_key, ''::text)) WHERE ((state <> 'cancelled'::pgqueue.job_state) AND (singleton_on IS NOT NULL));
-CREATE UNIQUE INDEX job_default_name_state_coalesce_idx ON pgqueue.job_default USING btree (name, state, COALESCE(singleton_key, ''::text)) WHERE ((state <= 'active'::pgqueue.job_state) AND (policy = 'stately'::text));
-CREATE UNIQUE INDEX job_default_pkey ON pgqueue.job_default USING btree (id, name);
-CREATE INDEX job_default_singleton_key_id_idx ON pgqueue.job_default USING btree (singleton_key, id) WHERE (singleton_key IS NOT NULL);
-CREATE INDEX job_default_started_at_idx ON pgqueue.job_default USING btree (started_at) WHERE (state = 'active'::pgqueue.job_state);
-CREATE INDEX job_default_state_completed_at_idx ON pgqueue.job_default USING btree (state, completed_at) WHERE (state > 'active'::pgqueue.job_state);
+CREATE INDEX job_active_idx_default ON pgqueue.job_default USING btree (started_at) WHERE (state = 'active'::pgqueue.job_state);
+CREATE INDEX job_depends_on_idx_default ON pgqueue.job_default USING gin (depends_on) WITH (fastupdate=off) WHERE (depends_on IS NOT NULL);
+CREATE INDEX job_fetch_idx_default ON pgqueue.job_default USING btree (name, priority DESC, id) INCLUDE (start_after) WHERE (state < 'active'::pgqueue.job_state);
+CREATE INDEX job_finished_state_idx_default ON pgqueue.job_default USING btree (state, completed_at) WHERE (state > 'active'::pgqueue.job_state);
+CREATE INDEX job_group_active_idx_default ON pgqueue.job_default USING btree (name, group_key) WHERE ((state = 'active'::pgqueue.job_state) AND (group_key IS NOT NULL));
+CREATE INDEX job_group_idx_default ON pgqueue.job_default USING btree (name, group_key, priority DESC, id) INCLUDE (start_after) WHERE ((state < 'active'::pgqueue.job_state) AND (group_key IS NOT NULL));
+CREATE INDEX job_group_key_id_idx_default ON pgqueue.job_default USING btree (group_key, id) WHERE (group_key IS NOT NULL);
+CREATE INDEX job_keep_until_idx_default ON pgqueue.job_default USING btree (keep_until) WHERE (state < 'active'::pgqueue.job_state);
+CREATE INDEX job_name_id_idx_default ON pgqueue.job_default USING btree (name, id) WHERE (state > 'active'::pgqueue.job_state);
+CREATE UNIQUE INDEX job_pkey_default ON pgqueue.job_default USING btree (id, name);
+CREATE UNIQUE INDEX job_policy_short_idx_default ON pgqueue.job_default USING btree (name, COALESCE(singleton_key, ''::text)) WHERE ((state = 'created'::pgqueue.job_state) AND (policy = 'short'::text));
+CREATE UNIQUE INDEX job_policy_singleton_idx_default ON pgqueue.job_default USING btree (name, COALESCE(singleton_key, ''::text)) WHERE ((state = 'active'::pgqueue.job_state) AND (policy = 'singleton'::text));
+CREATE UNIQUE INDEX job_policy_stately_idx_default ON pgqueue.job_default USING btree (name, state, COALESCE(singleton_key, ''::text)) WHERE ((state <= 'active'::pgqueue.job_state) AND (policy = 'stately'::text));
+CREATE INDEX job_singleton_key_id_idx_default ON pgqueue.job_default USING btree (singleton_key, id) WHERE (singleton_key IS NOT NULL);
+CREATE UNIQUE INDEX job_singleton_key_idx_default ON pgqueue.job_default USING btree (name, singleton_key) WHERE ((state <= 'active'::pgqueue.job_state) AND (singleton_key IS NOT NULL) AND (singleton_on IS NULL) AND (policy = 'standard'::text));
+CREATE UNIQUE INDEX job_singleton_slot_idx_default ON pgqueue.job_default USING btree (name, singleton_on, COALESCE(singleton_key, ''::text)) WHERE ((state <> 'cancelled'::pgqueue.job_state) AND (singleton_on IS NOT NULL));
 CREATE UNIQUE INDEX job_edge_pkey ON pgqueue.job_edge USING btree (parent_id, job_id);
 CREATE UNIQUE INDEX job_wait_pkey ON pgqueue.job_wait USING btree (job_id);
 CREATE UNIQUE INDEX queue_pkey ON pgqueue.queue USING btree (name);
@@ -295,6 +295,8 @@ AS $function$ SELECT pg_catalog.statement_timestamp() $function$;
 CREATE OR REPLACE FUNCTION pgqueue.job_partition_create(queue_name text)
  RETURNS boolean
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
     part text := "pgqueue".job_partition_name(queue_name);
@@ -312,10 +314,12 @@ BEGIN
                        'WITH (fillfactor = 80)', part, queue_name);
         INSERT INTO "pgqueue".job SELECT * FROM "pgqueue".job_default_moving;
         DROP TABLE "pgqueue".job_default_moving;
+        PERFORM "pgqueue".job_partition_index_names('job_default');
     ELSE
         EXECUTE format('CREATE TABLE "pgqueue".%I PARTITION OF "pgqueue".job FOR VALUES IN (%L) '
                        'WITH (fillfactor = 80)', part, queue_name);
     END IF;
+    PERFORM "pgqueue".job_partition_index_names(part);
     EXECUTE format('COMMENT ON TABLE "pgqueue".%I IS %L', part, 'jobs of queue ' || queue_name);
     RETURN true;
 END
@@ -324,6 +328,8 @@ $function$;
 CREATE OR REPLACE FUNCTION pgqueue.job_partition_drop(queue_name text)
  RETURNS boolean
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
     part text := "pgqueue".job_partition_name(queue_name);
@@ -335,6 +341,30 @@ BEGIN
     END IF;
     EXECUTE format('DROP TABLE "pgqueue".%I', part);
     RETURN true;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION pgqueue.job_partition_index_names(part text)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    child text;
+    parent text;
+BEGIN
+    FOR child, parent IN
+        SELECT ci.relname, pi.relname
+        FROM pg_catalog.pg_index x
+        JOIN pg_catalog.pg_class ci ON ci.oid = x.indexrelid
+        JOIN pg_catalog.pg_inherits h ON h.inhrelid = x.indexrelid
+        JOIN pg_catalog.pg_class pi ON pi.oid = h.inhparent
+        WHERE x.indrelid = to_regclass(format('"pgqueue".%I', part))
+    LOOP
+        IF child <> parent || '_' || substr(part, 5) THEN
+            EXECUTE format('ALTER INDEX "pgqueue".%I RENAME TO %I',
+                           child, parent || '_' || substr(part, 5));
+        END IF;
+    END LOOP;
 END
 $function$;
 

@@ -37,6 +37,8 @@ GRANT USAGE ON SCHEMA "pgqueue" TO "worker";
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "pgqueue" TO "worker";
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "pgqueue" TO "worker";
 GRANT EXECUTE ON FUNCTION "pgqueue".clock() TO "worker";
+GRANT EXECUTE ON FUNCTION "pgqueue".job_partition_create(text),
+    "pgqueue".job_partition_drop(text) TO "worker";
 ALTER DEFAULT PRIVILEGES IN SCHEMA "pgqueue"
     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO "worker";
 ALTER DEFAULT PRIVILEGES IN SCHEMA "pgqueue" GRANT USAGE, SELECT ON SEQUENCES TO "worker";
@@ -361,8 +363,8 @@ SET state = 'active', started_at = "pgqueue".clock(), heartbeat_at = NULL,
     worker_id = %(worker_id)s, attempt = j.attempt + 1,
     run_id = floor(random() * 9.2e18)::bigint,
     run_heartbeat = COALESCE(j.heartbeat_seconds, %(heartbeat)s::float8)
-WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-    AND j.state < 'active'
+WHERE j.name = %(name)s AND j.id = ANY(ARRAY(SELECT id FROM picked))
+    AND j.state::text IN ('created', 'retry')
     AND NOT EXISTS (SELECT FROM "pgqueue".queue WHERE name = %(name)s AND paused)
 RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors, j.depends_on, j.trace;
 

@@ -236,6 +236,8 @@ GRANT = """
     GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
     GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role};
     GRANT EXECUTE ON FUNCTION {schema}.clock() TO {role};
+    GRANT EXECUTE ON FUNCTION {schema}.job_partition_create(text),
+        {schema}.job_partition_drop(text) TO {role};
     ALTER DEFAULT PRIVILEGES IN SCHEMA {schema}
         GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role};
     ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role}"""

@@ -334,7 +334,9 @@ class JobStatements:
     # places (and priorities), groups take turns: those after the queue's group_cursor (the
     # group the last claim ended with) first, so claims go round the groups.
     # A grouped queue's jobs all have a group (those sent without one are in group ''), so
-    # every part of this is an index range; the chosen ids drive primary-key probes.
+    # every part of this is an index range; the chosen ids drive primary-key probes (named by
+    # queue too, one partition when partitioned; the state compared as text, so that no
+    # partial index on state matches instead).
     job_fetch_grouped = Template(f"""
         WITH RECURSIVE grp AS (
             (SELECT group_key FROM {{schema}}.job
@@ -389,8 +391,8 @@ class JobStatements:
         )
         UPDATE {{schema}}.job j
         {CLAIM_SET}
-        WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-            AND j.state < 'active'
+        WHERE j.name = %(name)s AND j.id = ANY(ARRAY(SELECT id FROM picked))
+            AND j.state::text IN ('created', 'retry')
             AND NOT EXISTS (SELECT FROM {{schema}}.queue WHERE name = %(name)s AND paused)
         {CLAIM_RETURNING}""")
     # Waiting jobs of a grouped queue without a group (sent while it was not grouped, or
