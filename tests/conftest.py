@@ -29,6 +29,14 @@ if PARTITIONED:
     os.environ[PARTITION_ENV] = "1"
 
 
+def child_environ() -> dict[str, str]:
+    """This process's environment without pgqueue's variables, but for the layout's
+    (``$PGQUEUE_PARTITION``): for the processes a test starts, which make schemas too."""
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_") or k == PARTITION_ENV
+    }
+
+
 @pytest.fixture(autouse=True)
 def _root_logging_kept() -> Iterator[None]:
     """Give each test the root logger as it found it: the command line (main()) sets up

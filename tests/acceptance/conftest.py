@@ -20,6 +20,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from tests.conftest import child_environ
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -28,8 +30,8 @@ class Conversation:
     (the ``None`` command reads its greeting)."""
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
-        # The parent's environment but its PGQUEUE_ variables, and ``env``.
-        child = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
+        # The parent's environment but pgqueue's variables (the layout's aside), and ``env``.
+        child = child_environ()
         self.proc = subprocess.Popen(
             argv,
             cwd=ROOT,
@@ -73,8 +75,9 @@ def example_db(dsn: str) -> Iterator[str]:
 
 
 def env_for(database: str) -> dict[str, str]:
-    """This process's environment with only PGQUEUE_DATABASE_URL (= ``database``) of ours."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
+    """This process's environment with PGQUEUE_DATABASE_URL (= ``database``) and the layout's
+    variable only of ours."""
+    env = child_environ()
     env["PGQUEUE_DATABASE_URL"] = database
     return env
 

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from pgqueue import JobState, PgQueue
+from tests.conftest import child_environ
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -106,7 +107,7 @@ def served(
     browser_ready: None, dsn: str, schema: str, pq: PgQueue, tmp_path: Path
 ) -> Iterator[str]:
     """A worker process and ``pgqueue dashboard`` on the schema; the dashboard's URL."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
+    env = child_environ()
     env.update(PGQUEUE_TEST_DSN=dsn, PGQUEUE_TEST_SCHEMA=schema)
     worker = _spawn(["worker", APP, "--poll-interval", "0.2"], env, tmp_path / "worker.log")
     port = _free_port()

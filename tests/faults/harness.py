@@ -25,6 +25,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgqueue._sql import JOB_COLUMNS
+from tests.conftest import child_environ
 
 ROOT = Path(__file__).resolve().parents[2]
 FINAL = ("completed", "failed", "expired", "cancelled")
@@ -41,7 +42,7 @@ class Cluster:
     def start(
         self, *args: str, dsn: str | None = None, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
+        environ = child_environ()
         environ.update(
             PGQUEUE_FAULT_DSN=dsn or self.dsn,
             PGQUEUE_FAULT_SCHEMA=self.schema,

@@ -16,6 +16,7 @@ from psycopg import sql
 
 import pgqueue
 from pgqueue import AsyncPgQueue, PgQueue
+from tests.conftest import child_environ
 
 UNREACHABLE = [
     "postgresql://someone:s3cret-pw@127.0.0.1:1/nowhere",
@@ -24,7 +25,7 @@ UNREACHABLE = [
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")}
+    env = child_environ()
     return {**env, **extra}
 
 
