@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar, get_args, overload
 import psycopg
 
 from ._async.runner import AsyncRunner
-from ._config import check_schema, describe_dsn, resolve_dsn
+from ._config import check_pool, check_schema, describe_dsn, resolve_dsn, session_options
 from ._core import Core
 from ._cron import Schedules
 from ._db import Plan, connect_error
@@ -28,7 +28,7 @@ from ._registry import JobDefinition, Registry
 from ._sql import Statements
 from ._sync.runner import Runner, run_sync
 from ._worker import Worker
-from .errors import InvalidInputError, WorkerError
+from .errors import InvalidInputError, InvalidOptionError, WorkerError
 from .models import JobState, QueueStats
 
 __all__ = ["EventName", "QueueBase", "StartAfter"]
@@ -72,19 +72,20 @@ class QueueBase:
         migrate: bool,
         pool_min_size: int,
         pool_max_size: int,
+        null_pool: bool = False,
+        pool: Any = None,
         connect_timeout: float,
         maintenance: MaintenanceSettings | bool,
     ) -> None:
         self.schema = check_schema(schema)
+        if pool is not None and dsn is None:
+            dsn = pool.conninfo or None  # migrations and LISTEN connect on their own
+            if dsn is None:
+                raise InvalidOptionError("with pool=, give dsn= too (pool.conninfo is empty)")
         self._dsn = resolve_dsn(dsn)
-        if pool_min_size < 0 or pool_max_size < max(1, pool_min_size):
-            raise InvalidInputError(
-                f"pool sizes must satisfy 0 <= pool_min_size <= pool_max_size and "
-                f"pool_max_size >= 1, got {pool_min_size} and {pool_max_size}"
-            )
         self._migrate = migrate
-        self._pool_min_size = pool_min_size
-        self._pool_max_size = pool_max_size
+        self._pool = pool
+        self._set_pool(pool_min_size, pool_max_size, null_pool)
         self._connect_timeout = connect_timeout
         self._embedded: EmbeddedServer | None = None
         if maintenance is True:
@@ -104,6 +105,16 @@ class QueueBase:
         # Told of sends and runs (pgqueue.metrics, pgqueue.tracing): None while both are off.
         self._observer: Observer | None = None
         self._observing: dict[str, Observer] = {}  # each attached observer, by kind
+
+    def _set_pool(self, min_size: int, max_size: int, null: bool) -> None:
+        """Size the pool this object opens on start (``pgqueue worker --pool-size`` calls
+        it on an application's object): a null pool connects for each use."""
+        if not isinstance(null, bool):
+            raise InvalidOptionError(f"null_pool must be True or False, got {null!r}")
+        if null and self._pool is not None:
+            raise InvalidOptionError("give pool= or null_pool=True, not both")
+        self._pool_min_size, self._pool_max_size = check_pool(min_size, max_size)
+        self._null_pool = null
 
     def _observe(self, kind: str, observer: Observer) -> Observer:
         """Attach ``observer`` (once per kind: the one attached first is kept and returned).
@@ -128,14 +139,17 @@ class QueueBase:
         """The DSN in use (None before ``start()`` when the embedded server is the default)."""
         return self._dsn
 
-    def _runner_for(self, dsn: str, runner: type[RunnerT]) -> RunnerT:
-        """A runner with this object's pool settings (``Runner`` or ``AsyncRunner``)."""
+    def _runner_for(self, dsn: str, runner: type[RunnerT], pool: Any = None) -> RunnerT:
+        """A runner with this object's pool settings (``Runner`` or ``AsyncRunner``), on
+        ``pool`` (the caller's) if given."""
         return runner(
             dsn,
             name=f"pgqueue.{self.schema}",
             min_size=self._pool_min_size,
             max_size=self._pool_max_size,
             connect_timeout=self._connect_timeout,
+            null=self._null_pool,
+            pool=pool,
         )
 
     def _resolve_embedded(self) -> str:
@@ -154,7 +168,10 @@ class QueueBase:
         """Check the server answers and migrate (blocking)."""
         try:
             conn = psycopg.connect(
-                dsn, autocommit=True, connect_timeout=max(1, round(self._connect_timeout))
+                dsn,
+                autocommit=True,
+                connect_timeout=max(1, round(self._connect_timeout)),
+                **session_options(dsn),
             )
         except psycopg.Error as exc:
             raise connect_error(dsn, exc) from exc

@@ -90,9 +90,21 @@ def translate(exc: psycopg.Error) -> PgQueueError:
 
 
 def connect_error(dsn: str, exc: BaseException) -> ConnectError:
-    """A ConnectError that names where we tried to connect, never the password."""
+    """A ConnectError that names where we tried to connect, never the password; when the
+    server refuses more connections, it says what to do about it."""
     reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    if any(sign in reason for sign in _FULL):
+        reason += _FULL_HINT
     return ConnectError(f"cannot connect to PostgreSQL at {describe_dsn(dsn)}: {reason}")
+
+
+# What PostgreSQL says when max_connections, or a role's or a database's connection
+# limit, is reached (SQLSTATE 53300, which a failed connection attempt does not carry).
+_FULL = ("too many clients", "too many connections", "connection slots are reserved")
+_FULL_HINT = (
+    " (PostgreSQL refuses more connections: lower pgqueue's pool_max_size / --pool-size, "
+    "raise max_connections, or put PgBouncer in front; see docs/scaling.md)"
+)
 
 
 def _detail_value(detail: str | None) -> str | None:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from ._async.runner import AsyncRunner
+from ._compat import in_other_thread
 from ._completer import Completer, write_apart
 from ._config import check_count
 from ._core import Core, QueueBusy, QueueRules
@@ -192,7 +193,7 @@ class Worker:
             loop = self._loop
         if loop is None:  # not running yet: run() sees the request when it starts
             return
-        if loop.is_running() and _in_other_thread(loop):
+        if loop.is_running() and in_other_thread(loop):
             loop.call_soon_threadsafe(self._stopping.set)
             loop.call_soon_threadsafe(self._wake.set)
         else:
@@ -555,7 +556,7 @@ class Worker:
         """A run reported progress: store it soon (safe from a handler's thread)."""
         loop = self._loop
         if loop is not None:
-            if _in_other_thread(loop):
+            if in_other_thread(loop):
                 loop.call_soon_threadsafe(self._heartbeat_loop.wake.set)
             else:
                 self._heartbeat_loop.wake.set()
@@ -838,10 +839,3 @@ def _breaks_a_policy(error: PgQueueError) -> bool:
     return isinstance(cause, psycopg.errors.UniqueViolation) and (
         cause.diag.constraint_name or ""
     ).startswith("job_policy_")
-
-
-def _in_other_thread(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is not loop
-    except RuntimeError:
-        return True

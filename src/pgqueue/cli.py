@@ -70,6 +70,26 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--dsn", help=f"database URL (default: ${DSN_ENV}, else embedded)")
         sub.add_argument("--schema", default="pgqueue", help="schema name (default: pgqueue)")
 
+    def pool_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--pool-size",
+            type=int,
+            metavar="N",
+            help="connections the process's pool may open at most, besides one for LISTEN "
+            "(default: the application's pool_max_size, 10 unless set)",
+        )
+        sub.add_argument(
+            "--pool-min-size",
+            type=int,
+            metavar="N",
+            help="connections the pool keeps open when idle (default: the application's, 1)",
+        )
+        sub.add_argument(
+            "--null-pool",
+            action="store_true",
+            help="open a connection for each use and close it after (behind PgBouncer)",
+        )
+
     migrate = command("migrate", help="create or upgrade pgqueue's schema")
     database_options(migrate)
     migrate.add_argument(
@@ -136,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="0.0.0.0",
         help="the address the metrics are served on (default: 0.0.0.0, every interface)",
     )
+    pool_options(worker)
     worker.set_defaults(run=_worker)
 
     jobs = command(
@@ -354,6 +375,7 @@ def load_app(spec: str) -> AsyncPgQueue | PgQueue:
 
 def _worker(args: argparse.Namespace) -> int:
     app = load_app(args.app)
+    _size_pool(app, args)
     options: dict[str, Any] = {
         "queues": args.queues.split(",") if args.queues else None,
         "concurrency": args.concurrency,
@@ -377,6 +399,19 @@ def _worker(args: argparse.Namespace) -> int:
 
     run_loop(run())
     return 0
+
+
+def _size_pool(app: AsyncPgQueue | PgQueue, args: argparse.Namespace) -> None:
+    """Apply --pool-size, --pool-min-size and --null-pool to an application's object."""
+    if args.pool_size is None and args.pool_min_size is None and not args.null_pool:
+        return
+    max_size = app._pool_max_size if args.pool_size is None else args.pool_size
+    min_size = app._pool_min_size if args.pool_min_size is None else args.pool_min_size
+    app._set_pool(
+        min(min_size, max_size) if args.pool_min_size is None else min_size,
+        max_size,
+        args.null_pool or app._null_pool,
+    )
 
 
 def _jobs(args: argparse.Namespace) -> int:
