@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar, get_args, overload
 
 import psycopg
 
-from ._async.runner import AsyncRunner
+from ._async.runner import AsyncRunner, connect_options
 from ._config import check_schema, describe_dsn, resolve_dsn
 from ._core import Core
 from ._cron import Schedules
@@ -74,9 +74,16 @@ class QueueBase:
         pool_max_size: int,
         connect_timeout: float,
         maintenance: MaintenanceSettings | bool,
+        prepare: bool = True,
+        listen: bool = True,
+        listen_dsn: str | None = None,
     ) -> None:
         self.schema = check_schema(schema)
         self._dsn = resolve_dsn(dsn)
+        self._prepare = True
+        self._listen = True
+        self._listen_dsn: str | None = None
+        self._use_connections(prepare=prepare, listen=listen, listen_dsn=listen_dsn)
         if pool_min_size < 0 or pool_max_size < max(1, pool_min_size):
             raise InvalidInputError(
                 f"pool sizes must satisfy 0 <= pool_min_size <= pool_max_size and "
@@ -128,6 +135,37 @@ class QueueBase:
         """The DSN in use (None before ``start()`` when the embedded server is the default)."""
         return self._dsn
 
+    def _use_connections(
+        self,
+        *,
+        prepare: bool | None = None,
+        listen: bool | None = None,
+        listen_dsn: str | None = None,
+    ) -> None:
+        """Set how connections are made (the constructor's options; the CLI's flags override
+        them before start): None leaves an option as it is."""
+        for option, value in (("prepare", prepare), ("listen", listen)):
+            if value is not None and not isinstance(value, bool):
+                raise InvalidInputError(f"{option} must be True or False, got {value!r}")
+        if listen_dsn is not None and (not isinstance(listen_dsn, str) or not listen_dsn):
+            raise InvalidInputError(f"listen_dsn must be a database URL, got {listen_dsn!r}")
+        if prepare is not None:
+            self._prepare = prepare
+        if listen is not None:
+            self._listen = listen
+        if listen_dsn is not None:
+            self._listen_dsn = listen_dsn
+
+    def _connections(self) -> dict[str, Any]:
+        """The connection options, as the constructor takes them."""
+        return {"prepare": self._prepare, "listen": self._listen, "listen_dsn": self._listen_dsn}
+
+    def _listen_to(self, dsn: str) -> str | None:
+        """Where notifications are listened for: None when polling only."""
+        if not self._listen:
+            return None
+        return self._listen_dsn or dsn
+
     def _runner_for(self, dsn: str, runner: type[RunnerT]) -> RunnerT:
         """A runner with this object's pool settings (``Runner`` or ``AsyncRunner``)."""
         return runner(
@@ -136,6 +174,7 @@ class QueueBase:
             min_size=self._pool_min_size,
             max_size=self._pool_max_size,
             connect_timeout=self._connect_timeout,
+            prepare=self._prepare,
         )
 
     def _resolve_embedded(self) -> str:
@@ -154,7 +193,9 @@ class QueueBase:
         """Check the server answers and migrate (blocking)."""
         try:
             conn = psycopg.connect(
-                dsn, autocommit=True, connect_timeout=max(1, round(self._connect_timeout))
+                dsn,
+                connect_timeout=max(1, round(self._connect_timeout)),
+                **connect_options(self._prepare),
             )
         except psycopg.Error as exc:
             raise connect_error(dsn, exc) from exc
@@ -271,6 +312,7 @@ class QueueBase:
             self._worker = Worker(
                 runner,
                 self._core,
+                listen_dsn=self._listen_to(runner.dsn),
                 emit=self._listeners.emit,
                 observer=self._observer,
                 **options,

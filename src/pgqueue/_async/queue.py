@@ -50,6 +50,12 @@ class AsyncPgQueue(QueueBase):
 
     The database is ``dsn``, else ``$PGQUEUE_DATABASE_URL``, else an embedded PostgreSQL.
     Use ``async with AsyncPgQueue(...) as pq:`` or call :meth:`start` and :meth:`stop`.
+
+    Behind PgBouncer (see docs/scaling.md): ``prepare=False`` keeps psycopg from preparing
+    statements, which a pooler in transaction mode before PgBouncer 1.21 (or with
+    ``max_prepared_statements = 0``) cannot carry; ``listen_dsn`` gives the notification
+    listeners a connection of their own (straight to PostgreSQL: a pooler in transaction
+    mode drops notifications); ``listen=False`` polls only.
     """
 
     def __init__(
@@ -62,6 +68,9 @@ class AsyncPgQueue(QueueBase):
         pool_max_size: int = 10,
         connect_timeout: float = 10.0,
         maintenance: MaintenanceSettings | bool = True,
+        prepare: bool = True,
+        listen: bool = True,
+        listen_dsn: str | None = None,
     ) -> None:
         super().__init__(
             dsn,
@@ -71,6 +80,9 @@ class AsyncPgQueue(QueueBase):
             pool_max_size=pool_max_size,
             connect_timeout=connect_timeout,
             maintenance=maintenance,
+            prepare=prepare,
+            listen=listen,
+            listen_dsn=listen_dsn,
         )
         self._runner: AsyncRunner | None = None
         self._maintenance: AsyncPeriodic | None = None
@@ -466,7 +478,10 @@ class AsyncPgQueue(QueueBase):
         with self._results_lock:  # (one listener, whichever thread asks first)
             if self._results is None:
                 self._results = AsyncResults(
-                    self._runner.dsn, self._core, lambda plan: self._run(plan, None, atomic=False)
+                    self._listen_to(self._runner.dsn),
+                    self._core,
+                    lambda plan: self._run(plan, None, atomic=False),
+                    prepare=self._prepare,
                 )
             results = self._results
         return job_result(await results.wait(ids[0], timeout))

@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from .._compat import ABackground, AEvent, aend, aspawn, await_event
 from .._db import Plan, connect_error, has_rows, translate
 
-__all__ = ["AsyncConn", "AsyncPeriodic", "AsyncRunner", "run_async"]
+__all__ = ["AsyncConn", "AsyncPeriodic", "AsyncRunner", "connect_options", "run_async"]
 
 log = logging.getLogger("pgqueue")
 T = TypeVar("T")
@@ -21,14 +21,25 @@ T = TypeVar("T")
 AsyncConn = psycopg.AsyncConnection[Any]
 
 
+def connect_options(prepare: bool) -> dict[str, Any]:
+    """The options of every connection pgqueue opens: autocommit, and without ``prepare``
+    no prepared statements (a pooler in transaction mode hands each transaction to any
+    server connection, where a statement prepared on another one does not exist)."""
+    return {"autocommit": True} if prepare else {"autocommit": True, "prepare_threshold": None}
+
+
 async def run_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
-    """Drive ``plan`` on ``conn`` (inside whatever transaction it has)."""
+    """Drive ``plan`` on ``conn`` (inside whatever transaction it has). On a connection
+    whose ``prepare_threshold`` is None nothing is prepared, not even statements that ask."""
+    prepares = conn.prepare_threshold is not None
     try:
         stmt = next(plan)
         while True:
             try:
                 async with conn.cursor(row_factory=tuple_row if stmt.tuples else dict_row) as cur:
-                    await cur.execute(stmt.query, stmt.params, prepare=stmt.prepare)
+                    await cur.execute(
+                        stmt.query, stmt.params, prepare=stmt.prepare if prepares else False
+                    )
                     rows = await cur.fetchall() if has_rows(cur) else []
             except psycopg.Error as exc:
                 stmt = plan.throw(exc)
@@ -46,9 +57,17 @@ class AsyncRunner:
     queue object, its worker and its background ticks are given to reach the database."""
 
     def __init__(
-        self, dsn: str, *, name: str, min_size: int, max_size: int, connect_timeout: float
+        self,
+        dsn: str,
+        *,
+        name: str,
+        min_size: int,
+        max_size: int,
+        connect_timeout: float,
+        prepare: bool = True,
     ) -> None:
         self.dsn = dsn
+        self.prepare = prepare
         self._connect_timeout = connect_timeout
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             dsn,
@@ -56,7 +75,7 @@ class AsyncRunner:
             max_size=max_size,
             open=False,
             name=name,
-            kwargs={"autocommit": True},
+            kwargs=connect_options(prepare),
         )
 
     async def open(self) -> None:

@@ -14,7 +14,7 @@ from psycopg_pool import ConnectionPool
 from .._compat import Background, Event, end, spawn, wait_event
 from .._db import Plan, connect_error, has_rows, translate
 
-__all__ = ["Conn", "Periodic", "Runner", "run_sync"]
+__all__ = ["Conn", "Periodic", "Runner", "connect_options", "run_sync"]
 
 log = logging.getLogger("pgqueue")
 T = TypeVar("T")
@@ -22,14 +22,25 @@ T = TypeVar("T")
 Conn = psycopg.Connection[Any]
 
 
+def connect_options(prepare: bool) -> dict[str, Any]:
+    """The options of every connection pgqueue opens: autocommit, and without ``prepare``
+    no prepared statements (a pooler in transaction mode hands each transaction to any
+    server connection, where a statement prepared on another one does not exist)."""
+    return {"autocommit": True} if prepare else {"autocommit": True, "prepare_threshold": None}
+
+
 def run_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
-    """Drive ``plan`` on ``conn`` (inside whatever transaction it has)."""
+    """Drive ``plan`` on ``conn`` (inside whatever transaction it has). On a connection
+    whose ``prepare_threshold`` is None nothing is prepared, not even statements that ask."""
+    prepares = conn.prepare_threshold is not None
     try:
         stmt = next(plan)
         while True:
             try:
                 with conn.cursor(row_factory=tuple_row if stmt.tuples else dict_row) as cur:
-                    cur.execute(stmt.query, stmt.params, prepare=stmt.prepare)
+                    cur.execute(
+                        stmt.query, stmt.params, prepare=stmt.prepare if prepares else False
+                    )
                     rows = cur.fetchall() if has_rows(cur) else []
             except psycopg.Error as exc:
                 stmt = plan.throw(exc)
@@ -47,9 +58,17 @@ class Runner:
     queue object, its worker and its background ticks are given to reach the database."""
 
     def __init__(
-        self, dsn: str, *, name: str, min_size: int, max_size: int, connect_timeout: float
+        self,
+        dsn: str,
+        *,
+        name: str,
+        min_size: int,
+        max_size: int,
+        connect_timeout: float,
+        prepare: bool = True,
     ) -> None:
         self.dsn = dsn
+        self.prepare = prepare
         self._connect_timeout = connect_timeout
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             dsn,
@@ -57,7 +76,7 @@ class Runner:
             max_size=max_size,
             open=False,
             name=name,
-            kwargs={"autocommit": True},
+            kwargs=connect_options(prepare),
         )
 
     def open(self) -> None:
