@@ -159,9 +159,14 @@ class Notifier:
             return
         deadline = time.monotonic() + PROBE_WAIT
         while (left := deadline - time.monotonic()) > 0:
-            async for note in conn.notifies(timeout=left):
+            heard = False
+            # Never left mid-batch: the notifications that came with the probe would be lost.
+            async for note in conn.notifies(timeout=left, stop_after=1):
                 if note.channel == self._probe_channel and note.payload == payload:
-                    return
-                self._on_notify(note.channel, note.payload)
+                    heard = True
+                else:
+                    self._on_notify(note.channel, note.payload)
+            if heard:
+                return
         log.warning("%s", deaf_warning("the worker's notification listener"))
         self._on_deaf()
