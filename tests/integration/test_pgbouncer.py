@@ -235,5 +235,38 @@ async def test_listening_through_it(
             await asyncio.wait_for(ran.wait(), 10)
 
 
-async def _warned(caplog: pytest.LogCaptureFixture) -> bool:
-    return any("listen_dsn" in r.getMessage() for r in caplog.records)
+async def _warned(caplog: pytest.LogCaptureFixture, text: str = "listen_dsn") -> bool:
+    return any(text in r.getMessage() for r in caplog.records)
+
+
+async def test_results_arrive_whether_notifications_do_or_not(
+    bouncer: tuple[str, str], schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The result listener listens through PgBouncer: in transaction mode it says once that
+    nothing arrives, and its waiters look for themselves."""
+    mode, bounced = bouncer
+    caplog.set_level(logging.WARNING, logger="pgqueue")
+    pq = AsyncPgQueue(bounced, schema=schema, maintenance=False, prepare=mode == "session")
+
+    @pq.job("echo")
+    async def echo(data: str) -> str:
+        return data
+
+    async with pq:
+        first = await echo.send("first")
+        assert first is not None
+        async with working(pq, poll_interval=0.1):
+            assert await first.result(timeout=20) == "first"
+            if mode == "transaction":
+                await wait_until(
+                    lambda: _warned(caplog, "result listener"),
+                    timeout=15,
+                    what="the result listener's warning",
+                )
+            later = await echo.send("later")
+            assert later is not None
+            began = time.monotonic()
+            assert await later.result(timeout=20) == "later"
+            assert time.monotonic() - began < 3  # not the 5 s backstop
+    warned = [r for r in caplog.records if "result listener" in r.getMessage()]
+    assert len(warned) == (1 if mode == "transaction" else 0)

@@ -178,12 +178,14 @@ class Results:
         backoff = 0.1
         probe: str | None = None  # the probe's payload until it came back or was given up
         probe_until = 0.0
+        deaf = False  # the probe never came back: notifications do not arrive
         while not self._stopping.is_set():
             try:
                 conn = psycopg.Connection.connect(self._dsn, **connect_options(self._prepare))
                 with conn:
                     conn.execute(self._core.sql.listen_done)
-                    self._listening.set()
+                    if not deaf:
+                        self._listening.set()
                     self._tried.set()
                     backoff = 0.1
                     polled = 0.0  # (re)connected: look at once, notifications were missed
@@ -201,7 +203,12 @@ class Results:
                             probe_until = time.monotonic() + PROBE_WAIT
                             self._run(self._core.probe(self._core.sql.done_channel, probe))
                         elif probe is not None and time.monotonic() >= probe_until:
-                            probe = None
+                            # Deaf: each waiter looks for itself, as when not listening.
+                            probe, deaf = None, True
+                            self._listening.clear()
+                            with self._lock:
+                                waited = list(self._events)
+                            self._wake(waited)
                             log.warning("%s", deaf_warning("the result listener"))
                         for note in conn.notifies(timeout=_LISTEN_SLICE):
                             if note.payload == probe:
