@@ -72,10 +72,16 @@ def _quoted(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-def _unprivileged_user() -> str | None:
-    """The user pgbouncer switches to when started as root (it refuses to run as root)."""
+def _unprivileged_user(host: str) -> str | None:
+    """The user pgbouncer switches to when started as root (it refuses to run as root): the
+    owner of the server's socket directory (only it may reach a private one), else
+    postgres, else nobody."""
     if os.geteuid() != 0:
         return None
+    if host.startswith("/"):
+        owner = pwd.getpwuid(os.stat(host).st_uid).pw_name
+        if owner != "root":
+            return owner
     for name in ("postgres", "nobody"):
         try:
             pwd.getpwnam(name)
@@ -121,7 +127,7 @@ def running_pgbouncer(dsn: str, mode: str, pool_size: int = 4) -> Iterator[str]:
         for path in workdir.iterdir():
             path.chmod(0o644)
         command = [binary, str(ini)]
-        switch_to = _unprivileged_user()
+        switch_to = _unprivileged_user(host)
         if switch_to is not None:
             command[1:1] = ["-u", switch_to]
         log_path = workdir / "pgbouncer.log"
