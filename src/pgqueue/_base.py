@@ -14,8 +14,8 @@ from typing import Any, Literal, TypeVar, get_args, overload
 
 import psycopg
 
-from ._async.runner import AsyncRunner
-from ._config import check_pool, check_schema, describe_dsn, resolve_dsn, session_options
+from ._async.runner import AsyncRunner, connect_options
+from ._config import check_pool, check_schema, describe_dsn, resolve_dsn
 from ._core import Core
 from ._cron import Schedules
 from ._db import Plan, connect_error
@@ -76,6 +76,9 @@ class QueueBase:
         pool: Any = None,
         connect_timeout: float,
         maintenance: MaintenanceSettings | bool,
+        prepare: bool = True,
+        listen: bool = True,
+        listen_dsn: str | None = None,
     ) -> None:
         self.schema = check_schema(schema)
         if pool is not None and dsn is None:
@@ -83,6 +86,10 @@ class QueueBase:
             if dsn is None:
                 raise InvalidOptionError("with pool=, give dsn= too (pool.conninfo is empty)")
         self._dsn = resolve_dsn(dsn)
+        self._prepare = True
+        self._listen = True
+        self._listen_dsn: str | None = None
+        self._use_connections(prepare=prepare, listen=listen, listen_dsn=listen_dsn)
         self._migrate = migrate
         self._pool = pool
         self._set_pool(pool_min_size, pool_max_size, null_pool)
@@ -139,6 +146,37 @@ class QueueBase:
         """The DSN in use (None before ``start()`` when the embedded server is the default)."""
         return self._dsn
 
+    def _use_connections(
+        self,
+        *,
+        prepare: bool | None = None,
+        listen: bool | None = None,
+        listen_dsn: str | None = None,
+    ) -> None:
+        """Set how connections are made (the constructor's options; the CLI's flags override
+        them before start): None leaves an option as it is."""
+        for option, value in (("prepare", prepare), ("listen", listen)):
+            if value is not None and not isinstance(value, bool):
+                raise InvalidInputError(f"{option} must be True or False, got {value!r}")
+        if listen_dsn is not None and (not isinstance(listen_dsn, str) or not listen_dsn):
+            raise InvalidInputError(f"listen_dsn must be a database URL, got {listen_dsn!r}")
+        if prepare is not None:
+            self._prepare = prepare
+        if listen is not None:
+            self._listen = listen
+        if listen_dsn is not None:
+            self._listen_dsn = listen_dsn
+
+    def _connections(self) -> dict[str, Any]:
+        """The connection options, as the constructor takes them."""
+        return {"prepare": self._prepare, "listen": self._listen, "listen_dsn": self._listen_dsn}
+
+    def _listen_to(self, dsn: str) -> str | None:
+        """Where notifications are listened for: None when polling only."""
+        if not self._listen:
+            return None
+        return self._listen_dsn or dsn
+
     def _runner_for(self, dsn: str, runner: type[RunnerT], pool: Any = None) -> RunnerT:
         """A runner with this object's pool settings (``Runner`` or ``AsyncRunner``), on
         ``pool`` (the caller's) if given."""
@@ -150,6 +188,7 @@ class QueueBase:
             connect_timeout=self._connect_timeout,
             null=self._null_pool,
             pool=pool,
+            prepare=self._prepare,
         )
 
     def _resolve_embedded(self) -> str:
@@ -169,9 +208,8 @@ class QueueBase:
         try:
             conn = psycopg.connect(
                 dsn,
-                autocommit=True,
                 connect_timeout=max(1, round(self._connect_timeout)),
-                **session_options(dsn),
+                **connect_options(dsn, self._prepare),
             )
         except psycopg.Error as exc:
             raise connect_error(dsn, exc) from exc
@@ -288,6 +326,7 @@ class QueueBase:
             self._worker = Worker(
                 runner,
                 self._core,
+                listen_dsn=self._listen_to(runner.dsn),
                 emit=self._listeners.emit,
                 observer=self._observer,
                 **options,

@@ -28,7 +28,7 @@ from .errors import (
     QueueNotFoundError,
 )
 
-__all__ = ["Plan", "Row", "Stmt", "connect_error", "has_rows", "translate"]
+__all__ = ["Plan", "Row", "Stmt", "connect_error", "has_rows", "refused", "translate"]
 
 Row = dict[str, Any]
 T = TypeVar("T")
@@ -93,9 +93,14 @@ def connect_error(dsn: str, exc: BaseException) -> ConnectError:
     """A ConnectError that names where we tried to connect, never the password; when the
     server refuses more connections, it says what to do about it."""
     reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    if any(sign in reason for sign in _FULL):
+    if refused(exc):
         reason += _FULL_HINT
     return ConnectError(f"cannot connect to PostgreSQL at {describe_dsn(dsn)}: {reason}")
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing a connection for want of free slots."""
+    return any(sign in str(exc) for sign in _FULL)
 
 
 # What PostgreSQL says when max_connections, or a role's or a database's connection

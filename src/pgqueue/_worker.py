@@ -109,6 +109,7 @@ class Worker:
         until_empty: bool = False,
         heartbeat_seconds: float = DEFAULT_HEARTBEAT,
         capture_logs: bool | int | str = False,
+        listen_dsn: str | None = None,
         emit: Callable[[Any, object], None] = lambda event, value: None,
         observer: Observer | None = None,
     ) -> None:
@@ -168,6 +169,9 @@ class Worker:
         self._heartbeat_loop = Heartbeat(
             self._run, self._core, self._active, self._heartbeat, self._cancel_job
         )
+        self._listen_dsn = listen_dsn
+        if listen_dsn is None:  # polling only: cancellations are looked for as often
+            self._heartbeat_loop.check_every = poll_interval
         self.processed = 0
 
     @property
@@ -207,10 +211,14 @@ class Worker:
             if self._stop_asked:
                 self._stopping.set()
         notifier = Notifier(
-            self._runner.dsn,
+            self._listen_dsn,
             [self._core.sql.listen_jobs, self._core.sql.listen_cancel],
             self._on_notify,
             self._listening,
+            prepare=self._runner.prepare,
+            probe_channel=self._core.sql.cancel_channel,
+            probe=lambda channel, payload: self._run(self._core.probe(channel, payload)),
+            on_deaf=self._deaf,
         )
         signals = self._install_signals() if install_signal_handlers else []
         await self._completer.start()
@@ -335,6 +343,11 @@ class Worker:
         # (Re)connected: whatever was sent meanwhile went unannounced.
         self._mark_all_dirty()
         self._emit("listening", self.id)
+
+    def _deaf(self) -> None:
+        # Notifications do not arrive: cancellations are looked for at each poll.
+        self._heartbeat_loop.check_every = self._poll_interval
+        self._heartbeat_loop.wake.set()
 
     def _mark_all_dirty(self) -> None:
         for state in self._states.values():

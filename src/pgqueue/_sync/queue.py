@@ -54,6 +54,11 @@ class PgQueue(QueueBase):
     worker's loops and its handlers' sends share (plus one for LISTEN while it works);
     ``null_pool=True`` connects for each use instead (behind PgBouncer), and ``pool=``
     uses the caller's open pool, never opened or closed here (see docs/scaling.md).
+    Behind PgBouncer (see docs/scaling.md): ``prepare=False`` keeps psycopg from preparing
+    statements, which a pooler in transaction mode before PgBouncer 1.21 (or with
+    ``max_prepared_statements = 0``) cannot carry; ``listen_dsn`` gives the notification
+    listeners a connection of their own (straight to PostgreSQL: a pooler in transaction
+    mode drops notifications); ``listen=False`` polls only.
     """
 
     def __init__(
@@ -68,6 +73,9 @@ class PgQueue(QueueBase):
         pool: ConnectionPool[Any] | None = None,
         connect_timeout: float = 10.0,
         maintenance: MaintenanceSettings | bool = True,
+        prepare: bool = True,
+        listen: bool = True,
+        listen_dsn: str | None = None,
     ) -> None:
         super().__init__(
             dsn,
@@ -79,6 +87,9 @@ class PgQueue(QueueBase):
             pool=pool,
             connect_timeout=connect_timeout,
             maintenance=maintenance,
+            prepare=prepare,
+            listen=listen,
+            listen_dsn=listen_dsn,
         )
         self._runner: Runner | None = None
         self._maintenance: Periodic | None = None
@@ -458,7 +469,10 @@ class PgQueue(QueueBase):
         with self._results_lock:  # (one listener, whichever thread asks first)
             if self._results is None:
                 self._results = Results(
-                    self._runner.dsn, self._core, lambda plan: self._run(plan, None, atomic=False)
+                    self._listen_to(self._runner.dsn),
+                    self._core,
+                    lambda plan: self._run(plan, None, atomic=False),
+                    prepare=self._prepare,
                 )
             results = self._results
         return job_result(results.wait(ids[0], timeout))

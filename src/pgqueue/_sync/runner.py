@@ -16,7 +16,7 @@ from .._config import session_options
 from .._db import Plan, connect_error, has_rows, translate
 from ..errors import InvalidOptionError
 
-__all__ = ["Conn", "Periodic", "Runner", "run_sync"]
+__all__ = ["Conn", "Periodic", "Runner", "connect_options", "run_sync"]
 
 log = logging.getLogger("pgqueue")
 T = TypeVar("T")
@@ -24,14 +24,29 @@ T = TypeVar("T")
 Conn = psycopg.Connection[Any]
 
 
+def connect_options(dsn: str, prepare: bool) -> dict[str, Any]:
+    """The options of every connection pgqueue opens to ``dsn``: autocommit, its
+    application_name (see ``session_options``), and without ``prepare`` no prepared
+    statements (a pooler in transaction mode hands each transaction to any server
+    connection, where a statement prepared on another one does not exist)."""
+    options: dict[str, Any] = {"autocommit": True, **session_options(dsn)}
+    if not prepare:
+        options["prepare_threshold"] = None
+    return options
+
+
 def run_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
-    """Drive ``plan`` on ``conn`` (inside whatever transaction it has)."""
+    """Drive ``plan`` on ``conn`` (inside whatever transaction it has). On a connection
+    whose ``prepare_threshold`` is None nothing is prepared, not even statements that ask."""
+    prepares = conn.prepare_threshold is not None
     try:
         stmt = next(plan)
         while True:
             try:
                 with conn.cursor(row_factory=tuple_row if stmt.tuples else dict_row) as cur:
-                    cur.execute(stmt.query, stmt.params, prepare=stmt.prepare)
+                    cur.execute(
+                        stmt.query, stmt.params, prepare=stmt.prepare if prepares else False
+                    )
                     rows = cur.fetchall() if has_rows(cur) else []
             except psycopg.Error as exc:
                 stmt = plan.throw(exc)
@@ -58,8 +73,10 @@ class Runner:
         connect_timeout: float,
         null: bool = False,
         pool: ConnectionPool[Any] | None = None,
+        prepare: bool = True,
     ) -> None:
         self.dsn = dsn
+        self.prepare = prepare
         self._connect_timeout = connect_timeout
         # The caller's pool is the caller's to open and close; a null pool connects for
         # each use (what a PgBouncer in front of the server wants: it keeps the pool).
@@ -72,7 +89,7 @@ class Runner:
                 max_size=max_size,
                 open=False,
                 name=name,
-                kwargs={"autocommit": True, **session_options(dsn)},
+                kwargs=connect_options(dsn, prepare),
             )
         self._pool: ConnectionPool[Any] = pool
 
@@ -91,7 +108,11 @@ class Runner:
         except psycopg.OperationalError as exc:  # the pool's timeout hides why: ask once
             self._pool.close()
             try:
-                (psycopg.Connection.connect(self.dsn, connect_timeout=2)).close()
+                (
+                    psycopg.Connection.connect(
+                        self.dsn, connect_timeout=2, **connect_options(self.dsn, self.prepare)
+                    )
+                ).close()
             except psycopg.Error as cause:
                 raise connect_error(self.dsn, cause) from exc
             raise connect_error(self.dsn, exc) from exc
