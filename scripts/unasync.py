@@ -34,6 +34,7 @@ NAMES = {
     "AsyncResultSource": "ResultSource",
     "AsyncPeriodic": "Periodic",
     "AsyncConnectionPool": "ConnectionPool",
+    "AsyncNullConnectionPool": "NullConnectionPool",
     "AsyncConnection": "Connection",
     "AsyncConn": "Conn",
     "AsyncIterator": "Iterator",

@@ -14,8 +14,8 @@ from typing import Any, Literal, TypeVar, get_args, overload
 
 import psycopg
 
-from ._async.runner import AsyncRunner
-from ._config import check_schema, describe_dsn, resolve_dsn, resolve_partition
+from ._async.runner import AsyncRunner, connect_options
+from ._config import check_pool, check_schema, describe_dsn, resolve_dsn, resolve_partition
 from ._core import Core
 from ._cron import Schedules
 from ._db import Plan, connect_error
@@ -28,7 +28,7 @@ from ._registry import JobDefinition, Registry
 from ._sql import Statements
 from ._sync.runner import Runner, run_sync
 from ._worker import Worker
-from .errors import InvalidInputError, WorkerError
+from .errors import InvalidInputError, InvalidOptionError, WorkerError
 from .models import JobState, QueueStats
 
 __all__ = ["EventName", "QueueBase", "StartAfter"]
@@ -72,21 +72,29 @@ class QueueBase:
         migrate: bool,
         pool_min_size: int,
         pool_max_size: int,
+        null_pool: bool = False,
+        pool: Any = None,
         connect_timeout: float,
         maintenance: MaintenanceSettings | bool,
-        partition: bool | None,
+        prepare: bool = True,
+        listen: bool = True,
+        listen_dsn: str | None = None,
+        partition: bool | None = None,
     ) -> None:
         self.schema = check_schema(schema)
         self._partition = resolve_partition(partition)
+        if pool is not None and dsn is None:
+            dsn = pool.conninfo or None  # migrations and LISTEN connect on their own
+            if dsn is None:
+                raise InvalidOptionError("with pool=, give dsn= too (pool.conninfo is empty)")
         self._dsn = resolve_dsn(dsn)
-        if pool_min_size < 0 or pool_max_size < max(1, pool_min_size):
-            raise InvalidInputError(
-                f"pool sizes must satisfy 0 <= pool_min_size <= pool_max_size and "
-                f"pool_max_size >= 1, got {pool_min_size} and {pool_max_size}"
-            )
+        self._prepare = True
+        self._listen = True
+        self._listen_dsn: str | None = None
+        self._use_connections(prepare=prepare, listen=listen, listen_dsn=listen_dsn)
         self._migrate = migrate
-        self._pool_min_size = pool_min_size
-        self._pool_max_size = pool_max_size
+        self._pool = pool
+        self._set_pool(pool_min_size, pool_max_size, null_pool)
         self._connect_timeout = connect_timeout
         self._embedded: EmbeddedServer | None = None
         if maintenance is True:
@@ -106,6 +114,16 @@ class QueueBase:
         # Told of sends and runs (pgqueue.metrics, pgqueue.tracing): None while both are off.
         self._observer: Observer | None = None
         self._observing: dict[str, Observer] = {}  # each attached observer, by kind
+
+    def _set_pool(self, min_size: int, max_size: int, null: bool) -> None:
+        """Size the pool this object opens on start (``pgqueue worker --pool-size`` calls
+        it on an application's object): a null pool connects for each use."""
+        if not isinstance(null, bool):
+            raise InvalidOptionError(f"null_pool must be True or False, got {null!r}")
+        if null and self._pool is not None:
+            raise InvalidOptionError("give pool= or null_pool=True, not both")
+        self._pool_min_size, self._pool_max_size = check_pool(min_size, max_size)
+        self._null_pool = null
 
     def _observe(self, kind: str, observer: Observer) -> Observer:
         """Attach ``observer`` (once per kind: the one attached first is kept and returned).
@@ -130,14 +148,49 @@ class QueueBase:
         """The DSN in use (None before ``start()`` when the embedded server is the default)."""
         return self._dsn
 
-    def _runner_for(self, dsn: str, runner: type[RunnerT]) -> RunnerT:
-        """A runner with this object's pool settings (``Runner`` or ``AsyncRunner``)."""
+    def _use_connections(
+        self,
+        *,
+        prepare: bool | None = None,
+        listen: bool | None = None,
+        listen_dsn: str | None = None,
+    ) -> None:
+        """Set how connections are made (the constructor's options; the CLI's flags override
+        them before start): None leaves an option as it is."""
+        for option, value in (("prepare", prepare), ("listen", listen)):
+            if value is not None and not isinstance(value, bool):
+                raise InvalidInputError(f"{option} must be True or False, got {value!r}")
+        if listen_dsn is not None and (not isinstance(listen_dsn, str) or not listen_dsn):
+            raise InvalidInputError(f"listen_dsn must be a database URL, got {listen_dsn!r}")
+        if prepare is not None:
+            self._prepare = prepare
+        if listen is not None:
+            self._listen = listen
+        if listen_dsn is not None:
+            self._listen_dsn = listen_dsn
+
+    def _connections(self) -> dict[str, Any]:
+        """The connection options, as the constructor takes them."""
+        return {"prepare": self._prepare, "listen": self._listen, "listen_dsn": self._listen_dsn}
+
+    def _listen_to(self, dsn: str) -> str | None:
+        """Where notifications are listened for: None when polling only."""
+        if not self._listen:
+            return None
+        return self._listen_dsn or dsn
+
+    def _runner_for(self, dsn: str, runner: type[RunnerT], pool: Any = None) -> RunnerT:
+        """A runner with this object's pool settings (``Runner`` or ``AsyncRunner``), on
+        ``pool`` (the caller's) if given."""
         return runner(
             dsn,
             name=f"pgqueue.{self.schema}",
             min_size=self._pool_min_size,
             max_size=self._pool_max_size,
             connect_timeout=self._connect_timeout,
+            null=self._null_pool,
+            pool=pool,
+            prepare=self._prepare,
         )
 
     def _resolve_embedded(self) -> str:
@@ -156,7 +209,9 @@ class QueueBase:
         """Check the server answers and migrate (blocking)."""
         try:
             conn = psycopg.connect(
-                dsn, autocommit=True, connect_timeout=max(1, round(self._connect_timeout))
+                dsn,
+                connect_timeout=max(1, round(self._connect_timeout)),
+                **connect_options(dsn, self._prepare),
             )
         except psycopg.Error as exc:
             raise connect_error(dsn, exc) from exc
@@ -277,6 +332,7 @@ class QueueBase:
             self._worker = Worker(
                 runner,
                 self._core,
+                listen_dsn=self._listen_to(runner.dsn),
                 emit=self._listeners.emit,
                 observer=self._observer,
                 **options,

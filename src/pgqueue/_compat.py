@@ -22,7 +22,9 @@ __all__ = [
     "ato_thread",
     "await_event",
     "end",
+    "in_other_thread",
     "run_loop",
+    "run_on",
     "spawn",
     "to_thread",
     "wait_event",
@@ -86,6 +88,19 @@ async def await_event(event: asyncio.Event, timeout: float) -> bool:
 def wait_event(event: threading.Event, timeout: float) -> bool:
     """Wait up to ``timeout`` seconds for ``event``; True if it is set."""
     return event.wait(timeout)
+
+
+def in_other_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    """True unless the caller runs on ``loop``'s thread, inside it."""
+    try:
+        return asyncio.get_running_loop() is not loop
+    except RuntimeError:
+        return True
+
+
+def run_on(loop: asyncio.AbstractEventLoop, main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on ``loop`` (running in another thread) and wait for its result."""
+    return asyncio.run_coroutine_threadsafe(main, loop).result()
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from psycopg.conninfo import conninfo_to_dict
 
@@ -18,10 +18,12 @@ __all__ = [
     "check_count",
     "check_dsn",
     "check_name",
+    "check_pool",
     "check_schema",
     "check_seconds",
     "describe_dsn",
     "resolve_dsn",
+    "session_options",
 ]
 
 DSN_ENV = "PGQUEUE_DATABASE_URL"
@@ -127,6 +129,30 @@ def resolve_dsn(dsn: str | None) -> str | None:
     if dsn is None:
         dsn = os.environ.get(DSN_ENV) or None
     return None if dsn is None else check_dsn(dsn)
+
+
+def session_options(dsn: str) -> dict[str, Any]:
+    """Connection parameters pgqueue adds to ``dsn``'s: ``application_name`` "pgqueue",
+    unless the DSN or $PGAPPNAME names one, so that pg_stat_activity tells its connections
+    apart."""
+    if os.environ.get("PGAPPNAME") or "application_name" in conninfo_to_dict(dsn):
+        return {}
+    return {"application_name": "pgqueue"}
+
+
+def check_pool(min_size: object, max_size: object) -> tuple[int, int]:
+    """Pool sizes as ``(min_size, max_size)``: 0 <= min_size <= max_size, max_size >= 1
+    (ints, not bools). Raises InvalidOptionError."""
+    if (
+        any(isinstance(v, bool) or not isinstance(v, int) for v in (min_size, max_size))
+        or not 0 <= min_size <= max_size  # type: ignore[operator]
+        or max_size < 1  # type: ignore[operator]
+    ):
+        raise InvalidOptionError(
+            "pool sizes must be integers with 0 <= pool_min_size <= pool_max_size and "
+            f"pool_max_size >= 1, got {min_size!r} and {max_size!r}"
+        )
+    return min_size, max_size  # type: ignore[return-value]
 
 
 def describe_dsn(dsn: str) -> str:

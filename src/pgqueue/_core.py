@@ -569,6 +569,10 @@ class Core:
         rows = yield Stmt(self.sql.job_cancelled_among, {"ids": ids})
         return [(r["id"], r["run_id"]) for r in rows]
 
+    def probe(self, channel: str, payload: str) -> Plan[None]:
+        """Plan: notify ``channel`` with ``payload`` (a listener checking that it hears)."""
+        yield Stmt(self.sql.listen_probe, {"channel": channel, "payload": payload})
+
     # -- job management ----------------------------------------------------------------------
 
     def _by_ids(self, query: str, ids: int | Iterable[int]) -> Plan[list[int]]:

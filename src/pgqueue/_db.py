@@ -28,7 +28,7 @@ from .errors import (
     QueueNotFoundError,
 )
 
-__all__ = ["Plan", "Row", "Stmt", "connect_error", "has_rows", "translate"]
+__all__ = ["Plan", "Row", "Stmt", "connect_error", "has_rows", "refused", "translate"]
 
 Row = dict[str, Any]
 T = TypeVar("T")
@@ -90,9 +90,26 @@ def translate(exc: psycopg.Error) -> PgQueueError:
 
 
 def connect_error(dsn: str, exc: BaseException) -> ConnectError:
-    """A ConnectError that names where we tried to connect, never the password."""
+    """A ConnectError that names where we tried to connect, never the password; when the
+    server refuses more connections, it says what to do about it."""
     reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    if refused(exc):
+        reason += _FULL_HINT
     return ConnectError(f"cannot connect to PostgreSQL at {describe_dsn(dsn)}: {reason}")
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing a connection for want of free slots."""
+    return any(sign in str(exc) for sign in _FULL)
+
+
+# What PostgreSQL says when max_connections, or a role's or a database's connection
+# limit, is reached (SQLSTATE 53300, which a failed connection attempt does not carry).
+_FULL = ("too many clients", "too many connections", "connection slots are reserved")
+_FULL_HINT = (
+    " (PostgreSQL refuses more connections: lower pgqueue's pool_max_size / --pool-size, "
+    "raise max_connections, or put PgBouncer in front; see docs/scaling.md)"
+)
 
 
 def _detail_value(detail: str | None) -> str | None:

@@ -39,10 +39,16 @@ class Heartbeat:
         self._cancel = cancel
         self.wake = asyncio.Event()
         self.every = default / 3  # what the loop now waits between beats
+        # Seconds between looks for cancelled runs when notifications do not announce them
+        # (None: at each beat only, as a backstop).
+        self.check_every: float | None = None
 
     def arrived(self, job: RunningJob) -> None:
-        """A run started: beat sooner if its heartbeat is shorter than the loop plans for."""
-        if job.heartbeat_seconds and job.heartbeat_seconds / 3 < self.every:
+        """A run started: beat sooner if its heartbeat is shorter than the loop plans for,
+        and plan the looks for cancellations when notifications do not announce them."""
+        if self.check_every is not None or (
+            job.heartbeat_seconds and job.heartbeat_seconds / 3 < self.every
+        ):
             self.wake.set()
 
     async def run(self) -> None:
@@ -51,6 +57,7 @@ class Heartbeat:
         as holding their job."""
         loop = asyncio.get_running_loop()
         last_beat = loop.time()
+        last_check = last_beat
         retry = 0.1  # after a failed write: soon, a lapsing heartbeat cannot wait a round
         failed = False
         while True:
@@ -60,9 +67,10 @@ class Heartbeat:
                 failed = False
             else:
                 try:
-                    await asyncio.wait_for(
-                        self.wake.wait(), max(last_beat + interval - loop.time(), 0)
-                    )
+                    until = last_beat + interval
+                    if self.check_every is not None and self._active:
+                        until = min(until, last_check + self.check_every)
+                    await asyncio.wait_for(self.wake.wait(), max(until - loop.time(), 0))
                     await asyncio.sleep(0.05)  # let a burst of progress reports coalesce
                 except asyncio.TimeoutError:
                     pass
@@ -78,14 +86,24 @@ class Heartbeat:
                 if reported is not None or beat:
                     runs.append(job)
                     progress.append(reported)
-            if not runs:
+            check = bool(runs) or (
+                self.check_every is not None
+                and bool(self._active)
+                and loop.time() >= last_check + self.check_every
+            )
+            if not check:
                 continue
             try:
-                held = await write_apart(
-                    self._touch,
-                    list(zip(runs, progress, strict=True)),
-                    self._touch_refused,
+                held = (
+                    await write_apart(
+                        self._touch,
+                        list(zip(runs, progress, strict=True)),
+                        self._touch_refused,
+                    )
+                    if runs
+                    else []
                 )
+                last_check = loop.time()
                 cancelled = await self._run(self._core.cancelled_among(list(self._active)))
             except PgQueueError as exc:
                 log.warning("heartbeat failed (%s); trying again in %.1fs", exc, retry)

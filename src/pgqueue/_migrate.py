@@ -2,9 +2,11 @@
 
 Migrations are the files ``NNNN_name.sql`` shipped in the package (``pgqueue/migrations``, or
 ``migrations/`` beside ``src/`` in a source checkout). Each is applied in its own transaction
-and recorded in ``version``; a session-level advisory lock per schema makes concurrent
-starters queue up, and each re-reads the version once it holds the lock, so every migration
-runs exactly once however many processes start together.
+and recorded in ``version``. Each of those transactions first takes a transaction-level
+advisory lock per schema, so concurrent starters queue up, and re-reads the version once it
+holds it: every migration runs exactly once however many processes start together, and no
+lock outlives its transaction (a pooler in transaction mode hands the connection to others
+after each one).
 
 A schema's layout is chosen when it is created: by default one job table; with
 ``partition=True`` a job table partitioned by queue (``partitioned.sql``, applied with version 1,
@@ -147,21 +149,26 @@ def migrate_plan(
     yield from _check_layout(stmts, status, partition)
     if status.up_to_date:
         return []
-    yield Stmt(stmts.lock_migrations)
     applied: list[int] = []
     try:
         yield Stmt(stmts.begin)
+        yield Stmt(stmts.lock_migrations)
         (schema,) = yield Stmt(stmts.schema_exists)
         if not schema["exists"]:
             yield Stmt(stmts.schema_create)
         yield Stmt(stmts.version_create)
         yield Stmt(stmts.commit)
-        status = yield from status_plan(stmts)  # another process may have migrated meanwhile
-        yield from _check_layout(stmts, status, partition)
-        for migration in status.pending:
-            if target is not None and migration.version > target:
-                break
+        while True:
             yield Stmt(stmts.begin)
+            yield Stmt(stmts.lock_migrations)
+            # Read under the lock: another process may have migrated meanwhile.
+            status = yield from status_plan(stmts)
+            yield from _check_layout(stmts, status, partition)
+            pending = [m for m in status.pending if target is None or m.version <= target]
+            if not pending:
+                yield Stmt(stmts.commit)
+                return applied
+            migration = pending[0]
             try:
                 yield Stmt(stmts.migration(migration.text))
                 if partition and migration.version == 1:
@@ -182,9 +189,6 @@ def migrate_plan(
     except BaseException:
         yield Stmt(stmts.rollback)
         raise
-    finally:
-        yield Stmt(stmts.unlock_migrations)
-    return applied
 
 
 _OWNER_HINT = (

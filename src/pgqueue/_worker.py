@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from ._async.runner import AsyncRunner
+from ._compat import in_other_thread
 from ._completer import Completer, write_apart
 from ._config import check_count
 from ._core import Core, QueueBusy, QueueRules
@@ -108,6 +109,7 @@ class Worker:
         until_empty: bool = False,
         heartbeat_seconds: float = DEFAULT_HEARTBEAT,
         capture_logs: bool | int | str = False,
+        listen_dsn: str | None = None,
         emit: Callable[[Any, object], None] = lambda event, value: None,
         observer: Observer | None = None,
     ) -> None:
@@ -167,6 +169,9 @@ class Worker:
         self._heartbeat_loop = Heartbeat(
             self._run, self._core, self._active, self._heartbeat, self._cancel_job
         )
+        self._listen_dsn = listen_dsn
+        if listen_dsn is None:  # polling only: cancellations are looked for as often
+            self._heartbeat_loop.check_every = poll_interval
         self.processed = 0
 
     @property
@@ -192,7 +197,7 @@ class Worker:
             loop = self._loop
         if loop is None:  # not running yet: run() sees the request when it starts
             return
-        if loop.is_running() and _in_other_thread(loop):
+        if loop.is_running() and in_other_thread(loop):
             loop.call_soon_threadsafe(self._stopping.set)
             loop.call_soon_threadsafe(self._wake.set)
         else:
@@ -206,10 +211,14 @@ class Worker:
             if self._stop_asked:
                 self._stopping.set()
         notifier = Notifier(
-            self._runner.dsn,
+            self._listen_dsn,
             [self._core.sql.listen_jobs, self._core.sql.listen_cancel],
             self._on_notify,
             self._listening,
+            prepare=self._runner.prepare,
+            probe_channel=self._core.sql.cancel_channel,
+            probe=lambda channel, payload: self._run(self._core.probe(channel, payload)),
+            on_deaf=self._deaf,
         )
         signals = self._install_signals() if install_signal_handlers else []
         await self._completer.start()
@@ -334,6 +343,11 @@ class Worker:
         # (Re)connected: whatever was sent meanwhile went unannounced.
         self._mark_all_dirty()
         self._emit("listening", self.id)
+
+    def _deaf(self) -> None:
+        # Notifications do not arrive: cancellations are looked for at each poll.
+        self._heartbeat_loop.check_every = self._poll_interval
+        self._heartbeat_loop.wake.set()
 
     def _mark_all_dirty(self) -> None:
         for state in self._states.values():
@@ -555,7 +569,7 @@ class Worker:
         """A run reported progress: store it soon (safe from a handler's thread)."""
         loop = self._loop
         if loop is not None:
-            if _in_other_thread(loop):
+            if in_other_thread(loop):
                 loop.call_soon_threadsafe(self._heartbeat_loop.wake.set)
             else:
                 self._heartbeat_loop.wake.set()
@@ -838,10 +852,3 @@ def _breaks_a_policy(error: PgQueueError) -> bool:
     return isinstance(cause, psycopg.errors.UniqueViolation) and (
         cause.diag.constraint_name or ""
     ).startswith("job_policy_")
-
-
-def _in_other_thread(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is not loop
-    except RuntimeError:
-        return True

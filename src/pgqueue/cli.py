@@ -40,6 +40,36 @@ __all__ = ["build_parser", "main"]
 Command = Callable[[argparse.Namespace], int]
 
 
+def prepare_option(sub: argparse.ArgumentParser) -> None:
+    """``--no-prepare``: for a pooler that cannot carry prepared statements."""
+    sub.add_argument(
+        "--no-prepare",
+        dest="prepare",
+        action="store_const",
+        const=False,
+        default=None,
+        help="never prepare statements (needed behind PgBouncer in transaction mode before "
+        "1.21, or with max_prepared_statements = 0)",
+    )
+
+
+def listen_options(sub: argparse.ArgumentParser) -> None:
+    """``--listen-dsn`` and ``--no-listen``: where notifications are listened for."""
+    sub.add_argument(
+        "--listen-dsn",
+        help="database URL of the notification listener (default: the application's; "
+        "behind PgBouncer in transaction mode, a direct one to PostgreSQL)",
+    )
+    sub.add_argument(
+        "--no-listen",
+        dest="listen",
+        action="store_const",
+        const=False,
+        default=None,
+        help="listen for no notifications: poll only",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     # The log options, before the command or after it (the later one wins), in any case.
@@ -69,6 +99,27 @@ def build_parser() -> argparse.ArgumentParser:
     def database_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--dsn", help=f"database URL (default: ${DSN_ENV}, else embedded)")
         sub.add_argument("--schema", default="pgqueue", help="schema name (default: pgqueue)")
+        prepare_option(sub)
+
+    def pool_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--pool-size",
+            type=int,
+            metavar="N",
+            help="connections the process's pool may open at most, besides one for LISTEN "
+            "(default: the application's pool_max_size, 10 unless set)",
+        )
+        sub.add_argument(
+            "--pool-min-size",
+            type=int,
+            metavar="N",
+            help="connections the pool keeps open when idle (default: the application's, 1)",
+        )
+        sub.add_argument(
+            "--null-pool",
+            action="store_true",
+            help="open a connection for each use and close it after (behind PgBouncer)",
+        )
 
     migrate = command("migrate", help="create or upgrade pgqueue's schema")
     database_options(migrate)
@@ -143,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="0.0.0.0",
         help="the address the metrics are served on (default: 0.0.0.0, every interface)",
     )
+    pool_options(worker)
+    prepare_option(worker)
+    listen_options(worker)
     worker.set_defaults(run=_worker)
 
     jobs = command(
@@ -177,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument(
         "--timeout", type=float, default=60.0, help="seconds to wait with --wait (default: 60)"
     )
+    prepare_option(send)
+    listen_options(send)
     send.set_defaults(run=_send)
 
     queues = command("queues", help="every queue: its jobs per state, paused or not")
@@ -244,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("app", help="the queue object, as module:attribute")
     dashboard.add_argument("--dsn", help="database URL (default: the application's)")
     dashboard.add_argument("--schema", help="schema name (default: the application's)")
+    prepare_option(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
     dashboard.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     dashboard.add_argument("--title", default="pgqueue", help="the pages' title")
@@ -314,7 +371,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     # No maintenance: it would run against a schema that may not be installed yet.
     pq = PgQueue(
-        args.dsn, schema=args.schema, migrate=False, maintenance=False, partition=args.partition
+        args.dsn,
+        schema=args.schema,
+        migrate=False,
+        maintenance=False,
+        prepare=args.prepare is not False,
+        partition=args.partition,
     )
     if args.status:
         with pq:
@@ -361,8 +423,19 @@ def load_app(spec: str) -> AsyncPgQueue | PgQueue:
     return app
 
 
+def _app_connections(app: AsyncPgQueue | PgQueue, args: argparse.Namespace) -> None:
+    """Apply the connection flags given to the application's queue object."""
+    app._use_connections(
+        prepare=args.prepare,
+        listen=getattr(args, "listen", None),
+        listen_dsn=getattr(args, "listen_dsn", None),
+    )
+
+
 def _worker(args: argparse.Namespace) -> int:
     app = load_app(args.app)
+    _size_pool(app, args)
+    _app_connections(app, args)
     options: dict[str, Any] = {
         "queues": args.queues.split(",") if args.queues else None,
         "concurrency": args.concurrency,
@@ -386,6 +459,19 @@ def _worker(args: argparse.Namespace) -> int:
 
     run_loop(run())
     return 0
+
+
+def _size_pool(app: AsyncPgQueue | PgQueue, args: argparse.Namespace) -> None:
+    """Apply --pool-size, --pool-min-size and --null-pool to an application's object."""
+    if args.pool_size is None and args.pool_min_size is None and not args.null_pool:
+        return
+    max_size = app._pool_max_size if args.pool_size is None else args.pool_size
+    min_size = app._pool_min_size if args.pool_min_size is None else args.pool_min_size
+    app._set_pool(
+        min(min_size, max_size) if args.pool_min_size is None else min_size,
+        max_size,
+        args.null_pool or app._null_pool,
+    )
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -417,7 +503,8 @@ def _send(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         raise InvalidPayloadError(f"--data is not JSON: {exc}") from None
     wait_for = check_seconds("--timeout", args.timeout)
-    sync = PgQueue(app.dsn, schema=app.schema, maintenance=False)
+    _app_connections(app, args)
+    sync = PgQueue(app.dsn, schema=app.schema, maintenance=False, **app._connections())
     sync.registry = app.registry
     with sync:  # a job of the app's is validated by its model and gets its defaults
         job_id = sync.send(args.name, data)
@@ -458,7 +545,13 @@ def _send(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _operator_queue(args: argparse.Namespace) -> Iterator[PgQueue]:
     # An operator's session: no maintenance or cron of its own, and never a migration.
-    with PgQueue(args.dsn, schema=args.schema, migrate=False, maintenance=False) as pq:
+    with PgQueue(
+        args.dsn,
+        schema=args.schema,
+        migrate=False,
+        maintenance=False,
+        prepare=args.prepare is not False,
+    ) as pq:
         status = pq.migration_status()
         if status.current is None:
             raise PgQueueError(

@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 from ._core import Core
 from ._executor import Outcome, RunningJob
 from ._observe import Observer, WorkerView
-from ._sync.runner import run_sync
+from ._sync.runner import connect_options, run_sync
 from .errors import InvalidOptionError, PgQueueError
 from .models import JobState, QueueStats
 
@@ -50,6 +50,7 @@ class _Observed(Protocol):
 
     _core: Core
     _observing: dict[str, Observer]
+    _prepare: bool
 
     @property
     def dsn(self) -> str | None: ...
@@ -82,6 +83,7 @@ class Metrics(Observer):
         registry: CollectorRegistry | None = None,
         *,
         stats_every: float = STATS_EVERY,
+        prepare: bool = True,
     ) -> None:
         self.registry = CollectorRegistry() if registry is None else registry
         self._lock = threading.Lock()
@@ -114,7 +116,7 @@ class Metrics(Observer):
             buckets=_WAIT_BUCKETS,
             registry=registry,
         )
-        self._depth = _DepthCollector(core, dsn, self._workers, stats_every)
+        self._depth = _DepthCollector(core, dsn, self._workers, stats_every, prepare)
         registry.register(self._depth)
 
     def close(self) -> None:
@@ -247,9 +249,11 @@ class _DepthCollector(Collector):
         dsn: Callable[[], str | None],
         workers: set[WorkerView],
         every: float,
+        prepare: bool,
     ) -> None:
         self._core = core
         self._dsn = dsn
+        self._prepare = prepare
         self._workers = workers
         self._every = every
         self._lock = threading.Lock()
@@ -331,18 +335,20 @@ class _DepthCollector(Collector):
                 return []
             self._conn = psycopg.connect(
                 dsn,
-                autocommit=True,
                 connect_timeout=_STATS_TIMEOUT,
-                options=f"-c statement_timeout={_STATS_TIMEOUT * 1000}",
-                application_name="pgqueue-metrics",
                 # A connection whose server went silent ends in seconds, not hours.
                 keepalives=1,
                 keepalives_idle=5,
                 keepalives_interval=2,
                 keepalives_count=3,
                 tcp_user_timeout=_STATS_TIMEOUT * 2000,
+                **{**connect_options(dsn, self._prepare), "application_name": "pgqueue-metrics"},
             )
-        return run_sync(self._conn, self._core.queue_stats(None))
+        # The time limit is the transaction's (SET LOCAL): a startup option or a session
+        # SET would not pass a pooler in transaction mode, or would stay on its connection.
+        with self._conn.transaction():
+            self._conn.execute(self._core.sql.timeout_set_local, {"ms": _STATS_TIMEOUT * 1000})
+            return run_sync(self._conn, self._core.queue_stats(None))
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -362,7 +368,9 @@ def enable(
     existing = pq._observing.get("metrics")
     if isinstance(existing, Metrics):
         return existing
-    metrics = Metrics(pq._core, lambda: pq.dsn, registry, stats_every=stats_every)
+    metrics = Metrics(
+        pq._core, lambda: pq.dsn, registry, stats_every=stats_every, prepare=pq._prepare
+    )
     attached = pq._observe("metrics", metrics)
     assert isinstance(attached, Metrics)
     return attached

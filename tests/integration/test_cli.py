@@ -22,7 +22,7 @@ import pgqueue
 from pgqueue import PgQueue
 from pgqueue import _migrate as migrate
 from pgqueue._migrate import Migration, latest_version, load_migrations
-from pgqueue.cli import build_parser, main
+from pgqueue.cli import _app_connections, build_parser, main
 
 Capture = pytest.CaptureFixture[str]
 
@@ -130,6 +130,31 @@ def test_subcommands_are_listed() -> None:
         }
     )
     assert all(listed.values()), listed
+
+
+def test_connection_flags_reach_the_application(dsn: str) -> None:
+    parser = build_parser()
+    app = PgQueue(dsn, maintenance=False)
+    args = parser.parse_args(["worker", "x:pq", "--no-prepare", "--listen-dsn", dsn])
+    _app_connections(app, args)
+    assert app._connections() == {"prepare": False, "listen": True, "listen_dsn": dsn}
+    _app_connections(app, parser.parse_args(["send", "x:pq", "q", "--no-listen"]))
+    assert app._connections() == {"prepare": False, "listen": False, "listen_dsn": dsn}
+    untouched = PgQueue(dsn, maintenance=False, prepare=False)
+    _app_connections(untouched, parser.parse_args(["worker", "x:pq"]))  # nothing given
+    assert untouched._connections()["prepare"] is False
+    for command in (["migrate"], ["queues"], ["grant", "r"], ["dashboard", "x:pq"]):
+        assert parser.parse_args([*command, "--no-prepare"]).prepare is False
+
+
+def test_migrate_and_operator_commands_without_prepared_statements(
+    dsn: str, schema: str, capsys: Capture
+) -> None:
+    base = ["--dsn", dsn, "--schema", schema, "--no-prepare"]
+    assert main(["migrate", *base]) == 0
+    assert main(["queues", *base]) == 0
+    assert main(["migrate", "--status", *base]) == 0
+    assert "latest" in capsys.readouterr().out
 
 
 def test_operator_commands(dsn: str, schema: str, capsys: Capture) -> None:

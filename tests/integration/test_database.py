@@ -16,6 +16,7 @@ from psycopg import sql
 
 import pgqueue
 from pgqueue import AsyncPgQueue, PgQueue
+from pgqueue._db import Plan, Stmt
 from tests.conftest import child_environ
 
 UNREACHABLE = [
@@ -156,3 +157,20 @@ def test_a_dsn_error_never_shows_the_password() -> None:
         with pytest.raises(pgqueue.InvalidDsnError) as raised:
             PgQueue(bad)
         assert "S3cr3t" not in str(raised.value)
+
+
+def _prepared_plan() -> Plan[int]:
+    (row,) = yield Stmt("SELECT count(*) AS n FROM pg_prepared_statements")
+    n: int = row["n"]
+    return n
+
+
+@pytest.mark.parametrize("prepare", [True, False])
+def test_prepare_false_prepares_nothing(dsn: str, schema: str, prepare: bool) -> None:
+    with PgQueue(dsn, schema=schema, maintenance=False, pool_max_size=1, prepare=prepare) as pq:
+        pq.create_queue("q")
+        for i in range(10):  # psycopg prepares a statement from its sixth run
+            pq.send("q", i)
+        assert pq._runner is not None
+        prepared = pq._runner.run(_prepared_plan())
+    assert (prepared > 0) is prepare

@@ -340,6 +340,36 @@ async def test_cancel_reaches_running_handlers(apq: AsyncPgQueue) -> None:
     assert await state_of(apq, s) is JobState.cancelled
 
 
+async def test_a_poll_only_worker_sees_a_cancellation_within_its_poll_interval(
+    dsn: str, schema: str
+) -> None:
+    pq = AsyncPgQueue(dsn, schema=schema, maintenance=False, listen=False)
+    entered = asyncio.Event()
+    outcome: list[str] = []
+
+    @pq.job("waits")
+    async def waits(data: Any) -> None:
+        entered.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    async with pq:
+        job_id = await waits.send()
+        # Beats every 20 s: only the looks at each poll can find the cancellation in time.
+        async with working(pq, poll_interval=0.2, heartbeat_seconds=60):
+            await asyncio.wait_for(entered.wait(), 15)
+            assert await pq.cancel(job_id or 0) == [job_id]
+
+            async def seen() -> bool:
+                return bool(outcome)
+
+            await wait_until(seen, timeout=5)
+        assert await state_of(pq, job_id) is JobState.cancelled
+
+
 async def test_notification_wakes_an_idle_worker_and_polling_backs_it_up(
     apq: AsyncPgQueue,
 ) -> None:

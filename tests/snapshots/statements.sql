@@ -835,8 +835,11 @@ LISTEN "pgqueue_done";
 -- name: listen_jobs
 LISTEN "pgqueue_jobs";
 
+-- name: listen_probe
+SELECT pg_notify(%(channel)s, %(payload)s);
+
 -- name: lock_migrations
-SELECT pg_advisory_lock(hashtext('pgqueue.migrate.pgqueue'));
+SELECT pg_advisory_xact_lock(hashtext('pgqueue.migrate.pgqueue'));
 
 -- name: maintenance_due
 UPDATE "pgqueue".version SET maintained_on = "pgqueue".clock()
@@ -1144,8 +1147,8 @@ WHERE %(event)s::text IS NULL OR event = %(event)s ORDER BY event, queue;
 DELETE FROM "pgqueue".subscription WHERE event = %(event)s AND queue = %(queue)s
 RETURNING event;
 
--- name: unlock_migrations
-SELECT pg_advisory_unlock(hashtext('pgqueue.migrate.pgqueue'));
+-- name: timeout_set_local
+SELECT set_config('statement_timeout', %(ms)s::integer::text, true);
 
 -- name: version_create
 CREATE TABLE IF NOT EXISTS "pgqueue".version (

@@ -352,3 +352,23 @@ def test_a_wait_in_seconds_refuses_what_is_not_a_sane_number(bad: object) -> Non
 
 def test_a_wait_in_seconds_takes_zero_to_a_year() -> None:
     assert [check_seconds("t", v) for v in (0, 1, 2.5, 366 * 86400)] == [0.0, 1.0, 2.5, 31622400.0]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"prepare": "no"}, {"listen": 0}, {"listen_dsn": ""}, {"listen_dsn": 5}],
+)
+def test_connection_options_are_checked(options: dict[str, Any]) -> None:
+    with pytest.raises(pgqueue.InvalidInputError):
+        pgqueue.PgQueue("postgresql://localhost/x", **options)
+
+
+def test_connection_options_default_to_prepared_and_listening() -> None:
+    pq = pgqueue.AsyncPgQueue("postgresql://localhost/x", listen_dsn="postgresql://direct/x")
+    assert pq._connections() == {
+        "prepare": True,
+        "listen": True,
+        "listen_dsn": "postgresql://direct/x",
+    }
+    assert pq._listen_to("postgresql://localhost/x") == "postgresql://direct/x"
+    assert pgqueue.PgQueue("postgresql://localhost/x", listen=False)._listen_to("d") is None

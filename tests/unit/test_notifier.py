@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgqueue._notifier import Notifier
+from pgqueue._notifier import PROBE_WAIT, Notifier
 
 WAIT = 10.0  # deadline for anything that should happen promptly
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/test"
@@ -205,3 +205,61 @@ async def test_stop_is_idempotent_and_safe_before_start(dsn: str) -> None:
     assert notifier.task is None
     await asyncio.wait_for(notifier.stop(), WAIT)
     assert notifier.task is None
+
+
+async def test_a_probe_that_comes_back_is_not_handed_on_and_raises_no_warning(
+    dsn: str, peer: psycopg.AsyncConnection[tuple[Any, ...]], caplog: pytest.LogCaptureFixture
+) -> None:
+    name = channel()
+    recorder = Recorder()
+    deaf: list[bool] = []
+    notifier = Notifier(
+        dsn,
+        [listen(name)],
+        recorder.on_notify,
+        recorder.on_connect,
+        probe_channel=name,
+        probe=lambda channel, payload: notify(peer, channel, payload),
+        on_deaf=lambda: deaf.append(True),
+    )
+    async with started(notifier):
+        await asyncio.wait_for(recorder.connects.get(), WAIT)
+        # Sent after the probe by the same session: it arrives after the probe came back.
+        await notify(peer, name, "after")
+        assert await recorder.next_notes(1) == [(name, "after")]
+    assert deaf == []
+    assert not [r for r in caplog.records if "listen_dsn" in r.getMessage()]
+
+
+async def test_a_probe_that_never_comes_back_warns_once_and_notes_still_arrive(
+    dsn: str, peer: psycopg.AsyncConnection[tuple[Any, ...]], caplog: pytest.LogCaptureFixture
+) -> None:
+    name, elsewhere = channel(), channel()
+    recorder = Recorder()
+    deaf = asyncio.Event()
+    notifier = Notifier(
+        dsn,
+        [listen(name)],
+        recorder.on_notify,
+        recorder.on_connect,
+        probe_channel=elsewhere,  # what a pooler that drops notifications looks like
+        probe=lambda channel, payload: notify(peer, channel, payload),
+        on_deaf=deaf.set,
+    )
+    caplog.set_level(logging.WARNING, logger="pgqueue.worker")
+    async with started(notifier):
+        await notify(peer, name, "during the check")
+        assert await recorder.next_notes(1) == [(name, "during the check")]
+        await asyncio.wait_for(deaf.wait(), PROBE_WAIT + WAIT)
+        await notify(peer, name, "after")
+        assert await recorder.next_notes(1) == [(name, "after")]
+    warnings = [r.getMessage() for r in caplog.records if "listen_dsn" in r.getMessage()]
+    assert len(warnings) == 1 and "listen=False" in warnings[0]
+
+
+async def test_without_a_dsn_it_does_not_listen() -> None:
+    recorder = Recorder()
+    notifier = Notifier(None, [listen(channel())], recorder.on_notify, recorder.on_connect)
+    async with started(notifier):
+        assert notifier.task is None and not notifier.connected.is_set()
+    assert recorder.connects.empty()

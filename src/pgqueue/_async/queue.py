@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 from .._base import QueueBase, StartAfter
 from .._compat import ALock, Lock, ato_thread
@@ -32,8 +33,10 @@ from .results import AsyncJobHandle, AsyncResults, job_result
 from .runner import AsyncConn, AsyncPeriodic, AsyncRunner, run_async
 
 # <sync>
+# import asyncio
+#
 # from .._async.runner import AsyncRunner
-# from .._compat import run_loop
+# from .._compat import in_other_thread, run_loop, run_on
 # </sync>
 
 __all__ = ["AsyncPgQueue"]
@@ -50,6 +53,17 @@ class AsyncPgQueue(QueueBase):
 
     The database is ``dsn``, else ``$PGQUEUE_DATABASE_URL``, else an embedded PostgreSQL.
     Use ``async with AsyncPgQueue(...) as pq:`` or call :meth:`start` and :meth:`stop`.
+
+    Connections come from a pool of ``pool_min_size`` to ``pool_max_size``, which a
+    worker's loops and its handlers' sends share (plus one for LISTEN while it works);
+    ``null_pool=True`` connects for each use instead (behind PgBouncer), and ``pool=``
+    uses the caller's open pool, never opened or closed here (see docs/scaling.md).
+    Behind PgBouncer (see docs/scaling.md): ``prepare=False`` keeps psycopg from preparing
+    statements, which a pooler in transaction mode before PgBouncer 1.21 (or with
+    ``max_prepared_statements = 0``) cannot carry; ``listen_dsn`` gives the notification
+    listeners a connection of their own (straight to PostgreSQL: a pooler in transaction
+    mode drops notifications); ``listen=False`` polls only.
+
     ``partition=True`` creates a new schema with the job table partitioned by queue (None:
     ``$PGQUEUE_PARTITION``; see docs/scaling.md); an existing schema keeps its layout, and
     asking for the partitioned layout on one without it raises MigrationError.
@@ -63,8 +77,13 @@ class AsyncPgQueue(QueueBase):
         migrate: bool = True,
         pool_min_size: int = 1,
         pool_max_size: int = 10,
+        null_pool: bool = False,
+        pool: AsyncConnectionPool[Any] | None = None,
         connect_timeout: float = 10.0,
         maintenance: MaintenanceSettings | bool = True,
+        prepare: bool = True,
+        listen: bool = True,
+        listen_dsn: str | None = None,
         partition: bool | None = None,
     ) -> None:
         super().__init__(
@@ -73,8 +92,13 @@ class AsyncPgQueue(QueueBase):
             migrate=migrate,
             pool_min_size=pool_min_size,
             pool_max_size=pool_max_size,
+            null_pool=null_pool,
+            pool=pool,
             connect_timeout=connect_timeout,
             maintenance=maintenance,
+            prepare=prepare,
+            listen=listen,
+            listen_dsn=listen_dsn,
             partition=partition,
         )
         self._runner: AsyncRunner | None = None
@@ -82,6 +106,11 @@ class AsyncPgQueue(QueueBase):
         self._results: AsyncResults | None = None
         self._results_lock = Lock()
         self._declare_lock = ALock()
+        # <sync>
+        # # While work() runs: its runner and loop, which the other threads' calls use, so
+        # # that handlers' sends share the worker's pool.
+        # self._lent: tuple[AsyncRunner, asyncio.AbstractEventLoop] | None = None
+        # </sync>
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -159,7 +188,7 @@ class AsyncPgQueue(QueueBase):
         runner: AsyncRunner | None = None
         try:
             await ato_thread(self._setup, dsn)
-            runner = self._runner_for(dsn, AsyncRunner)
+            runner = self._runner_for(dsn, AsyncRunner, self._pool)
             await runner.open()
             self._runner = runner
             await self._declare_queues()
@@ -249,6 +278,11 @@ class AsyncPgQueue(QueueBase):
             plan.close()
             raise PgQueueError("AsyncPgQueue is not started: call start() or pass conn=")
         await self._declare_queues()
+        # <sync>
+        # lent = self._lent
+        # if lent is not None and in_other_thread(lent[1]):
+        #     return run_on(lent[1], lent[0].run(plan, None, atomic))
+        # </sync>
         return await self._runner.run(plan, None, atomic)
 
     async def work(
@@ -307,9 +341,11 @@ class AsyncPgQueue(QueueBase):
         #
         # async def main() -> None:
         #     await runner.open()
+        #     self._lent = (runner, asyncio.get_running_loop())
         #     try:
         #         await worker.run(install_signal_handlers)
         #     finally:
+        #         self._lent = None
         #         await runner.close()
         #
         # </sync>
@@ -471,7 +507,10 @@ class AsyncPgQueue(QueueBase):
         with self._results_lock:  # (one listener, whichever thread asks first)
             if self._results is None:
                 self._results = AsyncResults(
-                    self._runner.dsn, self._core, lambda plan: self._run(plan, None, atomic=False)
+                    self._listen_to(self._runner.dsn),
+                    self._core,
+                    lambda plan: self._run(plan, None, atomic=False),
+                    prepare=self._prepare,
                 )
             results = self._results
         return job_result(await results.wait(ids[0], timeout))

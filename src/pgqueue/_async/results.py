@@ -13,15 +13,15 @@ import psycopg
 from .._compat import ABackground, AEvent, Lock, aend, aspawn, await_event
 from .._core import Core
 from .._db import Plan
+from .._notifier import PROBE_WAIT, deaf_warning, probe_payload
 from ..errors import (
-    DatabaseError,
     JobFailedError,
     JobNotFoundError,
     PgQueueError,
     ResultTimeoutError,
 )
 from ..models import Job, JobState
-from .runner import run_async
+from .runner import connect_options, run_async
 
 __all__ = ["AsyncJobHandle", "AsyncResults"]
 
@@ -63,16 +63,20 @@ class AsyncJobHandle(int):
 class AsyncResults:
     """Waits for jobs to end, for one queue object: ``wait`` marks the jobs awaited (their
     ends are then announced on the done channel) and sleeps until a notification or the
-    backstop poll says they ended."""
+    backstop poll says they ended. Where notifications do not arrive (a pooler in
+    transaction mode) the backstop poll alone tells them."""
 
     def __init__(
         self,
-        dsn: str,
+        dsn: str | None,
         core: Core,
         run: Callable[[Plan[Any]], Awaitable[Any]],
         poll_interval: float = POLL_INTERVAL,
+        *,
+        prepare: bool = True,
     ) -> None:
-        self._dsn = dsn
+        self._dsn = dsn  # None: no listening, each waiter looks every half second
+        self._prepare = prepare
         self._core = core
         self._run = run
         self._poll_interval = poll_interval
@@ -144,7 +148,9 @@ class AsyncResults:
 
     def _start(self) -> None:
         with self._lock:
-            if self._background is None:
+            if self._dsn is None:
+                self._tried.set()
+            elif self._background is None:
                 self._stopping.clear()
                 self._background = aspawn(self._listen, "pgqueue-results")
 
@@ -167,13 +173,20 @@ class AsyncResults:
             event.set()
 
     async def _listen(self) -> None:
+        assert self._dsn is not None
         backoff = 0.1
+        probe: str | None = None  # the probe's payload until it came back or was given up
+        probe_until = 0.0
+        deaf = False  # the probe never came back: notifications do not arrive
         while not self._stopping.is_set():
             try:
-                conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(
+                    self._dsn, **connect_options(self._dsn, self._prepare)
+                )
                 async with conn:
                     await conn.execute(self._core.sql.listen_done)
-                    self._listening.set()
+                    if not deaf:
+                        self._listening.set()
                     self._tried.set()
                     backoff = 0.1
                     polled = 0.0  # (re)connected: look at once, notifications were missed
@@ -185,10 +198,25 @@ class AsyncResults:
                             if waited:
                                 unended = await run_async(conn, self._core.unended(waited))
                                 self._wake([i for i in waited if i not in unended])
+                        if probe_until == 0.0:  # once: the poll backs up notifications
+                            # that never arrive, but the user should hear of it
+                            probe = probe_payload()
+                            probe_until = time.monotonic() + PROBE_WAIT
+                            await self._run(self._core.probe(self._core.sql.done_channel, probe))
+                        elif probe is not None and time.monotonic() >= probe_until:
+                            # Deaf: each waiter looks for itself, as when not listening.
+                            probe, deaf = None, True
+                            self._listening.clear()
+                            with self._lock:
+                                waited = list(self._events)
+                            self._wake(waited)
+                            log.warning("%s", deaf_warning("the result listener"))
                         async for note in conn.notifies(timeout=_LISTEN_SLICE):
-                            if note.payload.isdigit():
+                            if note.payload == probe:
+                                probe = None
+                            elif note.payload.isdigit():
                                 self._wake([int(note.payload)])
-            except (psycopg.Error, DatabaseError) as exc:  # (a plan's errors are translated)
+            except (psycopg.Error, PgQueueError) as exc:  # (a plan's errors are translated)
                 self._listening.clear()
                 self._tried.set()
                 if self._stopping.is_set():

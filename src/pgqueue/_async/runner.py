@@ -8,12 +8,14 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row, tuple_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, AsyncNullConnectionPool
 
 from .._compat import ABackground, AEvent, aend, aspawn, await_event
+from .._config import session_options
 from .._db import Plan, connect_error, has_rows, translate
+from ..errors import InvalidOptionError
 
-__all__ = ["AsyncConn", "AsyncPeriodic", "AsyncRunner", "run_async"]
+__all__ = ["AsyncConn", "AsyncPeriodic", "AsyncRunner", "connect_options", "run_async"]
 
 log = logging.getLogger("pgqueue")
 T = TypeVar("T")
@@ -21,14 +23,29 @@ T = TypeVar("T")
 AsyncConn = psycopg.AsyncConnection[Any]
 
 
+def connect_options(dsn: str, prepare: bool) -> dict[str, Any]:
+    """The options of every connection pgqueue opens to ``dsn``: autocommit, its
+    application_name (see ``session_options``), and without ``prepare`` no prepared
+    statements (a pooler in transaction mode hands each transaction to any server
+    connection, where a statement prepared on another one does not exist)."""
+    options: dict[str, Any] = {"autocommit": True, **session_options(dsn)}
+    if not prepare:
+        options["prepare_threshold"] = None
+    return options
+
+
 async def run_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
-    """Drive ``plan`` on ``conn`` (inside whatever transaction it has)."""
+    """Drive ``plan`` on ``conn`` (inside whatever transaction it has). On a connection
+    whose ``prepare_threshold`` is None nothing is prepared, not even statements that ask."""
+    prepares = conn.prepare_threshold is not None
     try:
         stmt = next(plan)
         while True:
             try:
                 async with conn.cursor(row_factory=tuple_row if stmt.tuples else dict_row) as cur:
-                    await cur.execute(stmt.query, stmt.params, prepare=stmt.prepare)
+                    await cur.execute(
+                        stmt.query, stmt.params, prepare=stmt.prepare if prepares else False
+                    )
                     rows = await cur.fetchall() if has_rows(cur) else []
             except psycopg.Error as exc:
                 stmt = plan.throw(exc)
@@ -46,26 +63,63 @@ class AsyncRunner:
     queue object, its worker and its background ticks are given to reach the database."""
 
     def __init__(
-        self, dsn: str, *, name: str, min_size: int, max_size: int, connect_timeout: float
+        self,
+        dsn: str,
+        *,
+        name: str,
+        min_size: int,
+        max_size: int,
+        connect_timeout: float,
+        null: bool = False,
+        pool: AsyncConnectionPool[Any] | None = None,
+        prepare: bool = True,
     ) -> None:
         self.dsn = dsn
+        self.prepare = prepare
         self._connect_timeout = connect_timeout
-        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            open=False,
-            name=name,
-            kwargs={"autocommit": True},
-        )
+        # The caller's pool is the caller's to open and close; a null pool connects for
+        # each use (what a PgBouncer in front of the server wants: it keeps the pool).
+        self._owned = pool is None
+        if pool is None:
+            kind = AsyncNullConnectionPool if null else AsyncConnectionPool
+            pool = kind(
+                dsn,
+                min_size=0 if null else min_size,
+                max_size=max_size,
+                open=False,
+                name=name,
+                kwargs=connect_options(dsn, prepare),
+            )
+        self._pool: AsyncConnectionPool[Any] = pool
 
     async def open(self) -> None:
-        """Open the pool, waiting (up to the connect timeout) for its first connections."""
-        await self._pool.open(wait=True, timeout=self._connect_timeout)
+        """Open the pool, waiting (up to the connect timeout) for its first connections
+        (the caller's pool must be open already)."""
+        if not self._owned:
+            if self._pool.closed:
+                raise InvalidOptionError(
+                    f"the pool given as pool= ({self._pool.name}) is not open: open it "
+                    "before starting pgqueue (pgqueue neither opens nor closes it)"
+                )
+            return
+        try:
+            await self._pool.open(wait=True, timeout=self._connect_timeout)
+        except psycopg.OperationalError as exc:  # the pool's timeout hides why: ask once
+            await self._pool.close()
+            try:
+                await (
+                    await psycopg.AsyncConnection.connect(
+                        self.dsn, connect_timeout=2, **connect_options(self.dsn, self.prepare)
+                    )
+                ).close()
+            except psycopg.Error as cause:
+                raise connect_error(self.dsn, cause) from exc
+            raise connect_error(self.dsn, exc) from exc
 
     async def close(self, timeout: float = 30.0) -> None:
-        """Close the pool."""
-        await self._pool.close(timeout=timeout)
+        """Close the pool (not the caller's)."""
+        if self._owned:
+            await self._pool.close(timeout=timeout)
 
     async def run(
         self,
@@ -79,7 +133,7 @@ class AsyncRunner:
             return await run_async(conn, plan)
         try:
             async with self._pool.connection() as pooled:
-                if not atomic:
+                if not atomic and pooled.autocommit:  # (a caller's pool may not be)
                     return await run_async(pooled, plan)
                 async with pooled.transaction():
                     return await run_async(pooled, plan)

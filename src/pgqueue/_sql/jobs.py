@@ -615,6 +615,9 @@ class JobStatements:
     listen_jobs = Template("LISTEN {jobs_channel_ident}")
     listen_cancel = Template("LISTEN {cancel_channel_ident}")
     listen_done = Template("LISTEN {done_channel_ident}")
+    # A listener's check that notifications reach it (a pooler in transaction mode accepts
+    # LISTEN but never passes a notification on): sent from another connection.
+    listen_probe = Template("SELECT pg_notify(%(channel)s, %(payload)s)")
     # -- jobs: management ------------------------------------------------------------------
     job_get_many = Template(f"""
         SELECT {JOB_COLUMNS}, false AS archived, logs FROM {{schema}}.job

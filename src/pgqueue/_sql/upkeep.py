@@ -12,8 +12,12 @@ class UpkeepStatements:
     """Statements that keep a schema going: migrations, the clock, maintenance."""
 
     # -- migrations ------------------------------------------------------------------------
-    lock_migrations = Template("SELECT pg_advisory_lock(hashtext({lock_key}))")
-    unlock_migrations = Template("SELECT pg_advisory_unlock(hashtext({lock_key}))")
+    # Transaction-level: held by each migration's transaction, never by the session.
+    lock_migrations = Template("SELECT pg_advisory_xact_lock(hashtext({lock_key}))")
+    # A statement time limit for the transaction only (what a pooler passes on safely).
+    timeout_set_local = Template(
+        "SELECT set_config('statement_timeout', %(ms)s::integer::text, true)"
+    )
     begin = Template("BEGIN")
     commit = Template("COMMIT")
     rollback = Template("ROLLBACK")

@@ -7,6 +7,7 @@ generated from it by ``scripts/unasync.py``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -14,10 +15,11 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
 from .._async.runner import AsyncRunner
 from .._base import QueueBase, StartAfter
-from .._compat import Lock, run_loop, to_thread
+from .._compat import Lock, in_other_thread, run_loop, run_on, to_thread
 from .._config import check_seconds, renamed
 from .._core import UNCHANGED
 from .._cron import check_cron, check_timezone, label
@@ -47,6 +49,17 @@ class PgQueue(QueueBase):
 
     The database is ``dsn``, else ``$PGQUEUE_DATABASE_URL``, else an embedded PostgreSQL.
     Use ``with PgQueue(...) as pq:`` or call :meth:`start` and :meth:`stop`.
+
+    Connections come from a pool of ``pool_min_size`` to ``pool_max_size``, which a
+    worker's loops and its handlers' sends share (plus one for LISTEN while it works);
+    ``null_pool=True`` connects for each use instead (behind PgBouncer), and ``pool=``
+    uses the caller's open pool, never opened or closed here (see docs/scaling.md).
+    Behind PgBouncer (see docs/scaling.md): ``prepare=False`` keeps psycopg from preparing
+    statements, which a pooler in transaction mode before PgBouncer 1.21 (or with
+    ``max_prepared_statements = 0``) cannot carry; ``listen_dsn`` gives the notification
+    listeners a connection of their own (straight to PostgreSQL: a pooler in transaction
+    mode drops notifications); ``listen=False`` polls only.
+
     ``partition=True`` creates a new schema with the job table partitioned by queue (None:
     ``$PGQUEUE_PARTITION``; see docs/scaling.md); an existing schema keeps its layout, and
     asking for the partitioned layout on one without it raises MigrationError.
@@ -60,8 +73,13 @@ class PgQueue(QueueBase):
         migrate: bool = True,
         pool_min_size: int = 1,
         pool_max_size: int = 10,
+        null_pool: bool = False,
+        pool: ConnectionPool[Any] | None = None,
         connect_timeout: float = 10.0,
         maintenance: MaintenanceSettings | bool = True,
+        prepare: bool = True,
+        listen: bool = True,
+        listen_dsn: str | None = None,
         partition: bool | None = None,
     ) -> None:
         super().__init__(
@@ -70,8 +88,13 @@ class PgQueue(QueueBase):
             migrate=migrate,
             pool_min_size=pool_min_size,
             pool_max_size=pool_max_size,
+            null_pool=null_pool,
+            pool=pool,
             connect_timeout=connect_timeout,
             maintenance=maintenance,
+            prepare=prepare,
+            listen=listen,
+            listen_dsn=listen_dsn,
             partition=partition,
         )
         self._runner: Runner | None = None
@@ -79,6 +102,9 @@ class PgQueue(QueueBase):
         self._results: Results | None = None
         self._results_lock = Lock()
         self._declare_lock = Lock()
+        # While work() runs: its runner and loop, which the other threads' calls use, so
+        # that handlers' sends share the worker's pool.
+        self._lent: tuple[AsyncRunner, asyncio.AbstractEventLoop] | None = None
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -156,7 +182,7 @@ class PgQueue(QueueBase):
         runner: Runner | None = None
         try:
             to_thread(self._setup, dsn)
-            runner = self._runner_for(dsn, Runner)
+            runner = self._runner_for(dsn, Runner, self._pool)
             runner.open()
             self._runner = runner
             self._declare_queues()
@@ -238,6 +264,9 @@ class PgQueue(QueueBase):
             plan.close()
             raise PgQueueError("PgQueue is not started: call start() or pass conn=")
         self._declare_queues()
+        lent = self._lent
+        if lent is not None and in_other_thread(lent[1]):
+            return run_on(lent[1], lent[0].run(plan, None, atomic))
         return self._runner.run(plan, None, atomic)
 
     def work(
@@ -290,9 +319,11 @@ class PgQueue(QueueBase):
 
         async def main() -> None:
             await runner.open()
+            self._lent = (runner, asyncio.get_running_loop())
             try:
                 await worker.run(install_signal_handlers)
             finally:
+                self._lent = None
                 await runner.close()
 
         served = None
@@ -444,7 +475,10 @@ class PgQueue(QueueBase):
         with self._results_lock:  # (one listener, whichever thread asks first)
             if self._results is None:
                 self._results = Results(
-                    self._runner.dsn, self._core, lambda plan: self._run(plan, None, atomic=False)
+                    self._listen_to(self._runner.dsn),
+                    self._core,
+                    lambda plan: self._run(plan, None, atomic=False),
+                    prepare=self._prepare,
                 )
             results = self._results
         return job_result(results.wait(ids[0], timeout))

@@ -71,6 +71,7 @@ def serve(load: Callable[[], AsyncPgQueue | PgQueue], args: argparse.Namespace) 
         schema=args.schema or app.schema,
         migrate=False,
         maintenance=False,
+        prepare=app._prepare if args.prepare is None else args.prepare,
     )
     pq.registry = app.registry
     dashboard = create_app(

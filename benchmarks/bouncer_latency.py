@@ -1,0 +1,118 @@
+"""Job latency straight to PostgreSQL against through PgBouncer in transaction mode.
+
+    python -m benchmarks.bouncer_latency [--jobs 200] [--repeat 5]
+
+Latency is from the call to ``send`` to the handler's start, one job at a time, in one
+process (its worker running beside the sender). Four set-ups, each sent a job in turn: everything
+straight to PostgreSQL, with and without prepared statements; the queue object's pool
+through PgBouncer in transaction mode (``prepare=False``) with its listener straight to
+PostgreSQL (``listen_dsn``); and everything through PgBouncer in session mode. Prints the
+median latency of each run and the median of those medians, in milliseconds. Needs the
+``pgbouncer`` binary (Debian: apt-get install pgbouncer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tests.integration.pgbouncer import pgbouncer_version, running_pgbouncer
+
+from pgqueue import AsyncPgQueue
+
+from .database import fresh_database
+
+_QUEUE = "latency"
+# Each set-up: where the pool connects, and the queue object's connection options
+# ("direct" stands for the DSN straight to PostgreSQL).
+_SETUPS: dict[str, tuple[str, dict[str, Any]]] = {
+    "direct": ("direct", {}),
+    "direct_no_prepare": ("direct", {"prepare": False}),
+    "transaction_listen_direct": ("transaction", {"prepare": False, "listen_dsn": "direct"}),
+    "session": ("session", {}),
+}
+
+
+async def _medians(queues: dict[str, AsyncPgQueue], jobs: int) -> dict[str, float]:
+    """Send ``jobs`` jobs to each queue object in turn, one at a time (so that the machine's
+    noise falls on every set-up alike); each one's median seconds from send to handler
+    start."""
+    started = {label: asyncio.Queue[float]() for label in queues}
+    for label, pq in queues.items():
+        pq.job(_QUEUE)(_handler(started[label]))
+    latencies: dict[str, list[float]] = {label: [] for label in queues}
+    async with contextlib.AsyncExitStack() as stack:
+        for pq in queues.values():
+            await stack.enter_async_context(pq)
+        workers = [asyncio.create_task(pq.work(poll_interval=2.0)) for pq in queues.values()]
+        try:
+            for i in range(jobs + 5):  # the first few warm the pools and the listeners
+                for label, pq in queues.items():
+                    sent = time.perf_counter()
+                    await pq.send(_QUEUE, i)
+                    began = await asyncio.wait_for(started[label].get(), 30)
+                    if i >= 5:
+                        latencies[label].append(began - sent)
+        finally:
+            for pq in queues.values():
+                pq.stop_working()
+            await asyncio.gather(*workers)
+    return {label: statistics.median(values) for label, values in latencies.items()}
+
+
+def _handler(started: asyncio.Queue[float]) -> Callable[[Any], Awaitable[None]]:
+    async def handler(data: Any) -> None:
+        started.put_nowait(time.perf_counter())
+
+    return handler
+
+
+async def main() -> None:
+    """Measure and print the medians."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bouncer_latency", description=__doc__
+    )
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    medians: dict[str, list[float]] = {label: [] for label in _SETUPS}
+    async with fresh_database("bouncer_latency") as dsn:
+        with (
+            running_pgbouncer(dsn, "transaction", pool_size=10) as transaction,
+            running_pgbouncer(dsn, "session", pool_size=40) as session,
+        ):
+            dsns = {"direct": dsn, "transaction": transaction, "session": session}
+            for run in range(args.repeat):
+                queues = {}
+                for label, (through, options) in _SETUPS.items():
+                    given: dict[str, Any] = {
+                        k: dsn if v == "direct" else v for k, v in options.items()
+                    }
+                    queues[label] = AsyncPgQueue(
+                        dsns[through], schema=f"l{run}_{label}", maintenance=False, **given
+                    )
+                for label, median in (await _medians(queues, args.jobs)).items():
+                    medians[label].append(median * 1000)
+    summary = {label: statistics.median(values) for label, values in medians.items()}
+    print(
+        json.dumps(
+            {
+                "pgbouncer": pgbouncer_version(),
+                "jobs": args.jobs,
+                "runs_ms": {k: [round(v, 3) for v in vs] for k, vs in medians.items()},
+                "median_ms": {k: round(v, 3) for k, v in summary.items()},
+                "ratio_to_direct": {k: round(v / summary["direct"], 3) for k, v in summary.items()},
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
