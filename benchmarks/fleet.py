@@ -13,11 +13,13 @@ For each fleet size N, N processes each run ``PgQueue.work()`` with default sett
    and drained; throughput is jobs / (last ``completed_at`` - first ``started_at``).
 
 During the throughput phase a sampler reads, every 50 ms, the wait events of the
-database's active backends (pg_stat_activity) and the ungranted locks (pg_locks); the
+database's active backends (pg_stat_activity), its connections, and the locks its
+backends wait for (pg_locks); the
 CPU seconds of the database's backends and of the worker processes come from
 /proc/PID/stat, and the WAL written from pg_current_wal_lsn() before and after (WAL and
 the server's CPU are server-wide: other activity on the server counts too). CPU is
-given per job, over the whole phase, and as cores busy (server and workers together).
+given per job, over the whole phase, and as cores busy (server and workers together);
+the transactions committed in the database come from pg_stat_database.
 
 ``--pgbouncer`` routes the workers through a PgBouncer (session pooling, so LISTEN works)
 started on a free port, when the ``pgbouncer`` binary is installed.
@@ -115,7 +117,7 @@ async def sample(
     dsn: str, database: str, stop: asyncio.Event, waits: collections.Counter[str]
 ) -> dict[str, float]:
     """Count the wait events of the database's active backends until ``stop``."""
-    samples = lock_waits = 0
+    samples = lock_waits = connections = 0
     busy: list[int] = []
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         while not stop.is_set():
@@ -131,15 +133,31 @@ async def sample(
             busy.append(len(rows))
             lock_waits += (
                 await (
-                    await conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                    await conn.execute(
+                        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                        " WHERE NOT l.granted AND a.datname = %s",
+                        [database],
+                    )
                 ).fetchone()
             )[0]
+            connections = max(
+                connections,
+                (
+                    await (
+                        await conn.execute(
+                            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                            [database],
+                        )
+                    ).fetchone()
+                )[0],
+            )
             samples += 1
             await asyncio.sleep(0.05)
     return {
         "samples": samples,
         "active": statistics.mean(busy) if busy else 0.0,
         "lock_waits": lock_waits / max(samples, 1),
+        "connections": connections,
     }
 
 
@@ -220,6 +238,7 @@ async def throughput_phase(
         everything = postgres_pids()
         worker_pids = [p.pid for p in procs]
         lsn0 = (await (await conn.execute("SELECT pg_current_wal_lsn()")).fetchone())[0]  # type: ignore[index]
+        commits0 = await commits(conn, str(database))
         cpu0 = [cpu_times(pids) for pids in (backends, everything, worker_pids)]
         waits: collections.Counter[str] = collections.Counter()
         stop = asyncio.Event()
@@ -240,6 +259,8 @@ async def throughput_phase(
                 await conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", [lsn0])
             ).fetchone()
         )[0]  # type: ignore[index]
+        await asyncio.sleep(1.1)  # backends report their transactions within a second
+        committed = await commits(conn, str(database)) - commits0
         span = (
             await (
                 await conn.execute(
@@ -261,9 +282,22 @@ async def throughput_phase(
         "worker_cpu": used[2] * 1e6 / jobs,
         "cpu_cores": cores,
         "wal_per_job": float(lsn_bytes) / jobs,
+        "commits_per_1000": committed * 1000 / jobs,
         "waits": waits,
         **sampled,
     }
+
+
+async def commits(conn: psycopg.AsyncConnection[Any], database: str) -> int:
+    """The transactions committed in ``database`` so far, by its statistics."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = await (
+        await conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", [database]
+        )
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def _wait_done_sync(dsn: str, count: int) -> None:
@@ -366,10 +400,12 @@ def main(argv: list[str]) -> int:
     print(f"# workers connect {'through PgBouncer (session)' if bouncer else 'directly'}")
     print(
         "| workers | jobs/s | claim p50 ms | claim p95 ms | CPU µs/job: PG backends "
-        "| all PG | workers | cores busy | WAL B/job | active backends | ungranted locks "
+        "| all PG | workers | cores busy | WAL B/job | commits per 1000 jobs | connections "
+        "| active backends "
+        "| ungranted locks "
         "| top waits (backends per sample) | load avg |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     try:
         for count in [int(n) for n in args.workers.split(",")]:
             runs = [
@@ -385,6 +421,7 @@ def main(argv: list[str]) -> int:
                 f"| {statistics.median(r['p95_ms'] for r in runs):.1f} "
                 f"| {mid['pg_backend_cpu']:.0f} | {mid['pg_all_cpu']:.0f} "
                 f"| {mid['worker_cpu']:.0f} | {mid['cpu_cores']:.2f} | {mid['wal_per_job']:,.0f} "
+                f"| {mid['commits_per_1000']:.0f} | {mid['connections']} "
                 f"| {mid['active']:.1f} | {mid['lock_waits']:.1f} "
                 f"| {top_waits(mid['waits'], mid['samples'])} | {os.getloadavg()[0]:.1f} |",
                 flush=True,
