@@ -10,15 +10,17 @@ For each fleet size N, N processes each run ``PgQueue.work()`` with default sett
 1. latency phase: with every worker idle, jobs are sent one at a time every 10 ms; claim
    latency is ``started_at - created_at`` by the database's clock (send to claim);
 2. throughput phase: a backlog of ``--jobs`` short jobs is inserted in one transaction
-   and drained; throughput is jobs / (last ``completed_at`` - first ``started_at``).
+   into the paused queue, the job table is analyzed (unless ``--no-analyze``), the
+   queue resumed and drained; throughput is jobs / (last ``completed_at`` - first
+   ``started_at``).
 
-During the throughput phase a sampler reads, every 50 ms, the wait events of the
+From the resume to the last completion, a sampler reads, every 50 ms, the wait events of the
 database's active backends (pg_stat_activity), its connections, and the locks its
 backends wait for (pg_locks); the
 CPU seconds of the database's backends and of the worker processes come from
 /proc/PID/stat, and the WAL written from pg_current_wal_lsn() before and after (WAL and
 the server's CPU are server-wide: other activity on the server counts too). CPU is
-given per job, over the whole phase, and as cores busy (server and workers together);
+given per job and as cores busy (server and workers together);
 the transactions committed in the database come from pg_stat_database.
 
 ``--pgbouncer`` routes the workers through a PgBouncer (session pooling, so LISTEN works)
@@ -230,10 +232,23 @@ def latency_phase(dsn: str, count: int) -> tuple[float, float]:
 
 
 async def throughput_phase(
-    dsn: str, server_dsn: str, jobs: int, procs: list[subprocess.Popen[str]]
+    server_dsn: str, jobs: int, procs: list[subprocess.Popen[str]], analyze: bool
 ) -> dict[str, Any]:
     database = psycopg.conninfo.conninfo_to_dict(server_dsn).get("dbname", "postgres")
-    async with await psycopg.AsyncConnection.connect(server_dsn, autocommit=True) as conn:
+    producer = pgqueue.AsyncPgQueue(server_dsn, schema=SCHEMA, maintenance=False, migrate=False)
+    async with (
+        await psycopg.AsyncConnection.connect(server_dsn, autocommit=True) as conn,
+        producer as pq,
+    ):
+        # The backlog is loaded while the queue is paused, so that the clock and the
+        # counters start with it in place.
+        await pq.pause_queue(QUEUE)
+        await pq.insert({"name": QUEUE, "data": {"i": i}} for i in range(jobs))
+        if analyze:
+            # Statistics, as autovacuum would keep them for a queue in a steady state
+            # (it is off here). ANALYZE also drops the plans the workers' connections
+            # cached while the table was nearly empty.
+            await conn.execute(sql.SQL("ANALYZE {}.job").format(sql.Identifier(SCHEMA)))
         backends = await backend_pids(conn, str(database))
         everything = postgres_pids()
         worker_pids = [p.pid for p in procs]
@@ -244,10 +259,7 @@ async def throughput_phase(
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample(server_dsn, str(database), stop, waits))
         began = time.monotonic()
-        async with pgqueue.AsyncPgQueue(
-            server_dsn, schema=SCHEMA, maintenance=False, migrate=False
-        ) as pq:
-            await pq.insert({"name": QUEUE, "data": {"i": i}} for i in range(jobs))
+        await pq.resume_queue(QUEUE)
         await asyncio.to_thread(_wait_done_sync, server_dsn, jobs)
         wall = time.monotonic() - began
         stop.set()
@@ -276,7 +288,7 @@ async def throughput_phase(
         "jobs_per_s": jobs / seconds,
         "seconds": seconds,
         "wall": wall,
-        # CPU per job over the whole phase (the backlog's insert included, for the server)
+        # CPU per job, from the resume to the last completion
         "pg_backend_cpu": used[0] * 1e6 / jobs,
         "pg_all_cpu": used[1] * 1e6 / jobs,
         "worker_cpu": used[2] * 1e6 / jobs,
@@ -306,13 +318,13 @@ def _wait_done_sync(dsn: str, count: int) -> None:
 
 
 def run_fleet(
-    worker_dsn: str, server_dsn: str, count: int, jobs: int, latency_jobs: int
+    worker_dsn: str, server_dsn: str, count: int, jobs: int, latency_jobs: int, analyze: bool
 ) -> dict[str, Any]:
     fresh_schema(server_dsn)
     procs = start_workers(worker_dsn, count)
     try:
         p50, p95 = latency_phase(server_dsn, latency_jobs)
-        result = asyncio.run(throughput_phase(worker_dsn, server_dsn, jobs, procs))
+        result = asyncio.run(throughput_phase(server_dsn, jobs, procs, analyze))
     finally:
         stop_workers(procs)
     return {"p50_ms": p50, "p95_ms": p95, **result}
@@ -385,6 +397,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--latency-jobs", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pgbouncer", action="store_true")
+    parser.add_argument(
+        "--no-analyze",
+        dest="analyze",
+        action="store_false",
+        help="leave the job table without planner statistics (as with autovacuum off)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -398,6 +416,7 @@ def main(argv: list[str]) -> int:
             bouncer = Bouncer(args.dsn)
     worker_dsn = bouncer.dsn if bouncer else args.dsn
     print(f"# workers connect {'through PgBouncer (session)' if bouncer else 'directly'}")
+    print(f"# job table {'analyzed' if args.analyze else 'without statistics'} before draining")
     print(
         "| workers | jobs/s | claim p50 ms | claim p95 ms | CPU µs/job: PG backends "
         "| all PG | workers | cores busy | WAL B/job | commits per 1000 jobs | connections "
@@ -409,7 +428,7 @@ def main(argv: list[str]) -> int:
     try:
         for count in [int(n) for n in args.workers.split(",")]:
             runs = [
-                run_fleet(worker_dsn, args.dsn, count, args.jobs, args.latency_jobs)
+                run_fleet(worker_dsn, args.dsn, count, args.jobs, args.latency_jobs, args.analyze)
                 for _ in range(args.repeat)
             ]
             runs.sort(key=lambda r: r["jobs_per_s"])
