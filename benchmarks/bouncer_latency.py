@@ -3,12 +3,13 @@
     python -m benchmarks.bouncer_latency [--jobs 200] [--repeat 5]
 
 Latency is from the call to ``send`` to the handler's start, one job at a time, in one
-process (its worker running beside the sender). Four set-ups, each sent a job in turn: everything
-straight to PostgreSQL, with and without prepared statements; the queue object's pool
-through PgBouncer in transaction mode (``prepare=False``) with its listener straight to
-PostgreSQL (``listen_dsn``); and everything through PgBouncer in session mode. Prints the
+process (its worker running beside the sender). The set-ups, each sent a job in turn:
+everything straight to PostgreSQL, with and without prepared statements; the queue object's
+pool through PgBouncer in transaction mode (``prepare=False``) with its listener straight to
+PostgreSQL (``listen_dsn``); on PgBouncer 1.21+ the same with ``max_prepared_statements =
+200`` and ``prepare=True``; and everything through PgBouncer in session mode. Prints the
 median latency of each run and the median of those medians, in milliseconds. Needs the
-``pgbouncer`` binary (Debian: apt-get install pgbouncer).
+``pgbouncer`` binary (Debian: apt-get install pgbouncer), or ``$PGQUEUE_PGBOUNCER``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tests.integration.pgbouncer import pgbouncer_version, running_pgbouncer
+from tests.integration.pgbouncer import (
+    carries_prepared_statements,
+    pgbouncer_version,
+    running_pgbouncer,
+)
 
 from pgqueue import AsyncPgQueue
 
@@ -35,6 +40,7 @@ _SETUPS: dict[str, tuple[str, dict[str, Any]]] = {
     "direct": ("direct", {}),
     "direct_no_prepare": ("direct", {"prepare": False}),
     "transaction_listen_direct": ("transaction", {"prepare": False, "listen_dsn": "direct"}),
+    "transaction_prepared_listen_direct": ("transaction_prepared", {"listen_dsn": "direct"}),
     "session": ("session", {}),
 }
 
@@ -81,16 +87,28 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    medians: dict[str, list[float]] = {label: [] for label in _SETUPS}
+    version = pgbouncer_version()
+    newer = carries_prepared_statements(version)
+    setups = {
+        label: setup for label, setup in _SETUPS.items() if newer or "prepared" not in setup[0]
+    }
+    medians: dict[str, list[float]] = {label: [] for label in setups}
     async with fresh_database("bouncer_latency") as dsn:
-        with (
-            running_pgbouncer(dsn, "transaction", pool_size=10) as transaction,
-            running_pgbouncer(dsn, "session", pool_size=40) as session,
-        ):
-            dsns = {"direct": dsn, "transaction": transaction, "session": session}
+        with contextlib.ExitStack() as bouncers:
+            dsns = {"direct": dsn}
+            for name, mode, pool_size, kept in [
+                ("transaction", "transaction", 10, 0),
+                ("transaction_prepared", "transaction", 10, 200),
+                ("session", "session", 40, None),
+            ]:
+                if name == "transaction_prepared" and not newer:
+                    continue
+                dsns[name] = bouncers.enter_context(
+                    running_pgbouncer(dsn, mode, pool_size, kept if newer else None)
+                )
             for run in range(args.repeat):
                 queues = {}
-                for label, (through, options) in _SETUPS.items():
+                for label, (through, options) in setups.items():
                     given: dict[str, Any] = {
                         k: dsn if v == "direct" else v for k, v in options.items()
                     }
@@ -103,7 +121,7 @@ async def main() -> None:
     print(
         json.dumps(
             {
-                "pgbouncer": pgbouncer_version(),
+                "pgbouncer": version,
                 "jobs": args.jobs,
                 "runs_ms": {k: [round(v, 3) for v in vs] for k, vs in medians.items()},
                 "median_ms": {k: round(v, 3) for k, v in summary.items()},
