@@ -1,6 +1,6 @@
 """Job latency and throughput straight to PostgreSQL against through PgBouncer.
 
-    python -m benchmarks.bouncer_latency [--jobs 200] [--repeat 5] [--backlog 500]
+    python -m benchmarks.bouncer_latency [--jobs 200] [--repeat 5] [--sends 300] [--backlog 5000]
 
 Latency is from the call to ``send`` to the handler's start, one job at a time, in one
 process (its worker running beside the sender). The set-ups, each sent a job in turn:
@@ -9,9 +9,10 @@ pool through PgBouncer in transaction mode (``prepare=False``) with its listener
 PostgreSQL (``listen_dsn``); on PgBouncer 1.21+ the same with ``max_prepared_statements =
 200`` and ``prepare=True``; and everything through PgBouncer in session mode. Prints the
 median latency of each run and the median of those medians, in milliseconds; then, as
-throughput, the median over the runs of sends a second (one at a time, the set-ups taking
-turns) and of jobs a second that a worker drains from a backlog of ``--backlog`` jobs
-(each set-up's worker alone in turn). Needs the ``pgbouncer`` binary (Debian: apt-get
+throughput, the median over the runs of sends a second (``--sends`` jobs one at a time,
+the set-ups taking turns) and of jobs a second that a worker drains from a backlog of
+``--backlog`` jobs (inserted in batches beforehand; each set-up's worker alone, in an order
+that turns from run to run). Needs the ``pgbouncer`` binary (Debian: apt-get
 install pgbouncer), or ``$PGQUEUE_PGBOUNCER``.
 """
 
@@ -57,10 +58,13 @@ class _Run(NamedTuple):
     drain: dict[str, float]  # jobs a second that a worker runs from a backlog
 
 
-async def _measure(queues: dict[str, AsyncPgQueue], jobs: int, backlog: int) -> _Run:
+async def _measure(
+    queues: dict[str, AsyncPgQueue], jobs: int, sends: int, backlog: int, turn: int
+) -> _Run:
     """Send ``jobs`` jobs to each queue object in turn, one at a time (so that the machine's
-    noise falls on every set-up alike), timing each to its handler's start; then send each a
-    backlog of ``backlog`` jobs, again in turn, and time a worker draining each backlog."""
+    noise falls on every set-up alike), timing each to its handler's start; then time
+    ``sends`` more sends in turn, and a worker draining a backlog of ``backlog`` jobs for
+    each (starting at set-up ``turn``)."""
     started = {label: asyncio.Queue[float]() for label in queues}
     for label, pq in queues.items():
         pq.job(_QUEUE)(_handler(started[label]))
@@ -84,18 +88,24 @@ async def _measure(queues: dict[str, AsyncPgQueue], jobs: int, backlog: int) -> 
             for pq in queues.values():
                 pq.stop_working()
             await asyncio.gather(*workers)
-        for i in range(backlog):
+        for i in range(sends):
             for label, pq in queues.items():
                 sent = time.perf_counter()
                 await pq.send(_BACKLOG, i)
                 sending[label] += time.perf_counter() - sent
-        for label, pq in queues.items():
+        labels = list(queues)
+        for label in labels[turn % len(labels) :] + labels[: turn % len(labels)]:
+            pq = queues[label]
+            extra = max(backlog - sends, 0)  # the timed sends are part of the backlog
+            for first in range(0, extra, 500):
+                batch = range(first, min(first + 500, extra))
+                await pq.insert([{"name": _BACKLOG, "data": i} for i in batch])
             began = time.perf_counter()
             await pq.work(queues=[_BACKLOG], until_empty=True, poll_interval=0.1)
-            drain[label] = backlog / (time.perf_counter() - began)
+            drain[label] = (sends + extra) / (time.perf_counter() - began)
     return _Run(
         latency={label: statistics.median(values) for label, values in latencies.items()},
-        sends={label: backlog / spent for label, spent in sending.items()},
+        sends={label: sends / spent for label, spent in sending.items()},
         drain=drain,
     )
 
@@ -118,7 +128,8 @@ async def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--backlog", type=int, default=500, help="jobs per throughput run")
+    parser.add_argument("--sends", type=int, default=300, help="timed sends per set-up")
+    parser.add_argument("--backlog", type=int, default=5000, help="jobs per drain")
     args = parser.parse_args()
     version = pgbouncer_version()
     newer = carries_prepared_statements(version)
@@ -148,7 +159,7 @@ async def main() -> None:
                     queues[label] = AsyncPgQueue(
                         dsns[through], schema=f"l{run}_{label}", maintenance=False, **given
                     )
-                runs.append(await _measure(queues, args.jobs, args.backlog))
+                runs.append(await _measure(queues, args.jobs, args.sends, args.backlog, run))
     latency = {label: [run.latency[label] * 1000 for run in runs] for label in setups}
     summary = {label: statistics.median(values) for label, values in latency.items()}
     sends = {label: statistics.median(run.sends[label] for run in runs) for label in setups}
@@ -158,6 +169,7 @@ async def main() -> None:
             {
                 "pgbouncer": version,
                 "jobs": args.jobs,
+                "sends": args.sends,
                 "backlog": args.backlog,
                 "runs_ms": {k: [round(v, 3) for v in vs] for k, vs in latency.items()},
                 "median_ms": {k: round(v, 3) for k, v in summary.items()},
