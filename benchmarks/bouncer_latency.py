@@ -178,6 +178,7 @@ async def main() -> None:
                 "sends_ratio_to_direct": {
                     k: round(v / sends["direct"], 3) for k, v in sends.items()
                 },
+                "runs_drain_jobs_per_s": {k: [round(r.drain[k]) for r in runs] for k in setups},
                 "drain_jobs_per_s": {k: round(v) for k, v in drain.items()},
                 "drain_ratio_to_direct": {
                     k: round(v / drain["direct"], 3) for k, v in drain.items()
