@@ -31,6 +31,7 @@ NAMES = {
     "AsyncRunner": "Runner",
     "AsyncJobHandle": "JobHandle",
     "AsyncResults": "Results",
+    "AsyncShards": "Shards",
     "AsyncResultSource": "ResultSource",
     "AsyncPeriodic": "Periodic",
     "AsyncConnectionPool": "ConnectionPool",

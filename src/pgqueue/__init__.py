@@ -3,12 +3,14 @@
 from ._async.function import AsyncJobFunction
 from ._async.queue import AsyncPgQueue
 from ._async.results import AsyncJobHandle
+from ._async.shards import AsyncShards
 from ._executor import RunningJob, Snooze
 from ._maintenance import MaintenanceResult, MaintenanceSettings
 from ._migrate import MigrationStatus
 from ._sync.function import JobFunction
 from ._sync.queue import PgQueue
 from ._sync.results import JobHandle
+from ._sync.shards import Shards
 from ._version import VERSION as __version__
 from .errors import (
     ConnectError,
@@ -46,6 +48,7 @@ __all__ = [
     "AsyncJobFunction",
     "AsyncJobHandle",
     "AsyncPgQueue",
+    "AsyncShards",
     "ConnectError",
     "DatabaseError",
     "DependencyError",
@@ -80,6 +83,7 @@ __all__ = [
     "ResultTimeoutError",
     "RunningJob",
     "ScheduleInfo",
+    "Shards",
     "Snooze",
     "WorkerError",
     "__version__",

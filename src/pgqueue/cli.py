@@ -301,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--dsn", help="database URL (default: the application's)")
     dashboard.add_argument("--schema", help="schema name (default: the application's)")
     prepare_option(dashboard)
+    dashboard.add_argument(
+        "--read-dsn",
+        help="database URL of a replica (hot standby) for the pages' reads; actions still "
+        "go to --dsn",
+    )
     dashboard.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
     dashboard.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     dashboard.add_argument("--title", default="pgqueue", help="the pages' title")

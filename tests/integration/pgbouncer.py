@@ -2,9 +2,10 @@
 
 ``running_pgbouncer(dsn, mode)`` starts the ``pgbouncer`` binary on a free port with a
 generated configuration (trust authentication, the test server behind it) and yields the
-DSN that reaches the test database through it (the benchmarks use it too). Without the
-binary ``require_pgbouncer()`` skips the test, unless ``PGQUEUE_REQUIRE_PGBOUNCER=1`` (CI
-sets it): then it fails.
+DSN that reaches the test database through it (the benchmarks use it too). The binary is
+``$PGQUEUE_PGBOUNCER`` when set (e.g. a newer build than the distribution's), else
+``pgbouncer`` on PATH or in /usr/sbin. Without one ``require_pgbouncer()`` skips the test,
+unless ``PGQUEUE_REQUIRE_PGBOUNCER=1`` (CI sets it): then it fails.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 __all__ = [
+    "BINARY_ENV",
+    "PREPARED_SINCE",
     "REQUIRE_ENV",
+    "carries_prepared_statements",
     "pgbouncer_binary",
     "pgbouncer_version",
     "require_pgbouncer",
@@ -33,15 +37,23 @@ __all__ = [
 ]
 
 REQUIRE_ENV = "PGQUEUE_REQUIRE_PGBOUNCER"
+BINARY_ENV = "PGQUEUE_PGBOUNCER"
+# The first version that carries protocol-level prepared statements in transaction mode
+# (with max_prepared_statements > 0).
+PREPARED_SINCE = (1, 21)
 
 
 def pgbouncer_binary() -> str | None:
-    """The pgbouncer executable (Debian installs it in /usr/sbin, often not on PATH)."""
+    """``$PGQUEUE_PGBOUNCER`` if set, else pgbouncer on PATH or in /usr/sbin (where Debian
+    installs it, often not on PATH)."""
+    chosen = os.environ.get(BINARY_ENV)
+    if chosen:
+        return shutil.which(chosen)
     return shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
 
 
 def pgbouncer_version() -> str:
-    """The installed PgBouncer's version ("1.18.0"), or "missing"."""
+    """The chosen PgBouncer's version ("1.18.0"), or "missing"."""
     binary = pgbouncer_binary()
     if binary is None:
         return "missing"
@@ -50,11 +62,22 @@ def pgbouncer_version() -> str:
     return first.removeprefix("PgBouncer ").strip() or "unknown"
 
 
+def carries_prepared_statements(version: str) -> bool:
+    """Whether PgBouncer ``version`` can keep prepared statements in transaction mode."""
+    parts = version.split(".")[:2]
+    if len(parts) < 2 or not all(part.isdigit() for part in parts):
+        return False
+    return (int(parts[0]), int(parts[1])) >= PREPARED_SINCE
+
+
 def require_pgbouncer() -> str:
     """The binary; else skip the test (fail it with PGQUEUE_REQUIRE_PGBOUNCER=1)."""
     binary = pgbouncer_binary()
     if binary is not None:
         return binary
+    chosen = os.environ.get(BINARY_ENV)
+    if chosen:
+        pytest.fail(f"{BINARY_ENV}={chosen} is not an executable")
     reason = "the pgbouncer binary is not installed (apt-get install pgbouncer)"
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{reason}, and {REQUIRE_ENV}=1 requires it")
@@ -92,9 +115,12 @@ def _unprivileged_user(host: str) -> str | None:
 
 
 @contextmanager
-def running_pgbouncer(dsn: str, mode: str, pool_size: int = 4) -> Iterator[str]:
+def running_pgbouncer(
+    dsn: str, mode: str, pool_size: int = 4, max_prepared_statements: int | None = None
+) -> Iterator[str]:
     """Run PgBouncer in ``mode`` ("transaction" or "session") in front of ``dsn``'s server;
-    yields the DSN of the same database through it."""
+    yields the DSN of the same database through it. ``max_prepared_statements`` is written
+    to the configuration when given (PgBouncer 1.21+ knows it)."""
     binary = pgbouncer_binary()
     if binary is None:
         raise RuntimeError("the pgbouncer binary is not installed (apt-get install pgbouncer)")
@@ -123,6 +149,11 @@ def running_pgbouncer(dsn: str, mode: str, pool_size: int = 4) -> Iterator[str]:
             f"default_pool_size = {pool_size}\n"
             "max_client_conn = 500\n"
             "ignore_startup_parameters = extra_float_digits\n"
+            + (
+                ""
+                if max_prepared_statements is None
+                else f"max_prepared_statements = {max_prepared_statements}\n"
+            )
         )
         for path in workdir.iterdir():
             path.chmod(0o644)

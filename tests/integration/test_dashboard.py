@@ -335,3 +335,23 @@ async def test_the_dashboard_serves_metrics_behind_its_auth(
     await wait_until(closed)
     async with _client(_app(world)) as client:  # not asked for: not served
         assert (await client.get("/metrics/")).status_code == 404
+
+
+async def test_a_replica_that_cannot_be_reached_fails_reads_not_actions(
+    world: dict[str, Any],
+) -> None:
+    with pytest.raises(TypeError, match="read_dsn"):
+        _app(world, read_dsn=5432)
+    app = _app(world, read_dsn="postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=1")
+    async with app.router.lifespan_context(app), _client(app) as client:
+        queues = await client.get("/api/queues")
+        assert queues.status_code == 500
+        assert "cannot connect" in queues.json()["error"]
+        page = await client.get("/catalogue")  # reads nothing: it sets the CSRF cookie
+        match = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
+        assert page.status_code == 200 and match is not None
+        headers = {"x-csrf-token": match[1]}
+        done = await client.post(f"/api/jobs/{world['failed']}/retry", headers=headers)
+        assert done.status_code == 200, done.text
+    job = await world["pq"].get_job_by_id(world["failed"])
+    assert job is not None and job.state == pgqueue.JobState.retry

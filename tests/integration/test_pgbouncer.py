@@ -1,9 +1,11 @@
 """pgqueue through a real PgBouncer, in transaction and in session mode.
 
 In transaction mode each transaction may run on another server connection: nothing may be
-prepared (``prepare=False``, PgBouncer before 1.21), no session state may be left behind,
-and notifications never arrive (the listener gets ``listen_dsn`` straight to PostgreSQL, or
-pgqueue polls). The PgBouncer version is part of each test's id.
+prepared (``prepare=False``) unless PgBouncer carries prepared statements (1.21+ with
+``max_prepared_statements`` > 0: the "transaction-prepared" mode, skipped on older
+versions), no session state may be left behind, and notifications never arrive (the
+listener gets ``listen_dsn`` straight to PostgreSQL, or pgqueue polls). The binary is
+``$PGQUEUE_PGBOUNCER`` when set; its version is part of each test's id.
 """
 
 from __future__ import annotations
@@ -24,10 +26,16 @@ from pgqueue._migrate import latest_version, migrate_plan
 from pgqueue._sql import Statements
 from pgqueue._sync.runner import run_sync
 
-from .pgbouncer import pgbouncer_version, require_pgbouncer, running_pgbouncer
+from .pgbouncer import (
+    BINARY_ENV,
+    carries_prepared_statements,
+    pgbouncer_version,
+    require_pgbouncer,
+    running_pgbouncer,
+)
 
 VERSION = pgbouncer_version()
-MODES = ["transaction", "session"]
+MODES = ["transaction", "transaction-prepared", "session"]
 
 
 @pytest.fixture(scope="module", params=MODES, ids=[f"{m}-pgbouncer-{VERSION}" for m in MODES])
@@ -35,18 +43,39 @@ def bouncer(request: pytest.FixtureRequest, dsn: str) -> Iterator[tuple[str, str
     """(mode, DSN through a PgBouncer in that mode), one PgBouncer per mode."""
     require_pgbouncer()
     mode: str = request.param
+    newer = carries_prepared_statements(VERSION)
+    if mode == "transaction-prepared" and not newer:
+        pytest.skip(
+            f"PgBouncer {VERSION} cannot carry prepared statements in transaction mode "
+            f"(1.21+ with max_prepared_statements > 0 can); set {BINARY_ENV} to a newer "
+            "pgbouncer binary to run these"
+        )
+    # The plain transaction mode is the one that cannot keep prepared statements, whatever
+    # the version (1.24+ keeps up to 200 by default).
+    kept = {"transaction": 0, "transaction-prepared": 200}.get(mode) if newer else None
     # In session mode each client holds a server connection while it is connected: the
     # pool must be as large as every pool, listener and waiter of the clients together.
-    with running_pgbouncer(dsn, mode, pool_size=4 if mode == "transaction" else 60) as bounced:
+    pool_size = 60 if mode == "session" else 4
+    with running_pgbouncer(dsn, pool_mode(mode), pool_size, kept) as bounced:
         yield mode, bounced
 
 
+def pool_mode(mode: str) -> str:
+    """PgBouncer's pool_mode for a test mode."""
+    return "session" if mode == "session" else "transaction"
+
+
+def prepared(mode: str) -> bool:
+    """Whether pgqueue may prepare statements through PgBouncer in ``mode``."""
+    return mode != "transaction"
+
+
 def options(mode: str) -> dict[str, Any]:
-    """What a queue object behind PgBouncer in ``mode`` is given: in transaction mode nothing
-    prepared (PgBouncer 1.18 cannot carry prepared statements) and polling only."""
-    if mode == "transaction":
-        return {"prepare": False, "listen": False}
-    return {}
+    """What a queue object behind PgBouncer in ``mode`` is given: in transaction mode
+    polling only, and nothing prepared unless PgBouncer carries prepared statements."""
+    if mode == "session":
+        return {}
+    return {"prepare": prepared(mode), "listen": False}
 
 
 async def wait_until(
@@ -147,7 +176,7 @@ async def test_a_running_job_is_cancelled_within_the_poll_interval_without_notif
     mode, bounced = bouncer
     # A long heartbeat: its beats (every 20 s) would find the cancellation far too late.
     pq = AsyncPgQueue(
-        bounced, schema=schema, maintenance=False, prepare=mode == "session", listen=False
+        bounced, schema=schema, maintenance=False, prepare=prepared(mode), listen=False
     )
     started = asyncio.Event()
     seen: list[str] = []
@@ -213,7 +242,7 @@ async def test_listening_through_it(
     says once, and a listen_dsn straight to PostgreSQL brings them back."""
     mode, bounced = bouncer
     caplog.set_level(logging.WARNING, logger="pgqueue.worker")
-    pq = AsyncPgQueue(bounced, schema=schema, maintenance=False, prepare=mode == "session")
+    pq = AsyncPgQueue(bounced, schema=schema, maintenance=False, prepare=prepared(mode))
     ran = asyncio.Event()
 
     @pq.job("ping")
@@ -222,7 +251,7 @@ async def test_listening_through_it(
 
     async with pq:
         # A poll interval longer than the test: only a notification wakes the worker.
-        if mode == "transaction":
+        if pool_mode(mode) == "transaction":
             async with working(pq, poll_interval=300):
                 await wait_until(
                     lambda: _warned(caplog), timeout=15, what="the warning about LISTEN"
@@ -246,7 +275,7 @@ async def test_results_arrive_whether_notifications_do_or_not(
     nothing arrives, and its waiters look for themselves."""
     mode, bounced = bouncer
     caplog.set_level(logging.WARNING, logger="pgqueue")
-    pq = AsyncPgQueue(bounced, schema=schema, maintenance=False, prepare=mode == "session")
+    pq = AsyncPgQueue(bounced, schema=schema, maintenance=False, prepare=prepared(mode))
 
     @pq.job("echo")
     async def echo(data: str) -> str:
@@ -257,7 +286,7 @@ async def test_results_arrive_whether_notifications_do_or_not(
         assert first is not None
         async with working(pq, poll_interval=0.1):
             assert await first.result(timeout=20) == "first"
-            if mode == "transaction":
+            if pool_mode(mode) == "transaction":
                 await wait_until(
                     lambda: _warned(caplog, "result listener"),
                     timeout=15,
@@ -269,4 +298,4 @@ async def test_results_arrive_whether_notifications_do_or_not(
             assert await later.result(timeout=20) == "later"
             assert time.monotonic() - began < 3  # not the 5 s backstop
     warned = [r for r in caplog.records if "result listener" in r.getMessage()]
-    assert len(warned) == (1 if mode == "transaction" else 0)
+    assert len(warned) == (1 if pool_mode(mode) == "transaction" else 0)

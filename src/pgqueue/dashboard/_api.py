@@ -15,6 +15,7 @@ from ..errors import InvalidInputError, NotFoundError, PgQueueError
 from . import _service as service
 from ._counts import QueueCounts
 from ._present import dumps
+from ._reads import Reads
 
 __all__ = ["MAX_BODY", "api_routes", "error_response", "json_response"]
 
@@ -38,6 +39,12 @@ def error_response(
 def _queue(request: Request) -> AsyncPgQueue:
     pq: AsyncPgQueue = request.app.state.pgqueue
     return pq
+
+
+async def _reader(request: Request) -> AsyncPgQueue:
+    """The queue object reads go through (a replica's, when the app has one)."""
+    reads: Reads = request.app.state.reads
+    return await reads.get()
 
 
 def _counts(request: Request) -> QueueCounts:
@@ -90,13 +97,14 @@ def endpoint(handler: Callable[[Request], Awaitable[Any]]) -> Endpoint:
 @endpoint
 async def get_queues(request: Request) -> Any:
     """Every queue: counts per state, limits, paused, last hour's throughput."""
-    return {"queues": await service.queues(_queue(request), _counts(request))}
+    return {"queues": await service.queues(await _reader(request), _counts(request))}
 
 
 @endpoint
 async def get_queue(request: Request) -> Any:
     """One queue."""
-    (row,) = await service.queues(_queue(request), _counts(request), request.path_params["name"])
+    name = request.path_params["name"]
+    (row,) = await service.queues(await _reader(request), _counts(request), name)
     return row
 
 
@@ -110,14 +118,15 @@ async def post_queue_action(request: Request) -> Any:
 @endpoint
 async def get_jobs(request: Request) -> Any:
     """A page of jobs matching the query's filters."""
-    return await service.list_jobs(_queue(request), service.parse_filter(request.query_params))
+    flt = service.parse_filter(request.query_params)
+    return await service.list_jobs(await _reader(request), flt)
 
 
 @endpoint
 async def get_job(request: Request) -> Any:
     """One job in full."""
     job_id = service.parse_job_id(request.path_params["id"])
-    return await service.get_job(_queue(request), job_id)
+    return await service.get_job(await _reader(request), job_id)
 
 
 @endpoint
@@ -166,13 +175,13 @@ async def post_run(request: Request) -> Any:
 @endpoint
 async def get_schedules(request: Request) -> Any:
     """Every schedule and its next slots."""
-    return {"schedules": await service.schedules(_queue(request))}
+    return {"schedules": await service.schedules(await _reader(request))}
 
 
 @endpoint
 async def get_subscriptions(request: Request) -> Any:
     """Every subscription."""
-    return {"subscriptions": await service.subscriptions(_queue(request))}
+    return {"subscriptions": await service.subscriptions(await _reader(request))}
 
 
 def api_routes() -> list[Route]:

@@ -30,6 +30,7 @@ from ._auth import (
 )
 from ._counts import QueueCounts
 from ._pages import page_routes, render
+from ._reads import Reads
 from ._service import Refused
 
 __all__ = ["LOCAL_HOSTS", "Settings", "create_app"]
@@ -184,6 +185,7 @@ def create_app(
     start_queue: bool = False,
     metrics: bool = False,
     allowed_hosts: list[str] | tuple[str, ...] | None = None,
+    read_dsn: str | None = None,
 ) -> Starlette:
     """The dashboard of ``pq`` as an ASGI application (mount it in a Starlette or FastAPI
     app, or serve it alone).
@@ -203,6 +205,10 @@ def create_app(
     it). None answers to any name, except that an anonymous app (``auth=None``) answers
     only to localhost, 127.0.0.1 and [::1]: a site whose name was made to resolve to
     this machine (DNS rebinding) could otherwise use it as its own.
+    ``read_dsn`` sends the pages' and the API's reads to another database holding the same
+    schema, a replica (hot standby) of ``pq``'s, opened at the first read and closed when
+    the app stops; actions, and the reads they make to decide, stay on ``pq``'s. A replica
+    shows what it has replayed: a page may lag an action by the replica's delay.
     """
     if auth is None and not allow_anonymous:
         raise ValueError("auth=None serves everyone: pass allow_anonymous=True to mean it")
@@ -218,6 +224,9 @@ def create_app(
     settings = Settings(auth=auth, read_only=read_only, title=title, allowed_hosts=hosts)
     scrape = []
     closing: list[Callable[[], None]] = []
+    if read_dsn is not None and not isinstance(read_dsn, str):
+        raise TypeError("read_dsn is a database URL string")
+    reads = Reads(pq, read_dsn)
     if metrics:
         from .. import metrics as prometheus  # the metrics extra: imported only when asked
 
@@ -237,6 +246,7 @@ def create_app(
         finally:
             for close in closing:
                 close()
+            await reads.close()
 
     app = Starlette(
         routes=[
@@ -256,5 +266,6 @@ def create_app(
     )
     app.state.pgqueue = pq
     app.state.settings = settings
-    app.state.counts = QueueCounts(pq, counts_max_age)
+    app.state.reads = reads
+    app.state.counts = QueueCounts(reads, counts_max_age)
     return app

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .._async.queue import AsyncPgQueue
 from ..models import QueueStats
 from ._present import WINDOW_BUCKETS, WINDOW_SECONDS
+from ._reads import Reads
 
 __all__ = ["STALE_FACTOR", "Counts", "QueueCounts"]
 
@@ -36,12 +37,13 @@ class Counts:
 
 
 class QueueCounts:
-    """The latest count of a queue object's queues, shared by every request."""
+    """The latest count of a queue object's queues (read through ``Reads`` when given: on
+    a replica), shared by every request."""
 
-    def __init__(self, pq: AsyncPgQueue, max_age: float) -> None:
+    def __init__(self, pq: AsyncPgQueue | Reads, max_age: float) -> None:
         if not max_age >= 0:
             raise ValueError(f"max_age must be 0 or more seconds, got {max_age!r}")
-        self._pq = pq
+        self._reads = pq if isinstance(pq, Reads) else Reads(pq, None)
         self.max_age = max_age
         self._latest: Counts | None = None
         self._taking: asyncio.Task[Counts] | None = None
@@ -73,8 +75,9 @@ class QueueCounts:
 
     async def _take(self, generation: int) -> Counts:
         began = time.monotonic()
-        stats = await self._pq.get_queue_stats()
-        rates = await self._pq.get_queue_throughput(window=WINDOW_SECONDS, buckets=WINDOW_BUCKETS)
+        pq = await self._reads.get()
+        stats = await pq.get_queue_stats()
+        rates = await pq.get_queue_throughput(window=WINDOW_SECONDS, buckets=WINDOW_BUCKETS)
         counts = Counts(stats, rates, began)
         if generation == self._generation:
             self._latest = counts

@@ -16,6 +16,7 @@ from ..errors import PgQueueError
 from . import _service as service
 from ._auth import CSRF_COOKIE, new_csrf_token, set_private_cookie
 from ._present import STATES, chart_bars, dumps
+from ._reads import Reads
 
 __all__ = ["page_routes", "render", "segment"]
 
@@ -81,13 +82,19 @@ def _queue(request: Request) -> AsyncPgQueue:
     return pq
 
 
+async def _reader(request: Request) -> AsyncPgQueue:
+    """The queue object the pages read through (a replica's, when the app has one)."""
+    reads: Reads = request.app.state.reads
+    return await reads.get()
+
+
 def _error_page(request: Request, exc: service.Refused) -> Response:
     return render(request, "error.html", status=exc.status, message=exc.message)
 
 
 async def queues_page(request: Request) -> Response:
     """Every queue: counts, throughput chart, limits, actions."""
-    rows = await service.queues(_queue(request), request.app.state.counts)
+    rows = await service.queues(await _reader(request), request.app.state.counts)
     return render(request, "queues.html", queues=rows)
 
 
@@ -95,7 +102,7 @@ async def jobs_page(request: Request) -> Response:
     """Jobs by queue and state, with filters and keyset pagination."""
     try:
         flt = service.parse_filter(request.query_params)
-        page = await service.list_jobs(_queue(request), flt)
+        page = await service.list_jobs(await _reader(request), flt)
     except service.Refused as exc:
         return _error_page(request, exc)
     except PgQueueError as exc:
@@ -105,7 +112,7 @@ async def jobs_page(request: Request) -> Response:
     if page["next_after"] is not None:
         next_url = "?" + urlencode({**params, "after": page["next_after"]})
     first_url = "?" + urlencode(params) if flt["after"] else None
-    queues = [q.name for q in await _queue(request).get_queues()]
+    queues = [q.name for q in await (await _reader(request)).get_queues()]
     return render(
         request,
         "jobs.html",
@@ -122,7 +129,7 @@ async def job_page(request: Request) -> Response:
     """One job: data, output, progress (live), errors, logs, parents and children."""
     try:
         job_id = service.parse_job_id(request.path_params["id"])
-        job = await service.get_job(_queue(request), job_id)
+        job = await service.get_job(await _reader(request), job_id)
     except service.Refused as exc:
         return _error_page(request, exc)
     return render(request, "job.html", job=job)
@@ -135,12 +142,14 @@ async def catalogue_page(request: Request) -> Response:
 
 async def schedules_page(request: Request) -> Response:
     """Every schedule and its next slots."""
-    return render(request, "schedules.html", schedules=await service.schedules(_queue(request)))
+    return render(
+        request, "schedules.html", schedules=await service.schedules(await _reader(request))
+    )
 
 
 async def subscriptions_page(request: Request) -> Response:
     """Every subscription."""
-    rows = await service.subscriptions(_queue(request))
+    rows = await service.subscriptions(await _reader(request))
     return render(request, "subscriptions.html", subscriptions=rows)
 
 

@@ -84,6 +84,7 @@ def serve(load: Callable[[], AsyncPgQueue | PgQueue], args: argparse.Namespace) 
         start_queue=True,
         metrics=args.metrics,
         allowed_hosts=allowed_hosts_from_args(args, anonymous=auth is None),
+        read_dsn=args.read_dsn,
     )
     uvicorn.run(dashboard, host=args.host, port=args.port, log_level="info")
     return 0
