@@ -446,10 +446,12 @@ class Core:
         rows.sort(key=_claim_order)
         return [factory(r) for r in rows]
 
-    def queue_rules(self, names: list[str]) -> Plan[dict[str, QueueRules]]:
-        """Plan: the rules of each named queue that exists."""
+    def queue_rules(self, names: list[str]) -> Plan[tuple[dict[str, QueueRules], set[str]]]:
+        """Plan: the rules of each named queue that exists, and the names of those that
+        have due waiting jobs."""
         rows = yield Stmt(self.sql.queue_rules, {"names": names})
-        return {r["name"]: QueueRules(r["policy"], r["paused"], r["limited"]) for r in rows}
+        rules = {r["name"]: QueueRules(r["policy"], r["paused"], r["limited"]) for r in rows}
+        return rules, {r["name"] for r in rows if r["due"]}
 
     # Every write of a run's outcome names the run: the job's id and the run_id that
     # claimed it (None: whichever run holds the job now). Each returns the ids it changed;

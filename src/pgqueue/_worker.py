@@ -1,9 +1,19 @@
 """The worker: claims jobs for its registered handlers, runs them, records their outcomes.
 
 One fetch loop serves every queue of the process. A queue is *dirty* when it may have
-runnable jobs: a notification for it arrived, the poll interval passed, or its last claim
-filled every free slot. The loop claims, in one statement per dirty queue, as many jobs as
-there are free slots, and sleeps until something makes a queue dirty again or frees a slot.
+runnable jobs: a notification for it arrived, the look at every queue the worker takes each
+poll interval (one statement, however many queues) found due jobs in it, or its last claim
+filled its share of the free slots. The loop claims, in one statement per dirty queue, as
+many jobs as its share, and sleeps until something makes a queue dirty again or frees a
+slot. An idle worker thus costs one statement per poll interval, whatever its queues.
+
+Queues share the slots fairly, whatever the order they were registered in. While several
+queues want slots (they are dirty, or hold jobs claimed ahead that wait for a slot), each may
+fill at most an equal share of the worker's slots; a claim round gives each claimable queue
+an equal part of the room (free slots, and the claim-ahead room), the remainder and the
+starting queue moving on from round to round; and a freed slot goes to the held jobs of the
+queues in turn, one each, never beyond a queue's share. So a backlog in one queue delays
+another queue's jobs by the runs of one of its jobs and a claim, not by the backlog.
 """
 
 from __future__ import annotations
@@ -77,7 +87,7 @@ class _QueueState:
     definition: JobDefinition
     limit: int
     active: int = 0
-    dirty: bool = True
+    dirty: bool = False  # the first refresh marks the queues with due jobs
     rules: QueueRules = field(default_factory=QueueRules)
     failures: int = 0  # claims in a row that failed for this queue alone
     retry_at: float = 0.0  # loop time before which a failing queue is not claimed from
@@ -152,6 +162,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._refresh = True  # read the queues' rules before claiming
         self._reconcile_at = 0.0  # loop time of the next reconciliation
+        self._turn = 0  # moves the starting queue of each claim round and each start of held jobs
+        self._share = concurrency  # slots one queue may fill while others want some too
         self._loop: asyncio.AbstractEventLoop | None = None
         # A stop may come from another thread or a signal handler before run() starts.
         self._control = threading.RLock()
@@ -331,22 +343,21 @@ class Worker:
         state.groups_held = False
 
     def _listening(self) -> None:
-        # (Re)connected: whatever was sent meanwhile went unannounced.
-        self._mark_all_dirty()
-        self._emit("listening", self.id)
-
-    def _mark_all_dirty(self) -> None:
-        for state in self._states.values():
-            state.dirty = True
+        # (Re)connected: whatever was sent meanwhile went unannounced; the refresh finds it.
+        self._refresh = True
         self._wake.set()
+        self._emit("listening", self.id)
 
     # -- fetching ----------------------------------------------------------------------------
 
     async def _refresh_queues(self) -> None:
-        """Read the rules of the worker's queues."""
-        found = await self._run(self._core.queue_rules(list(self._states)))
+        """Read the rules of the worker's queues, and mark dirty those with due jobs (one
+        statement, however many queues: an idle worker's cost does not grow with them)."""
+        found, due = await self._run(self._core.queue_rules(list(self._states)))
         for name, state in self._states.items():
             state.rules = found.get(name, QueueRules())
+            if name in due:
+                state.dirty = True
 
     async def _fetch_loop(self, notifier: Notifier) -> None:
         backoff = 0.1
@@ -372,15 +383,14 @@ class Worker:
                 log.warning("claiming jobs failed (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep_or_stop(backoff)
                 backoff = min(backoff * 2, 5.0)
-                self._mark_all_dirty()
-                self._refresh = True
+                self._refresh = True  # then marks dirty the queues with due jobs
                 self._reconcile_at = 0.0  # a claim may have committed without its reply
                 continue
             if self._until_empty and self._drained():
                 # Outcomes not yet written may still send jobs back to retry: write them,
                 # then look once more before calling the queues empty.
                 await self._completer.flush()
-                self._mark_all_dirty()
+                await self._refresh_queues()
                 await self._claim_round()
                 if self._drained():
                     return
@@ -408,8 +418,9 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
                 if timeout == self._poll_interval:
-                    self._mark_all_dirty()
-                    self._refresh = True  # a queue may have been paused, resumed or changed
+                    # A queue may have been paused, resumed or changed, or have jobs that
+                    # became due: the refresh looks at every queue in one statement.
+                    self._refresh = True
             self._wake.clear()
 
     async def _reconcile(self) -> None:
@@ -437,12 +448,7 @@ class Worker:
         return self._loop.time()
 
     def _claimable(self, state: _QueueState, now: float) -> bool:
-        return (
-            state.dirty
-            and not state.rules.paused
-            and state.retry_at <= now
-            and self._room(state) > 0
-        )
+        return self._wants_slots(state, now) and self._room(state) > 0
 
     def _drained(self) -> bool:
         """Nothing runs and no queue may have runnable jobs (a paused one has none)."""
@@ -465,19 +471,28 @@ class Worker:
         """Jobs of the queue to claim now: its free slots, and while its runs are short,
         as many more to wait for a slot (the next claim is then under way while the
         last one's jobs run); not for a queue with limits, whose jobs start when claimed."""
-        room = max(self._free(state), 0)
+        room = max(self._startable(state), 0)
         if state.run_time < _PREFETCH_RUNS_UNDER and not state.rules.limited:
             room += max(min(self._concurrency - self._waiting, state.limit - len(state.waiting)), 0)
         return room
 
     async def _claim_round(self) -> None:
+        """Claim from every claimable queue its share of the room: the queues, taken from a
+        starting point that moves on each round, each get an equal part of what the ones
+        before them left (the first ones the remainder), so none waits on another's backlog."""
         now = self._time()
-        for state in self._states.values():
+        turn = self._next_turn()
+        self._share_slots(now)
+        claimable = [s for s in self._states.values() if self._claimable(s, now)]
+        start = turn % len(claimable) if claimable else 0
+        ordered = claimable[start:] + claimable[:start]
+        for i, state in enumerate(ordered):
             if self._stopping.is_set():
                 return
-            if not self._claimable(state, now):
+            room = self._room(state)
+            if room <= 0 or state.retry_at > now:
                 continue
-            free = self._room(state)
+            free = -(-room // (len(ordered) - i))  # its share, rounded up
             hurried = state.hurried
             plan = self._core.fetch(
                 state.definition.name,
@@ -527,6 +542,8 @@ class Worker:
             since = self._time()
             for job in claimed:
                 self._start(job, state, since)
+        if self._waiting and not self._stopping.is_set():
+            self._begin_waiting()  # a queue that wanted slots may want none now
 
     async def _follow_policy(self, state: _QueueState) -> bool:
         """Bring jobs sent with the queue's previous policy in line (a send that raced a
@@ -578,7 +595,7 @@ class Worker:
         self._active[job.id] = job
         job._slot = state
         self._heartbeat_loop.arrived(job)
-        if self._free(state) > 0:
+        if self._startable(state) > 0:
             self._begin(job, state)
         else:
             state.waiting.append((since, job))
@@ -633,19 +650,50 @@ class Worker:
         task.add_done_callback(self._tasks.discard)
 
     def _begin_waiting(self) -> None:
-        """Start held jobs that wait for a slot, while slots are free; one whose time ran
-        out while it waited never started: it goes back instead."""
-        for state in self._states.values():
-            late: list[RunningJob] = []
-            while state.waiting and self._free(state) > 0:
+        """Start held jobs that wait for a slot, while slots are free: one job of each queue
+        in turn (from a starting point that moves on each time), and while queues without
+        held jobs want slots (they are dirty), none beyond the queue's equal share of the
+        slots, so that the slots a queue's runs free go round. A job whose time ran out
+        while it waited never started: it goes back instead."""
+        self._share_slots(self._time())
+        lines = [s for s in self._states.values() if s.waiting]
+        start = self._next_turn() % len(lines) if lines else 0
+        lines = lines[start:] + lines[:start]
+        late: dict[str, list[RunningJob]] = {}
+        while lines:
+            going = []
+            for state in lines:
+                if not state.waiting or self._startable(state) <= 0:
+                    continue
                 self._waiting -= 1
                 _, job = state.waiting.popleft()
                 if job._expired:
-                    late.append(job)
+                    late.setdefault(state.definition.name, []).append(job)
                 else:
                     self._begin(job, state)
-            if late:
-                self._give_back(state, late)
+                going.append(state)
+            lines = going
+        for name, jobs in late.items():
+            self._give_back(self._states[name], jobs)
+
+    def _share_slots(self, now: float) -> None:
+        """Set the share of the slots a queue may fill while other queues want slots too:
+        an equal part for each queue that holds jobs waiting for a slot or may have
+        runnable jobs (all of them when it is alone)."""
+        contenders = sum(1 for s in self._states.values() if s.waiting or self._wants_slots(s, now))
+        self._share = -(-self._concurrency // max(contenders, 1))
+
+    def _startable(self, state: _QueueState) -> int:
+        """Runs of the queue that may start now: its free slots, within its share."""
+        return min(self._free(state), self._share - state.active)
+
+    def _wants_slots(self, state: _QueueState, now: float) -> bool:
+        """Whether the queue may have runnable jobs and would claim them now."""
+        return state.dirty and not state.rules.paused and state.retry_at <= now
+
+    def _next_turn(self) -> int:
+        self._turn += 1
+        return self._turn
 
     async def _execute(self, job: RunningJob, state: _QueueState) -> None:
         began = self._time()

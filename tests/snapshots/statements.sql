@@ -985,8 +985,11 @@ WHERE q.name = %(name)s;
 
 -- name: queue_rules
     SELECT name, policy, paused, (concurrency IS NOT NULL OR rate_count IS NOT NULL OR group_concurrency IS NOT NULL
-OR ordered OR group_rate_count IS NOT NULL) AS limited
-    FROM "pgqueue".queue WHERE name = ANY(%(names)s::text[]);
+OR ordered OR group_rate_count IS NOT NULL) AS limited,
+        EXISTS (SELECT FROM "pgqueue".job j
+                WHERE j.name = q.name AND j.state < 'active'
+                    AND j.start_after <= "pgqueue".clock()) AS due
+    FROM "pgqueue".queue q WHERE name = ANY(%(names)s::text[]);
 
 -- name: queue_set_paused
 WITH changed AS (
