@@ -446,10 +446,13 @@ class Core:
         rows.sort(key=_claim_order)
         return [factory(r) for r in rows]
 
-    def queue_rules(self, names: list[str]) -> Plan[tuple[dict[str, QueueRules], set[str]]]:
-        """Plan: the rules of each named queue that exists, and the names of those that
-        have due waiting jobs."""
-        rows = yield Stmt(self.sql.queue_rules, {"names": names})
+    def queue_rules(
+        self, names: list[str], patterns: list[str] | None = None
+    ) -> Plan[tuple[dict[str, QueueRules], set[str]]]:
+        """Plan: the rules of each queue that exists and is named in ``names`` or matches
+        one of ``patterns`` (POSIX regular expressions), and the names of those that have
+        due waiting jobs."""
+        rows = yield Stmt(self.sql.queue_rules, {"names": names, "patterns": patterns or []})
         rules = {r["name"]: QueueRules(r["policy"], r["paused"], r["limited"]) for r in rows}
         return rules, {r["name"] for r in rows if r["due"]}
 

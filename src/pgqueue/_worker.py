@@ -30,6 +30,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any, TypeVar
 
 import psycopg
@@ -43,12 +44,19 @@ from ._executor import Deadline, Executor, Outcome, RunningJob
 from ._heartbeat import Heartbeat
 from ._notifier import Notifier
 from ._observe import Observer
-from ._registry import JobDefinition
+from ._registry import JobDefinition, pattern_regex
 from ._runlog import capture_level, capturing
 from .errors import ConnectError, InvalidOptionError, PgQueueError, WorkerError
 from .models import MAX_SECONDS, MIN_HEARTBEAT, Job
 
-__all__ = ["CANCEL_GRACE", "DEFAULT_CONCURRENCY", "DEFAULT_HEARTBEAT", "DEFAULT_THREADS", "Worker"]
+__all__ = [
+    "CANCEL_GRACE",
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_HEARTBEAT",
+    "DEFAULT_THREADS",
+    "Worker",
+    "select_handlers",
+]
 
 log = logging.getLogger("pgqueue.worker")
 T = TypeVar("T")
@@ -84,6 +92,7 @@ _LIMITED_RETRY = 0.25
 
 @dataclass
 class _QueueState:
+    name: str  # the queue's (its definition's, unless a pattern handler serves it)
     definition: JobDefinition
     limit: int
     active: int = 0
@@ -131,12 +140,13 @@ class Worker:
         if queues is not None:
             if isinstance(queues, str) or not all(isinstance(q, str) for q in queues):
                 raise InvalidOptionError(f"queues must be a list of queue names, got {queues!r}")
-            unknown = sorted(set(queues) - {d.name for d in definitions})
-            if unknown:
-                raise WorkerError(f"no handler registered for {', '.join(unknown)}")
-            definitions = [d for d in definitions if d.name in queues]
+            definitions = select_handlers(definitions, queues)
         if not definitions:
             raise WorkerError("no job handlers registered: decorate functions with @pq.job")
+        # Pattern handlers: the queues they serve are found in the queue table (see
+        # _refresh_queues), each then served as if it had a handler of its own.
+        self._patterns = [d for d in definitions if d.is_pattern]
+        self._pattern_regexes = [pattern_regex(d.name) for d in self._patterns]
         self._runner = runner
         self._emit = emit  # tells the queue object's listeners (on("listening", ...))
         self._core = core
@@ -150,10 +160,7 @@ class Worker:
         self._shutdown_timeout = shutdown_timeout
         self._until_empty = until_empty
         self._states = {
-            d.name: _QueueState(
-                d, min(d.concurrency or concurrency, concurrency if d.is_async else self._threads)
-            )
-            for d in definitions
+            d.name: self._queue_state(d.name, d) for d in definitions if not d.is_pattern
         }
         self._active: dict[int, RunningJob] = {}  # the run of each job this worker holds
         self._interrupted: list[RunningJob] = []  # runs cut short while stopping
@@ -180,6 +187,10 @@ class Worker:
             self._run, self._core, self._active, self._heartbeat, self._cancel_job
         )
         self.processed = 0
+
+    def _queue_state(self, name: str, definition: JobDefinition) -> _QueueState:
+        limit = self._concurrency if definition.is_async else self._threads
+        return _QueueState(name, definition, min(definition.concurrency or limit, limit))
 
     @property
     def busy(self) -> int:
@@ -232,7 +243,7 @@ class Worker:
         log.info(
             "worker %s started: queues %s, concurrency %d (threads %d)",
             self.id,
-            ", ".join(self._states),
+            ", ".join([*self._states, *(d.name for d in self._patterns)]),
             self._concurrency,
             self._threads,
         )
@@ -306,6 +317,9 @@ class Worker:
         if channel == self._core.sql.jobs_channel:  # "<queue>", or "<queue> changed"
             name, _, changed = payload.partition(" ")
             state = self._states.get(name)
+            if state is None and self._serves_by_pattern(name):
+                self._refresh = True  # a queue a pattern handler may serve: look at it
+                self._wake.set()
             if state is not None:
                 state.dirty = True
                 if state.rules.paused or changed:  # resumed or changed: look before claiming
@@ -321,6 +335,15 @@ class Worker:
                 return
             if job is not None and str(job.run_id) == run_id:  # not a newer run of it
                 self._cancel_job(job)
+
+    def _serves_by_pattern(self, name: str) -> bool:
+        """Whether one of the worker's pattern handlers matches queue ``name``, which has
+        no handler of its own."""
+        return (
+            bool(self._patterns)
+            and name not in self._core.registry.names
+            and any(fnmatchcase(name, d.name) for d in self._patterns)
+        )
 
     def _cancel_job(self, job: RunningJob) -> None:
         log.info("job %s (%s) cancelled while running", job.id, job.name)
@@ -353,7 +376,14 @@ class Worker:
     async def _refresh_queues(self) -> None:
         """Read the rules of the worker's queues, and mark dirty those with due jobs (one
         statement, however many queues: an idle worker's cost does not grow with them)."""
-        found, due = await self._run(self._core.queue_rules(list(self._states)))
+        found, due = await self._run(
+            self._core.queue_rules(list(self._states), self._pattern_regexes)
+        )
+        for name in found.keys() - self._states.keys():
+            definition = self._core.registry.find(name)
+            if definition is not None and definition in self._patterns:
+                self._states[name] = self._queue_state(name, definition)
+                log.info("queue %s: served by pattern handler %s", name, definition.name)
         for name, state in self._states.items():
             state.rules = found.get(name, QueueRules())
             if name in due:
@@ -495,7 +525,7 @@ class Worker:
             free = -(-room // (len(ordered) - i))  # its share, rounded up
             hurried = state.hurried
             plan = self._core.fetch(
-                state.definition.name,
+                state.name,
                 free,
                 self.id,
                 self._make_job,
@@ -525,7 +555,7 @@ class Worker:
                 self._refresh = True
                 log.warning(
                     "claiming from queue %s failed (%s); trying it again in %.1fs",
-                    state.definition.name,
+                    state.name,
                     exc,
                     delay,
                 )
@@ -548,7 +578,7 @@ class Worker:
     async def _follow_policy(self, state: _QueueState) -> bool:
         """Bring jobs sent with the queue's previous policy in line (a send that raced a
         policy change); True if any changed."""
-        name = state.definition.name
+        name = state.name
         try:
             changed: int = await self._run(self._core.follow_queue_policy(name))
         except PgQueueError:
@@ -623,7 +653,7 @@ class Worker:
                 del self._active[job.id]
         log.info(
             "queue %s: handing back %d jobs claimed ahead that waited too long for a slot",
-            state.definition.name,
+            state.name,
             len(jobs),
         )
         task = asyncio.create_task(self._release_ahead([(j.id, j.run_id) for j in jobs]))
@@ -668,7 +698,7 @@ class Worker:
                 self._waiting -= 1
                 _, job = state.waiting.popleft()
                 if job._expired:
-                    late.setdefault(state.definition.name, []).append(job)
+                    late.setdefault(state.name, []).append(job)
                 else:
                     self._begin(job, state)
                 going.append(state)
@@ -853,6 +883,21 @@ class Worker:
                 )
             else:
                 log.info("released %d unfinished jobs for another worker", len(released))
+
+
+def select_handlers(definitions: list[JobDefinition], queues: list[str]) -> list[JobDefinition]:
+    """The handlers of ``queues``: each a queue's name, or a glob pattern (``*``, ``?``,
+    ``[...]``, as :func:`fnmatch.fnmatchcase`; queue names hold none of these) that selects
+    every handler whose queue name it matches. One that selects no handler is refused (a
+    typo would leave jobs unworked)."""
+    names = {d.name for d in definitions}
+    unmatched = [q for q in queues if not any(fnmatchcase(n, q) for n in names)]
+    if unmatched:
+        raise WorkerError(
+            f"no handler registered for {', '.join(sorted(unmatched))}"
+            f" (registered: {', '.join(sorted(names)) or 'none'})"
+        )
+    return [d for d in definitions if any(fnmatchcase(d.name, q) for q in queues)]
 
 
 async def _retrying(call: Callable[[], Awaitable[list[R]]], attempts: int = 5) -> list[R]:

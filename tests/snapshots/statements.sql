@@ -989,7 +989,8 @@ OR ordered OR group_rate_count IS NOT NULL) AS limited,
         EXISTS (SELECT FROM "pgqueue".job j
                 WHERE j.name = q.name AND j.state < 'active'
                     AND j.start_after <= "pgqueue".clock()) AS due
-    FROM "pgqueue".queue q WHERE name = ANY(%(names)s::text[]);
+    FROM "pgqueue".queue q
+    WHERE name = ANY(%(names)s::text[]) OR name ~ ANY(%(patterns)s::text[]);
 
 -- name: queue_set_paused
 WITH changed AS (
