@@ -321,7 +321,9 @@ class Worker:
                 self._refresh = True  # a queue a pattern handler may serve: look at it
                 self._wake.set()
             if state is not None:
-                state.dirty = True
+                if not state.dirty:
+                    state.dirty = True
+                    self._share_slots(self._time())  # one more queue may want slots
                 if state.rules.paused or changed:  # resumed or changed: look before claiming
                     self._refresh = True
                 if changed or state.groups_held:  # what held it back may not hold now
@@ -500,9 +502,17 @@ class Worker:
     def _room(self, state: _QueueState) -> int:
         """Jobs of the queue to claim now: its free slots, and while its runs are short,
         as many more to wait for a slot (the next claim is then under way while the
-        last one's jobs run); not for a queue with limits, whose jobs start when claimed."""
+        last one's jobs run); not for a queue with limits, whose jobs start when claimed.
+        A queue below its share while other queues' jobs claimed ahead wait (their runs
+        are short: slots free soon) claims up to its share at once, its jobs taking the
+        next slots that free, rather than one claim per freed slot."""
         room = max(self._startable(state), 0)
-        if state.run_time < _PREFETCH_RUNS_UNDER and not state.rules.limited:
+        if state.rules.limited:
+            return room
+        if self._waiting > len(state.waiting):
+            below = min(self._share, state.limit) - state.active - len(state.waiting)
+            room = max(room, min(below, self._concurrency - self._waiting))
+        if state.run_time < _PREFETCH_RUNS_UNDER:
             room += max(min(self._concurrency - self._waiting, state.limit - len(state.waiting)), 0)
         return room
 
@@ -572,8 +582,9 @@ class Worker:
             since = self._time()
             for job in claimed:
                 self._start(job, state, since)
+        self._share_slots(self._time())  # a queue that wanted slots may want none now
         if self._waiting and not self._stopping.is_set():
-            self._begin_waiting()  # a queue that wanted slots may want none now
+            self._begin_waiting()
 
     async def _follow_policy(self, state: _QueueState) -> bool:
         """Bring jobs sent with the queue's previous policy in line (a send that raced a
@@ -685,7 +696,6 @@ class Worker:
         held jobs want slots (they are dirty), none beyond the queue's equal share of the
         slots, so that the slots a queue's runs free go round. A job whose time ran out
         while it waited never started: it goes back instead."""
-        self._share_slots(self._time())
         lines = [s for s in self._states.values() if s.waiting]
         start = self._next_turn() % len(lines) if lines else 0
         lines = lines[start:] + lines[:start]
@@ -709,8 +719,17 @@ class Worker:
     def _share_slots(self, now: float) -> None:
         """Set the share of the slots a queue may fill while other queues want slots too:
         an equal part for each queue that holds jobs waiting for a slot or may have
-        runnable jobs (all of them when it is alone)."""
-        contenders = sum(1 for s in self._states.values() if s.waiting or self._wants_slots(s, now))
+        runnable jobs it could run (its own limit and the threads allow one more)."""
+        contenders = sum(
+            1
+            for s in self._states.values()
+            if s.waiting
+            or (
+                self._wants_slots(s, now)
+                and s.active < s.limit
+                and (s.definition.is_async or self._sync_active < self._threads)
+            )
+        )
         self._share = -(-self._concurrency // max(contenders, 1))
 
     def _startable(self, state: _QueueState) -> int:
