@@ -511,7 +511,7 @@ class Worker:
             return room
         if self._waiting > len(state.waiting):
             below = min(self._share, state.limit) - state.active - len(state.waiting)
-            room = max(room, min(below, self._concurrency - self._waiting))
+            room = max(room, below)  # (beyond the claim-ahead room, which others filled)
         if state.run_time < _PREFETCH_RUNS_UNDER:
             room += max(min(self._concurrency - self._waiting, state.limit - len(state.waiting)), 0)
         return room
