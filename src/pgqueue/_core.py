@@ -968,12 +968,14 @@ class Core:
 
 _JOB_COLUMN_NAMES = [c.strip() for c in JOB_COLUMNS.split(",")]
 _PRIORITY, _ID = _JOB_COLUMN_NAMES.index("priority"), _JOB_COLUMN_NAMES.index("id")
+_START_AFTER = _JOB_COLUMN_NAMES.index("start_after")
 _GROUP = _JOB_COLUMN_NAMES.index("group_key")
 
 
-def _claim_order(row: tuple[Any, ...]) -> tuple[int, int]:
-    # Priority first, then age: UPDATE ... RETURNING does not keep the CTE's order.
-    return -row[_PRIORITY], row[_ID]
+def _claim_order(row: tuple[Any, ...]) -> tuple[int, Any, int]:
+    # Priority first, then due time, then age (the claim's order): UPDATE ... RETURNING
+    # does not keep the CTE's order.
+    return -row[_PRIORITY], row[_START_AFTER], row[_ID]
 
 
 @dataclass(slots=True)
