@@ -446,10 +446,15 @@ class Core:
         rows.sort(key=_claim_order)
         return [factory(r) for r in rows]
 
-    def queue_rules(self, names: list[str]) -> Plan[dict[str, QueueRules]]:
-        """Plan: the rules of each named queue that exists."""
-        rows = yield Stmt(self.sql.queue_rules, {"names": names})
-        return {r["name"]: QueueRules(r["policy"], r["paused"], r["limited"]) for r in rows}
+    def queue_rules(
+        self, names: list[str], patterns: list[str] | None = None
+    ) -> Plan[tuple[dict[str, QueueRules], set[str]]]:
+        """Plan: the rules of each queue that exists and is named in ``names`` or matches
+        one of ``patterns`` (POSIX regular expressions), and the names of those that have
+        due waiting jobs."""
+        rows = yield Stmt(self.sql.queue_rules, {"names": names, "patterns": patterns or []})
+        rules = {r["name"]: QueueRules(r["policy"], r["paused"], r["limited"]) for r in rows}
+        return rules, {r["name"] for r in rows if r["due"]}
 
     # Every write of a run's outcome names the run: the job's id and the run_id that
     # claimed it (None: whichever run holds the job now). Each returns the ids it changed;
@@ -968,12 +973,14 @@ class Core:
 
 _JOB_COLUMN_NAMES = [c.strip() for c in JOB_COLUMNS.split(",")]
 _PRIORITY, _ID = _JOB_COLUMN_NAMES.index("priority"), _JOB_COLUMN_NAMES.index("id")
+_START_AFTER = _JOB_COLUMN_NAMES.index("start_after")
 _GROUP = _JOB_COLUMN_NAMES.index("group_key")
 
 
-def _claim_order(row: tuple[Any, ...]) -> tuple[int, int]:
-    # Priority first, then age: UPDATE ... RETURNING does not keep the CTE's order.
-    return -row[_PRIORITY], row[_ID]
+def _claim_order(row: tuple[Any, ...]) -> tuple[int, Any, int]:
+    # Priority first, then due time, then age (the claim's order): UPDATE ... RETURNING
+    # does not keep the CTE's order.
+    return -row[_PRIORITY], row[_START_AFTER], row[_ID]
 
 
 @dataclass(slots=True)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -14,7 +16,31 @@ from ._config import check_count, check_name
 from .errors import InvalidInputError, InvalidOptionError, InvalidPayloadError
 from .models import Job, JobOptions, QueueOptions, parse_options
 
-__all__ = ["JobDefinition", "Registry"]
+__all__ = ["JobDefinition", "Registry", "is_pattern", "pattern_regex"]
+
+# What makes a handler's name a glob pattern (queue names hold none of these).
+_GLOB = re.compile(r"[*?\[\]!]")
+
+
+def is_pattern(name: str) -> bool:
+    """Whether ``name`` is a glob pattern of queue names (``*``, ``?``, ``[...]``)."""
+    return _GLOB.search(name) is not None
+
+
+def pattern_regex(pattern: str) -> str:
+    """A POSIX regular expression matching every queue name ``pattern`` matches (and, for
+    a ``[...]`` class, others of the same length): the database's first cut, which
+    :func:`fnmatch.fnmatchcase` then makes exact."""
+    parts = []
+    for piece in re.split(r"(\*|\?|\[[^\]]*\])", pattern):
+        if piece == "*":
+            parts.append(".*")
+        elif piece == "?" or (piece.startswith("[") and piece.endswith("]") and len(piece) > 2):
+            parts.append(".")
+        else:
+            parts.append(re.sub(r"([^A-Za-z0-9_/:-])", r"\\\1", piece))
+    return "^" + "".join(parts) + "$"
+
 
 _QUEUE_KEYS = frozenset(QueueOptions.model_fields)
 _JOB_ONLY_KEYS = frozenset(JobOptions.model_fields) - _QUEUE_KEYS
@@ -35,6 +61,12 @@ class JobDefinition:
     data_param: bool
     job_param: str | None
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_pattern(self) -> bool:
+        """Whether it serves every queue its name matches as a glob pattern (that has no
+        handler of its own)."""
+        return is_pattern(self.name)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -64,13 +96,31 @@ class Registry:
 
     def __init__(self) -> None:
         self._definitions: dict[str, JobDefinition] = {}
+        self._patterns: list[JobDefinition] = []
         self._undeclared: list[JobDefinition] = []
 
     def __contains__(self, name: object) -> bool:
-        return name in self._definitions
+        return isinstance(name, str) and self.find(name) is not None
 
     def __getitem__(self, name: str) -> JobDefinition:
-        return self._definitions[name]
+        found = self.find(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The names (and patterns) handlers are registered for."""
+        return frozenset(self._definitions)
+
+    def find(self, name: str) -> JobDefinition | None:
+        """The handler of queue ``name``: its own, else the pattern handler that matches it
+        (the longest pattern, then the first in alphabetical order), else None."""
+        own = self._definitions.get(name)
+        if own is not None or not self._patterns:
+            return own
+        matching = [d for d in self._patterns if fnmatchcase(name, d.name)]
+        return min(matching, key=lambda d: (-len(d.name), d.name), default=None)
 
     def __len__(self) -> int:
         return len(self._definitions)
@@ -88,8 +138,13 @@ class Registry:
         concurrency: int | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> JobDefinition:
-        """Register ``func`` as the handler of queue ``name``."""
-        check_name(name)
+        """Register ``func`` as the handler of queue ``name``, or, if ``name`` is a glob
+        pattern, of every existing queue it matches that has no handler of its own."""
+        pattern = is_pattern(name)
+        if pattern:
+            check_name(_GLOB.sub("x", name), "pattern")
+        else:
+            check_name(name)
         if name in self._definitions and self._definitions[name].func is not func:
             raise InvalidInputError(f"a handler is already registered for job {name!r}")
         if concurrency is not None:
@@ -98,6 +153,12 @@ class Registry:
         queue_options = {k: v for k, v in options.items() if k in _QUEUE_KEYS}
         send_options = {k: v for k, v in options.items() if k not in _QUEUE_KEYS}
         parse_options(QueueOptions, queue_options)
+        if pattern and queue_options:
+            raise InvalidOptionError(
+                f"pattern handler {name!r} serves queues that exist: give queue options ("
+                + ", ".join(sorted(queue_options))
+                + ") to each queue with create_queue or update_queue"
+            )
         unknown = set(send_options) - _JOB_ONLY_KEYS
         if unknown:
             raise InvalidOptionError(
@@ -120,7 +181,10 @@ class Registry:
             job_param=job_param,
         )
         self._definitions[name] = definition
-        self._undeclared.append(definition)
+        if pattern:  # no queue of that name: it serves those that exist
+            self._patterns = [d for d in self._patterns if d.name != name] + [definition]
+        else:
+            self._undeclared.append(definition)
         return definition
 
     @property

@@ -1,9 +1,19 @@
 """The worker: claims jobs for its registered handlers, runs them, records their outcomes.
 
 One fetch loop serves every queue of the process. A queue is *dirty* when it may have
-runnable jobs: a notification for it arrived, the poll interval passed, or its last claim
-filled every free slot. The loop claims, in one statement per dirty queue, as many jobs as
-there are free slots, and sleeps until something makes a queue dirty again or frees a slot.
+runnable jobs: a notification for it arrived, the look at every queue the worker takes each
+poll interval (one statement, however many queues) found due jobs in it, or its last claim
+filled its share of the free slots. The loop claims, in one statement per dirty queue, as
+many jobs as its share, and sleeps until something makes a queue dirty again or frees a
+slot. An idle worker thus costs one statement per poll interval, whatever its queues.
+
+Queues share the slots fairly, whatever the order they were registered in. While several
+queues want slots (they are dirty, or hold jobs claimed ahead that wait for a slot), each may
+fill at most an equal share of the worker's slots; a claim round gives each claimable queue
+an equal part of the room (free slots, and the claim-ahead room), the remainder and the
+starting queue moving on from round to round; and a freed slot goes to the held jobs of the
+queues in turn, one each, never beyond a queue's share. So a backlog in one queue delays
+another queue's jobs by the runs of one of its jobs and a claim, not by the backlog.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any, TypeVar
 
 import psycopg
@@ -34,12 +45,19 @@ from ._executor import Deadline, Executor, Outcome, RunningJob
 from ._heartbeat import Heartbeat
 from ._notifier import Notifier
 from ._observe import Observer
-from ._registry import JobDefinition
+from ._registry import JobDefinition, pattern_regex
 from ._runlog import capture_level, capturing
 from .errors import ConnectError, InvalidOptionError, PgQueueError, WorkerError
 from .models import MAX_SECONDS, MIN_HEARTBEAT, Job
 
-__all__ = ["CANCEL_GRACE", "DEFAULT_CONCURRENCY", "DEFAULT_HEARTBEAT", "DEFAULT_THREADS", "Worker"]
+__all__ = [
+    "CANCEL_GRACE",
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_HEARTBEAT",
+    "DEFAULT_THREADS",
+    "Worker",
+    "select_handlers",
+]
 
 log = logging.getLogger("pgqueue.worker")
 T = TypeVar("T")
@@ -75,10 +93,11 @@ _LIMITED_RETRY = 0.25
 
 @dataclass
 class _QueueState:
+    name: str  # the queue's (its definition's, unless a pattern handler serves it)
     definition: JobDefinition
     limit: int
     active: int = 0
-    dirty: bool = True
+    dirty: bool = False  # the first refresh marks the queues with due jobs
     rules: QueueRules = field(default_factory=QueueRules)
     failures: int = 0  # claims in a row that failed for this queue alone
     retry_at: float = 0.0  # loop time before which a failing queue is not claimed from
@@ -123,12 +142,13 @@ class Worker:
         if queues is not None:
             if isinstance(queues, str) or not all(isinstance(q, str) for q in queues):
                 raise InvalidOptionError(f"queues must be a list of queue names, got {queues!r}")
-            unknown = sorted(set(queues) - {d.name for d in definitions})
-            if unknown:
-                raise WorkerError(f"no handler registered for {', '.join(unknown)}")
-            definitions = [d for d in definitions if d.name in queues]
+            definitions = select_handlers(definitions, queues)
         if not definitions:
             raise WorkerError("no job handlers registered: decorate functions with @pq.job")
+        # Pattern handlers: the queues they serve are found in the queue table (see
+        # _refresh_queues), each then served as if it had a handler of its own.
+        self._patterns = [d for d in definitions if d.is_pattern]
+        self._pattern_regexes = [pattern_regex(d.name) for d in self._patterns]
         self._runner = runner
         self._emit = emit  # tells the queue object's listeners (on("listening", ...))
         self._core = core
@@ -142,10 +162,7 @@ class Worker:
         self._shutdown_timeout = shutdown_timeout
         self._until_empty = until_empty
         self._states = {
-            d.name: _QueueState(
-                d, min(d.concurrency or concurrency, concurrency if d.is_async else self._threads)
-            )
-            for d in definitions
+            d.name: self._queue_state(d.name, d) for d in definitions if not d.is_pattern
         }
         self._active: dict[int, RunningJob] = {}  # the run of each job this worker holds
         self._interrupted: list[RunningJob] = []  # runs cut short while stopping
@@ -154,6 +171,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._refresh = True  # read the queues' rules before claiming
         self._reconcile_at = 0.0  # loop time of the next reconciliation
+        self._turn = 0  # moves the starting queue of each claim round and each start of held jobs
+        self._share = concurrency  # slots one queue may fill while others want some too
         self._loop: asyncio.AbstractEventLoop | None = None
         # A stop may come from another thread or a signal handler before run() starts.
         self._control = threading.RLock()
@@ -173,6 +192,10 @@ class Worker:
         if listen_dsn is None:  # polling only: cancellations are looked for as often
             self._heartbeat_loop.check_every = poll_interval
         self.processed = 0
+
+    def _queue_state(self, name: str, definition: JobDefinition) -> _QueueState:
+        limit = self._concurrency if definition.is_async else self._threads
+        return _QueueState(name, definition, min(definition.concurrency or limit, limit))
 
     @property
     def busy(self) -> int:
@@ -229,7 +252,7 @@ class Worker:
         log.info(
             "worker %s started: queues %s, concurrency %d (threads %d)",
             self.id,
-            ", ".join(self._states),
+            ", ".join([*self._states, *(d.name for d in self._patterns)]),
             self._concurrency,
             self._threads,
         )
@@ -303,8 +326,13 @@ class Worker:
         if channel == self._core.sql.jobs_channel:  # "<queue>", or "<queue> changed"
             name, _, changed = payload.partition(" ")
             state = self._states.get(name)
+            if state is None and self._serves_by_pattern(name):
+                self._refresh = True  # a queue a pattern handler may serve: look at it
+                self._wake.set()
             if state is not None:
-                state.dirty = True
+                if not state.dirty:
+                    state.dirty = True
+                    self._share_slots(self._time())  # one more queue may want slots
                 if state.rules.paused or changed:  # resumed or changed: look before claiming
                     self._refresh = True
                 if changed or state.groups_held:  # what held it back may not hold now
@@ -318,6 +346,15 @@ class Worker:
                 return
             if job is not None and str(job.run_id) == run_id:  # not a newer run of it
                 self._cancel_job(job)
+
+    def _serves_by_pattern(self, name: str) -> bool:
+        """Whether one of the worker's pattern handlers matches queue ``name``, which has
+        no handler of its own."""
+        return (
+            bool(self._patterns)
+            and name not in self._core.registry.names
+            and any(fnmatchcase(name, d.name) for d in self._patterns)
+        )
 
     def _cancel_job(self, job: RunningJob) -> None:
         log.info("job %s (%s) cancelled while running", job.id, job.name)
@@ -340,8 +377,9 @@ class Worker:
         state.groups_held = False
 
     def _listening(self) -> None:
-        # (Re)connected: whatever was sent meanwhile went unannounced.
-        self._mark_all_dirty()
+        # (Re)connected: whatever was sent meanwhile went unannounced; the refresh finds it.
+        self._refresh = True
+        self._wake.set()
         self._emit("listening", self.id)
 
     def _deaf(self) -> None:
@@ -349,18 +387,23 @@ class Worker:
         self._heartbeat_loop.check_every = self._poll_interval
         self._heartbeat_loop.wake.set()
 
-    def _mark_all_dirty(self) -> None:
-        for state in self._states.values():
-            state.dirty = True
-        self._wake.set()
-
     # -- fetching ----------------------------------------------------------------------------
 
     async def _refresh_queues(self) -> None:
-        """Read the rules of the worker's queues."""
-        found = await self._run(self._core.queue_rules(list(self._states)))
+        """Read the rules of the worker's queues, and mark dirty those with due jobs (one
+        statement, however many queues: an idle worker's cost does not grow with them)."""
+        found, due = await self._run(
+            self._core.queue_rules(list(self._states), self._pattern_regexes)
+        )
+        for name in found.keys() - self._states.keys():
+            definition = self._core.registry.find(name)
+            if definition is not None and definition in self._patterns:
+                self._states[name] = self._queue_state(name, definition)
+                log.info("queue %s: served by pattern handler %s", name, definition.name)
         for name, state in self._states.items():
             state.rules = found.get(name, QueueRules())
+            if name in due:
+                state.dirty = True
 
     async def _fetch_loop(self, notifier: Notifier) -> None:
         backoff = 0.1
@@ -386,15 +429,14 @@ class Worker:
                 log.warning("claiming jobs failed (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep_or_stop(backoff)
                 backoff = min(backoff * 2, 5.0)
-                self._mark_all_dirty()
-                self._refresh = True
+                self._refresh = True  # then marks dirty the queues with due jobs
                 self._reconcile_at = 0.0  # a claim may have committed without its reply
                 continue
             if self._until_empty and self._drained():
                 # Outcomes not yet written may still send jobs back to retry: write them,
                 # then look once more before calling the queues empty.
                 await self._completer.flush()
-                self._mark_all_dirty()
+                await self._refresh_queues()
                 await self._claim_round()
                 if self._drained():
                     return
@@ -422,8 +464,9 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
                 if timeout == self._poll_interval:
-                    self._mark_all_dirty()
-                    self._refresh = True  # a queue may have been paused, resumed or changed
+                    # A queue may have been paused, resumed or changed, or have jobs that
+                    # became due: the refresh looks at every queue in one statement.
+                    self._refresh = True
             self._wake.clear()
 
     async def _reconcile(self) -> None:
@@ -451,12 +494,7 @@ class Worker:
         return self._loop.time()
 
     def _claimable(self, state: _QueueState, now: float) -> bool:
-        return (
-            state.dirty
-            and not state.rules.paused
-            and state.retry_at <= now
-            and self._room(state) > 0
-        )
+        return self._wants_slots(state, now) and self._room(state) > 0
 
     def _drained(self) -> bool:
         """Nothing runs and no queue may have runnable jobs (a paused one has none)."""
@@ -478,23 +516,40 @@ class Worker:
     def _room(self, state: _QueueState) -> int:
         """Jobs of the queue to claim now: its free slots, and while its runs are short,
         as many more to wait for a slot (the next claim is then under way while the
-        last one's jobs run); not for a queue with limits, whose jobs start when claimed."""
-        room = max(self._free(state), 0)
-        if state.run_time < _PREFETCH_RUNS_UNDER and not state.rules.limited:
+        last one's jobs run); not for a queue with limits, whose jobs start when claimed.
+        A queue below its share while other queues' jobs claimed ahead wait (their runs
+        are short: slots free soon) claims up to its share at once, its jobs taking the
+        next slots that free, rather than one claim per freed slot."""
+        room = max(self._startable(state), 0)
+        if state.rules.limited:
+            return room
+        if self._waiting > len(state.waiting):
+            below = min(self._share, state.limit) - state.active - len(state.waiting)
+            room = max(room, below)  # (beyond the claim-ahead room, which others filled)
+        if state.run_time < _PREFETCH_RUNS_UNDER:
             room += max(min(self._concurrency - self._waiting, state.limit - len(state.waiting)), 0)
         return room
 
     async def _claim_round(self) -> None:
+        """Claim from every claimable queue its share of the room: the queues, taken from a
+        starting point that moves on each round, each get an equal part of what the ones
+        before them left (the first ones the remainder), so none waits on another's backlog."""
         now = self._time()
-        for state in self._states.values():
+        turn = self._next_turn()
+        self._share_slots(now)
+        claimable = [s for s in self._states.values() if self._claimable(s, now)]
+        start = turn % len(claimable) if claimable else 0
+        ordered = claimable[start:] + claimable[:start]
+        for i, state in enumerate(ordered):
             if self._stopping.is_set():
                 return
-            if not self._claimable(state, now):
+            room = self._room(state)
+            if room <= 0 or state.retry_at > now:
                 continue
-            free = self._room(state)
+            free = -(-room // (len(ordered) - i))  # its share, rounded up
             hurried = state.hurried
             plan = self._core.fetch(
-                state.definition.name,
+                state.name,
                 free,
                 self.id,
                 self._make_job,
@@ -524,7 +579,7 @@ class Worker:
                 self._refresh = True
                 log.warning(
                     "claiming from queue %s failed (%s); trying it again in %.1fs",
-                    state.definition.name,
+                    state.name,
                     exc,
                     delay,
                 )
@@ -541,11 +596,14 @@ class Worker:
             since = self._time()
             for job in claimed:
                 self._start(job, state, since)
+        self._share_slots(self._time())  # a queue that wanted slots may want none now
+        if self._waiting and not self._stopping.is_set():
+            self._begin_waiting()
 
     async def _follow_policy(self, state: _QueueState) -> bool:
         """Bring jobs sent with the queue's previous policy in line (a send that raced a
         policy change); True if any changed."""
-        name = state.definition.name
+        name = state.name
         try:
             changed: int = await self._run(self._core.follow_queue_policy(name))
         except PgQueueError:
@@ -592,7 +650,7 @@ class Worker:
         self._active[job.id] = job
         job._slot = state
         self._heartbeat_loop.arrived(job)
-        if self._free(state) > 0:
+        if self._startable(state) > 0:
             self._begin(job, state)
         else:
             state.waiting.append((since, job))
@@ -620,7 +678,7 @@ class Worker:
                 del self._active[job.id]
         log.info(
             "queue %s: handing back %d jobs claimed ahead that waited too long for a slot",
-            state.definition.name,
+            state.name,
             len(jobs),
         )
         task = asyncio.create_task(self._release_ahead([(j.id, j.run_id) for j in jobs]))
@@ -647,19 +705,58 @@ class Worker:
         task.add_done_callback(self._tasks.discard)
 
     def _begin_waiting(self) -> None:
-        """Start held jobs that wait for a slot, while slots are free; one whose time ran
-        out while it waited never started: it goes back instead."""
-        for state in self._states.values():
-            late: list[RunningJob] = []
-            while state.waiting and self._free(state) > 0:
+        """Start held jobs that wait for a slot, while slots are free: one job of each queue
+        in turn (from a starting point that moves on each time), and while queues without
+        held jobs want slots (they are dirty), none beyond the queue's equal share of the
+        slots, so that the slots a queue's runs free go round. A job whose time ran out
+        while it waited never started: it goes back instead."""
+        lines = [s for s in self._states.values() if s.waiting]
+        start = self._next_turn() % len(lines) if lines else 0
+        lines = lines[start:] + lines[:start]
+        late: dict[str, list[RunningJob]] = {}
+        while lines:
+            going = []
+            for state in lines:
+                if not state.waiting or self._startable(state) <= 0:
+                    continue
                 self._waiting -= 1
                 _, job = state.waiting.popleft()
                 if job._expired:
-                    late.append(job)
+                    late.setdefault(state.name, []).append(job)
                 else:
                     self._begin(job, state)
-            if late:
-                self._give_back(state, late)
+                going.append(state)
+            lines = going
+        for name, jobs in late.items():
+            self._give_back(self._states[name], jobs)
+
+    def _share_slots(self, now: float) -> None:
+        """Set the share of the slots a queue may fill while other queues want slots too:
+        an equal part for each queue that holds jobs waiting for a slot or may have
+        runnable jobs it could run (its own limit and the threads allow one more)."""
+        contenders = sum(
+            1
+            for s in self._states.values()
+            if s.waiting
+            or (
+                self._wants_slots(s, now)
+                and s.active < s.limit
+                and (s.definition.is_async or self._sync_active < self._threads)
+            )
+        )
+        self._share = -(-self._concurrency // max(contenders, 1))
+
+    def _startable(self, state: _QueueState) -> int:
+        """Runs of the queue that may start now: its free slots, within its share."""
+        return min(self._free(state), self._share - state.active)
+
+    def _wants_slots(self, state: _QueueState, now: float) -> bool:
+        """Whether the queue may have runnable jobs and would claim them now."""
+        return state.dirty and not state.rules.paused and state.retry_at <= now
+
+    def _next_turn(self) -> int:
+        self._turn += 1
+        return self._turn
 
     async def _execute(self, job: RunningJob, state: _QueueState) -> None:
         began = self._time()
@@ -819,6 +916,21 @@ class Worker:
                 )
             else:
                 log.info("released %d unfinished jobs for another worker", len(released))
+
+
+def select_handlers(definitions: list[JobDefinition], queues: list[str]) -> list[JobDefinition]:
+    """The handlers of ``queues``: each a queue's name, or a glob pattern (``*``, ``?``,
+    ``[...]``, as :func:`fnmatch.fnmatchcase`; queue names hold none of these) that selects
+    every handler whose queue name it matches. One that selects no handler is refused (a
+    typo would leave jobs unworked)."""
+    names = {d.name for d in definitions}
+    unmatched = [q for q in queues if not any(fnmatchcase(n, q) for n in names)]
+    if unmatched:
+        raise WorkerError(
+            f"no handler registered for {', '.join(sorted(unmatched))}"
+            f" (registered: {', '.join(sorted(names)) or 'none'})"
+        )
+    return [d for d in definitions if any(fnmatchcase(d.name, q) for q in queues)]
 
 
 async def _retrying(call: Callable[[], Awaitable[list[R]]], attempts: int = 5) -> list[R]:

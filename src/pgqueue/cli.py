@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = command("worker", help="run the handlers of an application")
     worker.add_argument("app", help="the queue object, as module:attribute (myapp.jobs:pq)")
-    worker.add_argument("--queues", help="comma-separated queues to work (default: all)")
+    worker.add_argument(
+        "--queues", help="comma-separated queues or glob patterns to work (default: all)"
+    )
     worker.add_argument(
         "--local-concurrency",
         "--concurrency",

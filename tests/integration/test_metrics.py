@@ -295,8 +295,8 @@ def test_a_blocking_worker_serves_metrics_while_it_works(pq: pgqueue.PgQueue) ->
         scraped.append(parse(httpx.get(f"http://127.0.0.1:{data}/metrics").text))
 
     port = free_port()
-    pq.insert([{"name": "q", "data": i} for i in range(5)])
-    pq.send("scrape", port, start_after=0.0)
+    ids = pq.insert([{"name": "q", "data": i} for i in range(5)])
+    pq.send("scrape", port, depends_on=[i for i in ids if i is not None])
     pq.work(until_empty=True, metrics_port=port, metrics_host="127.0.0.1", local_concurrency=1)
     (during,) = scraped
     assert value(during, "pgqueue_jobs_sent_total", queue="q") == 0  # sent before metrics

@@ -64,6 +64,9 @@ class ModelJob:
     retry_count: int = 0
     output: Any = None
     start_after: int = 0
+    # The order the database's start_after values were set in (within one model second,
+    # the database's clock still moves on between statements).
+    due_seq: int = 0
     keep_until: int = 0
     started_at: int | None = None
     heartbeat_at: int | None = None
@@ -79,6 +82,7 @@ class World:
     jobs: dict[int, ModelJob] = field(default_factory=dict)
     runs: list[Job] = field(default_factory=list)
     now: int = 0
+    seq: int = 0  # start_after values set so far
     paused: bool = False
     queue_retry_limit: int = 2
 
@@ -140,6 +144,7 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
                     retention,
                     start_after=self.w.now,
                     keep_until=self.w.now + retention,
+                    due_seq=self._next_seq(),
                 )
 
         @rule(batch=st.integers(1, 4))
@@ -154,7 +159,7 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
                         for j in w.jobs.values()
                         if j.state in WAITING and not j.archived and j.start_after <= w.now
                     ),
-                    key=lambda j: (-j.priority, j.id),
+                    key=lambda j: (-j.priority, j.start_after, j.due_seq, j.id),
                 )[:batch]
             )
             got = pq.fetch("q", batch)
@@ -224,8 +229,13 @@ def machine_for(pq: PgQueue, conn: psycopg.Connection[Any]) -> type[RuleBasedSta
             else:
                 model.state, model.completed_at = final, self.w.now
 
+        def _next_seq(self) -> int:
+            self.w.seq += 1
+            return self.w.seq
+
         def _due_again(self, model: ModelJob, start: int) -> None:
             model.start_after, model.keep_until = start, start + model.retention
+            model.due_seq = self._next_seq()
             model.completed_at = None
 
         @precondition(lambda self: self.w.jobs)

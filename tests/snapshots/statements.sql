@@ -300,7 +300,7 @@ CASE WHEN j.retry_backoff
             AND NOT EXISTS (SELECT FROM "pgqueue".queue
                             WHERE name = %(name)s AND (paused OR NOT %(turn)s AND (concurrency IS NOT NULL OR rate_count IS NOT NULL OR group_concurrency IS NOT NULL
 OR ordered OR group_rate_count IS NOT NULL)))
-        ORDER BY priority DESC, id
+        ORDER BY priority DESC, start_after, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED))
     RETURNING j.id, j.name, j.data, j.state, j.priority, j.retry_count, j.attempt, j.run_id, j.retry_limit, j.retry_delay, j.retry_backoff, j.retry_delay_max, j.expire_in, j.heartbeat_seconds, j.start_after, j.started_at, j.created_at, j.completed_at, j.keep_until, j.singleton_key, j.singleton_on, j.dead_letter, j.delete_after, j.output, j.progress, j.group_key, j.errors, j.depends_on, j.trace;
@@ -375,14 +375,14 @@ WITH win AS MATERIALIZED (
     FROM "pgqueue".job
     WHERE name = %(name)s AND state < 'active'
         AND (start_after <= "pgqueue".clock() OR (state = 'retry' AND policy = 'stately'))
-    ORDER BY priority DESC, id
+    ORDER BY priority DESC, start_after, id
     LIMIT %(window)s
 ),
 ranked AS (
     SELECT w.*, row_number() OVER (
             PARTITION BY w.key
             ORDER BY (w.state = 'retry' AND w.policy = 'stately') DESC,
-                w.priority DESC, w.id) AS nth
+                w.priority DESC, w.start_after, w.id) AS nth
     FROM win w
 ),
 next AS (
@@ -398,7 +398,7 @@ next AS (
             SELECT FROM "pgqueue".job t
             WHERE t.name = %(name)s AND t.state = 'retry' AND t.policy = 'stately'
                 AND COALESCE(t.singleton_key, '') = r.key))
-    ORDER BY r.priority DESC, r.id
+    ORDER BY r.priority DESC, r.start_after, r.id
     LIMIT %(limit)s
     FOR UPDATE OF j SKIP LOCKED
 ),
@@ -443,7 +443,7 @@ WHERE id = ANY(ARRAY(
     CROSS JOIN LATERAL (
         SELECT j.id FROM "pgqueue".job j
         WHERE j.name = q.name AND j.state < 'active' AND j.group_key IS NULL
-        ORDER BY j.priority DESC, j.id
+        ORDER BY j.priority DESC, j.start_after, j.id
         LIMIT %(limit)s) u
     WHERE (q.group_concurrency IS NOT NULL OR q.ordered OR q.group_rate_count IS NOT NULL) AND (%(name)s::text IS NULL OR q.name = %(name)s)
     LIMIT %(limit)s))
@@ -997,8 +997,12 @@ WHERE q.name = %(name)s;
 
 -- name: queue_rules
     SELECT name, policy, paused, (concurrency IS NOT NULL OR rate_count IS NOT NULL OR group_concurrency IS NOT NULL
-OR ordered OR group_rate_count IS NOT NULL) AS limited
-    FROM "pgqueue".queue WHERE name = ANY(%(names)s::text[]);
+OR ordered OR group_rate_count IS NOT NULL) AS limited,
+        EXISTS (SELECT FROM "pgqueue".job j
+                WHERE j.name = q.name AND j.state < 'active'
+                    AND j.start_after <= "pgqueue".clock()) AS due
+    FROM "pgqueue".queue q
+    WHERE name = ANY(%(names)s::text[]) OR name ~ ANY(%(patterns)s::text[]);
 
 -- name: queue_set_paused
 WITH changed AS (

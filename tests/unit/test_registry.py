@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 import pgqueue
-from pgqueue._registry import Registry
+from pgqueue._registry import Registry, pattern_regex
 from pgqueue.models import Job, JobState
 
 
@@ -100,3 +101,40 @@ def test_catalogue_is_sorted_and_described_by_docstring() -> None:
         ("alpha", "First"),
         ("zeta", "Last one."),
     ]
+
+
+def test_a_pattern_handler_serves_the_queues_it_matches_without_their_own() -> None:
+    registry = Registry()
+
+    def any_email(data: Any) -> None: ...
+
+    def receipts(data: Any) -> None: ...
+
+    registry.register("emails.*", any_email)
+    registry.register("emails.receipt.*", receipts)
+    registry.register("emails.receipt", receipts)
+    assert registry.find("emails.welcome") is registry["emails.*"]
+    assert registry.find("emails.receipt.eu") is registry["emails.receipt.*"]  # the longest
+    assert registry.find("emails.receipt") is registry["emails.receipt"]  # its own
+    assert registry.find("reports") is None and "reports" not in registry
+    # Patterns are not queues: nothing of theirs is declared.
+    assert [d.name for d in registry.undeclared()] == ["emails.receipt"]
+    assert registry["emails.*"].is_pattern and not registry["emails.receipt"].is_pattern
+
+
+def test_a_pattern_handler_takes_no_queue_options_and_a_bad_pattern_is_refused() -> None:
+    registry = Registry()
+    with pytest.raises(pgqueue.InvalidOptionError, match="retry_limit"):
+        registry.register("emails.*", lambda data: None, options={"retry_limit": 3})
+    registry.register("emails.*", lambda data: None, options={"priority": 3})  # a send option
+    with pytest.raises(pgqueue.InvalidNameError, match="pattern"):
+        registry.register("emails *", lambda data: None)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name"),
+    [("emails.*", "emails.welcome"), ("a?c", "abc"), ("x[ab]y", "xay"), ("q-1/2:*", "q-1/2:3")],
+)
+def test_a_pattern_regex_matches_what_the_pattern_matches(pattern: str, name: str) -> None:
+    assert re.fullmatch(pattern_regex(pattern), name)
+    assert not re.fullmatch(pattern_regex(pattern), "other")

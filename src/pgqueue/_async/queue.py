@@ -24,6 +24,7 @@ from .._db import Plan
 from .._maintenance import MaintenanceResult, MaintenanceSettings
 from .._migrate import MigrationStatus, status_plan
 from .._payload import error_output, job_runs
+from .._registry import is_pattern
 from .._worker import DEFAULT_CONCURRENCY, DEFAULT_HEARTBEAT, DEFAULT_THREADS
 from ..errors import InvalidInputError, PgQueueError
 from ..flow import Flow
@@ -125,6 +126,11 @@ class AsyncPgQueue(QueueBase):
     ) -> AsyncJobDecorator:
         """Register the decorated function (sync or async) as the handler of queue ``name``.
 
+        A glob pattern (``"emails.*"``) registers a pattern handler: it serves every queue
+        that exists (workers look again at each poll) whose name it matches and that has no
+        handler of its own (the longest matching pattern wins). It takes send options only,
+        and ``.send(data, queue="emails.welcome")`` names the queue.
+
         ``defaults`` are queue options (retry_limit, expire_in, rate_limit, ...; the queue is
         created or updated with them on start) and send options (priority, singleton_key,
         ...) that ``.send()`` uses when the caller leaves them out. ``local_concurrency``
@@ -172,6 +178,10 @@ class AsyncPgQueue(QueueBase):
                 job = func
             else:
                 queue: str = name or str(getattr(func, "__name__", ""))
+                if is_pattern(queue):
+                    raise InvalidInputError(
+                        f"@cron sends jobs to one queue: {queue!r} is a pattern"
+                    )
                 job = self.job(queue, description=description, **options)(func)
             self._declare_cron(job.definition.name, expression, tz, data, job.definition, key)
             return job
@@ -302,7 +312,8 @@ class AsyncPgQueue(QueueBase):
         metrics_host: str = "0.0.0.0",
     ) -> None:
         """Run the registered handlers until :meth:`stop` (or, with ``until_empty``, until no
-        job is runnable). ``queues`` limits the handlers run; ``local_concurrency`` caps the
+        job is runnable). ``queues`` limits the handlers run (queue names, or glob patterns
+        such as ``"emails.*"``, each of which must select a handler); ``local_concurrency`` caps the
         jobs this worker runs at once (default 100; ``concurrency`` is its earlier name),
         and ``threads`` those of sync handlers (each takes a thread); runs beat every
         ``heartbeat_seconds`` / 3 and count as dead after ``heartbeat_seconds`` of silence

@@ -248,9 +248,11 @@ class JobStatements:
     # -- jobs: consuming -------------------------------------------------------------------
     # The ids to claim come as an array from a sub-select (rather than a CTE joined to the
     # table): a plan without a join, about 10% cheaper to make. A queue with limits is
-    # claimed from only by the fetcher that holds its turn (%(turn)s). The claimed rows are
-    # named by queue as well as id, so that in the partitioned layout the update reads the
-    # queue's partition only (the ids are of that queue's jobs anyway).
+    # claimed from only by the fetcher that holds its turn (%(turn)s). Jobs go by priority,
+    # then due time, then id: the order of job_fetch_idx, where within a priority the due
+    # jobs come before the deferred ones, whose start_after is checked on index entries
+    # (their rows are never read). The claimed rows are named by queue as well as id, so
+    # that in the partitioned layout the update reads the queue's partition only.
     job_fetch = Template(f"""
         UPDATE {{schema}}.job j
         {CLAIM_SET}
@@ -259,7 +261,7 @@ class JobStatements:
             WHERE name = %(name)s AND state < 'active' AND start_after <= {{now}}
                 AND NOT EXISTS (SELECT FROM {{schema}}.queue
                                 WHERE name = %(name)s AND (paused OR NOT %(turn)s AND {LIMITED}))
-            ORDER BY priority DESC, id
+            ORDER BY priority DESC, start_after, id
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED))
         {CLAIM_RETURNING}""")
@@ -292,14 +294,14 @@ class JobStatements:
             FROM {{schema}}.job
             WHERE name = %(name)s AND state < 'active'
                 AND (start_after <= {{now}} OR (state = 'retry' AND policy = 'stately'))
-            ORDER BY priority DESC, id
+            ORDER BY priority DESC, start_after, id
             LIMIT %(window)s
         ),
         ranked AS (
             SELECT w.*, row_number() OVER (
                     PARTITION BY w.key
                     ORDER BY (w.state = 'retry' AND w.policy = 'stately') DESC,
-                        w.priority DESC, w.id) AS nth
+                        w.priority DESC, w.start_after, w.id) AS nth
             FROM win w
         ),
         next AS (
@@ -315,7 +317,7 @@ class JobStatements:
                     SELECT FROM {{schema}}.job t
                     WHERE t.name = %(name)s AND t.state = 'retry' AND t.policy = 'stately'
                         AND COALESCE(t.singleton_key, '') = r.key))
-            ORDER BY r.priority DESC, r.id
+            ORDER BY r.priority DESC, r.start_after, r.id
             LIMIT %(limit)s
             FOR UPDATE OF j SKIP LOCKED
         ),
@@ -407,7 +409,7 @@ class JobStatements:
             CROSS JOIN LATERAL (
                 SELECT j.id FROM {{schema}}.job j
                 WHERE j.name = q.name AND j.state < 'active' AND j.group_key IS NULL
-                ORDER BY j.priority DESC, j.id
+                ORDER BY j.priority DESC, j.start_after, j.id
                 LIMIT %(limit)s) u
             WHERE {GROUPED} AND (%(name)s::text IS NULL OR q.name = %(name)s)
             LIMIT %(limit)s))

@@ -112,9 +112,18 @@ class QueueStatements:
         )
         SELECT name, CASE WHEN NOT %(paused)s THEN pg_notify({jobs_channel}, name) END
         FROM changed""")
+    # A worker's look at its queues, in one statement however many it serves: each one's
+    # rules, and whether it has a due waiting job (only those are claimed from). The look
+    # for a due job is a range of job_fetch_idx, deferred jobs passed over on its entries.
+    # Its queues are those named, and those whose names match one of %(patterns)s (regular
+    # expressions: the queues its pattern handlers may serve).
     queue_rules = Template(f"""
-        SELECT name, policy, paused, {LIMITED} AS limited
-        FROM {{schema}}.queue WHERE name = ANY(%(names)s::text[])""")
+        SELECT name, policy, paused, {LIMITED} AS limited,
+            EXISTS (SELECT FROM {{schema}}.job j
+                    WHERE j.name = q.name AND j.state < 'active'
+                        AND j.start_after <= {{now}}) AS due
+        FROM {{schema}}.queue q
+        WHERE name = ANY(%(names)s::text[]) OR name ~ ANY(%(patterns)s::text[])""")
     queue_purge = Template("""
         DELETE FROM {schema}.job WHERE name = %(name)s AND state < 'active' RETURNING id""")
     # Jobs of a dead-letter queue go back to the queues they failed in, as new jobs. A job

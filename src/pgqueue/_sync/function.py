@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping
+from fnmatch import fnmatchcase
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .._base import StartAfter
 from .._executor import RunningJob
 from .._registry import JobDefinition
+from ..errors import InvalidInputError
 from .results import JobHandle
 from .runner import Conn
 
@@ -54,6 +56,8 @@ class Sender(Protocol):
 class JobFunction(Generic[D, P, R]):
     """What ``@pq.job`` returns: the function itself, plus ``send``, ``send_after`` and
     ``insert``, which send by the handler's name (its defaults apply, its model validates).
+    A pattern handler's (``@pq.job("emails.*")``) send to the queue given as ``queue``,
+    which the pattern must match.
 
     Typed by the handler: ``D`` is its data parameter's type (what ``send`` takes; None
     for a handler without one), ``P`` its parameters and ``R`` what it returns."""
@@ -68,45 +72,81 @@ class JobFunction(Generic[D, P, R]):
         result: R = self.definition.func(*args, **kwargs)
         return result
 
+    def queue_for(self, queue: str | None) -> str:
+        """The queue a job of this handler goes to: its own, or for a pattern handler
+        ``queue``, which the pattern must match."""
+        if self.definition.is_pattern:
+            if queue is None:
+                raise InvalidInputError(
+                    f"job {self.name!r} is a pattern handler: name the queue to send to, "
+                    "e.g. .send(data, queue=...)"
+                )
+            if not isinstance(queue, str) or not fnmatchcase(queue, self.name):
+                raise InvalidInputError(
+                    f"queue {queue!r} is not one that pattern handler {self.name!r} serves"
+                )
+            return queue
+        if queue is not None and queue != self.name:
+            raise InvalidInputError(
+                f"job {self.name!r} is the handler of queue {self.name!r}, not of {queue!r}"
+            )
+        return self.name
+
     @overload
     def send(
         self: JobFunction[None, P, R],
         data: None = None,
         *,
+        queue: str | None = None,
         conn: Conn | None = None,
         **options: Any,
     ) -> JobHandle | None: ...
     @overload
-    def send(self, data: D, *, conn: Conn | None = None, **options: Any) -> JobHandle | None: ...
     def send(
-        self, data: Any = None, *, conn: Conn | None = None, **options: Any
+        self,
+        data: D,
+        *,
+        queue: str | None = None,
+        conn: Conn | None = None,
+        **options: Any,
+    ) -> JobHandle | None: ...
+    def send(
+        self,
+        data: Any = None,
+        *,
+        queue: str | None = None,
+        conn: Conn | None = None,
+        **options: Any,
     ) -> JobHandle | None:
         """Send a job to this handler's queue (``data`` may be left out only when the
         handler takes none); its id, or None when a singleton or policy blocked it."""
-        return self._queue.send(self.name, data, conn=conn, **options)
+        return self._queue.send(self.queue_for(queue), data, conn=conn, **options)
 
     def send_after(
         self,
         data: D,
         start_after: StartAfter,
         *,
+        queue: str | None = None,
         conn: Conn | None = None,
         **options: Any,
     ) -> JobHandle | None:
         """Send a job that starts after a datetime, a timedelta or a number of seconds."""
-        return self._queue.send_after(self.name, data, start_after, conn=conn, **options)
+        return self._queue.send_after(
+            self.queue_for(queue), data, start_after, conn=conn, **options
+        )
 
     def insert(
         self,
         items: Iterable[D],
         *,
+        queue: str | None = None,
         conn: Conn | None = None,
         **options: Any,
     ) -> list[int | None]:
         """Send many jobs in one statement, one per item of data."""
-        return self._queue.insert(
-            [{"name": self.name, "data": d, **options} for d in items], conn=conn
-        )
+        name = self.queue_for(queue)
+        return self._queue.insert([{"name": name, "data": d, **options} for d in items], conn=conn)
 
 
 class _JobOnly(Protocol[R_co]):
