@@ -776,13 +776,16 @@ class Core:
         rows = yield Stmt(self.sql.job_follow_queue_policy, {"name": name})
         return len(rows)
 
-    def declare_queues(self, definitions: Iterable[JobDefinition]) -> Plan[None]:
+    def declare_queues(
+        self, definitions: Iterable[JobDefinition], *, create: bool = True, configure: bool = True
+    ) -> Plan[None]:
         """Plan: create the queues of registered handlers and set the options declared in
-        code. Every queue exists before any option names one as its dead_letter."""
+        code (or only one of the two). Every queue exists before any option names one as
+        its dead_letter."""
         definitions = list(definitions)
-        for definition in definitions:
+        for definition in definitions if create else ():
             yield from self.create_queue(definition.name, {})
-        for definition in definitions:
+        for definition in definitions if configure else ():
             options = dict(definition.queue_options)
             if definition.description is not None:
                 options["description"] = definition.description

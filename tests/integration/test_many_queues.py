@@ -11,8 +11,11 @@ import pytest
 
 from pgqueue import AsyncPgQueue, Job
 from pgqueue.errors import InvalidInputError, InvalidNameError, WorkerError
+from tests.conftest import PARTITIONED
 
-QUEUES = 1000
+# A thousand; two hundred in the partitioned layout, where each queue is a table and one
+# transaction dropping a thousand (the test's schema) outruns max_locks_per_transaction.
+QUEUES = 200 if PARTITIONED else 1000
 POLL = 0.25
 
 
@@ -55,7 +58,7 @@ async def test_an_idle_worker_costs_the_same_whatever_its_queues(
         idle = statements[0] - before
         assert idle <= 2.0 / POLL + 4, idle
         # A job sent to any queue starts promptly.
-        for name in (names[777], names[-1]):
+        for name in (names[QUEUES * 7 // 9], names[-1]):
             sent = time.monotonic()
             await apq.send(name, {"queue": name})
             while name not in ran:

@@ -43,6 +43,7 @@ from .runner import AsyncConn, AsyncPeriodic, AsyncRunner, run_async
 __all__ = ["AsyncPgQueue"]
 
 log = logging.getLogger("pgqueue")
+_DECLARE_BATCH = 50  # queues declared in one transaction
 T = TypeVar("T")
 D = TypeVar("D")
 P = ParamSpec("P")
@@ -228,7 +229,14 @@ class AsyncPgQueue(QueueBase):
                 return
             pending = self.registry.undeclared()
             if pending:
-                await self._runner.run(self._core.declare_queues(pending))
+                # In batches: in the partitioned layout each queue creates a table, whose
+                # locks a transaction holds to its end (max_locks_per_transaction).
+                batches = [
+                    pending[i : i + _DECLARE_BATCH] for i in range(0, len(pending), _DECLARE_BATCH)
+                ]
+                for phase in ({"configure": False}, {"create": False}):
+                    for batch in batches:
+                        await self._runner.run(self._core.declare_queues(batch, **phase))
                 self.registry.declared(pending)
             if not self._cron.synced:
                 await self._runner.run(self._cron.write_declared())

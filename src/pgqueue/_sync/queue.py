@@ -39,6 +39,7 @@ from .runner import Conn, Periodic, Runner, run_sync
 __all__ = ["PgQueue"]
 
 log = logging.getLogger("pgqueue")
+_DECLARE_BATCH = 50  # queues declared in one transaction
 T = TypeVar("T")
 D = TypeVar("D")
 P = ParamSpec("P")
@@ -222,7 +223,14 @@ class PgQueue(QueueBase):
                 return
             pending = self.registry.undeclared()
             if pending:
-                self._runner.run(self._core.declare_queues(pending))
+                # In batches: in the partitioned layout each queue creates a table, whose
+                # locks a transaction holds to its end (max_locks_per_transaction).
+                batches = [
+                    pending[i : i + _DECLARE_BATCH] for i in range(0, len(pending), _DECLARE_BATCH)
+                ]
+                for phase in ({"configure": False}, {"create": False}):
+                    for batch in batches:
+                        self._runner.run(self._core.declare_queues(batch, **phase))
                 self.registry.declared(pending)
             if not self._cron.synced:
                 self._runner.run(self._cron.write_declared())
