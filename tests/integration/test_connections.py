@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgqueue import AsyncPgQueue, JobState, PgQueue, cli
 from pgqueue.errors import ConnectError, InvalidOptionError
@@ -176,6 +176,17 @@ def test_a_pool_that_is_not_open_is_refused(dsn: str, schema: str) -> None:
     with pytest.raises(InvalidOptionError, match="not open"):
         pq.start()
     assert pool.closed
+
+
+async def test_a_pool_of_the_other_kind_is_refused_on_construction(dsn: str) -> None:
+    async with AsyncConnectionPool(dsn, min_size=0, max_size=1, open=False) as apool:
+        with pytest.raises(InvalidOptionError, match="ConnectionPool"):
+            PgQueue(dsn, pool=apool)  # type: ignore[arg-type]
+    with ConnectionPool(dsn, min_size=0, max_size=1, open=True) as pool:
+        with pytest.raises(InvalidOptionError, match="AsyncConnectionPool"):
+            AsyncPgQueue(dsn, pool=pool)  # type: ignore[arg-type]
+        with pytest.raises(InvalidOptionError):
+            PgQueue(dsn, pool=dsn)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
