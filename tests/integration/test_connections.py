@@ -270,6 +270,15 @@ def test_no_connection_left_gives_one_clear_error(
     assert "pool_max_size" in str(caught.value)
 
 
+def test_a_pool_minimum_above_the_servers_limit_gives_the_same_clear_error(
+    limited_role: Callable[[int], str], schema: str
+) -> None:
+    role_dsn = limited_role(1)
+    pq = PgQueue(role_dsn, schema=schema, pool_min_size=2, connect_timeout=2)
+    with pytest.raises(ConnectError, match="refuses more connections"):
+        pq.start()
+
+
 def test_a_worker_short_of_connections_still_drains(
     limited_role: Callable[[int], str], schema: str
 ) -> None:
