@@ -54,7 +54,9 @@ class Shards:
         default: str | None = None,
     ) -> None:
         if not isinstance(shards, Mapping) or not shards:
-            raise InvalidOptionError("shards: give a mapping of shard names to queue objects")
+            raise InvalidOptionError(
+                "shards: give a mapping of at least one shard name to its queue object"
+            )
         for name, queue in shards.items():
             if not isinstance(queue, PgQueue):
                 raise InvalidOptionError(
