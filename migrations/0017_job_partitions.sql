@@ -77,6 +77,8 @@ $fn$;
 
 -- Drops the queue's partition (true) if it has one and its queue no longer exists; run
 -- after the queue and its jobs are deleted (a statement cannot drop a table it used).
+-- A table of that name bound to another queue (two names whose hashes share their first
+-- 16 digits) is that queue's, and stays.
 CREATE FUNCTION {schema}.job_partition_drop(queue_name text) RETURNS boolean
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
@@ -84,6 +86,11 @@ DECLARE
 BEGIN
     IF NOT {schema}.job_partitioned()
         OR to_regclass(format('{schema}.%I', part)) IS NULL
+        OR pg_get_expr(
+               (SELECT relpartbound FROM pg_class
+                 WHERE oid = to_regclass(format('{schema}.%I', part))),
+               to_regclass(format('{schema}.%I', part)))
+           IS DISTINCT FROM format('FOR VALUES IN (%L)', queue_name)
         OR EXISTS (SELECT FROM {schema}.queue WHERE name = queue_name) THEN
         RETURN false;
     END IF;

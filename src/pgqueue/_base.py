@@ -15,7 +15,14 @@ from typing import Any, Literal, TypeVar, get_args, overload
 import psycopg
 
 from ._async.runner import AsyncRunner, connect_options
-from ._config import check_pool, check_schema, describe_dsn, resolve_dsn, resolve_partition
+from ._config import (
+    check_dsn,
+    check_pool,
+    check_schema,
+    describe_dsn,
+    resolve_dsn,
+    resolve_partition,
+)
 from ._core import Core
 from ._cron import Schedules
 from ._db import Plan, connect_error
@@ -162,6 +169,8 @@ class QueueBase:
                 raise InvalidInputError(f"{option} must be True or False, got {value!r}")
         if listen_dsn is not None and (not isinstance(listen_dsn, str) or not listen_dsn):
             raise InvalidInputError(f"listen_dsn must be a database URL, got {listen_dsn!r}")
+        if listen_dsn is not None:
+            check_dsn(listen_dsn)  # a typo fails here, not in a listener's reconnect loop
         if prepare is not None:
             self._prepare = prepare
         if listen is not None:

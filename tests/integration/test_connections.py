@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgqueue import AsyncPgQueue, JobState, PgQueue, cli
 from pgqueue.errors import ConnectError, InvalidOptionError
@@ -178,6 +178,17 @@ def test_a_pool_that_is_not_open_is_refused(dsn: str, schema: str) -> None:
     assert pool.closed
 
 
+async def test_a_pool_of_the_other_kind_is_refused_on_construction(dsn: str) -> None:
+    async with AsyncConnectionPool(dsn, min_size=0, max_size=1, open=False) as apool:
+        with pytest.raises(InvalidOptionError, match="ConnectionPool"):
+            PgQueue(dsn, pool=apool)  # type: ignore[arg-type]
+    with ConnectionPool(dsn, min_size=0, max_size=1, open=True) as pool:
+        with pytest.raises(InvalidOptionError, match="AsyncConnectionPool"):
+            AsyncPgQueue(dsn, pool=pool)  # type: ignore[arg-type]
+        with pytest.raises(InvalidOptionError):
+            PgQueue(dsn, pool=dsn)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -257,6 +268,15 @@ def test_no_connection_left_gives_one_clear_error(
         PgQueue(role_dsn, schema=schema).start()
     assert "refuses more connections" in str(caught.value)
     assert "pool_max_size" in str(caught.value)
+
+
+def test_a_pool_minimum_above_the_servers_limit_gives_the_same_clear_error(
+    limited_role: Callable[[int], str], schema: str
+) -> None:
+    role_dsn = limited_role(1)
+    pq = PgQueue(role_dsn, schema=schema, pool_min_size=2, connect_timeout=2)
+    with pytest.raises(ConnectError, match="refuses more connections"):
+        pq.start()
 
 
 def test_a_worker_short_of_connections_still_drains(

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgqueue import PgQueue
+from pgqueue import JobState, PgQueue
 from pgqueue._sql import Statements
 from pgqueue.cli import main
 from pgqueue.errors import InvalidOptionError, MigrationError
@@ -113,6 +113,31 @@ def test_the_default_partition_takes_jobs_of_a_queue_without_one_until_it_gets_o
     assert claimed.id == job_id
     # Ids keep coming from the one sequence, unique across partitions.
     assert (ppq.send("orphan", {}) or 0) > job_id
+
+
+def test_deleting_a_queue_leaves_a_partition_bound_to_another_queue(
+    ppq: PgQueue, conn: psycopg.Connection[Any]
+) -> None:
+    """Two names whose md5 share their first 16 digits would share a partition name: the
+    first queue's partition is its own, and deleting the second never drops it."""
+    ident = sql.Identifier(ppq.schema)
+    # A collision, made by hand (a real one takes about 2**32 names).
+    conn.execute(
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}.job_partition_name(queue_name text) RETURNS text "
+            "LANGUAGE sql IMMUTABLE AS $$ SELECT 'job_' || CASE WHEN queue_name IN "
+            "('first', 'second') THEN 'same' ELSE left(md5(queue_name), 16) END $$"
+        ).format(ident)
+    )
+    ppq.create_queue("first")
+    ppq.insert([{"name": "first", "data": n} for n in range(3)])
+    ppq.create_queue("second")
+    second = ppq.send("second", {})
+    assert second is not None
+    assert _partition_of(conn, ppq.schema, second) == "job_default"
+    assert ppq.delete_queue("second")
+    assert _partitions(conn, ppq.schema)["job_same"] == "FOR VALUES IN ('first')"
+    assert ppq.get_queue_stats("first")[0].counts[JobState.created] == 3
 
 
 def _scanned(node: dict[str, Any]) -> set[str]:

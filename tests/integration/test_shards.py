@@ -65,6 +65,9 @@ async def test_jobs_are_sent_to_their_shard_and_each_shard_drains_its_own(
         assert job is not None and job.data == 2 and job.name == "report.daily"
         mail_job = await shards.get_job("mail", int(first))
         assert mail_job is not None and mail_job.data == 1
+        # The id is shard a's job of queue "mail": asked for under another queue of
+        # shard a, there is none.
+        assert await shards.get_job("other", int(first)) is None
 
         await shards["b"].work(until_empty=True)  # a worker of shard b runs only b's jobs
         assert sorted(done) == [("report.daily", 2), ("report.daily", 3)]
@@ -75,6 +78,12 @@ async def test_jobs_are_sent_to_their_shard_and_each_shard_drains_its_own(
         for queue in (a, b):
             stats = {s.name: s.counts for s in await queue.get_queue_stats()}
             assert all(c[pgqueue.JobState.completed] == 2 for c in stats.values()), stats
+
+
+@pytest.mark.parametrize("shards", [{}, [], None, "a"])
+def test_shards_must_be_a_mapping_of_queue_objects(shards: Any) -> None:
+    with pytest.raises(pgqueue.InvalidOptionError):
+        pgqueue.Shards(shards)
 
 
 def test_a_bad_job_in_a_batch_writes_to_no_shard(dsn: str, schema: str) -> None:

@@ -336,6 +336,11 @@ DECLARE
 BEGIN
     IF NOT "pgqueue".job_partitioned()
         OR to_regclass(format('"pgqueue".%I', part)) IS NULL
+        OR pg_get_expr(
+               (SELECT relpartbound FROM pg_class
+                 WHERE oid = to_regclass(format('"pgqueue".%I', part))),
+               to_regclass(format('"pgqueue".%I', part)))
+           IS DISTINCT FROM format('FOR VALUES IN (%L)', queue_name)
         OR EXISTS (SELECT FROM "pgqueue".queue WHERE name = queue_name) THEN
         RETURN false;
     END IF;

@@ -363,6 +363,12 @@ def test_connection_options_are_checked(options: dict[str, Any]) -> None:
         pgqueue.PgQueue("postgresql://localhost/x", **options)
 
 
+@pytest.mark.parametrize("listen_dsn", ["garbage", "host=x port=abc", "postgresql://h:notaport/x"])
+def test_a_listen_dsn_libpq_cannot_parse_is_refused_on_construction(listen_dsn: str) -> None:
+    with pytest.raises(pgqueue.InvalidDsnError):
+        pgqueue.PgQueue("postgresql://localhost/x", listen_dsn=listen_dsn)
+
+
 def test_connection_options_default_to_prepared_and_listening() -> None:
     pq = pgqueue.AsyncPgQueue("postgresql://localhost/x", listen_dsn="postgresql://direct/x")
     assert pq._connections() == {

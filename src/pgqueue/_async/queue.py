@@ -26,7 +26,7 @@ from .._migrate import MigrationStatus, status_plan
 from .._payload import error_output, job_runs
 from .._registry import is_pattern
 from .._worker import DEFAULT_CONCURRENCY, DEFAULT_HEARTBEAT, DEFAULT_THREADS
-from ..errors import InvalidInputError, PgQueueError
+from ..errors import InvalidInputError, InvalidOptionError, PgQueueError
 from ..flow import Flow
 from ..models import Job, JobState, QueueInfo, QueueStats, ScheduleInfo
 from .function import AsyncJobDecorator, AsyncJobFunction
@@ -88,6 +88,10 @@ class AsyncPgQueue(QueueBase):
         listen_dsn: str | None = None,
         partition: bool | None = None,
     ) -> None:
+        if pool is not None and not isinstance(pool, AsyncConnectionPool):
+            raise InvalidOptionError(
+                f"pool= takes a psycopg_pool.AsyncConnectionPool, got {type(pool).__name__}"
+            )
         super().__init__(
             dsn,
             schema=schema,

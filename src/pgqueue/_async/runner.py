@@ -104,16 +104,23 @@ class AsyncRunner:
             return
         try:
             await self._pool.open(wait=True, timeout=self._connect_timeout)
-        except psycopg.OperationalError as exc:  # the pool's timeout hides why: ask once
+        except psycopg.OperationalError as exc:  # the pool's timeout hides why: ask
             await self._pool.close()
+            # As many connections at once as the pool wanted: a server that allows fewer
+            # (max_connections, a role's limit) refuses one of them and says so.
+            probes: list[psycopg.AsyncConnection[Any]] = []
             try:
-                await (
-                    await psycopg.AsyncConnection.connect(
-                        self.dsn, connect_timeout=2, **connect_options(self.dsn, self.prepare)
+                for _ in range(max(1, self._pool.min_size)):
+                    probes.append(
+                        await psycopg.AsyncConnection.connect(
+                            self.dsn, connect_timeout=2, **connect_options(self.dsn, self.prepare)
+                        )
                     )
-                ).close()
             except psycopg.Error as cause:
                 raise connect_error(self.dsn, cause) from exc
+            finally:
+                for probe in probes:
+                    await probe.close()
             raise connect_error(self.dsn, exc) from exc
 
     async def close(self, timeout: float = 30.0) -> None:

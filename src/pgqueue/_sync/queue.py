@@ -29,7 +29,7 @@ from .._migrate import MigrationStatus, status_plan
 from .._payload import error_output, job_runs
 from .._registry import is_pattern
 from .._worker import DEFAULT_CONCURRENCY, DEFAULT_HEARTBEAT, DEFAULT_THREADS
-from ..errors import InvalidInputError, PgQueueError
+from ..errors import InvalidInputError, InvalidOptionError, PgQueueError
 from ..flow import Flow
 from ..models import Job, JobState, QueueInfo, QueueStats, ScheduleInfo
 from .function import JobDecorator, JobFunction
@@ -84,6 +84,10 @@ class PgQueue(QueueBase):
         listen_dsn: str | None = None,
         partition: bool | None = None,
     ) -> None:
+        if pool is not None and not isinstance(pool, ConnectionPool):
+            raise InvalidOptionError(
+                f"pool= takes a psycopg_pool.ConnectionPool, got {type(pool).__name__}"
+            )
         super().__init__(
             dsn,
             schema=schema,

@@ -53,8 +53,10 @@ class Shards:
         *,
         default: str | None = None,
     ) -> None:
-        if not shards:
-            raise InvalidOptionError("shards: give at least one queue object")
+        if not isinstance(shards, Mapping) or not shards:
+            raise InvalidOptionError(
+                "shards: give a mapping of at least one shard name to its queue object"
+            )
         for name, queue in shards.items():
             if not isinstance(queue, PgQueue):
                 raise InvalidOptionError(
@@ -162,5 +164,7 @@ class Shards:
 
     def get_job(self, queue: str, id: int) -> Job | None:
         """Job ``id`` of queue ``queue`` (ids are a shard's own: two shards may each have a
-        job 7), from the shard that serves the queue; None if there is none."""
-        return self.queue_for(queue).get_job_by_id(id)
+        job 7), from the shard that serves the queue; None if there is none, or if job
+        ``id`` of that shard belongs to another queue."""
+        job = self.queue_for(queue).get_job_by_id(id)
+        return job if job is not None and job.name == queue else None
