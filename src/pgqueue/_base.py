@@ -89,7 +89,8 @@ class QueueBase:
         partition: bool | None = None,
     ) -> None:
         self.schema = check_schema(schema)
-        self._partition = resolve_partition(partition)
+        resolve_partition(partition)  # refused now if bad; None still reads the variable
+        self._partition = partition
         if pool is not None and dsn is None:
             dsn = pool.conninfo or None  # migrations and LISTEN connect on their own
             if dsn is None:

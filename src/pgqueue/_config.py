@@ -118,6 +118,10 @@ def resolve_partition(partition: bool | None) -> bool:
     ``$PGQUEUE_PARTITION`` (``1``, ``true``, ``yes`` or ``on``), else False."""
     if partition is None:
         value = os.environ.get(PARTITION_ENV, "").strip().lower()
+        if value not in {"", "0", "false", "no", "off", "1", "true", "yes", "on"}:
+            raise InvalidOptionError(
+                f"${PARTITION_ENV} must be 1/true/yes/on or 0/false/no/off, got {value!r}"
+            )
         return value in {"1", "true", "yes", "on"}
     if not isinstance(partition, bool):
         raise InvalidOptionError(f"partition must be True, False or None, got {partition!r}")

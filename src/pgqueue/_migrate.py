@@ -141,12 +141,14 @@ def migrate_plan(
     """Plan: apply pending migrations (up to ``target``); returns the versions applied.
 
     ``partition``: a schema created now gets the partitioned layout (None: the default,
-    ``$PGQUEUE_PARTITION``); one that exists without it raises MigrationError. Runs on an
-    autocommit connection: it opens and commits its own transactions.
+    ``$PGQUEUE_PARTITION``, which leaves a schema that exists as it is); asked for
+    explicitly, one that exists without it raises MigrationError. Runs on an autocommit
+    connection: it opens and commits its own transactions.
     """
+    explicit = partition is True
     partition = resolve_partition(partition)
     status = yield from status_plan(stmts)
-    yield from _check_layout(stmts, status, partition)
+    yield from _check_layout(stmts, status, explicit)
     if status.up_to_date:
         return []
     applied: list[int] = []
@@ -163,7 +165,7 @@ def migrate_plan(
             yield Stmt(stmts.lock_migrations)
             # Read under the lock: another process may have migrated meanwhile.
             status = yield from status_plan(stmts)
-            yield from _check_layout(stmts, status, partition)
+            yield from _check_layout(stmts, status, explicit)
             pending = [m for m in status.pending if target is None or m.version <= target]
             if not pending:
                 yield Stmt(stmts.commit)

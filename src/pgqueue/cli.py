@@ -28,6 +28,7 @@ from ._version import VERSION
 from ._worker import DEFAULT_CONCURRENCY, DEFAULT_HEARTBEAT, DEFAULT_THREADS
 from .errors import (
     InvalidInputError,
+    InvalidOptionError,
     InvalidPayloadError,
     JobFailedError,
     PgQueueError,
@@ -432,6 +433,8 @@ def load_app(spec: str) -> AsyncPgQueue | PgQueue:
 
 def _app_connections(app: AsyncPgQueue | PgQueue, args: argparse.Namespace) -> None:
     """Apply the connection flags given to the application's queue object."""
+    if getattr(args, "listen", None) is False and getattr(args, "listen_dsn", None):
+        raise InvalidOptionError("--no-listen polls only: drop --listen-dsn")
     app._use_connections(
         prepare=args.prepare,
         listen=getattr(args, "listen", None),
@@ -472,6 +475,8 @@ def _size_pool(app: AsyncPgQueue | PgQueue, args: argparse.Namespace) -> None:
     """Apply --pool-size, --pool-min-size and --null-pool to an application's object."""
     if args.pool_size is None and args.pool_min_size is None and not args.null_pool:
         return
+    if args.null_pool and args.pool_min_size:
+        raise InvalidOptionError("--null-pool keeps no connection open: drop --pool-min-size")
     max_size = app._pool_max_size if args.pool_size is None else args.pool_size
     min_size = app._pool_min_size if args.pool_min_size is None else args.pool_min_size
     app._set_pool(

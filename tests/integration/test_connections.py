@@ -170,12 +170,15 @@ def test_the_callers_pool_is_used_and_left_open(dsn: str, schema: str) -> None:
             conn.execute("SELECT 1")
 
 
-def test_a_pool_that_is_not_open_is_refused(dsn: str, schema: str) -> None:
+def test_a_pool_that_is_not_open_is_refused_before_anything_is_written(
+    dsn: str, schema: str, conn: psycopg.Connection[Any]
+) -> None:
     pool: ConnectionPool[Any] = ConnectionPool(dsn, open=False)
     pq = PgQueue(schema=schema, maintenance=False, pool=pool)
     with pytest.raises(InvalidOptionError, match="not open"):
         pq.start()
     assert pool.closed
+    assert conn.execute("SELECT to_regnamespace(%s)", [schema]).fetchone() == (None,)
 
 
 async def test_a_pool_of_the_other_kind_is_refused_on_construction(dsn: str) -> None:
@@ -224,6 +227,12 @@ def test_the_worker_command_sizes_the_applications_pool(dsn: str) -> None:
     args = cli.build_parser().parse_args(["worker", "x:pq", "--pool-size", "0"])
     with pytest.raises(InvalidOptionError):
         cli._size_pool(app, args)
+    args = cli.build_parser().parse_args(["worker", "x:pq", "--null-pool", "--pool-min-size", "2"])
+    with pytest.raises(InvalidOptionError, match="null-pool"):
+        cli._size_pool(app, args)
+    args = cli.build_parser().parse_args(["worker", "x:pq", "--no-listen", "--listen-dsn", dsn])
+    with pytest.raises(InvalidOptionError, match="no-listen"):
+        cli._app_connections(app, args)
 
 
 @pytest.fixture

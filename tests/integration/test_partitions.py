@@ -13,6 +13,7 @@ import pytest
 from psycopg import sql
 
 from pgqueue import JobState, PgQueue
+from pgqueue._config import PARTITION_ENV
 from pgqueue._sql import Statements
 from pgqueue.cli import main
 from pgqueue.errors import InvalidOptionError, MigrationError
@@ -218,3 +219,20 @@ def test_migrate_partition_on_the_command_line(
         assert "partitioned layout is chosen when a schema" in capsys.readouterr().err
     finally:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(other)))
+
+
+def test_the_variable_leaves_an_existing_schema_in_its_layout(
+    dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$PGQUEUE_PARTITION chooses the layout of the schemas it creates: one that exists
+    without it still starts (only partition=True asks for the layout outright)."""
+    monkeypatch.setenv(PARTITION_ENV, "0")
+    with PgQueue(dsn, schema=schema, maintenance=False):
+        pass
+    monkeypatch.setenv(PARTITION_ENV, "1")
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        pq.create_queue("q")
+        assert pq.send("q", {}) is not None
+    monkeypatch.setenv(PARTITION_ENV, "maybe")
+    with pytest.raises(InvalidOptionError, match="PGQUEUE_PARTITION"):
+        PgQueue(dsn, schema=schema)

@@ -202,8 +202,9 @@ class AsyncPgQueue(QueueBase):
         dsn = self._dsn if self._dsn is not None else await ato_thread(self._resolve_embedded)
         runner: AsyncRunner | None = None
         try:
-            await ato_thread(self._setup, dsn)
             runner = self._runner_for(dsn, AsyncRunner, self._pool)
+            runner.check()
+            await ato_thread(self._setup, dsn)
             await runner.open()
             self._runner = runner
             await self._declare_queues()

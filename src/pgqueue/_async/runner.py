@@ -92,15 +92,20 @@ class AsyncRunner:
             )
         self._pool: AsyncConnectionPool[Any] = pool
 
+    def check(self) -> None:
+        """Raise InvalidOptionError if the caller's pool is not open (before anything is
+        written)."""
+        if not self._owned and self._pool.closed:
+            raise InvalidOptionError(
+                f"the pool given as pool= ({self._pool.name}) is not open: open it "
+                "before starting pgqueue (pgqueue neither opens nor closes it)"
+            )
+
     async def open(self) -> None:
         """Open the pool, waiting (up to the connect timeout) for its first connections
         (the caller's pool must be open already)."""
+        self.check()
         if not self._owned:
-            if self._pool.closed:
-                raise InvalidOptionError(
-                    f"the pool given as pool= ({self._pool.name}) is not open: open it "
-                    "before starting pgqueue (pgqueue neither opens nor closes it)"
-                )
             return
         try:
             await self._pool.open(wait=True, timeout=self._connect_timeout)

@@ -196,8 +196,9 @@ class PgQueue(QueueBase):
         dsn = self._dsn if self._dsn is not None else to_thread(self._resolve_embedded)
         runner: Runner | None = None
         try:
-            to_thread(self._setup, dsn)
             runner = self._runner_for(dsn, Runner, self._pool)
+            runner.check()
+            to_thread(self._setup, dsn)
             runner.open()
             self._runner = runner
             self._declare_queues()
