@@ -36,7 +36,14 @@ log = logging.getLogger("pgqueue.maintenance")
 
 @dataclass(frozen=True)
 class MaintenanceSettings:
-    """How often maintenance runs and how long finished jobs stay in the job table."""
+    """How often maintenance runs and how long finished jobs stay in the job table.
+
+    Example:
+        ```python
+        settings = MaintenanceSettings(archive_completed_after=600, monitor_interval=30)
+        pq = PgQueue(dsn, maintenance=settings)
+        ```
+    """
 
     interval: float = 2.0
     archive_completed_after: float = 3600.0
@@ -48,7 +55,15 @@ class MaintenanceSettings:
 
 @dataclass
 class MaintenanceResult:
-    """What one pass did (all zero when another instance held the lock)."""
+    """What one pass did (all zero when another instance held the lock).
+
+    Example:
+        ```python
+        result = pq.maintain()
+        if result.ran and result.errors:
+            print("maintenance steps rolled back:", result.errors)
+        ```
+    """
 
     ran: bool = False
     expired_active: int = 0

@@ -46,6 +46,13 @@ class JobState(str, enum.Enum):
     :data:`pgqueue.lifecycle.TRANSITIONS` (docs/architecture.md draws it). completed,
     failed, cancelled and expired are final: maintenance moves them to the archive after
     their retention and deletes them from there after ``delete_after``.
+
+    Example:
+        ```python
+        job = pq.get_job_by_id(job_id)
+        if job is not None and job.state is JobState.failed:
+            pq.retry(job.id)
+        ```
     """
 
     created = "created"  # waiting for start_after, then for a worker
@@ -113,6 +120,12 @@ class JobOptions(_Options):
 
     ``start_after`` is kept as given: a date, or a delay in seconds that the database adds
     to its own clock (so a host whose clock is off still starts the job on time).
+
+    Example:
+        ```python
+        JobOptions(priority=5, start_after=60, singleton_key="user-7")  # what send checks
+        pq.send("emails", {"to": "ada@example.com"}, priority=5, start_after=60)
+        ```
     """
 
     priority: int | None = Field(None, ge=-_INT4, le=_INT4)
@@ -144,7 +157,14 @@ class JobOptions(_Options):
 
 
 class QueueOptions(_Options):
-    """Settings of a queue: its policy and the defaults for the jobs sent to it."""
+    """Settings of a queue: its policy and the defaults for the jobs sent to it.
+
+    Example:
+        ```python
+        QueueOptions(policy="singleton", retry_limit=3, rate_limit=(10, 1.0))  # checked so
+        pq.create_queue("emails", policy="singleton", retry_limit=3, rate_limit=(10, 1.0))
+        ```
+    """
 
     policy: Policy | None = None
     description: str | None = Field(None, max_length=10_000)
@@ -216,7 +236,15 @@ def parse_options(model: type[_Options], options: dict[str, Any]) -> Any:
 
 @dataclass(slots=True)
 class Job:
-    """A job as stored: the record ``fetch`` and ``get_job_by_id`` return."""
+    """A job as stored: the record ``fetch`` and ``get_job_by_id`` return.
+
+    Example:
+        ```python
+        job = pq.get_job_by_id(job_id)
+        if job is not None:
+            print(job.name, job.state, job.attempt, job.output, job.errors)
+        ```
+    """
 
     id: int
     name: str
@@ -288,7 +316,15 @@ _STATES = {state.value: state for state in JobState}
 
 @dataclass(slots=True, frozen=True)
 class QueueInfo:
-    """A queue and its settings."""
+    """A queue and its settings.
+
+    Example:
+        ```python
+        info = pq.get_queue("emails")
+        if info is not None:
+            print(info.policy, info.retry_limit, info.paused)
+        ```
+    """
 
     name: str
     policy: str
@@ -314,7 +350,15 @@ class QueueInfo:
 
 class GroupStats(NamedTuple):
     """One group of a grouped queue: its waiting and active jobs, and the starts its rate
-    limit allows now (None: the queue has no group rate limit)."""
+    limit allows now (None: the queue has no group rate limit).
+
+    Example:
+        ```python
+        [stats] = pq.get_queue_stats("uploads")
+        for group, counts in stats.groups.items():
+            print(group, counts.waiting, counts.active, counts.rate_left)
+        ```
+    """
 
     waiting: int
     active: int
@@ -323,7 +367,14 @@ class GroupStats(NamedTuple):
 
 @dataclass(slots=True, frozen=True)
 class QueueStats:
-    """How many jobs a queue holds in each state, and how long the oldest has waited."""
+    """How many jobs a queue holds in each state, and how long the oldest has waited.
+
+    Example:
+        ```python
+        for stats in pq.get_queue_stats():
+            print(stats.name, stats.waiting, stats.counts[JobState.failed])
+        ```
+    """
 
     name: str
     counts: dict[JobState, int]
@@ -350,7 +401,14 @@ class QueueStats:
 
 @dataclass(slots=True, frozen=True)
 class ScheduleInfo:
-    """A cron schedule: it sends ``data`` to queue ``name`` at every slot of ``cron``."""
+    """A cron schedule: it sends ``data`` to queue ``name`` at every slot of ``cron``.
+
+    Example:
+        ```python
+        for schedule in pq.get_schedules():
+            print(schedule.name, schedule.cron, schedule.tz, schedule.from_code)
+        ```
+    """
 
     name: str
     cron: str

@@ -1,0 +1,109 @@
+"""The API reference keeps up with the code: every public name has a page, a docstring
+and an example, and every page is in the site's navigation."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import pkgutil
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import pgqueue
+from pgqueue import AsyncPgQueue, PgQueue
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = ROOT / "docs" / "reference"
+# Modules whose public names are all exported by ``pgqueue`` and documented there.
+THROUGH_PGQUEUE = {"pgqueue.errors", "pgqueue.flow", "pgqueue.models"}
+NOT_AN_API = {"pgqueue.cli", "pgqueue.__main__"}  # the command line: `pgqueue --help`
+_EXAMPLE = re.compile(r"^\s*Examples?:\s*$", re.MULTILINE)
+
+
+def _documented() -> set[str]:
+    """The objects the reference pages render (``::: name`` lines)."""
+    return {
+        match
+        for page in REFERENCE.glob("*.md")
+        for match in re.findall(r"^::: *([\w.]+) *$", page.read_text(), re.MULTILINE)
+    }
+
+
+def _public_modules() -> list[str]:
+    return sorted(
+        info.name
+        for info in pkgutil.walk_packages(pgqueue.__path__, "pgqueue.")
+        if not any(part.startswith("_") for part in info.name.split("."))
+        and info.name not in NOT_AN_API
+    )
+
+
+def _public(cls: type, kind: type | None = None) -> list[str]:
+    """The public methods of ``cls`` (or its members of type ``kind``)."""
+    return sorted(
+        name
+        for name, member in inspect.getmembers(cls)
+        if not name.startswith("_")
+        and (isinstance(member, kind) if kind else inspect.isfunction(member))
+    )
+
+
+def _examples(doc: str) -> list[str]:
+    """The fenced Python blocks of a docstring's Example section."""
+    section = _EXAMPLE.split(doc, maxsplit=1)
+    if len(section) < 2:
+        return []
+    blocks = re.findall(r"^( *)```python\n(.*?)^\1```", section[1], re.MULTILINE | re.DOTALL)
+    return [textwrap.dedent(code) for _, code in blocks]
+
+
+def _documented_objects() -> list[tuple[str, object]]:
+    """Every exported class and function, and the queue classes' public methods."""
+    found: list[tuple[str, object]] = [
+        (name, getattr(pgqueue, name)) for name in sorted(set(pgqueue.__all__) - {"__version__"})
+    ]
+    for cls in (AsyncPgQueue, PgQueue):
+        found += [(f"{cls.__name__}.{name}", getattr(cls, name)) for name in _public(cls)]
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(set(pgqueue.__all__) - {"__version__"}))
+def test_every_exported_name_has_a_reference_entry(name: str) -> None:
+    assert f"pgqueue.{name}" in _documented()
+
+
+@pytest.mark.parametrize("module", _public_modules())
+def test_every_public_module_has_a_reference_page(module: str) -> None:
+    if module in THROUGH_PGQUEUE:
+        exported = getattr(__import__(module, fromlist=["__all__"]), "__all__", [])
+        documented = {name for name in exported if name in pgqueue.__all__}
+        assert documented, f"{module} exports nothing through pgqueue: give it a page"
+    else:
+        assert module in _documented(), f"add docs/reference/<page>.md with '::: {module}'"
+
+
+def test_every_reference_page_is_in_the_navigation() -> None:
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for page in REFERENCE.glob("*.md"):
+        assert f"reference/{page.name}" in nav, page.name
+
+
+@pytest.mark.parametrize(("name", "obj"), _documented_objects(), ids=lambda v: str(v))
+def test_every_public_name_has_an_example_that_parses(name: str, obj: object) -> None:
+    doc = inspect.getdoc(obj) or ""
+    assert doc.strip(), f"{name} has no docstring"
+    examples = _examples(doc)
+    assert examples, f"{name}'s docstring has no Example section with a ```python block"
+    for code in examples:  # top-level await allowed: the asyncio flavour's examples use it
+        compile(code, name, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+    if name.startswith("PgQueue."):  # the blocking twin's examples await nothing
+        assert "await " not in doc and "async " not in doc, name
+
+
+@pytest.mark.parametrize("cls", [AsyncPgQueue, PgQueue], ids=lambda c: c.__name__)
+def test_the_queue_classes_properties_have_docstrings(cls: type) -> None:
+    for name in _public(cls, property):
+        assert (inspect.getdoc(getattr(cls, name)) or "").strip(), f"{cls.__name__}.{name}"
