@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 
 import pgqueue
+import pgqueue.dashboard
+import pgqueue.lifecycle
+import pgqueue.metrics
+import pgqueue.tracing
 from pgqueue import AsyncPgQueue, PgQueue
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +71,12 @@ def _documented_objects() -> list[tuple[str, object]]:
     ]
     for cls in (AsyncPgQueue, PgQueue):
         found += [(f"{cls.__name__}.{name}", getattr(cls, name)) for name in _public(cls)]
+    for module in (pgqueue.dashboard, pgqueue.metrics, pgqueue.tracing, pgqueue.lifecycle):
+        found += [
+            (f"{module.__name__}.{name}", value)
+            for name in module.__all__
+            if inspect.isclass(value := getattr(module, name)) or inspect.isfunction(value)
+        ]
     return found
 
 
