@@ -3,6 +3,7 @@ and an example, and every page is in the site's navigation."""
 
 from __future__ import annotations
 
+import argparse
 import ast
 import inspect
 import pkgutil
@@ -17,7 +18,7 @@ import pgqueue.dashboard
 import pgqueue.lifecycle
 import pgqueue.metrics
 import pgqueue.tracing
-from pgqueue import AsyncPgQueue, PgQueue
+from pgqueue import AsyncPgQueue, PgQueue, cli
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "reference"
@@ -117,3 +118,89 @@ def test_every_public_name_has_an_example_that_parses(name: str, obj: object) ->
 def test_the_queue_classes_properties_have_docstrings(cls: type) -> None:
     for name in _public(cls, property):
         assert (inspect.getdoc(getattr(cls, name)) or "").strip(), f"{cls.__name__}.{name}"
+
+
+# -- the guides cite what exists ------------------------------------------------------------
+
+DOCS = ROOT / "docs"
+# Options the guides describe that another change brings; remove each once it is merged
+# (the test below fails when one exists, to say so).
+HEALTH_PENDING = {("worker", "--health-port")}
+
+
+def _code(text: str) -> list[str]:
+    """The code of a Markdown page: fenced blocks and inline spans, with argument lists
+    written as JSON or YAML (``["pgqueue", "worker", ...]``) read as a command line."""
+    fenced = re.findall(r"^ *```[^\n]*\n(.*?)^ *```", text, re.MULTILINE | re.DOTALL)
+    rest = re.sub(r"^ *```[^\n]*\n.*?^ *```", "", text, flags=re.MULTILINE | re.DOTALL)
+    spans = re.findall(r"`([^`\n]+)`", rest)
+    return [re.sub(r'\[\s*"pgqueue"[^]]*]', _argv, code) for code in [*fenced, *spans]]
+
+
+def _argv(match: re.Match[str]) -> str:
+    """A command written as a list of strings, as one line."""
+    return " ".join(re.findall(r'"([^"]*)"', match.group(0)))
+
+
+# ``pgqueue COMMAND ...`` as a shell runs it (not ``from pgqueue import ...``).
+_COMMAND = re.compile(r"(?<![\w.\[\"-])(?<!from )(?<!import )pgqueue +([a-z][a-z-]*)([^;|&#]*)")
+
+
+def _cli() -> tuple[set[str], dict[str, set[str]]]:
+    """The command line's global options, and each subcommand's options."""
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(parser._option_string_actions), {
+        name: set(sub._option_string_actions) for name, sub in commands.choices.items()
+    }
+
+
+def _cited_commands() -> list[tuple[str, str, str]]:
+    """(page, subcommand, option or '') for each ``pgqueue COMMAND --option`` the docs show."""
+    cited = []
+    for page in sorted(DOCS.glob("*.md")):
+        for code in _code(page.read_text()):
+            for line in code.splitlines():
+                for command, rest in re.findall(_COMMAND, line):
+                    options = re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", rest)
+                    cited += [(page.name, command, option) for option in ["", *options]]
+    return cited
+
+
+def test_the_guides_cite_commands() -> None:
+    pages = {page for page, _, _ in _cited_commands()}
+    assert {"deployment.md", "monitoring.md", "upgrade.md"} <= pages
+
+
+@pytest.mark.parametrize(("page", "command", "option"), sorted(set(_cited_commands())))
+def test_every_cited_command_and_option_exists(page: str, command: str, option: str) -> None:
+    global_options, commands = _cli()
+    assert command in commands, f"{page}: there is no 'pgqueue {command}'"
+    if (command, option) in HEALTH_PENDING:
+        assert option not in commands[command], f"{option} exists now: drop it from HEALTH_PENDING"
+        return
+    known = commands[command] | global_options
+    assert not option or option in known, f"{page}: 'pgqueue {command}' has no {option}"
+
+
+def _metric_names() -> set[str]:
+    """What Prometheus shows of pgqueue.metrics: each family's name, with the suffixes its
+    kind adds (counters ``_total``, histograms ``_bucket``, ``_sum`` and ``_count``)."""
+    source = (ROOT / "src" / "pgqueue" / "metrics.py").read_text()
+    families = set(re.findall(r'"(pgqueue_[a-z_]+)"', source))
+    assert families, "no metric names found in metrics.py"
+    counters = set(re.findall(r'counter\(\s*"(pgqueue_[a-z_]+)"', source))
+    histograms = set(re.findall(r'Histogram\(\s*"(pgqueue_[a-z_]+)"', source))
+    assert counters and histograms
+    return (
+        (families - counters)
+        | {f"{name}_total" for name in counters}
+        | {f"{name}{suffix}" for name in histograms for suffix in ("_bucket", "_sum", "_count")}
+    )
+
+
+@pytest.mark.parametrize("page", ["monitoring.md", "observability.md", "deployment.md"])
+def test_every_cited_metric_exists(page: str) -> None:
+    names = _metric_names()
+    cited = set(re.findall(r"\bpgqueue_[a-z_]+", (DOCS / page).read_text()))
+    assert cited <= names, f"{page} cites metrics that do not exist: {sorted(cited - names)}"
