@@ -2,9 +2,11 @@
 and an example, and every page is in the site's navigation."""
 
 from __future__ import annotations
+import __future__
 
 import argparse
 import ast
+import importlib
 import inspect
 import pkgutil
 import re
@@ -14,10 +16,6 @@ from pathlib import Path
 import pytest
 
 import pgqueue
-import pgqueue.dashboard
-import pgqueue.lifecycle
-import pgqueue.metrics
-import pgqueue.tracing
 from pgqueue import AsyncPgQueue, PgQueue, cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +23,8 @@ REFERENCE = ROOT / "docs" / "reference"
 # Modules whose public names are all exported by ``pgqueue`` and documented there.
 THROUGH_PGQUEUE = {"pgqueue.errors", "pgqueue.flow", "pgqueue.models"}
 NOT_AN_API = {"pgqueue.cli", "pgqueue.__main__"}  # the command line: `pgqueue --help`
+# Modules besides ``pgqueue`` whose every exported class and function shows an example.
+EXAMPLES_IN = ("pgqueue.dashboard", "pgqueue.metrics", "pgqueue.tracing", "pgqueue.lifecycle")
 _EXAMPLE = re.compile(r"^\s*Examples?:\s*$", re.MULTILINE)
 
 
@@ -38,12 +38,30 @@ def _documented() -> set[str]:
 
 
 def _public_modules() -> list[str]:
-    return sorted(
-        info.name
-        for info in pkgutil.walk_packages(pgqueue.__path__, "pgqueue.")
-        if not any(part.startswith("_") for part in info.name.split("."))
-        and info.name not in NOT_AN_API
-    )
+    """Every public module, except packages that only hold modules (``pgqueue.contrib``)."""
+    found = []
+    for info in pkgutil.walk_packages(pgqueue.__path__, "pgqueue."):
+        if any(part.startswith("_") for part in info.name.split(".")):
+            continue
+        if info.name in NOT_AN_API or (info.ispkg and not _own_names(info.name)):
+            continue
+        found.append(info.name)
+    return sorted(found)
+
+
+def _own_names(package: str) -> list[str]:
+    """The public names a package defines or exports itself (its submodules aside)."""
+    module = importlib.import_module(package)
+    exported = getattr(module, "__all__", None)
+    if exported is not None:
+        return list(exported)
+    return [
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and not inspect.ismodule(value)
+        and not isinstance(value, __future__._Feature)
+    ]
 
 
 def _public(cls: type, kind: type | None = None) -> list[str]:
@@ -72,7 +90,7 @@ def _documented_objects() -> list[tuple[str, object]]:
     ]
     for cls in (AsyncPgQueue, PgQueue):
         found += [(f"{cls.__name__}.{name}", getattr(cls, name)) for name in _public(cls)]
-    for module in (pgqueue.dashboard, pgqueue.metrics, pgqueue.tracing, pgqueue.lifecycle):
+    for module in map(importlib.import_module, EXAMPLES_IN):
         found += [
             (f"{module.__name__}.{name}", value)
             for name in module.__all__
@@ -89,7 +107,7 @@ def test_every_exported_name_has_a_reference_entry(name: str) -> None:
 @pytest.mark.parametrize("module", _public_modules())
 def test_every_public_module_has_a_reference_page(module: str) -> None:
     if module in THROUGH_PGQUEUE:
-        exported = getattr(__import__(module, fromlist=["__all__"]), "__all__", [])
+        exported = getattr(importlib.import_module(module), "__all__", [])
         documented = {name for name in exported if name in pgqueue.__all__}
         assert documented, f"{module} exports nothing through pgqueue: give it a page"
     else:
