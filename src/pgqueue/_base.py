@@ -385,8 +385,8 @@ class QueueBase:
 
         Example:
             ```python
+            # work() returns once the running jobs ended or were handed back
             signal.signal(signal.SIGUSR1, lambda *_: pq.stop_working())
-            pq.work()  # returns once the running jobs ended or were handed back
             ```
         """
         with self._work_lock:

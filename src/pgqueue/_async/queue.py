@@ -1143,7 +1143,7 @@ class AsyncPgQueue(QueueBase):
 
         Example:
             ```python
-            await pq.schedule("report", "*/15 * * * *", {"kind": "quarterly-hour"}, key="quarter")
+            await pq.schedule("report", "*/15 * * * *", {"period": "15m"}, key="quarter")
             ```
         """
         params = self._cron.params(name, cron, data, tz, options, False, key)

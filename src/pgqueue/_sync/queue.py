@@ -1105,7 +1105,7 @@ class PgQueue(QueueBase):
 
         Example:
             ```python
-            pq.schedule("report", "*/15 * * * *", {"kind": "quarterly-hour"}, key="quarter")
+            pq.schedule("report", "*/15 * * * *", {"period": "15m"}, key="quarter")
             ```
         """
         params = self._cron.params(name, cron, data, tz, options, False, key)
