@@ -1,11 +1,14 @@
 """A griffe extension for ``mkdocs build``: the docstrings' reStructuredText roles
 (``:meth:`start```, ``:class:`~pgqueue.Flow```) become Markdown code spans, as mkdocstrings
-renders Markdown. Loaded by mkdocs.yml; not part of the package.
+renders Markdown. Not part of the package: mkdocs.yml loads this file as a hook, which
+makes it importable for mkdocstrings as ``docs_roles``, wherever mkdocs runs from.
 """
 
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import griffe
@@ -29,3 +32,11 @@ class RstRoles(griffe.Extension):
     def on_object(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:
             obj.docstring.value = plain(obj.docstring.value)
+
+
+def on_config(config: Any, **kwargs: Any) -> Any:
+    """The mkdocs hook: put this directory on the import path, once."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    return config
