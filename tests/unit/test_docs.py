@@ -222,3 +222,26 @@ def test_every_cited_metric_exists(page: str) -> None:
     names = _metric_names()
     cited = set(re.findall(r"\bpgqueue_[a-z_]+", (DOCS / page).read_text()))
     assert cited <= names, f"{page} cites metrics that do not exist: {sorted(cited - names)}"
+
+
+# Pages that also name the options of the benchmarks' scripts.
+BENCHMARK_PAGES = {"benchmarks.md", "scaling.md"}
+
+
+def _inline_options() -> list[tuple[str, str]]:
+    """(page, option) for each ``--option`` an inline code span of a page names."""
+    found = []
+    for page in sorted(DOCS.glob("*.md")):
+        if page.name in BENCHMARK_PAGES:
+            continue
+        text = re.sub(r"^ *```[^\n]*\n.*?^ *```", "", page.read_text(), flags=re.M | re.S)
+        for span in re.findall(r"`([^`\n]+)`", text):
+            found += [(page.name, o) for o in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", span)]
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize(("page", "option"), _inline_options())
+def test_every_option_named_in_the_text_is_one_of_pgqueue(page: str, option: str) -> None:
+    global_options, commands = _cli()
+    known = global_options.union(*commands.values(), (o for _, o in HEALTH_PENDING))
+    assert option in known, f"{page} names {option}, which no pgqueue command takes"
