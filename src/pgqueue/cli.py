@@ -435,7 +435,7 @@ def _app_connections(app: AsyncPgQueue | PgQueue, args: argparse.Namespace) -> N
     """Apply the connection flags given to the application's queue object."""
     if getattr(args, "listen", None) is False and getattr(args, "listen_dsn", None):
         raise InvalidOptionError("--no-listen polls only: drop --listen-dsn")
-    app._use_connections(
+    app._configure_connections(
         prepare=args.prepare,
         listen=getattr(args, "listen", None),
         listen_dsn=getattr(args, "listen_dsn", None),
@@ -479,10 +479,10 @@ def _size_pool(app: AsyncPgQueue | PgQueue, args: argparse.Namespace) -> None:
         raise InvalidOptionError("--null-pool keeps no connection open: drop --pool-min-size")
     max_size = app._pool_max_size if args.pool_size is None else args.pool_size
     min_size = app._pool_min_size if args.pool_min_size is None else args.pool_min_size
-    app._set_pool(
-        min(min_size, max_size) if args.pool_min_size is None else min_size,
-        max_size,
-        args.null_pool or app._null_pool,
+    app._configure_connections(
+        pool_min_size=min(min_size, max_size) if args.pool_min_size is None else min_size,
+        pool_max_size=max_size,
+        null_pool=args.null_pool or app._null_pool,
     )
 
 
