@@ -38,20 +38,33 @@ def _documented() -> set[str]:
 
 
 def _public_modules() -> list[str]:
-    """Every public module, except packages that only hold modules (``pgqueue.contrib``)."""
+    """Every public module, except packages that only hold modules (``pgqueue.contrib``)
+    and the modules inside a package that has a page of its own (a framework's plumbing,
+    such as a Django app's ``management.commands``)."""
     found = []
-    for info in pkgutil.walk_packages(pgqueue.__path__, "pgqueue."):
-        if any(part.startswith("_") for part in info.name.split(".")):
+    # A package that cannot be imported here (a framework not installed or not set up)
+    # is still listed; its modules are not.
+    walked = pkgutil.walk_packages(pgqueue.__path__, "pgqueue.", onerror=lambda name: None)
+    for info in walked:
+        parts = info.name.split(".")
+        if any(part.startswith("_") for part in parts) or info.name in NOT_AN_API:
             continue
-        if info.name in NOT_AN_API or (info.ispkg and not _own_names(info.name)):
+        if info.ispkg and not _own_names(info.name):
+            continue
+        ancestors = {".".join(parts[:n]) for n in range(2, len(parts))}
+        if ancestors & _documented():
             continue
         found.append(info.name)
     return sorted(found)
 
 
 def _own_names(package: str) -> list[str]:
-    """The public names a package defines or exports itself (its submodules aside)."""
-    module = importlib.import_module(package)
+    """The public names a package defines or exports itself (its submodules aside); a
+    package that cannot be imported here counts as having some."""
+    try:
+        module = importlib.import_module(package)
+    except Exception:
+        return ["?"]
     exported = getattr(module, "__all__", None)
     if exported is not None:
         return list(exported)
