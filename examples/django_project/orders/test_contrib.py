@@ -3,12 +3,16 @@ send, settings that are wrong, a task whose module moved, result ids that are no
 
 import warnings
 from datetime import timedelta
+from unittest import skipIf
 
 import psycopg
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
-from django.test import SimpleTestCase, TransactionTestCase, override_settings
+from django.test import Client, SimpleTestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 from psycopg import sql
 
@@ -174,3 +178,44 @@ class SettingsTests(SimpleTestCase):
                 self.assertRaisesRegex(ImproperlyConfigured, "needs PostgreSQL"),
             ):
                 load_settings()
+
+
+try:
+    import httpx
+
+    from pgqueue.contrib.django.dashboard import with_dashboard
+except ImportError:  # without pgqueue[dashboard] (the Django 6.0 CI run)
+    httpx = None  # type: ignore[assignment]
+
+
+def session_of(username: str, *, staff: bool) -> dict[str, str]:
+    """The session cookie of a new user signed in."""
+    client = Client()
+    client.force_login(User.objects.create_user(username, password="pw", is_staff=staff))
+    return {settings.SESSION_COOKIE_NAME: client.cookies[settings.SESSION_COOKIE_NAME].value}
+
+
+@skipIf(httpx is None, "pgqueue[dashboard] is not installed")
+class DashboardTests(TransactionTestCase):
+    async def test_the_dashboard_serves_djangos_staff_only_and_django_the_rest(self) -> None:
+        from django.core.asgi import get_asgi_application
+
+        staff = await sync_to_async(session_of)("ops", staff=True)
+        other = await sync_to_async(session_of)("customer", staff=False)
+        app = with_dashboard(get_asgi_application(), path="/pgqueue")
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+        ):
+            self.assertEqual((await client.get("/pgqueue/api/queues")).status_code, 401)
+            page = await client.get("/pgqueue/")
+            self.assertEqual(page.status_code, 303)
+            self.assertEqual(page.headers["location"], "/admin/login/?next=/pgqueue/")
+            refused = await client.get("/pgqueue/api/queues", cookies=other)
+            self.assertEqual(refused.status_code, 401)
+            queues = await client.get("/pgqueue/api/queues", cookies=staff)
+            self.assertEqual(queues.status_code, 200, queues.text)
+            self.assertIn("orders.confirm", queues.text)
+            self.assertEqual((await client.get("/pgqueue/", cookies=staff)).status_code, 200)
+            self.assertEqual((await client.get("/orders/999999/")).status_code, 404)  # Django

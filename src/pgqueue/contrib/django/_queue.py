@@ -41,12 +41,13 @@ class DjangoPgQueue(PgQueue):
     def __init__(self, config: QueueSettings) -> None:
         self.config = config
         try:
-            super().__init__(self._current_dsn(), schema=config.schema, **config.options)
+            super().__init__(self.current_dsn(), schema=config.schema, **config.options)
         except PgQueueError as exc:
             raise ImproperlyConfigured(f"settings.PGQUEUE: {exc}") from exc
         self._start_lock = threading.Lock()
 
-    def _current_dsn(self) -> str:
+    def current_dsn(self) -> str:
+        """The DSN of ``PGQUEUE["DSN"]``, else of Django's database as it is now."""
         if self.config.dsn is not None:
             return self.config.dsn
         assert self.config.database is not None  # load_settings() refuses neither
@@ -59,14 +60,14 @@ class DjangoPgQueue(PgQueue):
         database), migrate, open the pool."""
         with self._start_lock:
             if self._runner is None:
-                self._dsn = self._current_dsn()
+                self._dsn = self.current_dsn()
                 super().start()
         return self
 
     def migrate(self) -> list[int]:
         """Apply pgqueue's pending migrations to the database Django's settings name now."""
         if self._runner is None:
-            self._dsn = self._current_dsn()
+            self._dsn = self.current_dsn()
         return super().migrate()
 
     def _run(self, plan: Plan[T], conn: psycopg.Connection[Any] | None, atomic: bool = True) -> T:
