@@ -71,8 +71,10 @@ def load_settings() -> QueueSettings:
     naming what is wrong."""
     raw = getattr(settings, "PGQUEUE", {})
     given = _mapping(raw, "PGQUEUE", _KEYS)
-    database = given.get("DATABASE", "default")
     dsn = given.get("DSN")
+    # A DSN of its own puts pgqueue outside Django's connections, unless DATABASE says
+    # which alias is the same database (reached another way: a pooler, another role).
+    database = given.get("DATABASE", "default" if dsn is None else None)
     if database is not None:
         if not isinstance(database, str):
             raise _bad(f"DATABASE must be a database alias or None, got {database!r}")
