@@ -9,7 +9,7 @@ import psycopg
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, SynchronousOnlyOperation
 from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 from django.test import Client, SimpleTestCase, TransactionTestCase, override_settings
@@ -19,6 +19,7 @@ from psycopg import sql
 from pgqueue import JobState
 from pgqueue.contrib.django import DjangoPgQueue, pq
 from pgqueue.contrib.django._settings import load_settings
+from pgqueue.contrib.django.tasks import PgQueueBackend
 from pgqueue.errors import DatabaseError
 
 from .jobs import Confirm, confirm_order
@@ -97,6 +98,12 @@ class ConnectionTests(TransactionTestCase):
                     confirm_order.send(Confirm(order_id=2))
         self.assertEqual(pq.find_jobs("orders.confirm"), [])
 
+    async def test_a_send_from_async_code_is_refused_by_django(self) -> None:
+        with self.assertRaises(SynchronousOnlyOperation):
+            confirm_order.send(Confirm(order_id=1))
+        handle = await sync_to_async(confirm_order.send)(Confirm(order_id=1))
+        self.assertIsNotNone(handle)
+
     def test_an_explicit_conn_is_used_as_given(self) -> None:
         assert pq.dsn is not None
         with psycopg.connect(pq.dsn) as conn:
@@ -168,6 +175,23 @@ class SettingsTests(SimpleTestCase):
         self.refused({"WORKER": {"until_empty": True}}, "unknown WORKER key")
         self.refused({"AUTODISCOVER": "jobs"}, "AUTODISCOVER must be a list")
         self.refused({"MIGRATE": "yes"}, "MIGRATE must be True or False")
+
+    def test_a_dsn_of_its_own_keeps_pgqueue_off_djangos_connection(self) -> None:
+        url = "postgresql://somewhere/else"
+        with override_settings(PGQUEUE={"DSN": url}):
+            self.assertIsNone(load_settings().database)
+        with override_settings(PGQUEUE={"DSN": url, "DATABASE": "default"}):
+            self.assertEqual(load_settings().database, "default")
+
+    def test_bad_task_backend_options_are_refused(self) -> None:
+        for options, message in (
+            ({"retries": 3}, "unknown option.*retries"),
+            ({"retry_limit": "3"}, "retry_limit"),
+            ({"QUEUE_PREFIX": 7}, "QUEUE_PREFIX must be a string"),
+            ([], "must be a dict"),
+        ):
+            with self.assertRaisesRegex(ImproperlyConfigured, message):
+                PgQueueBackend("default", {"OPTIONS": options})
 
     def test_a_database_that_is_not_postgresql_is_refused(self) -> None:
         databases = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}

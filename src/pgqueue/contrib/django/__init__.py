@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._queue import DjangoPgQueue, get_queue, reset_queue
+from ._queue import DjangoPgQueue, get_queue, stop_queue
 
 if TYPE_CHECKING:
     pq: DjangoPgQueue  # made on first use by __getattr__ below
 
-__all__ = ["DjangoPgQueue", "get_queue", "pq", "reset_queue"]
+__all__ = ["DjangoPgQueue", "get_queue", "pq", "stop_queue"]
 
 
 def __getattr__(name: str) -> Any:

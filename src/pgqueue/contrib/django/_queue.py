@@ -21,7 +21,7 @@ from pgqueue.errors import DatabaseError, PgQueueError
 
 from ._settings import QueueSettings, django_dsn, load_settings
 
-__all__ = ["DjangoPgQueue", "get_queue", "reset_queue"]
+__all__ = ["DjangoPgQueue", "get_queue", "stop_queue"]
 
 T = TypeVar("T")
 
@@ -121,9 +121,10 @@ class DjangoPgQueue(PgQueue):
         if raw is not None and not wrapper.in_atomic_block and _unusable(raw):
             wrapper.close()  # gone since its last use: Django reconnects below
             raw = None
-        if raw is None:
-            wrapper.ensure_connection()
-            raw = wrapper.connection
+        # Opens it if closed; raises SynchronousOnlyOperation in async code, where Django's
+        # connection must not be used (call through sync_to_async).
+        wrapper.ensure_connection()
+        raw = wrapper.connection
         if not isinstance(raw, psycopg.Connection):
             raise ImproperlyConfigured(
                 f"pgqueue sends on Django's connection {alias!r}, which is not psycopg 3's "
@@ -253,10 +254,8 @@ def get_queue() -> DjangoPgQueue:
     return _queue
 
 
-def reset_queue() -> None:
-    """Stop and forget the queue object (tests that change ``settings.PGQUEUE``)."""
-    global _queue
-    with _queue_lock:
-        queue, _queue = _queue, None
-    if queue is not None:
-        queue.stop()
+def stop_queue() -> None:
+    """Stop the queue object, if made, closing its connections (it starts again on next
+    use): before the database it is connected to goes away."""
+    if _queue is not None:
+        _queue.stop()

@@ -25,6 +25,7 @@ from django.utils.module_loading import import_string
 from pgqueue import Job, JobState, RunningJob
 from pgqueue._config import check_name
 from pgqueue.errors import InvalidNameError, PgQueueError, QueueNotFoundError
+from pgqueue.models import JobOptions, parse_options
 
 from ._queue import DjangoPgQueue, get_queue
 
@@ -280,6 +281,10 @@ def _split_options(alias: str, options: object) -> tuple[str, dict[str, Any]]:
             f"TASKS[{alias!r}]['OPTIONS']: unknown option(s) {', '.join(unknown)} (known: "
             f"QUEUE_PREFIX, {', '.join(sorted(_JOB_OPTIONS))})"
         )
+    try:
+        parse_options(JobOptions, options)
+    except PgQueueError as exc:
+        raise ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS']: {exc}") from exc
     return prefix, {"retry_limit": 0, **options}
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.test.runner import DiscoverRunner
 
-from ._queue import reset_queue
+from ._queue import stop_queue
 
 __all__ = ["PgQueueDiscoverRunner"]
 
@@ -18,5 +18,5 @@ class PgQueueDiscoverRunner(DiscoverRunner):
     test databases are destroyed."""
 
     def teardown_databases(self, old_config: Any, **kwargs: Any) -> None:
-        reset_queue()
+        stop_queue()
         super().teardown_databases(old_config, **kwargs)
