@@ -2,9 +2,9 @@
 workers."""
 
 try:
-    from django.tasks import task
+    from django.tasks import TaskContext, task
 except ImportError:  # Django before 6.0: the django-tasks backport
-    from django_tasks import task  # type: ignore[no-redef]
+    from django_tasks import TaskContext, task  # type: ignore[no-redef,assignment]
 
 from .models import Order
 
@@ -22,3 +22,15 @@ def add_note(order_id: int, note: str) -> dict[str, object]:
 def refuse(reason: str) -> None:
     """Always fails: its result carries the error."""
     raise PermissionError(reason)
+
+
+@task(takes_context=True)
+def attempt_number(context: "TaskContext[[str], str]", label: str) -> str:
+    """Which attempt this is, as the task's context tells it."""
+    return f"{label}: attempt {context.attempt}"
+
+
+@task
+async def shout(text: str) -> str:
+    """An async task: the worker runs it to its end on a handler's thread."""
+    return text.upper()

@@ -19,12 +19,12 @@ from psycopg import sql
 from pgqueue import JobState
 from pgqueue.contrib.django import DjangoPgQueue, pq
 from pgqueue.contrib.django._settings import load_settings
-from pgqueue.contrib.django.tasks import PgQueueBackend
+from pgqueue.contrib.django.tasks import PgQueueBackend, _task_error
 from pgqueue.errors import DatabaseError
 
 from .jobs import Confirm, confirm_order
 from .models import Order
-from .tasks import add_note
+from .tasks import add_note, attempt_number, shout
 from .tests import SendInTransactionTests, drain
 
 try:
@@ -132,6 +132,13 @@ class TaskEdgeTests(TransactionTestCase):
         with self.assertRaisesRegex(InvalidTask, "does not import"):
             add_note.get_backend().get_result(result.id)
 
+    def test_a_task_taking_its_context_and_an_async_task_run(self) -> None:
+        counted = attempt_number.enqueue("first")
+        shouted = shout.enqueue("quiet")
+        drain()
+        self.assertEqual(attempt_number.get_result(counted.id).return_value, "first: attempt 1")
+        self.assertEqual(shout.get_result(shouted.id).return_value, "QUIET")
+
     def test_result_ids_that_name_no_task_do_not_exist(self) -> None:
         backend = add_note.get_backend()
         other = confirm_order.send(Confirm(order_id=1))
@@ -192,6 +199,26 @@ class SettingsTests(SimpleTestCase):
         ):
             with self.assertRaisesRegex(ImproperlyConfigured, message):
                 PgQueueBackend("default", {"OPTIONS": options})
+
+    def test_stored_errors_name_their_exception_class(self) -> None:
+        trace = (
+            "Traceback (most recent call last):\n  ...\norders.tasks.Outer.Refused: no: really\n"
+        )
+        for stored, path in (
+            (
+                {"type": "Refused", "message": "no", "traceback": trace},
+                "orders.tasks.Outer.Refused",
+            ),
+            (
+                {"type": "ValueError", "traceback": "Traceback\nValueError: bad"},
+                "builtins.ValueError",
+            ),
+            ({"type": "KeyError", "traceback": "cut short"}, "builtins.KeyError"),
+            ({"type": "Gone", "traceback": "cut short"}, "builtins.Exception"),
+            ({"message": "its run expired"}, "builtins.Exception"),
+            (None, "builtins.Exception"),
+        ):
+            self.assertEqual(_task_error(stored).exception_class_path, path, stored)
 
     def test_a_database_that_is_not_postgresql_is_refused(self) -> None:
         databases = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
