@@ -57,9 +57,14 @@ def _register_task_handlers(queue: DjangoPgQueue) -> None:
         return
     for alias, params in backends.items():
         path = params.get("BACKEND") if isinstance(params, dict) else None
-        if not isinstance(path, str) or not path.startswith("pgqueue."):
-            continue  # another project's backend: not imported here
-        backend = import_string(path)
-        register = getattr(backend, "register_handlers", None)
-        if register is not None:
+        if not isinstance(path, str):
+            continue
+        try:
+            backend = import_string(path)
+        except ImportError:
+            continue  # django.tasks says so when the backend is first used
+        # PgQueueBackend or a subclass (a duck type: this module does not import the
+        # backend's, which needs django.tasks or django-tasks).
+        register = getattr(backend, "register_pgqueue_handlers", None)
+        if callable(register):
             register(queue, alias, params)

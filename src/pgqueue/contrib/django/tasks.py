@@ -202,7 +202,9 @@ class PgQueueBackend(BaseTaskBackend):
     # Read by the app when Django starts (a duck type: the app does not import this module
     # unless a backend of TASKS names it).
     @classmethod
-    def register_handlers(cls, queue: DjangoPgQueue, alias: str, params: dict[str, Any]) -> None:
+    def register_pgqueue_handlers(
+        cls, queue: DjangoPgQueue, alias: str, params: dict[str, Any]
+    ) -> None:
         """Register :func:`run_task` as the handler of this backend's queues (a pattern of
         them all when ``QUEUES`` is empty); the jobs carry their options."""
         prefix, _ = _split_options(alias, params.get("OPTIONS", {}))
