@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.test import TransactionTestCase
 from psycopg.conninfo import make_conninfo
@@ -85,7 +86,7 @@ class SendInTransactionTests(TransactionTestCase):
             "/orders/", {"email": "dee@example.com", "total_cents": 300}, "application/json"
         )
         order_id = response.json()["order"]
-        drain()
+        call_command("pgqueue_worker", "--until-empty", "--poll-interval", "0.1")
         self.assertTrue(Order.objects.get(pk=order_id).confirmed)
         status = self.client.get(f"/orders/{order_id}/").json()
         self.assertEqual(status["jobs"][0]["state"], "completed")
