@@ -18,6 +18,7 @@ from psycopg import sql
 
 from pgqueue import JobState
 from pgqueue.contrib.django import DjangoPgQueue, pq
+from pgqueue.contrib.django._queue import _psycopg3
 from pgqueue.contrib.django._settings import load_settings
 from pgqueue.contrib.django.tasks import PgQueueBackend, _task_error
 from pgqueue.errors import DatabaseError
@@ -199,6 +200,14 @@ class SettingsTests(SimpleTestCase):
         ):
             with self.assertRaisesRegex(ImproperlyConfigured, message):
                 PgQueueBackend("default", {"OPTIONS": options})
+
+    def test_a_django_connection_that_is_not_psycopg_3s_is_refused(self) -> None:
+        # What Django before 4.2 (psycopg2 only) would hand over: refused, never used.
+        class Psycopg2Connection:
+            closed = 0
+
+        with self.assertRaisesRegex(ImproperlyConfigured, "not psycopg 3's.*Psycopg2Connection"):
+            _psycopg3("default", Psycopg2Connection())
 
     def test_stored_errors_name_their_exception_class(self) -> None:
         trace = (

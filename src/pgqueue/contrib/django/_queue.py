@@ -117,22 +117,13 @@ class DjangoPgQueue(PgQueue):
         if wrapper.in_atomic_block:
             # An atomic block whose transaction failed refuses queries, as Django's do.
             wrapper.validate_no_broken_transaction()
-        raw = wrapper.connection
-        if raw is not None and not wrapper.in_atomic_block and _unusable(raw):
+        if not wrapper.in_atomic_block and _unusable(_psycopg3(alias, wrapper.connection)):
             wrapper.close()  # gone since its last use: Django reconnects below
-            raw = None
         # Opens it if closed; raises SynchronousOnlyOperation in async code, where Django's
         # connection must not be used (call through sync_to_async).
         wrapper.ensure_connection()
-        raw = wrapper.connection
-        if not isinstance(raw, psycopg.Connection):
-            raise ImproperlyConfigured(
-                f"pgqueue sends on Django's connection {alias!r}, which is not psycopg 3's "
-                f"(Django uses {type(raw).__module__}.{type(raw).__name__}): install "
-                "psycopg 3 and uninstall psycopg2, or set PGQUEUE['DATABASE'] to None to "
-                "send on pgqueue's own connections (outside Django's transactions)"
-            )
-        if _unusable(raw):
+        raw = _psycopg3(alias, wrapper.connection)
+        if raw is None or _unusable(raw):
             raise DatabaseError(
                 f"Django's connection {alias!r} is closed or broken inside an atomic "
                 "block: the transaction is lost, roll it back"
@@ -218,8 +209,20 @@ class DjangoPgQueue(PgQueue):
         )
 
 
-def _unusable(raw: psycopg.Connection[Any]) -> bool:
-    return bool(raw.closed or raw.broken)
+def _psycopg3(alias: str, raw: object) -> psycopg.Connection[Any] | None:
+    """Django's raw connection (None before it connects), refused unless psycopg 3's."""
+    if raw is None or isinstance(raw, psycopg.Connection):
+        return raw
+    raise ImproperlyConfigured(
+        f"pgqueue sends on Django's connection {alias!r}, which is not psycopg 3's (Django "
+        f"uses {type(raw).__module__}.{type(raw).__name__}): use Django 4.2 or later with "
+        "psycopg 3, or set PGQUEUE['DATABASE'] to None to send on pgqueue's own connections "
+        "(outside Django's transactions)"
+    )
+
+
+def _unusable(raw: psycopg.Connection[Any] | None) -> bool:
+    return raw is not None and bool(raw.closed or raw.broken)
 
 
 def _closing_connections(func: Callable[..., Any]) -> Callable[..., Any]:
