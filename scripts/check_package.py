@@ -75,7 +75,8 @@ def check_sdist(sdist: Path, version: str) -> None:
     top = f"pgqueue-{version}/"
     with tarfile.open(sdist) as tar:
         names = [n for n in tar.getnames() if n.startswith(top)]
-        check(len(names) == len(tar.getnames()), f"sdist entries outside {top}")
+        outside = [n for n in tar.getnames() if not n.startswith(top) and n != top[:-1]]
+        check(not outside, f"sdist entries outside {top}: {outside[:5]}")
     inside = [n[len(top) :] for n in names]
     bad = sorted(n for n in inside if FORBIDDEN.search(n))
     check(not bad, f"sdist holds what it must not: {bad[:10]}")

@@ -9,7 +9,6 @@ are JSON. A probe costs no statement: the worker reports what its own work has s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from typing import Any
 
 from .errors import InvalidOptionError, WorkerError
 
-__all__ = ["HealthReport", "check_port", "serve_health"]
+__all__ = ["HealthReport", "HealthServer", "check_port", "serve_health"]
 
 log = logging.getLogger("pgqueue.worker")
 # Seconds a probe's connection may take to send its request, and the request's size cap.
@@ -60,15 +59,32 @@ def check_port(name: str, port: object) -> int:
     return port
 
 
-async def serve_health(
-    host: str, port: int, report: Callable[[], HealthReport]
-) -> asyncio.AbstractServer:
-    """Listen on ``host``:``port`` and answer probes from ``report()`` until closed;
-    WorkerError if the address cannot be had (in use, not this machine's)."""
+class HealthServer:
+    """The listening endpoint: :meth:`close` ends it and every probe still connected."""
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, report: Callable[[], HealthReport]) -> None:
+        self._report = report
+        self._server: asyncio.AbstractServer | None = None
+        self._answering: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        """Stop listening and drop the probes under way (a silent one would otherwise hold
+        the worker's stop for its read timeout). Idempotent."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for task in self._answering:
+            task.cancel()
+        await asyncio.gather(*self._answering, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._answering.add(task)
         try:
-            status, body = await _respond(reader, report)
+            status, body = await _respond(reader, self._report)
             payload = json.dumps(body).encode() + b"\n"
             reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
             writer.write(
@@ -82,20 +98,28 @@ async def serve_health(
             await writer.drain()
         except (OSError, asyncio.TimeoutError):  # the prober went away: nothing to tell it
             pass
+        except asyncio.CancelledError:  # the endpoint closes
+            writer.transport.abort()
+            raise
         except Exception:  # a bug here must not end the worker: the probe sees no answer
             log.exception("the health endpoint failed to answer")
         finally:
+            self._answering.discard(task)
             writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
 
+
+async def serve_health(host: str, port: int, report: Callable[[], HealthReport]) -> HealthServer:
+    """Listen on ``host``:``port`` and answer probes from ``report()`` until closed;
+    WorkerError if the address cannot be had (in use, not this machine's)."""
+    served = HealthServer(report)
     try:
-        server = await asyncio.start_server(answer, host, port)
+        server = await asyncio.start_server(served._answer, host, port)
     except (OSError, OverflowError, ValueError) as exc:
         raise WorkerError(f"cannot serve health checks on {host}:{port}: {exc}") from exc
+    served._server = server
     bound = server.sockets[0].getsockname()[1] if server.sockets else port
     log.info("serving health checks on http://%s:%d/healthz and /readyz", host, bound)
-    return server
+    return served
 
 
 async def _respond(

@@ -338,8 +338,7 @@ class Worker:
                     for sig in signals:
                         self._loop.remove_signal_handler(sig)
                     if health is not None:
-                        health.close()
-                        await health.wait_closed()
+                        await health.close()
                     log.info("worker %s stopped after %d jobs", self.id, self.processed)
 
     async def _fetch_until_stopped(self, notifier: Notifier) -> None:

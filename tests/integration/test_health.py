@@ -147,13 +147,15 @@ async def test_a_healthy_worker_answers_200_on_both(apq: AsyncPgQueue) -> None:
         writer.write(b"hello\r\n\r\n")
         assert (await reader.read()).startswith(b"HTTP/1.1 400 ")
         writer.close()
-        # A client that connects and says nothing does not hold up the others.
-        _, silent = await asyncio.open_connection("127.0.0.1", port)
+        # A client that connects and says nothing holds up neither the others nor the stop
+        # (it would be dropped after 5 s: the stop takes less).
+        silent_reader, silent = await asyncio.open_connection("127.0.0.1", port)
         assert (await probe(port, "/healthz"))[0] == 200
-        silent.close()
     finally:
         apq.stop_working()
-        await working
+        await asyncio.wait_for(working, 4)
+    assert await asyncio.wait_for(silent_reader.read(), 1) == b""  # dropped, unanswered
+    silent.close()
     with pytest.raises(ConnectionRefusedError):  # the endpoint ends with the worker
         await probe(port, "/healthz")
 
