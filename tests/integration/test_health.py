@@ -63,7 +63,7 @@ class Proxy:
     refused) and brought back on the same port: the database out of reach, for real."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
+        self.target = (target_host, target_port)  # a host, or a Unix socket's directory
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -89,7 +89,11 @@ class Proxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            host, port = self.target
+            if host.startswith("/"):
+                up_reader, up_writer = await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}")
+            else:
+                up_reader, up_writer = await asyncio.open_connection(host, port)
         except OSError:
             writer.transport.abort()
             return
@@ -115,8 +119,6 @@ class Proxy:
 async def proxy(dsn: str) -> AsyncIterator[Proxy]:
     params = conninfo_to_dict(dsn)
     host = str(params.get("host") or "127.0.0.1")
-    if host.startswith("/"):
-        pytest.skip("the test server is reached through a Unix socket")
     running = Proxy(host, int(params.get("port") or 5432))
     await running.start()
     yield running
@@ -177,7 +179,8 @@ async def test_healthz_answers_503_while_the_database_is_out_of_reach(
             )
         )
         try:
-            await until(lambda: answers(port, "/healthz", 200), 20, "a healthy worker")
+            await until(lambda: answers(port, "/readyz", 200), 20, "a started worker")
+            assert (await probe(port, "/healthz"))[0] == 200
             await proxy.cut()
             await until(lambda: answers(port, "/healthz", 503), 20, "healthz to fail")
             status, body = await probe(port, "/healthz")
@@ -239,7 +242,18 @@ async def test_bad_health_ports_are_refused_before_any_work(apq: AsyncPgQueue) -
         in_use = taken.getsockname()[1]
         with pytest.raises(pgqueue.WorkerError, match=rf"cannot serve health checks on .*{in_use}"):
             await apq.work(health_port=in_use, health_host="127.0.0.1")
+        # The metrics' port is taken by the metrics: a clear error too, not a half-served worker.
+        shared = free_port()
+        with pytest.raises(pgqueue.WorkerError, match=rf"cannot serve health checks on .*{shared}"):
+            await apq.work(
+                metrics_port=shared,
+                metrics_host="127.0.0.1",
+                health_port=shared,
+                health_host="127.0.0.1",
+            )
     assert not apq.working
+    with socket.socket() as again:  # and the metrics server was closed with it
+        again.bind(("127.0.0.1", shared))
     # Nothing was claimed: a job sent now waits, and a worker can still start.
     handle = await noop.send()
     assert handle is not None
@@ -304,8 +318,8 @@ def test_a_pgqueue_worker_process_serves_them(dsn: str, schema: str, tmp_path: P
     try:
 
         async def check() -> None:
-            await until(lambda: answers(port, "/healthz", 200), 60, "the worker's /healthz")
-            assert (await probe(port, "/readyz"))[0] == 200
+            await until(lambda: answers(port, "/readyz", 200), 60, "the worker's /readyz")
+            assert (await probe(port, "/healthz"))[0] == 200
 
         asyncio.run(check())
         worker.send_signal(signal.SIGTERM)
