@@ -160,6 +160,7 @@ class Worker:
         self._last_error: str | None = None  # of the last statement that failed since
         self._fetching: asyncio.Task[None] | None = None
         self._toucher: asyncio.Task[None] | None = None
+        self._notifier_task: asyncio.Task[None] | None = None
         self._capture = capture_level(capture_logs)
         definitions = core.registry.definitions()
         if queues is not None:
@@ -301,14 +302,18 @@ class Worker:
             probe=lambda channel, payload: self._run(self._core.probe(channel, payload)),
             on_deaf=self._deaf,
         )
-        self._notifier_task: asyncio.Task[None] | None = None
         self._last_ok = self._time()  # the queues were just declared
         health = None
         if self._health_address is not None:  # first: a port in use fails before any work
             health = await serve_health(*self._health_address, self.health)
-        signals = self._install_signals() if install_signal_handlers else []
-        await self._completer.start()
-        await notifier.start()
+        try:
+            signals = self._install_signals() if install_signal_handlers else []
+            await self._completer.start()
+            await notifier.start()
+        except BaseException:
+            if health is not None:
+                await health.close()
+            raise
         self._notifier_task = notifier.task
         toucher = asyncio.create_task(self._heartbeat_loop.run(), name="pgqueue-heartbeat")
         self._toucher = toucher
