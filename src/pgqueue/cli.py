@@ -22,6 +22,7 @@ from ._async.queue import AsyncPgQueue
 from ._compat import run_loop
 from ._config import DSN_ENV, check_seconds
 from ._cron import label, next_slot
+from ._health import check_port
 from ._logs import configure
 from ._sync.queue import PgQueue
 from ._version import VERSION
@@ -196,6 +197,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-host",
         default="0.0.0.0",
         help="the address the metrics are served on (default: 0.0.0.0, every interface)",
+    )
+    worker.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="serve GET /healthz (200 while alive, else 503 saying why) and GET /readyz "
+        "(200 while taking jobs, 503 while starting or stopping) on this port",
+    )
+    worker.add_argument(
+        "--health-host",
+        default="0.0.0.0",
+        help="the address the health checks are served on (default: 0.0.0.0, every interface)",
+    )
+    worker.add_argument(
+        "--health-timeout",
+        type=float,
+        default=None,
+        help="seconds without a successful statement before /healthz answers 503 "
+        "(default: the longest of 30, three poll intervals and the heartbeat)",
     )
     pool_options(worker)
     prepare_option(worker)
@@ -443,6 +463,8 @@ def _app_connections(app: AsyncPgQueue | PgQueue, args: argparse.Namespace) -> N
 
 
 def _worker(args: argparse.Namespace) -> int:
+    if args.health_port is not None:  # before connecting: a bad port is refused at once
+        check_port("--health-port", args.health_port)
     app = load_app(args.app)
     _size_pool(app, args)
     _app_connections(app, args)
@@ -458,6 +480,10 @@ def _worker(args: argparse.Namespace) -> int:
     }
     if args.metrics_port is not None:
         options.update(metrics_port=args.metrics_port, metrics_host=args.metrics_host)
+    if args.health_port is not None:
+        options.update(health_port=args.health_port, health_host=args.health_host)
+    if args.health_timeout is not None:
+        options.update(health_timeout=args.health_timeout)
     if isinstance(app, PgQueue):
         with app:
             app.work(**options)

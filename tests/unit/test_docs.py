@@ -154,9 +154,9 @@ def test_the_queue_classes_properties_have_docstrings(cls: type) -> None:
 # -- the guides cite what exists ------------------------------------------------------------
 
 DOCS = ROOT / "docs"
-# Options the guides describe that another change brings; remove each once it is merged
-# (the test below fails when one exists, to say so).
-HEALTH_PENDING = {("worker", "--health-port")}
+# Options the guides describe that another change brings, as (command, option); the test
+# below fails once one exists, to say it should leave this set.
+PENDING: set[tuple[str, str]] = set()
 
 
 def _code(text: str) -> list[str]:
@@ -192,7 +192,7 @@ def _cited_commands() -> list[tuple[str, str, str]]:
     for page in sorted(DOCS.glob("*.md")):
         for code in _code(page.read_text()):
             for line in code.splitlines():
-                for command, rest in re.findall(_COMMAND, line):
+                for command, rest in re.findall(_COMMAND, line.split("#", 1)[0]):
                     options = re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", rest)
                     cited += [(page.name, command, option) for option in ["", *options]]
     return cited
@@ -207,8 +207,8 @@ def test_the_guides_cite_commands() -> None:
 def test_every_cited_command_and_option_exists(page: str, command: str, option: str) -> None:
     global_options, commands = _cli()
     assert command in commands, f"{page}: there is no 'pgqueue {command}'"
-    if (command, option) in HEALTH_PENDING:
-        assert option not in commands[command], f"{option} exists now: drop it from HEALTH_PENDING"
+    if (command, option) in PENDING:
+        assert option not in commands[command], f"{option} exists now: drop it from PENDING"
         return
     known = commands[command] | global_options
     assert not option or option in known, f"{page}: 'pgqueue {command}' has no {option}"
@@ -237,15 +237,16 @@ def test_every_cited_metric_exists(page: str) -> None:
     assert cited <= names, f"{page} cites metrics that do not exist: {sorted(cited - names)}"
 
 
-# Pages that also name the options of the benchmarks' scripts.
-BENCHMARK_PAGES = {"benchmarks.md", "scaling.md"}
+# Pages that also name other programs' options: the benchmarks' scripts, Django's
+# management commands.
+OTHER_PROGRAMS = {"benchmarks.md", "scaling.md", "django.md"}
 
 
 def _inline_options() -> list[tuple[str, str]]:
     """(page, option) for each ``--option`` an inline code span of a page names."""
     found = []
     for page in sorted(DOCS.glob("*.md")):
-        if page.name in BENCHMARK_PAGES:
+        if page.name in OTHER_PROGRAMS:
             continue
         text = re.sub(r"^ *```[^\n]*\n.*?^ *```", "", page.read_text(), flags=re.M | re.S)
         for span in re.findall(r"`([^`\n]+)`", text):
@@ -256,5 +257,5 @@ def _inline_options() -> list[tuple[str, str]]:
 @pytest.mark.parametrize(("page", "option"), _inline_options())
 def test_every_option_named_in_the_text_is_one_of_pgqueue(page: str, option: str) -> None:
     global_options, commands = _cli()
-    known = global_options.union(*commands.values(), (o for _, o in HEALTH_PENDING))
+    known = global_options.union(*commands.values(), (o for _, o in PENDING))
     assert option in known, f"{page} names {option}, which no pgqueue command takes"
