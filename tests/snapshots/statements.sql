@@ -191,6 +191,14 @@ SELECT ARRAY(SELECT name FROM missing ORDER BY name) AS missing,
     ARRAY(SELECT nextval('"pgqueue".job_id_seq') FROM generate_series(1, %(count)s)
           WHERE NOT (SELECT no FROM refused)) AS ids;
 
+-- name: job_due_order
+SELECT j.id, j.name, q.paused
+FROM "pgqueue".job j JOIN "pgqueue".queue q ON q.name = j.name
+WHERE (j.name = ANY(%(names)s::text[]) OR j.name ~ ANY(%(patterns)s::text[]))
+    AND j.state < 'active' AND j.start_after <= "pgqueue".clock()
+ORDER BY j.priority DESC, j.start_after, j.id
+LIMIT %(limit)s;
+
 -- name: job_edge_prune
 DELETE FROM "pgqueue".job_edge e
 WHERE (e.parent_id, e.job_id) IN (
