@@ -6,7 +6,7 @@ now, one at a time in claim order (the jobs those send too), and report each run
 backoff, cron slots and expiry come due at once; :func:`assert_sent` and
 :func:`sent_jobs` check what was sent. Without a database, :func:`eager` makes ``send``
 run the handler at once. :func:`bind` points an application's queue object at a test's
-schema; the pytest plugin (:mod:`pgqueue.testing.plugin`, installed with pgqueue) gives
+schema; the pytest plugin (module ``pgqueue_pytest``, installed with pgqueue) gives
 fixtures built on it.
 """
 

@@ -2,7 +2,8 @@
 application's queue object started on it. Installed with pgqueue (entry point ``pgqueue``
 of ``pytest11``) and inert: it adds command-line and ini options and fixtures named
 ``pgqueue_*``, none of them autouse, so nothing happens (no server, no connection) unless
-a test asks for one. See docs/testing.md.
+a test asks for one. A module of its own, outside the pgqueue package, so that loading it
+imports nothing of pgqueue until a fixture is used. See docs/testing.md.
 
 - ``pgqueue_dsn`` (session): the server: ``--pgqueue-dsn``, else
   ``$PGQUEUE_TEST_DATABASE_URL``, else the embedded PostgreSQL, started once.
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .. import AsyncPgQueue, PgQueue
+    from pgqueue import AsyncPgQueue, PgQueue
 
 DSN_ENV = "PGQUEUE_TEST_DATABASE_URL"
 
@@ -51,7 +52,7 @@ def pgqueue_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
     if configured:
         yield configured
         return
-    from .._embedded import start_embedded
+    from pgqueue._embedded import start_embedded
 
     server = start_embedded(database="pgqueue_test")
     try:
@@ -80,7 +81,7 @@ def pgqueue_app(request: pytest.FixtureRequest) -> AsyncPgQueue | PgQueue | None
     spec = request.config.getoption("--pgqueue-app") or request.config.getini("pgqueue_app")
     if not spec:
         return None
-    from ..cli import load_app
+    from pgqueue.cli import load_app
 
     return load_app(str(spec))
 
@@ -91,8 +92,8 @@ def pgqueue_queue(
 ) -> Iterator[PgQueue]:
     """The application's PgQueue (``pgqueue_app``), or a new one if there is none, pointed
     at this test's schema and started (no background maintenance: ``drain`` runs it)."""
-    from .. import AsyncPgQueue, PgQueue
-    from ._bind import bind
+    from pgqueue import AsyncPgQueue, PgQueue
+    from pgqueue.testing import bind
 
     if isinstance(pgqueue_app, AsyncPgQueue):
         raise pytest.UsageError("pgqueue_app is an AsyncPgQueue: use the pgqueue_aqueue fixture")
@@ -106,8 +107,8 @@ def pgqueue_queue(
 
 
 async def _aqueue(app: Any, dsn: str, schema: str) -> AsyncIterator[AsyncPgQueue]:
-    from .. import AsyncPgQueue, PgQueue
-    from ._bind import bind
+    from pgqueue import AsyncPgQueue, PgQueue
+    from pgqueue.testing import bind
 
     if isinstance(app, PgQueue):
         raise pytest.UsageError("pgqueue_app is a PgQueue: use the pgqueue_queue fixture")
