@@ -63,15 +63,13 @@ def pgqueue_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def pgqueue_schema(pgqueue_dsn: str) -> Iterator[str]:
-    """A fresh schema name for this test (the queue object started on it creates it);
-    the schema is dropped afterwards."""
-    import psycopg
-    from psycopg import sql
+    """A fresh schema's name for this test (created by ``pgqueue_queue`` and
+    ``pgqueue_aqueue``, or by the queue object a test starts on it); dropped afterwards."""
+    from pgqueue.testing import drop_schema
 
     name = f"pgqueue_test_{uuid.uuid4().hex[:12]}"
     yield name
-    with psycopg.connect(pgqueue_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+    drop_schema(pgqueue_dsn, name)
 
 
 @pytest.fixture
@@ -93,11 +91,12 @@ def pgqueue_queue(
     """The application's PgQueue (``pgqueue_app``), or a new one if there is none, pointed
     at this test's schema and started (no background maintenance: ``drain`` runs it)."""
     from pgqueue import AsyncPgQueue, PgQueue
-    from pgqueue.testing import bind
+    from pgqueue.testing import bind, create_schema
 
     if isinstance(pgqueue_app, AsyncPgQueue):
         raise pytest.UsageError("pgqueue_app is an AsyncPgQueue: use the pgqueue_aqueue fixture")
     queue = pgqueue_app or PgQueue(pgqueue_dsn, schema=pgqueue_schema, maintenance=False)
+    create_schema(pgqueue_dsn, pgqueue_schema, partition=queue._partition)
     with bind(queue, pgqueue_dsn, pgqueue_schema):
         queue.start()
         try:
@@ -108,11 +107,12 @@ def pgqueue_queue(
 
 async def _aqueue(app: Any, dsn: str, schema: str) -> AsyncIterator[AsyncPgQueue]:
     from pgqueue import AsyncPgQueue, PgQueue
-    from pgqueue.testing import bind
+    from pgqueue.testing import bind, create_schema
 
     if isinstance(app, PgQueue):
         raise pytest.UsageError("pgqueue_app is a PgQueue: use the pgqueue_queue fixture")
     queue = app or AsyncPgQueue(dsn, schema=schema, maintenance=False)
+    create_schema(dsn, schema, partition=queue._partition)
     with bind(queue, dsn, schema):
         await queue.start()
         try:

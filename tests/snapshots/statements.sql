@@ -1135,6 +1135,12 @@ RETURNING name;
 -- name: schema_create
 CREATE SCHEMA IF NOT EXISTS "pgqueue";
 
+-- name: schema_create_new
+CREATE SCHEMA "pgqueue";
+
+-- name: schema_drop
+DROP SCHEMA IF EXISTS "pgqueue" CASCADE;
+
 -- name: schema_exists
 SELECT to_regnamespace('"pgqueue"') IS NOT NULL AS exists;
 
@@ -1174,6 +1180,10 @@ SELECT max(version) AS version FROM "pgqueue".version;
 
 -- name: version_insert
 INSERT INTO "pgqueue".version (version, name) VALUES (%(version)s, %(name)s);
+
+-- name: version_insert_many
+INSERT INTO "pgqueue".version (version, name)
+SELECT * FROM unnest(%(versions)s::integer[], %(names)s::text[]);
 
 -- name: version_table_exists
 SELECT to_regclass('"pgqueue".version') IS NOT NULL AS exists;

@@ -14,6 +14,7 @@ from ._bind import bind
 from ._drain import aadvance, adrain, advance, drain
 from ._eager import EagerError, EagerJobs, eager
 from ._results import Drained, DrainError, DrainTimeoutError, Run, RunFailedError
+from ._schemas import create_schema, drop_schema
 from ._sent import ANY, aassert_sent, asent_jobs, assert_sent, matches, sent_jobs
 
 __all__ = [
@@ -32,7 +33,9 @@ __all__ = [
     "asent_jobs",
     "assert_sent",
     "bind",
+    "create_schema",
     "drain",
+    "drop_schema",
     "eager",
     "matches",
     "sent_jobs",
