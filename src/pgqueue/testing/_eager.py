@@ -120,10 +120,12 @@ class _Eager:
             )
         definition = core.registry.find(name)
         if definition is None:
-            raise QueueNotFoundError(
+            missing = QueueNotFoundError(name)
+            missing.args = (
                 f"queue {name!r} has no handler registered: eager mode knows only the queues "
-                "of registered handlers"
+                "of registered handlers",
             )
+            raise missing
         retry_limit = record.get(
             "retry_limit", definition.queue_options.get("retry_limit", _DEFAULT_RETRY_LIMIT)
         )
