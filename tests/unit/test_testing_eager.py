@@ -244,3 +244,18 @@ def test_a_started_object_or_anything_else_is_refused() -> None:
         pass
     with pytest.raises(pgqueue.InvalidInputError), eager(make_queue(), max_runs=0):
         pass
+
+
+def test_a_snoozed_job_runs_again_at_once() -> None:
+    pq = pgqueue.PgQueue(NOWHERE)
+
+    @pq.job("patient")
+    def patient(data: Any, job: pgqueue.RunningJob) -> int:
+        if job.attempt < 3:
+            job.snooze(3600)
+        return job.attempt
+
+    with eager(pq) as jobs:
+        pq.send("patient")
+    assert [r.outcome for r in jobs.runs] == ["snoozed", "snoozed", "completed"]
+    assert jobs.job(1).retry_count == 0 and jobs.outputs() == [3]
