@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 import pgqueue
@@ -351,3 +352,89 @@ def test_bind_points_an_application_object_at_a_schema_and_back(dsn: str, schema
                 bind(app, dsn, schema).__enter__()
         finally:
             app.stop()
+
+
+def test_jobs_a_queues_limits_hold_back_are_left_and_reported(pq: pgqueue.PgQueue) -> None:
+    @pq.job("limited")
+    def limited(data: int) -> int:
+        return data
+
+    pq.create_queue("limited", concurrency=1)
+    pq.update_queue("limited", concurrency=1)
+    first = pq.send("limited", 1)
+    (running,) = pq.fetch("limited")  # another worker runs one: the limit is reached
+    assert running.id == first
+    second = pq.send("limited", 2)
+    drained = drain(pq)
+    assert len(drained) == 0 and drained.held == [second]
+    pq.complete(running)
+    assert drain(pq).outputs() == [2]
+
+
+def test_pattern_handlers_serve_the_queues_they_match(pq: pgqueue.PgQueue) -> None:
+    @pq.job("emails.*")
+    def emails(data: str, job: pgqueue.RunningJob) -> str:
+        return f"{job.name}: {data}"
+
+    pq.create_queue("emails.welcome")
+    pq.create_queue("other")
+    pq.send("emails.welcome", "hi")
+    pq.send("other", "not mine")
+    drained = drain(pq)
+    assert drained.outputs() == ["emails.welcome: hi"]
+    assert drained.held == []  # a queue without a handler is none of the drain's business
+
+
+def test_a_connection_killed_under_a_handler_does_not_lose_its_outcome(
+    pq: pgqueue.PgQueue, conn: psycopg.Connection[Any]
+) -> None:
+    @pq.job("killer")
+    def killer(data: Any) -> str:
+        # Every connection of the queue object (the pool the drain writes through).
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND application_name = 'pgqueue'"
+        ).fetchone()
+        assert killed is not None and killed[0] >= 1
+        return "survived"
+
+    @pq.job("next")
+    def next_job(data: Any) -> str:
+        return "next"
+
+    pq.send("killer", priority=1)
+    pq.send("next")
+    drained = drain(pq)
+    assert drained.outputs() == ["survived", "next"]
+
+
+def test_drain_needs_a_started_queue_of_the_right_flavour(
+    dsn: str, schema: str, apq: pgqueue.AsyncPgQueue
+) -> None:
+    idle = pgqueue.PgQueue(dsn, schema=schema)
+
+    @idle.job("x")
+    def x(data: Any) -> None:
+        return None
+
+    with pytest.raises(pgqueue.PgQueueError, match="not started"):
+        drain(idle)
+    with pytest.raises(InvalidInputError, match="adrain"):
+        drain(apq)  # type: ignore[arg-type]
+    for absurd in (float("inf"), float("nan"), 10**12, "1"):
+        with pytest.raises(InvalidInputError):
+            advance(idle, absurd)  # type: ignore[arg-type]
+
+
+def test_an_output_that_is_not_json_fails_the_run_without_retry(pq: pgqueue.PgQueue) -> None:
+    @pq.job("odd", retry_limit=3)
+    def odd(data: Any) -> object:
+        return object()
+
+    drained_id = pq.send("odd")
+    drained = drain(pq)
+    assert [(r.id, r.outcome, r.state) for r in drained] == [
+        (drained_id, "failed", JobState.failed)
+    ]
+    assert "not JSON" in str(drained.runs[0].error)

@@ -33,6 +33,8 @@ T = TypeVar("T")
 # Jobs a drain looks at per round to choose the next one (those of paused queues, or of
 # queues whose limits hold them back, are skipped).
 _LOOK_AHEAD = 1000
+# The farthest advance() moves the clock at once (the clock refuses more than a century).
+MAX_CLOCK_MOVE = 100 * 365 * 86400
 # Seconds a timed-out handler gets to honour its cancellation before the drain moves on.
 _CANCEL_GRACE = 1.0
 
@@ -349,7 +351,11 @@ def _steps(by: float | timedelta, step: float | timedelta | None) -> list[timede
 
 
 def _seconds(what: str, value: object) -> timedelta:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not abs(value) <= MAX_CLOCK_MOVE  # NaN fails this too
+    ):
         raise InvalidInputError(f"{what} must be seconds or a timedelta, got {value!r}")
     return timedelta(seconds=value)
 
