@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 import pgqueue
 from pgqueue import JobState
@@ -386,15 +387,20 @@ def test_pattern_handlers_serve_the_queues_they_match(pq: pgqueue.PgQueue) -> No
 
 
 def test_a_connection_killed_under_a_handler_does_not_lose_its_outcome(
-    pq: pgqueue.PgQueue, conn: psycopg.Connection[Any]
+    dsn: str, schema: str, conn: psycopg.Connection[Any]
 ) -> None:
+    name = f"drained_{schema}"
+    pq = pgqueue.PgQueue(
+        make_conninfo(dsn, application_name=name), schema=schema, maintenance=False
+    )
+
     @pq.job("killer")
     def killer(data: Any) -> str:
         # Every connection of the queue object (the pool the drain writes through).
         killed = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND application_name = 'pgqueue'"
+            "WHERE application_name = %s",
+            (name,),
         ).fetchone()
         assert killed is not None and killed[0] >= 1
         return "survived"
@@ -403,9 +409,10 @@ def test_a_connection_killed_under_a_handler_does_not_lose_its_outcome(
     def next_job(data: Any) -> str:
         return "next"
 
-    pq.send("killer", priority=1)
-    pq.send("next")
-    drained = drain(pq)
+    with pq:
+        pq.send("killer", priority=1)
+        pq.send("next")
+        drained = drain(pq)
     assert drained.outputs() == ["survived", "next"]
 
 
