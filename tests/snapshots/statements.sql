@@ -859,6 +859,9 @@ RETURNING version;
 -- name: maintenance_lock
 SELECT pg_try_advisory_xact_lock(hashtext('pgqueue.maintain.pgqueue')) AS locked;
 
+-- name: name_plain
+SELECT quote_ident(%(name)s) = %(name)s AS plain;
+
 -- name: queue_create
     INSERT INTO "pgqueue".queue (name, policy, retry_limit, retry_delay, retry_backoff,
         retry_delay_max, expire_in, heartbeat_seconds, retention, delete_after,

@@ -27,6 +27,8 @@ class UpkeepStatements:
     schema_create = Template("CREATE SCHEMA IF NOT EXISTS {schema}")
     schema_create_new = Template("CREATE SCHEMA {schema}")
     schema_drop = Template("DROP SCHEMA IF EXISTS {schema} CASCADE")
+    # Whether SQL writes a name without quotes (pg_dump does then).
+    name_plain = Template("SELECT quote_ident(%(name)s) = %(name)s AS plain")
     version_create = Template("""
         CREATE TABLE IF NOT EXISTS {schema}.version (
             version integer PRIMARY KEY,
