@@ -3,6 +3,7 @@ objects here point at a server that does not exist, and are never started)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -259,3 +260,35 @@ def test_a_snoozed_job_runs_again_at_once() -> None:
         pq.send("patient")
     assert [r.outcome for r in jobs.runs] == ["snoozed", "snoozed", "completed"]
     assert jobs.job(1).retry_count == 0 and jobs.outputs() == [3]
+
+
+async def test_concurrent_sends_each_return_once_their_job_ran() -> None:
+    apq = pgqueue.AsyncPgQueue(NOWHERE)
+
+    @apq.job("slow")
+    async def slow(data: int) -> int:
+        await asyncio.sleep(0)  # lets the other sends in
+        if data == 0:
+            await apq.send("slow", 100)
+        return data
+
+    with eager(apq) as jobs:
+        handles = await asyncio.gather(*(apq.send("slow", i) for i in range(3)))
+        assert [await h.result() for h in handles if h is not None] == [0, 1, 2]
+        assert sorted(jobs.outputs()) == [0, 1, 2, 100]
+
+
+def test_a_keyboard_interrupt_in_a_handler_is_not_swallowed() -> None:
+    pq = pgqueue.PgQueue(NOWHERE)
+
+    @pq.job("interrupted")
+    def interrupted(data: bool) -> bool:
+        if data:
+            raise KeyboardInterrupt
+        return data
+
+    with eager(pq) as jobs:
+        with pytest.raises(KeyboardInterrupt):
+            pq.send("interrupted", True)
+        pq.send("interrupted", False)  # eager mode works on
+    assert jobs.outputs() == [False]

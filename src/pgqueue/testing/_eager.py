@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import inspect
 import itertools
@@ -53,6 +54,10 @@ _REFUSED_OPTIONS = {
 _DEFAULT_RETRY_LIMIT = 2
 
 _active: dict[int, EagerJobs] = {}
+# True while a handler runs (in its context): its sends run after it returns.
+_IN_HANDLER: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "pgqueue_eager_in_handler", default=False
+)
 
 
 class EagerError(PgQueueError):
@@ -101,6 +106,7 @@ class _Eager:
         self._ids = itertools.count(1)
         self._pending: list[Job] = []
         self._working = False
+        self._turn: asyncio.Lock | None = None  # concurrent sends of the async flavour
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -143,6 +149,17 @@ class _Eager:
     def hold(self, jobs: list[Job]) -> None:
         self.records.jobs += jobs
         self._pending += jobs
+
+    async def work_after(self) -> None:
+        """Run what was held, unless a handler sent it (it runs after that handler
+        returns); a send concurrent with another's work waits for it to end, so that its
+        job has run when it returns."""
+        if _IN_HANDLER.get():
+            return
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        async with self._turn:
+            await self.work()
 
     async def work(self) -> None:
         """Run held jobs (and those they send) until none is left, unless a run is under
@@ -187,10 +204,14 @@ class _Eager:
         terminal = False
         try:
             args, kwargs = definition.call_args(running)
-            if definition.is_async:
-                value = await self.call_async(definition.func(*args, **kwargs))
-            else:
-                value = definition.func(*args, **kwargs)
+            token = _IN_HANDLER.set(True)
+            try:
+                if definition.is_async:
+                    value = await self.call_async(definition.func(*args, **kwargs))
+                else:
+                    value = definition.func(*args, **kwargs)
+            finally:
+                _IN_HANDLER.reset(token)
             output = json.loads(encode_json(value, "output"))
         except InvalidPayloadError as exc:  # bad data for its model, or an output not JSON
             raised, terminal = exc, True
@@ -276,7 +297,7 @@ class _Eager:
         async def send(name: str, data: Any = None, *, conn: Any = None, **options: Any) -> Any:
             job = self.enqueue(name, data, options, conn)
             self.hold([job])
-            await self.work()
+            await self.work_after()
             return self._handle(job.id)
 
         async def send_after(
@@ -287,7 +308,7 @@ class _Eager:
         async def insert(jobs: Iterable[Mapping[str, Any]], *, conn: Any = None) -> list[int]:
             held = self._batch(jobs, conn)
             self.hold(held)
-            await self.work()
+            await self.work_after()
             return [j.id for j in held]
 
         async def result(job: Any, *, timeout: float | None = None) -> Any:
