@@ -292,3 +292,21 @@ def test_a_keyboard_interrupt_in_a_handler_is_not_swallowed() -> None:
             pq.send("interrupted", True)
         pq.send("interrupted", False)  # eager mode works on
     assert jobs.outputs() == [False]
+
+
+def test_a_queue_without_a_handler_here_records_its_jobs_without_running_them() -> None:
+    pq = make_queue()
+    with eager(pq) as jobs:
+        assert pq.create_queue("billing.export", retry_limit=5) is True
+        assert pq.create_queue("billing.export") is False
+        assert pq.create_queue("orders.receipt") is False  # its handler's queue
+        with pytest.raises(InvalidOptionError, match="retry_limit"):
+            pq.create_queue("billing.other", retry_limit=-1)
+        handle = pq.send("billing.export", {"month": 5})
+        assert handle is not None
+        (job,) = assert_sent(pq, "billing.export", {"month": 5})
+        assert job.state is JobState.created and jobs.runs == []
+        with pytest.raises(EagerError, match="has no handler here"):
+            handle.result()
+        with pytest.raises(QueueNotFoundError, match="create_queue made"):
+            pq.send("billing.other")

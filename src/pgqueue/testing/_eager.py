@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from .._async.queue import AsyncPgQueue
 from .._async.results import AsyncJobHandle
 from .._base import QueueBase
+from .._config import check_name
 from .._executor import RunningJob, Snooze
 from .._payload import encode_json, error_output
 from .._sync.queue import PgQueue
@@ -27,7 +28,7 @@ from ..errors import (
     PgQueueError,
     QueueNotFoundError,
 )
-from ..models import Job, JobState
+from ..models import Job, JobState, QueueOptions, parse_options
 from ._drain import blocking
 from ._results import Drained, Run, RunFailedError
 
@@ -38,7 +39,9 @@ T = TypeVar("T")
 
 # What eager mode does itself; the methods that need no database (registering handlers)
 # are left alone; every other public method raises EagerError.
-_EMULATED = frozenset({"send", "send_after", "insert", "result", "get_job_by_id", "start", "stop"})
+_EMULATED = frozenset(
+    {"send", "send_after", "insert", "result", "get_job_by_id", "create_queue", "start", "stop"}
+)
 _UNTOUCHED = frozenset({"job", "cron", "on", "add_monitor", "stop_working"})
 # Options whose meaning needs the database (uniqueness across jobs, other jobs' ends, a
 # queue to move to): refused rather than ignored.
@@ -106,16 +109,14 @@ class _Eager:
         self._ids = itertools.count(1)
         self._pending: list[Job] = []
         self._working = False
+        self.queues: set[str] = set()  # made by create_queue (no handler here)
         self._turn: asyncio.Lock | None = None  # concurrent sends of the async flavour
 
     # -- sending -----------------------------------------------------------------------------
 
     def enqueue(self, name: str, data: Any, options: dict[str, Any], conn: Any) -> Job:
         """Validate a send as the real one does and hold its job to run."""
-        if conn is not None:
-            raise EagerError(
-                "conn= sends in your transaction, which needs the database: eager mode has none"
-            )
+        _no_conn(conn)
         core = self.queue._core
         record, payload = core.job_record(name, data, options)
         refused = sorted(set(record) & set(_REFUSED_OPTIONS))
@@ -125,15 +126,16 @@ class _Eager:
                 f"(option {refused[0]!r}): test it on a database with drain()"
             )
         definition = core.registry.find(name)
-        if definition is None:
+        if definition is None and name not in self.queues:
             missing = QueueNotFoundError(name)
             missing.args = (
                 f"queue {name!r} has no handler registered: eager mode knows only the queues "
-                "of registered handlers",
+                "of registered handlers and those create_queue made",
             )
             raise missing
+        queue_options = {} if definition is None else definition.queue_options
         retry_limit = record.get(
-            "retry_limit", definition.queue_options.get("retry_limit", _DEFAULT_RETRY_LIMIT)
+            "retry_limit", queue_options.get("retry_limit", _DEFAULT_RETRY_LIMIT)
         )
         job = Job(
             id=next(self._ids),
@@ -147,8 +149,20 @@ class _Eager:
         return job
 
     def hold(self, jobs: list[Job]) -> None:
+        """Record sent jobs; those with a handler are to run (the others wait, as for a
+        worker of another application)."""
         self.records.jobs += jobs
-        self._pending += jobs
+        self._pending += [j for j in jobs if j.name in self.queue._core.registry]
+
+    def create_queue(self, name: str, options: dict[str, Any]) -> bool:
+        """Know queue ``name`` (checked as create_queue checks it): jobs sent to it without
+        a handler are recorded, not run."""
+        check_name(name)
+        parse_options(QueueOptions, dict(options))
+        if name in self.queues or name in self.queue._core.registry:
+            return False
+        self.queues.add(name)
+        return True
 
     async def work_after(self) -> None:
         """Run what was held, unless a handler sent it (it runs after that handler
@@ -252,6 +266,10 @@ class _Eager:
             return found.output
         if found.state.finished:
             raise JobFailedError(found.id, found.name, found.state, found.output)
+        if found.name not in self.queue._core.registry:
+            raise EagerError(
+                f"job {found.id} ({found.name}) has not run yet: its queue has no handler here"
+            )
         raise EagerError(
             f"job {found.id} ({found.name}) has not run yet: in eager mode the jobs a "
             "handler sends run after it returns"
@@ -317,6 +335,10 @@ class _Eager:
         async def get_job_by_id(id: int, *, conn: Any = None) -> Job | None:
             return self.get_job_by_id(id)
 
+        async def create_queue(name: str, *, conn: Any = None, **options: Any) -> bool:
+            _no_conn(conn)
+            return self.create_queue(name, options)
+
         async def start() -> Any:
             return self.queue
 
@@ -329,6 +351,7 @@ class _Eager:
             "insert": insert,
             "result": result,
             "get_job_by_id": get_job_by_id,
+            "create_queue": create_queue,
             "start": start,
             "stop": stop,
         }
@@ -357,6 +380,10 @@ class _Eager:
         def get_job_by_id(id: int, *, conn: Any = None) -> Job | None:
             return self.get_job_by_id(id)
 
+        def create_queue(name: str, *, conn: Any = None, **options: Any) -> bool:
+            _no_conn(conn)
+            return self.create_queue(name, options)
+
         def start() -> Any:
             return self.queue
 
@@ -369,9 +396,17 @@ class _Eager:
             "insert": insert,
             "result": result,
             "get_job_by_id": get_job_by_id,
+            "create_queue": create_queue,
             "start": start,
             "stop": stop,
         }
+
+
+def _no_conn(conn: object) -> None:
+    if conn is not None:
+        raise EagerError(
+            "conn= works in your transaction, which needs the database: eager mode has none"
+        )
 
 
 def _drive(coro: Coroutine[Any, Any, T]) -> T:
