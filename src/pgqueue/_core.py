@@ -446,6 +446,16 @@ class Core:
         rows.sort(key=_claim_order)
         return [factory(r) for r in rows]
 
+    def due_order(
+        self, names: list[str], patterns: list[str], limit: int
+    ) -> Plan[list[tuple[int, str, bool]]]:
+        """Plan: up to ``limit`` jobs due now in the queues named or matching ``patterns``
+        (POSIX regular expressions), in claim order across them: (id, queue, paused)."""
+        rows = yield Stmt(
+            self.sql.job_due_order, {"names": names, "patterns": patterns, "limit": limit}
+        )
+        return [(r["id"], r["name"], r["paused"]) for r in rows]
+
     def queue_rules(
         self, names: list[str], patterns: list[str] | None = None
     ) -> Plan[tuple[dict[str, QueueRules], set[str]]]:

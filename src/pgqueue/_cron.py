@@ -189,6 +189,12 @@ class Schedules:
             )
         self.synced = False
 
+    def rewrite(self) -> None:
+        """Write the schedules declared in code again at the next start (the queue object
+        now points at another schema)."""
+        self.sql = self._core.sql
+        self.synced = not self._declared
+
     def write_declared(self) -> Plan[None]:
         """Plan: upsert the schedules declared in code; delete code schedules no longer
         declared (only when this application declares any, so a process that imports no

@@ -32,6 +32,7 @@ from .errors import MigrationError
 __all__ = [
     "Migration",
     "MigrationStatus",
+    "create_plan",
     "latest_version",
     "load_migrations",
     "migrate_plan",
@@ -198,6 +199,36 @@ def migrate_plan(
     except BaseException:
         yield Stmt(stmts.rollback)
         raise
+
+
+def create_plan(stmts: Statements, *, partition: bool | None = None) -> Plan[list[int]]:
+    """Plan: create schema ``stmts.schema`` (which must not exist) at the latest version,
+    every migration in one transaction sent at once: faster than :func:`migrate_plan`
+    when nothing is there to upgrade (a test's fresh schema, see pgqueue.testing).
+    ``partition`` as in :func:`migrate_plan`. Raises MigrationError, leaving nothing, if
+    the schema exists or a migration fails. Runs on an autocommit connection."""
+    partition = resolve_partition(partition)
+    migrations = load_migrations()
+    texts = [stmts.schema_create_new, stmts.version_create]
+    for migration in migrations:
+        texts.append(stmts.migration(migration.text))
+        if partition and migration.version == 1:
+            texts.append(stmts.migration(partitioned_layout()))
+    yield Stmt(stmts.begin)
+    try:
+        yield Stmt(";\n".join(texts))
+        yield Stmt(
+            stmts.version_insert_many,
+            {"versions": [m.version for m in migrations], "names": [m.name for m in migrations]},
+        )
+    except psycopg.Error as exc:
+        yield Stmt(stmts.rollback)
+        raise MigrationError(f"creating schema {stmts.schema} failed: {exc}") from exc
+    except BaseException:
+        yield Stmt(stmts.rollback)
+        raise
+    yield Stmt(stmts.commit)
+    return [m.version for m in migrations]
 
 
 _OWNER_HINT = (

@@ -196,6 +196,11 @@ class Registry:
         """The definitions whose queues have not been declared in the database yet."""
         return list(self._undeclared)
 
+    def redeclare(self) -> None:
+        """Mark every definition undeclared: its queue is to be declared again (the queue
+        object now points at another schema)."""
+        self._undeclared = [d for d in self._definitions.values() if not d.is_pattern]
+
     def declared(self, definitions: list[JobDefinition]) -> None:
         """Mark definitions declared (their declaration committed)."""
         done = {id(d) for d in definitions}

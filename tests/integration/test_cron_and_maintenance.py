@@ -14,16 +14,7 @@ from psycopg import sql
 
 import pgqueue
 from pgqueue import AsyncPgQueue, MaintenanceSettings, PgQueue
-
-
-def jobs_of(conn: psycopg.Connection[Any], schema: str, name: str) -> list[tuple[Any, ...]]:
-    return conn.execute(
-        sql.SQL(
-            "SELECT id, data FROM {0}.job WHERE name = %s "
-            "UNION ALL SELECT id, data FROM {0}.archive WHERE name = %s ORDER BY 1"
-        ).format(sql.Identifier(schema)),
-        (name, name),
-    ).fetchall()
+from pgqueue.testing import asent_jobs
 
 
 async def test_three_instances_for_a_simulated_hour(
@@ -60,10 +51,10 @@ async def test_three_instances_for_a_simulated_hour(
             for job in await instances[0].fetch("every-minute", 10):
                 assert await instances[0].complete(job.id) == [job.id]
                 completed[job.id] += 1
-    minute_jobs = jobs_of(conn, schema, "every-minute")
-    quarter_jobs = jobs_of(conn, schema, "quarterly")
+        minute_jobs = await asent_jobs(instances[0], "every-minute")
+        quarter_jobs = await asent_jobs(instances[0], "quarterly")
     assert len(minute_jobs) == 60  # one job per slot of the hour
-    assert {tuple(j[1].items()) for j in minute_jobs} == {(("kind", "minute"),)}
+    assert {tuple(j.data.items()) for j in minute_jobs} == {(("kind", "minute"),)}
     assert len(quarter_jobs) == 4
     assert max(completed.values()) == 1
     archive_rows = conn.execute(

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 import pgqueue
 from pgqueue import JobState, PgQueue
+from pgqueue.testing import aadvance, adrain
 
 
 def test_find_jobs_by_queue_state_key_group_and_data_page_by_page(pq: PgQueue) -> None:
@@ -146,12 +147,15 @@ async def test_a_snoozed_job_waits_its_delay(apq: pgqueue.AsyncPgQueue) -> None:
 
     job_id = await later.send(None)
     assert job_id is not None
-    await apq.work(until_empty=True)
+    drained = await adrain(apq)
+    assert [(r.outcome, r.state) for r in drained] == [("snoozed", JobState.retry)]
     job = await apq.get_job_by_id(job_id)
     assert job is not None and job.state is JobState.retry and job.attempt == 1
     assert job.start_after is not None and job.created_at is not None
     assert job.start_after - job.created_at >= timedelta(minutes=59)
     assert await apq.fetch("later") == []
+    assert len(await aadvance(apq, 3500)) == 0
+    assert [(r.attempt, r.outcome) for r in await aadvance(apq, 200)] == [(2, "snoozed")]
 
 
 def test_upsert_gives_the_waiting_job_of_a_key_the_latest_data(pq: PgQueue) -> None:

@@ -191,6 +191,14 @@ SELECT ARRAY(SELECT name FROM missing ORDER BY name) AS missing,
     ARRAY(SELECT nextval('"pgqueue".job_id_seq') FROM generate_series(1, %(count)s)
           WHERE NOT (SELECT no FROM refused)) AS ids;
 
+-- name: job_due_order
+SELECT j.id, j.name, q.paused
+FROM "pgqueue".job j JOIN "pgqueue".queue q ON q.name = j.name
+WHERE (j.name = ANY(%(names)s::text[]) OR j.name ~ ANY(%(patterns)s::text[]))
+    AND j.state < 'active' AND j.start_after <= "pgqueue".clock()
+ORDER BY j.priority DESC, j.start_after, j.id
+LIMIT %(limit)s;
+
 -- name: job_edge_prune
 DELETE FROM "pgqueue".job_edge e
 WHERE (e.parent_id, e.job_id) IN (
@@ -851,6 +859,9 @@ RETURNING version;
 -- name: maintenance_lock
 SELECT pg_try_advisory_xact_lock(hashtext('pgqueue.maintain.pgqueue')) AS locked;
 
+-- name: name_plain
+SELECT quote_ident(%(name)s) = %(name)s AS plain;
+
 -- name: queue_create
     INSERT INTO "pgqueue".queue (name, policy, retry_limit, retry_delay, retry_backoff,
         retry_delay_max, expire_in, heartbeat_seconds, retention, delete_after,
@@ -1127,6 +1138,12 @@ RETURNING name;
 -- name: schema_create
 CREATE SCHEMA IF NOT EXISTS "pgqueue";
 
+-- name: schema_create_new
+CREATE SCHEMA "pgqueue";
+
+-- name: schema_drop
+DROP SCHEMA IF EXISTS "pgqueue" CASCADE;
+
 -- name: schema_exists
 SELECT to_regnamespace('"pgqueue"') IS NOT NULL AS exists;
 
@@ -1166,6 +1183,10 @@ SELECT max(version) AS version FROM "pgqueue".version;
 
 -- name: version_insert
 INSERT INTO "pgqueue".version (version, name) VALUES (%(version)s, %(name)s);
+
+-- name: version_insert_many
+INSERT INTO "pgqueue".version (version, name)
+SELECT * FROM unnest(%(versions)s::integer[], %(names)s::text[]);
 
 -- name: version_table_exists
 SELECT to_regclass('"pgqueue".version') IS NOT NULL AS exists;

@@ -265,6 +265,17 @@ class JobStatements:
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED))
         {CLAIM_RETURNING}""")
+    # The jobs due now in the queues named or matching a pattern (POSIX regular
+    # expressions), in the order a fetch claims them (priority, due time, age) across those
+    # queues, with whether their queue is paused: the order pgqueue.testing's drain runs
+    # them in, one at a time.
+    job_due_order = Template("""
+        SELECT j.id, j.name, q.paused
+        FROM {schema}.job j JOIN {schema}.queue q ON q.name = j.name
+        WHERE (j.name = ANY(%(names)s::text[]) OR j.name ~ ANY(%(patterns)s::text[]))
+            AND j.state < 'active' AND j.start_after <= {now}
+        ORDER BY j.priority DESC, j.start_after, j.id
+        LIMIT %(limit)s""")
     # Queues with the singleton or stately policy run at most one job per singleton key at
     # a time: fetchers of such a queue take turns (the caller holds queue_fetch_lock in the
     # same transaction), and each claims at most one job per key that has none active. On

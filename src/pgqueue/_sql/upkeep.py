@@ -25,6 +25,10 @@ class UpkeepStatements:
     # even when the schema exists, which the schema's owner may well not have.
     schema_exists = Template("SELECT to_regnamespace({schema_name}) IS NOT NULL AS exists")
     schema_create = Template("CREATE SCHEMA IF NOT EXISTS {schema}")
+    schema_create_new = Template("CREATE SCHEMA {schema}")
+    schema_drop = Template("DROP SCHEMA IF EXISTS {schema} CASCADE")
+    # Whether SQL writes a name without quotes (pg_dump does then).
+    name_plain = Template("SELECT quote_ident(%(name)s) = %(name)s AS plain")
     version_create = Template("""
         CREATE TABLE IF NOT EXISTS {schema}.version (
             version integer PRIMARY KEY,
@@ -40,6 +44,9 @@ class UpkeepStatements:
     version_insert = Template(
         "INSERT INTO {schema}.version (version, name) VALUES (%(version)s, %(name)s)"
     )
+    version_insert_many = Template("""
+        INSERT INTO {schema}.version (version, name)
+        SELECT * FROM unnest(%(versions)s::integer[], %(names)s::text[])""")
 
     # -- the clock -------------------------------------------------------------------------
     clock_now = Template("SELECT {now} AS now")
