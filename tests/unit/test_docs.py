@@ -241,8 +241,8 @@ def test_every_cited_metric_exists(page: str) -> None:
 
 
 # Pages that also name other programs' options: the benchmarks' scripts, Django's
-# management commands.
-OTHER_PROGRAMS = {"benchmarks.md", "scaling.md", "django.md"}
+# management commands, pytest's (the plugin's) options.
+OTHER_PROGRAMS = {"benchmarks.md", "scaling.md", "django.md", "testing.md"}
 
 
 def _inline_options() -> list[tuple[str, str]]:
