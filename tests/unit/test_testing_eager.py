@@ -278,6 +278,36 @@ async def test_concurrent_sends_each_return_once_their_job_ran() -> None:
         assert sorted(jobs.outputs()) == [0, 1, 2, 100]
 
 
+def test_a_send_that_failed_leaves_nothing_for_the_next_send_to_run() -> None:
+    pq = pgqueue.PgQueue(NOWHERE)
+
+    @pq.job("loop")
+    def loop(data: int) -> None:
+        pq.send("loop", data + 1)
+
+    @pq.job("bad", retry_limit=3)
+    def bad(data: Any) -> None:
+        raise ValueError("bad data")
+
+    @pq.job("fine")
+    def fine(data: int) -> int:
+        return data
+
+    with eager(pq, max_runs=5, raise_errors=True) as jobs:
+        with pytest.raises(EagerError, match="max_runs"):
+            pq.send("loop", 0)
+        assert pq.send("fine", 1).result() == 1  # the runaway's next job is not run here
+        with pytest.raises(RunFailedError, match="attempt 1 failed"):
+            pq.send("bad", None)
+        assert pq.send("fine", 2).result() == 2  # nor the failed job's retry
+    assert [r.name for r in jobs.runs] == ["loop"] * 5 + ["fine", "bad", "fine"]
+    left = [j for j in jobs.jobs if j.name in ("loop", "bad") and not j.state.finished]
+    assert [(j.name, j.state) for j in left] == [
+        ("loop", JobState.created),
+        ("bad", JobState.retry),
+    ]
+
+
 def test_a_keyboard_interrupt_in_a_handler_is_not_swallowed() -> None:
     pq = pgqueue.PgQueue(NOWHERE)
 
