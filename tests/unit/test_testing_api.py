@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import inspect
+from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import pytest
 from pydantic import BaseModel
@@ -60,6 +63,28 @@ class Email(BaseModel):
         ([1, 2], [1, 2], True),
         (None, None, True),
         ("x", "y", False),
+        # ANY and predicates anywhere; values as a send encodes them
+        ({"id": pgtesting.ANY, "to": "a"}, {"id": 3, "to": "a"}, True),
+        ({"id": pgtesting.ANY}, {"to": "a"}, False),  # the key must be there
+        ([1, pgtesting.ANY], [1, {"x": 2}], True),
+        ([1, lambda v: v > 1], [1, 1], False),
+        (
+            {"at": datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)},
+            {"at": "2026-01-02T03:04:00Z"},
+            True,
+        ),
+        (
+            {"at": datetime(2026, 1, 2, 3, 5, tzinfo=timezone.utc)},
+            {"at": "2026-01-02T03:04:00Z"},
+            False,
+        ),
+        ({"id": UUID(int=1)}, {"id": "00000000-0000-0000-0000-000000000001"}, True),
+        ({"amount": Decimal("1.5")}, {"amount": "1.5"}, True),
+        ({"items": (1, 2)}, {"items": [1, 2]}, True),
+        ({"items": (1, 2)}, {"items": [1, 2, 3]}, False),
+        ([{"a": 1}], [{"a": 1, "b": 2}], False),  # in a list, a mapping is all of it
+        ([{"a": pgtesting.ANY}], [{"a": 1}], True),
+        (int, 1, False),
     ],
 )
 def test_matches(expected: Any, actual: Any, result: bool) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
 
 from .._async.queue import AsyncPgQueue
+from .._payload import encode_json
 from .._sync.queue import PgQueue
 from ..errors import InvalidInputError
 from ..models import Job
@@ -20,10 +23,14 @@ ANY: Any = object()  # no condition on the data
 
 
 def matches(expected: Any, actual: Any) -> bool:
-    """Whether a job's ``actual`` data satisfies ``expected``: a callable is a predicate
-    on the data; a mapping (or a pydantic model, as its JSON) matches data holding those
-    keys with matching values, nested mappings matched the same way (a subset match);
-    anything else must equal the data."""
+    """Whether a job's ``actual`` data satisfies ``expected``: :data:`ANY` matches
+    anything; a callable is a predicate on the data; a mapping (or a pydantic model, as
+    its JSON) matches data holding those keys with matching values, nested mappings
+    matched the same way (a subset match); a list or tuple matches a list of as many
+    items, each matching; anything else must equal the data once encoded as a send
+    encodes it (a datetime, UUID or Decimal matches what its job holds)."""
+    if expected is ANY:
+        return True
     if callable(expected) and not isinstance(expected, type | BaseModel):
         return bool(expected(actual))
     if isinstance(expected, BaseModel):
@@ -32,6 +39,32 @@ def matches(expected: Any, actual: Any) -> bool:
         return isinstance(actual, Mapping) and all(
             key in actual and matches(value, actual[key]) for key, value in expected.items()
         )
+    return _equal(expected, actual)
+
+
+def _equal(expected: Any, actual: Any) -> bool:
+    """``matches`` inside a list: a mapping there must have exactly the keys it has."""
+    if isinstance(expected, Mapping) and not isinstance(expected, BaseModel):
+        return (
+            isinstance(actual, Mapping)
+            and set(expected) == set(actual)
+            and all(matches(value, actual[key]) for key, value in expected.items())
+        )
+    if isinstance(expected, list | tuple):
+        return (
+            isinstance(actual, list)
+            and len(expected) == len(actual)
+            and all(_equal(e, a) for e, a in zip(expected, actual, strict=True))
+        )
+    if (
+        expected is ANY
+        or isinstance(expected, BaseModel)
+        or (callable(expected) and not isinstance(expected, type))
+    ):
+        return matches(expected, actual)
+    # As the job holds it: what the JSON of a send makes of dates, UUIDs, decimals...
+    with contextlib.suppress(InvalidInputError):
+        expected = json.loads(encode_json(expected, "expected data"))
     return bool(expected == actual)
 
 
