@@ -255,6 +255,25 @@ class Schedules:
                 due.append((info, slot))
         return due
 
+    def after_clock(self, clock: Plan[None]) -> Plan[None]:
+        """Plan: ``clock`` (one that sets or moves the clock), then every schedule whose
+        last sent slot is after the clock's new time (it went back) restarts from the
+        latest slot by that time: it fires at its next slot, not once the clock has passed
+        the old one again."""
+        yield from clock
+        now = yield from self._core.now()
+        for info in (yield from self.all()):
+            if info.last_slot is None or info.last_slot <= now:
+                continue
+            try:
+                slot = latest_slot(check_cron(info.cron), info.tz, now)
+            except InvalidScheduleError:  # left as it is; due() logs it
+                continue
+            yield Stmt(
+                self.sql.schedule_rewind,
+                {"name": info.name, "key": info.key or "", "slot": slot},
+            )
+
     def fire(self, info: ScheduleInfo, slot: datetime) -> Plan[int | None]:
         """Plan (in one transaction): claim the slot and send its job; None if another
         instance claimed it first."""

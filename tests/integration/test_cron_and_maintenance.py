@@ -79,6 +79,31 @@ def test_missed_slots_are_sent_once_on_restart(dsn: str, schema: str) -> None:
         assert len(pq.run_schedules()) == 1
 
 
+@pytest.mark.parametrize("back", ["set_clock", "move_clock", "set_clock(None)"])
+def test_a_schedule_fires_at_its_next_slot_after_the_clock_went_back(
+    dsn: str, schema: str, back: str
+) -> None:
+    with PgQueue(dsn, schema=schema, maintenance=False) as pq:
+        pq.set_clock(datetime(2036, 6, 1, 12, 0, 30, tzinfo=timezone.utc))
+        pq.create_queue("report")
+        pq.schedule("report", "*/5 * * * *", {"r": 1})
+        pq.move_clock(timedelta(minutes=5))
+        assert len(pq.run_schedules()) == 1  # 12:05 of 2036 sent
+        if back == "set_clock":
+            pq.set_clock(datetime(2026, 3, 1, 9, 0, 30, tzinfo=timezone.utc))
+        elif back == "move_clock":
+            pq.move_clock(timedelta(days=-3))
+        else:
+            pq.set_clock(None)  # the database's time: years before 2036
+        assert pq.run_schedules() == []  # neither at once nor an old slot
+        pq.move_clock(timedelta(minutes=5))
+        (sent,) = pq.run_schedules()  # the next slot, not one after 2036-06-01 12:05
+        job = pq.get_job_by_id(sent)
+        assert job is not None and job.created_at is not None and job.created_at <= pq.now()
+        (info,) = pq.get_schedules()
+        assert info.last_slot is not None and info.last_slot <= pq.now()
+
+
 def test_schedule_management_and_validation(pq: PgQueue) -> None:
     pq.create_queue("nightly")
     pq.schedule("nightly", "0 3 * * *", {"x": 1}, tz="Europe/Berlin", priority=5)

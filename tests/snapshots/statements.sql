@@ -1124,6 +1124,11 @@ WHERE from_code AND (name, key) NOT IN (
     SELECT * FROM unnest(%(names)s::text[], %(keys)s::text[]))
 RETURNING name;
 
+-- name: schedule_rewind
+UPDATE "pgqueue".schedule SET last_slot = %(slot)s
+WHERE name = %(name)s AND key = %(key)s AND last_slot > "pgqueue".clock()
+RETURNING name;
+
 -- name: schedule_upsert
 INSERT INTO "pgqueue".schedule (name, key, cron, tz, data, options, from_code, last_slot)
 VALUES (%(name)s, %(key)s, %(cron)s, %(tz)s, %(data)s::jsonb, %(options)s::jsonb,

@@ -1231,7 +1231,8 @@ class AsyncPgQueue(QueueBase):
 
     async def set_clock(self, at: datetime | None) -> None:
         """Set the schema's clock to ``at`` (None: the database's own time again), for every
-        instance on the schema. For tests: time then runs on from ``at``.
+        instance on the schema. For tests: time then runs on from ``at``. Schedules whose
+        last slot is then in the future restart from the slot current by the new time.
 
         Example:
             ```python
@@ -1239,7 +1240,7 @@ class AsyncPgQueue(QueueBase):
             await pq.set_clock(None)  # the database's time again
             ```
         """
-        await self._run(self._core.set_clock(at), None)
+        await self._run(self._cron.after_clock(self._core.set_clock(at)), None)
 
     async def move_clock(self, by: float | timedelta) -> None:
         """Move the schema's clock by ``by`` seconds or a timedelta, for every instance on
@@ -1251,7 +1252,7 @@ class AsyncPgQueue(QueueBase):
             await pq.move_clock(3600)  # the reminder is due now
             ```
         """
-        await self._run(self._core.move_clock(by), None)
+        await self._run(self._cron.after_clock(self._core.move_clock(by)), None)
 
     async def _maintain_periodic(self) -> None:
         result = await self._run(self._maintenance_plan(periodic=True), None)

@@ -236,3 +236,9 @@ class QueueStatements:
         WHERE name = %(name)s AND key = %(key)s AND cron = %(cron)s AND tz = %(tz)s
             AND (last_slot IS NULL OR last_slot < %(slot)s) AND %(slot)s <= {now}
         RETURNING name, data, options""")
+    # The clock went back before a schedule's last sent slot: it restarts from %(slot)s (the
+    # latest slot by the clock now), else it would wait for the clock to pass that slot again.
+    schedule_rewind = Template("""
+        UPDATE {schema}.schedule SET last_slot = %(slot)s
+        WHERE name = %(name)s AND key = %(key)s AND last_slot > {now}
+        RETURNING name""")

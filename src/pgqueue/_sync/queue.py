@@ -1191,7 +1191,8 @@ class PgQueue(QueueBase):
 
     def set_clock(self, at: datetime | None) -> None:
         """Set the schema's clock to ``at`` (None: the database's own time again), for every
-        instance on the schema. For tests: time then runs on from ``at``.
+        instance on the schema. For tests: time then runs on from ``at``. Schedules whose
+        last slot is then in the future restart from the slot current by the new time.
 
         Example:
             ```python
@@ -1199,7 +1200,7 @@ class PgQueue(QueueBase):
             pq.set_clock(None)  # the database's time again
             ```
         """
-        self._run(self._core.set_clock(at), None)
+        self._run(self._cron.after_clock(self._core.set_clock(at)), None)
 
     def move_clock(self, by: float | timedelta) -> None:
         """Move the schema's clock by ``by`` seconds or a timedelta, for every instance on
@@ -1211,7 +1212,7 @@ class PgQueue(QueueBase):
             pq.move_clock(3600)  # the reminder is due now
             ```
         """
-        self._run(self._core.move_clock(by), None)
+        self._run(self._cron.after_clock(self._core.move_clock(by)), None)
 
     def _maintain_periodic(self) -> None:
         result = self._run(self._maintenance_plan(periodic=True), None)
