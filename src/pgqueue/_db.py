@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
+from psycopg.adapt import AdaptersMap
+from psycopg.types.json import JsonbLoader, JsonLoader
 
 from ._config import describe_dsn
 from .errors import (
@@ -28,7 +30,17 @@ from .errors import (
     QueueNotFoundError,
 )
 
-__all__ = ["Plan", "Row", "Stmt", "connect_error", "has_rows", "refused", "translate"]
+__all__ = [
+    "Plan",
+    "Row",
+    "Stmt",
+    "connect_error",
+    "foreign_json",
+    "has_rows",
+    "load_json",
+    "refused",
+    "translate",
+]
 
 Row = dict[str, Any]
 T = TypeVar("T")
@@ -48,6 +60,25 @@ class Stmt:
 
 
 Plan = Generator[Stmt, list[Any], T]
+
+
+_JSON_LOADERS = (("json", JsonLoader), ("jsonb", JsonbLoader))
+_JSON_OIDS = {name: psycopg.postgres.types[name].oid for name, _ in _JSON_LOADERS}
+
+
+def foreign_json(adapters: AdaptersMap) -> bool:
+    """Whether ``adapters`` load json or jsonb otherwise than psycopg does by default (a
+    caller's connection: Django's loads jsonb as text)."""
+    return any(
+        adapters.get_loader(_JSON_OIDS[name], pq.Format.TEXT) is not loader
+        for name, loader in _JSON_LOADERS
+    )
+
+
+def load_json(adapters: AdaptersMap) -> None:
+    """Make ``adapters`` (a cursor's) load json and jsonb as Python values."""
+    for name, loader in _JSON_LOADERS:
+        adapters.register_loader(name, loader)
 
 
 def has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:

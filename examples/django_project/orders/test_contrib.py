@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured, SynchronousOnlyOperation
 from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
-from django.test import Client, SimpleTestCase, TransactionTestCase, override_settings
+from django.test import Client, SimpleTestCase, TestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 from psycopg import sql
 
@@ -22,6 +22,7 @@ from pgqueue.contrib.django._queue import _psycopg3
 from pgqueue.contrib.django._settings import load_settings
 from pgqueue.contrib.django.tasks import PgQueueBackend, _task_error
 from pgqueue.errors import DatabaseError
+from pgqueue.testing import assert_sent
 
 from .jobs import Confirm, confirm_order
 from .models import Order
@@ -112,6 +113,29 @@ class ConnectionTests(TransactionTestCase):
             conn.rollback()
         assert handle is not None
         self.assertIsNone(pq.get_job_by_id(handle))
+
+
+class ReadInTransactionTests(TestCase):
+    """Inside Django's TestCase (a transaction that never commits), lookups see the jobs
+    the test sent, with their data decoded as on pgqueue's own connections."""
+
+    def test_lookups_inside_atomic_see_the_jobs_sent_in_it(self) -> None:
+        handle = confirm_order.send(Confirm(order_id=3))
+        assert handle is not None
+        job = pq.get_job_by_id(handle)
+        assert job is not None
+        self.assertEqual(job.data, {"order_id": 3})
+        self.assertEqual([j.id for j in pq.find_jobs("orders.confirm")], [int(handle)])
+        assert_sent(pq, "orders.confirm", Confirm(order_id=3), count=1)
+        result = add_note.enqueue(1, "in a test")
+        self.assertEqual(add_note.get_result(result.id).args, [1, "in a test"])
+
+    def test_a_lookup_on_djangos_connection_decodes_json(self) -> None:
+        handle = confirm_order.send(Confirm(order_id=4))
+        assert handle is not None
+        job = pq.get_job_by_id(handle, conn=connection.connection)
+        assert job is not None
+        self.assertEqual(job.data, {"order_id": 4})
 
 
 class TaskEdgeTests(TransactionTestCase):

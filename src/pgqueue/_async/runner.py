@@ -12,7 +12,7 @@ from psycopg_pool import AsyncConnectionPool, AsyncNullConnectionPool
 
 from .._compat import ABackground, AEvent, aend, aspawn, await_event
 from .._config import session_options
-from .._db import Plan, connect_error, has_rows, translate
+from .._db import Plan, connect_error, foreign_json, has_rows, load_json, translate
 from ..errors import InvalidOptionError
 
 __all__ = ["AsyncConn", "AsyncPeriodic", "AsyncRunner", "connect_options", "run_async"]
@@ -38,11 +38,16 @@ async def run_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
     """Drive ``plan`` on ``conn`` (inside whatever transaction it has). On a connection
     whose ``prepare_threshold`` is None nothing is prepared, not even statements that ask."""
     prepares = conn.prepare_threshold is not None
+    # A caller's connection may load JSON its own way (Django's: as text); pgqueue's plans
+    # read it as psycopg does by default.
+    foreign = foreign_json(conn.adapters)
     try:
         stmt = next(plan)
         while True:
             try:
                 async with conn.cursor(row_factory=tuple_row if stmt.tuples else dict_row) as cur:
+                    if foreign:
+                        load_json(cur.adapters)
                     await cur.execute(
                         stmt.query, stmt.params, prepare=stmt.prepare if prepares else False
                     )

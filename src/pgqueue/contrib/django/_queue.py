@@ -14,7 +14,7 @@ import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, connections
 
-from pgqueue import Flow, JobHandle, PgQueue
+from pgqueue import Flow, Job, JobHandle, PgQueue
 from pgqueue._db import Plan
 from pgqueue._sync.function import JobDecorator
 from pgqueue.errors import DatabaseError, PgQueueError
@@ -206,6 +206,34 @@ class DjangoPgQueue(PgQueue):
             return super().publish(event, data, conn=conn, **options)
         return self._producing(
             lambda c: super(DjangoPgQueue, self).publish(event, data, conn=c, **options)
+        )
+
+    # -- reading in Django's transaction ---------------------------------------------------
+
+    def _in_atomic_block(self) -> bool:
+        alias = self.config.database
+        return alias is not None and connections[alias].in_atomic_block
+
+    def get_job_by_id(self, id: int, *, conn: psycopg.Connection[Any] | None = None) -> Job | None:
+        """A job by id (see :meth:`PgQueue.get_job_by_id`); inside ``atomic()``, read on
+        Django's connection, so that a job sent in the block is found."""
+        if conn is not None or not self._in_atomic_block():
+            return super().get_job_by_id(id, conn=conn)
+        return self._producing(lambda c: super(DjangoPgQueue, self).get_job_by_id(id, conn=c))
+
+    def find_jobs(
+        self,
+        queue: str | None = None,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+        **filters: Any,
+    ) -> list[Job]:
+        """Jobs by filters (see :meth:`PgQueue.find_jobs`); inside ``atomic()``, read on
+        Django's connection, so that the jobs sent in the block are found."""
+        if conn is not None or not self._in_atomic_block():
+            return super().find_jobs(queue, conn=conn, **filters)
+        return self._producing(
+            lambda c: super(DjangoPgQueue, self).find_jobs(queue, conn=c, **filters)
         )
 
 
