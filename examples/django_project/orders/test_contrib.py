@@ -17,12 +17,12 @@ from django.utils import timezone
 from psycopg import sql
 
 from pgqueue import JobState
-from pgqueue.contrib.django import DjangoPgQueue, pq
+from pgqueue.contrib.django import DjangoPgQueue, pq, stop_queue
 from pgqueue.contrib.django._queue import _psycopg3
 from pgqueue.contrib.django._settings import load_settings
 from pgqueue.contrib.django.tasks import PgQueueBackend, _task_error
 from pgqueue.errors import DatabaseError
-from pgqueue.testing import assert_sent
+from pgqueue.testing import EagerError, assert_sent, eager
 
 from .jobs import Confirm, confirm_order
 from .models import Order
@@ -136,6 +136,18 @@ class ReadInTransactionTests(TestCase):
         job = pq.get_job_by_id(handle, conn=connection.connection)
         assert job is not None
         self.assertEqual(job.data, {"order_id": 4})
+
+    def test_eager_mode_runs_sync_handlers_inside_the_tests_transaction(self) -> None:
+        confirm_order.send(Confirm(order_id=5))  # starts the queue object
+        with self.assertRaisesRegex(EagerError, "stop"), eager(pq):
+            pass
+        stop_queue()
+        order = Order.objects.create(email="e@example.com", total_cents=1)
+        with eager(pq) as jobs:
+            confirm_order.send(Confirm(order_id=order.pk))
+        self.assertEqual([r.outcome for r in jobs.runs], ["completed"])
+        order.refresh_from_db()  # the handler's update, in the test's transaction still open
+        self.assertTrue(order.confirmed)
 
 
 class TaskEdgeTests(TransactionTestCase):

@@ -464,7 +464,10 @@ def eager(queue: Q, *, raise_errors: bool = False, max_runs: int = 1000) -> Iter
     if id(queue) in _active:
         raise EagerError("this queue object is in eager mode already")
     if queue._runner is not None:
-        raise EagerError("the queue object is started: eager mode is for one that is not")
+        raise EagerError(
+            "the queue object is started: eager mode is for one that is not (stop() it "
+            "first; a Django project's queue object starts again on its next use)"
+        )
     mode = _Eager(queue, raise_errors, max_runs)
     patched = mode.methods()
     shadowed = {name: queue.__dict__[name] for name in patched if name in queue.__dict__}

@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
-from django.db import close_old_connections, connections
+from django.db import connections
 
 from pgqueue import Flow, Job, JobHandle, PgQueue
 from pgqueue._db import Plan
@@ -261,13 +261,22 @@ def _closing_connections(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
-        close_old_connections()
+        _close_old_connections()
         try:
             return func(*args, **kwargs)
         finally:
-            close_old_connections()
+            _close_old_connections()
 
     return run
+
+
+def _close_old_connections() -> None:
+    """Django's ``close_old_connections``, but for connections inside an atomic block: a
+    handler run in the caller's thread (eager mode, in a ``TestCase``) must not close the
+    caller's transaction (Django would: its autocommit is off there)."""
+    for wrapper in connections.all(initialized_only=True):
+        if not wrapper.in_atomic_block:
+            wrapper.close_if_unusable_or_obsolete()
 
 
 _queue: DjangoPgQueue | None = None
