@@ -10,16 +10,17 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured, SynchronousOnlyOperation
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.transaction import TransactionManagementError
 from django.test import Client, SimpleTestCase, TestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from pgqueue import JobState
 from pgqueue.contrib.django import DjangoPgQueue, pq, stop_queue
 from pgqueue.contrib.django._queue import _psycopg3
-from pgqueue.contrib.django._settings import load_settings
+from pgqueue.contrib.django._settings import QueueSettings, load_settings
 from pgqueue.contrib.django.tasks import PgQueueBackend, _task_error
 from pgqueue.errors import DatabaseError
 from pgqueue.testing import EagerError, assert_sent, eager
@@ -226,6 +227,23 @@ class SettingsTests(SimpleTestCase):
             self.assertIsNone(load_settings().database)
         with override_settings(PGQUEUE={"DSN": url, "DATABASE": "default"}):
             self.assertEqual(load_settings().database, "default")
+
+    def test_a_dsn_given_with_database_follows_djangos_test_database(self) -> None:
+        url = "postgresql://app@pooler:6432/shop?sslmode=disable"
+        params = connections["default"].settings_dict
+        test_name = params["NAME"]
+        params["NAME"] = "shop"  # as when the project started, before the test run
+        try:
+            queue = DjangoPgQueue(QueueSettings(database="default", dsn=url))
+            self.assertEqual(queue.current_dsn(), url)
+        finally:
+            params["NAME"] = test_name
+        moved = conninfo_to_dict(queue.current_dsn())  # the test run renamed it
+        self.assertEqual(moved["dbname"], test_name)
+        self.assertEqual((moved["host"], moved["port"], moved["user"]), ("pooler", "6432", "app"))
+        self.assertEqual(moved["sslmode"], "disable")
+        alone = DjangoPgQueue(QueueSettings(database=None, dsn=url))
+        self.assertEqual(alone.current_dsn(), url)  # without DATABASE: as given, always
 
     def test_bad_task_backend_options_are_refused(self) -> None:
         for options, message in (

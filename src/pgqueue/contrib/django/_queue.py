@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
+from psycopg.conninfo import make_conninfo
 
 from pgqueue import Flow, Job, JobHandle, PgQueue
 from pgqueue._db import Plan
@@ -40,6 +41,8 @@ class DjangoPgQueue(PgQueue):
 
     def __init__(self, config: QueueSettings) -> None:
         self.config = config
+        # The name of Django's database when the project started: a test run renames it.
+        self._database_name = None if config.database is None else _database_name(config.database)
         try:
             super().__init__(self.current_dsn(), schema=config.schema, **config.options)
         except PgQueueError as exc:
@@ -47,9 +50,16 @@ class DjangoPgQueue(PgQueue):
         self._start_lock = threading.Lock()
 
     def current_dsn(self) -> str:
-        """The DSN of ``PGQUEUE["DSN"]``, else of Django's database as it is now."""
+        """The DSN of ``PGQUEUE["DSN"]``, else of Django's database as it is now. A DSN
+        given with ``DATABASE`` reaches that database another way: once Django's test run
+        renames the database (its test database), the DSN names that one too."""
         if self.config.dsn is not None:
-            return self.config.dsn
+            if self.config.database is None:
+                return self.config.dsn
+            name = _database_name(self.config.database)
+            if name == self._database_name or not name:
+                return self.config.dsn
+            return make_conninfo(self.config.dsn, dbname=name)
         assert self.config.database is not None  # load_settings() refuses neither
         return django_dsn(self.config.database)
 
@@ -235,6 +245,11 @@ class DjangoPgQueue(PgQueue):
         return self._producing(
             lambda c: super(DjangoPgQueue, self).find_jobs(queue, conn=c, **filters)
         )
+
+
+def _database_name(alias: str) -> str | None:
+    name = connections[alias].settings_dict.get("NAME")
+    return str(name) if name else None
 
 
 def _psycopg3(alias: str, raw: object) -> psycopg.Connection[Any] | None:
