@@ -138,6 +138,12 @@ class ReadInTransactionTests(TestCase):
         assert job is not None
         self.assertEqual(job.data, {"order_id": 4})
 
+    def test_a_job_function_called_directly_keeps_the_transaction(self) -> None:
+        order = Order.objects.create(email="d@example.com", total_cents=1)
+        self.assertEqual(confirm_order(Confirm(order_id=order.pk)), "confirmed 1 order(s)")
+        order.refresh_from_db()
+        self.assertTrue(order.confirmed)
+
     def test_eager_mode_runs_sync_handlers_inside_the_tests_transaction(self) -> None:
         confirm_order.send(Confirm(order_id=5))  # starts the queue object
         with self.assertRaisesRegex(EagerError, "stop"), eager(pq):
