@@ -251,6 +251,31 @@ def test_drain_refuses_bad_arguments(pq: pgqueue.PgQueue) -> None:
         drain(pq, queues=["b"])
 
 
+async def test_advance_refuses_bad_options_before_moving_the_clock(
+    pq: pgqueue.PgQueue, apq: pgqueue.AsyncPgQueue
+) -> None:
+    @pq.job("a")
+    def a(data: Any) -> None:
+        return None
+
+    before = await asyncio.to_thread(pq.now)
+    for bad in ({"timeout": -1}, {"max_runs": 0}, {"queues": "a"}, {"bogus": 1}):
+        with pytest.raises(InvalidInputError):
+            await asyncio.to_thread(advance, pq, 3600, **bad)
+        with pytest.raises(InvalidInputError):
+            await aadvance(pq, 3600, **bad)  # type: ignore[arg-type]
+    with pytest.raises(WorkerError, match="no handler registered for b"):
+        await aadvance(pq, 3600, queues=["b"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="aadvance"):
+        advance(apq, 3600)  # type: ignore[arg-type]
+    # the blocking object in aadvance: its clock moves, its jobs run
+    assert await asyncio.to_thread(pq.send, "a", 1) is not None
+    drained = await aadvance(pq, 60)  # type: ignore[arg-type]
+    assert [r.name for r in drained.runs] == ["a"]
+    moved = await asyncio.to_thread(pq.now) - before
+    assert timedelta(seconds=60) <= moved < timedelta(seconds=3600)
+
+
 def test_drain_runs_only_the_queues_asked_for(pq: pgqueue.PgQueue) -> None:
     @pq.job("a")
     def a(data: Any) -> str:

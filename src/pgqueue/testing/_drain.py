@@ -73,13 +73,7 @@ async def _drain(
 ) -> Drained:
     queue = target.queue
     core = queue._core
-    definitions = core.registry.definitions()
-    if queues is not None:
-        if isinstance(queues, str) or not all(isinstance(q, str) for q in queues):
-            raise InvalidInputError(f"queues must be a list of queue names, got {queues!r}")
-        definitions = select_handlers(definitions, queues)
-    if not definitions:
-        raise WorkerError("no job handlers registered: decorate functions with @pq.job")
+    definitions = _handlers(queue, queues)
     chosen = {id(d) for d in definitions}
     names = [d.name for d in definitions if not d.is_pattern]
     patterns = [pattern_regex(d.name) for d in definitions if d.is_pattern]
@@ -119,6 +113,18 @@ async def _drain(
     finally:
         await completer.stop()
         executor.shutdown()
+
+
+def _handlers(queue: QueueBase, queues: list[str] | None) -> list[JobDefinition]:
+    """The handlers a drain runs: all of ``queue``'s, or those serving ``queues``."""
+    definitions = queue._core.registry.definitions()
+    if queues is not None:
+        if isinstance(queues, str) or not all(isinstance(q, str) for q in queues):
+            raise InvalidInputError(f"queues must be a list of queue names, got {queues!r}")
+        definitions = select_handlers(definitions, queues)
+    if not definitions:
+        raise WorkerError("no job handlers registered: decorate functions with @pq.job")
+    return definitions
 
 
 async def _claim_next(
@@ -333,6 +339,22 @@ def drain(
     )
 
 
+def _check_options(queue: QueueBase, options: dict[str, Any]) -> None:
+    """Refuse the drain options of an advance before it moves the clock."""
+    unknown = sorted(set(options) - _DRAIN_OPTIONS)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown drain option {unknown[0]!r} (options: {', '.join(sorted(_DRAIN_OPTIONS))})"
+        )
+    _check(options.get("timeout", 30.0), options.get("max_runs", 1000))
+    _handlers(queue, options.get("queues"))
+
+
+_DRAIN_OPTIONS = frozenset(
+    {"queues", "timeout", "max_runs", "raise_errors", "schedules", "maintain"}
+)
+
+
 def _steps(by: float | timedelta, step: float | timedelta | None) -> list[timedelta]:
     total = by if isinstance(by, timedelta) else _seconds("by", by)
     if total < timedelta(0):
@@ -372,9 +394,11 @@ async def aadvance(
     due at once, no sleep. With ``step``, in steps of that size, draining after each (so
     an hourly schedule fires each hour of a day, as it would with workers running)."""
     moves = _steps(by, step)
+    target = _Target(queue)  # adrain takes a PgQueue too
+    _check_options(queue, options)
     drained = Drained()
     for move in moves:
-        await queue.move_clock(move)
+        await target.call("move_clock", move)
         drained.extend(await adrain(queue, **options))
     return drained
 
@@ -388,6 +412,9 @@ def advance(
 ) -> Drained:
     """Move ``queue``'s schema clock forward ``by`` and drain (see :func:`aadvance`)."""
     moves = _steps(by, step)
+    if not isinstance(queue, PgQueue):
+        raise InvalidInputError("advance() takes a PgQueue: await aadvance() for an AsyncPgQueue")
+    _check_options(queue, options)
     drained = Drained()
     for move in moves:
         queue.move_clock(move)
