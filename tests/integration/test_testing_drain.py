@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
@@ -230,6 +230,17 @@ def test_advance_in_steps_fires_each_slot(pq: pgqueue.PgQueue) -> None:
 
     drained = advance(pq, timedelta(hours=3), step=timedelta(hours=1))
     assert drained.names == ["hourly"] * 3
+
+    @pq.job("fails")
+    def fails(data: Any) -> None:
+        raise ValueError("third hour")
+
+    pq.set_clock(datetime(2030, 1, 1, 0, 30, tzinfo=timezone.utc))
+    pq.schedule("fails", "0 */3 * * *")
+    with pytest.raises(RunFailedError) as failed:  # at 03:00: the error has the whole advance
+        advance(pq, timedelta(hours=6), step=timedelta(hours=1), raise_errors=True)
+    assert failed.value.drained.names == ["hourly", "hourly", "fails"]
+    assert isinstance(failed.value.__cause__, ValueError)
     with pytest.raises(InvalidInputError):
         advance(pq, -1)
     with pytest.raises(InvalidInputError):

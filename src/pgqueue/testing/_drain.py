@@ -399,7 +399,10 @@ async def aadvance(
     drained = Drained()
     for move in moves:
         await target.call("move_clock", move)
-        drained.extend(await adrain(queue, **options))
+        try:
+            drained.extend(await adrain(queue, **options))
+        except DrainError as exc:
+            raise _so_far(drained, exc) from exc.__cause__
     return drained
 
 
@@ -418,5 +421,15 @@ def advance(
     drained = Drained()
     for move in moves:
         queue.move_clock(move)
-        drained.extend(drain(queue, **options))
+        try:
+            drained.extend(drain(queue, **options))
+        except DrainError as exc:
+            raise _so_far(drained, exc) from exc.__cause__
     return drained
+
+
+def _so_far(drained: Drained, exc: DrainError) -> DrainError:
+    """``exc`` of an advance's drain, its ``drained`` made what the whole advance did."""
+    drained.extend(exc.drained)
+    exc.drained = drained
+    return exc
