@@ -192,6 +192,11 @@ class QueueBase:
         """The connection options, as the constructor takes them."""
         return {"prepare": self._prepare, "listen": self._listen, "listen_dsn": self._listen_dsn}
 
+    def _unseen_sends(self) -> str | None:
+        """Why jobs sent now may be out of sight of this object's own connections (sent in a
+        transaction still open), or None: a drain refuses to run then."""
+        return None
+
     def _listen_to(self, dsn: str) -> str | None:
         """Where notifications are listened for: None when polling only."""
         if not self._listen:

@@ -18,11 +18,12 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from pgqueue import JobState
+from pgqueue import testing as pgtesting
 from pgqueue.contrib.django import DjangoPgQueue, pq, stop_queue
 from pgqueue.contrib.django._queue import _psycopg3
 from pgqueue.contrib.django._settings import QueueSettings, load_settings
 from pgqueue.contrib.django.tasks import PgQueueBackend, _task_error
-from pgqueue.errors import DatabaseError
+from pgqueue.errors import DatabaseError, InvalidInputError
 from pgqueue.testing import EagerError, assert_sent, eager
 
 from .jobs import Confirm, confirm_order
@@ -137,6 +138,12 @@ class ReadInTransactionTests(TestCase):
         job = pq.get_job_by_id(handle, conn=connection.connection)
         assert job is not None
         self.assertEqual(job.data, {"order_id": 4})
+
+    def test_drain_refuses_to_run_in_a_transaction_it_cannot_see(self) -> None:
+        confirm_order.send(Confirm(order_id=6))
+        with self.assertRaisesRegex(InvalidInputError, "TransactionTestCase"):
+            pgtesting.drain(pq)
+        assert_sent(pq, "orders.confirm", {"order_id": 6}, count=1)  # left as it was
 
     def test_a_job_function_called_directly_keeps_the_transaction(self) -> None:
         order = Order.objects.create(email="d@example.com", total_cents=1)

@@ -240,6 +240,14 @@ def _label(job: Job) -> str:
     return f"job {job.id} ({job.name})"
 
 
+def _refuse_unseen(queue: QueueBase) -> None:
+    """Refuse to drain where the caller's jobs are in a transaction still open (checked in
+    the caller's thread: Django's connections are the thread's)."""
+    unseen = queue._unseen_sends()
+    if unseen is not None:
+        raise InvalidInputError(f"drain() cannot run the jobs sent here: {unseen}")
+
+
 def _check(timeout: object, max_runs: object) -> tuple[float, int]:
     if (
         isinstance(timeout, bool)
@@ -299,8 +307,10 @@ async def adrain(
     A failing handler does not raise: its run is in the result, unless ``raise_errors``
     (then RunFailedError, caused by what the handler raised)."""
     timeout, max_runs = _check(timeout, max_runs)
+    target = _Target(queue)
+    _refuse_unseen(queue)
     return await _drain(
-        _Target(queue),
+        target,
         queues=queues,
         timeout=timeout,
         max_runs=max_runs,
@@ -326,6 +336,7 @@ def drain(
     target = _Target(queue)
     if not isinstance(queue, PgQueue):
         raise InvalidInputError("drain() takes a PgQueue: await adrain() for an AsyncPgQueue")
+    _refuse_unseen(queue)
     return blocking(
         lambda: _drain(
             target,

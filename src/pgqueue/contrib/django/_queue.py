@@ -224,6 +224,15 @@ class DjangoPgQueue(PgQueue):
         alias = self.config.database
         return alias is not None and connections[alias].in_atomic_block
 
+    def _unseen_sends(self) -> str | None:
+        if not self._in_atomic_block():
+            return None
+        return (
+            "Django's connection is inside atomic() (a TestCase), whose jobs neither the "
+            "drain nor the handlers' connections see until it commits: use "
+            "TransactionTestCase, or pgqueue.testing.eager()"
+        )
+
     def get_job_by_id(self, id: int, *, conn: psycopg.Connection[Any] | None = None) -> Job | None:
         """A job by id (see :meth:`PgQueue.get_job_by_id`); inside ``atomic()``, read on
         Django's connection, so that a job sent in the block is found."""
