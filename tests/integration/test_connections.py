@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgqueue import AsyncPgQueue, JobState, PgQueue, cli
@@ -309,3 +310,27 @@ def test_a_worker_short_of_connections_still_drains(
         pq.work(until_empty=True, poll_interval=0.2)
         assert drained(pq, ["first", "second"])
         assert pq.get_queue_stats("second")[0].counts[JobState.completed] == 200
+
+
+async def test_a_callers_connection_that_loads_json_as_text_reads_it_as_pgqueue_does(
+    dsn: str, schema: str
+) -> None:
+    # Django's connections load jsonb as text; pgqueue's plans on them must not.
+    with PgQueue(dsn, schema=schema) as pq, psycopg.connect(dsn) as conn:
+        conn.adapters.register_loader("jsonb", TextLoader)
+        conn.adapters.register_loader("json", TextLoader)
+        pq.create_queue("q")
+        job_id = pq.send("q", {"a": [1, 2]}, conn=conn)
+        assert job_id is not None
+        job = pq.get_job_by_id(job_id, conn=conn)
+        assert job is not None and job.data == {"a": [1, 2]}
+        assert [j.data for j in pq.find_jobs("q", conn=conn)] == [{"a": [1, 2]}]
+        (raw,) = conn.execute(sql.SQL("SELECT data FROM {}.job").format(sql.Identifier(schema)))
+        assert raw == ('{"a": [1, 2]}',)  # the connection's own queries as it set them
+    async with (
+        AsyncPgQueue(dsn, schema=schema) as apq,
+        await psycopg.AsyncConnection.connect(dsn) as aconn,
+    ):
+        aconn.adapters.register_loader("jsonb", TextLoader)
+        ajob = await apq.get_job_by_id(job_id, conn=aconn)
+        assert ajob is not None and ajob.data == {"a": [1, 2]}
