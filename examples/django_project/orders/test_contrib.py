@@ -164,6 +164,36 @@ class ReadInTransactionTests(TestCase):
         self.assertTrue(order.confirmed)
 
 
+def _backend_pid() -> int:
+    Order.objects.count()
+    return int(connection.connection.info.backend_pid)
+
+
+@pq.job("tests.async_orm")
+async def async_orm(data: object) -> int:
+    """An async handler reaching the ORM as Django says to: through sync_to_async."""
+    return await sync_to_async(_backend_pid)()
+
+
+class AsyncHandlerTests(TransactionTestCase):
+    def tearDown(self) -> None:
+        pq.purge_queue("tests.async_orm")
+        for job in pq.find_jobs("tests.async_orm", archived=True, limit=10_000):
+            pq.delete_job(job.id)
+
+    def test_an_async_handler_gets_a_new_connection_once_its_own_was_killed(self) -> None:
+        pq.send("tests.async_orm")
+        (first,) = pgtesting.drain(pq, queues=["tests.async_orm"]).runs
+        self.assertEqual(first.outcome, "completed")
+        assert pq.dsn is not None
+        with psycopg.connect(pq.dsn, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [first.output])
+        pq.send("tests.async_orm")
+        runs = pgtesting.drain(pq, queues=["tests.async_orm"]).runs
+        self.assertEqual([r.outcome for r in runs], ["completed"], [r.error for r in runs])
+        self.assertNotEqual(runs[0].output, first.output)
+
+
 class TaskEdgeTests(TransactionTestCase):
     def tearDown(self) -> None:
         pq.set_clock(None)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
 import psycopg
+from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from psycopg.conninfo import make_conninfo
@@ -35,8 +36,8 @@ class DjangoPgQueue(PgQueue):
     given no ``conn=`` run on Django's connection of ``PGQUEUE["DATABASE"]``: inside
     ``transaction.atomic()`` they are part of its transaction, outside it they commit at
     once. Every other call runs on the object's own pool, which it opens on first use.
-    Sync handlers close the Django connections they leave unusable or past
-    ``CONN_MAX_AGE``, as a request does.
+    Handlers close the Django connections they leave unusable or past ``CONN_MAX_AGE``
+    (an async one's, in the thread of ``sync_to_async``), as a request does.
     """
 
     def __init__(self, config: QueueSettings) -> None:
@@ -100,8 +101,8 @@ class DjangoPgQueue(PgQueue):
         concurrency: int | None = None,
         **defaults: Any,
     ) -> JobDecorator:
-        """Register a handler, as :meth:`PgQueue.job` does; a sync one closes the Django
-        connections it leaves unusable or too old, before and after each run."""
+        """Register a handler, as :meth:`PgQueue.job` does; it closes the Django connections
+        it leaves unusable or too old, before and after each run."""
         decorator = super().job(
             name,
             description=description,
@@ -278,10 +279,23 @@ def _unusable(raw: psycopg.Connection[Any] | None) -> bool:
 
 
 def _closing_connections(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``func`` (a sync handler) closing the thread's unusable or old Django connections
-    around each run; an async one as it is."""
-    if inspect.iscoroutinefunction(func) or not callable(func):
+    """``func`` closing the unusable or old Django connections around each run: a sync
+    handler's (its thread's), an async one's in the thread where ``sync_to_async`` runs
+    the ORM (else a connection killed once fails every job after it)."""
+    if not callable(func):
         return func
+    if inspect.iscoroutinefunction(func):
+        close = sync_to_async(_close_old_connections)
+
+        @functools.wraps(func)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            await close()
+            try:
+                return await func(*args, **kwargs)
+            finally:
+                await close()
+
+        return run_async
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
