@@ -278,6 +278,26 @@ async def test_concurrent_sends_each_return_once_their_job_ran() -> None:
         assert sorted(jobs.outputs()) == [0, 1, 2, 100]
 
 
+async def test_a_failing_send_does_not_drop_the_job_of_a_concurrent_one() -> None:
+    apq = pgqueue.AsyncPgQueue(NOWHERE)
+
+    @apq.job("step", retry_limit=0)
+    async def step(data: int) -> int:
+        await asyncio.sleep(0)  # lets the other send in
+        if data < 0:
+            raise ValueError("no")
+        return data
+
+    with eager(apq, raise_errors=True) as jobs:
+        failing, fine = await asyncio.gather(
+            apq.send("step", -1), apq.send("step", 7), return_exceptions=True
+        )
+        assert isinstance(failing, RunFailedError)
+        assert fine is not None and not isinstance(fine, BaseException)
+        assert await fine.result() == 7
+    assert [(r.data, r.outcome) for r in jobs.runs] == [(-1, "failed"), (7, "completed")]
+
+
 def test_a_send_that_failed_leaves_nothing_for_the_next_send_to_run() -> None:
     pq = pgqueue.PgQueue(NOWHERE)
 

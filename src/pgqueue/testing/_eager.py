@@ -152,6 +152,9 @@ class _Eager:
         """Record sent jobs; those with a handler are to run (the others wait, as for a
         worker of another application)."""
         self.records.jobs += jobs
+        self._to_run(jobs)
+
+    def _to_run(self, jobs: list[Job]) -> None:
         self._pending += [j for j in jobs if j.name in self.queue._core.registry]
 
     def create_queue(self, name: str, options: dict[str, Any]) -> bool:
@@ -164,15 +167,19 @@ class _Eager:
         self.queues.add(name)
         return True
 
-    async def work_after(self) -> None:
-        """Run what was held, unless a handler sent it (it runs after that handler
-        returns); a send concurrent with another's work waits for it to end, so that its
-        job has run when it returns."""
+    async def hold_and_work(self, jobs: list[Job]) -> None:
+        """Record sent jobs and run them, unless a handler sent them (they run after that
+        handler returns); a send concurrent with another's work waits for it to end (its
+        jobs are only then to run: that work's failure does not drop them), so that its
+        jobs have run when it returns."""
         if _IN_HANDLER.get():
+            self.hold(jobs)
             return
+        self.records.jobs += jobs
         if self._turn is None:
             self._turn = asyncio.Lock()
         async with self._turn:
+            self._to_run(jobs)
             await self.work()
 
     async def work(self) -> None:
@@ -318,8 +325,7 @@ class _Eager:
     def _async_methods(self) -> dict[str, Any]:
         async def send(name: str, data: Any = None, *, conn: Any = None, **options: Any) -> Any:
             job = self.enqueue(name, data, options, conn)
-            self.hold([job])
-            await self.work_after()
+            await self.hold_and_work([job])
             return self._handle(job.id)
 
         async def send_after(
@@ -329,8 +335,7 @@ class _Eager:
 
         async def insert(jobs: Iterable[Mapping[str, Any]], *, conn: Any = None) -> list[int]:
             held = self._batch(jobs, conn)
-            self.hold(held)
-            await self.work_after()
+            await self.hold_and_work(held)
             return [j.id for j in held]
 
         async def result(job: Any, *, timeout: float | None = None) -> Any:
