@@ -267,6 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     database_options(subscriptions)
     subscriptions.add_argument("--json", action="store_true", help="one JSON object per pair")
     subscriptions.set_defaults(run=_subscriptions)
+    handlers = command(
+        "handlers",
+        help="the handler registry: which app's workers serve which handler for each queue, "
+        "conflicts marked",
+    )
+    database_options(handlers)
+    handlers.add_argument("--json", action="store_true", help="one JSON object per handler")
+    handlers.set_defaults(run=_handlers)
 
     show = command("job", help="one job (looking in the archive too), as JSON")
     database_options(show)
@@ -708,6 +716,30 @@ def _subscriptions(args: argparse.Namespace) -> int:
         pairs = pq.get_subscriptions()
     for event, queue in pairs:
         print(json.dumps({"event": event, "queue": queue}) if args.json else f"{event} -> {queue}")
+    return 0
+
+
+def _handlers(args: argparse.Namespace) -> int:
+    with _operator_queue(args) as pq:
+        found = pq.get_handlers()
+    # Recent rows of one queue name from apps with different handlers: each takes the
+    # others' jobs (patterns against names are the worker's check, see docs/operations.md).
+    fingerprints: dict[str, set[str]] = {}
+    for info in found:
+        if info.recent:
+            fingerprints.setdefault(info.name, set()).add(info.fingerprint)
+    rows = [("queue", "app", "handler", "worker", "last seen", "conflict")]
+    for info in found:
+        conflict = info.recent and len(fingerprints.get(info.name, ())) > 1
+        if args.json:
+            print(json.dumps({**dataclasses.asdict(info), "conflict": conflict}, default=_iso))
+            continue
+        seen = _iso(info.seen_at) + ("" if info.recent else " (stale)")
+        rows.append(
+            (info.name, info.app, info.handler, info.worker, seen, "yes" if conflict else "-")
+        )
+    if not args.json:
+        _print_table(rows)
     return 0
 
 

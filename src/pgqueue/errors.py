@@ -30,6 +30,7 @@ __all__ = [
     "DatabaseError",
     "DependencyError",
     "EmbeddedServerError",
+    "HandlerConflictError",
     "InvalidDsnError",
     "InvalidInputError",
     "InvalidNameError",
@@ -121,6 +122,16 @@ class EmbeddedServerError(PgQueueError):
 
 class WorkerError(PgQueueError):
     """A worker cannot run as asked."""
+
+
+class HandlerConflictError(WorkerError):
+    """A worker of a queue object made with ``on_conflict="error"`` found that another
+    application registered a different handler for a queue it serves (on the same schema,
+    recently): it refuses to start. ``conflicts`` describes each pair of handlers."""
+
+    def __init__(self, message: str, conflicts: list[Any]) -> None:
+        super().__init__(message)
+        self.conflicts = conflicts
 
 
 class JobFailedError(PgQueueError):
