@@ -104,6 +104,10 @@ WITH mine AS (
 ), recent AS (
     SELECT r.* FROM "pgqueue".handler r
     WHERE r.seen_at > "pgqueue".clock() - make_interval(secs => %(recent)s)
+), mine_patterns AS MATERIALIZED (
+    SELECT * FROM mine WHERE regex IS NOT NULL
+), recent_patterns AS MATERIALIZED (
+    SELECT * FROM recent WHERE regex IS NOT NULL
 ), clash AS (
     SELECT m.name AS mine, m.app AS mine_app, m.handler AS mine_handler, r.name,
         r.app, r.handler, r.worker, r.explicit_app, r.seen_at
@@ -112,14 +116,12 @@ WITH mine AS (
     UNION ALL
     SELECT m.name, m.app, m.handler, r.name, r.app, r.handler, r.worker,
         r.explicit_app, r.seen_at
-    FROM mine m JOIN recent r ON m.regex IS NOT NULL AND r.name <> m.name
-        AND r.name ~ m.regex
+    FROM mine_patterns m JOIN recent r ON r.name <> m.name AND r.name ~ m.regex
     WHERE r.app <> m.app AND r.fingerprint <> m.fingerprint
     UNION ALL
     SELECT m.name, m.app, m.handler, r.name, r.app, r.handler, r.worker,
         r.explicit_app, r.seen_at
-    FROM mine m JOIN recent r ON r.regex IS NOT NULL AND r.name <> m.name
-        AND m.name ~ r.regex
+    FROM mine m JOIN recent_patterns r ON r.name <> m.name AND m.name ~ r.regex
     WHERE r.app <> m.app AND r.fingerprint <> m.fingerprint
 ), written AS (
     INSERT INTO "pgqueue".handler AS t (name, app, handler, options, fingerprint, regex,

@@ -1,0 +1,1 @@
+"""Integrations with web frameworks, each needing its framework (an extra of its own)."""
