@@ -13,6 +13,7 @@ application's newer code (a deploy): its row is replaced, without a warning.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -73,17 +74,24 @@ def check_app_name(value: object) -> str | None:
     return value
 
 
+def _named(func: Callable[..., Any]) -> Any:
+    """What names a handler: the function a partial wraps, the class of a callable object
+    (never a repr, which holds an address and would change at each start)."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    return func if hasattr(func, "__qualname__") else type(func)
+
+
 def handler_id(func: Callable[..., Any]) -> str:
     """``module:qualname`` of a handler."""
-    module = getattr(func, "__module__", None) or "?"
-    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
-    return f"{module}:{name}"
+    named = _named(func)
+    return f"{getattr(named, '__module__', None) or '?'}:{named.__qualname__}"
 
 
 def default_app(func: Callable[..., Any]) -> str:
     """The application a handler belongs to when none is named: its module's top-level
     package (for a script run as ``__main__``, the script's file name)."""
-    top = (getattr(func, "__module__", None) or "?").partition(".")[0]
+    top = (getattr(_named(func), "__module__", None) or "?").partition(".")[0]
     if top == "__main__":
         path = getattr(sys.modules.get("__main__"), "__file__", None)
         if path:  # a package run with -m names its directory

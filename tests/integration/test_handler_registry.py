@@ -3,6 +3,7 @@ they register different handlers for the same queue (and so take each other's jo
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -15,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgqueue import HandlerConflictError, InvalidOptionError, PgQueue
+from pgqueue import HandlerConflictError, InvalidOptionError, PgQueue, PgQueueError
 from pgqueue._handlers import REGISTRY_RECENT, default_app, handler_id
 from pgqueue.cli import main
 
@@ -367,3 +368,87 @@ def test_the_command_line_shows_the_registry(
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["queue", "app", "handler"]
     assert sum(line.rstrip().endswith("yes") for line in table) == 2
+
+
+def test_a_renamed_app_with_the_same_handlers_is_not_warned(
+    dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="pgqueue")
+    send_email = handler("shop.jobs", "send_email")
+    for name in ("shop", "storefront"):
+        with app(dsn, schema, name) as shop:
+            shop.job("send-email", retry_limit=3)(send_email)
+            shop.work(until_empty=True)
+    assert warnings(caplog) == []
+    # Renamed and changed at once: the old name's row is another app's until it ages out.
+    with app(dsn, schema, "store") as store:
+        store.job("send-email", retry_limit=4)(send_email)
+        store.work(until_empty=True)
+    assert len(warnings(caplog)) == 2  # against shop's and storefront's rows
+
+
+class Mailer:
+    def __call__(self, data: Any) -> None:
+        return None
+
+
+def test_partials_and_callable_objects_are_named_by_what_they_call() -> None:
+    def send(data: Any, sender: str = "") -> None:
+        return None
+
+    send.__module__ = "shop.jobs"
+    partial = functools.partial(send, sender="x")
+    assert handler_id(partial) == handler_id(send) == f"shop.jobs:{send.__qualname__}"
+    assert default_app(partial) == "shop"
+    assert handler_id(Mailer()) == f"{__name__}:Mailer"
+
+
+def test_a_running_worker_refreshes_its_rows_and_learns_of_a_newcomer(
+    dsn: str, schema: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level("INFO", logger="pgqueue")
+    monkeypatch.setattr("pgqueue._worker.REGISTRY_REFRESH", 0.05)
+    with app(dsn, schema, "billing") as billing, app(dsn, schema, "crm") as crm:
+        billing.job("send-email")(handler("billing.jobs", "send_email"))
+        crm.job("send-email")(handler("crm.mail", "notify"))
+        worker = threading.Thread(target=billing.work, kwargs={"poll_interval": 0.05})
+        worker.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not any(h.app == "billing" for h in crm.get_handlers()):
+                assert time.monotonic() < deadline, "billing's worker did not register"
+                time.sleep(0.02)
+            crm.work(until_empty=True)  # warns at its start
+            first = next(h.seen_at for h in crm.get_handlers() if h.app == "billing")
+            while len(warnings(caplog)) < 2 or not any(
+                h.app == "billing" and h.seen_at > first for h in crm.get_handlers()
+            ):
+                assert time.monotonic() < deadline, "billing's worker did not refresh"
+                time.sleep(0.02)
+        finally:
+            billing.stop_working()
+            worker.join(30)
+    crm_side, billing_side = warnings(caplog)[:2]
+    assert "handler crm.mail:notify of app 'crm'" in crm_side
+    assert "handler billing.jobs:send_email of app 'billing'" in billing_side
+    assert len(warnings(caplog)) == 2  # each refresh after that one stays quiet
+
+
+def test_a_registry_that_cannot_be_written_is_logged_and_the_worker_goes_on(
+    dsn: str, schema: str, conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="pgqueue")
+    with app(dsn, schema, "billing") as billing:
+        done: list[int] = []
+        billing.job("ping")(done.append)
+        billing.send("ping", 1)
+        conn.execute(sql.SQL("DROP TABLE {}.handler").format(sql.Identifier(schema)))
+        billing.work(until_empty=True)
+        assert done == [1]
+    assert any("could not write this worker's handlers" in r.getMessage() for r in caplog.records)
+    with app(dsn, schema, "billing", on_conflict="error") as strict:
+        strict.job("ping")(done.append)
+        strict.send("ping", 2)
+        with pytest.raises(PgQueueError):  # unchecked, it does not start
+            strict.work(until_empty=True)
+        assert done == [1]

@@ -358,6 +358,12 @@ def _worker_group(ext: PgQueueFlask) -> AppGroup:
     )
     @click.option("--until-empty", is_flag=True, help="Stop once no job is runnable.")
     @click.option(
+        "--metrics-port",
+        type=int,
+        help="Serve Prometheus metrics at /metrics on this port (needs pgqueue[metrics]).",
+    )
+    @click.option("--metrics-host", default="0.0.0.0", show_default=True)
+    @click.option(
         "--log-level",
         default="info",
         show_default=True,
@@ -372,6 +378,8 @@ def _worker_group(ext: PgQueueFlask) -> AppGroup:
         heartbeat: float,
         capture_logs: str | None,
         until_empty: bool,
+        metrics_port: int | None,
+        metrics_host: str,
         log_level: str,
     ) -> None:
         """Run the application's job handlers until SIGTERM or SIGINT."""
@@ -386,6 +394,8 @@ def _worker_group(ext: PgQueueFlask) -> AppGroup:
                 heartbeat_seconds=heartbeat,
                 capture_logs=capture_logs or False,
                 until_empty=until_empty,
+                metrics_port=metrics_port,
+                metrics_host=metrics_host,
                 install_signal_handlers=True,
             )
         except PgQueueError as exc:
