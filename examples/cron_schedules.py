@@ -5,6 +5,8 @@ is sent exactly once however many instances run (the slot is claimed in the data
 slots missed while every instance was down are sent once, not replayed. Wall-clock times
 follow their time zone, daylight saving included.
 
+From the root of a pgqueue checkout or unpacked sdist (examples/ is not in the wheel):
+
     python examples/cron_schedules.py            # adds the run-time schedule, then works
     pgqueue worker examples.cron_schedules:pq    # more workers: the schedules still fire once
 """

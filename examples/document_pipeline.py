@@ -3,6 +3,8 @@ sends a flow: one ``ocr`` job per page, and an ``assemble`` job that waits until
 all completed and joins their outputs. A page that fails for good cancels the assembly,
 which records why; the other pages are not touched.
 
+From the root of a pgqueue checkout or unpacked sdist (examples/ is not in the wheel):
+
     python examples/document_pipeline.py
     pgqueue worker examples.document_pipeline:pq    # how an application runs these handlers
 """

@@ -5,7 +5,11 @@ the job's state, progress and output. Workers run in processes of their own.
 A request that fails rolls its job back with everything else it wrote: asking twice for the
 same year's report answers 409 and leaves one job.
 
-    pip install 'pgqueue[examples]'
+FastAPI and uvicorn come with the examples extra (the extra brings the dependencies, not the
+examples: they are in the repository and the sdist, not the wheel). From the root of a pgqueue
+checkout or unpacked sdist:
+
+    pip install 'pgqueue[examples]'                           # or: pip install -e '.[examples]'
     uvicorn examples.fastapi_service:app                      # the API
     pgqueue worker examples.fastapi_service:pq                # the workers, as many as needed
     curl -X POST localhost:8000/reports -H 'content-type: application/json' -d '{"year": 2026}'

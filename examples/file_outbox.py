@@ -4,6 +4,8 @@ the event (thumbnail, virus-scan); each gets and processes its own copy, and a f
 copy does not touch the other. The event history is listed from the jobs the event became,
 and a copy that failed for good is re-run by hand.
 
+From the root of a pgqueue checkout or unpacked sdist (examples/ is not in the wheel):
+
     python examples/file_outbox.py
     pgqueue worker examples.file_outbox:pq       # how an application runs these handlers
 """

@@ -1,8 +1,10 @@
 """Job catalogue: handlers registered with names and descriptions, listed and run by name.
 
-pgqueue jobs examples.job_catalogue:pq                  # every job, its description and options
-pgqueue worker examples.job_catalogue:pq                # in another terminal
-pgqueue send examples.job_catalogue:pq add --data '{"a": 2, "b": 3}' --wait
+From the root of a pgqueue checkout or unpacked sdist (examples/ is not in the wheel):
+
+    pgqueue jobs examples.job_catalogue:pq                  # every job, its description and options
+    pgqueue worker examples.job_catalogue:pq                # in another terminal
+    pgqueue send examples.job_catalogue:pq add --data '{"a": 2, "b": 3}' --wait
 """
 
 from pydantic import BaseModel

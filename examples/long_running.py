@@ -6,6 +6,8 @@ heartbeat goes stale; maintenance (which every started pgqueue instance runs) se
 back to retry, another worker picks it up, and the handler carries on from its last reported
 progress instead of starting over.
 
+From the root of a pgqueue checkout or unpacked sdist (examples/ is not in the wheel):
+
     pgqueue worker examples.long_running:pq                  # one or more, anywhere
     python examples/long_running.py send --steps 300         # five minutes; prints the id
     python examples/long_running.py status ID                # state, progress, output

@@ -1,6 +1,7 @@
 """Quickstart: one handler, a few jobs, their results.
 
-Run it with ``python3 dev.py demo`` (sets up a virtualenv first), or with
+From the root of a pgqueue checkout or unpacked sdist (examples/ is not in the wheel), run it
+with ``python3 dev.py demo`` (sets up a virtualenv first), or with
 ``python examples/quickstart.py`` where pgqueue is installed.
 With no ``PGQUEUE_DATABASE_URL`` set, pgqueue starts an embedded PostgreSQL and keeps its data
 in a per-user directory; with it set, the jobs go to that database.

@@ -6,7 +6,9 @@ welcome email goes first (priority), survives a flaky mail server (retries with 
 backoff, a time limit per attempt), and a double click on "resend" sends one email (singleton
 key). A follow-up email is deferred by three days.
 
-    PGQUEUE_DATABASE_URL=postgresql://... python examples/signup_email.py
+From the root of a pgqueue checkout or unpacked sdist (examples/ is not in the wheel):
+
+    python examples/signup_email.py              # $PGQUEUE_DATABASE_URL, else embedded
     pgqueue worker examples.signup_email:pq      # how an application runs these handlers
 """
 

@@ -5,6 +5,8 @@ run by ``pgqueue worker``, consume them.
 The jobs commit or roll back with the rest of the producer's transaction: the second batch
 below is rolled back, and no worker ever sees it.
 
+From the root of a pgqueue checkout or unpacked sdist (examples/ is not in the wheel):
+
     python examples/sync_producer.py                        # prints the ids of the jobs sent
     pgqueue worker examples.sync_producer:pq                # runs the async handlers
 """

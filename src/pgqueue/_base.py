@@ -36,7 +36,7 @@ from ._registry import JobDefinition, Registry
 from ._sql import Statements
 from ._sync.runner import Runner, run_sync
 from ._worker import Worker
-from .errors import InvalidInputError, InvalidOptionError, WorkerError
+from .errors import InvalidDsnError, InvalidInputError, InvalidOptionError, WorkerError
 from .models import JobState, QueueStats
 
 __all__ = ["EventName", "QueueBase", "StartAfter"]
@@ -104,10 +104,16 @@ class QueueBase:
         self._prepare = True
         self._listen = True
         self._listen_dsn: str | None = None
-        self._use_connections(prepare=prepare, listen=listen, listen_dsn=listen_dsn)
-        self._migrate = migrate
         self._pool = pool
-        self._set_pool(pool_min_size, pool_max_size, null_pool)
+        self._null_pool = False
+        self._pool_min_size, self._pool_max_size = check_pool(pool_min_size, pool_max_size)
+        self._configure_connections(
+            null_pool=null_pool,
+            prepare=prepare,
+            listen=listen,
+            listen_dsn=listen_dsn,
+        )
+        self._migrate = migrate
         self._connect_timeout = connect_timeout
         self._embedded: EmbeddedServer | None = None
         if maintenance is True:
@@ -127,16 +133,6 @@ class QueueBase:
         # Told of sends and runs (pgqueue.metrics, pgqueue.tracing): None while both are off.
         self._observer: Observer | None = None
         self._observing: dict[str, Observer] = {}  # each attached observer, by kind
-
-    def _set_pool(self, min_size: int, max_size: int, null: bool) -> None:
-        """Size the pool this object opens on start (``pgqueue worker --pool-size`` calls
-        it on an application's object): a null pool connects for each use."""
-        if not isinstance(null, bool):
-            raise InvalidOptionError(f"null_pool must be True or False, got {null!r}")
-        if null and self._pool is not None:
-            raise InvalidOptionError("give pool= or null_pool=True, not both")
-        self._pool_min_size, self._pool_max_size = check_pool(min_size, max_size)
-        self._null_pool = null
 
     def _observe(self, kind: str, observer: Observer) -> Observer:
         """Attach ``observer`` (once per kind: the one attached first is kept and returned).
@@ -161,22 +157,35 @@ class QueueBase:
         """The DSN in use (None before ``start()`` when the embedded server is the default)."""
         return self._dsn
 
-    def _use_connections(
+    def _configure_connections(
         self,
         *,
+        pool_min_size: int | None = None,
+        pool_max_size: int | None = None,
+        null_pool: bool | None = None,
         prepare: bool | None = None,
         listen: bool | None = None,
         listen_dsn: str | None = None,
     ) -> None:
-        """Set how connections are made (the constructor's options; the CLI's flags override
-        them before start): None leaves an option as it is."""
-        for option, value in (("prepare", prepare), ("listen", listen)):
+        """Set the pool this object opens on start and how connections are made (the
+        constructor's options; the worker command's flags override them before start):
+        None leaves an option as it is. A null pool connects for each use."""
+        for option, value in (("null_pool", null_pool), ("prepare", prepare), ("listen", listen)):
             if value is not None and not isinstance(value, bool):
-                raise InvalidInputError(f"{option} must be True or False, got {value!r}")
-        if listen_dsn is not None and (not isinstance(listen_dsn, str) or not listen_dsn):
-            raise InvalidInputError(f"listen_dsn must be a database URL, got {listen_dsn!r}")
+                raise InvalidOptionError(f"{option} must be True or False, got {value!r}")
+        if null_pool and self._pool is not None:
+            raise InvalidOptionError("give pool= or null_pool=True, not both")
+        if listen_dsn is not None and (not isinstance(listen_dsn, str) or not listen_dsn.strip()):
+            raise InvalidDsnError(f"listen_dsn must be a database URL, got {listen_dsn!r}")
         if listen_dsn is not None:
             check_dsn(listen_dsn)  # a typo fails here, not in a listener's reconnect loop
+        if pool_min_size is not None or pool_max_size is not None:
+            self._pool_min_size, self._pool_max_size = check_pool(
+                self._pool_min_size if pool_min_size is None else pool_min_size,
+                self._pool_max_size if pool_max_size is None else pool_max_size,
+            )
+        if null_pool is not None:
+            self._null_pool = null_pool
         if prepare is not None:
             self._prepare = prepare
         if listen is not None:

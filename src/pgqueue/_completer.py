@@ -106,6 +106,11 @@ class Completer:
         self._idle.clear()
         self._wake.set()
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The writing task (the worker's health looks at it)."""
+        return self._task
+
     async def start(self) -> None:
         """Start the writer task."""
         if self._task is None:

@@ -50,6 +50,7 @@ from ._handlers import (
     register_plan,
     registrations,
 )
+from ._health import HealthReport, check_port, serve_health
 from ._heartbeat import Heartbeat
 from ._notifier import Notifier
 from ._observe import Observer
@@ -100,6 +101,10 @@ RECONCILE_EVERY = 60.0
 # Seconds a stopping worker gives each of its last writes (outcomes, then the hand-back),
 # and the claim under way when the stop came.
 _SHUTDOWN_WRITES = 5.0
+# A worker is alive while its last statement that succeeded is at most this old, or three
+# poll intervals, or its heartbeat, if longer: an idle worker reads its queues each poll
+# interval, a busy one beats for its runs every third of its heartbeat.
+HEALTH_TIMEOUT = 30.0
 # Seconds before a worker tries again a queue with limits that let nothing start, when no
 # time is known (its active jobs must end, here or in another worker).
 _LIMITED_RETRY = 0.25
@@ -145,14 +150,33 @@ class Worker:
         listen_dsn: str | None = None,
         emit: Callable[[Any, object], None] = lambda event, value: None,
         observer: Observer | None = None,
+        health_port: int | None = None,
+        health_host: str = "0.0.0.0",
+        health_timeout: float | None = None,
         app_name: str | None = None,
         on_conflict: OnConflict = "warn",
     ) -> None:
         concurrency = check_count("concurrency", concurrency)
+        if health_port is not None:
+            check_port("health_port", health_port)
+        if not isinstance(health_host, str) or not health_host:
+            raise InvalidOptionError(f"health_host is a host name or address, got {health_host!r}")
         threads = check_count("threads", threads)
         poll_interval = _seconds("poll_interval", poll_interval, 0.001)
         shutdown_timeout = _seconds("shutdown_timeout", shutdown_timeout, 0.0)
         self._heartbeat = _seconds("heartbeat_seconds", heartbeat_seconds, MIN_HEARTBEAT)
+        self._health_timeout = (
+            max(3 * poll_interval, HEALTH_TIMEOUT, self._heartbeat)
+            if health_timeout is None
+            else _seconds("health_timeout", health_timeout, 0.001)
+        )
+        self._health_address = None if health_port is None else (health_host, health_port)
+        self._started = False  # taking jobs: its loops run
+        self._last_ok: float | None = None  # loop time of the last statement that succeeded
+        self._last_error: str | None = None  # of the last statement that failed since
+        self._fetching: asyncio.Task[None] | None = None
+        self._toucher: asyncio.Task[None] | None = None
+        self._notifier_task: asyncio.Task[None] | None = None
         self._capture = capture_level(capture_logs)
         definitions = core.registry.definitions()
         if queues is not None:
@@ -231,7 +255,42 @@ class Worker:
 
     async def _run(self, plan: Plan[Any]) -> Any:
         # Every statement of the worker is a plan of one statement: no transaction needed.
-        return await self._runner.run(plan, None, atomic=False)
+        try:
+            result = await self._runner.run(plan, None, atomic=False)
+        except PgQueueError as exc:
+            self._last_error = str(exc)
+            raise
+        self._last_ok = self._time()
+        self._last_error = None
+        return result
+
+    def health(self) -> HealthReport:
+        """What the health endpoint answers: alive while the fetch loop, the completer,
+        the notification listener and the heartbeat run and a statement succeeded within
+        the health timeout; ready once started and until a stop is asked."""
+        report = HealthReport(self.id, self._started, self._stopping.is_set())
+        if not self._started:
+            return report
+        tasks = {"completer": self._completer.task, "heartbeat": self._toucher}
+        if not report.stopping:  # (where a stop ends it on purpose)
+            tasks["fetch loop"] = self._fetching
+        if self._listen_dsn is not None:
+            tasks["notification listener"] = self._notifier_task
+        for name, task in tasks.items():
+            if task is None or task.done():
+                report.problems.append(f"the {name} is not running")
+        now = self._time()
+        since = None if self._last_ok is None else now - self._last_ok
+        report.details["last_database_contact_seconds_ago"] = (
+            None if since is None else round(since, 3)
+        )
+        if since is None or since > self._health_timeout:
+            report.problems.append(
+                f"no statement succeeded for {self._health_timeout:g}s"
+                + (f": {self._last_error}" if self._last_error else "")
+            )
+        report.details["running"] = self._running
+        return report
 
     # -- control -----------------------------------------------------------------------------
 
@@ -255,7 +314,6 @@ class Worker:
             self._loop = asyncio.get_running_loop()
             if self._stop_asked:
                 self._stopping.set()
-        await self._register(starting=True)
         notifier = Notifier(
             self._listen_dsn,
             [self._core.sql.listen_jobs, self._core.sql.listen_cancel],
@@ -266,10 +324,22 @@ class Worker:
             probe=lambda channel, payload: self._run(self._core.probe(channel, payload)),
             on_deaf=self._deaf,
         )
-        signals = self._install_signals() if install_signal_handlers else []
-        await self._completer.start()
-        await notifier.start()
+        self._last_ok = self._time()  # the queues were just declared
+        health = None
+        if self._health_address is not None:  # first: a port in use fails before any work
+            health = await serve_health(*self._health_address, self.health)
+        try:
+            await self._register(starting=True)  # may refuse: before anything else starts
+            signals = self._install_signals() if install_signal_handlers else []
+            await self._completer.start()
+            await notifier.start()
+        except BaseException:
+            if health is not None:
+                await health.close()
+            raise
+        self._notifier_task = notifier.task
         toucher = asyncio.create_task(self._heartbeat_loop.run(), name="pgqueue-heartbeat")
+        self._toucher = toucher
         if self._observer is not None:
             self._observer.worker_started(self)
         log.info(
@@ -295,12 +365,16 @@ class Worker:
                         self._observer.worker_stopped(self)
                     for sig in signals:
                         self._loop.remove_signal_handler(sig)
+                    if health is not None:
+                        await health.close()
                     log.info("worker %s stopped after %d jobs", self.id, self.processed)
 
     async def _fetch_until_stopped(self, notifier: Notifier) -> None:
         """Run the fetch loop; once a stop is asked, give the statement under way a few
         seconds to return (the loop then ends by itself) before cutting it short."""
         fetching = asyncio.create_task(self._fetch_loop(notifier), name="pgqueue-fetch")
+        self._fetching = fetching
+        self._started = True
         stopped = asyncio.create_task(self._stopping.wait())
         try:
             await asyncio.wait({fetching, stopped}, return_when=asyncio.FIRST_COMPLETED)

@@ -22,6 +22,7 @@ from ._async.queue import AsyncPgQueue
 from ._compat import run_loop
 from ._config import DSN_ENV, check_seconds
 from ._cron import label, next_slot
+from ._health import check_port
 from ._logs import configure
 from ._sync.queue import PgQueue
 from ._version import VERSION
@@ -196,6 +197,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-host",
         default="0.0.0.0",
         help="the address the metrics are served on (default: 0.0.0.0, every interface)",
+    )
+    worker.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="serve GET /healthz (200 while alive, else 503 saying why) and GET /readyz "
+        "(200 while taking jobs, 503 while starting or stopping) on this port",
+    )
+    worker.add_argument(
+        "--health-host",
+        default="0.0.0.0",
+        help="the address the health checks are served on (default: 0.0.0.0, every interface)",
+    )
+    worker.add_argument(
+        "--health-timeout",
+        type=float,
+        default=None,
+        help="seconds without a successful statement before /healthz answers 503 "
+        "(default: the longest of 30, three poll intervals and the heartbeat)",
     )
     pool_options(worker)
     prepare_option(worker)
@@ -443,7 +463,7 @@ def _app_connections(app: AsyncPgQueue | PgQueue, args: argparse.Namespace) -> N
     """Apply the connection flags given to the application's queue object."""
     if getattr(args, "listen", None) is False and getattr(args, "listen_dsn", None):
         raise InvalidOptionError("--no-listen polls only: drop --listen-dsn")
-    app._use_connections(
+    app._configure_connections(
         prepare=args.prepare,
         listen=getattr(args, "listen", None),
         listen_dsn=getattr(args, "listen_dsn", None),
@@ -451,6 +471,8 @@ def _app_connections(app: AsyncPgQueue | PgQueue, args: argparse.Namespace) -> N
 
 
 def _worker(args: argparse.Namespace) -> int:
+    if args.health_port is not None:  # before connecting: a bad port is refused at once
+        check_port("--health-port", args.health_port)
     app = load_app(args.app)
     _size_pool(app, args)
     _app_connections(app, args)
@@ -466,6 +488,10 @@ def _worker(args: argparse.Namespace) -> int:
     }
     if args.metrics_port is not None:
         options.update(metrics_port=args.metrics_port, metrics_host=args.metrics_host)
+    if args.health_port is not None:
+        options.update(health_port=args.health_port, health_host=args.health_host)
+    if args.health_timeout is not None:
+        options.update(health_timeout=args.health_timeout)
     if isinstance(app, PgQueue):
         with app:
             app.work(**options)
@@ -487,10 +513,10 @@ def _size_pool(app: AsyncPgQueue | PgQueue, args: argparse.Namespace) -> None:
         raise InvalidOptionError("--null-pool keeps no connection open: drop --pool-min-size")
     max_size = app._pool_max_size if args.pool_size is None else args.pool_size
     min_size = app._pool_min_size if args.pool_min_size is None else args.pool_min_size
-    app._set_pool(
-        min(min_size, max_size) if args.pool_min_size is None else min_size,
-        max_size,
-        args.null_pool or app._null_pool,
+    app._configure_connections(
+        pool_min_size=min(min_size, max_size) if args.pool_min_size is None else min_size,
+        pool_max_size=max_size,
+        null_pool=args.null_pool or app._null_pool,
     )
 
 

@@ -258,7 +258,7 @@ async def test_listening_through_it(
                 )
             warnings = [r for r in caplog.records if "listen_dsn" in r.getMessage()]
             assert len(warnings) == 1
-            pq._use_connections(listen_dsn=dsn)
+            pq._configure_connections(listen_dsn=dsn)
         async with working(pq, poll_interval=300):
             await ping.send(None)
             await asyncio.wait_for(ran.wait(), 10)

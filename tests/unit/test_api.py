@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -169,3 +170,12 @@ def test_claimed_columns_line_up_with_the_job_fields() -> None:
     )
     assert job.depends_on == [7]
     assert job.trace == trace
+
+
+def test_the_version_is_the_installed_distributions() -> None:
+    """``pgqueue.__version__`` and ``pgqueue --version`` say what pip installed (one number,
+    read by the build from ``_version.py``)."""
+    from importlib.metadata import version
+
+    assert pgqueue.__version__ == version("pgqueue")
+    assert re.fullmatch(r"\d+\.\d+\.\d+([abc]|rc|\.dev|\.post)?\d*", pgqueue.__version__)

@@ -334,6 +334,9 @@ class AsyncPgQueue(QueueBase):
         capture_logs: bool | int | str = False,
         metrics_port: int | None = None,
         metrics_host: str = "0.0.0.0",
+        health_port: int | None = None,
+        health_host: str = "0.0.0.0",
+        health_timeout: float | None = None,
     ) -> None:
         """Run the registered handlers until :meth:`stop` (or, with ``until_empty``, until no
         job is runnable). ``queues`` limits the handlers run (queue names, or glob patterns
@@ -345,7 +348,12 @@ class AsyncPgQueue(QueueBase):
         INFO, or a level), the ``logging`` records a handler emits join its run's log,
         beside its ``job.log()`` lines (see ``Job.logs``). With ``metrics_port``,
         Prometheus metrics are kept (see :mod:`pgqueue.metrics`) and served on
-        ``metrics_host``:``metrics_port`` while it works."""
+        ``metrics_host``:``metrics_port`` while it works. With ``health_port``, ``GET
+        /healthz`` on ``health_host``:``health_port`` answers 200 while the worker is alive
+        (its loops run, a statement succeeded within ``health_timeout`` seconds: by default
+        the longest of 30, three poll intervals and the heartbeat), else 503 with a JSON body
+        naming what is wrong; ``GET /readyz`` answers 200 while it takes jobs, 503 while it
+        starts or stops."""
         if self._runner is None:
             raise PgQueueError("AsyncPgQueue is not started: call start() first")
         kept = None
@@ -371,6 +379,9 @@ class AsyncPgQueue(QueueBase):
             until_empty=until_empty,
             heartbeat_seconds=heartbeat_seconds,
             capture_logs=capture_logs,
+            health_port=health_port,
+            health_host=health_host,
+            health_timeout=health_timeout,
         )
         # <sync>
         #

@@ -1,1 +1,2 @@
-"""Integrations with web frameworks, each needing its framework (an extra of its own)."""
+"""Integrations with frameworks, each an optional extra (``pgqueue[django]``,
+``pgqueue[flask]``)."""
