@@ -31,6 +31,7 @@ from .errors import InvalidOptionError
 
 __all__ = [
     "ON_CONFLICT",
+    "REGISTRY_LOCK_TIMEOUT",
     "REGISTRY_RECENT",
     "REGISTRY_REFRESH",
     "Conflict",
@@ -51,6 +52,8 @@ __all__ = [
 REGISTRY_RECENT = 3600.0
 # Seconds between a running worker's refreshes of its rows.
 REGISTRY_REFRESH = 300.0
+# Seconds a registration waits for another's to end before it gives up.
+REGISTRY_LOCK_TIMEOUT = 10.0
 
 OnConflict = Literal["warn", "error"]
 ON_CONFLICT: tuple[OnConflict, ...] = ("warn", "error")
@@ -200,7 +203,7 @@ def register_plan(
 ) -> Plan[list[Conflict]]:
     """Plan (in one transaction): the conflicts of these rows with the registry, and write
     them unless ``strict`` and there are some."""
-    yield Stmt(sql.handler_lock)
+    yield Stmt(sql.handler_lock, {"lock_ms": REGISTRY_LOCK_TIMEOUT * 1000})
     params = {
         "handlers": json.dumps([r.row() for r in rows]),
         "worker": worker,

@@ -454,3 +454,31 @@ def test_a_registry_that_cannot_be_written_is_logged_and_the_worker_goes_on(
         with pytest.raises(PgQueueError):  # unchecked, it does not start
             strict.work(until_empty=True)
         assert done == [1]
+
+
+def test_a_registration_stuck_elsewhere_does_not_stop_a_start(
+    dsn: str,
+    schema: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level("INFO", logger="pgqueue")
+    monkeypatch.setattr("pgqueue._handlers.REGISTRY_LOCK_TIMEOUT", 0.2)
+    with app(dsn, schema, "billing") as billing, psycopg.connect(dsn) as stuck:
+        done: list[int] = []
+        billing.job("ping")(done.append)
+        billing.send("ping", 1)
+        stuck.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"pgqueue.handlers.{schema}"]
+        )  # and its transaction stays open
+        billing.work(until_empty=True)
+        assert done == [1]
+        assert any("could not write this worker's" in r.getMessage() for r in caplog.records)
+        strict = PgQueue(dsn, schema=schema, maintenance=False, on_conflict="error")
+        with strict:
+            strict.job("ping")(done.append)
+            with pytest.raises(PgQueueError, match="lock"):
+                strict.work(until_empty=True)
+        stuck.rollback()
+        billing.work(until_empty=True)  # registers now
+        assert [h.app for h in billing.get_handlers()] == ["billing"]

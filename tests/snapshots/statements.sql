@@ -86,7 +86,8 @@ FROM "pgqueue".handler
 ORDER BY name, seen_at DESC, app;
 
 -- name: handler_lock
-SELECT pg_advisory_xact_lock(hashtext('pgqueue.handlers.pgqueue'));
+SELECT pg_advisory_xact_lock(hashtext('pgqueue.handlers.pgqueue'))
+FROM (SELECT set_config('lock_timeout', %(lock_ms)s::integer::text, true)) s;
 
 -- name: handler_prune
 DELETE FROM "pgqueue".handler h

@@ -63,8 +63,11 @@ class HandlerStatements:
         )
         SELECT c.*, w.written
         FROM (SELECT count(*) AS written FROM written) w LEFT JOIN clash c ON true""")
-    # Serialises registrations on the schema for the rest of the transaction.
-    handler_lock = Template("SELECT pg_advisory_xact_lock(hashtext({handlers_key}))")
+    # Serialises registrations on the schema for the rest of the transaction, waiting at
+    # most %(lock_ms)s (a session stuck in its registration must not stop every start).
+    handler_lock = Template("""
+        SELECT pg_advisory_xact_lock(hashtext({handlers_key}))
+        FROM (SELECT set_config('lock_timeout', %(lock_ms)s::integer::text, true)) s""")
     # Every registration, the recent ones first.
     handler_list = Template("""
         SELECT name, app, handler, options, fingerprint, explicit_app, worker, registered_at,
