@@ -228,3 +228,40 @@ def test_init_app_twice_and_handlers_that_are_not_functions_are_refused(
 
     with pytest.raises(InvalidInputError, match="already registered"):
         ext.job("one")(lambda: None)
+
+
+def test_two_flask_apps_on_one_schema_are_told_of_their_clash(dsn: str, schema: str) -> None:
+    shop_ext, blog_ext = PgQueueFlask(), PgQueueFlask()
+
+    @shop_ext.job("send-email")
+    def shop_email(data: str) -> None:
+        return None
+
+    @blog_ext.job("send-email", retry_limit=1)
+    def blog_email(data: str) -> None:
+        return None
+
+    shop, blog = Flask("shop"), Flask("blog")
+    shop.config.update(config(dsn, schema))
+    blog.config.update(config(dsn, schema, PGQUEUE_OPTIONS={"on_conflict": "error"}))
+    shop_ext.init_app(shop)
+    blog_ext.init_app(blog)
+    try:
+        shop_ext.get_queue(shop).work(until_empty=True)
+        result = blog.test_cli_runner().invoke(args=["pgqueue", "worker", "--until-empty"])
+        assert result.exit_code == 1
+        assert "handlers conflict with another app's" in result.output
+        assert "app 'shop'" in result.output and "app 'blog'" in result.output
+        blog_ext.get_queue(blog).on_conflict = "warn"  # now let it start, and warn
+        result = blog.test_cli_runner().invoke(args=["pgqueue", "worker", "--until-empty"])
+        assert result.exit_code == 0
+        (warning,) = [line for line in result.output.splitlines() if "both serve" in line]
+        assert "WARNING" in warning
+        for name in ("blog_email", "shop_email"):  # named by module:qualname
+            assert (
+                f"{__name__}:test_two_flask_apps_on_one_schema_are_told_of_their_clash.<locals>.{name}"
+                in warning
+            )
+    finally:
+        shop_ext.stop(shop)
+        blog_ext.stop(blog)
