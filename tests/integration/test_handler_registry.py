@@ -16,7 +16,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgqueue import HandlerConflictError, InvalidOptionError, PgQueue, PgQueueError
+from pgqueue import (
+    AsyncPgQueue,
+    HandlerConflictError,
+    InvalidOptionError,
+    PgQueue,
+    PgQueueError,
+)
 from pgqueue._handlers import REGISTRY_RECENT, default_app, handler_id
 from pgqueue.cli import main
 from tests.conftest import PARTITIONED
@@ -482,3 +488,24 @@ def test_a_registration_stuck_elsewhere_does_not_stop_a_start(
         stuck.rollback()
         billing.work(until_empty=True)  # registers now
         assert [h.app for h in billing.get_handlers()] == ["billing"]
+
+
+async def test_an_async_worker_warns_too(
+    dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="pgqueue")
+    async with (
+        AsyncPgQueue(dsn, schema=schema, maintenance=False, app_name="billing") as billing,
+        AsyncPgQueue(dsn, schema=schema, maintenance=False, app_name="crm") as crm,
+        AsyncPgQueue(
+            dsn, schema=schema, maintenance=False, app_name="crm", on_conflict="error"
+        ) as strict,
+    ):
+        billing.job("send-email")(handler("billing.jobs", "send_email"))
+        crm.job("send-email")(handler("crm.mail", "notify"))
+        strict.job("send-email")(handler("crm.mail", "notify"))
+        await billing.work(until_empty=True)
+        await crm.work(until_empty=True)
+        assert len(warnings(caplog)) == 1
+        with pytest.raises(HandlerConflictError):
+            await strict.work(until_empty=True)
