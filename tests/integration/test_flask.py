@@ -4,6 +4,8 @@ the app's context; configuration errors are refused."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -265,3 +267,19 @@ def test_two_flask_apps_on_one_schema_are_told_of_their_clash(dsn: str, schema: 
     finally:
         shop_ext.stop(shop)
         blog_ext.stop(blog)
+
+
+def test_an_app_set_up_and_dropped_is_not_kept_alive(dsn: str, schema: str) -> None:
+    ext = PgQueueFlask()
+
+    @ext.job("j")
+    def j() -> None:  # its wrapper on the app's queue refers to the app
+        return None
+
+    app = Flask("short_lived")
+    app.config.update(config(dsn, schema))
+    ext.init_app(app)
+    gone = weakref.ref(app)
+    del app
+    gc.collect()
+    assert gone() is None

@@ -66,7 +66,8 @@ class _Registration:
 class _AppState:
     """One application's queue object, started on first use."""
 
-    def __init__(self, queue: PgQueue) -> None:
+    def __init__(self, ext: PgQueueFlask, queue: PgQueue) -> None:
+        self.ext = ext
         self.queue = queue
         self.lock = threading.Lock()
         self.started = False
@@ -105,7 +106,9 @@ class PgQueueFlask:
     def __init__(self, app: Flask | None = None) -> None:
         self._template = Registry()  # checks handlers and options where they are declared
         self._registrations: dict[str, _Registration] = {}
-        self._states: weakref.WeakKeyDictionary[Flask, _AppState] = weakref.WeakKeyDictionary()
+        # The applications set up, not kept alive by this: each holds its state in
+        # app.extensions (which, through its handlers, refers back to it).
+        self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         self._lock = threading.Lock()
         self.cli = _worker_group(self)
         if app is not None:
@@ -119,11 +122,11 @@ class PgQueueFlask:
         if EXTENSION_KEY in app.extensions:
             raise InvalidInputError(f"pgqueue is already set up on application {app.name!r}")
         queue = PgQueue(**_queue_options(app))
-        state = _AppState(queue)
+        state = _AppState(self, queue)
         with self._lock:
             for registration in self._registrations.values():
                 _register_on(app, state, registration)
-            self._states[app] = state
+            self._apps.add(app)
         app.extensions[EXTENSION_KEY] = state
         app.cli.add_command(self.cli)
 
@@ -136,8 +139,8 @@ class PgQueueFlask:
                     "no Flask application context: pass app=, or work inside "
                     "app.app_context() or a request"
                 ) from None
-        state = self._states.get(app)
-        if state is None:
+        state = app.extensions.get(EXTENSION_KEY)
+        if not isinstance(state, _AppState) or state.ext is not self:
             raise PgQueueError(f"pgqueue is not set up on application {app.name!r}: call init_app")
         return state
 
@@ -182,8 +185,8 @@ class PgQueueFlask:
             registration = _Registration(name, func, description, local_concurrency, defaults)
             with self._lock:
                 self._registrations[name] = registration
-                for app, state in list(self._states.items()):
-                    _register_on(app, state, registration)
+                for app in list(self._apps):
+                    _register_on(app, app.extensions[EXTENSION_KEY], registration)
             return JobFunction(self, definition)
 
         return register
@@ -222,7 +225,8 @@ class PgQueueFlask:
             schedule = {"expression": expression, "tz": tz, "data": data, "key": key}
             with self._lock:
                 self._registrations[job.name].schedules.append(schedule)
-                for state in list(self._states.values()):
+                for app in list(self._apps):
+                    state = app.extensions[EXTENSION_KEY]
                     state.queue.cron(**schedule)(state.functions[job.name])
             return job
 
