@@ -220,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     pool_options(worker)
     prepare_option(worker)
     listen_options(worker)
+    worker.add_argument(
+        "--on-conflict",
+        choices=["warn", "error"],
+        help="when another app registered a different handler for one of its queues on "
+        "this schema: warn (the default) or refuse to start (default: the application's)",
+    )
     worker.set_defaults(run=_worker)
 
     jobs = command(
@@ -476,6 +482,8 @@ def _worker(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     _size_pool(app, args)
     _app_connections(app, args)
+    if args.on_conflict is not None:
+        app.on_conflict = args.on_conflict
     options: dict[str, Any] = {
         "queues": args.queues.split(",") if args.queues else None,
         "concurrency": args.concurrency,

@@ -12,7 +12,6 @@ SCHEMA = os.environ.get("SHARED_SCHEMA", "pgqueue")
 
 billing = PgQueue(schema=SCHEMA, app_name="billing", maintenance=False)
 crm = PgQueue(schema=SCHEMA, app_name="crm", maintenance=False)
-crm_strict = PgQueue(schema=SCHEMA, app_name="crm", maintenance=False, on_conflict="error")
 
 
 @billing.job("send-email", retry_limit=5)
@@ -20,9 +19,6 @@ def send_invoice_email(data: Any) -> str:
     return "billing"
 
 
+@crm.job("send-email")
 def send_crm_email(data: Any) -> str:
     return "crm"
-
-
-crm.job("send-email")(send_crm_email)
-crm_strict.job("send-email")(send_crm_email)

@@ -254,8 +254,9 @@ def test_two_flask_apps_on_one_schema_are_told_of_their_clash(dsn: str, schema: 
         assert result.exit_code == 1
         assert "handlers conflict with another app's" in result.output
         assert "app 'shop'" in result.output and "app 'blog'" in result.output
-        blog_ext.get_queue(blog).on_conflict = "warn"  # now let it start, and warn
-        result = blog.test_cli_runner().invoke(args=["pgqueue", "worker", "--until-empty"])
+        result = blog.test_cli_runner().invoke(
+            args=["pgqueue", "worker", "--until-empty", "--on-conflict", "warn"]
+        )
         assert result.exit_code == 0
         (warning,) = [line for line in result.output.splitlines() if "both serve" in line]
         assert "WARNING" in warning

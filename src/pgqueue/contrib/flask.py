@@ -34,6 +34,7 @@ from flask.cli import AppGroup
 
 from .._base import StartAfter
 from .._cron import check_cron, check_timezone
+from .._handlers import OnConflict
 from .._logs import configure
 from .._registry import Registry, is_pattern
 from .._sync.function import JobDecorator, JobFunction
@@ -368,6 +369,12 @@ def _worker_group(ext: PgQueueFlask) -> AppGroup:
     )
     @click.option("--metrics-host", default="0.0.0.0", show_default=True)
     @click.option(
+        "--on-conflict",
+        type=click.Choice(["warn", "error"]),
+        help="Refuse to start when another app registered a different handler for one of "
+        "its queues (error), or warn (default: PGQUEUE_OPTIONS', else warn).",
+    )
+    @click.option(
         "--log-level",
         default="info",
         show_default=True,
@@ -384,12 +391,16 @@ def _worker_group(ext: PgQueueFlask) -> AppGroup:
         until_empty: bool,
         metrics_port: int | None,
         metrics_host: str,
+        on_conflict: OnConflict | None,
         log_level: str,
     ) -> None:
         """Run the application's job handlers until SIGTERM or SIGINT."""
         configure(log_level, "plain", capture=capture_logs)
         try:
-            ext.queue.work(
+            queue = ext.queue
+            if on_conflict is not None:
+                queue.on_conflict = on_conflict
+            queue.work(
                 queues=queues.split(",") if queues else None,
                 local_concurrency=concurrency,
                 threads=threads,
