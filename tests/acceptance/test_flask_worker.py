@@ -4,11 +4,13 @@ the app's views sent, inside the app's context, and stops gracefully on SIGTERM.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from examples.flask_app import create_app
 from examples.flask_app.jobs import pgqueue
@@ -70,7 +72,12 @@ def test_the_worker_command_stops_gracefully_on_sigterm(
     app: Flask, dsn: str, schema: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "worker.log"
-    worker = flask_worker(dsn, schema, stderr=log)
+    with socket.socket() as probe:  # a free port for the health endpoint
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker = flask_worker(
+        dsn, schema, "--health-port", str(port), "--health-host", "127.0.0.1", stderr=log
+    )
     try:
         job_id = sent(app, "bob@example.com")
 
@@ -79,6 +86,14 @@ def test_the_worker_command_stops_gracefully_on_sigterm(
             return job is not None and job.state == JobState.completed
 
         poll_until(done, 60, "the worker process to run the job")
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        poll_until(healthy, 30, "the worker's health endpoint")
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(60) == 0, log.read_text()
     finally:

@@ -368,6 +368,8 @@ def _worker_group(ext: PgQueueFlask) -> AppGroup:
         help="Serve Prometheus metrics at /metrics on this port (needs pgqueue[metrics]).",
     )
     @click.option("--metrics-host", default="0.0.0.0", show_default=True)
+    @click.option("--health-port", type=int, help="Answer GET /healthz and /readyz on this port.")
+    @click.option("--health-host", default="0.0.0.0", show_default=True)
     @click.option(
         "--on-conflict",
         type=click.Choice(["warn", "error"]),
@@ -391,6 +393,8 @@ def _worker_group(ext: PgQueueFlask) -> AppGroup:
         until_empty: bool,
         metrics_port: int | None,
         metrics_host: str,
+        health_port: int | None,
+        health_host: str,
         on_conflict: OnConflict | None,
         log_level: str,
     ) -> None:
@@ -411,6 +415,8 @@ def _worker_group(ext: PgQueueFlask) -> AppGroup:
                 until_empty=until_empty,
                 metrics_port=metrics_port,
                 metrics_host=metrics_host,
+                health_port=health_port,
+                health_host=health_host,
                 install_signal_handlers=True,
             )
         except PgQueueError as exc:
