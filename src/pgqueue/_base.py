@@ -300,7 +300,14 @@ class QueueBase:
           it is tried again at the next tick.
 
         Callbacks run on the worker's or the periodic runner's thread and must not block;
-        one that raises is logged and does not stop the others."""
+        one that raises is logged and does not stop the others.
+
+        Example:
+            ```python
+            pq.on("error", lambda exc: alerts.warn(f"pgqueue background step failed: {exc}"))
+            pq.on("maintenance", lambda result: print("archived", result.archived))
+            ```
+        """
         if event not in get_args(EventName):
             raise InvalidInputError(f"unknown event {event!r}")
         if inspect.iscoroutinefunction(callback) or not callable(callback):
@@ -313,7 +320,17 @@ class QueueBase:
     def add_monitor(self, callback: Callable[[list[QueueStats]], object]) -> None:
         """Hand every queue's stats to ``callback`` each ``monitor_interval`` seconds, from
         the instance's periodic runner (the stats are logged at INFO as well); the same as
-        ``on("stats", callback)``."""
+        ``on("stats", callback)``.
+
+        Example:
+            ```python
+            def report(stats: list[QueueStats]) -> None:
+                for queue in stats:
+                    gauge.labels(queue.name).set(queue.waiting)
+
+            pq.add_monitor(report)
+            ```
+        """
         self.on("stats", callback)
 
     def _maintenance_plan(self, *, periodic: bool = False) -> Plan[MaintenanceResult]:
@@ -380,7 +397,14 @@ class QueueBase:
         """Ask :meth:`work` to finish, from any thread or a signal handler: no new claims,
         running jobs get ``shutdown_timeout`` to end, the runs still held go back to their
         queues, then ``work()`` returns. The object stays started. Does nothing when no
-        ``work()`` has begun (an asyncio task that has not run yet has not begun)."""
+        ``work()`` has begun (an asyncio task that has not run yet has not begun).
+
+        Example:
+            ```python
+            # work() returns once the running jobs ended or were handed back
+            signal.signal(signal.SIGUSR1, lambda *_: pq.stop_working())
+            ```
+        """
         with self._work_lock:
             worker = self._worker
         if worker is not None:

@@ -44,7 +44,17 @@ class RunOwner(Protocol):
 class Snooze(BaseException):
     """Raised by :meth:`RunningJob.snooze` (or by a handler itself) to end the run and
     start the job again ``seconds`` later, spending no retry. A BaseException, so that a
-    handler's ``except Exception`` does not swallow it."""
+    handler's ``except Exception`` does not swallow it.
+
+    Example:
+        ```python
+        @pq.job("poll-export")
+        def poll_export(data: dict) -> str:
+            if not export_ready(data["id"]):
+                raise Snooze(30)  # look again in 30 seconds
+            return "ready"
+        ```
+    """
 
     def __init__(self, seconds: float) -> None:
         super().__init__(seconds)
@@ -53,7 +63,22 @@ class Snooze(BaseException):
 
 @dataclass(slots=True)
 class RunningJob(Job):
-    """The job a handler runs: its record plus progress reporting and the cancellation signal."""
+    """The job a handler runs: its record plus progress reporting and the cancellation signal.
+
+    Example:
+        ```python
+        @pq.job("import")
+        async def import_file(data: dict, job: RunningJob) -> int:
+            rows = read_rows(data["path"])
+            for n, row in enumerate(rows):
+                if job.cancelled:
+                    break
+                save(row)
+                job.progress({"done": n + 1, "of": len(rows)})
+            job.log(f"imported {len(rows)} rows from attempt {job.attempt}")
+            return len(rows)
+        ```
+    """
 
     _cancelled: bool = field(default=False, repr=False)
     _expired: bool = field(default=False, repr=False)

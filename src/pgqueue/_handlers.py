@@ -236,7 +236,14 @@ def register_plan(
 class HandlerInfo:
     """A row of the handler registry: the handler ``app``'s workers serve for queue (or
     pattern) ``name``, and when a worker last said so (``recent``: within the hour, so that
-    it counts for conflicts)."""
+    it counts for conflicts).
+
+    Example:
+        ```python
+        for info in pq.get_handlers():
+            print(info.name, info.app, info.handler, info.seen_at)
+        ```
+    """
 
     name: str
     app: str

@@ -37,31 +37,63 @@ log = logging.getLogger("pgqueue.maintenance")
 
 @dataclass(frozen=True)
 class MaintenanceSettings:
-    """How often maintenance runs and how long finished jobs stay in the job table."""
+    """How often maintenance runs and how long finished jobs stay in the job table.
+
+    Example:
+        ```python
+        settings = MaintenanceSettings(archive_completed_after=600, monitor_interval=30)
+        pq = PgQueue(dsn, maintenance=settings)
+        ```
+    """
 
     interval: float = 2.0
+    """Seconds between two periodic passes, across every instance on the schema."""
     archive_completed_after: float = 3600.0
+    """Seconds a completed job stays in the job table before it moves to the archive."""
     archive_failed_after: float = 7 * 24 * 3600.0
-    monitor_interval: float = 60.0  # seconds between queue-stats reports to monitors
+    """The same for failed, cancelled and expired jobs."""
+    monitor_interval: float = 60.0
+    """Seconds between queue-stats reports to monitors."""
     batch_size: int = 1000
-    max_batches: int = 100  # per step and pass, so one pass never runs for long
+    """Rows one statement of a step handles."""
+    max_batches: int = 100
+    """Batches per step and pass at most, so one pass never runs for long."""
 
 
 @dataclass
 class MaintenanceResult:
-    """What one pass did (all zero when another instance held the lock)."""
+    """What one pass did (all zero when another instance held the lock).
+
+    Example:
+        ```python
+        result = pq.maintain()
+        if result.ran and result.errors:
+            print("maintenance steps rolled back:", result.errors)
+        ```
+    """
 
     ran: bool = False
+    """False when another instance's pass made this one unneeded."""
     expired_active: int = 0
+    """Runs expired: past ``expire_in``, or their heartbeat stale."""
     expired_waiting: int = 0
+    """Jobs that waited past their retention without starting."""
     archived: int = 0
+    """Finished jobs moved to the archive."""
     deleted: int = 0
-    grouped: int = 0  # jobs of grouped queues sent without a group, given group ''
-    rate_windows: int = 0  # groups' rate windows dropped, holding no start
-    waits: int = 0  # waits for parents dropped: of jobs released, cancelled or deleted
-    edges: int = 0  # edges to such jobs from parents that have not ended, dropped
-    handlers: int = 0  # handler registrations no worker refreshed within REGISTRY_RECENT
-    errors: list[str] = field(default_factory=list)  # steps that failed and were rolled back
+    """Archived jobs deleted after ``delete_after``."""
+    grouped: int = 0
+    """Jobs of grouped queues sent without a group, given group ''."""
+    rate_windows: int = 0
+    """Groups' rate windows dropped, holding no start."""
+    waits: int = 0
+    """Waits for parents dropped: of jobs released, cancelled or deleted."""
+    edges: int = 0
+    """Edges to such jobs from parents that have not ended, dropped."""
+    handlers: int = 0
+    """Handler registrations no worker refreshed within the hour (see docs/operations.md)."""
+    errors: list[str] = field(default_factory=list)
+    """Steps that failed and were rolled back."""
 
 
 _EXPIRED = encode_json({"type": "expired", "message": "ran past expire_in or lost its heartbeat"})

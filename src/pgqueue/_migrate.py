@@ -53,7 +53,14 @@ class Migration:
 
 @dataclass(frozen=True, slots=True)
 class MigrationStatus:
-    """Where a schema stands: the version applied (None if not installed) and what is pending."""
+    """Where a schema stands: the version applied (None if not installed) and what is pending.
+
+    Example:
+        ```python
+        status = pq.migration_status()
+        print(status.current, status.latest, [m.name for m in status.pending])
+        ```
+    """
 
     current: int | None
     latest: int

@@ -23,7 +23,15 @@ def check_on_parent_failure(value: object) -> OnParentFailure:
 
 
 class FlowStep:
-    """One job of a :class:`Flow`: what :meth:`Flow.add` returns, to name as a parent."""
+    """One job of a :class:`Flow`: what :meth:`Flow.add` returns, to name as a parent.
+
+    Example:
+        ```python
+        flow = Flow()
+        extract = flow.add("extract", {"file": "a.csv"})
+        load = flow.add("load").after(extract)
+        ```
+    """
 
     __slots__ = ("data", "flow", "index", "name", "on_parent_failure", "options", "parents")
 
@@ -64,18 +72,21 @@ class FlowStep:
 
 class Flow:
     """Jobs to send at once, in one statement and all or none (in the caller's transaction
-    when given one), each waiting for the jobs it depends on to complete::
-
-        flow = Flow()
-        split = flow.add("split", {"file": path})
-        pages = [flow.add("ocr", {"page": n}, depends_on=[split]) for n in range(3)]
-        flow.add("assemble", depends_on=pages)
-        handles = await pq.send_flow(flow)
+    when given one), each waiting for the jobs it depends on to complete.
 
     A job waits until all its parents completed; its handler reads their outputs with
     ``parents()``. If a parent fails for good (or expires, or is cancelled or deleted),
     the job and those that depend on it are cancelled, their output saying why, unless it
     was added with ``on_parent_failure="run"``: then it runs once all its parents ended.
+
+    Example:
+        ```python
+        flow = Flow()
+        split = flow.add("split", {"file": path})
+        pages = [flow.add("ocr", {"page": n}, depends_on=[split]) for n in range(3)]
+        flow.add("assemble", depends_on=pages, on_parent_failure="run")
+        handles = await pq.send_flow(flow)
+        ```
     """
 
     def __init__(self) -> None:

@@ -16,7 +16,15 @@ __all__ = ["TRANSITIONS", "Event", "Transition", "mermaid", "targets"]
 
 
 class Event(str, enum.Enum):
-    """What can happen to a job."""
+    """What can happen to a job.
+
+    Example:
+        ```python
+        from pgqueue.lifecycle import Event, targets
+
+        targets(JobState.active, Event.complete)  # {JobState.completed}
+        ```
+    """
 
     send = "send"  # send, insert, publish, a cron slot
     claim = "claim"  # a worker or fetch() takes it
@@ -37,7 +45,17 @@ class Transition:
     """``event`` moves a job in ``source`` to ``target`` when ``when`` holds. None as a
     source is "not yet a job"; as a target, "no longer in the job table". ``retries`` is
     True or False where the target depends on whether the job has retries left;
-    ``blocked`` marks the way out taken when a policy blocks the usual target."""
+    ``blocked`` marks the way out taken when a policy blocks the usual target.
+
+    Example:
+        ```python
+        from pgqueue.lifecycle import TRANSITIONS, Event
+
+        for t in TRANSITIONS:
+            if t.event is Event.expire:
+                print(t.source, "->", t.target, t.when)
+        ```
+    """
 
     source: JobState | None
     event: Event
@@ -147,7 +165,14 @@ def targets(
     blocked: bool | None = None,
 ) -> set[JobState | None]:
     """The states ``event`` can move a job in ``source`` to (empty: it changes nothing);
-    with ``retries_left`` or ``blocked`` (by a policy) given, only the ones they allow."""
+    with ``retries_left`` or ``blocked`` (by a policy) given, only the ones they allow.
+
+    Example:
+        ```python
+        targets(JobState.failed, Event.retry)  # {JobState.retry}
+        targets(JobState.completed, Event.cancel)  # set(): cancel changes nothing
+        ```
+    """
     return {
         t.target
         for t in TRANSITIONS
@@ -160,7 +185,13 @@ def targets(
 
 def mermaid() -> str:
     """The state diagram, in Mermaid (docs/architecture.md holds a copy a test compares).
-    Archive and delete, which every final state (or every state) allows, are drawn once."""
+    Archive and delete, which every final state (or every state) allows, are drawn once.
+
+    Example:
+        ```python
+        print(pgqueue.lifecycle.mermaid())  # paste into a Mermaid block
+        ```
+    """
     lines = ["stateDiagram-v2"]
     edges: dict[tuple[str, str], list[str]] = {}
     for t in TRANSITIONS:

@@ -1,14 +1,17 @@
 """Prometheus metrics of a queue object: the jobs it sent, the runs of its workers, and how
 deep its queues are. Needs the ``metrics`` extra (``pip install 'pgqueue[metrics]'``).
 
->>> metrics = pgqueue.metrics.enable(pq)   # its own CollectorRegistry, unless given one
->>> metrics.serve(9464)                    # or pq.work(metrics_port=9464)
->>> body, content_type = pgqueue.metrics.render(pq)  # for a web app's /metrics
-
 Counters and histograms are kept in this process as sends and runs happen; the gauges of
 the queues' depth are read from the database when scraped, at most once per
 ``stats_every`` seconds (scrapes in between get the last reading). See
 docs/observability.md for every metric.
+
+Example:
+    ```python
+    metrics = pgqueue.metrics.enable(pq)  # its own CollectorRegistry, unless given one
+    metrics.serve(9464)  # or pq.work(metrics_port=9464)
+    body, content_type = pgqueue.metrics.render(pq)  # for a web app's /metrics
+    ```
 """
 
 from __future__ import annotations
@@ -74,7 +77,16 @@ class _QueueMetrics:
 
 
 class Metrics(Observer):
-    """The metrics of one queue object, in ``registry`` (made by :func:`enable`)."""
+    """The metrics of one queue object, in ``registry`` (made by :func:`enable`).
+
+    Example:
+        ```python
+        metrics = pgqueue.metrics.enable(pq)
+        server = metrics.serve(9464)
+        ...
+        server.close()
+        ```
+    """
 
     def __init__(
         self,
@@ -223,7 +235,15 @@ class Metrics(Observer):
 
 
 class MetricsServer:
-    """The HTTP server of :meth:`Metrics.serve`."""
+    """The HTTP server of :meth:`Metrics.serve`.
+
+    Example:
+        ```python
+        server = pgqueue.metrics.enable(pq).serve(0)  # any free port
+        print(f"http://127.0.0.1:{server.port}/metrics")
+        server.close()
+        ```
+    """
 
     def __init__(self, server: Any, thread: threading.Thread) -> None:
         self._server = server
@@ -364,7 +384,15 @@ def enable(
 ) -> Metrics:
     """Keep metrics of ``pq`` (an AsyncPgQueue or PgQueue) in ``registry``: a registry of
     its own unless given one (``prometheus_client.REGISTRY`` for the process's default).
-    Workers that begin afterwards are counted. Called again, returns the same Metrics."""
+    Workers that begin afterwards are counted. Called again, returns the same Metrics.
+
+    Example:
+        ```python
+        from prometheus_client import REGISTRY
+
+        pgqueue.metrics.enable(pq, REGISTRY)  # beside the process's other metrics
+        ```
+    """
     existing = pq._observing.get("metrics")
     if isinstance(existing, Metrics):
         return existing
@@ -384,14 +412,29 @@ def _metrics_of(pq: _Observed | Metrics) -> Metrics:
 
 
 def render(pq: _Observed | Metrics, accept: str | None = None) -> tuple[bytes, str]:
-    """The metrics of ``pq`` (enabled if they were not), as :meth:`Metrics.render`."""
+    """The metrics of ``pq`` (enabled if they were not), as :meth:`Metrics.render`.
+
+    Example:
+        ```python
+        @app.get("/metrics")
+        def metrics(request: Request) -> Response:
+            body, content_type = pgqueue.metrics.render(pq, request.headers.get("accept"))
+            return Response(body, media_type=content_type)
+        ```
+    """
     return _metrics_of(pq).render(accept)
 
 
 def asgi_app(pq: _Observed | Metrics) -> Callable[..., Any]:
     """An ASGI app that serves the metrics of ``pq`` (enabled if they were not): mount it
     at ``/metrics`` in a Starlette or FastAPI app. Each scrape is rendered on a thread, so
-    that reading the queues' depth never holds the app's event loop."""
+    that reading the queues' depth never holds the app's event loop.
+
+    Example:
+        ```python
+        app = Starlette(routes=[Mount("/metrics", app=pgqueue.metrics.asgi_app(pq))])
+        ```
+    """
     metrics = _metrics_of(pq)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:

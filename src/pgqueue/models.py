@@ -46,15 +46,29 @@ class JobState(str, enum.Enum):
     :data:`pgqueue.lifecycle.TRANSITIONS` (docs/architecture.md draws it). completed,
     failed, cancelled and expired are final: maintenance moves them to the archive after
     their retention and deletes them from there after ``delete_after``.
+
+    Example:
+        ```python
+        job = pq.get_job_by_id(job_id)
+        if job is not None and job.state is JobState.failed:
+            pq.retry(job.id)
+        ```
     """
 
-    created = "created"  # waiting for start_after, then for a worker
-    retry = "retry"  # failed with retries left, or handed back; waiting for its start
-    active = "active"  # claimed by exactly one worker
-    completed = "completed"  # handler returned; output holds the result
-    expired = "expired"  # ran past expire_in, heartbeat went stale, or waited past retention
-    cancelled = "cancelled"  # cancelled by a user; resume() sends it back to created
-    failed = "failed"  # failed with no retries left; retry() sends it back to retry
+    created = "created"
+    """Waiting for start_after, then for a worker."""
+    retry = "retry"
+    """Failed with retries left, or handed back; waiting for its start."""
+    active = "active"
+    """Claimed by exactly one worker."""
+    completed = "completed"
+    """Handler returned; output holds the result."""
+    expired = "expired"
+    """Ran past expire_in, heartbeat went stale, or waited past retention."""
+    cancelled = "cancelled"
+    """Cancelled by a user; resume() sends it back to created."""
+    failed = "failed"
+    """Failed with no retries left; retry() sends it back to retry."""
 
     @property
     def finished(self) -> bool:
@@ -113,6 +127,12 @@ class JobOptions(_Options):
 
     ``start_after`` is kept as given: a date, or a delay in seconds that the database adds
     to its own clock (so a host whose clock is off still starts the job on time).
+
+    Example:
+        ```python
+        JobOptions(priority=5, start_after=60, singleton_key="user-7")  # what send checks
+        pq.send("emails", {"to": "ada@example.com"}, priority=5, start_after=60)
+        ```
     """
 
     priority: int | None = Field(None, ge=-_INT4, le=_INT4)
@@ -144,7 +164,14 @@ class JobOptions(_Options):
 
 
 class QueueOptions(_Options):
-    """Settings of a queue: its policy and the defaults for the jobs sent to it."""
+    """Settings of a queue: its policy and the defaults for the jobs sent to it.
+
+    Example:
+        ```python
+        QueueOptions(policy="singleton", retry_limit=3, rate_limit=(10, 1.0))  # checked so
+        pq.create_queue("emails", policy="singleton", retry_limit=3, rate_limit=(10, 1.0))
+        ```
+    """
 
     policy: Policy | None = None
     description: str | None = Field(None, max_length=10_000)
@@ -216,51 +243,89 @@ def parse_options(model: type[_Options], options: dict[str, Any]) -> Any:
 
 @dataclass(slots=True)
 class Job:
-    """A job as stored: the record ``fetch`` and ``get_job_by_id`` return."""
+    """A job as stored: the record ``fetch`` and ``get_job_by_id`` return.
+
+    Example:
+        ```python
+        job = pq.get_job_by_id(job_id)
+        if job is not None:
+            print(job.name, job.state, job.attempt, job.output, job.errors)
+        ```
+    """
 
     id: int
+    """Its id, unique in the schema."""
     name: str
+    """Its queue."""
     data: Any
+    """What it was sent with (JSON)."""
     state: JobState
+    """Where it is in its life."""
     priority: int = 0
+    """Higher runs first."""
     retry_count: int = 0
-    attempt: int = 0  # how many times it was claimed
-    run_id: int | None = None  # the current (or last) run's token: what outcomes name
+    """Retries spent so far."""
+    attempt: int = 0
+    """How many times it was claimed."""
+    run_id: int | None = None
+    """The current (or last) run's token: what outcomes name."""
     retry_limit: int = 0
+    """Retries allowed after the first failure."""
     retry_delay: float = 0.0
+    """Seconds before a retry."""
     retry_backoff: bool = False
+    """Whether the delay doubles at each retry (with jitter)."""
     retry_delay_max: float | None = None
+    """The cap on the delay, in seconds."""
     expire_in: float = 900.0
+    """Seconds a run may take before it is expired."""
     heartbeat_seconds: float | None = None
+    """Seconds of silence after which a run counts as dead (None: the worker's)."""
     start_after: datetime | None = None
+    """When it may start (its retry's time, once it failed)."""
     started_at: datetime | None = None
+    """When its current (or last) run began."""
     created_at: datetime | None = None
+    """When it was sent."""
     completed_at: datetime | None = None
+    """When it finished."""
     keep_until: datetime | None = None
+    """When it expires if it has not started by then (its retention)."""
     singleton_key: str | None = None
+    """Its singleton key."""
     singleton_on: datetime | None = None
+    """The start of its time slot, when sent with ``singleton_seconds``."""
     dead_letter: str | None = None
+    """The queue that gets a copy of it if it fails for good."""
     delete_after: float = 0.0
+    """Seconds it stays in the archive."""
     output: Any = None
-    last_progress: Any = None  # the latest value a running handler passed to job.progress()
-    group: str | None = None  # the group it belongs to in its queue (a tenant, say)
-    # Its failed attempts, oldest first (the last 20): each {attempt, worker,
-    # started_at, ended_at, error}. None until one failed.
+    """What its handler returned, or the error of its last failure."""
+    last_progress: Any = None
+    """The latest value a running handler passed to ``job.progress()``."""
+    group: str | None = None
+    """The group it belongs to in its queue (a tenant, say)."""
     errors: list[dict[str, Any]] | None = None
-    depends_on: list[int] | None = None  # the jobs it waits for (see send's depends_on)
-    # The trace context it was sent in (W3C traceparent and tracestate), when tracing was
-    # on where it was sent (see pgqueue.tracing); None otherwise.
+    """Its failed attempts, oldest first (the last 20): each ``{attempt, worker,
+    started_at, ended_at, error}``. None until one failed."""
+    depends_on: list[int] | None = None
+    """The jobs it waits for (see ``send``'s ``depends_on``)."""
     trace: dict[str, str] | None = field(default=None, compare=False)
+    """The trace context it was sent in (W3C ``traceparent`` and ``tracestate``), when
+    tracing was on where it was sent (see ``pgqueue.tracing``); None otherwise."""
     archived: bool = False
-    # Read by get_job_by_id only (None elsewhere, and left out of comparisons): the jobs
-    # that depend on it, and how many of its parents it still waits for (0 once it may run).
+    """Whether it was read from the archive."""
     children: list[int] | None = field(default=None, compare=False)
+    """The jobs that depend on it (read by ``get_job_by_id`` only; None elsewhere)."""
     parents_left: int | None = field(default=None, compare=False)
-    # Read by get_job_by_id only: what its last attempts logged (job.log() and captured
-    # logging records), oldest first, each {attempt, lines, dropped}; a line is {at, level,
-    # message}. None until a run logs something.
+    """How many of its parents it still waits for, 0 once it may run (read by
+    ``get_job_by_id`` only)."""
     logs: list[dict[str, Any]] | None = field(default=None, compare=False)
+    """What its last attempts logged (``job.log()`` and captured ``logging`` records),
+    oldest first, each ``{attempt, lines, dropped}``; a line is ``{at, level, message}``.
+    Read by ``get_job_by_id`` only; None until a run logs something."""
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Not set by pgqueue (empty)."""
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
@@ -288,7 +353,15 @@ _STATES = {state.value: state for state in JobState}
 
 @dataclass(slots=True, frozen=True)
 class QueueInfo:
-    """A queue and its settings."""
+    """A queue and its settings.
+
+    Example:
+        ```python
+        info = pq.get_queue("emails")
+        if info is not None:
+            print(info.policy, info.retry_limit, info.paused)
+        ```
+    """
 
     name: str
     policy: str
@@ -305,16 +378,29 @@ class QueueInfo:
     paused: bool
     created_at: datetime
     updated_at: datetime
-    concurrency: int | None = None  # jobs of the queue active at once, across workers
-    rate_limit: tuple[int, float] | None = None  # (count, seconds): starts per window
-    group_concurrency: int | None = None  # jobs of one group active at once
-    ordered: bool = False  # a group's jobs run one at a time, in order
-    group_rate_limit: tuple[int, float] | None = None  # (count, seconds): starts per group
+    concurrency: int | None = None
+    """Jobs of the queue active at once, across workers."""
+    rate_limit: tuple[int, float] | None = None
+    """(count, seconds): starts per window."""
+    group_concurrency: int | None = None
+    """Jobs of one group active at once."""
+    ordered: bool = False
+    """A group's jobs run one at a time, in order."""
+    group_rate_limit: tuple[int, float] | None = None
+    """(count, seconds): starts per group."""
 
 
 class GroupStats(NamedTuple):
     """One group of a grouped queue: its waiting and active jobs, and the starts its rate
-    limit allows now (None: the queue has no group rate limit)."""
+    limit allows now (None: the queue has no group rate limit).
+
+    Example:
+        ```python
+        [stats] = pq.get_queue_stats("uploads")
+        for group, counts in stats.groups.items():
+            print(group, counts.waiting, counts.active, counts.rate_left)
+        ```
+    """
 
     waiting: int
     active: int
@@ -323,19 +409,31 @@ class GroupStats(NamedTuple):
 
 @dataclass(slots=True, frozen=True)
 class QueueStats:
-    """How many jobs a queue holds in each state, and how long the oldest has waited."""
+    """How many jobs a queue holds in each state, and how long the oldest has waited.
+
+    Example:
+        ```python
+        for stats in pq.get_queue_stats():
+            print(stats.name, stats.waiting, stats.counts[JobState.failed])
+        ```
+    """
 
     name: str
     counts: dict[JobState, int]
     oldest_waiting_seconds: float | None
-    concurrency: int | None = None  # the queue's limit of active jobs across workers
-    rate_limit: tuple[int, float] | None = None  # (count, seconds): its limit of starts
-    rate_left: int | None = None  # starts its rate limit allows now
-    group_concurrency: int | None = None  # its limit of active jobs per group
+    concurrency: int | None = None
+    """The queue's limit of active jobs across workers."""
+    rate_limit: tuple[int, float] | None = None
+    """(count, seconds): its limit of starts."""
+    rate_left: int | None = None
+    """Starts its rate limit allows now."""
+    group_concurrency: int | None = None
+    """Its limit of active jobs per group."""
     ordered: bool = False
-    group_rate_limit: tuple[int, float] | None = None  # (count, seconds): starts per group
-    # The groups with the most waiting jobs (at most ten), most waiting first.
+    group_rate_limit: tuple[int, float] | None = None
+    """(count, seconds): starts per group."""
     groups: dict[str, GroupStats] = field(default_factory=dict)
+    """The groups with the most waiting jobs (at most ten), most waiting first."""
 
     @property
     def waiting(self) -> int:
@@ -350,7 +448,14 @@ class QueueStats:
 
 @dataclass(slots=True, frozen=True)
 class ScheduleInfo:
-    """A cron schedule: it sends ``data`` to queue ``name`` at every slot of ``cron``."""
+    """A cron schedule: it sends ``data`` to queue ``name`` at every slot of ``cron``.
+
+    Example:
+        ```python
+        for schedule in pq.get_schedules():
+            print(schedule.name, schedule.cron, schedule.tz, schedule.from_code)
+        ```
+    """
 
     name: str
     cron: str

@@ -3,12 +3,15 @@ continues the trace the job was sent in. Needs the ``tracing`` extra
 (``pip install 'pgqueue[tracing]'``, which brings opentelemetry-api; the application sets
 up the SDK and its exporter as usual).
 
->>> pgqueue.tracing.instrument(pq)   # before sending, and before work()
-
 A send (``send``, ``send_after``, ``upsert``, ``insert``, ``send_flow``, with ``conn=`` too)
 runs in a PRODUCER span ``send <queue>`` whose context (W3C ``traceparent`` and
 ``tracestate``) is stored in each job's ``trace`` column; a worker runs each job in a
 CONSUMER span ``run <queue>`` whose parent is that send span. See docs/observability.md.
+
+Example:
+    ```python
+    pgqueue.tracing.instrument(pq)  # before sending, and before work()
+    ```
 """
 
 from __future__ import annotations
@@ -45,7 +48,13 @@ class _Observed(Protocol):
 
 
 class Tracing(Observer):
-    """Makes the spans of one queue object's sends and runs (see :func:`instrument`)."""
+    """Makes the spans of one queue object's sends and runs (see :func:`instrument`).
+
+    Example:
+        ```python
+        tracing = pgqueue.tracing.instrument(pq)
+        ```
+    """
 
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         self._tracer = trace.get_tracer("pgqueue", VERSION, tracer_provider=tracer_provider)
@@ -178,7 +187,15 @@ def _error(output: str | None) -> dict[str, Any]:
 def instrument(pq: _Observed, tracer_provider: TracerProvider | None = None) -> Tracing:
     """Trace the sends of ``pq`` (an AsyncPgQueue or PgQueue) and the runs of its workers
     that begin afterwards, with ``tracer_provider`` (the global one by default). Called
-    again, returns the same Tracing."""
+    again, returns the same Tracing.
+
+    Example:
+        ```python
+        from opentelemetry.sdk.trace import TracerProvider
+
+        pgqueue.tracing.instrument(pq, TracerProvider())  # before sending and before work()
+        ```
+    """
     existing = pq._observing.get("tracing")
     if isinstance(existing, Tracing):
         return existing

@@ -76,6 +76,18 @@ class AsyncPgQueue(QueueBase):
     registered a different handler for one of their queues (apps sharing a schema take
     each other's jobs); ``on_conflict="error"`` makes the worker refuse to start instead,
     raising HandlerConflictError (see docs/operations.md).
+
+    Example:
+        ```python
+        pq = AsyncPgQueue("postgresql://app@db/app")
+
+        @pq.job("emails", retry_limit=3)
+        async def send_email(data: dict) -> None:
+            ...
+
+        async with pq:
+            await send_email.send({"to": "ada@example.com"})
+        ```
     """
 
     def __init__(
@@ -155,6 +167,16 @@ class AsyncPgQueue(QueueBase):
         ``concurrency``). A data parameter annotated with a pydantic model
         is validated on ``.send()`` and parsed before the handler runs; a parameter annotated
         :class:`RunningJob` (or ``Job``, or named ``job``) receives the running job.
+
+        Example:
+            ```python
+            @pq.job("emails", retry_limit=5, expire_in=60, local_concurrency=10)
+            async def send_email(data: dict, job: RunningJob) -> str:
+                job.log(f"sending to {data['to']}")
+                return "sent"
+
+            await send_email.send({"to": "ada@example.com"}, priority=1)
+            ```
         """
 
         def register(func: Callable[..., Any]) -> AsyncJobFunction[Any, Any, Any]:
@@ -181,6 +203,13 @@ class AsyncPgQueue(QueueBase):
         declared are then deleted. Bad expressions or zones raise InvalidScheduleError here.
         A job may have several schedules, each with its own ``key``: stack the decorators
         (the outer ones take the options of the job the innermost one registered).
+
+        Example:
+            ```python
+            @pq.cron("0 3 * * *", tz="Europe/Paris", data={"kind": "daily"})
+            async def report(data: dict) -> None:
+                ...
+            ```
         """
         check_cron(expression)
         check_timezone(tz)
@@ -207,7 +236,17 @@ class AsyncPgQueue(QueueBase):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> AsyncPgQueue:
-        """Connect (starting the embedded server if no DSN is set), migrate, open the pool."""
+        """Connect (starting the embedded server if no DSN is set), migrate, open the pool.
+
+        Example:
+            ```python
+            pq = await AsyncPgQueue("postgresql://app@db/app").start()
+            try:
+                await pq.send("emails", {"to": "ada@example.com"})
+            finally:
+                await pq.stop()
+            ```
+        """
         if self._runner is not None:
             return self
         dsn = self._dsn if self._dsn is not None else await ato_thread(self._resolve_embedded)
@@ -260,7 +299,13 @@ class AsyncPgQueue(QueueBase):
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop working (if :meth:`work` runs), close the pool, stop an embedded server this
-        object started. Idempotent."""
+        object started. Idempotent.
+
+        Example:
+            ```python
+            await pq.stop(timeout=10)
+            ```
+        """
         self.stop_working()
         await ato_thread(self._work_done.wait, timeout)
         maintenance, self._maintenance = self._maintenance, None
@@ -353,7 +398,14 @@ class AsyncPgQueue(QueueBase):
         (its loops run, a statement succeeded within ``health_timeout`` seconds: by default
         the longest of 30, three poll intervals and the heartbeat), else 503 with a JSON body
         naming what is wrong; ``GET /readyz`` answers 200 while it takes jobs, 503 while it
-        starts or stops."""
+        starts or stops.
+
+        Example:
+            ```python
+            async with pq:
+                await pq.work(queues=["emails"], local_concurrency=20, health_port=8080)
+            ```
+        """
         if self._runner is None:
             raise PgQueueError("AsyncPgQueue is not started: call start() first")
         kept = None
@@ -414,7 +466,14 @@ class AsyncPgQueue(QueueBase):
     # -- schema ------------------------------------------------------------------------------
 
     async def migrate(self) -> list[int]:
-        """Apply pending migrations now; returns the versions applied."""
+        """Apply pending migrations now; returns the versions applied.
+
+        Example:
+            ```python
+            pq = AsyncPgQueue("postgresql://owner@db/app", migrate=False)
+            applied = await pq.migrate()  # [] when the schema was up to date
+            ```
+        """
         dsn = self._dsn if self._dsn is not None else await ato_thread(self._resolve_embedded)
         migrate, self._migrate = self._migrate, True
         try:
@@ -423,12 +482,27 @@ class AsyncPgQueue(QueueBase):
             self._migrate = migrate
 
     async def migration_status(self, *, conn: AsyncConn | None = None) -> MigrationStatus:
-        """The schema's version and the migrations still pending."""
+        """The schema's version and the migrations still pending.
+
+        Example:
+            ```python
+            status = await pq.migration_status()
+            if not status.up_to_date:
+                print(f"at version {status.current}, {len(status.pending)} to apply")
+            ```
+        """
         return await self._run(status_plan(self.sql), conn)
 
     async def maintain(self) -> MaintenanceResult:
         """Run one maintenance pass now: expire, archive, delete (skipped, returning
-        ``ran=False``, while another instance runs one)."""
+        ``ran=False``, while another instance runs one).
+
+        Example:
+            ```python
+            result = await pq.maintain()
+            print(result.ran, result.archived, result.deleted)
+            ```
+        """
         return await self._run(self._maintenance_plan(), None)
 
     # -- producing ---------------------------------------------------------------------------
@@ -442,7 +516,15 @@ class AsyncPgQueue(QueueBase):
         **options: Any,
     ) -> AsyncJobHandle | None:
         """Send a job; returns its id (a handle: ``await handle.result()`` waits for its
-        output), or None when a singleton or policy blocked it."""
+        output), or None when a singleton or policy blocked it.
+
+        Example:
+            ```python
+            handle = await pq.send("emails", {"to": "ada@example.com"}, priority=5, retry_limit=3)
+            if handle is not None:
+                output = await handle.result(timeout=60)
+            ```
+        """
         plan = self._core.send(name, data, options)
         if self._observer is None:
             job_id = await self._run(plan, conn, atomic="depends_on" in options)
@@ -459,7 +541,13 @@ class AsyncPgQueue(QueueBase):
         conn: AsyncConn | None = None,
         **options: Any,
     ) -> AsyncJobHandle | None:
-        """Send a job that starts after a datetime, a timedelta or a number of seconds."""
+        """Send a job that starts after a datetime, a timedelta or a number of seconds.
+
+        Example:
+            ```python
+            await pq.send_after("reminders", {"user": 7}, timedelta(hours=1))
+            ```
+        """
         return await self.send(name, data, conn=conn, **self._send_options(options, start_after))
 
     async def upsert(
@@ -473,7 +561,13 @@ class AsyncPgQueue(QueueBase):
     ) -> int | None:
         """Send a job unless one of ``singleton_key`` waits in the queue: then that job
         takes ``data`` (and ``priority``, if given) instead, the latest data winning. Its
-        id, or None when the key's job is running (a singleton key allows one at a time)."""
+        id, or None when the key's job is running (a singleton key allows one at a time).
+
+        Example:
+            ```python
+            await pq.upsert("reindex", {"doc": 42, "version": 3}, singleton_key="doc-42")
+            ```
+        """
         plan = self._core.upsert(name, data, {**options, "singleton_key": singleton_key})
         if self._observer is None:
             return await self._run(plan, conn)
@@ -487,7 +581,13 @@ class AsyncPgQueue(QueueBase):
         conn: AsyncConn | None = None,
     ) -> list[int | None]:
         """Send many jobs in one statement (mappings of ``name``, ``data`` and options);
-        their ids, None where one was blocked (:meth:`result` waits for any of them)."""
+        their ids, None where one was blocked (:meth:`result` waits for any of them).
+
+        Example:
+            ```python
+            ids = await pq.insert([{"name": "emails", "data": {"to": to}} for to in addresses])
+            ```
+        """
         jobs = list(jobs)
         atomic = any(isinstance(job, Mapping) and "depends_on" in job for job in jobs)
         if self._observer is None:
@@ -504,7 +604,16 @@ class AsyncPgQueue(QueueBase):
         """Send the jobs of a :class:`~pgqueue.Flow` at once, all or none; their handles in
         the order they were added (None where a singleton or policy blocked a job no
         other job of the flow depends on). DependencyError, nothing sent, for a cycle, a
-        missing parent, or a blocked job that others depend on."""
+        missing parent, or a blocked job that others depend on.
+
+        Example:
+            ```python
+            flow = Flow()
+            fetch = flow.add("fetch", {"url": url})
+            flow.add("parse", depends_on=[fetch])
+            handles = await pq.send_flow(flow)
+            ```
+        """
         if self._observer is None or not isinstance(flow, Flow):
             ids = await self._run(self._core.send_flow(flow), conn)
         else:
@@ -532,7 +641,15 @@ class AsyncPgQueue(QueueBase):
     async def parents(self, job: Job | int, *, conn: AsyncConn | None = None) -> list[Job]:
         """The jobs ``job`` depends on, in the order given (a handler reads its parents'
         outputs so: ``[p.output for p in await pq.parents(job)]``). Parents deleted since
-        (by retention) are left out."""
+        (by retention) are left out.
+
+        Example:
+            ```python
+            @pq.job("assemble")
+            async def assemble(job: RunningJob) -> list[str]:
+                return [parent.output for parent in await pq.parents(job)]
+            ```
+        """
         return await self._run(self._core.parents(job), conn, atomic=False)
 
     async def result(self, job: Job | int, *, timeout: float | None = None) -> Any:
@@ -542,7 +659,18 @@ class AsyncPgQueue(QueueBase):
         expired or was cancelled; ResultTimeoutError if it has not ended within
         ``timeout`` seconds (None: no limit); JobNotFoundError if there is no such job.
         The waiters of one queue object share one listening connection; a poll every few
-        seconds backs up its notifications."""
+        seconds backs up its notifications.
+
+        Example:
+            ```python
+            job_id = await pq.send("render", {"page": 1})
+            assert job_id is not None
+            try:
+                png = await pq.result(job_id, timeout=30)
+            except JobFailedError as exc:
+                print(exc.state, exc.error)
+            ```
+        """
         ids, _ = job_runs(job)
         if len(ids) != 1:
             raise InvalidInputError(f"result() waits for one job, got {job!r}")
@@ -570,7 +698,17 @@ class AsyncPgQueue(QueueBase):
         *,
         conn: AsyncConn | None = None,
     ) -> list[Job]:
-        """Claim up to ``batch_size`` jobs of a queue (they become active)."""
+        """Claim up to ``batch_size`` jobs of a queue (they become active).
+
+        Example:
+            ```python
+            for job in await pq.fetch("exports", batch_size=10):
+                try:
+                    await pq.complete(job, {"rows": export(job.data)})
+                except Exception as exc:
+                    await pq.fail(job, exc)
+            ```
+        """
         return await self._run(self._core.fetch(name, batch_size, None), conn)
 
     async def complete(
@@ -583,7 +721,14 @@ class AsyncPgQueue(QueueBase):
         """Complete the runs of jobs from :meth:`fetch` with ``output``; returns the ids
         completed. A run that no longer holds its job (it expired and was claimed again,
         or was cancelled) changes nothing and is left out. A bare id completes whichever
-        run holds the job now: pass the fetched ``Job`` to be safe."""
+        run holds the job now: pass the fetched ``Job`` to be safe.
+
+        Example:
+            ```python
+            [job] = await pq.fetch("exports")
+            await pq.complete(job, {"rows": 120})
+            ```
+        """
         ids, runs = job_runs(jobs)
         return await self._run(
             self._core.complete(ids, runs, self._outputs(ids, output)), conn, atomic=False
@@ -599,7 +744,14 @@ class AsyncPgQueue(QueueBase):
     ) -> list[int]:
         """Fail the runs of fetched jobs: each job goes to retry while retries remain (and
         ``retry``), else to failed; returns the ids failed (a run that lost its job is left
-        out, as in :meth:`complete`)."""
+        out, as in :meth:`complete`).
+
+        Example:
+            ```python
+            [job] = await pq.fetch("exports")
+            await pq.fail(job, {"message": "upstream down"}, retry=True)
+            ```
+        """
         ids, runs = job_runs(jobs)
         outputs = self._outputs(ids, error_output(error))
         return await self._run(
@@ -616,7 +768,14 @@ class AsyncPgQueue(QueueBase):
     ) -> list[int]:
         """Hand the runs of fetched jobs back unfinished, to run again at once without
         spending a retry (what a stopping worker does with the jobs it holds); returns the
-        ids handed back (a run that lost its job is left out, as in :meth:`complete`)."""
+        ids handed back (a run that lost its job is left out, as in :meth:`complete`).
+
+        Example:
+            ```python
+            jobs = await pq.fetch("exports", batch_size=5)
+            await pq.release(jobs)  # shutting down: they run again elsewhere
+            ```
+        """
         ids, runs = job_runs(jobs)
         return await self._run(self._core.release(ids, runs), conn, atomic=False)
 
@@ -628,7 +787,14 @@ class AsyncPgQueue(QueueBase):
         conn: AsyncConn | None = None,
     ) -> list[int]:
         """Heartbeat the runs of fetched jobs (and store ``progress`` unless None); returns
-        the ids of the runs that still hold their jobs."""
+        the ids of the runs that still hold their jobs.
+
+        Example:
+            ```python
+            [job] = await pq.fetch("exports")
+            await pq.touch(job, {"done": 50, "of": 100})
+            ```
+        """
         ids, runs = job_runs(jobs)
         return await self._run(
             self._core.touch(ids, runs, self._progress(ids, progress)), conn, atomic=False
@@ -637,26 +803,59 @@ class AsyncPgQueue(QueueBase):
     # -- jobs --------------------------------------------------------------------------------
 
     async def cancel(self, ids: int | Iterable[int], *, conn: AsyncConn | None = None) -> list[int]:
-        """Cancel waiting or active jobs; returns the ids cancelled."""
+        """Cancel waiting or active jobs; returns the ids cancelled.
+
+        Example:
+            ```python
+            cancelled = await pq.cancel([job_id])
+            ```
+        """
         return await self._run(self._core.cancel(ids), conn)
 
     async def resume(self, ids: int | Iterable[int], *, conn: AsyncConn | None = None) -> list[int]:
-        """Send cancelled jobs back to ``created``; returns the ids resumed."""
+        """Send cancelled jobs back to ``created``; returns the ids resumed.
+
+        Example:
+            ```python
+            await pq.resume(job_id)
+            ```
+        """
         return await self._run(self._core.resume(ids), conn)
 
     async def retry(self, ids: int | Iterable[int], *, conn: AsyncConn | None = None) -> list[int]:
         """Send failed or expired jobs back to ``retry``, to run again at once (with one more
-        retry allowed if they had used theirs); returns the ids retried."""
+        retry allowed if they had used theirs); returns the ids retried.
+
+        Example:
+            ```python
+            failed = await pq.find_jobs("emails", state="failed")
+            await pq.retry([job.id for job in failed])
+            ```
+        """
         return await self._run(self._core.retry(ids), conn)
 
     async def delete_job(
         self, ids: int | Iterable[int], *, conn: AsyncConn | None = None
     ) -> list[int]:
-        """Delete jobs, wherever they are (job table or archive); returns the ids deleted."""
+        """Delete jobs, wherever they are (job table or archive); returns the ids deleted.
+
+        Example:
+            ```python
+            await pq.delete_job(job_id)
+            ```
+        """
         return await self._run(self._core.delete_job(ids), conn)
 
     async def get_job_by_id(self, id: int, *, conn: AsyncConn | None = None) -> Job | None:
-        """A job by id, looking in the archive too; None if there is none."""
+        """A job by id, looking in the archive too; None if there is none.
+
+        Example:
+            ```python
+            job = await pq.get_job_by_id(job_id)
+            if job is not None:
+                print(job.state, job.output)
+            ```
+        """
         return await self._run(self._core.get_job_by_id(id), conn)
 
     async def find_jobs(
@@ -675,7 +874,17 @@ class AsyncPgQueue(QueueBase):
         """The jobs that match every filter given (a queue, one state or several, a
         singleton key, a group, data containing ``data_contains`` as JSON containment),
         in id order, at most ``limit`` (up to 10,000); the next page starts ``after`` the
-        last id. ``archived`` looks in the archive too."""
+        last id. ``archived`` looks in the archive too.
+
+        Example:
+            ```python
+            page = await pq.find_jobs("emails", state=["failed", "expired"], limit=50)
+            while page:
+                for job in page:
+                    print(job.id, job.errors)
+                page = await pq.find_jobs("emails", state=["failed", "expired"], after=page[-1].id)
+            ```
+        """
         plan = self._core.find_jobs(queue, state, key, group, data_contains, limit, after, archived)
         return await self._run(plan, conn, atomic=False)
 
@@ -690,7 +899,13 @@ class AsyncPgQueue(QueueBase):
     ) -> Job | None:
         """Change a job that has not started: its data (validated as ``send`` does), its
         priority, its start (a datetime, a timedelta or seconds from now). Returns the job
-        as changed, or None if no job of that id is waiting to start."""
+        as changed, or None if no job of that id is waiting to start.
+
+        Example:
+            ```python
+            await pq.update_job(job_id, priority=10, start_after=0)  # run it first, now
+            ```
+        """
         plan = self._core.update_job(id, data, priority, start_after)
         return await self._run(plan, conn)
 
@@ -699,25 +914,58 @@ class AsyncPgQueue(QueueBase):
     async def create_queue(
         self, name: str, *, conn: AsyncConn | None = None, **options: Any
     ) -> bool:
-        """Create a queue with default job options; False if it already existed."""
+        """Create a queue with default job options; False if it already existed.
+
+        Example:
+            ```python
+            await pq.create_queue("emails.dead")
+            await pq.create_queue("emails", retry_limit=5, dead_letter="emails.dead", concurrency=4)
+            ```
+        """
         return await self._run(self._core.create_queue(name, options), conn)
 
     async def update_queue(
         self, name: str, *, conn: AsyncConn | None = None, **options: Any
     ) -> None:
-        """Change the given options of a queue (``None`` clears one)."""
+        """Change the given options of a queue (``None`` clears one).
+
+        Example:
+            ```python
+            await pq.update_queue("emails", rate_limit=(100, 60.0), concurrency=None)
+            ```
+        """
         await self._run(self._core.update_queue(name, options), conn)
 
     async def delete_queue(self, name: str, *, conn: AsyncConn | None = None) -> bool:
-        """Delete a queue and its jobs; False if there was no such queue."""
+        """Delete a queue and its jobs; False if there was no such queue.
+
+        Example:
+            ```python
+            await pq.delete_queue("old-reports")
+            ```
+        """
         return await self._run(self._core.delete_queue(name), conn)
 
     async def get_queue(self, name: str, *, conn: AsyncConn | None = None) -> QueueInfo | None:
-        """A queue's settings, or None."""
+        """A queue's settings, or None.
+
+        Example:
+            ```python
+            queue = await pq.get_queue("emails")
+            if queue is not None and queue.paused:
+                await pq.resume_queue("emails")
+            ```
+        """
         return await self._run(self._core.get_queue(name), conn)
 
     async def get_queues(self, *, conn: AsyncConn | None = None) -> list[QueueInfo]:
-        """Every queue, by name."""
+        """Every queue, by name.
+
+        Example:
+            ```python
+            names = [queue.name for queue in await pq.get_queues()]
+            ```
+        """
         return await self._run(self._core.get_queues(), conn)
 
     # -- throttling, pub/sub -----------------------------------------------------------------
@@ -732,7 +980,13 @@ class AsyncPgQueue(QueueBase):
         conn: AsyncConn | None = None,
         **options: Any,
     ) -> int | None:
-        """Send at most one job per ``seconds``-long window (per ``key``); extras return None."""
+        """Send at most one job per ``seconds``-long window (per ``key``); extras return None.
+
+        Example:
+            ```python
+            await pq.send_throttled("sync-account", {"account": 7}, seconds=60, key="account-7")
+            ```
+        """
         options.update(singleton_seconds=seconds, singleton_key=key)
         return await self.send(name, data, conn=conn, **options)
 
@@ -747,22 +1001,48 @@ class AsyncPgQueue(QueueBase):
         **options: Any,
     ) -> int | None:
         """Like :meth:`send_throttled`, but a send into a taken window goes to the next one
-        (which then starts when that window opens); None when both are taken."""
+        (which then starts when that window opens); None when both are taken.
+
+        Example:
+            ```python
+            await pq.send_debounced("reindex", {"doc": 42}, seconds=10, key="doc-42")
+            ```
+        """
         options.update(singleton_seconds=seconds, singleton_key=key, singleton_next_slot=True)
         return await self.send(name, data, conn=conn, **options)
 
     async def subscribe(self, event: str, queue: str, *, conn: AsyncConn | None = None) -> bool:
-        """Deliver every job published as ``event`` to ``queue`` too."""
+        """Deliver every job published as ``event`` to ``queue`` too.
+
+        Example:
+            ```python
+            await pq.subscribe("user.created", "welcome-emails")
+            await pq.publish("user.created", {"user": 7})
+            ```
+        """
         return await self._run(self._core.subscribe(event, queue), conn)
 
     async def unsubscribe(self, event: str, queue: str, *, conn: AsyncConn | None = None) -> bool:
-        """Stop delivering ``event`` to ``queue``."""
+        """Stop delivering ``event`` to ``queue``.
+
+        Example:
+            ```python
+            await pq.unsubscribe("user.created", "welcome-emails")
+            ```
+        """
         return await self._run(self._core.unsubscribe(event, queue), conn)
 
     async def get_subscriptions(
         self, event: str | None = None, *, conn: AsyncConn | None = None
     ) -> list[tuple[str, str]]:
-        """(event, queue) pairs, of one event or of all."""
+        """(event, queue) pairs, of one event or of all.
+
+        Example:
+            ```python
+            for event, queue in await pq.get_subscriptions("user.created"):
+                print(event, "->", queue)
+            ```
+        """
         return await self._run(self._core.subscriptions(event), conn)
 
     async def publish(
@@ -774,21 +1054,45 @@ class AsyncPgQueue(QueueBase):
         **options: Any,
     ) -> list[int]:
         """Send one job to every queue subscribed to ``event``, in one statement (inside the
-        caller's transaction with ``conn``); returns their ids."""
+        caller's transaction with ``conn``); returns their ids.
+
+        Example:
+            ```python
+            ids = await pq.publish("user.created", {"user": 7})
+            ```
+        """
         return await self._run(self._core.publish(event, data, options), conn, atomic=False)
 
     # -- queue management --------------------------------------------------------------------
 
     async def pause_queue(self, name: str, *, conn: AsyncConn | None = None) -> None:
-        """Stop workers claiming jobs of ``name``; sending still works."""
+        """Stop workers claiming jobs of ``name``; sending still works.
+
+        Example:
+            ```python
+            await pq.pause_queue("emails")  # during the mail provider's outage
+            ```
+        """
         await self._run(self._core.set_paused(name, True), conn)
 
     async def resume_queue(self, name: str, *, conn: AsyncConn | None = None) -> None:
-        """Let workers claim jobs of ``name`` again."""
+        """Let workers claim jobs of ``name`` again.
+
+        Example:
+            ```python
+            await pq.resume_queue("emails")
+            ```
+        """
         await self._run(self._core.set_paused(name, False), conn)
 
     async def purge_queue(self, name: str, *, conn: AsyncConn | None = None) -> int:
-        """Delete the jobs of ``name`` that wait to run; returns how many."""
+        """Delete the jobs of ``name`` that wait to run; returns how many.
+
+        Example:
+            ```python
+            dropped = await pq.purge_queue("thumbnails")
+            ```
+        """
         return await self._run(self._core.purge_queue(name), conn)
 
     async def redrive(
@@ -799,13 +1103,26 @@ class AsyncPgQueue(QueueBase):
         conn: AsyncConn | None = None,
     ) -> list[int]:
         """Send up to ``limit`` jobs waiting in dead-letter queue ``dead_letter`` back to the
-        queues they failed in, as new jobs; returns the new ids."""
+        queues they failed in, as new jobs; returns the new ids.
+
+        Example:
+            ```python
+            new_ids = await pq.redrive("emails.dead", limit=100)
+            ```
+        """
         return await self._run(self._core.redrive(dead_letter, limit), conn)
 
     async def get_queue_stats(
         self, name: str | None = None, *, conn: AsyncConn | None = None
     ) -> list[QueueStats]:
-        """Job counts per state and the oldest waiting job's age, of one queue or of all."""
+        """Job counts per state and the oldest waiting job's age, of one queue or of all.
+
+        Example:
+            ```python
+            for stats in await pq.get_queue_stats():
+                print(stats.name, stats.waiting, stats.active, stats.oldest_waiting_seconds)
+            ```
+        """
         return await self._run(self._core.queue_stats(name), conn)
 
     async def get_queue_throughput(
@@ -819,7 +1136,14 @@ class AsyncPgQueue(QueueBase):
         """Per queue, (completed, failed) job counts in each of ``buckets`` equal parts of
         the last ``window`` seconds, oldest first (failed counts expired jobs too; queues
         with none are left out). Counts jobs not yet archived: completed jobs move to the
-        archive after ``archive_completed_after`` (an hour by default)."""
+        archive after ``archive_completed_after`` (an hour by default).
+
+        Example:
+            ```python
+            per_queue = await pq.get_queue_throughput("emails", window=600, buckets=10)
+            completed = sum(done for done, _ in per_queue.get("emails", []))
+            ```
+        """
         return await self._run(self._core.queue_throughput(name, window, buckets), conn)
 
     # -- schedules ---------------------------------------------------------------------------
@@ -837,24 +1161,49 @@ class AsyncPgQueue(QueueBase):
     ) -> None:
         """Send ``data`` to queue ``name`` at every slot of ``cron`` (in time zone ``tz``),
         once per slot however many instances run. Replaces the queue's schedule of the
-        same ``key``: a queue has one schedule per key (None is a key too)."""
+        same ``key``: a queue has one schedule per key (None is a key too).
+
+        Example:
+            ```python
+            await pq.schedule("report", "*/15 * * * *", {"period": "15m"}, key="quarter")
+            ```
+        """
         params = self._cron.params(name, cron, data, tz, options, False, key)
         await self._run(self._cron.upsert(params), conn)
 
     async def unschedule(
         self, name: str, *, key: str | None = None, conn: AsyncConn | None = None
     ) -> bool:
-        """Delete the schedule of queue ``name`` and ``key``; False if there was none."""
+        """Delete the schedule of queue ``name`` and ``key``; False if there was none.
+
+        Example:
+            ```python
+            await pq.unschedule("report", key="quarter")
+            ```
+        """
         return await self._run(self._cron.delete(name, key), conn)
 
     async def get_schedules(self, *, conn: AsyncConn | None = None) -> list[ScheduleInfo]:
-        """Every schedule, by name."""
+        """Every schedule, by name.
+
+        Example:
+            ```python
+            for schedule in await pq.get_schedules():
+                print(schedule.name, schedule.key, schedule.cron, schedule.last_slot)
+            ```
+        """
         return await self._run(self._cron.all(), conn)
 
     async def run_schedules(self) -> list[int]:
         """Send the jobs of every schedule slot that is due now (started instances do this
         every maintenance interval); returns the ids this call sent. A schedule that cannot
-        send its job is logged and tried again next time; the others are sent."""
+        send its job is logged and tried again next time; the others are sent.
+
+        Example:
+            ```python
+            sent = await pq.run_schedules()
+            ```
+        """
         sent = []
         for info, slot in await self._run(self._cron.due(), None):
             try:
@@ -868,30 +1217,62 @@ class AsyncPgQueue(QueueBase):
 
     async def get_handlers(self, *, conn: AsyncConn | None = None) -> list[HandlerInfo]:
         """The handler registry: which app's workers serve which handler for each queue
-        (see docs/operations.md, "Apps that share a schema")."""
+        (see docs/operations.md, "Apps that share a schema").
+
+        Example:
+            ```python
+            apps = {h.app for h in await pq.get_handlers() if h.name == "send-email"}
+            ```
+        """
         return await self._run(list_plan(self.sql), conn, atomic=False)
 
     async def grant(self, role: str, *, conn: AsyncConn | None = None) -> None:
         """Grant ``role`` what running pgqueue on this schema takes (sending, working,
         maintenance, cron), for today's tables and those later migrations add; run it as
-        the schema's owner. Migrating and moving the clock stay the owner's."""
+        the schema's owner. Migrating and moving the clock stay the owner's.
+
+        Example:
+            ```python
+            await pq.grant("app_worker")  # as the schema's owner
+            ```
+        """
         await self._run(self._core.grant(role), conn)
 
     # -- time --------------------------------------------------------------------------------
 
     async def now(self, *, conn: AsyncConn | None = None) -> datetime:
         """The time by the schema's clock: the database's, unless a test moved it. Every
-        decision about time (start, expiry, heartbeats, retention, cron, throttling) uses it."""
+        decision about time (start, expiry, heartbeats, retention, cron, throttling) uses it.
+
+        Example:
+            ```python
+            now = await pq.now()
+            ```
+        """
         return await self._run(self._core.now(), conn)
 
     async def set_clock(self, at: datetime | None) -> None:
         """Set the schema's clock to ``at`` (None: the database's own time again), for every
-        instance on the schema. For tests: time then runs on from ``at``."""
+        instance on the schema. For tests: time then runs on from ``at``.
+
+        Example:
+            ```python
+            await pq.set_clock(datetime(2030, 1, 1, tzinfo=timezone.utc))
+            await pq.set_clock(None)  # the database's time again
+            ```
+        """
         await self._run(self._core.set_clock(at), None)
 
     async def move_clock(self, by: float | timedelta) -> None:
         """Move the schema's clock by ``by`` seconds or a timedelta, for every instance on
-        the schema: for tests, to make delays, retries, expiry and cron happen at once."""
+        the schema: for tests, to make delays, retries, expiry and cron happen at once.
+
+        Example:
+            ```python
+            await pq.send_after("reminders", {"user": 7}, 3600)
+            await pq.move_clock(3600)  # the reminder is due now
+            ```
+        """
         await self._run(self._core.move_clock(by), None)
 
     async def _maintain_periodic(self) -> None:

@@ -43,7 +43,16 @@ class AsyncResultSource(Protocol):
 
 class AsyncJobHandle(int):
     """A sent job's id (an ``int``, as ``send`` always returned) that can wait for the
-    job's result: ``await handle.result(timeout=...)``."""
+    job's result: ``await handle.result(timeout=...)``.
+
+    Example:
+        ```python
+        handle = await pq.send("render", {"page": 1})
+        if handle is not None:
+            print(int(handle))  # the job's id
+            png = await handle.result(timeout=30)
+        ```
+    """
 
     _source: AsyncResultSource
 

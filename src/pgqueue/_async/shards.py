@@ -43,6 +43,17 @@ class AsyncShards:
     given exactly wins over patterns, patterns are tried in order, and a queue matched
     by none goes to ``default`` (None: it is refused). A worker process serves one shard:
     ``await shards["b"].work()``.
+
+    Example:
+        ```python
+        shards = AsyncShards(
+            {"a": AsyncPgQueue("postgresql://db-a/app"), "b": AsyncPgQueue("postgresql://db-b/app")},
+            {"report.*": "b"},
+            default="a",
+        )
+        async with shards:
+            await shards.send("report.daily", {"day": "2026-11-30"})  # to db-b
+        ```
     """
 
     def __init__(

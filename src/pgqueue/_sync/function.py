@@ -60,7 +60,19 @@ class JobFunction(Generic[D, P, R]):
     which the pattern must match.
 
     Typed by the handler: ``D`` is its data parameter's type (what ``send`` takes; None
-    for a handler without one), ``P`` its parameters and ``R`` what it returns."""
+    for a handler without one), ``P`` its parameters and ``R`` what it returns.
+
+    Example:
+        ```python
+        @pq.job("resize", retry_limit=2)
+        def resize(data: dict) -> dict:
+            return {"width": data["width"] // 2}
+
+        handle = resize.send({"width": 640})
+        resize.send_after({"width": 320}, 60)  # in a minute
+        resize.insert([{"width": w} for w in (100, 200, 300)])
+        ```
+    """
 
     def __init__(self, queue: Sender, definition: JobDefinition) -> None:
         self._queue = queue

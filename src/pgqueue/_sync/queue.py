@@ -72,6 +72,18 @@ class PgQueue(QueueBase):
     registered a different handler for one of their queues (apps sharing a schema take
     each other's jobs); ``on_conflict="error"`` makes the worker refuse to start instead,
     raising HandlerConflictError (see docs/operations.md).
+
+    Example:
+        ```python
+        pq = PgQueue("postgresql://app@db/app")
+
+        @pq.job("emails", retry_limit=3)
+        def send_email(data: dict) -> None:
+            ...
+
+        with pq:
+            send_email.send({"to": "ada@example.com"})
+        ```
     """
 
     def __init__(
@@ -149,6 +161,16 @@ class PgQueue(QueueBase):
         ``concurrency``). A data parameter annotated with a pydantic model
         is validated on ``.send()`` and parsed before the handler runs; a parameter annotated
         :class:`RunningJob` (or ``Job``, or named ``job``) receives the running job.
+
+        Example:
+            ```python
+            @pq.job("emails", retry_limit=5, expire_in=60, local_concurrency=10)
+            def send_email(data: dict, job: RunningJob) -> str:
+                job.log(f"sending to {data['to']}")
+                return "sent"
+
+            send_email.send({"to": "ada@example.com"}, priority=1)
+            ```
         """
 
         def register(func: Callable[..., Any]) -> JobFunction[Any, Any, Any]:
@@ -175,6 +197,13 @@ class PgQueue(QueueBase):
         declared are then deleted. Bad expressions or zones raise InvalidScheduleError here.
         A job may have several schedules, each with its own ``key``: stack the decorators
         (the outer ones take the options of the job the innermost one registered).
+
+        Example:
+            ```python
+            @pq.cron("0 3 * * *", tz="Europe/Paris", data={"kind": "daily"})
+            def report(data: dict) -> None:
+                ...
+            ```
         """
         check_cron(expression)
         check_timezone(tz)
@@ -201,7 +230,17 @@ class PgQueue(QueueBase):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> PgQueue:
-        """Connect (starting the embedded server if no DSN is set), migrate, open the pool."""
+        """Connect (starting the embedded server if no DSN is set), migrate, open the pool.
+
+        Example:
+            ```python
+            pq = PgQueue("postgresql://app@db/app").start()
+            try:
+                pq.send("emails", {"to": "ada@example.com"})
+            finally:
+                pq.stop()
+            ```
+        """
         if self._runner is not None:
             return self
         dsn = self._dsn if self._dsn is not None else to_thread(self._resolve_embedded)
@@ -254,7 +293,13 @@ class PgQueue(QueueBase):
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop working (if :meth:`work` runs), close the pool, stop an embedded server this
-        object started. Idempotent."""
+        object started. Idempotent.
+
+        Example:
+            ```python
+            pq.stop(timeout=10)
+            ```
+        """
         self.stop_working()
         to_thread(self._work_done.wait, timeout)
         maintenance, self._maintenance = self._maintenance, None
@@ -337,7 +382,14 @@ class PgQueue(QueueBase):
         (its loops run, a statement succeeded within ``health_timeout`` seconds: by default
         the longest of 30, three poll intervals and the heartbeat), else 503 with a JSON body
         naming what is wrong; ``GET /readyz`` answers 200 while it takes jobs, 503 while it
-        starts or stops."""
+        starts or stops.
+
+        Example:
+            ```python
+            with pq:
+                pq.work(queues=["emails"], local_concurrency=20, health_port=8080)
+            ```
+        """
         if self._runner is None:
             raise PgQueueError("PgQueue is not started: call start() first")
         kept = None
@@ -386,7 +438,14 @@ class PgQueue(QueueBase):
     # -- schema ------------------------------------------------------------------------------
 
     def migrate(self) -> list[int]:
-        """Apply pending migrations now; returns the versions applied."""
+        """Apply pending migrations now; returns the versions applied.
+
+        Example:
+            ```python
+            pq = PgQueue("postgresql://owner@db/app", migrate=False)
+            applied = pq.migrate()  # [] when the schema was up to date
+            ```
+        """
         dsn = self._dsn if self._dsn is not None else to_thread(self._resolve_embedded)
         migrate, self._migrate = self._migrate, True
         try:
@@ -395,12 +454,27 @@ class PgQueue(QueueBase):
             self._migrate = migrate
 
     def migration_status(self, *, conn: Conn | None = None) -> MigrationStatus:
-        """The schema's version and the migrations still pending."""
+        """The schema's version and the migrations still pending.
+
+        Example:
+            ```python
+            status = pq.migration_status()
+            if not status.up_to_date:
+                print(f"at version {status.current}, {len(status.pending)} to apply")
+            ```
+        """
         return self._run(status_plan(self.sql), conn)
 
     def maintain(self) -> MaintenanceResult:
         """Run one maintenance pass now: expire, archive, delete (skipped, returning
-        ``ran=False``, while another instance runs one)."""
+        ``ran=False``, while another instance runs one).
+
+        Example:
+            ```python
+            result = pq.maintain()
+            print(result.ran, result.archived, result.deleted)
+            ```
+        """
         return self._run(self._maintenance_plan(), None)
 
     # -- producing ---------------------------------------------------------------------------
@@ -414,7 +488,15 @@ class PgQueue(QueueBase):
         **options: Any,
     ) -> JobHandle | None:
         """Send a job; returns its id (a handle: ``handle.result()`` waits for its
-        output), or None when a singleton or policy blocked it."""
+        output), or None when a singleton or policy blocked it.
+
+        Example:
+            ```python
+            handle = pq.send("emails", {"to": "ada@example.com"}, priority=5, retry_limit=3)
+            if handle is not None:
+                output = handle.result(timeout=60)
+            ```
+        """
         plan = self._core.send(name, data, options)
         if self._observer is None:
             job_id = self._run(plan, conn, atomic="depends_on" in options)
@@ -431,7 +513,13 @@ class PgQueue(QueueBase):
         conn: Conn | None = None,
         **options: Any,
     ) -> JobHandle | None:
-        """Send a job that starts after a datetime, a timedelta or a number of seconds."""
+        """Send a job that starts after a datetime, a timedelta or a number of seconds.
+
+        Example:
+            ```python
+            pq.send_after("reminders", {"user": 7}, timedelta(hours=1))
+            ```
+        """
         return self.send(name, data, conn=conn, **self._send_options(options, start_after))
 
     def upsert(
@@ -445,7 +533,13 @@ class PgQueue(QueueBase):
     ) -> int | None:
         """Send a job unless one of ``singleton_key`` waits in the queue: then that job
         takes ``data`` (and ``priority``, if given) instead, the latest data winning. Its
-        id, or None when the key's job is running (a singleton key allows one at a time)."""
+        id, or None when the key's job is running (a singleton key allows one at a time).
+
+        Example:
+            ```python
+            pq.upsert("reindex", {"doc": 42, "version": 3}, singleton_key="doc-42")
+            ```
+        """
         plan = self._core.upsert(name, data, {**options, "singleton_key": singleton_key})
         if self._observer is None:
             return self._run(plan, conn)
@@ -459,7 +553,13 @@ class PgQueue(QueueBase):
         conn: Conn | None = None,
     ) -> list[int | None]:
         """Send many jobs in one statement (mappings of ``name``, ``data`` and options);
-        their ids, None where one was blocked (:meth:`result` waits for any of them)."""
+        their ids, None where one was blocked (:meth:`result` waits for any of them).
+
+        Example:
+            ```python
+            ids = pq.insert([{"name": "emails", "data": {"to": to}} for to in addresses])
+            ```
+        """
         jobs = list(jobs)
         atomic = any(isinstance(job, Mapping) and "depends_on" in job for job in jobs)
         if self._observer is None:
@@ -474,7 +574,16 @@ class PgQueue(QueueBase):
         """Send the jobs of a :class:`~pgqueue.Flow` at once, all or none; their handles in
         the order they were added (None where a singleton or policy blocked a job no
         other job of the flow depends on). DependencyError, nothing sent, for a cycle, a
-        missing parent, or a blocked job that others depend on."""
+        missing parent, or a blocked job that others depend on.
+
+        Example:
+            ```python
+            flow = Flow()
+            fetch = flow.add("fetch", {"url": url})
+            flow.add("parse", depends_on=[fetch])
+            handles = pq.send_flow(flow)
+            ```
+        """
         if self._observer is None or not isinstance(flow, Flow):
             ids = self._run(self._core.send_flow(flow), conn)
         else:
@@ -500,7 +609,15 @@ class PgQueue(QueueBase):
     def parents(self, job: Job | int, *, conn: Conn | None = None) -> list[Job]:
         """The jobs ``job`` depends on, in the order given (a handler reads its parents'
         outputs so: ``[p.output for p in pq.parents(job)]``). Parents deleted since
-        (by retention) are left out."""
+        (by retention) are left out.
+
+        Example:
+            ```python
+            @pq.job("assemble")
+            def assemble(job: RunningJob) -> list[str]:
+                return [parent.output for parent in pq.parents(job)]
+            ```
+        """
         return self._run(self._core.parents(job), conn, atomic=False)
 
     def result(self, job: Job | int, *, timeout: float | None = None) -> Any:
@@ -510,7 +627,18 @@ class PgQueue(QueueBase):
         expired or was cancelled; ResultTimeoutError if it has not ended within
         ``timeout`` seconds (None: no limit); JobNotFoundError if there is no such job.
         The waiters of one queue object share one listening connection; a poll every few
-        seconds backs up its notifications."""
+        seconds backs up its notifications.
+
+        Example:
+            ```python
+            job_id = pq.send("render", {"page": 1})
+            assert job_id is not None
+            try:
+                png = pq.result(job_id, timeout=30)
+            except JobFailedError as exc:
+                print(exc.state, exc.error)
+            ```
+        """
         ids, _ = job_runs(job)
         if len(ids) != 1:
             raise InvalidInputError(f"result() waits for one job, got {job!r}")
@@ -538,7 +666,17 @@ class PgQueue(QueueBase):
         *,
         conn: Conn | None = None,
     ) -> list[Job]:
-        """Claim up to ``batch_size`` jobs of a queue (they become active)."""
+        """Claim up to ``batch_size`` jobs of a queue (they become active).
+
+        Example:
+            ```python
+            for job in pq.fetch("exports", batch_size=10):
+                try:
+                    pq.complete(job, {"rows": export(job.data)})
+                except Exception as exc:
+                    pq.fail(job, exc)
+            ```
+        """
         return self._run(self._core.fetch(name, batch_size, None), conn)
 
     def complete(
@@ -551,7 +689,14 @@ class PgQueue(QueueBase):
         """Complete the runs of jobs from :meth:`fetch` with ``output``; returns the ids
         completed. A run that no longer holds its job (it expired and was claimed again,
         or was cancelled) changes nothing and is left out. A bare id completes whichever
-        run holds the job now: pass the fetched ``Job`` to be safe."""
+        run holds the job now: pass the fetched ``Job`` to be safe.
+
+        Example:
+            ```python
+            [job] = pq.fetch("exports")
+            pq.complete(job, {"rows": 120})
+            ```
+        """
         ids, runs = job_runs(jobs)
         return self._run(
             self._core.complete(ids, runs, self._outputs(ids, output)), conn, atomic=False
@@ -567,7 +712,14 @@ class PgQueue(QueueBase):
     ) -> list[int]:
         """Fail the runs of fetched jobs: each job goes to retry while retries remain (and
         ``retry``), else to failed; returns the ids failed (a run that lost its job is left
-        out, as in :meth:`complete`)."""
+        out, as in :meth:`complete`).
+
+        Example:
+            ```python
+            [job] = pq.fetch("exports")
+            pq.fail(job, {"message": "upstream down"}, retry=True)
+            ```
+        """
         ids, runs = job_runs(jobs)
         outputs = self._outputs(ids, error_output(error))
         return self._run(
@@ -584,7 +736,14 @@ class PgQueue(QueueBase):
     ) -> list[int]:
         """Hand the runs of fetched jobs back unfinished, to run again at once without
         spending a retry (what a stopping worker does with the jobs it holds); returns the
-        ids handed back (a run that lost its job is left out, as in :meth:`complete`)."""
+        ids handed back (a run that lost its job is left out, as in :meth:`complete`).
+
+        Example:
+            ```python
+            jobs = pq.fetch("exports", batch_size=5)
+            pq.release(jobs)  # shutting down: they run again elsewhere
+            ```
+        """
         ids, runs = job_runs(jobs)
         return self._run(self._core.release(ids, runs), conn, atomic=False)
 
@@ -596,7 +755,14 @@ class PgQueue(QueueBase):
         conn: Conn | None = None,
     ) -> list[int]:
         """Heartbeat the runs of fetched jobs (and store ``progress`` unless None); returns
-        the ids of the runs that still hold their jobs."""
+        the ids of the runs that still hold their jobs.
+
+        Example:
+            ```python
+            [job] = pq.fetch("exports")
+            pq.touch(job, {"done": 50, "of": 100})
+            ```
+        """
         ids, runs = job_runs(jobs)
         return self._run(
             self._core.touch(ids, runs, self._progress(ids, progress)), conn, atomic=False
@@ -605,24 +771,57 @@ class PgQueue(QueueBase):
     # -- jobs --------------------------------------------------------------------------------
 
     def cancel(self, ids: int | Iterable[int], *, conn: Conn | None = None) -> list[int]:
-        """Cancel waiting or active jobs; returns the ids cancelled."""
+        """Cancel waiting or active jobs; returns the ids cancelled.
+
+        Example:
+            ```python
+            cancelled = pq.cancel([job_id])
+            ```
+        """
         return self._run(self._core.cancel(ids), conn)
 
     def resume(self, ids: int | Iterable[int], *, conn: Conn | None = None) -> list[int]:
-        """Send cancelled jobs back to ``created``; returns the ids resumed."""
+        """Send cancelled jobs back to ``created``; returns the ids resumed.
+
+        Example:
+            ```python
+            pq.resume(job_id)
+            ```
+        """
         return self._run(self._core.resume(ids), conn)
 
     def retry(self, ids: int | Iterable[int], *, conn: Conn | None = None) -> list[int]:
         """Send failed or expired jobs back to ``retry``, to run again at once (with one more
-        retry allowed if they had used theirs); returns the ids retried."""
+        retry allowed if they had used theirs); returns the ids retried.
+
+        Example:
+            ```python
+            failed = pq.find_jobs("emails", state="failed")
+            pq.retry([job.id for job in failed])
+            ```
+        """
         return self._run(self._core.retry(ids), conn)
 
     def delete_job(self, ids: int | Iterable[int], *, conn: Conn | None = None) -> list[int]:
-        """Delete jobs, wherever they are (job table or archive); returns the ids deleted."""
+        """Delete jobs, wherever they are (job table or archive); returns the ids deleted.
+
+        Example:
+            ```python
+            pq.delete_job(job_id)
+            ```
+        """
         return self._run(self._core.delete_job(ids), conn)
 
     def get_job_by_id(self, id: int, *, conn: Conn | None = None) -> Job | None:
-        """A job by id, looking in the archive too; None if there is none."""
+        """A job by id, looking in the archive too; None if there is none.
+
+        Example:
+            ```python
+            job = pq.get_job_by_id(job_id)
+            if job is not None:
+                print(job.state, job.output)
+            ```
+        """
         return self._run(self._core.get_job_by_id(id), conn)
 
     def find_jobs(
@@ -641,7 +840,17 @@ class PgQueue(QueueBase):
         """The jobs that match every filter given (a queue, one state or several, a
         singleton key, a group, data containing ``data_contains`` as JSON containment),
         in id order, at most ``limit`` (up to 10,000); the next page starts ``after`` the
-        last id. ``archived`` looks in the archive too."""
+        last id. ``archived`` looks in the archive too.
+
+        Example:
+            ```python
+            page = pq.find_jobs("emails", state=["failed", "expired"], limit=50)
+            while page:
+                for job in page:
+                    print(job.id, job.errors)
+                page = pq.find_jobs("emails", state=["failed", "expired"], after=page[-1].id)
+            ```
+        """
         plan = self._core.find_jobs(queue, state, key, group, data_contains, limit, after, archived)
         return self._run(plan, conn, atomic=False)
 
@@ -656,30 +865,69 @@ class PgQueue(QueueBase):
     ) -> Job | None:
         """Change a job that has not started: its data (validated as ``send`` does), its
         priority, its start (a datetime, a timedelta or seconds from now). Returns the job
-        as changed, or None if no job of that id is waiting to start."""
+        as changed, or None if no job of that id is waiting to start.
+
+        Example:
+            ```python
+            pq.update_job(job_id, priority=10, start_after=0)  # run it first, now
+            ```
+        """
         plan = self._core.update_job(id, data, priority, start_after)
         return self._run(plan, conn)
 
     # -- queues ------------------------------------------------------------------------------
 
     def create_queue(self, name: str, *, conn: Conn | None = None, **options: Any) -> bool:
-        """Create a queue with default job options; False if it already existed."""
+        """Create a queue with default job options; False if it already existed.
+
+        Example:
+            ```python
+            pq.create_queue("emails.dead")
+            pq.create_queue("emails", retry_limit=5, dead_letter="emails.dead", concurrency=4)
+            ```
+        """
         return self._run(self._core.create_queue(name, options), conn)
 
     def update_queue(self, name: str, *, conn: Conn | None = None, **options: Any) -> None:
-        """Change the given options of a queue (``None`` clears one)."""
+        """Change the given options of a queue (``None`` clears one).
+
+        Example:
+            ```python
+            pq.update_queue("emails", rate_limit=(100, 60.0), concurrency=None)
+            ```
+        """
         self._run(self._core.update_queue(name, options), conn)
 
     def delete_queue(self, name: str, *, conn: Conn | None = None) -> bool:
-        """Delete a queue and its jobs; False if there was no such queue."""
+        """Delete a queue and its jobs; False if there was no such queue.
+
+        Example:
+            ```python
+            pq.delete_queue("old-reports")
+            ```
+        """
         return self._run(self._core.delete_queue(name), conn)
 
     def get_queue(self, name: str, *, conn: Conn | None = None) -> QueueInfo | None:
-        """A queue's settings, or None."""
+        """A queue's settings, or None.
+
+        Example:
+            ```python
+            queue = pq.get_queue("emails")
+            if queue is not None and queue.paused:
+                pq.resume_queue("emails")
+            ```
+        """
         return self._run(self._core.get_queue(name), conn)
 
     def get_queues(self, *, conn: Conn | None = None) -> list[QueueInfo]:
-        """Every queue, by name."""
+        """Every queue, by name.
+
+        Example:
+            ```python
+            names = [queue.name for queue in pq.get_queues()]
+            ```
+        """
         return self._run(self._core.get_queues(), conn)
 
     # -- throttling, pub/sub -----------------------------------------------------------------
@@ -694,7 +942,13 @@ class PgQueue(QueueBase):
         conn: Conn | None = None,
         **options: Any,
     ) -> int | None:
-        """Send at most one job per ``seconds``-long window (per ``key``); extras return None."""
+        """Send at most one job per ``seconds``-long window (per ``key``); extras return None.
+
+        Example:
+            ```python
+            pq.send_throttled("sync-account", {"account": 7}, seconds=60, key="account-7")
+            ```
+        """
         options.update(singleton_seconds=seconds, singleton_key=key)
         return self.send(name, data, conn=conn, **options)
 
@@ -709,22 +963,48 @@ class PgQueue(QueueBase):
         **options: Any,
     ) -> int | None:
         """Like :meth:`send_throttled`, but a send into a taken window goes to the next one
-        (which then starts when that window opens); None when both are taken."""
+        (which then starts when that window opens); None when both are taken.
+
+        Example:
+            ```python
+            pq.send_debounced("reindex", {"doc": 42}, seconds=10, key="doc-42")
+            ```
+        """
         options.update(singleton_seconds=seconds, singleton_key=key, singleton_next_slot=True)
         return self.send(name, data, conn=conn, **options)
 
     def subscribe(self, event: str, queue: str, *, conn: Conn | None = None) -> bool:
-        """Deliver every job published as ``event`` to ``queue`` too."""
+        """Deliver every job published as ``event`` to ``queue`` too.
+
+        Example:
+            ```python
+            pq.subscribe("user.created", "welcome-emails")
+            pq.publish("user.created", {"user": 7})
+            ```
+        """
         return self._run(self._core.subscribe(event, queue), conn)
 
     def unsubscribe(self, event: str, queue: str, *, conn: Conn | None = None) -> bool:
-        """Stop delivering ``event`` to ``queue``."""
+        """Stop delivering ``event`` to ``queue``.
+
+        Example:
+            ```python
+            pq.unsubscribe("user.created", "welcome-emails")
+            ```
+        """
         return self._run(self._core.unsubscribe(event, queue), conn)
 
     def get_subscriptions(
         self, event: str | None = None, *, conn: Conn | None = None
     ) -> list[tuple[str, str]]:
-        """(event, queue) pairs, of one event or of all."""
+        """(event, queue) pairs, of one event or of all.
+
+        Example:
+            ```python
+            for event, queue in pq.get_subscriptions("user.created"):
+                print(event, "->", queue)
+            ```
+        """
         return self._run(self._core.subscriptions(event), conn)
 
     def publish(
@@ -736,21 +1016,45 @@ class PgQueue(QueueBase):
         **options: Any,
     ) -> list[int]:
         """Send one job to every queue subscribed to ``event``, in one statement (inside the
-        caller's transaction with ``conn``); returns their ids."""
+        caller's transaction with ``conn``); returns their ids.
+
+        Example:
+            ```python
+            ids = pq.publish("user.created", {"user": 7})
+            ```
+        """
         return self._run(self._core.publish(event, data, options), conn, atomic=False)
 
     # -- queue management --------------------------------------------------------------------
 
     def pause_queue(self, name: str, *, conn: Conn | None = None) -> None:
-        """Stop workers claiming jobs of ``name``; sending still works."""
+        """Stop workers claiming jobs of ``name``; sending still works.
+
+        Example:
+            ```python
+            pq.pause_queue("emails")  # during the mail provider's outage
+            ```
+        """
         self._run(self._core.set_paused(name, True), conn)
 
     def resume_queue(self, name: str, *, conn: Conn | None = None) -> None:
-        """Let workers claim jobs of ``name`` again."""
+        """Let workers claim jobs of ``name`` again.
+
+        Example:
+            ```python
+            pq.resume_queue("emails")
+            ```
+        """
         self._run(self._core.set_paused(name, False), conn)
 
     def purge_queue(self, name: str, *, conn: Conn | None = None) -> int:
-        """Delete the jobs of ``name`` that wait to run; returns how many."""
+        """Delete the jobs of ``name`` that wait to run; returns how many.
+
+        Example:
+            ```python
+            dropped = pq.purge_queue("thumbnails")
+            ```
+        """
         return self._run(self._core.purge_queue(name), conn)
 
     def redrive(
@@ -761,13 +1065,26 @@ class PgQueue(QueueBase):
         conn: Conn | None = None,
     ) -> list[int]:
         """Send up to ``limit`` jobs waiting in dead-letter queue ``dead_letter`` back to the
-        queues they failed in, as new jobs; returns the new ids."""
+        queues they failed in, as new jobs; returns the new ids.
+
+        Example:
+            ```python
+            new_ids = pq.redrive("emails.dead", limit=100)
+            ```
+        """
         return self._run(self._core.redrive(dead_letter, limit), conn)
 
     def get_queue_stats(
         self, name: str | None = None, *, conn: Conn | None = None
     ) -> list[QueueStats]:
-        """Job counts per state and the oldest waiting job's age, of one queue or of all."""
+        """Job counts per state and the oldest waiting job's age, of one queue or of all.
+
+        Example:
+            ```python
+            for stats in pq.get_queue_stats():
+                print(stats.name, stats.waiting, stats.active, stats.oldest_waiting_seconds)
+            ```
+        """
         return self._run(self._core.queue_stats(name), conn)
 
     def get_queue_throughput(
@@ -781,7 +1098,14 @@ class PgQueue(QueueBase):
         """Per queue, (completed, failed) job counts in each of ``buckets`` equal parts of
         the last ``window`` seconds, oldest first (failed counts expired jobs too; queues
         with none are left out). Counts jobs not yet archived: completed jobs move to the
-        archive after ``archive_completed_after`` (an hour by default)."""
+        archive after ``archive_completed_after`` (an hour by default).
+
+        Example:
+            ```python
+            per_queue = pq.get_queue_throughput("emails", window=600, buckets=10)
+            completed = sum(done for done, _ in per_queue.get("emails", []))
+            ```
+        """
         return self._run(self._core.queue_throughput(name, window, buckets), conn)
 
     # -- schedules ---------------------------------------------------------------------------
@@ -799,22 +1123,47 @@ class PgQueue(QueueBase):
     ) -> None:
         """Send ``data`` to queue ``name`` at every slot of ``cron`` (in time zone ``tz``),
         once per slot however many instances run. Replaces the queue's schedule of the
-        same ``key``: a queue has one schedule per key (None is a key too)."""
+        same ``key``: a queue has one schedule per key (None is a key too).
+
+        Example:
+            ```python
+            pq.schedule("report", "*/15 * * * *", {"period": "15m"}, key="quarter")
+            ```
+        """
         params = self._cron.params(name, cron, data, tz, options, False, key)
         self._run(self._cron.upsert(params), conn)
 
     def unschedule(self, name: str, *, key: str | None = None, conn: Conn | None = None) -> bool:
-        """Delete the schedule of queue ``name`` and ``key``; False if there was none."""
+        """Delete the schedule of queue ``name`` and ``key``; False if there was none.
+
+        Example:
+            ```python
+            pq.unschedule("report", key="quarter")
+            ```
+        """
         return self._run(self._cron.delete(name, key), conn)
 
     def get_schedules(self, *, conn: Conn | None = None) -> list[ScheduleInfo]:
-        """Every schedule, by name."""
+        """Every schedule, by name.
+
+        Example:
+            ```python
+            for schedule in pq.get_schedules():
+                print(schedule.name, schedule.key, schedule.cron, schedule.last_slot)
+            ```
+        """
         return self._run(self._cron.all(), conn)
 
     def run_schedules(self) -> list[int]:
         """Send the jobs of every schedule slot that is due now (started instances do this
         every maintenance interval); returns the ids this call sent. A schedule that cannot
-        send its job is logged and tried again next time; the others are sent."""
+        send its job is logged and tried again next time; the others are sent.
+
+        Example:
+            ```python
+            sent = pq.run_schedules()
+            ```
+        """
         sent = []
         for info, slot in self._run(self._cron.due(), None):
             try:
@@ -828,30 +1177,62 @@ class PgQueue(QueueBase):
 
     def get_handlers(self, *, conn: Conn | None = None) -> list[HandlerInfo]:
         """The handler registry: which app's workers serve which handler for each queue
-        (see docs/operations.md, "Apps that share a schema")."""
+        (see docs/operations.md, "Apps that share a schema").
+
+        Example:
+            ```python
+            apps = {h.app for h in pq.get_handlers() if h.name == "send-email"}
+            ```
+        """
         return self._run(list_plan(self.sql), conn, atomic=False)
 
     def grant(self, role: str, *, conn: Conn | None = None) -> None:
         """Grant ``role`` what running pgqueue on this schema takes (sending, working,
         maintenance, cron), for today's tables and those later migrations add; run it as
-        the schema's owner. Migrating and moving the clock stay the owner's."""
+        the schema's owner. Migrating and moving the clock stay the owner's.
+
+        Example:
+            ```python
+            pq.grant("app_worker")  # as the schema's owner
+            ```
+        """
         self._run(self._core.grant(role), conn)
 
     # -- time --------------------------------------------------------------------------------
 
     def now(self, *, conn: Conn | None = None) -> datetime:
         """The time by the schema's clock: the database's, unless a test moved it. Every
-        decision about time (start, expiry, heartbeats, retention, cron, throttling) uses it."""
+        decision about time (start, expiry, heartbeats, retention, cron, throttling) uses it.
+
+        Example:
+            ```python
+            now = pq.now()
+            ```
+        """
         return self._run(self._core.now(), conn)
 
     def set_clock(self, at: datetime | None) -> None:
         """Set the schema's clock to ``at`` (None: the database's own time again), for every
-        instance on the schema. For tests: time then runs on from ``at``."""
+        instance on the schema. For tests: time then runs on from ``at``.
+
+        Example:
+            ```python
+            pq.set_clock(datetime(2030, 1, 1, tzinfo=timezone.utc))
+            pq.set_clock(None)  # the database's time again
+            ```
+        """
         self._run(self._core.set_clock(at), None)
 
     def move_clock(self, by: float | timedelta) -> None:
         """Move the schema's clock by ``by`` seconds or a timedelta, for every instance on
-        the schema: for tests, to make delays, retries, expiry and cron happen at once."""
+        the schema: for tests, to make delays, retries, expiry and cron happen at once.
+
+        Example:
+            ```python
+            pq.send_after("reminders", {"user": 7}, 3600)
+            pq.move_clock(3600)  # the reminder is due now
+            ```
+        """
         self._run(self._core.move_clock(by), None)
 
     def _maintain_periodic(self) -> None:

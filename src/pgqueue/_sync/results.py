@@ -44,7 +44,16 @@ class ResultSource(Protocol):
 
 class JobHandle(int):
     """A sent job's id (an ``int``, as ``send`` always returned) that can wait for the
-    job's result: ``handle.result(timeout=...)``."""
+    job's result: ``handle.result(timeout=...)``.
+
+    Example:
+        ```python
+        handle = pq.send("render", {"page": 1})
+        if handle is not None:
+            print(int(handle))  # the job's id
+            png = handle.result(timeout=30)
+        ```
+    """
 
     _source: ResultSource
 

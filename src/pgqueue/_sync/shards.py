@@ -44,6 +44,17 @@ class Shards:
     given exactly wins over patterns, patterns are tried in order, and a queue matched
     by none goes to ``default`` (None: it is refused). A worker process serves one shard:
     ``shards["b"].work()``.
+
+    Example:
+        ```python
+        shards = Shards(
+            {"a": PgQueue("postgresql://db-a/app"), "b": PgQueue("postgresql://db-b/app")},
+            {"report.*": "b"},
+            default="a",
+        )
+        with shards:
+            shards.send("report.daily", {"day": "2026-11-30"})  # to db-b
+        ```
     """
 
     def __init__(

@@ -102,6 +102,21 @@ class PgQueueFlask:
     the other ``PgQueue`` options). It starts on first use. Handlers registered with
     :meth:`job` and :meth:`cron` run inside ``app.app_context()``; the jobs they return send
     to the current application's queue. ``flask pgqueue worker`` runs them.
+
+    Example:
+        ```python
+        pgqueue = PgQueueFlask()
+
+        @pgqueue.job("welcome-email")
+        def welcome_email(data: dict[str, str]) -> None:
+            print(current_app.config["MAIL_SENDER"], data["email"])
+
+        app = Flask(__name__)
+        app.config["PGQUEUE_DSN"] = "postgresql://app@db/app"
+        pgqueue.init_app(app)
+        with app.app_context():
+            welcome_email.send({"email": "ada@example.com"})
+        ```
     """
 
     def __init__(self, app: Flask | None = None) -> None:

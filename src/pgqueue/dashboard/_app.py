@@ -209,6 +209,15 @@ def create_app(
     schema, a replica (hot standby) of ``pq``'s, opened at the first read and closed when
     the app stops; actions, and the reads they make to decide, stay on ``pq``'s. A replica
     shows what it has replayed: a page may lag an action by the replica's delay.
+
+    Example:
+        ```python
+        from fastapi import FastAPI
+        from pgqueue.dashboard import TokenAuth, create_app
+
+        api = FastAPI()
+        api.mount("/admin/queues", create_app(pq, auth=TokenAuth(os.environ["DASHBOARD_TOKEN"])))
+        ```
     """
     if auth is None and not allow_anonymous:
         raise ValueError("auth=None serves everyone: pass allow_anonymous=True to mean it")

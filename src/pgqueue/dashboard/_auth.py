@@ -38,7 +38,13 @@ SAFE_METHODS = frozenset({"GET", "HEAD"})
 class BasicAuth:
     """HTTP basic authentication with one user name and password (compared in constant
     time); browsers ask for them. Serve the dashboard over HTTPS: basic auth sends the
-    password with every request."""
+    password with every request.
+
+    Example:
+        ```python
+        app = create_app(pq, auth=BasicAuth("admin", os.environ["DASHBOARD_PASSWORD"]))
+        ```
+    """
 
     challenge = 'Basic realm="pgqueue", charset="UTF-8"'
 
@@ -61,7 +67,13 @@ class BasicAuth:
 class TokenAuth:
     """A shared secret token, sent as ``Authorization: Bearer <token>`` (API clients) or
     kept in a cookie after signing in on the dashboard's login page (browsers); compared in
-    constant time."""
+    constant time.
+
+    Example:
+        ```python
+        app = create_app(pq, auth=TokenAuth(os.environ["DASHBOARD_TOKEN"]), read_only=True)
+        ```
+    """
 
     challenge = 'Bearer realm="pgqueue"'
 
