@@ -21,6 +21,7 @@ from .._config import check_seconds, renamed
 from .._core import UNCHANGED
 from .._cron import check_cron, check_timezone, label
 from .._db import Plan
+from .._handlers import HandlerInfo, OnConflict, list_plan
 from .._maintenance import MaintenanceResult, MaintenanceSettings
 from .._migrate import MigrationStatus, status_plan
 from .._payload import error_output, job_runs
@@ -70,6 +71,12 @@ class AsyncPgQueue(QueueBase):
     ``$PGQUEUE_PARTITION``; see docs/scaling.md); an existing schema keeps its layout, and
     asking for the partitioned layout on one without it raises MigrationError.
 
+    Workers write the handlers they serve to the schema's registry under ``app_name``
+    (default: each handler's top-level package) and warn at start when another app
+    registered a different handler for one of their queues (apps sharing a schema take
+    each other's jobs); ``on_conflict="error"`` makes the worker refuse to start instead,
+    raising HandlerConflictError (see docs/operations.md).
+
     Example:
         ```python
         pq = AsyncPgQueue("postgresql://app@db/app")
@@ -99,6 +106,8 @@ class AsyncPgQueue(QueueBase):
         listen: bool = True,
         listen_dsn: str | None = None,
         partition: bool | None = None,
+        app_name: str | None = None,
+        on_conflict: OnConflict = "warn",
     ) -> None:
         if pool is not None and not isinstance(pool, AsyncConnectionPool):
             raise InvalidOptionError(
@@ -118,6 +127,8 @@ class AsyncPgQueue(QueueBase):
             listen=listen,
             listen_dsn=listen_dsn,
             partition=partition,
+            app_name=app_name,
+            on_conflict=on_conflict,
         )
         self._runner: AsyncRunner | None = None
         self._maintenance: AsyncPeriodic | None = None
@@ -1203,6 +1214,17 @@ class AsyncPgQueue(QueueBase):
             if job_id is not None:
                 sent.append(job_id)
         return sent
+
+    async def get_handlers(self, *, conn: AsyncConn | None = None) -> list[HandlerInfo]:
+        """The handler registry: which app's workers serve which handler for each queue
+        (see docs/operations.md, "Apps that share a schema").
+
+        Example:
+            ```python
+            apps = {h.app for h in await pq.get_handlers() if h.name == "send-email"}
+            ```
+        """
+        return await self._run(list_plan(self.sql), conn, atomic=False)
 
     async def grant(self, role: str, *, conn: AsyncConn | None = None) -> None:
         """Grant ``role`` what running pgqueue on this schema takes (sending, working,

@@ -24,6 +24,7 @@ from .._config import check_seconds, renamed
 from .._core import UNCHANGED
 from .._cron import check_cron, check_timezone, label
 from .._db import Plan
+from .._handlers import HandlerInfo, OnConflict, list_plan
 from .._maintenance import MaintenanceResult, MaintenanceSettings
 from .._migrate import MigrationStatus, status_plan
 from .._payload import error_output, job_runs
@@ -66,6 +67,12 @@ class PgQueue(QueueBase):
     ``$PGQUEUE_PARTITION``; see docs/scaling.md); an existing schema keeps its layout, and
     asking for the partitioned layout on one without it raises MigrationError.
 
+    Workers write the handlers they serve to the schema's registry under ``app_name``
+    (default: each handler's top-level package) and warn at start when another app
+    registered a different handler for one of their queues (apps sharing a schema take
+    each other's jobs); ``on_conflict="error"`` makes the worker refuse to start instead,
+    raising HandlerConflictError (see docs/operations.md).
+
     Example:
         ```python
         pq = PgQueue("postgresql://app@db/app")
@@ -95,6 +102,8 @@ class PgQueue(QueueBase):
         listen: bool = True,
         listen_dsn: str | None = None,
         partition: bool | None = None,
+        app_name: str | None = None,
+        on_conflict: OnConflict = "warn",
     ) -> None:
         if pool is not None and not isinstance(pool, ConnectionPool):
             raise InvalidOptionError(
@@ -114,6 +123,8 @@ class PgQueue(QueueBase):
             listen=listen,
             listen_dsn=listen_dsn,
             partition=partition,
+            app_name=app_name,
+            on_conflict=on_conflict,
         )
         self._runner: Runner | None = None
         self._maintenance: Periodic | None = None
@@ -1163,6 +1174,17 @@ class PgQueue(QueueBase):
             if job_id is not None:
                 sent.append(job_id)
         return sent
+
+    def get_handlers(self, *, conn: Conn | None = None) -> list[HandlerInfo]:
+        """The handler registry: which app's workers serve which handler for each queue
+        (see docs/operations.md, "Apps that share a schema").
+
+        Example:
+            ```python
+            apps = {h.app for h in pq.get_handlers() if h.name == "send-email"}
+            ```
+        """
+        return self._run(list_plan(self.sql), conn, atomic=False)
 
     def grant(self, role: str, *, conn: Conn | None = None) -> None:
         """Grant ``role`` what running pgqueue on this schema takes (sending, working,
