@@ -28,6 +28,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+try:
+    import flask  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on what is installed
+    raise ImportError(
+        "pgqueue.contrib.flask needs its extra: pip install 'pgqueue[flask]'"
+    ) from exc
+
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
