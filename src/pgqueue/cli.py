@@ -495,6 +495,10 @@ def _worker(args: argparse.Namespace) -> int:
         "install_signal_handlers": True,
     }
     if args.metrics_port is not None:
+        try:
+            from . import metrics  # noqa: F401  (before the app starts: its extra may be missing)
+        except ImportError as exc:
+            raise PgQueueError(str(exc)) from None
         options.update(metrics_port=args.metrics_port, metrics_host=args.metrics_host)
     if args.health_port is not None:
         options.update(health_port=args.health_port, health_host=args.health_host)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,22 @@ def test_an_optional_module_names_its_extra(module: str, missing: str, extra: st
     )
     assert done.returncode == 0, done.stderr
     assert f"pip install 'pgqueue[{extra}]'" in done.stdout
+
+
+def test_the_worker_command_names_the_metrics_extra(tmp_path: Path) -> None:
+    (tmp_path / "jobs_app.py").write_text(
+        "from pgqueue import PgQueue\n"
+        "pq = PgQueue('postgresql://nobody@127.0.0.1:1/none')  # never connected\n"
+    )
+    script = (
+        "import sys\n"
+        "sys.modules['prometheus_client'] = None\n"
+        "import pgqueue.cli\n"
+        "sys.exit(pgqueue.cli.main(['worker', 'jobs_app:pq', '--metrics-port', '0']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 1, done.stderr
+    assert "pip install 'pgqueue[metrics]'" in done.stderr
+    assert "Traceback" not in done.stderr
