@@ -46,6 +46,8 @@ from ._handlers import (
     REGISTRY_REFRESH,
     Conflict,
     OnConflict,
+    check_app_name,
+    check_on_conflict,
     conflict_message,
     register_plan,
     registrations,
@@ -157,6 +159,9 @@ class Worker:
         on_conflict: OnConflict = "warn",
     ) -> None:
         concurrency = check_count("concurrency", concurrency)
+        # (again: the queue object's attributes may have been set since it checked them)
+        app_name = check_app_name(app_name)
+        on_conflict = check_on_conflict(on_conflict)
         if health_port is not None:
             check_port("health_port", health_port)
         if not isinstance(health_host, str) or not health_host:

@@ -344,6 +344,18 @@ def test_bad_registry_options_are_refused(dsn: str, schema: str, option: str, va
         PgQueue(dsn, schema=schema, **{option: value})
 
 
+@pytest.mark.parametrize(("option", "value"), [("on_conflict", "Error"), ("app_name", "a\x00b")])
+def test_bad_registry_options_set_after_construction_are_refused_by_work(
+    dsn: str, schema: str, conn: psycopg.Connection[Any], option: str, value: Any
+) -> None:
+    with app(dsn, schema, "billing") as billing:
+        billing.job("send-email")(handler("billing.jobs", "send_email"))
+        setattr(billing, option, value)
+        with pytest.raises(InvalidOptionError, match=option):
+            billing.work(until_empty=True)
+    assert registry(conn, schema) == []
+
+
 def test_handler_ids_and_default_apps() -> None:
     assert handler_id(handler("a.b.c", "Outer.run")) == "a.b.c:Outer.run"
     assert default_app(handler("a.b.c", "f")) == "a"
