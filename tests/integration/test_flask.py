@@ -130,6 +130,47 @@ def test_handlers_of_every_kind_run_inside_the_app_context(dsn: str, schema: str
         ext.stop(app)
 
 
+def test_a_teardown_that_raises_does_not_hide_the_handlers_error(
+    dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ext = PgQueueFlask()
+    torn: list[str] = []
+
+    @ext.job("boom", retry_limit=0)
+    def boom() -> None:
+        torn.append("boom")
+        raise ValueError("the handler's error")
+
+    @ext.job("aboom", retry_limit=0)
+    async def aboom() -> None:
+        torn.append("aboom")
+        raise KeyError("the async handler's error")
+
+    app = Flask("teardown_app")
+    app.config.update(config(dsn, schema))
+
+    @app.teardown_appcontext
+    def teardown(exc: BaseException | None) -> None:
+        if torn:  # (only the runs' contexts, not the test's own)
+            torn.pop()
+            raise RuntimeError("the teardown's error")
+
+    ext.init_app(app)
+    try:
+        with app.app_context():
+            sync_id, async_id = boom.send(), aboom.send()
+        queue = ext.get_queue(app)
+        queue.work(until_empty=True)
+        for job_id, kind in ((sync_id, "ValueError"), (async_id, "KeyError")):
+            job = queue.get_job_by_id(job_id or 0)
+            assert job is not None and job.state == JobState.failed
+            assert job.output["type"] == kind, job.output
+        logged = [r for r in caplog.records if r.name == "pgqueue.flask"]
+        assert len(logged) == 2 and all("teardown_app" in r.getMessage() for r in logged)
+    finally:
+        ext.stop(app)
+
+
 def test_a_job_registered_after_init_app_reaches_the_app(dsn: str, schema: str) -> None:
     ext = PgQueueFlask()
     app = Flask("late_app")

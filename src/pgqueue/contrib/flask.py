@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import functools
 import inspect
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -38,6 +39,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from flask.ctx import AppContext
 
 from .._base import StartAfter
 from .._cron import check_cron, check_timezone
@@ -53,6 +55,7 @@ from ..errors import InvalidInputError, InvalidOptionError, PgQueueError
 
 __all__ = ["EXTENSION_KEY", "PgQueueFlask"]
 
+log = logging.getLogger("pgqueue.flask")
 # Where init_app keeps an application's state, in ``app.extensions``.
 EXTENSION_KEY = "pgqueue"
 # The PgQueue options with a configuration key of their own: PGQUEUE_OPTIONS may not repeat them.
@@ -319,22 +322,46 @@ def _register_on(app: Flask, state: _AppState, registration: _Registration) -> N
 
 def _in_context(app: Flask, func: Callable[..., Any]) -> Callable[..., Any]:
     """``func``, called inside ``app.app_context()``; its name, signature and annotations
-    kept (the worker reads them)."""
+    kept (the worker reads them). When the handler raises, its error is the run's even if a
+    teardown function raises too (that one is logged)."""
     if inspect.iscoroutinefunction(func):
 
         @functools.wraps(func)
         async def run_async(*args: Any, **kwargs: Any) -> Any:
-            with app.app_context():
-                return await func(*args, **kwargs)
+            ctx = app.app_context()
+            ctx.push()
+            try:
+                result = await func(*args, **kwargs)
+            except BaseException as exc:
+                _pop_after(app, ctx, exc)
+                raise
+            ctx.pop()
+            return result
 
         return run_async
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
-        with app.app_context():
-            return func(*args, **kwargs)
+        ctx = app.app_context()
+        ctx.push()
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            _pop_after(app, ctx, exc)
+            raise
+        ctx.pop()
+        return result
 
     return run
+
+
+def _pop_after(app: Flask, ctx: AppContext, exc: BaseException) -> None:
+    """Pop the context of a handler that raised ``exc``: a teardown function's own error is
+    logged, not raised (it would take the place of the handler's as the run's error)."""
+    try:
+        ctx.pop(exc)
+    except Exception:
+        log.exception("a teardown function of Flask application %r failed", app.name)
 
 
 def _worker_group(ext: PgQueueFlask) -> AppGroup:
