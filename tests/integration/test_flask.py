@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -217,6 +218,26 @@ def test_the_worker_command_runs_the_jobs(app: Flask) -> None:
     assert job is not None and job.state == JobState.completed
     bad = app.test_cli_runner().invoke(args=["pgqueue", "worker", "--queues", "nope"])
     assert bad.exit_code != 0 and "nope" in bad.output
+
+
+def test_the_worker_command_names_a_missing_metrics_extra(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "pgqueue.metrics", raising=False)
+    result = app.test_cli_runner().invoke(
+        args=["pgqueue", "worker", "--until-empty", "--metrics-port", "0"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "pip install 'pgqueue[metrics]'" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_the_worker_command_passes_the_health_timeout_on(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(
+        args=["pgqueue", "worker", "--until-empty", "--health-port", "0", "--health-timeout", "-1"]
+    )
+    assert result.exit_code == 1 and "health_timeout" in result.output, result.output
 
 
 def test_without_an_app_context_the_queue_is_refused() -> None:

@@ -420,6 +420,12 @@ def _worker_group(ext: PgQueueFlask) -> AppGroup:
     @click.option("--health-port", type=int, help="Answer GET /healthz and /readyz on this port.")
     @click.option("--health-host", default="0.0.0.0", show_default=True)
     @click.option(
+        "--health-timeout",
+        type=float,
+        help="Seconds without a successful statement before /healthz answers 503 (default: "
+        "the longest of 30, three poll intervals and the heartbeat).",
+    )
+    @click.option(
         "--on-conflict",
         type=click.Choice(["warn", "error"]),
         help="Refuse to start when another app registered a different handler for one of "
@@ -444,6 +450,7 @@ def _worker_group(ext: PgQueueFlask) -> AppGroup:
         metrics_host: str,
         health_port: int | None,
         health_host: str,
+        health_timeout: float | None,
         on_conflict: OnConflict | None,
         log_level: str,
     ) -> None:
@@ -466,9 +473,10 @@ def _worker_group(ext: PgQueueFlask) -> AppGroup:
                 metrics_host=metrics_host,
                 health_port=health_port,
                 health_host=health_host,
+                health_timeout=health_timeout,
                 install_signal_handlers=True,
             )
-        except PgQueueError as exc:
+        except (PgQueueError, ImportError) as exc:  # (an extra --metrics-port needs)
             raise click.ClickException(str(exc)) from exc
         finally:
             ext.stop()
