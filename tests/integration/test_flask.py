@@ -256,6 +256,10 @@ def test_without_an_app_context_the_queue_is_refused() -> None:
         ({"PGQUEUE_SCHEMA": "no spaces allowed"}, "schema"),
         ({"PGQUEUE_APP_NAME": ""}, None),  # empty: the app's name
         ({"PGQUEUE_OPTIONS": {"on_conflict": "explode"}}, "on_conflict"),
+        # False values of another type are refused, not taken for "unset"
+        ({"PGQUEUE_OPTIONS": []}, "must be a mapping"),
+        ({"PGQUEUE_SCHEMA": False}, "schema"),
+        ({"PGQUEUE_APP_NAME": 0}, "app_name"),
     ],
 )
 def test_bad_configuration_is_refused(

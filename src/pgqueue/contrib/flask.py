@@ -288,7 +288,7 @@ class PgQueueFlask:
 def _queue_options(app: Flask) -> dict[str, Any]:
     """The PgQueue options of ``app``'s configuration; bad ones raise InvalidOptionError."""
     config = app.config
-    extra = config.get("PGQUEUE_OPTIONS") or {}
+    extra = _setting(config, "PGQUEUE_OPTIONS", {})
     if not isinstance(extra, Mapping):
         raise InvalidOptionError(f"PGQUEUE_OPTIONS must be a mapping, got {extra!r}")
     for option, key in _OWN_KEYS.items():
@@ -298,13 +298,19 @@ def _queue_options(app: Flask) -> dict[str, Any]:
     unknown = sorted(set(extra) - known)
     if unknown:
         raise InvalidOptionError("unknown PGQUEUE_OPTIONS " + ", ".join(repr(u) for u in unknown))
-    app_name = config.get("PGQUEUE_APP_NAME") or app.name
     return {
         "dsn": config.get("PGQUEUE_DSN"),
-        "schema": config.get("PGQUEUE_SCHEMA") or "pgqueue",
-        "app_name": app_name,
+        "schema": _setting(config, "PGQUEUE_SCHEMA", "pgqueue"),
+        "app_name": _setting(config, "PGQUEUE_APP_NAME", app.name),
         **extra,
     }
+
+
+def _setting(config: Mapping[str, Any], key: str, default: Any) -> Any:
+    """``config[key]``, or ``default`` when it is missing, None or empty (a value of
+    another type, even false, is kept: the queue object refuses it)."""
+    value = config.get(key)
+    return default if value is None or (isinstance(value, str | Mapping) and not value) else value
 
 
 def _register_on(app: Flask, state: _AppState, registration: _Registration) -> None:
