@@ -16,6 +16,7 @@ from examples.flask_app import create_app
 from examples.flask_app.jobs import pgqueue
 from flask import Flask, current_app, g
 
+import pgqueue as pgqueue_package
 from pgqueue import InvalidInputError, InvalidOptionError, JobState, PgQueueError
 from pgqueue.contrib.flask import PgQueueFlask
 
@@ -225,6 +226,7 @@ def test_the_worker_command_names_a_missing_metrics_extra(
 ) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
     monkeypatch.delitem(sys.modules, "pgqueue.metrics", raising=False)
+    monkeypatch.delattr(pgqueue_package, "metrics", raising=False)  # (imported earlier)
     result = app.test_cli_runner().invoke(
         args=["pgqueue", "worker", "--until-empty", "--metrics-port", "0"]
     )
