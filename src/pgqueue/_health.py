@@ -70,6 +70,7 @@ class HealthServer:
         self._report = report
         self._server: asyncio.AbstractServer | None = None
         self._answering: dict[asyncio.Task[None], None] = {}  # (ordered: oldest first)
+        self._dropped: set[asyncio.Task[None]] = set()  # cancelled for newer ones, ending
 
     async def close(self) -> None:
         """Stop listening and drop the probes under way (a silent one would otherwise hold
@@ -79,7 +80,7 @@ class HealthServer:
             server.close()
         for task in list(self._answering):
             task.cancel()
-        await asyncio.gather(*self._answering, return_exceptions=True)
+        await asyncio.gather(*self._answering, *self._dropped, return_exceptions=True)
         if server is not None:
             await server.wait_closed()
 
@@ -89,6 +90,7 @@ class HealthServer:
         if len(self._answering) >= _MAX_PROBES:
             oldest = next(iter(self._answering))
             del self._answering[oldest]  # (uncounted at once: a burst drops as many)
+            self._dropped.add(oldest)
             oldest.cancel()
         self._answering[task] = None
         try:
@@ -113,6 +115,7 @@ class HealthServer:
             log.exception("the health endpoint failed to answer")
         finally:
             self._answering.pop(task, None)
+            self._dropped.discard(task)
             writer.close()
 
 
