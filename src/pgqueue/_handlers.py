@@ -199,15 +199,17 @@ def _overlap(mine: str, other: str) -> bool:
 
 
 def register_plan(
-    sql: Statements, rows: list[Registration], worker: str, strict: bool
+    sql: Statements, rows: list[Registration], worker: str, strict: bool, write: bool = True
 ) -> Plan[list[Conflict]]:
     """Plan (in one transaction): the conflicts of these rows with the registry, and write
-    them unless ``strict`` and there are some."""
-    yield Stmt(sql.handler_lock, {"lock_ms": REGISTRY_LOCK_TIMEOUT * 1000})
+    them unless ``strict`` and there are some (never unless ``write``: a check only)."""
+    if write:
+        yield Stmt(sql.handler_lock, {"lock_ms": REGISTRY_LOCK_TIMEOUT * 1000})
     params = {
         "handlers": json.dumps([r.row() for r in rows]),
         "worker": worker,
         "strict": strict,
+        "write": write,
         "recent": REGISTRY_RECENT,
     }
     found = yield Stmt(sql.handler_register, params)
@@ -226,7 +228,7 @@ def register_plan(
         for r in found
         if r["mine"] is not None and _overlap(r["mine"], r["name"])
     ]
-    if strict and not conflicts and rows and not found[0]["written"]:
+    if write and strict and not conflicts and rows and not found[0]["written"]:
         # Only the database's rough cut of a pattern clashed: write after all.
         yield Stmt(sql.handler_register, {**params, "strict": False})
     return conflicts

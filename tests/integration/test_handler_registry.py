@@ -120,6 +120,23 @@ def test_error_mode_refuses_to_start_and_writes_nothing(
     assert [r[1] for r in registry(conn, schema)] == ["billing"]  # crm's rows not written
 
 
+def test_error_mode_leaves_the_other_apps_queue_options_alone(
+    dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with app(dsn, schema, "billing") as billing:
+        billing.job("send-email", retry_limit=5)(handler("billing.jobs", "send_email"))
+        billing.work(until_empty=True)
+    with app(dsn, schema, "crm", on_conflict="error") as crm:
+        crm.job("send-email", retry_limit=0)(handler("crm.mail", "notify"))
+        crm.job("lead", retry_limit=2)(handler("crm.mail", "lead"))
+        with pytest.raises(HandlerConflictError):
+            crm.work(until_empty=True)
+        shared, own = crm.get_queue("send-email"), crm.get_queue("lead")
+    assert shared is not None and shared.retry_limit == 5  # billing's, as it set it
+    assert own is not None and own.retry_limit == 2  # crm's own queue is configured
+    assert any("left the options of queues send-email" in w for w in warnings(caplog))
+
+
 def test_error_mode_starts_when_there_is_no_conflict(
     dsn: str, schema: str, conn: psycopg.Connection[Any]
 ) -> None:

@@ -130,7 +130,7 @@ WITH mine AS (
     SELECT m.name, m.app, m.handler, m.options, m.fingerprint, m.regex,
         m.explicit, %(worker)s, "pgqueue".clock(), "pgqueue".clock()
     FROM mine m
-    WHERE NOT %(strict)s OR NOT EXISTS (SELECT FROM clash)
+    WHERE %(write)s AND (NOT %(strict)s OR NOT EXISTS (SELECT FROM clash))
     ON CONFLICT (name, app) DO UPDATE SET
         handler = excluded.handler, options = excluded.options,
         regex = excluded.regex, explicit_app = excluded.explicit_app,

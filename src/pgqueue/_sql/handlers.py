@@ -13,11 +13,12 @@ class HandlerStatements:
     # A worker's handlers (a JSON array of objects) against the registry, in one statement:
     # returns the recent rows of other applications whose handler differs and that serve a
     # queue one of them serves (the same name, or a name one's pattern matches; the caller
-    # makes a [...] class exact), and writes the worker's rows unless %(strict)s and some
-    # came back; one row at least (the clash's columns NULL when none), each with how many
-    # rows were written. Patterns, which are few, are joined apart and materialised, so that
-    # names are never compared each with each (10,000 handlers register in ~0.2 s). Run
-    # after handler_lock, in its transaction: two workers starting at once see each other.
+    # makes a [...] class exact), and writes the worker's rows if %(write)s, unless
+    # %(strict)s and some came back; one row at least (the clash's columns NULL when
+    # none), each with how many rows were written. Patterns, which are few, are joined
+    # apart and materialised, so that names are never compared each with each (10,000
+    # handlers register in ~0.2 s). Run after handler_lock, in its transaction: two workers
+    # starting at once see each other.
     handler_register = Template("""
         WITH mine AS (
             SELECT h.name, h.app, h.explicit, h.handler, h.options, h.fingerprint, h.regex
@@ -51,7 +52,7 @@ class HandlerStatements:
             SELECT m.name, m.app, m.handler, m.options, m.fingerprint, m.regex,
                 m.explicit, %(worker)s, {now}, {now}
             FROM mine m
-            WHERE NOT %(strict)s OR NOT EXISTS (SELECT FROM clash)
+            WHERE %(write)s AND (NOT %(strict)s OR NOT EXISTS (SELECT FROM clash))
             ON CONFLICT (name, app) DO UPDATE SET
                 handler = excluded.handler, options = excluded.options,
                 regex = excluded.regex, explicit_app = excluded.explicit_app,
