@@ -1,5 +1,7 @@
 """Build the wheel and the sdist, check them, and run the README's quickstart from the wheel
-installed in a fresh virtualenv outside the checkout, on the embedded server.
+installed in a fresh virtualenv outside the checkout, on the embedded server; there, also
+``python -m pgqueue``, the optional modules without their extras (each names its extra) and
+the pytest plugin (a test using its fixtures).
 
     .venv/bin/python scripts/check_package.py [--keep]
 
@@ -28,6 +30,32 @@ FORBIDDEN = re.compile(
     r"(^|/)(\.venv[^/]*|venv|\.git|site|dist|build|__pycache__|\.mypy_cache|\.ruff_cache|"
     r"\.pytest_cache|\.hypothesis|node_modules|tests/artifacts)(/|$)|\.pyc$"
 )
+
+
+# The modules of the optional extras (none installed in the fresh virtualenv): importing
+# one must say which extra to install.
+OPTIONAL = {
+    "pgqueue.contrib.flask": "flask",
+    "pgqueue.contrib.django": "django",
+    "pgqueue.metrics": "metrics",
+    "pgqueue.tracing": "tracing",
+    "pgqueue.dashboard": "dashboard",
+}
+MISSING_EXTRA = """
+try:
+    import {module}
+except ImportError as exc:
+    print(exc)
+else:
+    print("imported")
+"""
+PLUGIN_TEST = """
+def test_a_job_round_trip(pgqueue_queue):
+    pgqueue_queue.job("greet")(lambda name: f"Hello, {name}!")
+    sent = pgqueue_queue.send("greet", "Ada")
+    pgqueue_queue.work(until_empty=True)
+    assert pgqueue_queue.get_job_by_id(sent).output == "Hello, Ada!"
+"""
 
 
 class CheckFailed(Exception):
@@ -198,6 +226,26 @@ def main(argv: list[str]) -> int:
         # Imported (as `pgqueue worker app:pq` does), it runs nothing.
         imported = run([python, "-c", "import app; print(type(app.pq).__name__)"], cwd=app, env=env)
         check(imported == "AsyncPgQueue\n", f"importing the quickstart printed {imported!r}")
+
+        step("python -m pgqueue, and the optional modules without their extras")
+        check(
+            run([python, "-m", "pgqueue", "--version"], cwd=app, env=env).strip() == f"pgqueue {v}",
+            "python -m pgqueue --version",
+        )
+        for module, extra in OPTIONAL.items():
+            said = run([python, "-c", MISSING_EXTRA.format(module=module)], cwd=app, env=env)
+            check(
+                f"pip install 'pgqueue[{extra}]'" in said,
+                f"import {module} without its extra said {said.strip()!r}",
+            )
+        print(f"   {', '.join(OPTIONAL)}: each names its extra")
+
+        step("the pytest plugin, from the wheel, runs a test on the embedded server")
+        run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "pytest"])
+        (app / "test_plugin.py").write_text(PLUGIN_TEST, "utf-8")
+        ran = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=app, env=env)
+        check("1 passed" in ran, f"the plugin's test: {ran!r}")
+        print("   1 passed")
     except CheckFailed as exc:
         print(f"check_package: FAILED: {exc}", file=sys.stderr)
         print(f"(kept {work})" if keep else "", file=sys.stderr)

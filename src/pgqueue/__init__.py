@@ -5,6 +5,7 @@ from ._async.queue import AsyncPgQueue
 from ._async.results import AsyncJobHandle
 from ._async.shards import AsyncShards
 from ._executor import RunningJob, Snooze
+from ._handlers import HandlerInfo
 from ._maintenance import MaintenanceResult, MaintenanceSettings
 from ._migrate import MigrationStatus
 from ._sync.function import JobFunction
@@ -17,6 +18,7 @@ from .errors import (
     DatabaseError,
     DependencyError,
     EmbeddedServerError,
+    HandlerConflictError,
     InvalidDsnError,
     InvalidInputError,
     InvalidNameError,
@@ -56,6 +58,8 @@ __all__ = [
     "Flow",
     "FlowStep",
     "GroupStats",
+    "HandlerConflictError",
+    "HandlerInfo",
     "InvalidDsnError",
     "InvalidInputError",
     "InvalidNameError",

@@ -27,6 +27,7 @@ from ._core import Core
 from ._cron import Schedules
 from ._db import Plan, connect_error
 from ._embedded import EmbeddedServer, start_embedded
+from ._handlers import OnConflict, check_app_name, check_on_conflict
 from ._maintenance import MaintenanceResult, MaintenanceSettings, maintain_plan
 from ._migrate import migrate_plan
 from ._observe import Observer, combine
@@ -87,8 +88,12 @@ class QueueBase:
         listen: bool = True,
         listen_dsn: str | None = None,
         partition: bool | None = None,
+        app_name: str | None = None,
+        on_conflict: OnConflict = "warn",
     ) -> None:
         self.schema = check_schema(schema)
+        self.app_name = check_app_name(app_name)
+        self.on_conflict = check_on_conflict(on_conflict)
         resolve_partition(partition)  # refused now if bad; None still reads the variable
         self._partition = partition
         if pool is not None and dsn is None:
@@ -376,6 +381,8 @@ class QueueBase:
                 listen_dsn=self._listen_to(runner.dsn),
                 emit=self._listeners.emit,
                 observer=self._observer,
+                app_name=self.app_name,
+                on_conflict=self.on_conflict,
                 **options,
             )
             self._work_done.clear()

@@ -23,6 +23,10 @@ log = logging.getLogger("pgqueue.worker")
 # Seconds a probe's connection may take to send its request, and the request's size cap.
 _READ_TIMEOUT = 5.0
 _MAX_REQUEST = 8192
+# Probe connections held at once: past it the oldest is dropped, so that clients that
+# connect and stay silent cannot take the file descriptors the worker's own connections need,
+# and a new probe is still answered.
+_MAX_PROBES = 32
 
 
 @dataclass
@@ -65,7 +69,8 @@ class HealthServer:
     def __init__(self, report: Callable[[], HealthReport]) -> None:
         self._report = report
         self._server: asyncio.AbstractServer | None = None
-        self._answering: set[asyncio.Task[None]] = set()
+        self._answering: dict[asyncio.Task[None], None] = {}  # (ordered: oldest first)
+        self._dropped: set[asyncio.Task[None]] = set()  # cancelled for newer ones, ending
 
     async def close(self) -> None:
         """Stop listening and drop the probes under way (a silent one would otherwise hold
@@ -73,16 +78,21 @@ class HealthServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        for task in self._answering:
+        for task in list(self._answering):
             task.cancel()
-        await asyncio.gather(*self._answering, return_exceptions=True)
+        await asyncio.gather(*self._answering, *self._dropped, return_exceptions=True)
         if server is not None:
             await server.wait_closed()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._answering.add(task)
+        if len(self._answering) >= _MAX_PROBES:
+            oldest = next(iter(self._answering))
+            del self._answering[oldest]  # (uncounted at once: a burst drops as many)
+            self._dropped.add(oldest)
+            oldest.cancel()
+        self._answering[task] = None
         try:
             status, body = await _respond(reader, self._report)
             payload = json.dumps(body).encode() + b"\n"
@@ -98,13 +108,14 @@ class HealthServer:
             await writer.drain()
         except (OSError, asyncio.TimeoutError):  # the prober went away: nothing to tell it
             pass
-        except asyncio.CancelledError:  # the endpoint closes
+        except asyncio.CancelledError:  # the endpoint closes, or drops this probe for a new one
             writer.transport.abort()
             raise
         except Exception:  # a bug here must not end the worker: the probe sees no answer
             log.exception("the health endpoint failed to answer")
         finally:
-            self._answering.discard(task)
+            self._answering.pop(task, None)
+            self._dropped.discard(task)
             writer.close()
 
 

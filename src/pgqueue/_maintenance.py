@@ -23,6 +23,7 @@ import psycopg
 
 from ._core import Core
 from ._db import Plan, Stmt
+from ._handlers import REGISTRY_RECENT
 from ._payload import encode_json
 
 __all__ = [
@@ -89,6 +90,8 @@ class MaintenanceResult:
     """Waits for parents dropped: of jobs released, cancelled or deleted."""
     edges: int = 0
     """Edges to such jobs from parents that have not ended, dropped."""
+    handlers: int = 0
+    """Handler registrations no worker refreshed within the hour (see docs/operations.md)."""
     errors: list[str] = field(default_factory=list)
     """Steps that failed and were rolled back."""
 
@@ -114,6 +117,7 @@ def maintain_plan(
         "limit": settings.batch_size,
         "completed_after": settings.archive_completed_after,
         "failed_after": settings.archive_failed_after,
+        "recent": REGISTRY_RECENT,
     }
     steps: tuple[tuple[str, Callable[[], Plan[int]]], ...] = (
         ("expired_active", lambda: _expire_active(core, params)),
@@ -124,6 +128,7 @@ def maintain_plan(
         ("rate_windows", lambda: _batches(core.sql.group_rate_prune, params)),
         ("waits", lambda: _batches(core.sql.job_wait_prune, params)),
         ("edges", lambda: _batches(core.sql.job_edge_prune, params)),
+        ("handlers", lambda: _batches(core.sql.handler_prune, params)),
     )
     for attr, step in steps:
         # Each step in a savepoint: one that fails (a row it cannot move, say) is rolled

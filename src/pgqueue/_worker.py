@@ -42,13 +42,29 @@ from ._config import check_count
 from ._core import Core, QueueBusy, QueueRules
 from ._db import Plan
 from ._executor import Deadline, Executor, Outcome, RunningJob
+from ._handlers import (
+    REGISTRY_REFRESH,
+    Conflict,
+    OnConflict,
+    check_app_name,
+    check_on_conflict,
+    conflict_message,
+    register_plan,
+    registrations,
+)
 from ._health import HealthReport, check_port, serve_health
 from ._heartbeat import Heartbeat
 from ._notifier import Notifier
 from ._observe import Observer
 from ._registry import JobDefinition, pattern_regex
 from ._runlog import capture_level, capturing
-from .errors import ConnectError, InvalidOptionError, PgQueueError, WorkerError
+from .errors import (
+    ConnectError,
+    HandlerConflictError,
+    InvalidOptionError,
+    PgQueueError,
+    WorkerError,
+)
 from .models import MAX_SECONDS, MIN_HEARTBEAT, Job
 
 __all__ = [
@@ -139,8 +155,13 @@ class Worker:
         health_port: int | None = None,
         health_host: str = "0.0.0.0",
         health_timeout: float | None = None,
+        app_name: str | None = None,
+        on_conflict: OnConflict = "warn",
     ) -> None:
         concurrency = check_count("concurrency", concurrency)
+        # (again: the queue object's attributes may have been set since it checked them)
+        app_name = check_app_name(app_name)
+        on_conflict = check_on_conflict(on_conflict)
         if health_port is not None:
             check_port("health_port", health_port)
         if not isinstance(health_host, str) or not health_host:
@@ -216,6 +237,12 @@ class Worker:
         if listen_dsn is None:  # polling only: cancellations are looked for as often
             self._heartbeat_loop.check_every = poll_interval
         self.processed = 0
+        # The handler registry (see _handlers): this worker's rows, when to write them
+        # again, and the conflicts already logged.
+        self._registrations = registrations(definitions, app_name)
+        self._on_conflict = on_conflict
+        self._register_at = 0.0
+        self._conflicts: set[tuple[str, str, str, str]] = set()
 
     def _queue_state(self, name: str, definition: JobDefinition) -> _QueueState:
         limit = self._concurrency if definition.is_async else self._threads
@@ -307,6 +334,7 @@ class Worker:
         if self._health_address is not None:  # first: a port in use fails before any work
             health = await serve_health(*self._health_address, self.health)
         try:
+            await self._register(starting=True)  # may refuse: before anything else starts
             signals = self._install_signals() if install_signal_handlers else []
             await self._completer.start()
             await notifier.start()
@@ -489,6 +517,8 @@ class Worker:
                     await self._refresh_queues()
                 if self._time() >= self._reconcile_at:
                     await self._reconcile()
+                if self._time() >= self._register_at:
+                    await self._register(starting=False)
                 await self._claim_round()
                 backoff = 0.1
                 if failed_since is not None:
@@ -533,7 +563,9 @@ class Worker:
             later += [
                 s.waiting[0][0] + _PREFETCH_WAIT - now for s in self._states.values() if s.waiting
             ]
-            timeout = min([self._poll_interval, self._reconcile_at - now, *later])
+            timeout = min(
+                [self._poll_interval, self._reconcile_at - now, self._register_at - now, *later]
+            )
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
@@ -562,6 +594,28 @@ class Worker:
                 len(released),
                 ", ".join(map(str, released)),
             )
+
+    async def _register(self, starting: bool) -> None:
+        """Write this worker's handlers to the registry (at start, then every few minutes)
+        and log the conflicts with other applications' not logged yet; at start with
+        ``on_conflict="error"``, raise HandlerConflictError instead, having written nothing."""
+        strict = starting and self._on_conflict == "error"
+        plan = register_plan(self._core.sql, self._registrations, self.id, strict)
+        try:
+            conflicts: list[Conflict] = await self._runner.run(plan, None, True)
+        except PgQueueError as exc:
+            if strict:
+                raise
+            log.warning("could not write this worker's handlers to the registry: %s", exc)
+            self._register_at = self._time() + min(REGISTRY_REFRESH, RECONCILE_EVERY)
+            return
+        self._register_at = self._time() + REGISTRY_REFRESH
+        if strict and conflicts:
+            raise HandlerConflictError(conflict_message(conflicts), conflicts)
+        for conflict in conflicts:
+            if conflict.key not in self._conflicts:
+                self._conflicts.add(conflict.key)
+                log.warning("%s", conflict.describe())
 
     def _time(self) -> float:
         assert self._loop is not None

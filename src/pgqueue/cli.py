@@ -220,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     pool_options(worker)
     prepare_option(worker)
     listen_options(worker)
+    worker.add_argument(
+        "--on-conflict",
+        choices=["warn", "error"],
+        help="when another app registered a different handler for one of its queues on "
+        "this schema: warn (the default) or refuse to start (default: the application's)",
+    )
     worker.set_defaults(run=_worker)
 
     jobs = command(
@@ -287,6 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     database_options(subscriptions)
     subscriptions.add_argument("--json", action="store_true", help="one JSON object per pair")
     subscriptions.set_defaults(run=_subscriptions)
+    handlers = command(
+        "handlers",
+        help="the handler registry: which app's workers serve which handler for each queue, "
+        "conflicts marked",
+    )
+    database_options(handlers)
+    handlers.add_argument("--json", action="store_true", help="one JSON object per handler")
+    handlers.set_defaults(run=_handlers)
 
     show = command("job", help="one job (looking in the archive too), as JSON")
     database_options(show)
@@ -468,6 +482,8 @@ def _worker(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     _size_pool(app, args)
     _app_connections(app, args)
+    if args.on_conflict is not None:
+        app.on_conflict = args.on_conflict
     options: dict[str, Any] = {
         "queues": args.queues.split(",") if args.queues else None,
         "concurrency": args.concurrency,
@@ -479,6 +495,10 @@ def _worker(args: argparse.Namespace) -> int:
         "install_signal_handlers": True,
     }
     if args.metrics_port is not None:
+        try:
+            from . import metrics  # noqa: F401  (before the app starts: its extra may be missing)
+        except ImportError as exc:
+            raise PgQueueError(str(exc)) from None
         options.update(metrics_port=args.metrics_port, metrics_host=args.metrics_host)
     if args.health_port is not None:
         options.update(health_port=args.health_port, health_host=args.health_host)
@@ -734,6 +754,30 @@ def _subscriptions(args: argparse.Namespace) -> int:
         pairs = pq.get_subscriptions()
     for event, queue in pairs:
         print(json.dumps({"event": event, "queue": queue}) if args.json else f"{event} -> {queue}")
+    return 0
+
+
+def _handlers(args: argparse.Namespace) -> int:
+    with _operator_queue(args) as pq:
+        found = pq.get_handlers()
+    # Recent rows of one queue name from apps with different handlers: each takes the
+    # others' jobs (patterns against names are the worker's check, see docs/operations.md).
+    fingerprints: dict[str, set[str]] = {}
+    for info in found:
+        if info.recent:
+            fingerprints.setdefault(info.name, set()).add(info.fingerprint)
+    rows = [("queue", "app", "handler", "worker", "last seen", "conflict")]
+    for info in found:
+        conflict = info.recent and len(fingerprints.get(info.name, ())) > 1
+        if args.json:
+            print(json.dumps({**dataclasses.asdict(info), "conflict": conflict}, default=_iso))
+            continue
+        seen = _iso(info.seen_at) + ("" if info.recent else " (stale)")
+        rows.append(
+            (info.name, info.app, info.handler, info.worker, seen, "yes" if conflict else "-")
+        )
+    if not args.json:
+        _print_table(rows)
     return 0
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "DatabaseError",
     "DependencyError",
     "EmbeddedServerError",
+    "HandlerConflictError",
     "InvalidDsnError",
     "InvalidInputError",
     "InvalidNameError",
@@ -267,6 +268,27 @@ class WorkerError(PgQueueError):
             print(exc)
         ```
     """
+
+
+class HandlerConflictError(WorkerError):
+    """A worker of a queue object made with ``on_conflict="error"`` found that another
+    application registered a different handler for a queue it serves (on the same schema,
+    recently): it refuses to start. ``conflicts`` describes each pair of handlers.
+
+    Example:
+        ```python
+        pq = PgQueue(app_name="billing", on_conflict="error")
+        try:
+            pq.work()
+        except HandlerConflictError as exc:
+            for conflict in exc.conflicts:
+                print(conflict.describe())
+        ```
+    """
+
+    def __init__(self, message: str, conflicts: list[Any]) -> None:
+        super().__init__(message)
+        self.conflicts = conflicts
 
 
 class JobFailedError(PgQueueError):

@@ -20,6 +20,11 @@ import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+try:
+    import opentelemetry.trace  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on what is installed
+    raise ImportError("pgqueue.tracing needs its extra: pip install 'pgqueue[tracing]'") from exc
+
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider

@@ -126,7 +126,7 @@ def test_subcommands_are_listed() -> None:
         == {
             *("migrate", "worker", "jobs", "send", "queues", "groups", "job", "grant"),
             *("retry", "cancel", "resume", "pause", "unpause", "schedules", "subscriptions"),
-            "dashboard",
+            *("dashboard", "handlers"),
         }
     )
     assert all(listed.values()), listed

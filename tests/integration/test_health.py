@@ -162,6 +162,44 @@ async def test_a_healthy_worker_answers_200_on_both(apq: AsyncPgQueue) -> None:
         await probe(port, "/healthz")
 
 
+async def test_silent_clients_cannot_pile_up(apq: AsyncPgQueue) -> None:
+    """Clients that connect and say nothing are capped (the oldest dropped for a newcomer):
+    a flood of them cannot take the worker's file descriptors, and a probe is answered."""
+    from pgqueue._health import _MAX_PROBES
+
+    @apq.job("noop")
+    async def noop(data: None) -> None:
+        pass
+
+    port = free_port()
+    working = asyncio.create_task(
+        apq.work(health_port=port, health_host="127.0.0.1", poll_interval=0.1)
+    )
+    silent: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        await until(lambda: answers(port, "/readyz", 200), 20, "the worker to be ready")
+        for _ in range(_MAX_PROBES + 10):
+            silent.append(await asyncio.open_connection("127.0.0.1", port))
+        # The ten oldest are closed at once, well before the 5 s read timeout.
+        for reader, _ in silent[:10]:
+            assert await asyncio.wait_for(reader.read(), 2) == b""
+        assert (await probe(port, "/healthz"))[0] == 200
+        still = 0
+        for reader, _ in silent[10:]:
+            try:
+                await asyncio.wait_for(reader.read(1), 0.01)
+            except asyncio.TimeoutError:
+                still += 1
+            except OSError:  # (reset: dropped too)
+                pass
+        assert still == _MAX_PROBES - 1  # the newest but one, the probe having dropped one
+    finally:
+        for _, writer in silent:
+            writer.close()
+        apq.stop_working()
+        await asyncio.wait_for(working, 4)
+
+
 async def test_healthz_answers_503_while_the_database_is_out_of_reach(
     proxy: Proxy, dsn: str, schema: str
 ) -> None:

@@ -79,6 +79,70 @@ WHERE q.name = %(name)s
                 WHERE j.name = r.name AND j.group_key = r.group_key
                     AND j.state < 'active');
 
+-- name: handler_list
+SELECT name, app, handler, options, fingerprint, explicit_app, worker, registered_at,
+    seen_at, seen_at > "pgqueue".clock() - make_interval(secs => %(recent)s) AS recent
+FROM "pgqueue".handler
+ORDER BY name, seen_at DESC, app;
+
+-- name: handler_lock
+SELECT pg_advisory_xact_lock(hashtext('pgqueue.handlers.pgqueue'))
+FROM (SELECT set_config('lock_timeout', %(lock_ms)s::integer::text, true)) s;
+
+-- name: handler_prune
+DELETE FROM "pgqueue".handler h
+WHERE (h.name, h.app) IN (
+    SELECT name, app FROM "pgqueue".handler
+    WHERE seen_at <= "pgqueue".clock() - make_interval(secs => %(recent)s)
+    LIMIT %(limit)s)
+RETURNING h.name;
+
+-- name: handler_register
+WITH mine AS (
+    SELECT h.name, h.app, h.explicit, h.handler, h.options, h.fingerprint, h.regex
+    FROM jsonb_to_recordset(%(handlers)s::jsonb) AS h(name text, app text,
+        explicit boolean, handler text, options jsonb, fingerprint text, regex text)
+), recent AS (
+    SELECT r.* FROM "pgqueue".handler r
+    WHERE r.seen_at > "pgqueue".clock() - make_interval(secs => %(recent)s)
+), mine_patterns AS MATERIALIZED (
+    SELECT * FROM mine WHERE regex IS NOT NULL
+), recent_patterns AS MATERIALIZED (
+    SELECT * FROM recent WHERE regex IS NOT NULL
+), clash AS (
+    SELECT m.name AS mine, m.app AS mine_app, m.handler AS mine_handler, r.name,
+        r.app, r.handler, r.worker, r.explicit_app, r.seen_at
+    FROM mine m JOIN recent r ON r.name = m.name
+    WHERE r.app <> m.app AND r.fingerprint <> m.fingerprint
+    UNION ALL
+    SELECT m.name, m.app, m.handler, r.name, r.app, r.handler, r.worker,
+        r.explicit_app, r.seen_at
+    FROM mine_patterns m JOIN recent r ON r.name <> m.name AND r.name ~ m.regex
+    WHERE r.app <> m.app AND r.fingerprint <> m.fingerprint
+    UNION ALL
+    SELECT m.name, m.app, m.handler, r.name, r.app, r.handler, r.worker,
+        r.explicit_app, r.seen_at
+    FROM mine m JOIN recent_patterns r ON r.name <> m.name AND m.name ~ r.regex
+    WHERE r.app <> m.app AND r.fingerprint <> m.fingerprint
+), written AS (
+    INSERT INTO "pgqueue".handler AS t (name, app, handler, options, fingerprint, regex,
+        explicit_app, worker, registered_at, seen_at)
+    SELECT m.name, m.app, m.handler, m.options, m.fingerprint, m.regex,
+        m.explicit, %(worker)s, "pgqueue".clock(), "pgqueue".clock()
+    FROM mine m
+    WHERE %(write)s AND (NOT %(strict)s OR NOT EXISTS (SELECT FROM clash))
+    ON CONFLICT (name, app) DO UPDATE SET
+        handler = excluded.handler, options = excluded.options,
+        regex = excluded.regex, explicit_app = excluded.explicit_app,
+        worker = excluded.worker, seen_at = excluded.seen_at,
+        fingerprint = excluded.fingerprint,
+        registered_at = CASE WHEN t.fingerprint = excluded.fingerprint
+            THEN t.registered_at ELSE excluded.registered_at END
+    RETURNING 1
+)
+SELECT c.*, w.written
+FROM (SELECT count(*) AS written FROM written) w LEFT JOIN clash c ON true;
+
 -- name: job_archive
     WITH completed AS MATERIALIZED (
         SELECT id FROM "pgqueue".job

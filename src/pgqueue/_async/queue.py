@@ -21,10 +21,18 @@ from .._config import check_seconds, renamed
 from .._core import UNCHANGED
 from .._cron import check_cron, check_timezone, label
 from .._db import Plan
+from .._handlers import (
+    HandlerInfo,
+    OnConflict,
+    conflict_message,
+    list_plan,
+    register_plan,
+    registrations,
+)
 from .._maintenance import MaintenanceResult, MaintenanceSettings
 from .._migrate import MigrationStatus, status_plan
 from .._payload import error_output, job_runs
-from .._registry import is_pattern
+from .._registry import JobDefinition, is_pattern
 from .._worker import DEFAULT_CONCURRENCY, DEFAULT_HEARTBEAT, DEFAULT_THREADS
 from ..errors import InvalidInputError, InvalidOptionError, PgQueueError
 from ..flow import Flow
@@ -70,6 +78,12 @@ class AsyncPgQueue(QueueBase):
     ``$PGQUEUE_PARTITION``; see docs/scaling.md); an existing schema keeps its layout, and
     asking for the partitioned layout on one without it raises MigrationError.
 
+    Workers write the handlers they serve to the schema's registry under ``app_name``
+    (default: each handler's top-level package) and warn at start when another app
+    registered a different handler for one of their queues (apps sharing a schema take
+    each other's jobs); ``on_conflict="error"`` makes the worker refuse to start instead,
+    raising HandlerConflictError (see docs/operations.md).
+
     Example:
         ```python
         pq = AsyncPgQueue("postgresql://app@db/app")
@@ -99,6 +113,8 @@ class AsyncPgQueue(QueueBase):
         listen: bool = True,
         listen_dsn: str | None = None,
         partition: bool | None = None,
+        app_name: str | None = None,
+        on_conflict: OnConflict = "warn",
     ) -> None:
         if pool is not None and not isinstance(pool, AsyncConnectionPool):
             raise InvalidOptionError(
@@ -118,6 +134,8 @@ class AsyncPgQueue(QueueBase):
             listen=listen,
             listen_dsn=listen_dsn,
             partition=partition,
+            app_name=app_name,
+            on_conflict=on_conflict,
         )
         self._runner: AsyncRunner | None = None
         self._maintenance: AsyncPeriodic | None = None
@@ -273,18 +291,44 @@ class AsyncPgQueue(QueueBase):
                 return
             pending = self.registry.undeclared()
             if pending:
+                configured = pending
+                if self.on_conflict == "error":
+                    configured = await self._unclashing(pending)
                 # In batches: in the partitioned layout each queue creates a table, whose
                 # locks a transaction holds to its end (max_locks_per_transaction).
-                batches = [
-                    pending[i : i + _DECLARE_BATCH] for i in range(0, len(pending), _DECLARE_BATCH)
-                ]
-                for phase in ({"configure": False}, {"create": False}):
-                    for batch in batches:
+                for phase, definitions in (
+                    ({"configure": False}, pending),
+                    ({"create": False}, configured),
+                ):
+                    for i in range(0, len(definitions), _DECLARE_BATCH):
+                        batch = definitions[i : i + _DECLARE_BATCH]
                         await self._runner.run(self._core.declare_queues(batch, **phase))
                 self.registry.declared(pending)
             if not self._cron.synced:
                 await self._runner.run(self._cron.write_declared())
                 self._cron.synced = True
+
+    async def _unclashing(self, definitions: list[JobDefinition]) -> list[JobDefinition]:
+        """Those of ``definitions`` whose queue no other application's handler serves (in
+        the registry): in the error mode, the options of the others are left as that
+        application set them, as this one's workers will refuse to start."""
+        assert self._runner is not None
+        rows = registrations(definitions, self.app_name)
+        try:
+            conflicts = await self._runner.run(
+                register_plan(self._core.sql, rows, "", strict=True, write=False)
+            )
+        except PgQueueError as exc:  # (the worker, which writes the registry, will say more)
+            log.warning("could not read the handler registry: %s", exc)
+            return definitions
+        clashing = {c.name for c in conflicts}
+        if clashing:
+            log.warning(
+                "left the options of queues %s as another app set them: %s",
+                ", ".join(sorted(clashing)),
+                conflict_message(conflicts),
+            )
+        return [d for d in definitions if d.name not in clashing]
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop working (if :meth:`work` runs), close the pool, stop an embedded server this
@@ -1203,6 +1247,17 @@ class AsyncPgQueue(QueueBase):
             if job_id is not None:
                 sent.append(job_id)
         return sent
+
+    async def get_handlers(self, *, conn: AsyncConn | None = None) -> list[HandlerInfo]:
+        """The handler registry: which app's workers serve which handler for each queue
+        (see docs/operations.md, "Apps that share a schema").
+
+        Example:
+            ```python
+            apps = {h.app for h in await pq.get_handlers() if h.name == "send-email"}
+            ```
+        """
+        return await self._run(list_plan(self.sql), conn, atomic=False)
 
     async def grant(self, role: str, *, conn: AsyncConn | None = None) -> None:
         """Grant ``role`` what running pgqueue on this schema takes (sending, working,

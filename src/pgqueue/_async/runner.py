@@ -195,5 +195,6 @@ class AsyncPeriodic:
                 if self._stopping.is_set():
                     return
                 self.last_error = exc
-                log.warning("%s failed: %s", self._name, exc)
+                # (some errors, a TimeoutError for one, say nothing: their type does)
+                log.warning("%s failed: %s", self._name, str(exc) or type(exc).__name__)
             await await_event(self._stopping, self._interval)

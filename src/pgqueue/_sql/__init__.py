@@ -25,6 +25,7 @@ from .fragments import (
     SERVER_WAL_LIMIT,
     SERVER_WAL_SETTINGS,
 )
+from .handlers import HandlerStatements
 from .jobs import FIND_KINDS, JobStatements, find_statement, state_kind
 from .queues import QueueStatements
 from .template import Template
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 
-class Statements(QueueStatements, JobStatements, UpkeepStatements):
+class Statements(QueueStatements, JobStatements, UpkeepStatements, HandlerStatements):
     """The statements of one schema, as query strings ready to execute (and to prepare).
 
     Statements are declared as class attributes (by area, in ``jobs``, ``queues`` and
@@ -61,6 +62,7 @@ class Statements(QueueStatements, JobStatements, UpkeepStatements):
             "schema_name": sql.Literal(ident.as_string()),
             "lock_key": sql.Literal(f"pgqueue.migrate.{schema}"),
             "maintenance_key": sql.Literal(f"pgqueue.maintain.{schema}"),
+            "handlers_key": sql.Literal(f"pgqueue.handlers.{schema}"),
             "fetch_lock_prefix": sql.Literal(f"pgqueue.fetch.{schema}."),
             "jobs_channel": sql.Literal(self.jobs_channel),
             "cancel_channel": sql.Literal(self.cancel_channel),

@@ -196,5 +196,6 @@ class Periodic:
                 if self._stopping.is_set():
                     return
                 self.last_error = exc
-                log.warning("%s failed: %s", self._name, exc)
+                # (some errors, a TimeoutError for one, say nothing: their type does)
+                log.warning("%s failed: %s", self._name, str(exc) or type(exc).__name__)
             wait_event(self._stopping, self._interval)

@@ -1,1 +1,2 @@
-"""Integrations with frameworks, each an optional extra (``pgqueue[django]``)."""
+"""Integrations with frameworks, each an optional extra (``pgqueue[django]``,
+``pgqueue[flask]``)."""

@@ -11,6 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+try:
+    import django  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on what is installed
+    raise ImportError(
+        "pgqueue.contrib.django needs its extra: pip install 'pgqueue[django]'"
+    ) from exc
+
 from ._queue import DjangoPgQueue, get_queue, stop_queue
 
 if TYPE_CHECKING:
