@@ -12,7 +12,7 @@ from psycopg import sql
 
 import pgqueue
 from pgqueue._migrate import latest_version
-from pgqueue.errors import MigrationError
+from pgqueue.errors import InvalidInputError, MigrationError
 from pgqueue.testing import _schemas, create_schema, drop_schema
 from tests.snapshots import SCHEMA_SNAPSHOTS, assert_matches, render_schema
 
@@ -78,9 +78,6 @@ def test_an_existing_schema_is_refused_and_left_as_it_was(
         "SELECT relname FROM pg_class WHERE relnamespace = %s::regnamespace", (schema,)
     ).fetchall()
     assert tables == [("mine",)]
-    drop_schema(dsn, schema)
-    drop_schema(dsn, schema)  # gone already: nothing to do
-    assert conn.execute("SELECT to_regnamespace(%s)", (schema,)).fetchone() == (None,)
 
 
 def test_no_template_is_left_behind(dsn: str, conn: psycopg.Connection[Any]) -> None:
@@ -97,3 +94,21 @@ def test_a_dump_this_server_refuses_is_given_up_for_the_migrations(
     create_schema(dsn, schema, partition=False)
     assert _schemas._dumps[(dsn, False)] is None
     _is_the_migrated_schema(dsn, schema, conn, False)
+
+
+def test_drop_schema_drops_only_a_pgqueue_schema(
+    dsn: str, schema: str, conn: psycopg.Connection[Any]
+) -> None:
+    drop_schema(dsn, schema)  # none yet: nothing to do
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    conn.execute(sql.SQL("CREATE TABLE {}.accounts (id int)").format(sql.Identifier(schema)))
+    with pytest.raises(InvalidInputError, match="not a pgqueue schema"):
+        drop_schema(dsn, schema)
+    with pytest.raises(InvalidInputError, match="not a pgqueue schema"):
+        drop_schema(dsn, "public")
+    kept = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{schema}.accounts"]).fetchone()
+    assert kept == (True,)
+    conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    create_schema(dsn, schema)
+    drop_schema(dsn, schema)
+    assert conn.execute("SELECT to_regnamespace(%s)", [schema]).fetchone() == (None,)

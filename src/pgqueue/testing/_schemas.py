@@ -27,7 +27,7 @@ from .._db import connect_error
 from .._migrate import create_plan
 from .._sql import Statements
 from .._sync.runner import run_sync
-from ..errors import MigrationError
+from ..errors import InvalidInputError, MigrationError
 
 __all__ = ["create_schema", "drop_schema"]
 
@@ -70,10 +70,18 @@ def create_schema(dsn: str, schema: str, *, partition: bool | None = None) -> No
 
 
 def drop_schema(dsn: str, schema: str) -> None:
-    """Drop ``schema`` and everything in it, if it exists."""
+    """Drop ``schema`` and everything in it, if it exists. InvalidInputError, nothing
+    dropped, if it exists but is not a pgqueue schema (it has no version table)."""
     check_schema(schema)
+    statements = Statements(schema)
     with _connect(dsn) as conn:
-        conn.execute(Statements(schema).schema_drop)
+        (exists,) = conn.execute(statements.schema_exists).fetchone() or (False,)
+        (ours,) = conn.execute(statements.version_table_exists).fetchone() or (False,)
+        if exists and not ours:
+            raise InvalidInputError(
+                f"schema {schema!r} is not a pgqueue schema (no version table): not dropped"
+            )
+        conn.execute(statements.schema_drop)
 
 
 def _connect(dsn: str) -> psycopg.Connection[tuple[object, ...]]:
