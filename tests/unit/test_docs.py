@@ -24,7 +24,21 @@ REFERENCE = ROOT / "docs" / "reference"
 THROUGH_PGQUEUE = {"pgqueue.errors", "pgqueue.flow", "pgqueue.models"}
 NOT_AN_API = {"pgqueue.cli", "pgqueue.__main__"}  # the command line: `pgqueue --help`
 # Modules besides ``pgqueue`` whose every exported class and function shows an example.
-EXAMPLES_IN = ("pgqueue.dashboard", "pgqueue.metrics", "pgqueue.tracing", "pgqueue.lifecycle")
+EXAMPLES_IN = (
+    "pgqueue.dashboard",
+    "pgqueue.metrics",
+    "pgqueue.tracing",
+    "pgqueue.lifecycle",
+    "pgqueue.testing",
+    "pgqueue.contrib.flask",
+    "pgqueue.contrib.django",
+    "pgqueue.contrib.django.tasks",
+    "pgqueue.contrib.django.dashboard",
+    "pgqueue.contrib.django.test",
+)
+# Exported names made on first access, not read here: ``pq`` is the Django project's queue
+# object, built from Django's settings (which a unit test does not configure).
+MADE_ON_ACCESS = {"pgqueue.contrib.django": {"pq"}}
 _EXAMPLE = re.compile(r"^\s*Examples?:\s*$", re.MULTILINE)
 
 
@@ -104,10 +118,13 @@ def _documented_objects() -> list[tuple[str, object]]:
     for cls in (AsyncPgQueue, PgQueue):
         found += [(f"{cls.__name__}.{name}", getattr(cls, name)) for name in _public(cls)]
     for module in map(importlib.import_module, EXAMPLES_IN):
+        lazy = MADE_ON_ACCESS.get(module.__name__, set())
+        assert lazy <= set(module.__all__), f"{module.__name__} no longer exports {lazy}"
         found += [
             (f"{module.__name__}.{name}", value)
             for name in module.__all__
-            if inspect.isclass(value := getattr(module, name)) or inspect.isfunction(value)
+            if name not in lazy
+            and (inspect.isclass(value := getattr(module, name)) or inspect.isfunction(value))
         ]
     return found
 

@@ -26,7 +26,19 @@ def bind(queue: Q, dsn: str, schema: str) -> Iterator[Q]:
     ``schema`` inside the ``with`` block, with no background maintenance (a test runs it
     when it wants: :func:`drain` does): its handlers, schedules and job functions stay
     as they are, so the application's own sends reach the test's schema once the object
-    is started there. Stop it before the block ends; then it points where it did."""
+    is started there. Stop it before the block ends; then it points where it did.
+
+    Example:
+        ```python
+        from shop.app import pq  # the application's queue object, not started
+
+        def test_an_order_is_charged(pgqueue_dsn, pgqueue_schema):
+            create_schema(pgqueue_dsn, pgqueue_schema)
+            with bind(pq, pgqueue_dsn, pgqueue_schema), pq:  # started, then stopped
+                pq.send("charge", {"order": 1, "total": 30})
+                assert drain(pq).names == ["charge", "receipt"]
+        ```
+    """
     if not isinstance(queue, AsyncPgQueue | PgQueue):
         raise InvalidInputError(
             f"bind() takes a PgQueue or an AsyncPgQueue, got {type(queue).__name__}"

@@ -305,7 +305,17 @@ async def adrain(
     ``timeout`` seconds (else DrainTimeoutError, naming the job; its run is recorded as
     failed), at most ``max_runs`` runs (else DrainError: a job that sends itself).
     A failing handler does not raise: its run is in the result, unless ``raise_errors``
-    (then RunFailedError, caused by what the handler raised)."""
+    (then RunFailedError, caused by what the handler raised).
+
+    Example:
+        ```python
+        async def test_an_order_is_charged(pgqueue_aqueue):
+            await pgqueue_aqueue.send("charge", {"order": 1, "total": 30})
+            drained = await adrain(pgqueue_aqueue)
+            assert drained.names == ["charge", "receipt"]  # charge sent the receipt
+            assert not drained.failed
+        ```
+    """
     timeout, max_runs = _check(timeout, max_runs)
     target = _Target(queue)
     _refuse_unseen(queue)
@@ -331,7 +341,17 @@ def drain(
     maintain: bool = True,
 ) -> Drained:
     """Run every job due now on the started ``queue``'s schema, one at a time, in claim
-    order, until none is due (see :func:`adrain`, its asyncio twin, for the details)."""
+    order, until none is due (see :func:`adrain`, its asyncio twin, for the details).
+
+    Example:
+        ```python
+        def test_an_order_is_charged(pgqueue_queue):
+            pgqueue_queue.send("charge", {"order": 1, "total": 30})
+            drained = drain(pgqueue_queue)
+            assert drained.names == ["charge", "receipt"]  # charge sent the receipt
+            assert drained.outputs("charge") == [{"charged": 30}]
+        ```
+    """
     timeout, max_runs = _check(timeout, max_runs)
     target = _Target(queue)
     if not isinstance(queue, PgQueue):
@@ -403,7 +423,16 @@ async def aadvance(
     """Move ``queue``'s schema clock forward ``by`` (seconds or a timedelta) and drain
     (:func:`adrain`, with ``options``): delays, retry backoff, cron slots and expiry come
     due at once, no sleep. With ``step``, in steps of that size, draining after each (so
-    an hourly schedule fires each hour of a day, as it would with workers running)."""
+    an hourly schedule fires each hour of a day, as it would with workers running).
+
+    Example:
+        ```python
+        async def test_the_report_runs_every_hour(pgqueue_aqueue):
+            # the application: @pq.cron("0 * * * *", name="hourly-report")
+            drained = await aadvance(pgqueue_aqueue, timedelta(days=1), step=timedelta(hours=1))
+            assert len(drained.of("hourly-report")) == 24
+        ```
+    """
     moves = _steps(by, step)
     target = _Target(queue)  # adrain takes a PgQueue too
     _check_options(queue, options)
@@ -424,7 +453,16 @@ def advance(
     step: float | timedelta | None = None,
     **options: Any,
 ) -> Drained:
-    """Move ``queue``'s schema clock forward ``by`` and drain (see :func:`aadvance`)."""
+    """Move ``queue``'s schema clock forward ``by`` and drain (see :func:`aadvance`).
+
+    Example:
+        ```python
+        def test_the_reminder_waits_a_day(pgqueue_queue):
+            pgqueue_queue.send("remind", {"user": 7}, start_after=timedelta(days=1))
+            assert len(drain(pgqueue_queue)) == 0  # not due yet
+            assert len(advance(pgqueue_queue, timedelta(days=1)).of("remind")) == 1
+        ```
+    """
     moves = _steps(by, step)
     if not isinstance(queue, PgQueue):
         raise InvalidInputError("advance() takes a PgQueue: await aadvance() for an AsyncPgQueue")

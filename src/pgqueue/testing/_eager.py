@@ -65,12 +65,28 @@ _IN_HANDLER: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 class EagerError(PgQueueError):
     """Eager mode cannot do what was asked (it needs the database), or a send ran more
-    jobs than ``max_runs`` (a job that sends itself)."""
+    jobs than ``max_runs`` (a job that sends itself).
+
+    Example:
+        ```python
+        with eager(pq), pytest.raises(EagerError):
+            pq.find_jobs("charge")  # reads the database: not in eager mode
+        ```
+    """
 
 
 class EagerJobs:
     """What eager mode sent and ran: ``jobs`` (every job, in id order, as it is now: its
-    state, output, retries) and ``runs`` (each run, as a drain reports them)."""
+    state, output, retries) and ``runs`` (each run, as a drain reports them).
+
+    Example:
+        ```python
+        with eager(pq) as jobs:
+            pq.send("charge", {"order": 5, "total": 1})
+        assert jobs.outputs("charge") == [{"charged": 1}]
+        assert jobs.sent("receipt")[0].state is JobState.completed
+        ```
+    """
 
     def __init__(self) -> None:
         self.jobs: list[Job] = []
@@ -459,7 +475,17 @@ def eager(queue: Q, *, raise_errors: bool = False, max_runs: int = 1000) -> Iter
     returns the job's id (``result()`` gives its output). A failure is retried at once
     while retries remain; it does not raise unless ``raise_errors`` (RunFailedError).
     What needs the database (``conn=``, singleton keys, dependencies, ``find_jobs``,
-    ``fetch``, the clock...) raises EagerError. Yields the records of what ran."""
+    ``fetch``, the clock...) raises EagerError. Yields the records of what ran.
+
+    Example:
+        ```python
+        def test_placing_an_order():
+            with eager(pq) as jobs:
+                handle = pq.send("charge", {"order": 5, "total": 1})
+                assert handle.result() == {"charged": 1}  # the handler ran, then receipt
+                assert [job.name for job in jobs.jobs] == ["charge", "receipt"]
+        ```
+    """
     if not isinstance(queue, AsyncPgQueue | PgQueue):
         raise InvalidInputError(
             f"eager() takes a PgQueue or an AsyncPgQueue, got {type(queue).__name__}"

@@ -19,7 +19,15 @@ class Run:
     how the run ended (``outcome``: completed, failed, expired, snoozed or cancelled), the
     job's state once that was recorded (retry after a failure with retries left), and
     ``output``: what the handler returned, or for a failure the error stored (type,
-    message, traceback). ``exception`` is what the handler raised, itself."""
+    message, traceback). ``exception`` is what the handler raised, itself.
+
+    Example:
+        ```python
+        run = drain(pq).runs[0]
+        assert run.ok, run.error  # the error says "Type: message"
+        assert (run.name, run.attempt, run.output) == ("charge", 1, {"charged": 30})
+        ```
+    """
 
     id: int
     name: str
@@ -49,7 +57,16 @@ class Run:
 class Drained:
     """What a drain did: the runs in the order they ran, the jobs due cron schedules sent
     (``scheduled``), the jobs still due that it could not run (``held``: their queue is
-    paused, or its limits hold them back) and the maintenance pass it ran, if any."""
+    paused, or its limits hold them back) and the maintenance pass it ran, if any.
+
+    Example:
+        ```python
+        drained = drain(pq)
+        assert drained.names == ["charge", "receipt"]
+        assert not drained.failed and not drained.held
+        assert drained.outputs("charge") == [{"charged": 30}]
+        ```
+    """
 
     runs: list[Run] = field(default_factory=list)
     scheduled: list[int] = field(default_factory=list)
@@ -105,7 +122,15 @@ class Drained:
 
 
 class DrainError(PgQueueError):
-    """A drain could not finish: ``drained`` holds what it did until then."""
+    """A drain could not finish: ``drained`` holds what it did until then.
+
+    Example:
+        ```python
+        with pytest.raises(DrainError) as caught:
+            drain(pq, max_runs=10)  # a job that sends itself forever
+        assert len(caught.value.drained) == 10
+        ```
+    """
 
     def __init__(self, message: str, drained: Drained) -> None:
         super().__init__(message)
@@ -114,7 +139,15 @@ class DrainError(PgQueueError):
 
 class DrainTimeoutError(DrainError):
     """A handler did not return within the drain's ``timeout``: ``job`` is the job it ran
-    (its run was recorded as failed, with no retry)."""
+    (its run was recorded as failed, with no retry).
+
+    Example:
+        ```python
+        with pytest.raises(DrainTimeoutError) as caught:
+            drain(pq, timeout=5)
+        assert caught.value.job.name == "slow-report"
+        ```
+    """
 
     def __init__(self, message: str, drained: Drained, job: Job) -> None:
         super().__init__(message, drained)
@@ -124,7 +157,16 @@ class DrainTimeoutError(DrainError):
 class RunFailedError(DrainError):
     """A run failed and the drain (or eager mode) was asked to raise on the first failure:
     ``run`` is that run; the exception its handler raised is the cause (``__cause__``),
-    traceback and all."""
+    traceback and all.
+
+    Example:
+        ```python
+        with pytest.raises(RunFailedError) as caught:
+            drain(pq, raise_errors=True)
+        assert caught.value.run.name == "charge"
+        assert isinstance(caught.value.__cause__, PaymentDeclined)  # what the handler raised
+        ```
+    """
 
     def __init__(self, message: str, drained: Drained, run: Run) -> None:
         super().__init__(message, drained)

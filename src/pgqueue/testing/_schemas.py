@@ -43,7 +43,18 @@ def create_schema(dsn: str, schema: str, *, partition: bool | None = None) -> No
     migrating it (a queue object started on it finds nothing to do): as a copy of a
     migrated template's SQL where ``pg_dump`` is at hand, else with every migration in one
     transaction sent at once. ``partition`` as the queue objects take it (None:
-    ``$PGQUEUE_PARTITION``). MigrationError, nothing left, if the schema exists."""
+    ``$PGQUEUE_PARTITION``). MigrationError, nothing left, if the schema exists.
+
+    Example:
+        ```python
+        @pytest.fixture
+        def schema(pgqueue_dsn):
+            name = f"orders_{uuid.uuid4().hex[:8]}"  # one per test: tests may run at once
+            create_schema(pgqueue_dsn, name)
+            yield name
+            drop_schema(pgqueue_dsn, name)
+        ```
+    """
     check_dsn(dsn)
     check_schema(schema)
     layout = resolve_partition(partition)
@@ -71,7 +82,14 @@ def create_schema(dsn: str, schema: str, *, partition: bool | None = None) -> No
 
 def drop_schema(dsn: str, schema: str) -> None:
     """Drop ``schema`` and everything in it, if it exists. InvalidInputError, nothing
-    dropped, if it exists but is not a pgqueue schema (it has no version table)."""
+    dropped, if it exists but is not a pgqueue schema (it has no version table).
+
+    Example:
+        ```python
+        drop_schema("postgresql://localhost/app_test", "orders_test")  # gone, if it was there
+        drop_schema("postgresql://localhost/app_test", "public")  # InvalidInputError
+        ```
+    """
     check_schema(schema)
     statements = Statements(schema)
     with _connect(dsn) as conn:

@@ -28,7 +28,16 @@ def matches(expected: Any, actual: Any) -> bool:
     its JSON) matches data holding those keys with matching values, nested mappings
     matched the same way (a subset match); a list or tuple matches a list of as many
     items, each matching; anything else must equal the data once encoded as a send
-    encodes it (a datetime, UUID or Decimal matches what its job holds)."""
+    encodes it (a datetime, UUID or Decimal matches what its job holds).
+
+    Example:
+        ```python
+        matches({"user": {"id": 7}}, {"user": {"id": 7, "name": "Ada"}, "n": 2})  # True
+        matches([1, ANY], [1, "anything"])  # True
+        matches(lambda data: data["total"] > 10, {"total": 30})  # True
+        matches({"id": 8}, {"id": 7})  # False
+        ```
+    """
     if expected is ANY:
         return True
     if callable(expected) and not isinstance(expected, type | BaseModel):
@@ -99,7 +108,16 @@ def _assert(name: str, jobs: list[Job], data: Any, count: int | None) -> list[Jo
 
 def sent_jobs(queue: PgQueue, name: str) -> list[Job]:
     """Every job sent to queue ``name``, in the job table and the archive (whatever its
-    state), in id order; under :func:`eager`, the jobs eager mode sent."""
+    state), in id order; under :func:`eager`, the jobs eager mode sent.
+
+    Example:
+        ```python
+        def test_signing_up_sends_one_email(pgqueue_queue):
+            sign_up("ada@example.com")  # the application's code: it sends the job
+            jobs = sent_jobs(pgqueue_queue, "welcome-email")
+            assert [job.data["email"] for job in jobs] == ["ada@example.com"]
+        ```
+    """
     _check(name, None)
     recorded = eager_jobs(queue)
     if recorded is not None:
@@ -113,7 +131,16 @@ def sent_jobs(queue: PgQueue, name: str) -> list[Job]:
 
 
 async def asent_jobs(queue: AsyncPgQueue, name: str) -> list[Job]:
-    """Every job sent to queue ``name`` (see :func:`sent_jobs`)."""
+    """Every job sent to queue ``name`` (see :func:`sent_jobs`).
+
+    Example:
+        ```python
+        async def test_signing_up_sends_one_email(pgqueue_aqueue):
+            await sign_up("ada@example.com")  # the application's code: it sends the job
+            jobs = await asent_jobs(pgqueue_aqueue, "welcome-email")
+            assert [job.data["email"] for job in jobs] == ["ada@example.com"]
+        ```
+    """
     _check(name, None)
     recorded = eager_jobs(queue)
     if recorded is not None:
@@ -137,7 +164,16 @@ def assert_sent(
     """Assert that jobs were sent to queue ``name`` whose data matches ``data`` (a subset
     of keys for a mapping or a pydantic model, a predicate for a callable, else
     equality; see :func:`matches`): ``count`` of them exactly, or at least one. Returns
-    those jobs. The AssertionError lists every job sent to ``name``."""
+    those jobs. The AssertionError lists every job sent to ``name``.
+
+    Example:
+        ```python
+        def test_signing_up_sends_a_welcome_email(pgqueue_queue):
+            sign_up("ada@example.com")  # the application's code: it sends the job
+            assert_sent(pgqueue_queue, "welcome-email", {"email": "ada@example.com"}, count=1)
+            assert_sent(pgqueue_queue, "audit", lambda data: data["event"] == "sign-up")
+        ```
+    """
     _check(name, count)
     return _assert(name, sent_jobs(queue, name), data, count)
 
@@ -149,6 +185,14 @@ async def aassert_sent(
     *,
     count: int | None = None,
 ) -> list[Job]:
-    """Assert that jobs were sent to queue ``name`` (see :func:`assert_sent`)."""
+    """Assert that jobs were sent to queue ``name`` (see :func:`assert_sent`).
+
+    Example:
+        ```python
+        async def test_signing_up_sends_a_welcome_email(pgqueue_aqueue):
+            await sign_up("ada@example.com")  # the application's code: it sends the job
+            await aassert_sent(pgqueue_aqueue, "welcome-email", {"email": "ada@example.com"})
+        ```
+    """
     _check(name, count)
     return _assert(name, await asent_jobs(queue, name), data, count)

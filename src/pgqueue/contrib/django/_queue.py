@@ -38,6 +38,15 @@ class DjangoPgQueue(PgQueue):
     once. Every other call runs on the object's own pool, which it opens on first use.
     Handlers close the Django connections they leave unusable or past ``CONN_MAX_AGE``
     (an async one's, in the thread of ``sync_to_async``), as a request does.
+
+    Example:
+        ```python
+        from pgqueue.contrib.django import pq  # the project's DjangoPgQueue
+
+        with transaction.atomic():
+            user = User.objects.create(email="ada@example.com")
+            pq.send("welcome-email", {"user_id": user.pk})  # commits or rolls back with it
+        ```
     """
 
     def __init__(self, config: QueueSettings) -> None:
@@ -323,7 +332,16 @@ _queue_lock = threading.Lock()
 
 def get_queue() -> DjangoPgQueue:
     """The project's queue object, made from ``settings.PGQUEUE`` on first call (not
-    started: it starts on first use, or by ``pgqueue_worker``)."""
+    started: it starts on first use, or by ``pgqueue_worker``).
+
+    Example:
+        ```python
+        from pgqueue.contrib.django import get_queue
+
+        queue = get_queue()  # the same object as pgqueue.contrib.django.pq
+        job = queue.get_job_by_id(job_id)
+        ```
+    """
     global _queue
     if _queue is None:
         with _queue_lock:
@@ -334,6 +352,19 @@ def get_queue() -> DjangoPgQueue:
 
 def stop_queue() -> None:
     """Stop the queue object, if made, closing its connections (it starts again on next
-    use): before the database it is connected to goes away."""
+    use): before the database it is connected to goes away.
+
+    Example:
+        ```python
+        class OrderTests(TestCase):
+            def setUp(self) -> None:
+                stop_queue()  # eager() refuses a started queue object
+
+            def test_placing_an_order(self) -> None:
+                with eager(pq) as jobs:
+                    place_order(5)  # the project's code: it sends the jobs
+                self.assertEqual(jobs.outputs("charge"), [{"charged": 30}])
+        ```
+    """
     if _queue is not None:
         _queue.stop()

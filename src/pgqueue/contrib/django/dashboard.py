@@ -50,7 +50,17 @@ def _staff_session(key: str) -> bool:
 
 
 async def is_staff(request: HTTPConnection) -> bool:
-    """The dashboard's auth: Django's session cookie is an active staff user's."""
+    """The dashboard's auth: Django's session cookie is an active staff user's.
+
+    Example:
+        ```python
+        from pgqueue.dashboard import create_app
+
+        # pgqueue's dashboard on its own, in a process that has set Django up, for the
+        # staff signed in to the project (its session cookie must reach this app)
+        app = create_app(AsyncPgQueue(dsn), auth=is_staff, start_queue=True)
+        ```
+    """
     key = request.cookies.get(settings.SESSION_COOKIE_NAME)
     if not key:
         return False
@@ -91,7 +101,18 @@ def with_dashboard(
     ``django_app`` everywhere else. ``options`` go to :func:`pgqueue.dashboard.create_app`
     (``read_only``, ``title``, ``allowed_hosts`` (default: ``settings.ALLOWED_HOSTS``),
     ...). Its lifespan starts and stops the dashboard's own queue object (an
-    AsyncPgQueue on the project's database and schema that knows its jobs)."""
+    AsyncPgQueue on the project's database and schema that knows its jobs).
+
+    Example:
+        ```python
+        # asgi.py
+        django_application = get_asgi_application()  # sets Django up: before pgqueue's imports
+
+        from pgqueue.contrib.django.dashboard import with_dashboard
+
+        application = with_dashboard(django_application, path="/pgqueue", read_only=True)
+        ```
+    """
     if not path.startswith("/") or path.endswith("/") or len(path) < 2:
         raise ValueError(f"path must start with / and not end with one, got {path!r}")
     queue = get_queue()

@@ -69,7 +69,18 @@ _STATUS = {
 
 
 class PgQueueBackend(BaseTaskBackend):
-    """Runs ``django.tasks`` tasks as pgqueue jobs (see the module's docstring)."""
+    """Runs ``django.tasks`` tasks as pgqueue jobs (see the module's docstring).
+
+    Example:
+        ```python
+        # settings.py
+        TASKS = {"default": {"BACKEND": "pgqueue.contrib.django.tasks.PgQueueBackend"}}
+
+        # anywhere: the task's job goes to the queue "tasks.default"
+        result = add_note.enqueue(order.pk, "gift wrap")
+        add_note.get_result(result.id).status  # READY until pgqueue_worker runs it
+        ```
+    """
 
     supports_defer = True
     supports_async_task = True
@@ -219,7 +230,14 @@ class PgQueueBackend(BaseTaskBackend):
 
 def run_task(data: dict[str, Any], job: RunningJob) -> Any:
     """The handler of a task's job: import the task by its path, run it, return its
-    (JSON-normalised) value; the task's exception fails the job."""
+    (JSON-normalised) value; the task's exception fails the job.
+
+    Example:
+        ```python
+        # What the backend registers for each of its queues (pgqueue_worker then runs them):
+        pq.job("tasks.default")(run_task)
+        ```
+    """
     backend = task_backends[data["backend"]]
     if not isinstance(backend, PgQueueBackend):
         raise ImproperlyConfigured(

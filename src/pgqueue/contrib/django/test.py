@@ -18,7 +18,14 @@ _STOP_AFTER_MIGRATE = "pgqueue-test-stop-after-migrate"
 
 class PgQueueDiscoverRunner(DiscoverRunner):
     """Django's DiscoverRunner; the queue object stops (closing its connections) once the
-    test databases are migrated, and before they are destroyed."""
+    test databases are migrated, and before they are destroyed.
+
+    Example:
+        ```python
+        # settings.py
+        TEST_RUNNER = "pgqueue.contrib.django.test.PgQueueDiscoverRunner"
+        ```
+    """
 
     def setup_databases(self, **kwargs: Any) -> Any:
         # A data migration that sent a job started the queue object on the new test
