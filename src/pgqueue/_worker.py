@@ -183,13 +183,7 @@ class Worker:
         self._toucher: asyncio.Task[None] | None = None
         self._notifier_task: asyncio.Task[None] | None = None
         self._capture = capture_level(capture_logs)
-        definitions = core.registry.definitions()
-        if queues is not None:
-            if isinstance(queues, str) or not all(isinstance(q, str) for q in queues):
-                raise InvalidOptionError(f"queues must be a list of queue names, got {queues!r}")
-            definitions = select_handlers(definitions, queues)
-        if not definitions:
-            raise WorkerError("no job handlers registered: decorate functions with @pq.job")
+        definitions = select_handlers(core.registry.definitions(), queues)
         # Pattern handlers: the queues they serve are found in the queue table (see
         # _refresh_queues), each then served as if it had a handler of its own.
         self._patterns = [d for d in definitions if d.is_pattern]
@@ -1046,11 +1040,24 @@ class Worker:
                 log.info("released %d unfinished jobs for another worker", len(released))
 
 
-def select_handlers(definitions: list[JobDefinition], queues: list[str]) -> list[JobDefinition]:
-    """The handlers of ``queues``: each a queue's name, or a glob pattern (``*``, ``?``,
-    ``[...]``, as :func:`fnmatch.fnmatchcase`; queue names hold none of these) that selects
-    every handler whose queue name it matches. One that selects no handler is refused (a
-    typo would leave jobs unworked)."""
+def select_handlers(
+    definitions: list[JobDefinition], queues: list[str] | None
+) -> list[JobDefinition]:
+    """The handlers a worker (or a drain) runs: all of ``definitions``, or those of
+    ``queues``, each a queue's name or a glob pattern (``*``, ``?``, ``[...]``, as
+    :func:`fnmatch.fnmatchcase`; queue names hold none of these) that selects every handler
+    whose queue name it matches. One that selects no handler is refused (a typo would leave
+    jobs unworked), and so is running no handler at all."""
+    if queues is not None:
+        if isinstance(queues, str) or not all(isinstance(q, str) for q in queues):
+            raise InvalidOptionError(f"queues must be a list of queue names, got {queues!r}")
+        definitions = _matching(definitions, queues)
+    if not definitions:
+        raise WorkerError("no job handlers registered: decorate functions with @pq.job")
+    return definitions
+
+
+def _matching(definitions: list[JobDefinition], queues: list[str]) -> list[JobDefinition]:
     names = {d.name for d in definitions}
     unmatched = [q for q in queues if not any(fnmatchcase(n, q) for n in names)]
     if unmatched:

@@ -23,7 +23,7 @@ from .._maintenance import MaintenanceResult
 from .._registry import JobDefinition, pattern_regex
 from .._sync.queue import PgQueue
 from .._worker import select_handlers
-from ..errors import InvalidInputError, WorkerError
+from ..errors import InvalidInputError
 from ..models import MAX_SECONDS, Job
 from ._results import Drained, DrainError, DrainTimeoutError, Run, RunFailedError
 
@@ -117,14 +117,7 @@ async def _drain(
 
 def _handlers(queue: QueueBase, queues: list[str] | None) -> list[JobDefinition]:
     """The handlers a drain runs: all of ``queue``'s, or those serving ``queues``."""
-    definitions = queue._core.registry.definitions()
-    if queues is not None:
-        if isinstance(queues, str) or not all(isinstance(q, str) for q in queues):
-            raise InvalidInputError(f"queues must be a list of queue names, got {queues!r}")
-        definitions = select_handlers(definitions, queues)
-    if not definitions:
-        raise WorkerError("no job handlers registered: decorate functions with @pq.job")
-    return definitions
+    return select_handlers(queue._core.registry.definitions(), queues)
 
 
 async def _claim_next(
